@@ -1,0 +1,197 @@
+/*
+ * Rendering of cellctl output: aligned tables and key/value blocks for
+ * people, JSON objects (jansson) for scripts. Field names in JSON are the
+ * contract documented in docs/operations.md; tables may change.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "cellctl.h"
+
+const char *ctl_node_state_name(Cellmon__NodeState s)
+{
+	switch (s) {
+	case CELLMON__NODE_STATE__NODE_UP:
+		return "up";
+	case CELLMON__NODE_STATE__NODE_SUSPECT:
+		return "suspect";
+	case CELLMON__NODE_STATE__NODE_DOWN:
+		return "down";
+	case CELLMON__NODE_STATE__NODE_DRAINING:
+		return "draining";
+	default:
+		return "unknown";
+	}
+}
+
+static void iso_time(uint64_t wall_ms, char *out, size_t len)
+{
+	time_t t = (time_t)(wall_ms / 1000);
+	struct tm tm;
+
+	if (!wall_ms) {
+		snprintf(out, len, "-");
+		return;
+	}
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void human_mb(uint64_t mb, char *out, size_t len)
+{
+	if (mb >= 1024)
+		snprintf(out, len, "%.1fG", (double)mb / 1024.0);
+	else
+		snprintf(out, len, "%lluM", (unsigned long long)mb);
+}
+
+static void human_age(uint64_t ms, char *out, size_t len)
+{
+	if (ms < 10000)
+		snprintf(out, len, "%llums", (unsigned long long)ms);
+	else if (ms < 600000)
+		snprintf(out, len, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(out, len, "%llum", (unsigned long long)(ms / 60000));
+}
+
+json_t *ctl_node_json(const Cellmon__NodeInfo *n)
+{
+	char since[32];
+
+	iso_time(n->state_since_ms, since, sizeof(since));
+	return json_pack(
+		"{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:f, s:I, s:i, s:I, "
+		"s:s, s:i, s:b}",
+		"id", n->id, "addr", n->addr, "state",
+		ctl_node_state_name(n->state), "incarnation",
+		(json_int_t)n->incarnation, "cell", n->cell[0] ? n->cell : NULL,
+		"cpus", n->capacity ? (int)n->capacity->cpus : 0, "memory_mb",
+		(json_int_t)(n->capacity ? n->capacity->memory_mb : 0), "load1",
+		n->load ? n->load->load1 : 0.0, "mem_free_mb",
+		(json_int_t)(n->load ? n->load->mem_free_mb : 0), "vcpus",
+		n->load ? (int)n->load->vcpus : 0, "heartbeat_age_ms",
+		(json_int_t)n->heartbeat_age_ms, "state_since", since,
+		"heartbeat_ms", (int)n->heartbeat_ms, "connected",
+		n->connected);
+}
+
+json_t *ctl_cell_json(const Cellmon__CellInfo *c)
+{
+	json_t *nodes = json_array();
+	char created[32];
+
+	for (size_t i = 0; nodes && i < c->n_nodes; i++)
+		json_array_append_new(nodes, json_string(c->nodes[i]));
+	iso_time(c->created_ms, created, sizeof(created));
+	return json_pack("{s:s, s:o, s:i, s:s}", "name", c->name, "nodes",
+			 nodes, "nodes_up", (int)c->nodes_up, "created",
+			 created);
+}
+
+json_t *ctl_status_json(const Cellmon__StatusReply *s)
+{
+	return json_pack("{s:s, s:i, s:I, s:I, s:{s:i, s:i, s:i}, s:i, s:s, "
+			 "s:s, s:s}",
+			 "version", s->version, "protocol_version",
+			 (int)s->protocol_version, "uptime_ms",
+			 (json_int_t)s->uptime_ms, "epoch",
+			 (json_int_t)s->epoch, "nodes", "up",
+			 (int)s->nodes_up, "suspect", (int)s->nodes_suspect,
+			 "down", (int)s->nodes_down, "cells", (int)s->cells,
+			 "agent_addr", s->agent_addr, "ctl_addr", s->ctl_addr,
+			 "state_dir", s->state_dir);
+}
+
+int ctl_emit_json(json_t *j)
+{
+	if (!j)
+		return -1;
+	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	fputc('\n', stdout);
+	json_decref(j);
+	return 0;
+}
+
+void ctl_print_nodes(Cellmon__NodeInfo **nodes, size_t n)
+{
+	printf("%-16s %-8s %11s %-12s %4s %7s %5s %9s  %s\n", "NODE", "STATE",
+	       "INCARNATION", "CELL", "CPUS", "MEMORY", "LOAD", "HEARTBEAT",
+	       "ADDR");
+	for (size_t i = 0; i < n; i++) {
+		const Cellmon__NodeInfo *x = nodes[i];
+		char mem[32], age[32];
+
+		human_mb(x->capacity ? x->capacity->memory_mb : 0, mem,
+			 sizeof(mem));
+		human_age(x->heartbeat_age_ms, age, sizeof(age));
+		printf("%-16s %-8s %11llu %-12s %4u %7s %5.2f %9s  %s\n",
+		       x->id, ctl_node_state_name(x->state),
+		       (unsigned long long)x->incarnation,
+		       x->cell[0] ? x->cell : "-",
+		       x->capacity ? x->capacity->cpus : 0, mem,
+		       x->load ? x->load->load1 : 0.0, age, x->addr);
+	}
+}
+
+void ctl_print_node(const Cellmon__NodeInfo *n)
+{
+	char mem[32], freem[32], since[32];
+
+	human_mb(n->capacity ? n->capacity->memory_mb : 0, mem, sizeof(mem));
+	human_mb(n->load ? n->load->mem_free_mb : 0, freem, sizeof(freem));
+	iso_time(n->state_since_ms, since, sizeof(since));
+	printf("node:          %s\n", n->id);
+	printf("state:         %s (since %s)\n", ctl_node_state_name(n->state),
+	       since);
+	printf("incarnation:   %llu\n", (unsigned long long)n->incarnation);
+	printf("cell:          %s\n", n->cell[0] ? n->cell : "-");
+	printf("address:       %s\n", n->addr);
+	printf("connected:     %s\n", n->connected ? "yes" : "no");
+	printf("capacity:      %u cpus, %s memory\n",
+	       n->capacity ? n->capacity->cpus : 0, mem);
+	printf("load:          %.2f (1 min), %s memory free, %u vcpus\n",
+	       n->load ? n->load->load1 : 0.0, freem,
+	       n->load ? n->load->vcpus : 0);
+	printf("heartbeat:     every %u ms, last %llu ms ago\n", n->heartbeat_ms,
+	       (unsigned long long)n->heartbeat_age_ms);
+}
+
+void ctl_print_cells(Cellmon__CellInfo **cells, size_t n)
+{
+	printf("%-16s %5s %4s  %s\n", "CELL", "NODES", "UP", "MEMBERS");
+	for (size_t i = 0; i < n; i++) {
+		const Cellmon__CellInfo *c = cells[i];
+
+		printf("%-16s %5zu %4u  ", c->name, c->n_nodes, c->nodes_up);
+		for (size_t k = 0; k < c->n_nodes; k++)
+			printf("%s%s", k ? "," : "", c->nodes[k]);
+		printf("%s\n", c->n_nodes ? "" : "-");
+	}
+}
+
+void ctl_print_cell(const Cellmon__CellInfo *c)
+{
+	char created[32];
+
+	iso_time(c->created_ms, created, sizeof(created));
+	printf("cell:     %s\n", c->name);
+	printf("created:  %s\n", created);
+	printf("nodes:    %zu (%u up)\n", c->n_nodes, c->nodes_up);
+	for (size_t k = 0; k < c->n_nodes; k++)
+		printf("  - %s\n", c->nodes[k]);
+}
+
+void ctl_print_status(const Cellmon__StatusReply *s, const char *addr)
+{
+	printf("manager:   %s (version %s, protocol %u)\n", addr, s->version,
+	       s->protocol_version);
+	printf("uptime:    %llu s\n", (unsigned long long)(s->uptime_ms / 1000));
+	printf("epoch:     %llu\n", (unsigned long long)s->epoch);
+	printf("nodes:     %u up, %u suspect, %u down\n", s->nodes_up,
+	       s->nodes_suspect, s->nodes_down);
+	printf("cells:     %u\n", s->cells);
+	printf("agents at: %s\n", s->agent_addr);
+	printf("state dir: %s\n", s->state_dir);
+}

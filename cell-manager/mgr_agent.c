@@ -1,0 +1,196 @@
+/*
+ * Agent-facing side of the manager: Register and Heartbeat requests from
+ * cellmon-agent connections, and Commands sent back to agents.
+ *
+ * A connection's data pointer is the node it registered as (NULL before
+ * Register); node->conn is that node's newest connection. A heartbeat is
+ * accepted on any connection as long as (node id, incarnation) is current.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "cell/clock.h"
+#include "cell/log.h"
+#include "cellproto/cellproto.h"
+#include "mgr_int.h"
+
+#define MOD "mgr"
+
+static void fill_lease(struct mgr *m, const struct mgr_node *n,
+		       Cellmon__Lease *lease)
+{
+	lease->incarnation = n->incarnation;
+	lease->lease_ms = (uint32_t)m->cfg.lease_ms;
+	lease->epoch = mgr_members_epoch(m->members);
+}
+
+static void agent_closed(struct cell_rpc_conn *c, int reason, void *arg)
+{
+	struct mgr_node *n = cell_rpc_conn_data(c);
+
+	(void)arg;
+	if (!n || n->conn != c)
+		return;
+	n->conn = NULL;
+	CELL_INFO(MOD, "agent connection closed node=%s incarnation=%llu "
+		       "reason=%s",
+		  n->id, (unsigned long long)n->incarnation,
+		  reason ? strerror(-reason) : "eof");
+}
+
+void mgr_agent_accept(struct cell_rpc_conn *c, void *arg)
+{
+	(void)arg;
+	cell_rpc_conn_set_close_cb(c, agent_closed, NULL);
+	CELL_DEBUG(MOD, "agent connection peer=%s", cell_rpc_conn_peer(c));
+}
+
+static int check_register(const Cellmon__RegisterRequest *r, char *why,
+			  size_t len)
+{
+	if (r->protocol_version != CELLPROTO_VERSION) {
+		snprintf(why, len, "agent speaks protocol %u, manager speaks %u",
+			 r->protocol_version, CELLPROTO_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (!cell_name_valid(r->node_id)) {
+		snprintf(why, len,
+			 "invalid node id '%.64s': use 1-63 of [a-z0-9_.-]",
+			 r->node_id);
+		return -EINVAL;
+	}
+	if (!r->capacity || r->capacity->cpus == 0 ||
+	    r->capacity->memory_mb == 0) {
+		snprintf(why, len, "capacity missing or zero");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+			void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__RegisterRequest *r = (const void *)msg;
+	struct cell_rpc_conn *c = cell_rpc_call_conn(call);
+	Cellmon__RegisterReply reply = CELLMON__REGISTER_REPLY__INIT;
+	Cellmon__Lease lease = CELLMON__LEASE__INIT;
+	struct mgr_node *n = mgr_members_find(m->members, r->node_id);
+	struct mgr_registration reg = {0};
+	uint64_t old_inc = 0;
+	int resumed = 0, rc;
+	char why[160];
+
+	rc = check_register(r, why, sizeof(why));
+	if (rc) {
+		CELL_WARN(MOD, "register refused peer=%s: %s",
+			  cell_rpc_conn_peer(c), why);
+		cell_rpc_reply_error(call, rc, "%s", why);
+		return;
+	}
+	reg.id = r->node_id;
+	reg.addr = r->addr;
+	reg.cpus = r->capacity->cpus;
+	reg.memory_mb = r->capacity->memory_mb;
+	reg.heartbeat_ms = r->heartbeat_ms;
+	reg.prev_incarnation = r->prev_incarnation;
+	reg.other_conn_live = n && n->conn && n->conn != c;
+	rc = mgr_members_register(m->members, &reg, &n, &resumed, &old_inc);
+	if (rc == -EEXIST) {
+		CELL_WARN(MOD, "register refused node=%s peer=%s: id in use by "
+			       "a live agent",
+			  r->node_id, cell_rpc_conn_peer(c));
+		cell_rpc_reply_error(call, rc,
+				     "node id '%s' is in use by a live agent",
+				     r->node_id);
+		return;
+	}
+	if (rc || mgr_node_persist(m, n)) {
+		cell_rpc_reply_error(call, rc ? rc : -EIO,
+				     "manager cannot record the node");
+		return;
+	}
+	if (n->conn && n->conn != c)
+		cell_rpc_conn_close(n->conn);
+	n->conn = c;
+	cell_rpc_conn_set_data(c, n);
+	if (resumed)
+		CELL_INFO(MOD, "node reconnected id=%s incarnation=%llu peer=%s",
+			  n->id, (unsigned long long)n->incarnation,
+			  cell_rpc_conn_peer(c));
+	else
+		CELL_INFO(MOD, "node registered id=%s incarnation=%llu "
+			       "previous=%llu cpus=%u memory_mb=%llu peer=%s",
+			  n->id, (unsigned long long)n->incarnation,
+			  (unsigned long long)old_inc, n->cpus,
+			  (unsigned long long)n->memory_mb,
+			  cell_rpc_conn_peer(c));
+	if (r->heartbeat_ms * 2 > (uint64_t)m->cfg.suspect_after_ms)
+		CELL_WARN(MOD, "node %s heartbeats every %u ms; suspect_after "
+			       "is %lld ms, expect false suspicions",
+			  n->id, r->heartbeat_ms,
+			  (long long)m->cfg.suspect_after_ms);
+	fill_lease(m, n, &lease);
+	reply.protocol_version = CELLPROTO_VERSION;
+	reply.lease = &lease;
+	reply.resumed = resumed;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_REGISTER_REPLY,
+		       &reply.base);
+}
+
+static void on_heartbeat(struct cell_rpc_call *call,
+			 const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__HeartbeatRequest *hb = (const void *)msg;
+	Cellmon__HeartbeatReply reply = CELLMON__HEARTBEAT_REPLY__INIT;
+	Cellmon__Lease lease = CELLMON__LEASE__INIT;
+	struct mgr_node *n;
+	int rc = mgr_members_heartbeat(m->members, hb->node_id, hb->incarnation,
+				       &n);
+
+	if (rc) {
+		CELL_LOG_RL(CELL_LOG_INFO, MOD,
+			    "heartbeat refused node=%.64s incarnation=%llu: %s",
+			    hb->node_id, (unsigned long long)hb->incarnation,
+			    rc == -ENOENT ? "unknown node"
+					  : "incarnation is over");
+		cell_rpc_reply_error(call, rc,
+				     rc == -ENOENT
+					     ? "unknown node; register first"
+					     : "incarnation %llu is over; "
+					       "register again",
+				     (unsigned long long)hb->incarnation);
+		return;
+	}
+	if (hb->load) {
+		n->load1 = hb->load->load1;
+		n->mem_free_mb = hb->load->mem_free_mb;
+		n->vcpus = hb->load->vcpus;
+	}
+	if (hb->capacity && hb->capacity->cpus && hb->capacity->memory_mb) {
+		n->cpus = hb->capacity->cpus;
+		n->memory_mb = hb->capacity->memory_mb;
+	}
+	fill_lease(m, n, &lease);
+	reply.lease = &lease;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,
+		       &reply.base);
+}
+
+int mgr_agent_command(struct mgr *m, struct mgr_node *n,
+		      const ProtobufCMessage *cmd, cell_rpc_reply_fn cb,
+		      void *arg)
+{
+	if (!n->conn || n->state == MGR_NODE_DOWN)
+		return -ENOTCONN;
+	return cell_rpc_request(n->conn, CELLMON__MSG_TYPE__MSG_COMMAND, cmd,
+				CELLMON__MSG_TYPE__MSG_COMMAND_ACK,
+				(unsigned)m->cfg.command_timeout_ms, cb, arg);
+}
+
+const struct cell_rpc_method mgr_agent_methods[] = {
+	{CELLMON__MSG_TYPE__MSG_REGISTER, on_register},
+	{CELLMON__MSG_TYPE__MSG_HEARTBEAT, on_heartbeat},
+	{0, NULL},
+};

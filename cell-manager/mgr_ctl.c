@@ -1,0 +1,431 @@
+/*
+ * cellctl-facing side of the manager: status, node queries, node ping and
+ * the cell changes. Every change is written to the store before it is
+ * applied in memory and acknowledged.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cell/clock.h"
+#include "cell/log.h"
+#include "cellproto/cellproto.h"
+#include "mgr_int.h"
+
+#define MOD "mgr"
+
+static void on_status(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		      void *arg)
+{
+	struct mgr *m = arg;
+	Cellmon__StatusReply r = CELLMON__STATUS_REPLY__INIT;
+
+	(void)msg;
+	r.protocol_version = CELLPROTO_VERSION;
+	r.version = CELLMON_VERSION;
+	r.uptime_ms = cell_now_ms() - m->start_ms;
+	r.epoch = mgr_members_epoch(m->members);
+	for (size_t i = 0; i < mgr_members_count(m->members); i++) {
+		switch (mgr_members_at(m->members, i)->state) {
+		case MGR_NODE_UP:
+			r.nodes_up++;
+			break;
+		case MGR_NODE_SUSPECT:
+			r.nodes_suspect++;
+			break;
+		default:
+			r.nodes_down++;
+			break;
+		}
+	}
+	r.cells = (uint32_t)m->ncells;
+	r.agent_addr = m->agent_addr;
+	r.ctl_addr = m->ctl_addr;
+	r.state_dir = m->cfg.state_dir;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_STATUS_REPLY, &r.base);
+}
+
+/* A NodeInfo pointing into n; cap and load are the caller's storage. */
+static void fill_node(struct mgr *m, struct mgr_node *n, Cellmon__NodeInfo *ni,
+		      Cellmon__Capacity *cap, Cellmon__Load *load)
+{
+	cellmon__node_info__init(ni);
+	cellmon__capacity__init(cap);
+	cellmon__load__init(load);
+	ni->id = n->id;
+	ni->addr = n->addr;
+	ni->state = (Cellmon__NodeState)n->state;
+	ni->incarnation = n->incarnation;
+	cap->cpus = n->cpus;
+	cap->memory_mb = n->memory_mb;
+	ni->capacity = cap;
+	load->load1 = n->load1;
+	load->mem_free_mb = n->mem_free_mb;
+	load->vcpus = n->vcpus;
+	ni->load = load;
+	ni->cell = n->cell;
+	ni->heartbeat_age_ms = mgr_members_now(m->members) - n->last_seen_ms;
+	ni->state_since_ms = n->state_since_wall_ms;
+	ni->heartbeat_ms = n->heartbeat_ms;
+	ni->connected = n->conn != NULL;
+}
+
+static void on_node_list(struct cell_rpc_call *call,
+			 const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	Cellmon__NodeListReply r = CELLMON__NODE_LIST_REPLY__INIT;
+	size_t n = mgr_members_count(m->members);
+	Cellmon__NodeInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+	Cellmon__NodeInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	Cellmon__Capacity *caps = calloc(n ? n : 1, sizeof(*caps));
+	Cellmon__Load *loads = calloc(n ? n : 1, sizeof(*loads));
+
+	(void)msg;
+	if (!infos || !ptrs || !caps || !loads) {
+		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		fill_node(m, mgr_members_at(m->members, i), &infos[i], &caps[i],
+			  &loads[i]);
+		ptrs[i] = &infos[i];
+	}
+	r.n_nodes = n;
+	r.nodes = ptrs;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_NODE_LIST_REPLY, &r.base);
+out:
+	free(infos);
+	free(ptrs);
+	free(caps);
+	free(loads);
+}
+
+static struct mgr_node *node_or_error(struct mgr *m, struct cell_rpc_call *call,
+				      const char *id)
+{
+	struct mgr_node *n = mgr_members_find(m->members, id);
+
+	if (!n)
+		cell_rpc_reply_error(call, -ENOENT, "no node '%.64s'", id);
+	return n;
+}
+
+static void on_node_info(struct cell_rpc_call *call,
+			 const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__NodeInfoRequest *req = (const void *)msg;
+	Cellmon__NodeInfoReply r = CELLMON__NODE_INFO_REPLY__INIT;
+	Cellmon__NodeInfo ni;
+	Cellmon__Capacity cap;
+	Cellmon__Load load;
+	struct mgr_node *n = node_or_error(m, call, req->id);
+
+	if (!n)
+		return;
+	fill_node(m, n, &ni, &cap, &load);
+	r.node = &ni;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_NODE_INFO_REPLY, &r.base);
+}
+
+struct ping {
+	struct cell_rpc_call *call;
+	uint64_t start_us;
+	uint64_t incarnation;
+};
+
+static void ping_done(int status, const ProtobufCMessage *msg,
+		      const char *errmsg, void *arg)
+{
+	struct ping *p = arg;
+	const Cellmon__CommandAck *ack = (const void *)msg;
+	Cellmon__NodePingReply r = CELLMON__NODE_PING_REPLY__INIT;
+
+	if (status)
+		cell_rpc_reply_error(p->call, status, "agent: %s", errmsg);
+	else if (ack->status)
+		cell_rpc_reply_error(p->call, ack->status, "agent: %s",
+				     ack->message);
+	else {
+		r.rtt_us = cell_now_us() - p->start_us;
+		r.incarnation = p->incarnation;
+		cell_rpc_reply(p->call, CELLMON__MSG_TYPE__MSG_NODE_PING_REPLY,
+			       &r.base);
+	}
+	free(p);
+}
+
+static void on_node_ping(struct cell_rpc_call *call,
+			 const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__NodePingRequest *req = (const void *)msg;
+	Cellmon__Command cmd = CELLMON__COMMAND__INIT;
+	struct mgr_node *n = node_or_error(m, call, req->id);
+	struct ping *p;
+	int rc;
+
+	if (!n)
+		return;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
+		return;
+	}
+	p->call = call;
+	p->start_us = cell_now_us();
+	p->incarnation = n->incarnation;
+	cmd.incarnation = n->incarnation;
+	cmd.kind = CELLMON__COMMAND_KIND__CMD_PING;
+	rc = mgr_agent_command(m, n, &cmd.base, ping_done, p);
+	if (rc) {
+		free(p);
+		cell_rpc_reply_error(call, rc, "node '%s' is not connected (%s)",
+				     n->id, mgr_node_state_name(n->state));
+	}
+}
+
+/* A CellInfo for cell c; names points into the nodes (caller frees). */
+static int fill_cell(struct mgr *m, const struct mgr_cell *c,
+		     Cellmon__CellInfo *ci)
+{
+	size_t n = mgr_members_count(m->members), k = 0;
+
+	cellmon__cell_info__init(ci);
+	ci->name = (char *)c->name;
+	ci->created_ms = c->created_ms;
+	ci->nodes = calloc(n ? n : 1, sizeof(char *));
+	if (!ci->nodes)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct mgr_node *node = mgr_members_at(m->members, i);
+
+		if (strcmp(node->cell, c->name) != 0)
+			continue;
+		ci->nodes[k++] = node->id;
+		if (node->state == MGR_NODE_UP)
+			ci->nodes_up++;
+	}
+	ci->n_nodes = k;
+	return 0;
+}
+
+static void reply_cell(struct mgr *m, struct cell_rpc_call *call,
+		       const struct mgr_cell *c)
+{
+	Cellmon__CellReply r = CELLMON__CELL_REPLY__INIT;
+	Cellmon__CellInfo ci;
+
+	if (c) {
+		if (fill_cell(m, c, &ci)) {
+			cell_rpc_reply_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		r.cell = &ci;
+	}
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_CELL_REPLY, &r.base);
+	if (c)
+		free(ci.nodes);
+}
+
+static struct mgr_cell *cell_or_error(struct mgr *m, struct cell_rpc_call *call,
+				      const char *name)
+{
+	struct mgr_cell *c = mgr_cell_find(m, name);
+
+	if (!c)
+		cell_rpc_reply_error(call, -ENOENT, "no cell '%.64s'", name);
+	return c;
+}
+
+static void on_cell_create(struct cell_rpc_call *call,
+			   const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__CellRequest *req = (const void *)msg;
+	uint64_t now = cell_wall_ms();
+	int rc;
+
+	if (!cell_name_valid(req->name)) {
+		cell_rpc_reply_error(call, -EINVAL,
+				     "invalid cell name '%.64s': use 1-63 of "
+				     "[a-z0-9_.-], starting with a letter or "
+				     "digit",
+				     req->name);
+		return;
+	}
+	if (mgr_cell_find(m, req->name)) {
+		cell_rpc_reply_error(call, -EEXIST, "cell '%s' exists",
+				     req->name);
+		return;
+	}
+	rc = mgr_store_cell_create(m->store, req->name, now);
+	if (!rc)
+		rc = mgr_cell_add(m, req->name, now);
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "cannot create cell '%s': %s",
+				     req->name, strerror(-rc));
+		return;
+	}
+	CELL_INFO(MOD, "cell created name=%s", req->name);
+	reply_cell(m, call, mgr_cell_find(m, req->name));
+}
+
+static void on_cell_delete(struct cell_rpc_call *call,
+			   const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__CellRequest *req = (const void *)msg;
+	struct mgr_cell *c = cell_or_error(m, call, req->name);
+	Cellmon__CellInfo ci;
+	int rc;
+
+	if (!c)
+		return;
+	if (fill_cell(m, c, &ci) == 0) {
+		size_t n = ci.n_nodes;
+
+		free(ci.nodes);
+		if (n) {
+			cell_rpc_reply_error(call, -EBUSY,
+					     "cell '%s' still has %zu node(s); "
+					     "remove them first",
+					     c->name, n);
+			return;
+		}
+	}
+	rc = mgr_store_cell_delete(m->store, req->name);
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "cannot delete cell '%s': %s",
+				     req->name, strerror(-rc));
+		return;
+	}
+	mgr_cell_remove(m, req->name);
+	CELL_INFO(MOD, "cell deleted name=%s", req->name);
+	reply_cell(m, call, NULL);
+}
+
+static void on_cell_info(struct cell_rpc_call *call,
+			 const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__CellRequest *req = (const void *)msg;
+	struct mgr_cell *c = cell_or_error(m, call, req->name);
+
+	if (c)
+		reply_cell(m, call, c);
+}
+
+static void on_cell_add_node(struct cell_rpc_call *call,
+			     const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__CellRequest *req = (const void *)msg;
+	struct mgr_cell *c = cell_or_error(m, call, req->name);
+	struct mgr_node *n;
+	int rc;
+
+	if (!c || !(n = node_or_error(m, call, req->node)))
+		return;
+	if (strcmp(n->cell, c->name) == 0) {
+		reply_cell(m, call, c);
+		return;
+	}
+	if (n->cell[0]) {
+		cell_rpc_reply_error(call, -EBUSY,
+				     "node '%s' is in cell '%s'; remove it "
+				     "there first",
+				     n->id, n->cell);
+		return;
+	}
+	rc = mgr_store_node_set_cell(m->store, n->id, c->name);
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "cannot add node: %s",
+				     strerror(-rc));
+		return;
+	}
+	snprintf(n->cell, sizeof(n->cell), "%s", c->name);
+	CELL_INFO(MOD, "node added to cell node=%s cell=%s", n->id, c->name);
+	reply_cell(m, call, c);
+}
+
+static void on_cell_remove_node(struct cell_rpc_call *call,
+				const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__CellRequest *req = (const void *)msg;
+	struct mgr_cell *c = cell_or_error(m, call, req->name);
+	struct mgr_node *n;
+	int rc;
+
+	if (!c || !(n = node_or_error(m, call, req->node)))
+		return;
+	if (strcmp(n->cell, c->name) != 0) {
+		cell_rpc_reply_error(call, -ENOENT,
+				     "node '%s' is not in cell '%s'", n->id,
+				     c->name);
+		return;
+	}
+	rc = mgr_store_node_set_cell(m->store, n->id, "");
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "cannot remove node: %s",
+				     strerror(-rc));
+		return;
+	}
+	n->cell[0] = '\0';
+	CELL_INFO(MOD, "node removed from cell node=%s cell=%s", n->id,
+		  c->name);
+	reply_cell(m, call, c);
+}
+
+static void on_cell_list(struct cell_rpc_call *call,
+			 const ProtobufCMessage *msg, void *arg)
+{
+	struct mgr *m = arg;
+	Cellmon__CellListReply r = CELLMON__CELL_LIST_REPLY__INIT;
+	Cellmon__CellInfo *infos = calloc(m->ncells + 1, sizeof(*infos));
+	Cellmon__CellInfo **ptrs = calloc(m->ncells + 1, sizeof(*ptrs));
+	size_t i = 0;
+
+	(void)msg;
+	if (!infos || !ptrs) {
+		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < m->ncells; i++) {
+		if (fill_cell(m, &m->cells[i], &infos[i])) {
+			cell_rpc_reply_error(call, -ENOMEM, "out of memory");
+			goto out;
+		}
+		ptrs[i] = &infos[i];
+	}
+	r.n_cells = m->ncells;
+	r.cells = ptrs;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_CELL_LIST_REPLY, &r.base);
+out:
+	while (infos && i-- > 0)
+		free(infos[i].nodes);
+	free(infos);
+	free(ptrs);
+}
+
+void mgr_ctl_accept(struct cell_rpc_conn *c, void *arg)
+{
+	(void)arg;
+	CELL_DEBUG(MOD, "cellctl connection peer=%s", cell_rpc_conn_peer(c));
+}
+
+const struct cell_rpc_method mgr_ctl_methods[] = {
+	{CELLMON__MSG_TYPE__MSG_STATUS, on_status},
+	{CELLMON__MSG_TYPE__MSG_NODE_LIST, on_node_list},
+	{CELLMON__MSG_TYPE__MSG_NODE_INFO, on_node_info},
+	{CELLMON__MSG_TYPE__MSG_NODE_PING, on_node_ping},
+	{CELLMON__MSG_TYPE__MSG_CELL_CREATE, on_cell_create},
+	{CELLMON__MSG_TYPE__MSG_CELL_DELETE, on_cell_delete},
+	{CELLMON__MSG_TYPE__MSG_CELL_INFO, on_cell_info},
+	{CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, on_cell_add_node},
+	{CELLMON__MSG_TYPE__MSG_CELL_REMOVE_NODE, on_cell_remove_node},
+	{CELLMON__MSG_TYPE__MSG_CELL_LIST, on_cell_list},
+	{0, NULL},
+};

@@ -1,0 +1,401 @@
+/*
+ * cellmon-manager: start-up, configuration and the event loop.
+ *
+ * main() parses the config (defaults < --config file < --key=value flags),
+ * locks and opens the state directory, restores nodes and cells from
+ * SQLite, binds the agent and cellctl listeners, writes the bound addresses
+ * to <state_dir>/manager.addr (so tests and scripts can ask for port 0),
+ * and runs the libevent loop until SIGINT or SIGTERM. A timer applies the
+ * membership timeouts every tick_ms.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "cell/clock.h"
+#include "cell/config.h"
+#include "cell/log.h"
+#include "cellproto/cellproto.h"
+#include "mgr_int.h"
+
+#define MOD "mgr"
+#define CFG(field) offsetof(struct mgr_config, field)
+#define STR(field) CFG(field), sizeof(((struct mgr_config *)0)->field)
+
+static const struct cell_config_key mgr_config_table[] = {
+	{"agent_listen", CELL_CFG_STRING, STR(agent_listen), 0, 0,
+	 "127.0.0.1:7400", "address:port agents connect to (port 0: any)"},
+	{"ctl_listen", CELL_CFG_STRING, STR(ctl_listen), 0, 0,
+	 "127.0.0.1:7401", "address:port cellctl connects to (port 0: any)"},
+	{"state_dir", CELL_CFG_STRING, STR(state_dir), 0, 0,
+	 "/var/lib/cellmon/manager",
+	 "directory for manager.db, manager.addr and the lock"},
+	{"suspect_after", CELL_CFG_DURATION, CFG(suspect_after_ms), 0, 50,
+	 600000, "1s", "silence after which a node is suspect"},
+	{"down_after", CELL_CFG_DURATION, CFG(down_after_ms), 0, 100, 3600000,
+	 "3s", "silence after which a node is declared down"},
+	{"lease", CELL_CFG_DURATION, CFG(lease_ms), 0, 50, 3600000, "2s",
+	 "lease granted to agents; must be shorter than down_after"},
+	{"tick", CELL_CFG_DURATION, CFG(tick_ms), 0, 5, 1000, "100ms",
+	 "how often membership timeouts are checked"},
+	{"command_timeout", CELL_CFG_DURATION, CFG(command_timeout_ms), 0, 10,
+	 600000, "2s", "timeout of a command sent to an agent"},
+	{"max_frame", CELL_CFG_SIZE, CFG(max_frame), 0, 4096, 64 << 20, "1M",
+	 "largest frame payload accepted"},
+	{"log_level", CELL_CFG_STRING, STR(log_level), 0, 0, "info",
+	 "debug, info, warn or error"},
+	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
+};
+
+static int validate(const struct mgr_config *c, char *err, size_t len)
+{
+	enum cell_log_level lvl;
+
+	if (c->suspect_after_ms >= c->down_after_ms) {
+		snprintf(err, len, "suspect_after (%lldms) must be shorter than "
+				   "down_after (%lldms)",
+			 (long long)c->suspect_after_ms,
+			 (long long)c->down_after_ms);
+		return -EINVAL;
+	}
+	if (c->lease_ms >= c->down_after_ms) {
+		snprintf(err, len, "lease (%lldms) must be shorter than "
+				   "down_after (%lldms): a node is declared "
+				   "down only after its lease expired",
+			 (long long)c->lease_ms, (long long)c->down_after_ms);
+		return -EINVAL;
+	}
+	if (c->tick_ms * 2 > c->suspect_after_ms) {
+		snprintf(err, len, "tick (%lldms) must be at most half of "
+				   "suspect_after",
+			 (long long)c->tick_ms);
+		return -EINVAL;
+	}
+	if (cell_log_level_parse(c->log_level, &lvl)) {
+		snprintf(err, len, "log_level: '%s' is not debug, info, warn, "
+				   "error or off",
+			 c->log_level);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void usage(FILE *out)
+{
+	fputs("usage: cellmon-manager [--config=FILE] [--KEY=VALUE ...]\n"
+	      "       cellmon-manager config show|example [--KEY=VALUE ...]\n"
+	      "\n"
+	      "The cellmon cell manager: tracks nodes (agents register and\n"
+	      "heartbeat), detects failures, keeps cells, and serves cellctl.\n"
+	      "Logs go to stderr, one line per event.\n"
+	      "\n"
+	      "Keys (also accepted in the config file as 'key = value'):\n",
+	      out);
+	cell_config_usage(mgr_config_table, out);
+	fputs("\nExit status: 0 after SIGINT/SIGTERM, 1 on a runtime error, 2 "
+	      "on a bad\ncommand line or configuration.\n",
+	      out);
+}
+
+int mgr_node_persist(struct mgr *m, const struct mgr_node *n)
+{
+	int rc = mgr_store_node_save(
+		m->store, n, mgr_members_next_incarnation(m->members),
+		mgr_members_epoch(m->members));
+
+	if (rc)
+		CELL_ERROR(MOD, "cannot persist node id=%s: %s", n->id,
+			   strerror(-rc));
+	return rc;
+}
+
+struct mgr_cell *mgr_cell_find(struct mgr *m, const char *name)
+{
+	for (size_t i = 0; i < m->ncells; i++) {
+		if (strcmp(m->cells[i].name, name) == 0)
+			return &m->cells[i];
+	}
+	return NULL;
+}
+
+int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms)
+{
+	if (m->ncells == m->capcells) {
+		size_t cap = m->capcells ? m->capcells * 2 : 8;
+		struct mgr_cell *v = realloc(m->cells, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		m->cells = v;
+		m->capcells = cap;
+	}
+	snprintf(m->cells[m->ncells].name, sizeof(m->cells[0].name), "%s",
+		 name);
+	m->cells[m->ncells++].created_ms = created_ms;
+	return 0;
+}
+
+void mgr_cell_remove(struct mgr *m, const char *name)
+{
+	struct mgr_cell *c = mgr_cell_find(m, name);
+
+	if (!c)
+		return;
+	*c = m->cells[--m->ncells];
+}
+
+static void on_member_change(struct mgr_node *n, enum mgr_node_state old,
+			     void *arg)
+{
+	struct mgr *m = arg;
+	uint64_t quiet = mgr_members_now(m->members) - n->last_seen_ms;
+
+	if (n->state == MGR_NODE_UP)
+		CELL_INFO(MOD, "node up id=%s incarnation=%llu was=%s", n->id,
+			  (unsigned long long)n->incarnation,
+			  mgr_node_state_name(old));
+	else
+		CELL_WARN(MOD, "node %s id=%s incarnation=%llu silent_ms=%llu",
+			  mgr_node_state_name(n->state), n->id,
+			  (unsigned long long)n->incarnation,
+			  (unsigned long long)quiet);
+	if (n->state == MGR_NODE_DOWN) {
+		/* Its incarnation is over: drop the connection too. */
+		if (n->conn)
+			cell_rpc_conn_close(n->conn);
+		n->conn = NULL;
+	}
+	/* Registration persists the node itself; a declared death must
+	 * survive a manager restart too. */
+	if (n->state == MGR_NODE_DOWN)
+		mgr_node_persist(m, n);
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mgr *m = arg;
+
+	(void)fd;
+	(void)what;
+	mgr_members_tick(m->members);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct mgr *m = arg;
+
+	(void)what;
+	CELL_INFO(MOD, "stopping on signal %d", (int)sig);
+	event_base_loopexit(m->base, NULL);
+}
+
+static int restore_node(const struct mgr_node *n, void *arg)
+{
+	struct mgr *m = arg;
+	int rc = mgr_members_restore(m->members, n);
+
+	if (rc)
+		CELL_WARN(MOD, "skipping stored node id=%s: %s", n->id,
+			  strerror(-rc));
+	return 0;
+}
+
+static int restore_cell(const char *name, uint64_t created_ms, void *arg)
+{
+	return mgr_cell_add(arg, name, created_ms);
+}
+
+static int open_state(struct mgr *m)
+{
+	char path[1200], err[600];
+	uint64_t next_inc, epoch;
+	int fd, rc;
+
+	rc = cell_mkdir_p(m->cfg.state_dir);
+	if (rc) {
+		CELL_ERROR(MOD, "cannot create state_dir %s: %s",
+			   m->cfg.state_dir, strerror(-rc));
+		return rc;
+	}
+	snprintf(path, sizeof(path), "%s/manager.lock", m->cfg.state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB)) {
+		CELL_ERROR(MOD, "state_dir %s is in use by another manager "
+				"(lock %s: %s)",
+			   m->cfg.state_dir, path, strerror(errno));
+		return -EBUSY;
+	}
+	/* The lock fd stays open for the life of the process. */
+	snprintf(path, sizeof(path), "%s/manager.db", m->cfg.state_dir);
+	rc = mgr_store_open(path, &m->store, err, sizeof(err));
+	if (rc) {
+		CELL_ERROR(MOD, "cannot open state: %s", err);
+		return rc;
+	}
+	rc = mgr_store_counters_load(m->store, &next_inc, &epoch);
+	if (rc)
+		return rc;
+	mgr_members_set_counters(m->members, next_inc, epoch);
+	rc = mgr_store_nodes_load(m->store, restore_node, m);
+	if (!rc)
+		rc = mgr_store_cells_load(m->store, restore_cell, m);
+	if (rc)
+		return rc;
+	CELL_INFO(MOD, "state restored dir=%s nodes=%zu cells=%zu epoch=%llu",
+		  m->cfg.state_dir, mgr_members_count(m->members), m->ncells,
+		  (unsigned long long)epoch);
+	return 0;
+}
+
+/* Rebuilds "host:port" from the configured host and the bound port. */
+static void bound_addr(const char *cfg_addr, int port, char *out, size_t len)
+{
+	const char *colon = strrchr(cfg_addr, ':');
+	int hl = colon ? (int)(colon - cfg_addr) : (int)strlen(cfg_addr);
+
+	snprintf(out, len, "%.*s:%d", hl, cfg_addr, port);
+}
+
+static int start_listeners(struct mgr *m)
+{
+	char path[1200], text[400];
+	int rc;
+
+	rc = cell_rpc_listen(m->base, m->cfg.agent_listen, &m->agent_rpc,
+			     mgr_agent_accept, m, &m->agent_l);
+	if (rc) {
+		CELL_ERROR(MOD, "cannot listen for agents on %s: %s",
+			   m->cfg.agent_listen, strerror(-rc));
+		return rc;
+	}
+	rc = cell_rpc_listen(m->base, m->cfg.ctl_listen, &m->ctl_rpc,
+			     mgr_ctl_accept, m, &m->ctl_l);
+	if (rc) {
+		CELL_ERROR(MOD, "cannot listen for cellctl on %s: %s",
+			   m->cfg.ctl_listen, strerror(-rc));
+		return rc;
+	}
+	bound_addr(m->cfg.agent_listen, cell_rpc_listener_port(m->agent_l),
+		   m->agent_addr, sizeof(m->agent_addr));
+	bound_addr(m->cfg.ctl_listen, cell_rpc_listener_port(m->ctl_l),
+		   m->ctl_addr, sizeof(m->ctl_addr));
+	snprintf(path, sizeof(path), "%s/manager.addr", m->cfg.state_dir);
+	snprintf(text, sizeof(text), "agent=%s\nctl=%s\n", m->agent_addr,
+		 m->ctl_addr);
+	rc = cell_write_file_atomic(path, text, strlen(text));
+	if (rc) {
+		CELL_ERROR(MOD, "cannot write %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	CELL_INFO(MOD, "listening agents=%s ctl=%s pid=%d version=%s",
+		  m->agent_addr, m->ctl_addr, (int)getpid(), CELLMON_VERSION);
+	return 0;
+}
+
+static int run(struct mgr *m)
+{
+	struct mgr_members_config mc = {(uint64_t)m->cfg.suspect_after_ms,
+					(uint64_t)m->cfg.down_after_ms};
+	struct timeval tick = {m->cfg.tick_ms / 1000,
+			       (m->cfg.tick_ms % 1000) * 1000};
+	struct event *ev_tick, *ev_int, *ev_term;
+	int rc;
+
+	m->start_ms = cell_now_ms();
+	m->base = event_base_new();
+	if (!m->base)
+		return -ENOMEM;
+	rc = mgr_members_create(&mc, &cell_clock_monotonic, on_member_change,
+				m, &m->members);
+	if (rc)
+		return rc;
+	m->agent_rpc = (struct cell_rpc_config){
+		cellproto_types, mgr_agent_methods, m,
+		(uint32_t)m->cfg.max_frame, MOD};
+	m->ctl_rpc = (struct cell_rpc_config){cellproto_types, mgr_ctl_methods,
+					      m, (uint32_t)m->cfg.max_frame,
+					      MOD};
+	rc = open_state(m);
+	if (!rc)
+		rc = start_listeners(m);
+	if (rc)
+		return rc;
+	ev_tick = event_new(m->base, -1, EV_PERSIST, tick_cb, m);
+	ev_int = evsignal_new(m->base, SIGINT, signal_cb, m);
+	ev_term = evsignal_new(m->base, SIGTERM, signal_cb, m);
+	event_add(ev_tick, &tick);
+	event_add(ev_int, NULL);
+	event_add(ev_term, NULL);
+	event_base_dispatch(m->base);
+	event_free(ev_tick);
+	event_free(ev_int);
+	event_free(ev_term);
+	return 0;
+}
+
+static int config_command(int nrest, char **rest, const struct mgr_config *c)
+{
+	if (nrest == 2 && strcmp(rest[1], "show") == 0) {
+		cell_config_show(mgr_config_table, c, stdout);
+		return 0;
+	}
+	if (nrest == 2 && strcmp(rest[1], "example") == 0) {
+		cell_config_example(mgr_config_table,
+				    "cellmon-manager configuration", stdout);
+		return 0;
+	}
+	fprintf(stderr, "cellmon-manager: usage: config show|example\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	static struct mgr m;
+	char err[600];
+	enum cell_log_level lvl;
+	int nrest = 0, rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (cell_config_defaults(mgr_config_table, &m.cfg, err, sizeof(err)))
+		abort(); /* a bad default is a bug in the table */
+	rc = cell_config_parse_args(mgr_config_table, &m.cfg, argc, argv,
+				    &nrest, err, sizeof(err));
+	if (rc == 1) {
+		usage(stdout);
+		return 0;
+	}
+	if (rc || validate(&m.cfg, err, sizeof(err))) {
+		fprintf(stderr, "cellmon-manager: %s\n", err);
+		return 2;
+	}
+	if (nrest > 0 && strcmp(argv[1], "config") == 0)
+		return config_command(nrest, argv + 1, &m.cfg);
+	if (nrest > 0) {
+		fprintf(stderr, "cellmon-manager: unexpected argument '%s' "
+				"(see --help)\n",
+			argv[1]);
+		return 2;
+	}
+	cell_log_level_parse(m.cfg.log_level, &lvl);
+	cell_log_set_level(lvl);
+	rc = run(&m);
+	cell_rpc_listener_free(m.agent_l);
+	cell_rpc_listener_free(m.ctl_l);
+	mgr_store_close(m.store);
+	mgr_members_destroy(m.members);
+	free(m.cells);
+	if (m.base)
+		event_base_free(m.base);
+	if (rc) {
+		CELL_ERROR(MOD, "exiting: %s", strerror(-rc));
+		return 1;
+	}
+	CELL_INFO(MOD, "stopped");
+	return 0;
+}

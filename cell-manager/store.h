@@ -1,0 +1,48 @@
+/*
+ * The manager's persistent state in SQLite (<state_dir>/manager.db): nodes
+ * with their last incarnation, state and cell, the cells, and counters
+ * (next incarnation, membership epoch). The manager writes through this
+ * module before it acknowledges a change, so an acknowledged change
+ * survives kill -9 (WAL, synchronous=FULL).
+ *
+ * Errors come back as -errno (-EIO for SQLite failures) with the SQLite
+ * message logged. One thread (the manager's event loop).
+ */
+#ifndef MGR_STORE_H
+#define MGR_STORE_H
+
+#include <stdint.h>
+
+#include "membership.h"
+
+struct mgr_store;
+
+int mgr_store_open(const char *path, struct mgr_store **out, char *err,
+		   size_t errlen);
+void mgr_store_close(struct mgr_store *s);
+
+/* Counters; a missing key reads as 0. */
+int mgr_store_counters_load(struct mgr_store *s, uint64_t *next_incarnation,
+			    uint64_t *epoch);
+
+/* Upserts a node and the counters in one transaction. */
+int mgr_store_node_save(struct mgr_store *s, const struct mgr_node *n,
+			uint64_t next_incarnation, uint64_t epoch);
+
+typedef int (*mgr_store_node_fn)(const struct mgr_node *n, void *arg);
+int mgr_store_nodes_load(struct mgr_store *s, mgr_store_node_fn fn, void *arg);
+
+/* -EEXIST if the cell exists. */
+int mgr_store_cell_create(struct mgr_store *s, const char *name,
+			  uint64_t created_ms);
+/* -ENOENT if missing; -EBUSY if it still has nodes. */
+int mgr_store_cell_delete(struct mgr_store *s, const char *name);
+/* Sets a node's cell ("" for none). -ENOENT for an unknown node. */
+int mgr_store_node_set_cell(struct mgr_store *s, const char *node,
+			    const char *cell);
+
+typedef int (*mgr_store_cell_fn)(const char *name, uint64_t created_ms,
+				 void *arg);
+int mgr_store_cells_load(struct mgr_store *s, mgr_store_cell_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,592 @@
+/*
+ * cellmon-agent: the monitor on each host. This file holds its membership
+ * side: register with the manager, heartbeat, hold a lease, fence itself
+ * when the lease runs out, and reconnect with backoff when the manager is
+ * away. Later issues hang VMs, the DSM node and the buffer cache off the
+ * same event loop.
+ *
+ * Lease rule: a lease of lease_ms granted in answer to a request counts
+ * from the moment the agent *sent* that request, which is no later than
+ * when the manager received it; so the agent's lease always ends before
+ * the manager could declare the node down (down_after > lease).
+ *
+ * State, kept in struct agent and mirrored to <state_dir>/agent.state
+ * (JSON) on every change:
+ *   connecting -> registered (holds a lease) -> fenced (lease expired)
+ * and back to registered when a new lease is granted. An "incarnation
+ * over" answer makes the agent register again as a new incarnation.
+ *
+ * One thread: the libevent loop.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cell/clock.h"
+#include "cell/config.h"
+#include "cell/log.h"
+#include "cell/util.h"
+#include "cellproto/cellproto.h"
+
+#define MOD "agent"
+
+struct agent_config {
+	char node_id[CELL_NAME_MAX + 1];
+	char manager[256];
+	char addr[128];
+	char state_dir[1024];
+	int64_t cpus;
+	int64_t memory;
+	int64_t heartbeat_ms;
+	int64_t reconnect_min_ms;
+	int64_t reconnect_max_ms;
+	int64_t max_frame;
+	char log_level[16];
+};
+
+#define CFG(field) offsetof(struct agent_config, field)
+#define STR(field) CFG(field), sizeof(((struct agent_config *)0)->field)
+
+static const struct cell_config_key agent_config_table[] = {
+	{"node_id", CELL_CFG_STRING, STR(node_id), 0, 0, "",
+	 "this node's id, 1-63 of [a-z0-9_.-]; empty: the host name"},
+	{"manager", CELL_CFG_STRING, STR(manager), 0, 0, "127.0.0.1:7400",
+	 "the manager's agent address host:port"},
+	{"addr", CELL_CFG_STRING, STR(addr), 0, 0, "",
+	 "address peers reach this node at; empty: the local address used "
+	 "to reach the manager"},
+	{"state_dir", CELL_CFG_STRING, STR(state_dir), 0, 0,
+	 "/var/lib/cellmon/agent", "directory for agent.state"},
+	{"cpus", CELL_CFG_INT, CFG(cpus), 0, 0, 4096, "0",
+	 "CPUs offered to the cell; 0: the host's online CPUs"},
+	{"memory", CELL_CFG_SIZE, CFG(memory), 0, 0, (int64_t)1 << 50, "0",
+	 "memory offered to the cell; 0: the host's MemTotal"},
+	{"heartbeat", CELL_CFG_DURATION, CFG(heartbeat_ms), 0, 10, 60000,
+	 "250ms", "heartbeat period"},
+	{"reconnect_min", CELL_CFG_DURATION, CFG(reconnect_min_ms), 0, 10,
+	 60000, "100ms", "first retry delay after losing the manager"},
+	{"reconnect_max", CELL_CFG_DURATION, CFG(reconnect_max_ms), 0, 10,
+	 600000, "2s", "longest retry delay (the delay doubles up to it)"},
+	{"max_frame", CELL_CFG_SIZE, CFG(max_frame), 0, 4096, 64 << 20, "1M",
+	 "largest frame payload accepted"},
+	{"log_level", CELL_CFG_STRING, STR(log_level), 0, 0, "info",
+	 "debug, info, warn or error"},
+	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
+};
+
+enum agent_state {
+	AGENT_CONNECTING,
+	AGENT_REGISTERING,
+	AGENT_REGISTERED,
+};
+
+struct agent {
+	struct agent_config cfg;
+	struct event_base *base;
+	struct cell_rpc_config rpc;
+	struct cell_rpc_conn *conn;
+	enum agent_state state;
+	uint64_t incarnation; /* 0: none */
+	uint64_t epoch;
+	bool has_lease;
+	bool fenced;
+	uint64_t lease_expiry_ms;
+	uint32_t lease_ms;
+	uint64_t hb_seq;
+	bool hb_outstanding;
+	unsigned backoff_ms;
+	unsigned cpus;
+	uint64_t memory_mb;
+	char addr[128]; /* advertised address */
+	struct event *hb_timer, *lease_timer, *retry_timer;
+};
+
+static void start_connect(struct agent *a);
+static void send_register(struct agent *a);
+
+static const char *state_name(const struct agent *a)
+{
+	if (a->fenced)
+		return "fenced";
+	switch (a->state) {
+	case AGENT_CONNECTING:
+		return "connecting";
+	case AGENT_REGISTERING:
+		return "registering";
+	default:
+		return a->has_lease ? "registered" : "unleased";
+	}
+}
+
+/* Mirrors the state for operators and tests; failures are only logged. */
+static void write_state(struct agent *a)
+{
+	char path[1100];
+	json_t *j;
+	char *text;
+	int rc;
+
+	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i}", "node_id",
+		      a->cfg.node_id, "state", state_name(a), "incarnation",
+		      (json_int_t)a->incarnation, "epoch",
+		      (json_int_t)a->epoch, "has_lease", a->has_lease,
+		      "manager", a->cfg.manager, "pid", (int)getpid());
+	text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+	json_decref(j);
+	if (!text)
+		return;
+	snprintf(path, sizeof(path), "%s/agent.state", a->cfg.state_dir);
+	rc = cell_write_file_atomic(path, text, strlen(text));
+	if (rc)
+		CELL_LOG_RL(CELL_LOG_WARN, MOD, "cannot write %s: %s", path,
+			    strerror(-rc));
+	free(text);
+}
+
+static void timer_ms(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+	evtimer_add(ev, &tv);
+}
+
+static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
+			uint64_t sent_ms)
+{
+	bool was_fenced = a->fenced;
+
+	a->lease_ms = lease->lease_ms;
+	a->epoch = lease->epoch;
+	a->lease_expiry_ms = sent_ms + lease->lease_ms;
+	a->has_lease = true;
+	a->fenced = false;
+	timer_ms(a->lease_timer, a->lease_expiry_ms > cell_now_ms()
+					 ? a->lease_expiry_ms - cell_now_ms()
+					 : 0);
+	if (was_fenced) {
+		CELL_INFO(MOD, "lease granted again; leaving fenced state "
+			       "incarnation=%llu",
+			  (unsigned long long)a->incarnation);
+		write_state(a);
+	}
+}
+
+static void lease_expired_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct agent *a = arg;
+
+	(void)fd;
+	(void)what;
+	if (!a->has_lease || cell_now_ms() < a->lease_expiry_ms)
+		return;
+	a->has_lease = false;
+	a->fenced = true;
+	CELL_WARN(MOD, "lease expired; fenced incarnation=%llu lease_ms=%u",
+		  (unsigned long long)a->incarnation, a->lease_ms);
+	write_state(a);
+}
+
+static void drop_connection(struct agent *a, const char *why)
+{
+	unsigned delay = a->backoff_ms;
+	unsigned jitter = delay / 5;
+
+	if (a->conn)
+		cell_rpc_conn_close(a->conn);
+	a->conn = NULL;
+	a->state = AGENT_CONNECTING;
+	a->hb_outstanding = false;
+	evtimer_del(a->hb_timer);
+	if (jitter)
+		delay = delay - jitter + (unsigned)(random() % (2 * jitter));
+	CELL_LOG_RL(CELL_LOG_WARN, MOD, "manager unreachable addr=%s: %s; "
+					"retry_in_ms=%u",
+		    a->cfg.manager, why, delay);
+	a->backoff_ms = a->backoff_ms * 2 > a->cfg.reconnect_max_ms
+				? (unsigned)a->cfg.reconnect_max_ms
+				: a->backoff_ms * 2;
+	timer_ms(a->retry_timer, delay);
+	write_state(a);
+}
+
+struct hb_ctx {
+	struct agent *a;
+	uint64_t sent_ms;
+	bool register_req;
+};
+
+static void heartbeat_reply(int status, const ProtobufCMessage *msg,
+			    const char *errmsg, void *arg)
+{
+	struct hb_ctx *ctx = arg;
+	struct agent *a = ctx->a;
+	const Cellmon__HeartbeatReply *r = (const void *)msg;
+	uint64_t sent = ctx->sent_ms;
+
+	free(ctx);
+	a->hb_outstanding = false;
+	if (status == -ESTALE || status == -ENOENT) {
+		CELL_WARN(MOD, "manager ended incarnation=%llu (%s); "
+			       "registering as a new incarnation",
+			  (unsigned long long)a->incarnation, errmsg);
+		a->incarnation = 0;
+		a->has_lease = false;
+		a->fenced = true;
+		evtimer_del(a->lease_timer);
+		evtimer_del(a->hb_timer);
+		send_register(a);
+		return;
+	}
+	if (status == -ECONNRESET)
+		return; /* the close callback handles it */
+	if (status) {
+		CELL_LOG_RL(CELL_LOG_WARN, MOD, "heartbeat failed: %s", errmsg);
+		/* A connection that cannot even renew a lease is treated as
+		 * dead (half-open after a partition): start over. */
+		if (!a->has_lease)
+			drop_connection(a, "heartbeats unanswered");
+		return;
+	}
+	if (r->lease)
+		grant_lease(a, r->lease, sent);
+}
+
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct agent *a = arg;
+	Cellmon__HeartbeatRequest hb = CELLMON__HEARTBEAT_REQUEST__INIT;
+	Cellmon__Capacity cap = CELLMON__CAPACITY__INIT;
+	Cellmon__Load load = CELLMON__LOAD__INIT;
+	struct hb_ctx *ctx;
+	int rc;
+
+	(void)fd;
+	(void)what;
+	if (a->state != AGENT_REGISTERED || !a->conn || a->hb_outstanding)
+		return;
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return;
+	ctx->a = a;
+	ctx->sent_ms = cell_now_ms();
+	hb.node_id = a->cfg.node_id;
+	hb.incarnation = a->incarnation;
+	cap.cpus = a->cpus;
+	cap.memory_mb = a->memory_mb;
+	hb.capacity = &cap;
+	load.load1 = cell_host_load1();
+	load.mem_free_mb = cell_host_mem_avail_mb();
+	hb.load = &load;
+	hb.seq = ++a->hb_seq;
+	/* A heartbeat is worth waiting for as long as the lease lasts. */
+	rc = cell_rpc_request(a->conn, CELLMON__MSG_TYPE__MSG_HEARTBEAT,
+			      &hb.base, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,
+			      a->lease_ms ? a->lease_ms : 1000,
+			      heartbeat_reply, ctx);
+	if (rc) {
+		free(ctx);
+		return;
+	}
+	a->hb_outstanding = true;
+}
+
+static void register_reply(int status, const ProtobufCMessage *msg,
+			   const char *errmsg, void *arg)
+{
+	struct hb_ctx *ctx = arg;
+	struct agent *a = ctx->a;
+	const Cellmon__RegisterReply *r = (const void *)msg;
+	struct timeval hb = {a->cfg.heartbeat_ms / 1000,
+			     (a->cfg.heartbeat_ms % 1000) * 1000};
+	uint64_t sent = ctx->sent_ms;
+
+	free(ctx);
+	if (status == -ECONNRESET)
+		return;
+	if (status || !r->lease) {
+		CELL_ERROR(MOD, "registration refused by %s: %s",
+			   a->cfg.manager, status ? errmsg : "no lease");
+		drop_connection(a, "registration refused");
+		return;
+	}
+	a->state = AGENT_REGISTERED;
+	a->backoff_ms = (unsigned)a->cfg.reconnect_min_ms;
+	if (a->incarnation && !r->resumed)
+		CELL_WARN(MOD, "incarnation %llu is over; now %llu",
+			  (unsigned long long)a->incarnation,
+			  (unsigned long long)r->lease->incarnation);
+	a->incarnation = r->lease->incarnation;
+	CELL_INFO(MOD, "registered node=%s incarnation=%llu resumed=%s "
+		       "lease_ms=%u epoch=%llu",
+		  a->cfg.node_id, (unsigned long long)a->incarnation,
+		  r->resumed ? "yes" : "no", r->lease->lease_ms,
+		  (unsigned long long)r->lease->epoch);
+	grant_lease(a, r->lease, sent);
+	event_del(a->hb_timer);
+	event_add(a->hb_timer, &hb);
+	write_state(a);
+}
+
+static void send_register(struct agent *a)
+{
+	Cellmon__RegisterRequest req = CELLMON__REGISTER_REQUEST__INIT;
+	Cellmon__Capacity cap = CELLMON__CAPACITY__INIT;
+	struct hb_ctx *ctx = calloc(1, sizeof(*ctx));
+	int rc;
+
+	if (!ctx) {
+		drop_connection(a, "out of memory");
+		return;
+	}
+	ctx->a = a;
+	ctx->sent_ms = cell_now_ms();
+	req.protocol_version = CELLPROTO_VERSION;
+	req.node_id = a->cfg.node_id;
+	req.addr = a->addr;
+	cap.cpus = a->cpus;
+	cap.memory_mb = a->memory_mb;
+	req.capacity = &cap;
+	req.prev_incarnation = a->incarnation;
+	req.heartbeat_ms = (uint32_t)a->cfg.heartbeat_ms;
+	req.agent_version = CELLMON_VERSION;
+	a->state = AGENT_REGISTERING;
+	rc = cell_rpc_request(a->conn, CELLMON__MSG_TYPE__MSG_REGISTER,
+			      &req.base, CELLMON__MSG_TYPE__MSG_REGISTER_REPLY,
+			      2000, register_reply, ctx);
+	if (rc) {
+		free(ctx);
+		drop_connection(a, strerror(-rc));
+	}
+}
+
+static void conn_closed(struct cell_rpc_conn *c, int reason, void *arg)
+{
+	struct agent *a = arg;
+
+	(void)c;
+	a->conn = NULL; /* freed by the RPC layer after this returns */
+	CELL_WARN(MOD, "connection to manager lost: %s",
+		  reason ? strerror(-reason) : "closed by the manager");
+	drop_connection(a, "connection lost");
+}
+
+static void connected(struct cell_rpc_conn *c, int status, void *arg)
+{
+	struct agent *a = arg;
+
+	if (status) {
+		a->conn = NULL;
+		drop_connection(a, strerror(-status));
+		return;
+	}
+	cell_rpc_conn_set_close_cb(c, conn_closed, a);
+	if (a->cfg.addr[0])
+		snprintf(a->addr, sizeof(a->addr), "%s", a->cfg.addr);
+	else if (cell_rpc_conn_local_ip(c, a->addr, sizeof(a->addr)))
+		snprintf(a->addr, sizeof(a->addr), "unknown");
+	CELL_INFO(MOD, "connected to manager addr=%s local=%s", a->cfg.manager,
+		  a->addr);
+	send_register(a);
+}
+
+static void start_connect(struct agent *a)
+{
+	int rc;
+
+	a->state = AGENT_CONNECTING;
+	rc = cell_rpc_connect(a->base, a->cfg.manager, &a->rpc, 2000,
+			      connected, a, &a->conn);
+	if (rc) {
+		a->conn = NULL;
+		drop_connection(a, strerror(-rc));
+	}
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	start_connect(arg);
+}
+
+static void on_command(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		       void *arg)
+{
+	struct agent *a = arg;
+	const Cellmon__Command *cmd = (const void *)msg;
+	Cellmon__CommandAck ack = CELLMON__COMMAND_ACK__INIT;
+
+	if (cmd->incarnation != a->incarnation || a->fenced) {
+		ack.status = -ESTALE;
+		ack.message = a->fenced ? "node is fenced"
+					: "command for another incarnation";
+	} else if (cmd->kind != CELLMON__COMMAND_KIND__CMD_PING) {
+		ack.status = -EOPNOTSUPP;
+		ack.message = "unknown command";
+	}
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_COMMAND_ACK, &ack.base);
+}
+
+static const struct cell_rpc_method agent_methods[] = {
+	{CELLMON__MSG_TYPE__MSG_COMMAND, on_command},
+	{0, NULL},
+};
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct agent *a = arg;
+
+	(void)what;
+	CELL_INFO(MOD, "stopping on signal %d", (int)sig);
+	event_base_loopexit(a->base, NULL);
+}
+
+static void usage(FILE *out)
+{
+	fputs("usage: cellmon-agent [--config=FILE] [--KEY=VALUE ...]\n"
+	      "       cellmon-agent config show|example [--KEY=VALUE ...]\n"
+	      "\n"
+	      "The cellmon node agent: registers this host with the manager,\n"
+	      "heartbeats, holds a lease and fences itself when the lease\n"
+	      "expires. Logs go to stderr; the current state is mirrored to\n"
+	      "<state_dir>/agent.state as JSON.\n"
+	      "\n"
+	      "Keys (also accepted in the config file as 'key = value'):\n",
+	      out);
+	cell_config_usage(agent_config_table, out);
+	fputs("\nExit status: 0 after SIGINT/SIGTERM, 1 on a runtime error, 2 "
+	      "on a bad\ncommand line or configuration.\n",
+	      out);
+}
+
+/* Fills defaults that depend on the host and checks cross-key rules. */
+static int finish_config(struct agent *a, char *err, size_t len)
+{
+	enum cell_log_level lvl;
+	struct agent_config *c = &a->cfg;
+
+	if (!c->node_id[0] && gethostname(c->node_id, sizeof(c->node_id)))
+		c->node_id[0] = '\0';
+	c->node_id[sizeof(c->node_id) - 1] = '\0';
+	if (!cell_name_valid(c->node_id)) {
+		snprintf(err, len, "node_id '%s' is invalid: use 1-63 of "
+				   "[a-z0-9_.-], starting with a letter or digit",
+			 c->node_id);
+		return -EINVAL;
+	}
+	if (c->reconnect_min_ms > c->reconnect_max_ms) {
+		snprintf(err, len, "reconnect_min must not exceed reconnect_max");
+		return -EINVAL;
+	}
+	if (cell_log_level_parse(c->log_level, &lvl)) {
+		snprintf(err, len, "log_level: '%s' is not debug, info, warn, "
+				   "error or off",
+			 c->log_level);
+		return -EINVAL;
+	}
+	cell_log_set_level(lvl);
+	a->cpus = c->cpus ? (unsigned)c->cpus : cell_host_cpus();
+	a->memory_mb = c->memory ? (uint64_t)c->memory >> 20
+				 : cell_host_mem_total_mb();
+	if (!a->cpus || !a->memory_mb) {
+		snprintf(err, len, "cannot read this host's CPUs or memory; set "
+				   "cpus and memory");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int run(struct agent *a)
+{
+	struct event *ev_int, *ev_term;
+	int rc = cell_mkdir_p(a->cfg.state_dir);
+
+	if (rc) {
+		CELL_ERROR(MOD, "cannot create state_dir %s: %s",
+			   a->cfg.state_dir, strerror(-rc));
+		return rc;
+	}
+	a->base = event_base_new();
+	if (!a->base)
+		return -ENOMEM;
+	a->rpc = (struct cell_rpc_config){cellproto_types, agent_methods, a,
+					  (uint32_t)a->cfg.max_frame, MOD};
+	a->hb_timer = event_new(a->base, -1, EV_PERSIST, heartbeat_cb, a);
+	a->lease_timer = evtimer_new(a->base, lease_expired_cb, a);
+	a->retry_timer = evtimer_new(a->base, retry_cb, a);
+	ev_int = evsignal_new(a->base, SIGINT, signal_cb, a);
+	ev_term = evsignal_new(a->base, SIGTERM, signal_cb, a);
+	event_add(ev_int, NULL);
+	event_add(ev_term, NULL);
+	a->backoff_ms = (unsigned)a->cfg.reconnect_min_ms;
+	CELL_INFO(MOD, "starting node=%s manager=%s cpus=%u memory_mb=%llu "
+		       "heartbeat_ms=%lld pid=%d version=%s",
+		  a->cfg.node_id, a->cfg.manager, a->cpus,
+		  (unsigned long long)a->memory_mb,
+		  (long long)a->cfg.heartbeat_ms, (int)getpid(),
+		  CELLMON_VERSION);
+	write_state(a);
+	start_connect(a);
+	event_base_dispatch(a->base);
+	cell_rpc_conn_close(a->conn);
+	event_free(a->hb_timer);
+	event_free(a->lease_timer);
+	event_free(a->retry_timer);
+	event_free(ev_int);
+	event_free(ev_term);
+	event_base_free(a->base);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct agent a;
+	char err[600];
+	int nrest = 0, rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	srandom((unsigned)(getpid() ^ cell_now_us()));
+	if (cell_config_defaults(agent_config_table, &a.cfg, err, sizeof(err)))
+		abort(); /* a bad default is a bug in the table */
+	rc = cell_config_parse_args(agent_config_table, &a.cfg, argc, argv,
+				    &nrest, err, sizeof(err));
+	if (rc == 1) {
+		usage(stdout);
+		return 0;
+	}
+	if (rc || finish_config(&a, err, sizeof(err))) {
+		fprintf(stderr, "cellmon-agent: %s\n", err);
+		return 2;
+	}
+	if (nrest == 2 && strcmp(argv[1], "config") == 0 &&
+	    strcmp(argv[2], "show") == 0) {
+		cell_config_show(agent_config_table, &a.cfg, stdout);
+		return 0;
+	}
+	if (nrest == 2 && strcmp(argv[1], "config") == 0 &&
+	    strcmp(argv[2], "example") == 0) {
+		cell_config_example(agent_config_table,
+				    "cellmon-agent configuration", stdout);
+		return 0;
+	}
+	if (nrest > 0) {
+		fprintf(stderr, "cellmon-agent: unexpected argument '%s' (see "
+				"--help)\n",
+			argv[1]);
+		return 2;
+	}
+	rc = run(&a);
+	if (rc) {
+		CELL_ERROR(MOD, "exiting: %s", strerror(-rc));
+		return 1;
+	}
+	CELL_INFO(MOD, "stopped");
+	return 0;
+}

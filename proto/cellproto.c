@@ -1,0 +1,52 @@
+/*
+ * The type-number -> descriptor registry of libcellproto (cellproto.h).
+ * Adding a message: give it a number in common.proto's MsgType and a line
+ * here; the fuzz target and every daemon then know it.
+ */
+#include <stddef.h>
+
+#include "cellproto/cellproto.h"
+
+#define T(num, name, desc) {CELLMON__MSG_TYPE__##num, name, &desc}
+
+const struct cell_rpc_msgtype cellproto_types[] = {
+	T(MSG_REGISTER, "Register", cellmon__register_request__descriptor),
+	T(MSG_REGISTER_REPLY, "RegisterReply",
+	  cellmon__register_reply__descriptor),
+	T(MSG_HEARTBEAT, "Heartbeat", cellmon__heartbeat_request__descriptor),
+	T(MSG_HEARTBEAT_REPLY, "HeartbeatReply",
+	  cellmon__heartbeat_reply__descriptor),
+	T(MSG_COMMAND, "Command", cellmon__command__descriptor),
+	T(MSG_COMMAND_ACK, "CommandAck", cellmon__command_ack__descriptor),
+	T(MSG_STATUS, "Status", cellmon__status_request__descriptor),
+	T(MSG_STATUS_REPLY, "StatusReply", cellmon__status_reply__descriptor),
+	T(MSG_NODE_LIST, "NodeList", cellmon__node_list_request__descriptor),
+	T(MSG_NODE_LIST_REPLY, "NodeListReply",
+	  cellmon__node_list_reply__descriptor),
+	T(MSG_NODE_INFO, "NodeInfo", cellmon__node_info_request__descriptor),
+	T(MSG_NODE_INFO_REPLY, "NodeInfoReply",
+	  cellmon__node_info_reply__descriptor),
+	T(MSG_NODE_PING, "NodePing", cellmon__node_ping_request__descriptor),
+	T(MSG_NODE_PING_REPLY, "NodePingReply",
+	  cellmon__node_ping_reply__descriptor),
+	T(MSG_CELL_CREATE, "CellCreate", cellmon__cell_request__descriptor),
+	T(MSG_CELL_DELETE, "CellDelete", cellmon__cell_request__descriptor),
+	T(MSG_CELL_INFO, "CellInfo", cellmon__cell_request__descriptor),
+	T(MSG_CELL_ADD_NODE, "CellAddNode", cellmon__cell_request__descriptor),
+	T(MSG_CELL_REMOVE_NODE, "CellRemoveNode",
+	  cellmon__cell_request__descriptor),
+	T(MSG_CELL_REPLY, "CellReply", cellmon__cell_reply__descriptor),
+	T(MSG_CELL_LIST, "CellList", cellmon__cell_list_request__descriptor),
+	T(MSG_CELL_LIST_REPLY, "CellListReply",
+	  cellmon__cell_list_reply__descriptor),
+	{0, NULL, NULL},
+};
+
+const struct cell_rpc_msgtype *cellproto_type_lookup(uint16_t type)
+{
+	for (const struct cell_rpc_msgtype *t = cellproto_types; t->desc; t++) {
+		if (t->type == type)
+			return t;
+	}
+	return NULL;
+}
