@@ -78,8 +78,9 @@ static int call(struct ctl *ctl, uint16_t type, const ProtobufCMessage *req,
 	if (!rc)
 		return EXIT_OK;
 	if (strncmp(err, "cannot reach", 12) == 0)
-		fprintf(stderr, "cellctl: %s (set --manager or "
-				"CELLMON_MANAGER)\n",
+		fprintf(stderr,
+			"cellctl: %s (set --manager or "
+			"CELLMON_MANAGER)\n",
 			err);
 	else
 		fprintf(stderr, "cellctl: %s\n", err);
@@ -252,8 +253,8 @@ static const struct ctl_cmd commands[] = {
 	 cmd_node_list, 0},
 	{"node", "info", 1, "NODE", "one node in detail", cmd_node_info, 0},
 	{"node", "ping", 1, "NODE",
-	 "round trip manager -> agent -> manager (control path)",
-	 cmd_node_ping, 0},
+	 "round trip manager -> agent -> manager (control path)", cmd_node_ping,
+	 0},
 	{"cell", "list", 0, "", "every cell with its nodes", cmd_cell_list, 0},
 	{"cell", "info", 1, "CELL", "one cell", cmd_cell,
 	 CELLMON__MSG_TYPE__MSG_CELL_INFO},
@@ -295,7 +296,8 @@ static void usage(FILE *out)
 	      "  0  success\n"
 	      "  1  the manager refused or failed the request\n"
 	      "  2  usage error (unknown command, wrong arguments)\n"
-	      "  3  manager unreachable, timed out, or speaks another protocol\n"
+	      "  3  manager unreachable, timed out, or speaks another "
+	      "protocol\n"
 	      "  4  the named node or cell does not exist\n"
 	      "  5  conflict: already exists, or still in use\n",
 	      out);
@@ -335,8 +337,9 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 		} else if ((n == 2 && strncmp(a, "-o", 2) == 0) ||
 			   (n == 8 && strncmp(a, "--output", 8) == 0)) {
 			if (strcmp(val, "json") && strcmp(val, "table")) {
-				fprintf(stderr, "cellctl: output format '%s' "
-						"is not table or json\n",
+				fprintf(stderr,
+					"cellctl: output format '%s' "
+					"is not table or json\n",
 					val);
 				return -1;
 			}
@@ -403,9 +406,11 @@ int main(int argc, char **argv)
 	if (nargs == 0)
 		usage(stderr);
 	else
-		fprintf(stderr, "cellctl: unknown command '%s%s%s' (see "
-				"cellctl --help)\n",
-			args[0], nargs > 1 ? " " : "", nargs > 1 ? args[1] : "");
+		fprintf(stderr,
+			"cellctl: unknown command '%s%s%s' (see "
+			"cellctl --help)\n",
+			args[0], nargs > 1 ? " " : "",
+			nargs > 1 ? args[1] : "");
 	free(args);
 	return EXIT_USAGE;
 }

@@ -92,16 +92,15 @@ json_t *ctl_cell_json(const Cellmon__CellInfo *c)
 
 json_t *ctl_status_json(const Cellmon__StatusReply *s)
 {
-	return json_pack("{s:s, s:i, s:I, s:I, s:{s:i, s:i, s:i}, s:i, s:s, "
-			 "s:s, s:s}",
-			 "version", s->version, "protocol_version",
-			 (int)s->protocol_version, "uptime_ms",
-			 (json_int_t)s->uptime_ms, "epoch",
-			 (json_int_t)s->epoch, "nodes", "up",
-			 (int)s->nodes_up, "suspect", (int)s->nodes_suspect,
-			 "down", (int)s->nodes_down, "cells", (int)s->cells,
-			 "agent_addr", s->agent_addr, "ctl_addr", s->ctl_addr,
-			 "state_dir", s->state_dir);
+	return json_pack(
+		"{s:s, s:i, s:I, s:I, s:{s:i, s:i, s:i}, s:i, s:s, "
+		"s:s, s:s}",
+		"version", s->version, "protocol_version",
+		(int)s->protocol_version, "uptime_ms", (json_int_t)s->uptime_ms,
+		"epoch", (json_int_t)s->epoch, "nodes", "up", (int)s->nodes_up,
+		"suspect", (int)s->nodes_suspect, "down", (int)s->nodes_down,
+		"cells", (int)s->cells, "agent_addr", s->agent_addr, "ctl_addr",
+		s->ctl_addr, "state_dir", s->state_dir);
 }
 
 int ctl_emit_json(json_t *j)
@@ -126,8 +125,8 @@ void ctl_print_nodes(Cellmon__NodeInfo **nodes, size_t n)
 		human_mb(x->capacity ? x->capacity->memory_mb : 0, mem,
 			 sizeof(mem));
 		human_age(x->heartbeat_age_ms, age, sizeof(age));
-		printf("%-16s %-8s %11llu %-12s %4u %7s %5.2f %9s  %s\n",
-		       x->id, ctl_node_state_name(x->state),
+		printf("%-16s %-8s %11llu %-12s %4u %7s %5.2f %9s  %s\n", x->id,
+		       ctl_node_state_name(x->state),
 		       (unsigned long long)x->incarnation,
 		       x->cell[0] ? x->cell : "-",
 		       x->capacity ? x->capacity->cpus : 0, mem,
@@ -154,8 +153,8 @@ void ctl_print_node(const Cellmon__NodeInfo *n)
 	printf("load:          %.2f (1 min), %s memory free, %u vcpus\n",
 	       n->load ? n->load->load1 : 0.0, freem,
 	       n->load ? n->load->vcpus : 0);
-	printf("heartbeat:     every %u ms, last %llu ms ago\n", n->heartbeat_ms,
-	       (unsigned long long)n->heartbeat_age_ms);
+	printf("heartbeat:     every %u ms, last %llu ms ago\n",
+	       n->heartbeat_ms, (unsigned long long)n->heartbeat_age_ms);
 }
 
 void ctl_print_cells(Cellmon__CellInfo **cells, size_t n)
@@ -187,7 +186,8 @@ void ctl_print_status(const Cellmon__StatusReply *s, const char *addr)
 {
 	printf("manager:   %s (version %s, protocol %u)\n", addr, s->version,
 	       s->protocol_version);
-	printf("uptime:    %llu s\n", (unsigned long long)(s->uptime_ms / 1000));
+	printf("uptime:    %llu s\n",
+	       (unsigned long long)(s->uptime_ms / 1000));
 	printf("epoch:     %llu\n", (unsigned long long)s->epoch);
 	printf("nodes:     %u up, %u suspect, %u down\n", s->nodes_up,
 	       s->nodes_suspect, s->nodes_down);

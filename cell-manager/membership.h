@@ -44,9 +44,9 @@ struct mgr_node {
 	uint32_t heartbeat_ms;
 	enum mgr_node_state state;
 	uint64_t incarnation;
-	uint64_t last_seen_ms;	     /* member clock */
+	uint64_t last_seen_ms;	      /* member clock */
 	uint64_t state_since_wall_ms; /* for people */
-	void *conn;		     /* the daemon's live connection, or NULL */
+	void *conn; /* the daemon's live connection, or NULL */
 };
 
 struct mgr_members_config {

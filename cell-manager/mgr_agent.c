@@ -32,8 +32,9 @@ static void agent_closed(struct cell_rpc_conn *c, int reason, void *arg)
 	if (!n || n->conn != c)
 		return;
 	n->conn = NULL;
-	CELL_INFO(MOD, "agent connection closed node=%s incarnation=%llu "
-		       "reason=%s",
+	CELL_INFO(MOD,
+		  "agent connection closed node=%s incarnation=%llu "
+		  "reason=%s",
 		  n->id, (unsigned long long)n->incarnation,
 		  reason ? strerror(-reason) : "eof");
 }
@@ -49,7 +50,8 @@ static int check_register(const Cellmon__RegisterRequest *r, char *why,
 			  size_t len)
 {
 	if (r->protocol_version != CELLPROTO_VERSION) {
-		snprintf(why, len, "agent speaks protocol %u, manager speaks %u",
+		snprintf(why, len,
+			 "agent speaks protocol %u, manager speaks %u",
 			 r->protocol_version, CELLPROTO_VERSION);
 		return -EPROTONOSUPPORT;
 	}
@@ -97,8 +99,9 @@ static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	reg.other_conn_live = n && n->conn && n->conn != c;
 	rc = mgr_members_register(m->members, &reg, &n, &resumed, &old_inc);
 	if (rc == -EEXIST) {
-		CELL_WARN(MOD, "register refused node=%s peer=%s: id in use by "
-			       "a live agent",
+		CELL_WARN(MOD,
+			  "register refused node=%s peer=%s: id in use by "
+			  "a live agent",
 			  r->node_id, cell_rpc_conn_peer(c));
 		cell_rpc_reply_error(call, rc,
 				     "node id '%s' is in use by a live agent",
@@ -115,19 +118,22 @@ static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	n->conn = c;
 	cell_rpc_conn_set_data(c, n);
 	if (resumed)
-		CELL_INFO(MOD, "node reconnected id=%s incarnation=%llu peer=%s",
+		CELL_INFO(MOD,
+			  "node reconnected id=%s incarnation=%llu peer=%s",
 			  n->id, (unsigned long long)n->incarnation,
 			  cell_rpc_conn_peer(c));
 	else
-		CELL_INFO(MOD, "node registered id=%s incarnation=%llu "
-			       "previous=%llu cpus=%u memory_mb=%llu peer=%s",
+		CELL_INFO(MOD,
+			  "node registered id=%s incarnation=%llu "
+			  "previous=%llu cpus=%u memory_mb=%llu peer=%s",
 			  n->id, (unsigned long long)n->incarnation,
 			  (unsigned long long)old_inc, n->cpus,
 			  (unsigned long long)n->memory_mb,
 			  cell_rpc_conn_peer(c));
 	if (r->heartbeat_ms * 2 > (uint64_t)m->cfg.suspect_after_ms)
-		CELL_WARN(MOD, "node %s heartbeats every %u ms; suspect_after "
-			       "is %lld ms, expect false suspicions",
+		CELL_WARN(MOD,
+			  "node %s heartbeats every %u ms; suspect_after "
+			  "is %lld ms, expect false suspicions",
 			  n->id, r->heartbeat_ms,
 			  (long long)m->cfg.suspect_after_ms);
 	fill_lease(m, n, &lease);

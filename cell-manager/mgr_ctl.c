@@ -181,8 +181,9 @@ static void on_node_ping(struct cell_rpc_call *call,
 	rc = mgr_agent_command(m, n, &cmd.base, ping_done, p);
 	if (rc) {
 		free(p);
-		cell_rpc_reply_error(call, rc, "node '%s' is not connected (%s)",
-				     n->id, mgr_node_state_name(n->state));
+		cell_rpc_reply_error(call, rc,
+				     "node '%s' is not connected (%s)", n->id,
+				     mgr_node_state_name(n->state));
 	}
 }
 

@@ -24,15 +24,15 @@
 #include "cellproto/cellproto.h"
 #include "mgr_int.h"
 
-#define MOD "mgr"
+#define MOD	   "mgr"
 #define CFG(field) offsetof(struct mgr_config, field)
 #define STR(field) CFG(field), sizeof(((struct mgr_config *)0)->field)
 
 static const struct cell_config_key mgr_config_table[] = {
 	{"agent_listen", CELL_CFG_STRING, STR(agent_listen), 0, 0,
 	 "127.0.0.1:7400", "address:port agents connect to (port 0: any)"},
-	{"ctl_listen", CELL_CFG_STRING, STR(ctl_listen), 0, 0,
-	 "127.0.0.1:7401", "address:port cellctl connects to (port 0: any)"},
+	{"ctl_listen", CELL_CFG_STRING, STR(ctl_listen), 0, 0, "127.0.0.1:7401",
+	 "address:port cellctl connects to (port 0: any)"},
 	{"state_dir", CELL_CFG_STRING, STR(state_dir), 0, 0,
 	 "/var/lib/cellmon/manager",
 	 "directory for manager.db, manager.addr and the lock"},
@@ -58,28 +58,32 @@ static int validate(const struct mgr_config *c, char *err, size_t len)
 	enum cell_log_level lvl;
 
 	if (c->suspect_after_ms >= c->down_after_ms) {
-		snprintf(err, len, "suspect_after (%lldms) must be shorter than "
-				   "down_after (%lldms)",
+		snprintf(err, len,
+			 "suspect_after (%lldms) must be shorter than "
+			 "down_after (%lldms)",
 			 (long long)c->suspect_after_ms,
 			 (long long)c->down_after_ms);
 		return -EINVAL;
 	}
 	if (c->lease_ms >= c->down_after_ms) {
-		snprintf(err, len, "lease (%lldms) must be shorter than "
-				   "down_after (%lldms): a node is declared "
-				   "down only after its lease expired",
+		snprintf(err, len,
+			 "lease (%lldms) must be shorter than "
+			 "down_after (%lldms): a node is declared "
+			 "down only after its lease expired",
 			 (long long)c->lease_ms, (long long)c->down_after_ms);
 		return -EINVAL;
 	}
 	if (c->tick_ms * 2 > c->suspect_after_ms) {
-		snprintf(err, len, "tick (%lldms) must be at most half of "
-				   "suspect_after",
+		snprintf(err, len,
+			 "tick (%lldms) must be at most half of "
+			 "suspect_after",
 			 (long long)c->tick_ms);
 		return -EINVAL;
 	}
 	if (cell_log_level_parse(c->log_level, &lvl)) {
-		snprintf(err, len, "log_level: '%s' is not debug, info, warn, "
-				   "error or off",
+		snprintf(err, len,
+			 "log_level: '%s' is not debug, info, warn, "
+			 "error or off",
 			 c->log_level);
 		return -EINVAL;
 	}
@@ -105,9 +109,9 @@ static void usage(FILE *out)
 
 int mgr_node_persist(struct mgr *m, const struct mgr_node *n)
 {
-	int rc = mgr_store_node_save(
-		m->store, n, mgr_members_next_incarnation(m->members),
-		mgr_members_epoch(m->members));
+	int rc = mgr_store_node_save(m->store, n,
+				     mgr_members_next_incarnation(m->members),
+				     mgr_members_epoch(m->members));
 
 	if (rc)
 		CELL_ERROR(MOD, "cannot persist node id=%s: %s", n->id,
@@ -226,8 +230,9 @@ static int open_state(struct mgr *m)
 	snprintf(path, sizeof(path), "%s/manager.lock", m->cfg.state_dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB)) {
-		CELL_ERROR(MOD, "state_dir %s is in use by another manager "
-				"(lock %s: %s)",
+		CELL_ERROR(MOD,
+			   "state_dir %s is in use by another manager "
+			   "(lock %s: %s)",
 			   m->cfg.state_dir, path, strerror(errno));
 		return -EBUSY;
 	}
@@ -311,16 +316,16 @@ static int run(struct mgr *m)
 	m->base = event_base_new();
 	if (!m->base)
 		return -ENOMEM;
-	rc = mgr_members_create(&mc, &cell_clock_monotonic, on_member_change,
-				m, &m->members);
+	rc = mgr_members_create(&mc, &cell_clock_monotonic, on_member_change, m,
+				&m->members);
 	if (rc)
 		return rc;
-	m->agent_rpc = (struct cell_rpc_config){
-		cellproto_types, mgr_agent_methods, m,
-		(uint32_t)m->cfg.max_frame, MOD};
-	m->ctl_rpc = (struct cell_rpc_config){cellproto_types, mgr_ctl_methods,
-					      m, (uint32_t)m->cfg.max_frame,
-					      MOD};
+	m->agent_rpc =
+		(struct cell_rpc_config){cellproto_types, mgr_agent_methods, m,
+					 (uint32_t)m->cfg.max_frame, MOD};
+	m->ctl_rpc =
+		(struct cell_rpc_config){cellproto_types, mgr_ctl_methods, m,
+					 (uint32_t)m->cfg.max_frame, MOD};
 	rc = open_state(m);
 	if (!rc)
 		rc = start_listeners(m);
@@ -377,8 +382,9 @@ int main(int argc, char **argv)
 	if (nrest > 0 && strcmp(argv[1], "config") == 0)
 		return config_command(nrest, argv + 1, &m.cfg);
 	if (nrest > 0) {
-		fprintf(stderr, "cellmon-manager: unexpected argument '%s' "
-				"(see --help)\n",
+		fprintf(stderr,
+			"cellmon-manager: unexpected argument '%s' "
+			"(see --help)\n",
 			argv[1]);
 		return 2;
 	}

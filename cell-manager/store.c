@@ -87,10 +87,11 @@ int mgr_store_open(const char *path, struct mgr_store **out, char *err,
 	}
 	sqlite3_busy_timeout(s->db, 2000);
 	if (user_version(s, &v) || v > SCHEMA_VERSION) {
-		snprintf(err, errlen,
-			 "%s: schema version %d is newer than this manager's %d "
-			 "(or the file is not a cellmon database)",
-			 path, v, SCHEMA_VERSION);
+		snprintf(
+			err, errlen,
+			"%s: schema version %d is newer than this manager's %d "
+			"(or the file is not a cellmon database)",
+			path, v, SCHEMA_VERSION);
 		goto err;
 	}
 	if (exec(s, "PRAGMA journal_mode=WAL") ||
@@ -139,10 +140,11 @@ static int meta_set(struct mgr_store *s, const char *key, uint64_t v)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db,
-			       "INSERT INTO meta(key,value) VALUES(?,?) ON "
-			       "CONFLICT(key) DO UPDATE SET value=excluded.value",
-			       -1, &st, NULL))
+	if (sqlite3_prepare_v2(
+		    s->db,
+		    "INSERT INTO meta(key,value) VALUES(?,?) ON "
+		    "CONFLICT(key) DO UPDATE SET value=excluded.value",
+		    -1, &st, NULL))
 		return fail(s, "meta insert");
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)v);
@@ -292,8 +294,8 @@ int mgr_store_node_set_cell(struct mgr_store *s, const char *node,
 {
 	int changes = 0, rc;
 
-	rc = run(s, "UPDATE nodes SET cell=nullif(?,'') WHERE id=?", cell,
-		 node, &changes);
+	rc = run(s, "UPDATE nodes SET cell=nullif(?,'') WHERE id=?", cell, node,
+		 &changes);
 	if (rc == -EEXIST)
 		return -ENOENT; /* foreign key: no such cell */
 	if (!rc && !changes)
@@ -306,9 +308,9 @@ int mgr_store_cells_load(struct mgr_store *s, mgr_store_cell_fn fn, void *arg)
 	sqlite3_stmt *st;
 	int rc = 0, step;
 
-	if (sqlite3_prepare_v2(s->db,
-			       "SELECT name,created_ms FROM cells ORDER BY name",
-			       -1, &st, NULL))
+	if (sqlite3_prepare_v2(
+		    s->db, "SELECT name,created_ms FROM cells ORDER BY name",
+		    -1, &st, NULL))
 		return fail(s, "cells select");
 	while ((step = sqlite3_step(st)) == SQLITE_ROW && !rc)
 		rc = fn((const char *)sqlite3_column_text(st, 0),

@@ -135,9 +135,9 @@ static void write_state(struct agent *a)
 
 	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i}", "node_id",
 		      a->cfg.node_id, "state", state_name(a), "incarnation",
-		      (json_int_t)a->incarnation, "epoch",
-		      (json_int_t)a->epoch, "has_lease", a->has_lease,
-		      "manager", a->cfg.manager, "pid", (int)getpid());
+		      (json_int_t)a->incarnation, "epoch", (json_int_t)a->epoch,
+		      "has_lease", a->has_lease, "manager", a->cfg.manager,
+		      "pid", (int)getpid());
 	text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
 	json_decref(j);
 	if (!text)
@@ -152,7 +152,8 @@ static void write_state(struct agent *a)
 
 static void timer_ms(struct event *ev, uint64_t ms)
 {
-	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = {(time_t)(ms / 1000),
+			     (suseconds_t)(ms % 1000) * 1000};
 
 	evtimer_add(ev, &tv);
 }
@@ -171,8 +172,9 @@ static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
 					 ? a->lease_expiry_ms - cell_now_ms()
 					 : 0);
 	if (was_fenced) {
-		CELL_INFO(MOD, "lease granted again; leaving fenced state "
-			       "incarnation=%llu",
+		CELL_INFO(MOD,
+			  "lease granted again; leaving fenced state "
+			  "incarnation=%llu",
 			  (unsigned long long)a->incarnation);
 		write_state(a);
 	}
@@ -206,8 +208,9 @@ static void drop_connection(struct agent *a, const char *why)
 	evtimer_del(a->hb_timer);
 	if (jitter)
 		delay = delay - jitter + (unsigned)(random() % (2 * jitter));
-	CELL_LOG_RL(CELL_LOG_WARN, MOD, "manager unreachable addr=%s: %s; "
-					"retry_in_ms=%u",
+	CELL_LOG_RL(CELL_LOG_WARN, MOD,
+		    "manager unreachable addr=%s: %s; "
+		    "retry_in_ms=%u",
 		    a->cfg.manager, why, delay);
 	a->backoff_ms = a->backoff_ms * 2 > a->cfg.reconnect_max_ms
 				? (unsigned)a->cfg.reconnect_max_ms
@@ -233,8 +236,9 @@ static void heartbeat_reply(int status, const ProtobufCMessage *msg,
 	free(ctx);
 	a->hb_outstanding = false;
 	if (status == -ESTALE || status == -ENOENT) {
-		CELL_WARN(MOD, "manager ended incarnation=%llu (%s); "
-			       "registering as a new incarnation",
+		CELL_WARN(MOD,
+			  "manager ended incarnation=%llu (%s); "
+			  "registering as a new incarnation",
 			  (unsigned long long)a->incarnation, errmsg);
 		a->incarnation = 0;
 		a->has_lease = false;
@@ -288,8 +292,8 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	/* A heartbeat is worth waiting for as long as the lease lasts. */
 	rc = cell_rpc_request(a->conn, CELLMON__MSG_TYPE__MSG_HEARTBEAT,
 			      &hb.base, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,
-			      a->lease_ms ? a->lease_ms : 1000,
-			      heartbeat_reply, ctx);
+			      a->lease_ms ? a->lease_ms : 1000, heartbeat_reply,
+			      ctx);
 	if (rc) {
 		free(ctx);
 		return;
@@ -323,8 +327,9 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 			  (unsigned long long)a->incarnation,
 			  (unsigned long long)r->lease->incarnation);
 	a->incarnation = r->lease->incarnation;
-	CELL_INFO(MOD, "registered node=%s incarnation=%llu resumed=%s "
-		       "lease_ms=%u epoch=%llu",
+	CELL_INFO(MOD,
+		  "registered node=%s incarnation=%llu resumed=%s "
+		  "lease_ms=%u epoch=%llu",
 		  a->cfg.node_id, (unsigned long long)a->incarnation,
 		  r->resumed ? "yes" : "no", r->lease->lease_ms,
 		  (unsigned long long)r->lease->epoch);
@@ -401,8 +406,8 @@ static void start_connect(struct agent *a)
 	int rc;
 
 	a->state = AGENT_CONNECTING;
-	rc = cell_rpc_connect(a->base, a->cfg.manager, &a->rpc, 2000,
-			      connected, a, &a->conn);
+	rc = cell_rpc_connect(a->base, a->cfg.manager, &a->rpc, 2000, connected,
+			      a, &a->conn);
 	if (rc) {
 		a->conn = NULL;
 		drop_connection(a, strerror(-rc));
@@ -476,18 +481,21 @@ static int finish_config(struct agent *a, char *err, size_t len)
 		c->node_id[0] = '\0';
 	c->node_id[sizeof(c->node_id) - 1] = '\0';
 	if (!cell_name_valid(c->node_id)) {
-		snprintf(err, len, "node_id '%s' is invalid: use 1-63 of "
-				   "[a-z0-9_.-], starting with a letter or digit",
+		snprintf(err, len,
+			 "node_id '%s' is invalid: use 1-63 of "
+			 "[a-z0-9_.-], starting with a letter or digit",
 			 c->node_id);
 		return -EINVAL;
 	}
 	if (c->reconnect_min_ms > c->reconnect_max_ms) {
-		snprintf(err, len, "reconnect_min must not exceed reconnect_max");
+		snprintf(err, len,
+			 "reconnect_min must not exceed reconnect_max");
 		return -EINVAL;
 	}
 	if (cell_log_level_parse(c->log_level, &lvl)) {
-		snprintf(err, len, "log_level: '%s' is not debug, info, warn, "
-				   "error or off",
+		snprintf(err, len,
+			 "log_level: '%s' is not debug, info, warn, "
+			 "error or off",
 			 c->log_level);
 		return -EINVAL;
 	}
@@ -496,8 +504,9 @@ static int finish_config(struct agent *a, char *err, size_t len)
 	a->memory_mb = c->memory ? (uint64_t)c->memory >> 20
 				 : cell_host_mem_total_mb();
 	if (!a->cpus || !a->memory_mb) {
-		snprintf(err, len, "cannot read this host's CPUs or memory; set "
-				   "cpus and memory");
+		snprintf(err, len,
+			 "cannot read this host's CPUs or memory; set "
+			 "cpus and memory");
 		return -EINVAL;
 	}
 	return 0;
@@ -526,8 +535,9 @@ static int run(struct agent *a)
 	event_add(ev_int, NULL);
 	event_add(ev_term, NULL);
 	a->backoff_ms = (unsigned)a->cfg.reconnect_min_ms;
-	CELL_INFO(MOD, "starting node=%s manager=%s cpus=%u memory_mb=%llu "
-		       "heartbeat_ms=%lld pid=%d version=%s",
+	CELL_INFO(MOD,
+		  "starting node=%s manager=%s cpus=%u memory_mb=%llu "
+		  "heartbeat_ms=%lld pid=%d version=%s",
 		  a->cfg.node_id, a->cfg.manager, a->cpus,
 		  (unsigned long long)a->memory_mb,
 		  (long long)a->cfg.heartbeat_ms, (int)getpid(),
@@ -577,8 +587,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (nrest > 0) {
-		fprintf(stderr, "cellmon-agent: unexpected argument '%s' (see "
-				"--help)\n",
+		fprintf(stderr,
+			"cellmon-agent: unexpected argument '%s' (see "
+			"--help)\n",
 			argv[1]);
 		return 2;
 	}

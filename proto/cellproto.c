@@ -7,7 +7,10 @@
 
 #include "cellproto/cellproto.h"
 
-#define T(num, name, desc) {CELLMON__MSG_TYPE__##num, name, &desc}
+#define T(num, name, desc)                            \
+	{                                             \
+		CELLMON__MSG_TYPE__##num, name, &desc \
+	}
 
 const struct cell_rpc_msgtype cellproto_types[] = {
 	T(MSG_REGISTER, "Register", cellmon__register_request__descriptor),

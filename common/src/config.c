@@ -58,9 +58,9 @@ int cell_parse_duration_ms(const char *s, int64_t *out)
 
 int cell_parse_size(const char *s, int64_t *out)
 {
-	static const char *const units[] = {"", "K", "M", "G", "KiB",
-					    "MiB", "GiB", NULL};
-	static const int64_t scale[] = {1, 1 << 10, 1 << 20, 1 << 30,
+	static const char *const units[] = {"",	   "K",	  "M",	 "G",
+					    "KiB", "MiB", "GiB", NULL};
+	static const int64_t scale[] = {1,	 1 << 10, 1 << 20, 1 << 30,
 					1 << 10, 1 << 20, 1 << 30};
 
 	return parse_scaled(s, units, scale, out);
@@ -300,7 +300,8 @@ int cell_config_parse_args(const struct cell_config_key *table, void *cfg,
 		i += used - 1;
 	}
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0)
 			return 1;
 		if (strncmp(argv[i], "--", 2) != 0 || argv[i][2] == '\0') {
 			argv[1 + rest++] = argv[i];

@@ -88,7 +88,8 @@ int cell_frame_error_unpack(const uint8_t *p, size_t len, char *msg,
 			n = msglen - 1;
 		memcpy(msg, p + 4, n);
 		msg[n] = '\0';
-		/* The message goes into logs and terminals: no control bytes. */
+		/* The message goes into logs and terminals: no control bytes.
+		 */
 		for (size_t i = 0; i < n; i++) {
 			if ((unsigned char)msg[i] < 0x20 || msg[i] == 0x7f)
 				msg[i] = '?';

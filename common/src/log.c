@@ -63,11 +63,11 @@ void cell_log_write(enum cell_log_level level, const char *module,
 
 	gmtime_r(&secs, &tm);
 	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-	n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03uZ %s %s: ",
-			      (unsigned)(now % 1000),
-			      level_tags[level > CELL_LOG_OFF ? CELL_LOG_OFF
-							      : level],
-			      module);
+	n += (size_t)snprintf(
+		line + n, sizeof(line) - n,
+		".%03uZ %s %s: ", (unsigned)(now % 1000),
+		level_tags[level > CELL_LOG_OFF ? CELL_LOG_OFF : level],
+		module);
 	if (n < sizeof(line)) {
 		va_start(ap, fmt);
 		vsnprintf(line + n, sizeof(line) - n, fmt, ap);

@@ -66,10 +66,10 @@ struct cell_rpc_conn {
 	void *connect_arg;
 	struct event *connect_timer;
 	void *data;
-	int busy;	  /* callbacks of ours running on this connection */
-	int closed;	  /* torn down; freed when busy drops to 0 */
-	int draining;	  /* closing once the output buffer is written */
-	int fail_reason;  /* reason reported when a drain finishes */
+	int busy;	 /* callbacks of ours running on this connection */
+	int closed;	 /* torn down; freed when busy drops to 0 */
+	int draining;	 /* closing once the output buffer is written */
+	int fail_reason; /* reason reported when a drain finishes */
 };
 
 struct cell_rpc_listener {
@@ -180,9 +180,8 @@ static int send_frame(struct cell_rpc_conn *c, uint16_t type, uint8_t flags,
 		return -ENOMEM;
 	cell_frame_hdr_pack(&h, iov.iov_base);
 	if (msg)
-		protobuf_c_message_pack(msg,
-					(uint8_t *)iov.iov_base +
-						CELL_FRAME_HDR_LEN);
+		protobuf_c_message_pack(msg, (uint8_t *)iov.iov_base +
+						     CELL_FRAME_HDR_LEN);
 	else if (rawlen)
 		memcpy((uint8_t *)iov.iov_base + CELL_FRAME_HDR_LEN, raw,
 		       rawlen);
@@ -288,8 +287,7 @@ static struct pending *take_pending(struct cell_rpc_conn *c, uint32_t id)
 }
 
 static void handle_reply(struct cell_rpc_conn *c,
-			 const struct cell_frame_hdr *h,
-			 const uint8_t *payload)
+			 const struct cell_frame_hdr *h, const uint8_t *payload)
 {
 	struct pending *p = take_pending(c, h->id);
 	const struct cell_rpc_msgtype *t;
@@ -308,13 +306,12 @@ static void handle_reply(struct cell_rpc_conn *c,
 		code = cell_frame_error_unpack(payload, h->len, msg,
 					       sizeof(msg));
 		p->cb(-code, NULL, msg, p->arg);
-	} else if (h->type != p->reply_type ||
-		   !(t = find_type(c, h->type))) {
+	} else if (h->type != p->reply_type || !(t = find_type(c, h->type))) {
 		snprintf(msg, sizeof(msg), "expected reply type %u, got %u",
 			 p->reply_type, h->type);
 		p->cb(-EPROTO, NULL, msg, p->arg);
 	} else if (!(reply = protobuf_c_message_unpack(t->desc, NULL, h->len,
-							payload))) {
+						       payload))) {
 		snprintf(msg, sizeof(msg), "cannot decode %s reply", t->name);
 		p->cb(-EBADMSG, NULL, msg, p->arg);
 	} else {
@@ -432,8 +429,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (c->connect_cb) {
 		connect_done(c, (what & BEV_EVENT_TIMEOUT) ? -ETIMEDOUT
-					: err		    ? -err
-							    : -ECONNREFUSED);
+				: err			   ? -err
+							   : -ECONNREFUSED);
 		return;
 	}
 	if (c->draining) {
@@ -617,8 +614,7 @@ void *cell_rpc_conn_data(const struct cell_rpc_conn *c)
 	return c->data;
 }
 
-int cell_rpc_conn_local_ip(const struct cell_rpc_conn *c, char *out,
-			   size_t len)
+int cell_rpc_conn_local_ip(const struct cell_rpc_conn *c, char *out, size_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -723,8 +719,8 @@ void cell_rpc_reply(struct cell_rpc_call *call, uint16_t type,
 	call_free(call);
 }
 
-void cell_rpc_reply_error(struct cell_rpc_call *call, int err,
-			  const char *fmt, ...)
+void cell_rpc_reply_error(struct cell_rpc_call *call, int err, const char *fmt,
+			  ...)
 {
 	char msg[CELL_FRAME_ERRMSG_MAX];
 	va_list ap;
@@ -780,10 +776,11 @@ int cell_rpc_listen(struct event_base *base, const char *hostport,
 	l->cfg = cfg;
 	l->cb = cb;
 	l->arg = arg;
-	l->lev = evconnlistener_new_bind(
-		base, accept_cb, l,
-		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-		128, (struct sockaddr *)&ss, sl);
+	l->lev = evconnlistener_new_bind(base, accept_cb, l,
+					 LEV_OPT_CLOSE_ON_FREE |
+						 LEV_OPT_REUSEABLE |
+						 LEV_OPT_CLOSE_ON_EXEC,
+					 128, (struct sockaddr *)&ss, sl);
 	if (!l->lev) {
 		rc = EVUTIL_SOCKET_ERROR() ? -EVUTIL_SOCKET_ERROR() : -EIO;
 		free(l);

@@ -22,7 +22,8 @@ enum cell_config_type {
 	CELL_CFG_INT,	   /* int64_t, decimal */
 	CELL_CFG_BOOL,	   /* bool: true/false/yes/no/on/off/1/0 */
 	CELL_CFG_STRING,   /* char[size], NUL-terminated */
-	CELL_CFG_DURATION, /* int64_t milliseconds: "250ms", "3s", "2m", "500" */
+	CELL_CFG_DURATION, /* int64_t milliseconds: "250ms", "3s", "2m", "500"
+			    */
 	CELL_CFG_SIZE,	   /* int64_t bytes: "4096", "64K", "2M", "1G" */
 };
 

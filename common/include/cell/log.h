@@ -53,10 +53,10 @@ struct cell_ratelimit {
  */
 int cell_ratelimit_allow(struct cell_ratelimit *rl, uint32_t *suppressed);
 
-#define CELL_LOG(level, module, ...)                                           \
-	do {                                                                   \
-		if ((level) >= cell_log_threshold)                             \
-			cell_log_write((level), (module), __VA_ARGS__);        \
+#define CELL_LOG(level, module, ...)                                    \
+	do {                                                            \
+		if ((level) >= cell_log_threshold)                      \
+			cell_log_write((level), (module), __VA_ARGS__); \
 	} while (0)
 
 #define CELL_DEBUG(module, ...) CELL_LOG(CELL_LOG_DEBUG, module, __VA_ARGS__)
@@ -65,18 +65,19 @@ int cell_ratelimit_allow(struct cell_ratelimit *rl, uint32_t *suppressed);
 #define CELL_ERROR(module, ...) CELL_LOG(CELL_LOG_ERROR, module, __VA_ARGS__)
 
 /* At most 5 lines per 5 s from this call site. */
-#define CELL_LOG_RL(level, module, ...)                                        \
-	do {                                                                   \
-		static struct cell_ratelimit rl_ = {0, 5000, 5, 0, 0};         \
-		uint32_t sup_ = 0;                                             \
-		if ((level) >= cell_log_threshold &&                           \
-		    cell_ratelimit_allow(&rl_, &sup_)) {                       \
-			if (sup_)                                              \
-				cell_log_write((level), (module),              \
-					       "(%u similar lines suppressed)", \
-					       sup_);                          \
-			cell_log_write((level), (module), __VA_ARGS__);        \
-		}                                                              \
+#define CELL_LOG_RL(level, module, ...)                                  \
+	do {                                                             \
+		static struct cell_ratelimit rl_ = {0, 5000, 5, 0, 0};   \
+		uint32_t sup_ = 0;                                       \
+		if ((level) >= cell_log_threshold &&                     \
+		    cell_ratelimit_allow(&rl_, &sup_)) {                 \
+			if (sup_)                                        \
+				cell_log_write(                          \
+					(level), (module),               \
+					"(%u similar lines suppressed)", \
+					sup_);                           \
+			cell_log_write((level), (module), __VA_ARGS__);  \
+		}                                                        \
 	} while (0)
 
 #endif

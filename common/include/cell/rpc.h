@@ -116,9 +116,8 @@ int cell_rpc_request(struct cell_rpc_conn *c, uint16_t type,
 /* Answers a call; consumes it. */
 void cell_rpc_reply(struct cell_rpc_call *call, uint16_t type,
 		    const ProtobufCMessage *msg);
-void cell_rpc_reply_error(struct cell_rpc_call *call, int err,
-			  const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+void cell_rpc_reply_error(struct cell_rpc_call *call, int err, const char *fmt,
+			  ...) __attribute__((format(printf, 3, 4)));
 /* The connection a call arrived on, or NULL once it has closed. */
 struct cell_rpc_conn *cell_rpc_call_conn(const struct cell_rpc_call *call);
 

@@ -1,6 +1,6 @@
 /*
- * libcellproto: the generated protobuf-c messages of the .proto files in proto/ and the
- * registry that maps each frame type number to its message descriptor.
+ * libcellproto: the generated protobuf-c messages of the .proto files in proto/
+ * and the registry that maps each frame type number to its message descriptor.
  * Both daemons and cellctl hand cellproto_types to the RPC layer
  * (cell/rpc.h), so every side decodes a type number the same way.
  */

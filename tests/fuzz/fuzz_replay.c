@@ -1,0 +1,224 @@
+/*
+ * ctest driver for fuzz targets built without libFuzzer.
+ *
+ *   fuzz_frame_replay DIR [MUTATIONS [SEED]]
+ *
+ * Replays every file in DIR, then MUTATIONS (default 2000) mutants of them
+ * made by a seeded xorshift generator: bit flips, byte changes, cuts,
+ * duplicated slices and inflated length fields. The seed is printed so a
+ * failure can be replayed; a crash or sanitizer report fails the test.
+ *
+ *   fuzz_frame_replay --write-seeds DIR
+ *
+ * writes the hand-made seed corpus (valid frames of every message type,
+ * several frames back to back, error replies) into DIR.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cell/frame.h"
+#include "cellproto/cellproto.h"
+#include "fuzz.h"
+
+#define MAXF (64 * 1024)
+
+struct file {
+	uint8_t *data;
+	size_t len;
+};
+
+static uint64_t rng;
+
+static uint64_t next(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static size_t mutate(const struct file *f, uint8_t *out)
+{
+	size_t n = f->len, ops = 1 + next() % 4;
+
+	memcpy(out, f->data, n);
+	for (size_t k = 0; k < ops; k++) {
+		size_t at = n ? next() % n : 0;
+
+		switch (next() % 6) {
+		case 0: /* bit flip */
+			if (n)
+				out[at] ^= (uint8_t)(1u << (next() % 8));
+			break;
+		case 1: /* random byte */
+			if (n)
+				out[at] = (uint8_t)next();
+			break;
+		case 2: /* cut the tail */
+			n = at;
+			break;
+		case 3: /* repeat a slice */
+			if (n && n * 2 < MAXF) {
+				size_t len = 1 + next() % (n - at);
+
+				memmove(out + at + len, out + at, n - at);
+				n += len;
+			}
+			break;
+		case 4: /* an inflated length field (bytes 12..15) */
+			if (n >= 16)
+				out[12 + next() % 4] = (uint8_t)next();
+			break;
+		case 5: /* an unknown type */
+			if (n >= 6)
+				out[4 + next() % 2] = (uint8_t)next();
+			break;
+		}
+	}
+	return n;
+}
+
+static int load_dir(const char *dir, struct file *files, int max)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	if (!d) {
+		perror(dir);
+		exit(2);
+	}
+	while ((e = readdir(d)) && n < max) {
+		char path[1024];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		f = fopen(path, "rb");
+		if (!f)
+			continue;
+		files[n].data = malloc(MAXF);
+		files[n].len = fread(files[n].data, 1, MAXF / 2, f);
+		fclose(f);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static size_t put_frame(uint8_t *buf, uint16_t type, uint8_t flags, uint32_t id,
+			const ProtobufCMessage *msg)
+{
+	struct cell_frame_hdr h = {CELL_FRAME_VERSION, flags, type, id, 0};
+	size_t n = msg ? protobuf_c_message_pack(msg, buf + CELL_FRAME_HDR_LEN)
+		       : 0;
+
+	h.len = (uint32_t)n;
+	cell_frame_hdr_pack(&h, buf);
+	return CELL_FRAME_HDR_LEN + n;
+}
+
+static void save(const char *dir, const char *name, const uint8_t *b, size_t n)
+{
+	char path[1024];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	if (!f || fwrite(b, 1, n, f) != n) {
+		perror(path);
+		exit(2);
+	}
+	fclose(f);
+}
+
+static int write_seeds(const char *dir)
+{
+	Cellmon__RegisterRequest reg = CELLMON__REGISTER_REQUEST__INIT;
+	Cellmon__Capacity cap = CELLMON__CAPACITY__INIT;
+	Cellmon__HeartbeatRequest hb = CELLMON__HEARTBEAT_REQUEST__INIT;
+	Cellmon__CellRequest cell = CELLMON__CELL_REQUEST__INIT;
+	Cellmon__NodeInfoRequest ni = CELLMON__NODE_INFO_REQUEST__INIT;
+	uint8_t buf[4096], err[64];
+	size_t n;
+
+	cap.cpus = 2;
+	cap.memory_mb = 1024;
+	reg.protocol_version = 1;
+	reg.node_id = "node1";
+	reg.addr = "127.0.0.1";
+	reg.capacity = &cap;
+	reg.heartbeat_ms = 250;
+	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_REGISTER, 0, 1, &reg.base);
+	save(dir, "register", buf, n);
+	hb.node_id = "node1";
+	hb.incarnation = 3;
+	hb.capacity = &cap;
+	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_HEARTBEAT, 0, 2, &hb.base);
+	n += put_frame(buf + n, CELLMON__MSG_TYPE__MSG_HEARTBEAT, 0, 3,
+		       &hb.base);
+	save(dir, "two-heartbeats", buf, n);
+	cell.name = "c1";
+	cell.node = "node1";
+	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, 0, 4,
+		      &cell.base);
+	save(dir, "cell-add-node", buf, n);
+	ni.id = "node2";
+	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_NODE_INFO, 0, 5, &ni.base);
+	n += put_frame(buf + n, CELLMON__MSG_TYPE__MSG_STATUS, 0, 6, NULL);
+	n += put_frame(buf + n, CELLMON__MSG_TYPE__MSG_NODE_LIST, 0, 7, NULL);
+	save(dir, "queries", buf, n);
+	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_STATUS_REPLY,
+		      CELL_FRAME_REPLY | CELL_FRAME_ERROR, 9, NULL);
+	{
+		size_t e = cell_frame_error_pack(2, "no such thing", err);
+		struct cell_frame_hdr h = {
+			CELL_FRAME_VERSION, CELL_FRAME_REPLY | CELL_FRAME_ERROR,
+			CELLMON__MSG_TYPE__MSG_STATUS_REPLY, 9, (uint32_t)e};
+
+		cell_frame_hdr_pack(&h, buf);
+		memcpy(buf + CELL_FRAME_HDR_LEN, err, e);
+		n = CELL_FRAME_HDR_LEN + e;
+	}
+	save(dir, "error-reply", buf, n);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct file files[256];
+	static uint8_t mut[MAXF];
+	long count = 2000;
+	int n;
+
+	if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0)
+		return write_seeds(argv[2]);
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s DIR [MUTATIONS [SEED]]\n", argv[0]);
+		return 2;
+	}
+	if (argc > 2)
+		count = atol(argv[2]);
+	rng = argc > 3 ? strtoull(argv[3], NULL, 0)
+		       : (uint64_t)time(NULL) * 2654435761u + 1;
+	n = load_dir(argv[1], files, 256);
+	if (n == 0) {
+		fprintf(stderr, "%s: empty corpus\n", argv[1]);
+		return 2;
+	}
+	printf("replaying %d corpus files, then %ld mutants, seed=%llu\n", n,
+	       count, (unsigned long long)rng);
+	fflush(stdout);
+	for (int i = 0; i < n; i++)
+		fuzz_one(files[i].data, files[i].len);
+	for (long i = 0; i < count; i++)
+		fuzz_one(mut, mutate(&files[next() % (uint64_t)n], mut));
+	printf("done: no crash\n");
+	for (int i = 0; i < n; i++)
+		free(files[i].data);
+	return 0;
+}

@@ -1,0 +1,334 @@
+/*
+ * Integration: the real cellmon-manager, three cellmon-agents and cellctl
+ * on ephemeral loopback ports.
+ *
+ *  - three agents register and show up in `cellctl node list -o json`;
+ *  - kill -9 of an agent: declared down within 3 s of its last heartbeat
+ *    (the time from the kill is measured and printed);
+ *  - the agent restarted: a new incarnation, up again;
+ *  - kill -9 of the manager and a restart on the same state: cells are
+ *    still there and the nodes come back up, keeping their incarnations;
+ *  - cellctl against a dead address: exit code 3 and the address named.
+ *
+ * Every process is started through tests/support and killed at exit, also
+ * when an assertion fails.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "testsupport.h"
+
+struct cluster {
+	char *dir;
+	char agent_addr[64];
+	char ctl_addr[64];
+	pid_t manager;
+	pid_t agents[3];
+};
+
+static struct cluster cl;
+
+static pid_t start_manager(const char *agent_listen, const char *ctl_listen)
+{
+	char sd[600], al[100], ctl[100], log[600];
+	char *argv[] = {CELLMON_MANAGER_BIN, sd, al, ctl, NULL};
+
+	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", cl.dir);
+	snprintf(al, sizeof(al), "--agent-listen=%s", agent_listen);
+	snprintf(ctl, sizeof(ctl), "--ctl-listen=%s", ctl_listen);
+	snprintf(log, sizeof(log), "%s/manager.log", cl.dir);
+	return ts_spawn(argv, log);
+}
+
+static pid_t start_agent(int i)
+{
+	char id[64], mgr[100], sd[600], log[600];
+	char *argv[] = {CELLMON_AGENT_BIN,	 id,  mgr, sd,
+			"--reconnect-max=300ms", NULL};
+
+	snprintf(id, sizeof(id), "--node-id=node%d", i + 1);
+	snprintf(mgr, sizeof(mgr), "--manager=%s", cl.agent_addr);
+	snprintf(sd, sizeof(sd), "--state-dir=%s/agent%d", cl.dir, i + 1);
+	snprintf(log, sizeof(log), "%s/agent%d.log", cl.dir, i + 1);
+	return ts_spawn(argv, log);
+}
+
+static bool addr_file_ready(void *arg)
+{
+	char path[600], *text, *a, *c;
+
+	(void)arg;
+	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
+	text = ts_read_file(path);
+	if (!text)
+		return false;
+	a = strstr(text, "agent=");
+	c = strstr(text, "ctl=");
+	if (a && c) {
+		sscanf(a, "agent=%63s", cl.agent_addr);
+		sscanf(c, "ctl=%63s", cl.ctl_addr);
+	}
+	free(text);
+	return a && c;
+}
+
+/* Runs cellctl with -o json; returns the parsed output or NULL. */
+static json_t *ctl_json(const char *a1, const char *a2, const char *a3,
+			const char *a4)
+{
+	char mgr[100];
+	char *argv[] = {CELLCTL_BIN, mgr,	 "-o",	     "json", (char *)a1,
+			(char *)a2,  (char *)a3, (char *)a4, NULL};
+	char *out = NULL;
+	json_t *j = NULL;
+	int rc;
+
+	snprintf(mgr, sizeof(mgr), "--manager=%s", cl.ctl_addr);
+	rc = ts_run(argv, 5000, &out, false);
+	if (rc == 0 && out)
+		j = json_loads(out, 0, NULL);
+	free(out);
+	return j;
+}
+
+static json_t *find_node(json_t *list, const char *id)
+{
+	json_t *nodes = json_object_get(list, "nodes"), *n;
+	size_t i;
+
+	json_array_foreach(nodes, i, n)
+	{
+		if (strcmp(json_string_value(json_object_get(n, "id")), id) ==
+		    0)
+			return n;
+	}
+	return NULL;
+}
+
+/* State of node `id`, and its incarnation through *inc. */
+static const char *node_state(const char *id, long long *inc)
+{
+	static char state[32];
+	json_t *j = ctl_json("node", "list", NULL, NULL), *n;
+
+	strcpy(state, "none");
+	n = j ? find_node(j, id) : NULL;
+	if (n) {
+		snprintf(state, sizeof(state), "%s",
+			 json_string_value(json_object_get(n, "state")));
+		if (inc)
+			*inc = json_integer_value(
+				json_object_get(n, "incarnation"));
+	}
+	json_decref(j);
+	return state;
+}
+
+static bool all_up(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "node%d", i + 1);
+		if (strcmp(node_state(id, NULL), "up") != 0)
+			return false;
+	}
+	return true;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	cl.dir = ts_tmpdir("cellmon-it");
+	cl.manager = start_manager("127.0.0.1:0", "127.0.0.1:0");
+	assert_true(cl.manager > 0);
+	assert_true(ts_wait_for(addr_file_ready, NULL, 5000));
+	for (int i = 0; i < 3; i++)
+		cl.agents[i] = start_agent(i);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	ts_kill_all();
+	if (getenv("CELLMON_KEEP_TEST_DIR"))
+		fprintf(stderr, "test dir kept: %s\n", cl.dir);
+	else
+		ts_rmtree(cl.dir);
+	free(cl.dir);
+	return 0;
+}
+
+/* Three agents register and are listed up. */
+static void test_cluster_three_agents_up(void **state)
+{
+	json_t *j;
+
+	(void)state;
+	assert_true(ts_wait_for(all_up, NULL, 10000));
+	j = ctl_json("node", "list", NULL, NULL);
+	assert_non_null(j);
+	assert_int_equal(json_array_size(json_object_get(j, "nodes")), 3);
+	json_decref(j);
+}
+
+struct down_wait {
+	const char *id;
+};
+
+static bool is_down(void *arg)
+{
+	return strcmp(node_state(((struct down_wait *)arg)->id, NULL),
+		      "down") == 0;
+}
+
+/* kill -9 of an agent: down within 3 s of its last heartbeat; restarted,
+ * it is a new incarnation and up again. */
+static void test_cluster_agent_killed_down_then_new_incarnation(void **state)
+{
+	struct down_wait w = {"node3"};
+	long long inc_before = 0, inc_after = 0;
+	uint64_t t0, took;
+	char *log, path[600];
+
+	(void)state;
+	assert_true(ts_wait_for(all_up, NULL, 10000));
+	node_state("node3", &inc_before);
+	t0 = ts_now_ms();
+	ts_stop(cl.agents[2], SIGKILL, 2000);
+	assert_true(ts_wait_for(is_down, &w, 6000));
+	took = ts_now_ms() - t0;
+	printf("agent kill -9 -> declared down: %llu ms (down_after 3000 ms "
+	       "after the last heartbeat, heartbeat 250 ms)\n",
+	       (unsigned long long)took);
+	/* Not before down_after minus one heartbeat period, not much after
+	 * down_after (tick + the polling of this test). */
+	assert_true(took >= 2700);
+	assert_true(took <= 3600);
+	snprintf(path, sizeof(path), "%s/manager.log", cl.dir);
+	log = ts_read_file(path);
+	assert_non_null(strstr(log, "node down id=node3"));
+	free(log);
+	assert_string_equal(node_state("node1", NULL), "up");
+
+	cl.agents[2] = start_agent(2);
+	assert_true(ts_wait_for(all_up, NULL, 5000));
+	node_state("node3", &inc_after);
+	printf("node3 incarnation %lld -> %lld\n", inc_before, inc_after);
+	assert_true(inc_after > inc_before);
+}
+
+static bool cells_back(void *arg)
+{
+	json_t *j = ctl_json("cell", "info", "c1", NULL);
+	bool ok = j && json_array_size(json_object_get(j, "nodes")) == 2;
+
+	(void)arg;
+	json_decref(j);
+	return ok;
+}
+
+/* kill -9 of the manager, restart on the same state: the cell and its
+ * members are there, and the nodes are up again, same incarnations. */
+static void test_cluster_manager_killed_state_kept(void **state)
+{
+	long long inc[3], again[3];
+	char agent_listen[64], ctl_listen[64];
+	uint64_t t0;
+	json_t *j;
+
+	(void)state;
+	assert_true(ts_wait_for(all_up, NULL, 10000));
+	j = ctl_json("cell", "create", "c1", NULL);
+	assert_non_null(j);
+	json_decref(j);
+	j = ctl_json("cell", "add-node", "c1", "node1");
+	json_decref(j);
+	j = ctl_json("cell", "add-node", "c1", "node2");
+	assert_non_null(j);
+	json_decref(j);
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "node%d", i + 1);
+		node_state(id, &inc[i]);
+	}
+	snprintf(agent_listen, sizeof(agent_listen), "%s", cl.agent_addr);
+	snprintf(ctl_listen, sizeof(ctl_listen), "%s", cl.ctl_addr);
+	ts_stop(cl.manager, SIGKILL, 2000);
+	cl.manager = start_manager(agent_listen, ctl_listen);
+	t0 = ts_now_ms();
+	assert_true(ts_wait_for(cells_back, NULL, 5000));
+	assert_true(ts_wait_for(all_up, NULL, 5000));
+	printf("manager restart -> all nodes up again: %llu ms\n",
+	       (unsigned long long)(ts_now_ms() - t0));
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "node%d", i + 1);
+		node_state(id, &again[i]);
+		assert_int_equal(again[i], inc[i]);
+	}
+	/* A clean stop exits 0. */
+	for (int i = 0; i < 3; i++) {
+		int st = ts_stop(cl.agents[i], SIGTERM, 3000);
+
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	int st = ts_stop(cl.manager, SIGTERM, 3000);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* cellctl against a dead manager exits 3 naming the address; usage
+ * errors exit 2; unknown names exit 4. */
+static void test_cluster_cellctl_errors_exit_codes(void **state)
+{
+	char *out = NULL;
+	char *dead[] = {CELLCTL_BIN, "--manager=127.0.0.1:1", "node", "list",
+			NULL};
+	char *usage[] = {CELLCTL_BIN, "node", "frobnicate", NULL};
+	char mgr[100];
+	char *missing[] = {CELLCTL_BIN, mgr, "node", "info", "ghost", NULL};
+
+	(void)state;
+	assert_int_equal(ts_run(dead, 5000, &out, true), 3);
+	assert_non_null(strstr(out, "127.0.0.1:1"));
+	free(out);
+	assert_int_equal(ts_run(usage, 5000, NULL, false), 2);
+	assert_true(ts_wait_for(all_up, NULL, 10000));
+	snprintf(mgr, sizeof(mgr), "--manager=%s", cl.ctl_addr);
+	assert_int_equal(ts_run(missing, 5000, &out, true), 4);
+	assert_non_null(strstr(out, "ghost"));
+	free(out);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_cluster_three_agents_up,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_agent_killed_down_then_new_incarnation,
+			setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_manager_killed_state_kept, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_cellctl_errors_exit_codes, setup,
+			teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,224 @@
+/*
+ * Test helpers (testsupport.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testsupport.h"
+
+#define MAX_CHILDREN 64
+
+static pid_t children[MAX_CHILDREN];
+static int nchildren;
+static int atexit_done;
+
+uint64_t ts_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+char *ts_tmpdir(const char *prefix)
+{
+	const char *base = getenv("TMPDIR");
+	char path[512];
+	char *p;
+
+	snprintf(path, sizeof(path), "%s/%s.XXXXXX",
+		 base && *base ? base : "/tmp", prefix);
+	p = mkdtemp(path);
+	if (!p) {
+		perror("mkdtemp");
+		abort();
+	}
+	return strdup(p);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+		  struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+void ts_rmtree(const char *path)
+{
+	if (path)
+		nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void forget(pid_t pid)
+{
+	for (int i = 0; i < nchildren; i++) {
+		if (children[i] == pid) {
+			children[i] = children[--nchildren];
+			return;
+		}
+	}
+}
+
+void ts_kill_all(void)
+{
+	for (int i = 0; i < nchildren; i++) {
+		kill(children[i], SIGKILL);
+		waitpid(children[i], NULL, 0);
+	}
+	nchildren = 0;
+}
+
+pid_t ts_spawn(char *const argv[], const char *log_path)
+{
+	pid_t parent = getpid(), pid;
+
+	if (!atexit_done) {
+		atexit(ts_kill_all);
+		atexit_done = 1;
+	}
+	if (nchildren == MAX_CHILDREN)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if (log_path) {
+			int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND,
+				      0644);
+
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+				close(fd);
+			}
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	children[nchildren++] = pid;
+	return pid;
+}
+
+int ts_stop(pid_t pid, int sig, unsigned timeout_ms)
+{
+	uint64_t end = ts_now_ms() + timeout_ms;
+	int status;
+
+	if (pid <= 0)
+		return -1;
+	kill(pid, sig);
+	while (ts_now_ms() < end) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid) {
+			forget(pid);
+			return status;
+		}
+		usleep(5000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	forget(pid);
+	return -1;
+}
+
+int ts_run(char *const argv[], unsigned timeout_ms, char **out,
+	   bool merge_stderr)
+{
+	int pfd[2], status;
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+	uint64_t end = ts_now_ms() + timeout_ms;
+	pid_t pid;
+
+	if (!buf || pipe2(pfd, O_CLOEXEC))
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(pfd[1], 1);
+		if (merge_stderr)
+			dup2(pfd[1], 2);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	for (;;) {
+		struct pollfd p = {pfd[0], POLLIN, 0};
+		int left = (int)(end - ts_now_ms());
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, left) <= 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			close(pfd[0]);
+			free(buf);
+			return -1;
+		}
+		if (len + 1024 > cap)
+			buf = realloc(buf, cap *= 2);
+		n = read(pfd[0], buf + len, cap - len - 1);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(pfd[0]);
+	buf[len] = '\0';
+	waitpid(pid, &status, 0);
+	if (out)
+		*out = buf;
+	else
+		free(buf);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+bool ts_wait_for(bool (*pred)(void *), void *arg, unsigned timeout_ms)
+{
+	uint64_t end = ts_now_ms() + timeout_ms;
+
+	do {
+		if (pred(arg))
+			return true;
+		usleep(20000);
+	} while (ts_now_ms() < end);
+	return pred(arg);
+}
+
+char *ts_read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	long n;
+
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	if (buf)
+		buf[n] = '\0';
+	fclose(f);
+	return buf;
+}

@@ -1,0 +1,45 @@
+/*
+ * Helpers for cellmon tests: temporary directories, child processes that
+ * cannot outlive the test, bounded waits, and running a command to
+ * capture its output.
+ *
+ * Every process started with ts_spawn() gets PR_SET_PDEATHSIG(SIGKILL)
+ * and is remembered; ts_kill_all() (also registered with atexit) kills
+ * the ones still running, so a failing test leaves nothing behind.
+ */
+#ifndef CELL_TESTSUPPORT_H
+#define CELL_TESTSUPPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* mkdtemp under $TMPDIR or /tmp; aborts the test on failure. */
+char *ts_tmpdir(const char *prefix);
+/* rm -rf. */
+void ts_rmtree(const char *path);
+
+/* Starts argv[0] with stdout and stderr appended to log_path (or
+ * inherited when NULL). Returns the pid, or -1. */
+pid_t ts_spawn(char *const argv[], const char *log_path);
+/* Sends sig and waits up to timeout_ms for the exit; SIGKILL after that.
+ * Returns the wait status, or -1. */
+int ts_stop(pid_t pid, int sig, unsigned timeout_ms);
+void ts_kill_all(void);
+
+/* Runs argv to completion within timeout_ms; captures stdout (and stderr
+ * too with merge_stderr) into *out (malloc'd, NUL-terminated). Returns the
+ * exit code, or -1 on timeout. */
+int ts_run(char *const argv[], unsigned timeout_ms, char **out,
+	   bool merge_stderr);
+
+/* Polls pred(arg) every 20 ms until true or timeout_ms. */
+bool ts_wait_for(bool (*pred)(void *), void *arg, unsigned timeout_ms);
+
+/* Reads a whole file (malloc'd, NUL-terminated), or NULL. */
+char *ts_read_file(const char *path);
+
+uint64_t ts_now_ms(void);
+
+#endif
