@@ -97,6 +97,7 @@ struct agent {
 	uint64_t epoch;
 	bool has_lease;
 	bool fenced;
+	bool stopped;
 	uint64_t lease_expiry_ms;
 	uint32_t lease_ms;
 	uint64_t hb_seq;
@@ -113,6 +114,8 @@ static void send_register(struct agent *a);
 
 static const char *state_name(const struct agent *a)
 {
+	if (a->stopped)
+		return "stopped";
 	if (a->fenced)
 		return "fenced";
 	switch (a->state) {
@@ -545,6 +548,8 @@ static int run(struct agent *a)
 	write_state(a);
 	start_connect(a);
 	event_base_dispatch(a->base);
+	a->stopped = true;
+	write_state(a);
 	cell_rpc_conn_close(a->conn);
 	event_free(a->hb_timer);
 	event_free(a->lease_timer);
