@@ -33,14 +33,22 @@ struct ctl {
 	struct cell_rpc_config rpc;
 };
 
+/* Renders a successful reply: JSON or a table. args are the command's. */
+typedef void (*ctl_render_fn)(bool json, const ProtobufCMessage *reply,
+			      char **args);
+
 struct ctl_cmd {
 	const char *noun;
-	const char *verb;
+	const char *verb; /* NULL for a one-word command */
 	int nargs;
 	const char *args;
 	const char *help;
-	int (*fn)(struct ctl *ctl, const struct ctl_cmd *cmd, char **args);
-	uint16_t type; /* request type, for the cell commands */
+	uint16_t type;
+	uint16_t reply_type;
+	const ProtobufCMessageDescriptor *req_desc;
+	/* The request's string fields that take the arguments, in order. */
+	const char *fields[2];
+	ctl_render_fn render;
 };
 
 static int exit_code(int rc)
@@ -66,208 +74,170 @@ static int exit_code(int rc)
 	}
 }
 
+/*
+ * Builds the request from the descriptor: every argument goes into the
+ * string field named for it, so the command table fully describes a
+ * command and no per-command client code is needed.
+ */
+static int build_request(const struct ctl_cmd *cmd, char **args,
+			 ProtobufCMessage **out)
+{
+	ProtobufCMessage *req = calloc(1, cmd->req_desc->sizeof_message);
+
+	if (!req)
+		return -ENOMEM;
+	protobuf_c_message_init(cmd->req_desc, req);
+	for (int i = 0; i < cmd->nargs; i++) {
+		const ProtobufCFieldDescriptor *f =
+			protobuf_c_message_descriptor_get_field_by_name(
+				cmd->req_desc, cmd->fields[i]);
+
+		if (!f || f->type != PROTOBUF_C_TYPE_STRING) {
+			free(req);
+			return -EINVAL;
+		}
+		*(char **)((char *)req + f->offset) = args[i];
+	}
+	*out = req;
+	return 0;
+}
+
 /* One request; on failure prints the reason and returns the exit code. */
-static int call(struct ctl *ctl, uint16_t type, const ProtobufCMessage *req,
-		uint16_t reply_type, ProtobufCMessage **reply)
+static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args)
 {
+	ProtobufCMessage *req, *reply = NULL;
 	char err[700];
-	int rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc, type, req,
-				    reply_type, ctl->timeout_ms, reply, err,
-				    sizeof(err));
+	int rc = build_request(cmd, args, &req);
 
-	if (!rc)
-		return EXIT_OK;
-	if (strncmp(err, "cannot reach", 12) == 0)
-		fprintf(stderr,
-			"cellctl: %s (set --manager or "
-			"CELLMON_MANAGER)\n",
-			err);
-	else
-		fprintf(stderr, "cellctl: %s\n", err);
-	return exit_code(rc);
-}
-
-static int cmd_status(struct ctl *ctl, const struct ctl_cmd *cmd, char **args)
-{
-	Cellmon__StatusRequest req = CELLMON__STATUS_REQUEST__INIT;
-	ProtobufCMessage *msg;
-	int rc = call(ctl, CELLMON__MSG_TYPE__MSG_STATUS, &req.base,
-		      CELLMON__MSG_TYPE__MSG_STATUS_REPLY, &msg);
-
-	(void)cmd;
-	(void)args;
-	if (rc)
-		return rc;
-	if (ctl->json)
-		ctl_emit_json(ctl_status_json((void *)msg));
-	else
-		ctl_print_status((void *)msg, ctl->manager);
-	protobuf_c_message_free_unpacked(msg, NULL);
-	return EXIT_OK;
-}
-
-static int cmd_node_list(struct ctl *ctl, const struct ctl_cmd *cmd,
-			 char **args)
-{
-	Cellmon__NodeListRequest req = CELLMON__NODE_LIST_REQUEST__INIT;
-	Cellmon__NodeListReply *r;
-	ProtobufCMessage *msg;
-	int rc = call(ctl, CELLMON__MSG_TYPE__MSG_NODE_LIST, &req.base,
-		      CELLMON__MSG_TYPE__MSG_NODE_LIST_REPLY, &msg);
-
-	(void)cmd;
-	(void)args;
-	if (rc)
-		return rc;
-	r = (void *)msg;
-	if (ctl->json) {
-		json_t *arr = json_array();
-
-		for (size_t i = 0; i < r->n_nodes; i++)
-			json_array_append_new(arr, ctl_node_json(r->nodes[i]));
-		ctl_emit_json(json_pack("{s:o}", "nodes", arr));
-	} else {
-		ctl_print_nodes(r->nodes, r->n_nodes);
+	if (rc) {
+		fprintf(stderr, "cellctl: internal error building %s request\n",
+			cmd->req_desc->short_name);
+		return EXIT_ERR;
 	}
-	protobuf_c_message_free_unpacked(msg, NULL);
-	return EXIT_OK;
-}
-
-static int cmd_node_info(struct ctl *ctl, const struct ctl_cmd *cmd,
-			 char **args)
-{
-	Cellmon__NodeInfoRequest req = CELLMON__NODE_INFO_REQUEST__INIT;
-	Cellmon__NodeInfoReply *r;
-	ProtobufCMessage *msg;
-	int rc;
-
-	(void)cmd;
-	req.id = args[0];
-	rc = call(ctl, CELLMON__MSG_TYPE__MSG_NODE_INFO, &req.base,
-		  CELLMON__MSG_TYPE__MSG_NODE_INFO_REPLY, &msg);
-	if (rc)
-		return rc;
-	r = (void *)msg;
-	if (!r->node) {
-		fprintf(stderr, "cellctl: manager sent no node\n");
-		rc = EXIT_ERR;
-	} else if (ctl->json) {
-		ctl_emit_json(ctl_node_json(r->node));
-	} else {
-		ctl_print_node(r->node);
-	}
-	protobuf_c_message_free_unpacked(msg, NULL);
-	return rc;
-}
-
-static int cmd_node_ping(struct ctl *ctl, const struct ctl_cmd *cmd,
-			 char **args)
-{
-	Cellmon__NodePingRequest req = CELLMON__NODE_PING_REQUEST__INIT;
-	Cellmon__NodePingReply *r;
-	ProtobufCMessage *msg;
-	int rc;
-
-	(void)cmd;
-	req.id = args[0];
-	rc = call(ctl, CELLMON__MSG_TYPE__MSG_NODE_PING, &req.base,
-		  CELLMON__MSG_TYPE__MSG_NODE_PING_REPLY, &msg);
-	if (rc)
-		return rc;
-	r = (void *)msg;
-	if (ctl->json)
-		ctl_emit_json(json_pack("{s:s, s:I, s:I}", "node", args[0],
-					"incarnation",
-					(json_int_t)r->incarnation, "rtt_us",
-					(json_int_t)r->rtt_us));
-	else
-		printf("%s: incarnation %llu answered in %llu us "
-		       "(manager -> agent -> manager)\n",
-		       args[0], (unsigned long long)r->incarnation,
-		       (unsigned long long)r->rtt_us);
-	protobuf_c_message_free_unpacked(msg, NULL);
-	return EXIT_OK;
-}
-
-static int cmd_cell_list(struct ctl *ctl, const struct ctl_cmd *cmd,
-			 char **args)
-{
-	Cellmon__CellListRequest req = CELLMON__CELL_LIST_REQUEST__INIT;
-	Cellmon__CellListReply *r;
-	ProtobufCMessage *msg;
-	int rc = call(ctl, CELLMON__MSG_TYPE__MSG_CELL_LIST, &req.base,
-		      CELLMON__MSG_TYPE__MSG_CELL_LIST_REPLY, &msg);
-
-	(void)cmd;
-	(void)args;
-	if (rc)
-		return rc;
-	r = (void *)msg;
-	if (ctl->json) {
-		json_t *arr = json_array();
-
-		for (size_t i = 0; i < r->n_cells; i++)
-			json_array_append_new(arr, ctl_cell_json(r->cells[i]));
-		ctl_emit_json(json_pack("{s:o}", "cells", arr));
-	} else {
-		ctl_print_cells(r->cells, r->n_cells);
-	}
-	protobuf_c_message_free_unpacked(msg, NULL);
-	return EXIT_OK;
-}
-
-/* create, delete, info, add-node, remove-node: one request shape. */
-static int cmd_cell(struct ctl *ctl, const struct ctl_cmd *cmd, char **args)
-{
-	Cellmon__CellRequest req = CELLMON__CELL_REQUEST__INIT;
-	Cellmon__CellReply *r;
-	ProtobufCMessage *msg;
-	int rc;
-
-	req.name = args[0];
-	if (cmd->nargs > 1)
-		req.node = args[1];
-	rc = call(ctl, cmd->type, &req.base, CELLMON__MSG_TYPE__MSG_CELL_REPLY,
-		  &msg);
-	if (rc)
-		return rc;
-	r = (void *)msg;
-	if (!r->cell) {
-		if (ctl->json)
-			ctl_emit_json(json_pack("{s:s}", "deleted", args[0]));
+	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc, cmd->type, req,
+				cmd->reply_type, ctl->timeout_ms, &reply, err,
+				sizeof(err));
+	free(req);
+	if (rc) {
+		if (strncmp(err, "cannot reach", 12) == 0)
+			fprintf(stderr,
+				"cellctl: manager: %s (set --manager "
+				"or CELLMON_MANAGER)\n",
+				err);
 		else
-			printf("cell %s deleted\n", args[0]);
-	} else if (ctl->json) {
-		ctl_emit_json(ctl_cell_json(r->cell));
-	} else {
-		ctl_print_cell(r->cell);
+			fprintf(stderr, "cellctl: %s\n", err);
+		return exit_code(rc);
 	}
-	protobuf_c_message_free_unpacked(msg, NULL);
+	cmd->render(ctl->json, reply, args);
+	protobuf_c_message_free_unpacked(reply, NULL);
 	return EXIT_OK;
 }
+
+#define M(x) CELLMON__MSG_TYPE__MSG_##x
+#define D(x) &cellmon__##x##__descriptor
 
 static const struct ctl_cmd commands[] = {
-	{"status", NULL, 0, "", "manager version, uptime and node counts",
-	 cmd_status, 0},
-	{"node", "list", 0, "", "every known node with state and incarnation",
-	 cmd_node_list, 0},
-	{"node", "info", 1, "NODE", "one node in detail", cmd_node_info, 0},
-	{"node", "ping", 1, "NODE",
-	 "round trip manager -> agent -> manager (control path)", cmd_node_ping,
-	 0},
-	{"cell", "list", 0, "", "every cell with its nodes", cmd_cell_list, 0},
-	{"cell", "info", 1, "CELL", "one cell", cmd_cell,
-	 CELLMON__MSG_TYPE__MSG_CELL_INFO},
-	{"cell", "create", 1, "CELL", "create an empty cell", cmd_cell,
-	 CELLMON__MSG_TYPE__MSG_CELL_CREATE},
-	{"cell", "delete", 1, "CELL", "delete an empty cell", cmd_cell,
-	 CELLMON__MSG_TYPE__MSG_CELL_DELETE},
-	{"cell", "add-node", 2, "CELL NODE",
-	 "put a node in a cell (a node is in at most one cell)", cmd_cell,
-	 CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE},
-	{"cell", "remove-node", 2, "CELL NODE", "take a node out of its cell",
-	 cmd_cell, CELLMON__MSG_TYPE__MSG_CELL_REMOVE_NODE},
-	{NULL, NULL, 0, NULL, NULL, NULL, 0},
+	{"status",
+	 NULL,
+	 0,
+	 "",
+	 "manager version, uptime and node counts",
+	 M(STATUS),
+	 M(STATUS_REPLY),
+	 D(status_request),
+	 {NULL},
+	 ctl_render_status},
+	{"node",
+	 "list",
+	 0,
+	 "",
+	 "every known node with state and incarnation",
+	 M(NODE_LIST),
+	 M(NODE_LIST_REPLY),
+	 D(node_list_request),
+	 {NULL},
+	 ctl_render_node_list},
+	{"node",
+	 "info",
+	 1,
+	 "NODE",
+	 "one node in detail",
+	 M(NODE_INFO),
+	 M(NODE_INFO_REPLY),
+	 D(node_info_request),
+	 {"id"},
+	 ctl_render_node_info},
+	{"node",
+	 "ping",
+	 1,
+	 "NODE",
+	 "round trip manager -> agent -> manager (control path)",
+	 M(NODE_PING),
+	 M(NODE_PING_REPLY),
+	 D(node_ping_request),
+	 {"id"},
+	 ctl_render_node_ping},
+	{"cell",
+	 "list",
+	 0,
+	 "",
+	 "every cell with its nodes",
+	 M(CELL_LIST),
+	 M(CELL_LIST_REPLY),
+	 D(cell_list_request),
+	 {NULL},
+	 ctl_render_cell_list},
+	{"cell",
+	 "info",
+	 1,
+	 "CELL",
+	 "one cell",
+	 M(CELL_INFO),
+	 M(CELL_REPLY),
+	 D(cell_request),
+	 {"name"},
+	 ctl_render_cell},
+	{"cell",
+	 "create",
+	 1,
+	 "CELL",
+	 "create an empty cell",
+	 M(CELL_CREATE),
+	 M(CELL_REPLY),
+	 D(cell_request),
+	 {"name"},
+	 ctl_render_cell},
+	{"cell",
+	 "delete",
+	 1,
+	 "CELL",
+	 "delete an empty cell",
+	 M(CELL_DELETE),
+	 M(CELL_REPLY),
+	 D(cell_request),
+	 {"name"},
+	 ctl_render_cell},
+	{"cell",
+	 "add-node",
+	 2,
+	 "CELL NODE",
+	 "put a node in a cell (a node is in at most one cell)",
+	 M(CELL_ADD_NODE),
+	 M(CELL_REPLY),
+	 D(cell_request),
+	 {"name", "node"},
+	 ctl_render_cell},
+	{"cell",
+	 "remove-node",
+	 2,
+	 "CELL NODE",
+	 "take a node out of its cell",
+	 M(CELL_REMOVE_NODE),
+	 M(CELL_REPLY),
+	 D(cell_request),
+	 {"name", "node"},
+	 ctl_render_cell},
+	{NULL, NULL, 0, NULL, NULL, 0, 0, NULL, {NULL}, NULL},
 };
 
 static void usage(FILE *out)
@@ -399,7 +369,7 @@ int main(int argc, char **argv)
 			free(args);
 			return EXIT_USAGE;
 		}
-		rc = c->fn(&ctl, c, args + words);
+		rc = run_cmd(&ctl, c, args + words);
 		free(args);
 		return rc;
 	}

@@ -12,19 +12,19 @@
 
 #include "cellproto/cellproto.h"
 
-json_t *ctl_node_json(const Cellmon__NodeInfo *n);
-json_t *ctl_cell_json(const Cellmon__CellInfo *c);
-json_t *ctl_status_json(const Cellmon__StatusReply *s);
-
-void ctl_print_nodes(Cellmon__NodeInfo **nodes, size_t n);
-void ctl_print_node(const Cellmon__NodeInfo *n);
-void ctl_print_cells(Cellmon__CellInfo **cells, size_t n);
-void ctl_print_cell(const Cellmon__CellInfo *c);
-void ctl_print_status(const Cellmon__StatusReply *s, const char *addr);
-
-/* Prints j to stdout (indented, newline-terminated) and frees it. */
-int ctl_emit_json(json_t *j);
-
-const char *ctl_node_state_name(Cellmon__NodeState s);
+/*
+ * Renderers, one per reply type: JSON to stdout when json is set, else a
+ * table or key/value block. args are the command's arguments.
+ */
+void ctl_render_status(bool json, const ProtobufCMessage *reply, char **args);
+void ctl_render_node_list(bool json, const ProtobufCMessage *reply,
+			  char **args);
+void ctl_render_node_info(bool json, const ProtobufCMessage *reply,
+			  char **args);
+void ctl_render_node_ping(bool json, const ProtobufCMessage *reply,
+			  char **args);
+void ctl_render_cell_list(bool json, const ProtobufCMessage *reply,
+			  char **args);
+void ctl_render_cell(bool json, const ProtobufCMessage *reply, char **args);
 
 #endif

@@ -9,7 +9,7 @@
 
 #include "cellctl.h"
 
-const char *ctl_node_state_name(Cellmon__NodeState s)
+static const char *ctl_node_state_name(Cellmon__NodeState s)
 {
 	switch (s) {
 	case CELLMON__NODE_STATE__NODE_UP:
@@ -56,7 +56,7 @@ static void human_age(uint64_t ms, char *out, size_t len)
 		snprintf(out, len, "%llum", (unsigned long long)(ms / 60000));
 }
 
-json_t *ctl_node_json(const Cellmon__NodeInfo *n)
+static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 {
 	char since[32];
 
@@ -77,7 +77,7 @@ json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 		n->connected);
 }
 
-json_t *ctl_cell_json(const Cellmon__CellInfo *c)
+static json_t *ctl_cell_json(const Cellmon__CellInfo *c)
 {
 	json_t *nodes = json_array();
 	char created[32];
@@ -90,7 +90,7 @@ json_t *ctl_cell_json(const Cellmon__CellInfo *c)
 			 created);
 }
 
-json_t *ctl_status_json(const Cellmon__StatusReply *s)
+static json_t *ctl_status_json(const Cellmon__StatusReply *s)
 {
 	return json_pack(
 		"{s:s, s:i, s:I, s:I, s:{s:i, s:i, s:i}, s:i, s:s, "
@@ -103,7 +103,7 @@ json_t *ctl_status_json(const Cellmon__StatusReply *s)
 		s->ctl_addr, "state_dir", s->state_dir);
 }
 
-int ctl_emit_json(json_t *j)
+static int ctl_emit_json(json_t *j)
 {
 	if (!j)
 		return -1;
@@ -113,7 +113,7 @@ int ctl_emit_json(json_t *j)
 	return 0;
 }
 
-void ctl_print_nodes(Cellmon__NodeInfo **nodes, size_t n)
+static void ctl_print_nodes(Cellmon__NodeInfo **nodes, size_t n)
 {
 	printf("%-16s %-8s %11s %-12s %4s %7s %5s %9s  %s\n", "NODE", "STATE",
 	       "INCARNATION", "CELL", "CPUS", "MEMORY", "LOAD", "HEARTBEAT",
@@ -134,7 +134,7 @@ void ctl_print_nodes(Cellmon__NodeInfo **nodes, size_t n)
 	}
 }
 
-void ctl_print_node(const Cellmon__NodeInfo *n)
+static void ctl_print_node(const Cellmon__NodeInfo *n)
 {
 	char mem[32], freem[32], since[32];
 
@@ -157,7 +157,7 @@ void ctl_print_node(const Cellmon__NodeInfo *n)
 	       n->heartbeat_ms, (unsigned long long)n->heartbeat_age_ms);
 }
 
-void ctl_print_cells(Cellmon__CellInfo **cells, size_t n)
+static void ctl_print_cells(Cellmon__CellInfo **cells, size_t n)
 {
 	printf("%-16s %5s %4s  %s\n", "CELL", "NODES", "UP", "MEMBERS");
 	for (size_t i = 0; i < n; i++) {
@@ -170,7 +170,7 @@ void ctl_print_cells(Cellmon__CellInfo **cells, size_t n)
 	}
 }
 
-void ctl_print_cell(const Cellmon__CellInfo *c)
+static void ctl_print_cell(const Cellmon__CellInfo *c)
 {
 	char created[32];
 
@@ -182,10 +182,10 @@ void ctl_print_cell(const Cellmon__CellInfo *c)
 		printf("  - %s\n", c->nodes[k]);
 }
 
-void ctl_print_status(const Cellmon__StatusReply *s, const char *addr)
+static void ctl_print_status(const Cellmon__StatusReply *s)
 {
-	printf("manager:   %s (version %s, protocol %u)\n", addr, s->version,
-	       s->protocol_version);
+	printf("manager:   %s (version %s, protocol %u)\n", s->ctl_addr,
+	       s->version, s->protocol_version);
 	printf("uptime:    %llu s\n",
 	       (unsigned long long)(s->uptime_ms / 1000));
 	printf("epoch:     %llu\n", (unsigned long long)s->epoch);
@@ -194,4 +194,91 @@ void ctl_print_status(const Cellmon__StatusReply *s, const char *addr)
 	printf("cells:     %u\n", s->cells);
 	printf("agents at: %s\n", s->agent_addr);
 	printf("state dir: %s\n", s->state_dir);
+}
+
+void ctl_render_status(bool json, const ProtobufCMessage *reply, char **args)
+{
+	(void)args;
+	if (json)
+		ctl_emit_json(ctl_status_json((const void *)reply));
+	else
+		ctl_print_status((const void *)reply);
+}
+
+void ctl_render_node_list(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__NodeListReply *r = (const void *)reply;
+	json_t *arr;
+
+	(void)args;
+	if (!json) {
+		ctl_print_nodes(r->nodes, r->n_nodes);
+		return;
+	}
+	arr = json_array();
+	for (size_t i = 0; i < r->n_nodes; i++)
+		json_array_append_new(arr, ctl_node_json(r->nodes[i]));
+	ctl_emit_json(json_pack("{s:o}", "nodes", arr));
+}
+
+void ctl_render_node_info(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__NodeInfoReply *r = (const void *)reply;
+	Cellmon__NodeInfo empty = CELLMON__NODE_INFO__INIT;
+	const Cellmon__NodeInfo *n = r->node ? r->node : &empty;
+
+	(void)args;
+	if (json)
+		ctl_emit_json(ctl_node_json(n));
+	else
+		ctl_print_node(n);
+}
+
+void ctl_render_node_ping(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__NodePingReply *r = (const void *)reply;
+
+	if (json)
+		ctl_emit_json(json_pack("{s:s, s:I, s:I}", "node", args[0],
+					"incarnation",
+					(json_int_t)r->incarnation, "rtt_us",
+					(json_int_t)r->rtt_us));
+	else
+		printf("%s: incarnation %llu answered in %llu us "
+		       "(manager -> agent -> manager)\n",
+		       args[0], (unsigned long long)r->incarnation,
+		       (unsigned long long)r->rtt_us);
+}
+
+void ctl_render_cell_list(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__CellListReply *r = (const void *)reply;
+	json_t *arr;
+
+	(void)args;
+	if (!json) {
+		ctl_print_cells(r->cells, r->n_cells);
+		return;
+	}
+	arr = json_array();
+	for (size_t i = 0; i < r->n_cells; i++)
+		json_array_append_new(arr, ctl_cell_json(r->cells[i]));
+	ctl_emit_json(json_pack("{s:o}", "cells", arr));
+}
+
+/* CELL_REPLY without a cell answers a delete. */
+void ctl_render_cell(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__CellReply *r = (const void *)reply;
+
+	if (!r->cell) {
+		if (json)
+			ctl_emit_json(json_pack("{s:s}", "deleted", args[0]));
+		else
+			printf("cell %s deleted\n", args[0]);
+	} else if (json) {
+		ctl_emit_json(ctl_cell_json(r->cell));
+	} else {
+		ctl_print_cell(r->cell);
+	}
 }

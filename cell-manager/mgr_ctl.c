@@ -318,66 +318,57 @@ static void on_cell_info(struct cell_rpc_call *call,
 		reply_cell(m, call, c);
 }
 
-static void on_cell_add_node(struct cell_rpc_call *call,
-			     const ProtobufCMessage *msg, void *arg)
+/* add-node and remove-node: both change one node's cell, store first. */
+static void set_node_cell(struct mgr *m, struct cell_rpc_call *call,
+			  const Cellmon__CellRequest *req, bool add)
 {
-	struct mgr *m = arg;
-	const Cellmon__CellRequest *req = (const void *)msg;
 	struct mgr_cell *c = cell_or_error(m, call, req->name);
 	struct mgr_node *n;
+	bool member;
 	int rc;
 
 	if (!c || !(n = node_or_error(m, call, req->node)))
 		return;
-	if (strcmp(n->cell, c->name) == 0) {
+	member = strcmp(n->cell, c->name) == 0;
+	if (add && member) {
 		reply_cell(m, call, c);
 		return;
 	}
-	if (n->cell[0]) {
+	if (add && n->cell[0]) {
 		cell_rpc_reply_error(call, -EBUSY,
 				     "node '%s' is in cell '%s'; remove it "
 				     "there first",
 				     n->id, n->cell);
 		return;
 	}
-	rc = mgr_store_node_set_cell(m->store, n->id, c->name);
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "cannot add node: %s",
-				     strerror(-rc));
-		return;
-	}
-	snprintf(n->cell, sizeof(n->cell), "%s", c->name);
-	CELL_INFO(MOD, "node added to cell node=%s cell=%s", n->id, c->name);
-	reply_cell(m, call, c);
-}
-
-static void on_cell_remove_node(struct cell_rpc_call *call,
-				const ProtobufCMessage *msg, void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__CellRequest *req = (const void *)msg;
-	struct mgr_cell *c = cell_or_error(m, call, req->name);
-	struct mgr_node *n;
-	int rc;
-
-	if (!c || !(n = node_or_error(m, call, req->node)))
-		return;
-	if (strcmp(n->cell, c->name) != 0) {
+	if (!add && !member) {
 		cell_rpc_reply_error(call, -ENOENT,
 				     "node '%s' is not in cell '%s'", n->id,
 				     c->name);
 		return;
 	}
-	rc = mgr_store_node_set_cell(m->store, n->id, "");
+	rc = mgr_store_node_set_cell(m->store, n->id, add ? c->name : "");
 	if (rc) {
-		cell_rpc_reply_error(call, rc, "cannot remove node: %s",
-				     strerror(-rc));
+		cell_rpc_reply_error(call, rc, "cannot %s node: %s",
+				     add ? "add" : "remove", strerror(-rc));
 		return;
 	}
-	n->cell[0] = '\0';
-	CELL_INFO(MOD, "node removed from cell node=%s cell=%s", n->id,
-		  c->name);
+	snprintf(n->cell, sizeof(n->cell), "%s", add ? c->name : "");
+	CELL_INFO(MOD, "node %s cell node=%s cell=%s",
+		  add ? "added to" : "removed from", n->id, c->name);
 	reply_cell(m, call, c);
+}
+
+static void on_cell_add_node(struct cell_rpc_call *call,
+			     const ProtobufCMessage *msg, void *arg)
+{
+	set_node_cell(arg, call, (const void *)msg, true);
+}
+
+static void on_cell_remove_node(struct cell_rpc_call *call,
+				const ProtobufCMessage *msg, void *arg)
+{
+	set_node_cell(arg, call, (const void *)msg, false);
 }
 
 static void on_cell_list(struct cell_rpc_call *call,

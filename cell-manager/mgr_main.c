@@ -48,15 +48,13 @@ static const struct cell_config_key mgr_config_table[] = {
 	 600000, "2s", "timeout of a command sent to an agent"},
 	{"max_frame", CELL_CFG_SIZE, CFG(max_frame), 0, 4096, 64 << 20, "1M",
 	 "largest frame payload accepted"},
-	{"log_level", CELL_CFG_STRING, STR(log_level), 0, 0, "info",
-	 "debug, info, warn or error"},
+	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
+	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
 
 static int validate(const struct mgr_config *c, char *err, size_t len)
 {
-	enum cell_log_level lvl;
-
 	if (c->suspect_after_ms >= c->down_after_ms) {
 		snprintf(err, len,
 			 "suspect_after (%lldms) must be shorter than "
@@ -78,13 +76,6 @@ static int validate(const struct mgr_config *c, char *err, size_t len)
 			 "tick (%lldms) must be at most half of "
 			 "suspect_after",
 			 (long long)c->tick_ms);
-		return -EINVAL;
-	}
-	if (cell_log_level_parse(c->log_level, &lvl)) {
-		snprintf(err, len,
-			 "log_level: '%s' is not debug, info, warn, "
-			 "error or off",
-			 c->log_level);
 		return -EINVAL;
 	}
 	return 0;

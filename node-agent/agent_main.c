@@ -76,8 +76,8 @@ static const struct cell_config_key agent_config_table[] = {
 	 600000, "2s", "longest retry delay (the delay doubles up to it)"},
 	{"max_frame", CELL_CFG_SIZE, CFG(max_frame), 0, 4096, 64 << 20, "1M",
 	 "largest frame payload accepted"},
-	{"log_level", CELL_CFG_STRING, STR(log_level), 0, 0, "info",
-	 "debug, info, warn or error"},
+	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
+	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -187,10 +187,17 @@ static void lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct agent *a = arg;
 
+	uint64_t now = cell_now_ms();
+
 	(void)fd;
 	(void)what;
-	if (!a->has_lease || cell_now_ms() < a->lease_expiry_ms)
+	if (!a->has_lease)
 		return;
+	/* libevent's timer clock is coarse and may fire a few ms early. */
+	if (now < a->lease_expiry_ms) {
+		timer_ms(a->lease_timer, a->lease_expiry_ms - now);
+		return;
+	}
 	a->has_lease = false;
 	a->fenced = true;
 	CELL_WARN(MOD, "lease expired; fenced incarnation=%llu lease_ms=%u",
@@ -495,13 +502,7 @@ static int finish_config(struct agent *a, char *err, size_t len)
 			 "reconnect_min must not exceed reconnect_max");
 		return -EINVAL;
 	}
-	if (cell_log_level_parse(c->log_level, &lvl)) {
-		snprintf(err, len,
-			 "log_level: '%s' is not debug, info, warn, "
-			 "error or off",
-			 c->log_level);
-		return -EINVAL;
-	}
+	cell_log_level_parse(c->log_level, &lvl);
 	cell_log_set_level(lvl);
 	a->cpus = c->cpus ? (unsigned)c->cpus : cell_host_cpus();
 	a->memory_mb = c->memory ? (uint64_t)c->memory >> 20

@@ -15,6 +15,9 @@
 
 #include "cell/config.h"
 
+const char *const cell_config_log_levels[] = {"debug", "info", "warn",
+					      "error", "off",  NULL};
+
 static const struct cell_config_key *find_key(const struct cell_config_key *t,
 					      const char *name, size_t len)
 {
@@ -112,6 +115,8 @@ static const char *type_hint(enum cell_config_type type)
 		return "a duration like 250ms or 3s";
 	case CELL_CFG_SIZE:
 		return "a size like 4096, 64K or 2G";
+	case CELL_CFG_ENUM:
+		return "one of the listed words";
 	}
 	return "?";
 }
@@ -124,6 +129,22 @@ static int set_key(const struct cell_config_key *k, void *cfg,
 	int b, rc = 0;
 
 	switch (k->type) {
+	case CELL_CFG_ENUM:
+		for (int i = 0; k->choices[i]; i++) {
+			if (strcmp(value, k->choices[i]) == 0) {
+				snprintf(field, k->size, "%s", value);
+				return 0;
+			}
+		}
+		snprintf(err, errlen, "%s: '%s' is not one of:", k->name,
+			 value);
+		for (int i = 0; k->choices[i]; i++) {
+			size_t used = strlen(err);
+
+			snprintf(err + used, errlen - used, " %s",
+				 k->choices[i]);
+		}
+		return -EINVAL;
 	case CELL_CFG_STRING:
 		if (strlen(value) >= k->size) {
 			snprintf(err, errlen, "%s: value longer than %zu bytes",
@@ -331,6 +352,7 @@ static void format_value(const struct cell_config_key *k, const void *cfg,
 
 	switch (k->type) {
 	case CELL_CFG_STRING:
+	case CELL_CFG_ENUM:
 		fputs(field, out);
 		return;
 	case CELL_CFG_BOOL:
@@ -360,6 +382,12 @@ void cell_config_show(const struct cell_config_key *table, const void *cfg,
 
 static void print_bounds(const struct cell_config_key *k, FILE *out)
 {
+	if (k->type == CELL_CFG_ENUM) {
+		fputs(":", out);
+		for (int i = 0; k->choices[i]; i++)
+			fprintf(out, " %s", k->choices[i]);
+		return;
+	}
 	if (k->type == CELL_CFG_STRING || k->type == CELL_CFG_BOOL)
 		return;
 	fprintf(out, ", %" PRId64 "..%" PRId64 "%s", k->min, k->max,

@@ -8,6 +8,8 @@
  *  - the agent restarted: a new incarnation, up again;
  *  - kill -9 of the manager and a restart on the same state: cells are
  *    still there and the nodes come back up, keeping their incarnations;
+ *  - the manager paused (SIGSTOP) past the lease: every agent fences
+ *    itself; resumed (SIGCONT): every agent holds a lease again;
  *  - cellctl against a dead address: exit code 3 and the address named.
  *
  * Every process is started through tests/support and killed at exit, also
@@ -292,6 +294,54 @@ static void test_cluster_manager_killed_state_kept(void **state)
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+static bool agents_in_state(void *arg)
+{
+	const char *want = arg;
+
+	for (int i = 0; i < 3; i++) {
+		char path[600];
+		json_t *j;
+		bool ok;
+
+		snprintf(path, sizeof(path), "%s/agent%d/agent.state", cl.dir,
+			 i + 1);
+		j = json_load_file(path, 0, NULL);
+		ok = j && strcmp(json_string_value(json_object_get(j, "state")),
+				 want) == 0;
+		json_decref(j);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* A paused manager cannot renew leases: the agents fence themselves once
+ * the 2 s lease runs out, and leave the fenced state when it answers
+ * again. */
+static void test_cluster_manager_paused_agents_fence(void **state)
+{
+	uint64_t t0;
+	char path[600], *log;
+
+	(void)state;
+	assert_true(ts_wait_for(all_up, NULL, 10000));
+	assert_true(agents_in_state("registered"));
+	t0 = ts_now_ms();
+	kill(cl.manager, SIGSTOP);
+	assert_true(ts_wait_for(agents_in_state, "fenced", 4000));
+	printf("manager paused -> all agents fenced: %llu ms (lease 2000 "
+	       "ms)\n",
+	       (unsigned long long)(ts_now_ms() - t0));
+	assert_true(ts_now_ms() - t0 >= 1700);
+	kill(cl.manager, SIGCONT);
+	assert_true(ts_wait_for(agents_in_state, "registered", 8000));
+	assert_true(ts_wait_for(all_up, NULL, 8000));
+	snprintf(path, sizeof(path), "%s/agent1.log", cl.dir);
+	log = ts_read_file(path);
+	assert_non_null(strstr(log, "lease expired; fenced"));
+	free(log);
+}
+
 /* cellctl against a dead manager exits 3 naming the address; usage
  * errors exit 2; unknown names exit 4. */
 static void test_cluster_cellctl_errors_exit_codes(void **state)
@@ -325,6 +375,9 @@ int main(void)
 			setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_cluster_manager_killed_state_kept, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_cluster_manager_paused_agents_fence, setup,
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_cluster_cellctl_errors_exit_codes, setup,

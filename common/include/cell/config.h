@@ -25,6 +25,7 @@ enum cell_config_type {
 	CELL_CFG_DURATION, /* int64_t milliseconds: "250ms", "3s", "2m", "500"
 			    */
 	CELL_CFG_SIZE,	   /* int64_t bytes: "4096", "64K", "2M", "1G" */
+	CELL_CFG_ENUM,	   /* char[size], one of choices */
 };
 
 struct cell_config_key {
@@ -36,7 +37,11 @@ struct cell_config_key {
 	int64_t max;
 	const char *def; /* default, in the same syntax as the file */
 	const char *help;
+	const char *const *choices; /* CELL_CFG_ENUM: NULL-terminated */
 };
+
+/* The choices of a log_level key, for CELL_CFG_ENUM. */
+extern const char *const cell_config_log_levels[];
 
 /* Fills every field from its default. Returns 0, or -EINVAL if a default
  * is itself invalid (a programming error; err says which). */

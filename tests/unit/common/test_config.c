@@ -22,6 +22,7 @@ struct tcfg {
 	int64_t period_ms;
 	int64_t size;
 	bool flag;
+	char level[8];
 };
 
 #define F(x) offsetof(struct tcfg, x)
@@ -32,6 +33,8 @@ static const struct cell_config_key table[] = {
 	 "a period"},
 	{"size", CELL_CFG_SIZE, F(size), 0, 0, 1 << 30, "64K", "a size"},
 	{"flag", CELL_CFG_BOOL, F(flag), 0, 0, 0, "false", "a flag"},
+	{"level", CELL_CFG_ENUM, F(level), 8, 0, 0, "info", "a level",
+	 cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
 
