@@ -1,0 +1,968 @@
+/*
+ * The DSM coherence engine (proto.h).
+ *
+ * Per page, every node keeps a struct dsm__page (its state I/S/M, the
+ * version of the bytes it holds or shadows, a pending request) and the
+ * page's home keeps a struct dsm__dir (owner, copyset, version, busy, a
+ * queue of waiting requests).
+ *
+ * Versions: dir.version names the content of a page. It grows by one with
+ * every write grant; a node's page.version is the version of the bytes it
+ * holds (or shadowed when it was invalidated). Content of a version is
+ * frozen once its writer loses M, so a requester whose version equals the
+ * current one gets a grant without data (DSM_INSTALL_KEEP).
+ *
+ * Transactions: one per page at a time at its home, from the request to
+ * the requester's DONE. Exactly one GRANT answers each transaction and
+ * exactly one DONE answers each GRANT, which is what keeps the busy flag
+ * honest even when grants are unsolicited (push, prefetch).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cell/log.h"
+#include "proto.h"
+
+#define MOD "dsm"
+
+struct dsm__page {
+	uint8_t state;	     /* enum dsm__page_state */
+	uint8_t pending;     /* our request out: 0, DSM_S (read), DSM_M */
+	uint8_t got_grant;   /* its GRANT arrived (acks may be missing) */
+	uint8_t grant_write; /* ... and it was for M */
+	uint8_t has_deferred;
+	uint16_t acks_needed;
+	uint16_t acks_got;
+	uint16_t done_to; /* home running the transaction of our grant */
+	uint64_t version;
+	uint64_t acquired_ms;
+	struct dsm__msg deferred; /* FWD_* or INV held by the time window */
+	struct dsm__page_counters c;
+};
+
+struct dsm__dir {
+	uint16_t owner; /* DSM_NO_NODE when no M holder */
+	uint8_t busy;
+	uint8_t untouched;
+	uint64_t copyset;
+	uint64_t version;
+	uint16_t cur;	      /* requester of the running transaction */
+	uint32_t home_seq;    /* moves of this page's home so far */
+	int32_t qhead, qtail; /* waiting requests (home) */
+};
+
+struct dsm__qent {
+	struct dsm__msg m;
+	int32_t next;
+};
+
+static uint64_t bit(uint16_t node)
+{
+	return (uint64_t)1 << node;
+}
+
+static int lowest(uint64_t set)
+{
+	return set ? __builtin_ctzll(set) : -1;
+}
+
+static uint16_t initial_home(const struct dsm__region_config *c, uint32_t p)
+{
+	switch (c->policy) {
+	case DSM_HOME_ONE:
+		return c->home_node;
+	default:
+		/* First touch starts from the interleaved home, which hands the
+		 * directory to the first toucher. */
+		return c->members[p % c->nmembers];
+	}
+}
+
+int dsm__region_init(struct dsm__region *r, const struct dsm__region_config *c)
+{
+	uint32_t slots = c->queue_slots ? c->queue_slots : 4096;
+
+	memset(r, 0, sizeof(*r));
+	if (!c->npages || !c->nmembers || c->self >= DSM_MAX_NODES || !c->ops)
+		return -EINVAL;
+	r->cfg = *c;
+	for (uint16_t i = 0; i < c->nmembers; i++) {
+		if (c->members[i] >= DSM_MAX_NODES)
+			return -EINVAL;
+		r->members_mask |= bit(c->members[i]);
+	}
+	if (!(r->members_mask & bit(c->self)) ||
+	    (c->policy == DSM_HOME_ONE &&
+	     !(r->members_mask & bit(c->home_node))))
+		return -EINVAL;
+	r->pages = calloc(c->npages, sizeof(*r->pages));
+	r->dirs = calloc(c->npages, sizeof(*r->dirs));
+	r->home = calloc(c->npages, sizeof(*r->home));
+	r->queue = calloc(slots, sizeof(*r->queue));
+	r->req_by_node = calloc((size_t)c->npages * c->nmembers,
+				sizeof(*r->req_by_node));
+	if (!r->pages || !r->dirs || !r->home || !r->queue || !r->req_by_node) {
+		dsm__region_fini(r);
+		return -ENOMEM;
+	}
+	for (uint32_t p = 0; p < c->npages; p++) {
+		struct dsm__dir *d = &r->dirs[p];
+
+		r->home[p] = initial_home(c, p);
+		d->owner = DSM_NO_NODE;
+		d->untouched = 1;
+		d->qhead = d->qtail = -1;
+	}
+	for (uint32_t i = 0; i < slots; i++)
+		r->queue[i].next = i + 1 < slots ? (int32_t)(i + 1) : -1;
+	r->queue_free = 0;
+	r->window = 1;
+	r->last_miss = UINT32_MAX;
+	return 0;
+}
+
+void dsm__region_fini(struct dsm__region *r)
+{
+	free(r->pages);
+	free(r->dirs);
+	free(r->home);
+	free(r->queue);
+	free(r->req_by_node);
+	memset(r, 0, sizeof(*r));
+}
+
+static int send(struct dsm__region *r, uint16_t to, struct dsm__msg *m,
+		const void *data)
+{
+	m->region = r->cfg.id;
+	m->epoch = r->epoch;
+	return r->cfg.ops->send(r->cfg.env, to, m, data);
+}
+
+static int send_simple(struct dsm__region *r, uint16_t to, uint8_t type,
+		       uint32_t page, uint16_t node)
+{
+	struct dsm__msg m = {
+		.type = type, .from = r->cfg.self, .node = node, .page = page};
+
+	return send(r, to, &m, NULL);
+}
+
+/* Appends m to a list (queue or parked). -ENOBUFS when the pool is out. */
+static int list_push(struct dsm__region *r, int32_t *head, int32_t *tail,
+		     const struct dsm__msg *m)
+{
+	int32_t i = r->queue_free;
+
+	if (i < 0) {
+		r->queue_full++;
+		CELL_LOG_RL(CELL_LOG_ERROR, MOD,
+			    "request queue full region=%llu page=%u",
+			    (unsigned long long)r->cfg.id, m->page);
+		return -ENOBUFS;
+	}
+	r->queue_free = r->queue[i].next;
+	r->queue[i].m = *m;
+	r->queue[i].next = -1;
+	if (*tail >= 0)
+		r->queue[*tail].next = i;
+	else
+		*head = i;
+	*tail = i;
+	return 0;
+}
+
+static bool list_pop(struct dsm__region *r, int32_t *head, int32_t *tail,
+		     struct dsm__msg *out)
+{
+	int32_t i = *head;
+
+	if (i < 0)
+		return false;
+	*out = r->queue[i].m;
+	*head = r->queue[i].next;
+	if (*head < 0)
+		*tail = -1;
+	r->queue[i].next = r->queue_free;
+	r->queue_free = i;
+	return true;
+}
+
+static void count_request(struct dsm__region *r, uint32_t p, uint16_t node)
+{
+	for (uint16_t i = 0; i < r->cfg.nmembers; i++) {
+		if (r->cfg.members[i] == node) {
+			r->req_by_node[(size_t)p * r->cfg.nmembers + i]++;
+			return;
+		}
+	}
+}
+
+/* A GRANT from the home itself (untouched pages, or no data needed). */
+static void grant(struct dsm__region *r, uint32_t p, uint16_t to, uint8_t flags,
+		  uint64_t version, uint16_t acks)
+{
+	struct dsm__msg m = {.type = DSM_MSG_GRANT,
+			     .flags = flags,
+			     .from = r->cfg.self,
+			     .node = r->cfg.self,
+			     .acks = acks,
+			     .page = p,
+			     .version = version};
+
+	send(r, to, &m, NULL);
+}
+
+static void fwd(struct dsm__region *r, uint32_t p, uint8_t type, uint16_t to,
+		uint16_t target, uint64_t new_version, uint64_t req_version,
+		uint16_t acks, uint8_t flags)
+{
+	struct dsm__msg m = {.type = type,
+			     .flags = flags,
+			     .from = r->cfg.self,
+			     .node = target,
+			     .acks = acks,
+			     .page = p,
+			     .version = new_version,
+			     .copyset = req_version};
+
+	send(r, to, &m, NULL);
+}
+
+/*
+ * Points p at its new home and tells everyone else. Every home pointer
+ * carries the move count it was learned at and only a later one replaces
+ * it, so stale updates cannot point the page backwards or into a cycle.
+ */
+static void set_home(struct dsm__region *r, uint32_t p, uint16_t home)
+{
+	struct dsm__msg m = {.type = DSM_MSG_HOME_UPDATE,
+			     .from = r->cfg.self,
+			     .node = home,
+			     .page = p};
+
+	r->home[p] = home;
+	m.window = ++r->dirs[p].home_seq;
+	for (uint16_t i = 0; i < r->cfg.nmembers; i++) {
+		uint16_t n = r->cfg.members[i];
+
+		if (n != r->cfg.self && n != home)
+			send(r, n, &m, NULL);
+	}
+}
+
+/* Sends every queued request of p on to its new home. */
+static void forward_queue(struct dsm__region *r, uint32_t p)
+{
+	struct dsm__dir *d = &r->dirs[p];
+	struct dsm__msg m;
+
+	while (list_pop(r, &d->qhead, &d->qtail, &m))
+		send(r, r->home[p], &m, NULL);
+}
+
+/* Untouched page: the target gets it exclusively, zero-filled. Under the
+ * first-touch policy the directory goes along with it. */
+static void grant_untouched(struct dsm__region *r, uint32_t p, uint16_t to,
+			    uint8_t extra)
+{
+	struct dsm__dir *d = &r->dirs[p];
+	uint8_t flags = DSM_GRANT_ZERO | DSM_GRANT_WRITE | extra;
+
+	d->untouched = 0;
+	d->version = 1;
+	d->owner = to;
+	d->copyset = 0;
+	if (r->cfg.policy == DSM_HOME_FIRST_TOUCH && to != r->cfg.self) {
+		struct dsm__msg g = {.type = DSM_MSG_GRANT,
+				     .flags = flags | DSM_GRANT_NEWHOME,
+				     .from = r->cfg.self,
+				     .node = to,
+				     .page = p,
+				     .version = 1,
+				     .window = d->home_seq + 1};
+
+		d->busy = 0;
+		send(r, to, &g, NULL);
+		set_home(r, p, to);
+		forward_queue(r, p);
+		return;
+	}
+	grant(r, p, to, flags, 1, 0);
+}
+
+/* A read (or push/prefetch: push set) of p for `to`. Returns false when
+ * there was nothing to do (no transaction started). */
+static bool home_read(struct dsm__region *r, uint32_t p, uint16_t to,
+		      uint64_t to_version, bool push)
+{
+	struct dsm__dir *d = &r->dirs[p];
+	uint8_t pf = push ? DSM_GRANT_PUSH : 0;
+	int src;
+
+	if (d->untouched) {
+		if (!push)
+			grant_untouched(r, p, to, 0);
+		return !push;
+	}
+	if (d->owner != DSM_NO_NODE) {
+		if (d->owner == to) {
+			if (push)
+				return false;
+			grant(r, p, to, DSM_GRANT_WRITE, ++d->version, 0);
+			return true;
+		}
+		fwd(r, p, DSM_MSG_FWD_READ, d->owner, to, d->version,
+		    to_version, 0, pf);
+		d->copyset = bit(d->owner) | bit(to);
+		d->owner = DSM_NO_NODE;
+		return true;
+	}
+	if (d->copyset & bit(to)) {
+		if (push)
+			return false;
+		grant(r, p, to, 0, d->version, 0);
+		return true;
+	}
+	src = (d->copyset & bit(r->cfg.self)) ? r->cfg.self
+					      : lowest(d->copyset);
+	fwd(r, p, DSM_MSG_FWD_READ, (uint16_t)src, to, d->version, to_version,
+	    0, pf);
+	d->copyset |= bit(to);
+	return true;
+}
+
+static void home_write(struct dsm__region *r, uint32_t p, uint16_t w,
+		       uint64_t w_version)
+{
+	struct dsm__dir *d = &r->dirs[p];
+	uint64_t others;
+	uint16_t n;
+	int src;
+
+	if (d->untouched) {
+		grant_untouched(r, p, w, 0);
+		return;
+	}
+	d->version++;
+	if (d->owner != DSM_NO_NODE) {
+		if (d->owner == w)
+			grant(r, p, w, DSM_GRANT_WRITE, d->version, 0);
+		else
+			fwd(r, p, DSM_MSG_FWD_WRITE, d->owner, w, d->version,
+			    w_version, 0, 0);
+		d->owner = w;
+		return;
+	}
+	others = d->copyset & ~bit(w);
+	n = (uint16_t)__builtin_popcountll(others);
+	if (d->copyset & bit(w)) {
+		/* Upgrade: w has the bytes; the others ack to w directly. */
+		grant(r, p, w, DSM_GRANT_WRITE, d->version, n);
+	} else {
+		src = (others & bit(r->cfg.self)) ? r->cfg.self
+						  : lowest(others);
+		others &= ~bit((uint16_t)src);
+		fwd(r, p, DSM_MSG_FWD_WRITE, (uint16_t)src, w, d->version,
+		    w_version, (uint16_t)(n - 1), 0);
+	}
+	for (int s; (s = lowest(others)) >= 0; others &= others - 1)
+		send_simple(r, (uint16_t)s, DSM_MSG_INV, p, w);
+	d->owner = w;
+	d->copyset = 0;
+}
+
+static void home_move(struct dsm__region *r, uint32_t p, uint16_t to)
+{
+	struct dsm__dir *d = &r->dirs[p];
+	struct dsm__msg m = {.type = DSM_MSG_DIR_XFER,
+			     .flags = d->untouched,
+			     .from = r->cfg.self,
+			     .node = d->owner,
+			     .page = p,
+			     .window = d->home_seq + 1,
+			     .version = d->version,
+			     .copyset = d->copyset};
+
+	if (to == r->cfg.self || !(r->members_mask & bit(to)))
+		return;
+	send(r, to, &m, NULL);
+	set_home(r, p, to);
+	forward_queue(r, p);
+	CELL_DEBUG(MOD, "home moved region=%llu page=%u to=%u",
+		   (unsigned long long)r->cfg.id, p, to);
+}
+
+/* Prefetch: after a read miss on p, pages p+1.. that this home can give
+ * right away go to the requester as unsolicited grants. */
+static void prefetch(struct dsm__region *r, uint32_t p, uint16_t to,
+		     uint32_t window)
+{
+	for (uint32_t q = p + 1; q < r->cfg.npages && q < p + window; q++) {
+		struct dsm__dir *d = &r->dirs[q];
+
+		if (r->home[q] != r->cfg.self || d->busy || d->qhead >= 0 ||
+		    d->owner == to || (d->copyset & bit(to)))
+			break;
+		d->busy = 1;
+		d->cur = to;
+		if (d->untouched)
+			grant_untouched(r, q, to, DSM_GRANT_PUSH);
+		else
+			home_read(r, q, to, 0, true);
+		if (r->home[q] != r->cfg.self)
+			break; /* handed to `to` by first touch */
+	}
+}
+
+/* Starts the transaction of request m on an idle page at its home. */
+static void home_start(struct dsm__region *r, const struct dsm__msg *m)
+{
+	uint32_t p = m->page;
+	struct dsm__dir *d = &r->dirs[p];
+
+	d->busy = 1;
+	d->cur = m->type == DSM_MSG_PUSH ? m->node : m->from;
+	switch (m->type) {
+	case DSM_MSG_READ_REQ:
+		count_request(r, p, m->from);
+		home_read(r, p, m->from, m->version, false);
+		if (m->window > 1)
+			prefetch(r, p, m->from, m->window);
+		break;
+	case DSM_MSG_WRITE_REQ:
+		count_request(r, p, m->from);
+		home_write(r, p, m->from, m->version);
+		break;
+	case DSM_MSG_PUSH:
+		if (!home_read(r, p, m->node, 0, true))
+			d->busy = 0;
+		break;
+	case DSM_MSG_MOVE_HOME:
+		d->busy = 0;
+		home_move(r, p, m->node);
+		break;
+	}
+	if (r->home[p] != r->cfg.self)
+		d->busy = 0;
+}
+
+/* Runs queued requests of p while the page is idle and still ours. */
+static void home_drain(struct dsm__region *r, uint32_t p)
+{
+	struct dsm__dir *d = &r->dirs[p];
+	struct dsm__msg m;
+
+	while (!d->busy && r->home[p] == r->cfg.self &&
+	       list_pop(r, &d->qhead, &d->qtail, &m))
+		home_start(r, &m);
+	if (r->home[p] != r->cfg.self)
+		forward_queue(r, p);
+}
+
+static void home_request(struct dsm__region *r, const struct dsm__msg *m)
+{
+	uint32_t p = m->page;
+	struct dsm__dir *d = &r->dirs[p];
+
+	if (r->home[p] != r->cfg.self) {
+		/* Not (or not yet) ours: on to the home we know of. A home
+		 * that passed the page on forwards it behind the transfer, so
+		 * a request overtaking a transfer bounces at most once. */
+		send(r, r->home[p], (struct dsm__msg *)m, NULL);
+		return;
+	}
+	if (d->busy || d->qhead >= 0) {
+		list_push(r, &d->qhead, &d->qtail, m);
+		return;
+	}
+	home_start(r, m);
+}
+
+static void on_done(struct dsm__region *r, const struct dsm__msg *m)
+{
+	uint32_t p = m->page;
+	struct dsm__dir *d = &r->dirs[p];
+
+	if (r->home[p] != r->cfg.self || !d->busy || d->cur != m->from) {
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "unexpected DONE region=%llu page=%u from=%u",
+			    (unsigned long long)r->cfg.id, p, m->from);
+		return;
+	}
+	d->busy = 0;
+	home_drain(r, p);
+}
+
+/* The holder side of FWD_READ, FWD_WRITE and INV. */
+static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
+{
+	uint32_t p = m->page;
+	struct dsm__page *pg = &r->pages[p];
+	uint8_t buf[DSM_PAGE_SIZE];
+	struct dsm__msg g = {.type = DSM_MSG_GRANT,
+			     .from = r->cfg.self,
+			     .node = m->from,
+			     .page = p};
+	bool keep = m->copyset == pg->version;
+
+	if (m->type == DSM_MSG_INV) {
+		r->cfg.ops->mem_invalidate(r->cfg.env, r, p);
+		pg->state = DSM_I;
+		pg->c.invalidations++;
+		send_simple(r, m->node, DSM_MSG_INV_ACK, p, m->node);
+		return;
+	}
+	if (pg->state == DSM_I) {
+		CELL_LOG_RL(CELL_LOG_ERROR, MOD,
+			    "%s for a page not held region=%llu page=%u",
+			    dsm__msg_name(m->type),
+			    (unsigned long long)r->cfg.id, p);
+		return;
+	}
+	if (!keep)
+		r->cfg.ops->mem_read(r->cfg.env, r, p, buf);
+	g.flags = keep ? 0 : DSM_GRANT_DATA;
+	if (m->type == DSM_MSG_FWD_READ) {
+		if (pg->state == DSM_M) {
+			r->cfg.ops->mem_downgrade(r->cfg.env, r, p);
+			pg->state = DSM_S;
+		}
+		g.flags |= m->flags & DSM_GRANT_PUSH;
+		g.version = pg->version;
+		send(r, m->node, &g, keep ? NULL : buf);
+		return;
+	}
+	g.flags |= DSM_GRANT_WRITE;
+	g.version = m->version;
+	g.acks = m->acks;
+	send(r, m->node, &g, keep ? NULL : buf);
+	r->cfg.ops->mem_invalidate(r->cfg.env, r, p);
+	pg->state = DSM_I;
+	pg->c.invalidations++;
+}
+
+static void holder_msg(struct dsm__region *r, const struct dsm__msg *m)
+{
+	struct dsm__page *pg = &r->pages[m->page];
+	uint64_t until = pg->acquired_ms + r->cfg.window_ms;
+
+	if (r->cfg.window_ms && pg->state != DSM_I && !pg->has_deferred &&
+	    r->cfg.ops->now_ms(r->cfg.env) < until) {
+		pg->deferred = *m;
+		pg->has_deferred = 1;
+		pg->c.deferrals++;
+		r->cfg.ops->defer(r->cfg.env, r, m->page, until);
+		return;
+	}
+	holder_apply(r, m);
+}
+
+void dsm__region_retry(struct dsm__region *r, uint32_t page)
+{
+	struct dsm__page *pg;
+	uint64_t until;
+
+	if (page >= r->cfg.npages)
+		return;
+	pg = &r->pages[page];
+	if (!pg->has_deferred)
+		return;
+	until = pg->acquired_ms + r->cfg.window_ms;
+	if (r->cfg.ops->now_ms(r->cfg.env) < until) {
+		r->cfg.ops->defer(r->cfg.env, r, page, until);
+		return;
+	}
+	pg->has_deferred = 0;
+	holder_apply(r, &pg->deferred);
+}
+
+/* The pending request of p is satisfied: expose, wake, tell the home.
+ * unprotect: a write grant whose page is still read-only. */
+static void complete(struct dsm__region *r, uint32_t p, bool unprotect)
+{
+	struct dsm__page *pg = &r->pages[p];
+
+	if (pg->grant_write && unprotect && pg->state != DSM_M)
+		r->cfg.ops->mem_install(r->cfg.env, r, p, DSM_INSTALL_KEEP,
+					NULL, true);
+	if (pg->grant_write || pg->state == DSM_I)
+		pg->state = pg->grant_write ? DSM_M : DSM_S;
+	pg->pending = 0;
+	pg->got_grant = 0;
+	pg->acquired_ms = r->cfg.ops->now_ms(r->cfg.env);
+	send_simple(r, pg->done_to, DSM_MSG_DONE, p, r->cfg.self);
+	r->cfg.ops->fault_done(r->cfg.env, r, p);
+}
+
+static enum dsm__install install_how(uint8_t flags)
+{
+	if (flags & DSM_GRANT_DATA)
+		return DSM_INSTALL_DATA;
+	if (flags & DSM_GRANT_ZERO)
+		return DSM_INSTALL_ZERO;
+	return DSM_INSTALL_KEEP;
+}
+
+/* A KEEP grant must find the bytes it relies on. */
+static int check_keep(struct dsm__region *r, const struct dsm__msg *m)
+{
+	const struct dsm__page *pg = &r->pages[m->page];
+	bool write = m->flags & DSM_GRANT_WRITE;
+	uint64_t base = write ? m->version - 1 : m->version;
+
+	if (install_how(m->flags) != DSM_INSTALL_KEEP || pg->version == base ||
+	    (write && pg->state == DSM_M))
+		return 0;
+	CELL_LOG_RL(CELL_LOG_ERROR, MOD,
+		    "grant without data but local version %llu != %llu "
+		    "region=%llu page=%u",
+		    (unsigned long long)pg->version, (unsigned long long)base,
+		    (unsigned long long)r->cfg.id, m->page);
+	return -EPROTO;
+}
+
+static void take_home(struct dsm__region *r, const struct dsm__msg *m)
+{
+	struct dsm__dir *d = &r->dirs[m->page];
+
+	r->home[m->page] = r->cfg.self;
+	d->home_seq = m->window;
+	d->owner = r->cfg.self;
+	d->copyset = 0;
+	d->version = m->version;
+	d->untouched = 0;
+	d->busy = 1;
+	d->cur = r->cfg.self;
+}
+
+/* A pushed or prefetched copy: never the answer to our own request
+ * (that one still comes), but it may wake readers now. Always DONE. */
+static void grant_pushed(struct dsm__region *r, const struct dsm__msg *m,
+			 const void *data)
+{
+	struct dsm__page *pg = &r->pages[m->page];
+	bool write = m->flags & DSM_GRANT_WRITE;
+
+	if (pg->state == DSM_I) {
+		r->cfg.ops->mem_install(r->cfg.env, r, m->page,
+					install_how(m->flags), data, write);
+		pg->state = write ? DSM_M : DSM_S;
+		pg->version = m->version;
+		pg->acquired_ms = r->cfg.ops->now_ms(r->cfg.env);
+	}
+	send_simple(r, m->node, DSM_MSG_DONE, m->page, r->cfg.self);
+	r->cfg.ops->fault_done(r->cfg.env, r, m->page);
+}
+
+/*
+ * Every grant without DSM_GRANT_PUSH answers the one request this node
+ * has out on the page. It may find the page already readable (pushed, or
+ * an upgrade): the bytes stay, the version and mode are the grant's.
+ */
+static int on_grant(struct dsm__region *r, const struct dsm__msg *m,
+		    const void *data)
+{
+	uint32_t p = m->page;
+	struct dsm__page *pg = &r->pages[p];
+	bool write = m->flags & DSM_GRANT_WRITE;
+	bool ready = pg->acks_got >= m->acks;
+	int rc = check_keep(r, m);
+
+	if (rc)
+		return rc;
+	if (m->flags & DSM_GRANT_DATA)
+		pg->c.transfers++;
+	if (m->flags & DSM_GRANT_NEWHOME)
+		take_home(r, m);
+	if (m->flags & DSM_GRANT_PUSH) {
+		grant_pushed(r, m, data);
+		return 0;
+	}
+	if (!pg->pending || pg->got_grant) {
+		CELL_LOG_RL(CELL_LOG_ERROR, MOD,
+			    "grant without a request region=%llu page=%u",
+			    (unsigned long long)r->cfg.id, p);
+		return -EPROTO;
+	}
+	/* Readable now; writable only once every other copy is gone. */
+	if (pg->state == DSM_I || (install_how(m->flags) != DSM_INSTALL_KEEP))
+		r->cfg.ops->mem_install(r->cfg.env, r, p, install_how(m->flags),
+					data, write && ready);
+	else if (write && ready && pg->state != DSM_M)
+		r->cfg.ops->mem_install(r->cfg.env, r, p, DSM_INSTALL_KEEP,
+					NULL, true);
+	if (pg->state == DSM_I)
+		pg->state = DSM_S;
+	pg->version = m->version;
+	pg->got_grant = 1;
+	pg->done_to = m->node;
+	pg->grant_write = write;
+	pg->acks_needed = m->acks;
+	if (ready)
+		complete(r, p, false);
+	return 0;
+}
+
+static int on_ack(struct dsm__region *r, const struct dsm__msg *m)
+{
+	struct dsm__page *pg = &r->pages[m->page];
+
+	if (!pg->pending) {
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "INV_ACK without a request region=%llu page=%u",
+			    (unsigned long long)r->cfg.id, m->page);
+		return -EPROTO;
+	}
+	pg->acks_got++;
+	if (pg->got_grant && pg->acks_got >= pg->acks_needed)
+		complete(r, m->page, true);
+	return 0;
+}
+
+static void on_dir_xfer(struct dsm__region *r, const struct dsm__msg *m)
+{
+	struct dsm__dir *d = &r->dirs[m->page];
+
+	r->home[m->page] = r->cfg.self;
+	d->home_seq = m->window;
+	d->owner = m->node;
+	d->copyset = m->copyset;
+	d->version = m->version;
+	d->untouched = m->flags & 1;
+	d->busy = 0;
+}
+
+int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,
+			const void *data)
+{
+	if (m->page >= r->cfg.npages || m->from >= DSM_MAX_NODES ||
+	    !(r->members_mask & bit(m->from)))
+		return -ERANGE;
+	switch (m->type) {
+	case DSM_MSG_READ_REQ:
+	case DSM_MSG_WRITE_REQ:
+	case DSM_MSG_MOVE_HOME:
+	case DSM_MSG_PUSH:
+		home_request(r, m);
+		return 0;
+	case DSM_MSG_FWD_READ:
+	case DSM_MSG_FWD_WRITE:
+	case DSM_MSG_INV:
+		holder_msg(r, m);
+		return 0;
+	case DSM_MSG_INV_ACK:
+		return on_ack(r, m);
+	case DSM_MSG_GRANT:
+		if ((m->flags & DSM_GRANT_DATA) && !data)
+			return -EINVAL;
+		return on_grant(r, m, data);
+	case DSM_MSG_DONE:
+		on_done(r, m);
+		return 0;
+	case DSM_MSG_DIR_XFER:
+		on_dir_xfer(r, m);
+		return 0;
+	case DSM_MSG_HOME_UPDATE:
+		if (m->window > r->dirs[m->page].home_seq) {
+			r->dirs[m->page].home_seq = m->window;
+			r->home[m->page] = m->node;
+		}
+		return 0;
+	}
+	return -EBADMSG;
+}
+
+int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
+{
+	struct dsm__page *pg;
+	struct dsm__msg m = {.from = r->cfg.self, .page = page};
+
+	if (page >= r->cfg.npages)
+		return -ERANGE;
+	pg = &r->pages[page];
+	if (pg->state == DSM_M || (!write && pg->state == DSM_S))
+		return 1;
+	if (pg->pending)
+		return 0; /* coalesced: fault_done wakes every waiter */
+	if (write) {
+		pg->c.write_faults++;
+		m.type = DSM_MSG_WRITE_REQ;
+	} else {
+		pg->c.read_faults++;
+		m.type = DSM_MSG_READ_REQ;
+		/* Sequential misses double the prefetch window. */
+		if (r->last_miss != UINT32_MAX &&
+		    page == r->last_miss + r->window)
+			r->window = r->window * 2 > r->cfg.prefetch_max
+					    ? r->cfg.prefetch_max
+					    : r->window * 2;
+		else
+			r->window = 1;
+		if (r->window < 1)
+			r->window = 1;
+		r->last_miss = page;
+		m.window = r->window;
+	}
+	m.version = pg->version;
+	pg->pending = write ? DSM_M : DSM_S;
+	pg->got_grant = 0;
+	pg->acks_got = 0;
+	pg->acks_needed = 0;
+	return send(r, r->home[page], &m, NULL);
+}
+
+int dsm__region_move_home(struct dsm__region *r, uint32_t page, uint16_t node)
+{
+	struct dsm__msg m = {.type = DSM_MSG_MOVE_HOME,
+			     .from = r->cfg.self,
+			     .node = node,
+			     .page = page};
+
+	if (page >= r->cfg.npages || node >= DSM_MAX_NODES ||
+	    !(r->members_mask & bit(node)))
+		return -EINVAL;
+	return send(r, r->home[page], &m, NULL);
+}
+
+int dsm__region_push(struct dsm__region *r, uint32_t page, uint16_t node)
+{
+	struct dsm__msg m = {.type = DSM_MSG_PUSH,
+			     .from = r->cfg.self,
+			     .node = node,
+			     .page = page};
+
+	if (page >= r->cfg.npages || node >= DSM_MAX_NODES ||
+	    !(r->members_mask & bit(node)))
+		return -EINVAL;
+	return send(r, r->home[page], &m, NULL);
+}
+
+enum dsm__page_state dsm__page_state(const struct dsm__region *r, uint32_t page)
+{
+	return (enum dsm__page_state)r->pages[page].state;
+}
+
+uint64_t dsm__page_version(const struct dsm__region *r, uint32_t page)
+{
+	return r->pages[page].version;
+}
+
+bool dsm__page_pending(const struct dsm__region *r, uint32_t page)
+{
+	return r->pages[page].pending != 0;
+}
+
+uint16_t dsm__page_home(const struct dsm__region *r, uint32_t page)
+{
+	return r->home[page];
+}
+
+const struct dsm__page_counters *dsm__page_counters(const struct dsm__region *r,
+						    uint32_t page)
+{
+	return &r->pages[page].c;
+}
+
+bool dsm__dir_get(const struct dsm__region *r, uint32_t page, uint16_t *owner,
+		  uint64_t *copyset, uint64_t *version, bool *busy)
+{
+	const struct dsm__dir *d = &r->dirs[page];
+
+	if (r->home[page] != r->cfg.self)
+		return false;
+	*owner = d->owner;
+	*copyset = d->copyset;
+	*version = d->version;
+	*busy = d->busy;
+	return true;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)get16(p) << 16 | get16(p + 2);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+/*
+ * Wire layout, big-endian: type(1) flags(1) from(2) node(2) acks(2)
+ * epoch(4) page(4) window(4) region(8) version(8) copyset(8) pad(4).
+ */
+void dsm__msg_pack(const struct dsm__msg *m, uint8_t out[DSM_MSG_WIRE_LEN])
+{
+	out[0] = m->type;
+	out[1] = m->flags;
+	put16(out + 2, m->from);
+	put16(out + 4, m->node);
+	put16(out + 6, m->acks);
+	put32(out + 8, m->epoch);
+	put32(out + 12, m->page);
+	put32(out + 16, m->window);
+	put64(out + 20, m->region);
+	put64(out + 28, m->version);
+	put64(out + 36, m->copyset);
+	put32(out + 44, 0);
+}
+
+void dsm__msg_unpack(const uint8_t in[DSM_MSG_WIRE_LEN], struct dsm__msg *m)
+{
+	m->type = in[0];
+	m->flags = in[1];
+	m->from = get16(in + 2);
+	m->node = get16(in + 4);
+	m->acks = get16(in + 6);
+	m->epoch = get32(in + 8);
+	m->page = get32(in + 12);
+	m->window = get32(in + 16);
+	m->region = get64(in + 20);
+	m->version = get64(in + 28);
+	m->copyset = get64(in + 36);
+}
+
+const char *dsm__msg_name(uint8_t type)
+{
+	static const char *const names[DSM_MSG_MAX] = {
+		[DSM_MSG_READ_REQ] = "READ_REQ",
+		[DSM_MSG_WRITE_REQ] = "WRITE_REQ",
+		[DSM_MSG_FWD_READ] = "FWD_READ",
+		[DSM_MSG_FWD_WRITE] = "FWD_WRITE",
+		[DSM_MSG_INV] = "INV",
+		[DSM_MSG_INV_ACK] = "INV_ACK",
+		[DSM_MSG_GRANT] = "GRANT",
+		[DSM_MSG_DONE] = "DONE",
+		[DSM_MSG_MOVE_HOME] = "MOVE_HOME",
+		[DSM_MSG_PUSH] = "PUSH",
+		[DSM_MSG_DIR_XFER] = "DIR_XFER",
+		[DSM_MSG_HOME_UPDATE] = "HOME_UPDATE",
+	};
+
+	return type < DSM_MSG_MAX && names[type] ? names[type] : "?";
+}
