@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #define DSM_PAGE_SIZE 4096u
-#define DSM_MAX_NODES 64u
+#define DSM_MAX_NODES 64
 #define DSM_NO_NODE   0xffffu
 
 enum dsm__msg_type {

@@ -1,0 +1,128 @@
+/*
+ * libdsm: sequentially consistent distributed shared memory in 4 KiB
+ * pages, the emulated cc-NUMA memory of cellmon.
+ *
+ * A node (struct dsm_node) is one participant: it owns a thread that runs
+ * the coherence engine, the transport to its peers and the userfaultfd
+ * fault handling. A region is a range of pages shared by a set of member
+ * nodes under one id; every member creates it with the same id, size,
+ * home policy and member list. Each node keeps its copy of the region in
+ * a memfd it owns.
+ *
+ * Access:
+ * - in this process: dsm_region_map() returns a mapping whose faults the
+ *   node resolves (userfaultfd on that mapping);
+ * - from another process: dsm_node_serve_handoff() listens on a unix
+ *   socket; the other process calls dsm_attach(), which maps the memfd,
+ *   registers its mapping with userfaultfd and hands the uffd back. The
+ *   node then resolves that process's faults. Both paths share one
+ *   implementation.
+ *
+ * Errors are -errno. Every function may be called from any thread except
+ * the node's own; calls that talk to the node thread wait for it.
+ */
+#ifndef DSM_DSM_H
+#define DSM_DSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DSM_PAGE 4096u
+
+struct dsm_node;
+struct dsm_region;
+
+struct dsm_node_config {
+	uint16_t id;	       /* 0..63, unique among the peers */
+	const char *listen;    /* "host:port" for peer traffic; port 0: any */
+	uint32_t window_ms;    /* Mirage time window; 0: off */
+	uint32_t prefetch_max; /* pages per read miss (1: no prefetch) */
+	uint32_t poll_us;      /* busy-poll this long before sleeping */
+	uint32_t epoch;	       /* initial epoch stamped on every message */
+};
+
+/* Starts a node and its thread. Fails with a clear log line (and
+ * -EPERM) when userfaultfd cannot trap kernel-mode faults here. */
+int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out);
+/* Stops the thread, closes peers and regions. NULL is a no-op. */
+void dsm_node_destroy(struct dsm_node *n);
+/* The bound peer port (after listen port 0). */
+int dsm_node_port(const struct dsm_node *n);
+
+/* Peers may be added and removed at run time. Messages to a peer that is
+ * not connected yet wait for the connection. */
+int dsm_node_add_peer(struct dsm_node *n, uint16_t id, const char *hostport);
+int dsm_node_remove_peer(struct dsm_node *n, uint16_t id);
+/* Messages from `peer` stamped with an epoch below `epoch` are refused. */
+int dsm_node_fence_peer(struct dsm_node *n, uint16_t peer, uint32_t epoch);
+void dsm_node_set_epoch(struct dsm_node *n, uint32_t epoch);
+
+enum dsm_home_policy {
+	DSM_POLICY_ONE,	       /* every page homed on home_node */
+	DSM_POLICY_INTERLEAVE, /* page i on members[i % nmembers] */
+	DSM_POLICY_FIRST_TOUCH,
+};
+
+struct dsm_region_config {
+	uint64_t id;
+	size_t size; /* bytes, a multiple of DSM_PAGE */
+	enum dsm_home_policy policy;
+	uint16_t home_node;
+	const uint16_t *members; /* node ids, including this node */
+	uint16_t nmembers;
+};
+
+int dsm_region_create(struct dsm_node *n, const struct dsm_region_config *cfg,
+		      struct dsm_region **out);
+void dsm_region_destroy(struct dsm_region *r);
+size_t dsm_region_size(const struct dsm_region *r);
+/* An in-process mapping of the region (created on first call). */
+void *dsm_region_map(struct dsm_region *r);
+
+/* Policy mechanisms. */
+int dsm_region_move_home(struct dsm_region *r, uint32_t page, uint16_t node);
+int dsm_region_push(struct dsm_region *r, uint32_t page, uint16_t node);
+
+struct dsm_page_stats {
+	uint32_t read_faults;
+	uint32_t write_faults;
+	uint32_t invalidations;
+	uint32_t transfers;
+	uint32_t deferrals;
+	uint16_t home;
+	uint8_t state; /* 0 invalid, 1 shared, 2 modified */
+	/* At the home: requests by member (same order as members). */
+	uint32_t requests_by_member[64];
+};
+
+/* A snapshot of one page's counters and, at its home, requests by node. */
+int dsm_region_page_stats(struct dsm_region *r, uint32_t page,
+			  struct dsm_page_stats *out);
+
+struct dsm_node_stats {
+	uint64_t faults; /* uffd faults handled */
+	uint64_t msgs_sent, msgs_recv;
+	uint64_t pages_sent, pages_recv;
+	uint64_t refused; /* bad or stale messages */
+};
+void dsm_node_stats(struct dsm_node *n, struct dsm_node_stats *out);
+
+/*
+ * Locks and barriers: message based, served by a manager node chosen by
+ * the id (id % nmembers of the region's member list). A waiter sleeps on
+ * a condition variable; nothing spins on DSM memory.
+ */
+int dsm_lock(struct dsm_region *r, uint32_t lock_id);
+int dsm_unlock(struct dsm_region *r, uint32_t lock_id);
+/* Returns when `count` members have entered barrier `id`. */
+int dsm_barrier(struct dsm_region *r, uint32_t id, uint32_t count);
+
+/* Cross-process hand-off (see the file comment). */
+int dsm_node_serve_handoff(struct dsm_node *n, const char *unix_path);
+/* In the other process: maps region `id` (at `addr` if not NULL, with
+ * MAP_FIXED_NOREPLACE) and hands its uffd to the node. *sock is kept
+ * open for the life of the mapping; closing it detaches. */
+int dsm_attach(const char *unix_path, uint64_t id, void *addr, void **base,
+	       size_t *size, int *sock);
+
+#endif

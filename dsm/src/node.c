@@ -1,0 +1,878 @@
+/*
+ * The DSM node: its thread, API commands, regions and the engine's env.
+ *
+ * The node thread runs a libevent loop. After any work it keeps polling
+ * (non-blocking loop passes) for poll_us before it sleeps, because waking
+ * a sleeping thread costs 50-100 us on these machines, several times a
+ * loopback round trip; a fault's request, reply and install thus stay on
+ * one running thread.
+ *
+ * API calls from other threads become commands: queued under mu, the
+ * loop woken through a libevent user event, the caller waiting on cv.
+ * The engine (proto.c) is only ever entered on the node thread.
+ *
+ * Region memory: a memfd the node owns, mapped once unregistered (mem) to
+ * read and write pages, and by every user mapping registered with
+ * userfaultfd (maps[]). Invalidation copies the bytes to a shadow memfd
+ * (so an unchanged page can come back without a transfer) and punches
+ * the page out of the memfd, which unmaps it from every process at once.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <event2/thread.h>
+
+#include "cell/clock.h"
+#include "cell/log.h"
+#include "node_int.h"
+
+#define MOD "dsm"
+
+static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
+
+static void evthread_init(void)
+{
+	evthread_use_pthreads();
+}
+
+/* ---- engine env ---- */
+
+static struct dsm_region *env_region(void *env)
+{
+	return env;
+}
+
+static int env_send(void *env, uint16_t to, const struct dsm__msg *m,
+		    const void *data)
+{
+	return dsm__send(env_region(env)->node, to, m, data);
+}
+
+static void env_read(void *env, struct dsm__region *e, uint32_t page, void *buf)
+{
+	(void)e;
+	memcpy(buf, env_region(env)->mem + (size_t)page * DSM_PAGE, DSM_PAGE);
+}
+
+static void env_install(void *env, struct dsm__region *e, uint32_t page,
+			enum dsm__install how, const void *data, bool write)
+{
+	struct dsm_region *r = env_region(env);
+	uint8_t *p = r->mem + (size_t)page * DSM_PAGE;
+
+	switch (how) {
+	case DSM_INSTALL_DATA:
+		memcpy(p, data, DSM_PAGE);
+		break;
+	case DSM_INSTALL_ZERO:
+		memset(p, 0, DSM_PAGE);
+		break;
+	case DSM_INSTALL_KEEP:
+		/* The engine calls this before it updates its state: I means
+		 * the bytes were punched out and wait in the shadow. */
+		if (dsm__page_state(e, page) != DSM_I)
+			break;
+		if (r->shadow_ok[page])
+			memcpy(p, r->shadow + (size_t)page * DSM_PAGE,
+			       DSM_PAGE);
+		else
+			CELL_LOG_RL(CELL_LOG_ERROR, MOD,
+				    "no shadow for page %u of region %llu",
+				    page, (unsigned long long)r->id);
+		break;
+	}
+	for (int i = 0; i < DSM_MAX_MAPS; i++)
+		if (r->maps[i].uffd >= 0)
+			dsm__uffd_install(&r->maps[i], page, write);
+}
+
+static void env_downgrade(void *env, struct dsm__region *e, uint32_t page)
+{
+	struct dsm_region *r = env_region(env);
+
+	(void)e;
+	for (int i = 0; i < DSM_MAX_MAPS; i++)
+		if (r->maps[i].uffd >= 0)
+			dsm__uffd_protect(&r->maps[i], page, true);
+}
+
+static void env_invalidate(void *env, struct dsm__region *e, uint32_t page)
+{
+	struct dsm_region *r = env_region(env);
+	size_t off = (size_t)page * DSM_PAGE;
+
+	(void)e;
+	memcpy(r->shadow + off, r->mem + off, DSM_PAGE);
+	r->shadow_ok[page] = 1;
+	/* Unmaps the page from every process mapping the memfd; its next
+	 * access faults, whoever makes it. */
+	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)off, DSM_PAGE))
+		CELL_LOG_RL(CELL_LOG_ERROR, MOD, "punch page %u: %s", page,
+			    strerror(errno));
+}
+
+static void env_fault_done(void *env, struct dsm__region *e, uint32_t page)
+{
+	struct dsm_region *r = env_region(env);
+
+	(void)e;
+	for (int i = 0; i < DSM_MAX_MAPS; i++)
+		if (r->maps[i].uffd >= 0)
+			dsm__uffd_wake(&r->maps[i], page);
+}
+
+static void arm_defer_timer(struct dsm_node *n)
+{
+	uint64_t now = cell_now_ms(), first = UINT64_MAX;
+	struct timeval tv;
+
+	for (uint32_t i = 0; i < n->ndefers; i++)
+		if (n->defers[i].when_ms < first)
+			first = n->defers[i].when_ms;
+	if (first == UINT64_MAX)
+		return;
+	first = first > now ? first - now : 0;
+	tv.tv_sec = (time_t)(first / 1000);
+	tv.tv_usec = (suseconds_t)(first % 1000) * 1000;
+	evtimer_add(n->ev_defer, &tv);
+}
+
+static void env_defer(void *env, struct dsm__region *e, uint32_t page,
+		      uint64_t when)
+{
+	struct dsm_region *r = env_region(env);
+	struct dsm_node *n = r->node;
+
+	(void)e;
+	if (n->ndefers == DSM_MAX_DEFER) {
+		CELL_LOG_RL(CELL_LOG_ERROR, MOD, "deferral table full");
+		when = 0;
+	}
+	if (n->ndefers < DSM_MAX_DEFER)
+		n->defers[n->ndefers++] = (struct dsm_defer){r, page, when};
+	arm_defer_timer(n);
+}
+
+static uint64_t env_now(void *env)
+{
+	(void)env;
+	return cell_now_ms();
+}
+
+static const struct dsm__env_ops node_env = {
+	env_send,	env_read,	env_install, env_downgrade,
+	env_invalidate, env_fault_done, env_defer,   env_now,
+};
+
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dsm_node *n = arg;
+	uint64_t now = cell_now_ms();
+
+	(void)fd;
+	(void)what;
+	for (uint32_t i = 0; i < n->ndefers;) {
+		struct dsm_defer d = n->defers[i];
+
+		if (d.when_ms > now) {
+			i++;
+			continue;
+		}
+		n->defers[i] = n->defers[--n->ndefers];
+		dsm__region_retry(&d.r->eng, d.page);
+	}
+	arm_defer_timer(n);
+	dsm__after_work(n);
+}
+
+/* ---- messages ---- */
+
+int dsm__send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
+	      const void *data)
+{
+	struct dsm_local_msg *l;
+
+	n->stats.msgs_sent++;
+	if (data)
+		n->stats.pages_sent++;
+	if (to != n->id)
+		return dsm__net_send(n, to, m, data);
+	if (n->local_len == DSM_LOCAL_RING) {
+		CELL_LOG_RL(CELL_LOG_ERROR, MOD, "local message ring full");
+		return -ENOBUFS;
+	}
+	l = &n->local[(n->local_head + n->local_len++) % DSM_LOCAL_RING];
+	l->m = *m;
+	l->has_data = data != NULL;
+	if (data)
+		memcpy(l->data, data, DSM_PAGE);
+	return 0;
+}
+
+struct dsm_region *dsm__region_find(struct dsm_node *n, uint64_t id)
+{
+	for (int i = 0; i < DSM_MAX_REGIONS; i++)
+		if (n->regions[i] && n->regions[i]->id == id)
+			return n->regions[i];
+	return NULL;
+}
+
+int dsm__deliver(struct dsm_node *n, const struct dsm__msg *m, const void *data)
+{
+	struct dsm_region *r = dsm__region_find(n, m->region);
+	int rc;
+
+	n->stats.msgs_recv++;
+	if (data)
+		n->stats.pages_recv++;
+	if (!r) {
+		rc = -ENOENT;
+	} else if (m->page >= r->npages) {
+		rc = -ERANGE;
+	} else if (m->type >= DSM_MSG_LOCK_ACQ) {
+		rc = dsm__sync_receive(r, m);
+	} else {
+		rc = dsm__region_receive(&r->eng, m, data);
+	}
+	if (rc) {
+		n->stats.refused++;
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "refused %s from node %u region=%llu page=%u: %s",
+			    dsm__msg_name(m->type), m->from,
+			    (unsigned long long)m->region, m->page,
+			    strerror(-rc));
+	}
+	return rc;
+}
+
+void dsm__after_work(struct dsm_node *n)
+{
+	n->did_work = true;
+	while (n->local_len) {
+		struct dsm_local_msg *l = &n->local[n->local_head];
+
+		n->local_head = (n->local_head + 1) % DSM_LOCAL_RING;
+		n->local_len--;
+		/* The slot may be reused by sends from this delivery. */
+		struct dsm__msg m = l->m;
+		static __thread uint8_t page[DSM_PAGE];
+		bool has_data = l->has_data;
+
+		if (has_data)
+			memcpy(page, l->data, DSM_PAGE);
+		dsm__deliver(n, &m, has_data ? page : NULL);
+	}
+	dsm__net_flush(n);
+}
+
+/* ---- commands and waiters ---- */
+
+static void cmd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dsm_node *n = arg;
+	struct dsm_cmd *c;
+
+	(void)fd;
+	(void)what;
+	for (;;) {
+		pthread_mutex_lock(&n->mu);
+		c = n->cmd_head;
+		if (c) {
+			n->cmd_head = c->next;
+			if (!n->cmd_head)
+				n->cmd_tail = NULL;
+		}
+		pthread_mutex_unlock(&n->mu);
+		if (!c)
+			break;
+		c->rc = c->fn(n, c->arg);
+		dsm__after_work(n);
+		pthread_mutex_lock(&n->mu);
+		c->done = true;
+		pthread_cond_broadcast(&n->cv);
+		pthread_mutex_unlock(&n->mu);
+	}
+	if (n->stopping)
+		event_base_loopbreak(n->base);
+}
+
+int dsm__run_on_node(struct dsm_node *n, int (*fn)(struct dsm_node *, void *),
+		     void *arg)
+{
+	struct dsm_cmd c = {fn, arg, 0, false, NULL};
+
+	if (pthread_equal(pthread_self(), n->thread))
+		return fn(n, arg);
+	pthread_mutex_lock(&n->mu);
+	if (n->cmd_tail)
+		n->cmd_tail->next = &c;
+	else
+		n->cmd_head = &c;
+	n->cmd_tail = &c;
+	event_active(n->ev_cmd, EV_READ, 0);
+	while (!c.done)
+		pthread_cond_wait(&n->cv, &n->mu);
+	pthread_mutex_unlock(&n->mu);
+	return c.rc;
+}
+
+int dsm__waiter_get(struct dsm_node *n)
+{
+	int slot = -EAGAIN;
+
+	pthread_mutex_lock(&n->mu);
+	for (int i = 0; i < DSM_MAX_WAITERS; i++) {
+		if (!n->waiters[i].used) {
+			n->waiters[i] = (struct dsm_waiter){true, false, 0};
+			slot = i;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&n->mu);
+	return slot;
+}
+
+void dsm__waiter_wake(struct dsm_node *n, uint32_t token, int rc)
+{
+	if (token >= DSM_MAX_WAITERS)
+		return;
+	pthread_mutex_lock(&n->mu);
+	if (n->waiters[token].used) {
+		n->waiters[token].done = true;
+		n->waiters[token].rc = rc;
+		pthread_cond_broadcast(&n->cv);
+	}
+	pthread_mutex_unlock(&n->mu);
+}
+
+int dsm__waiter_wait(struct dsm_node *n, int slot)
+{
+	int rc;
+
+	pthread_mutex_lock(&n->mu);
+	while (!n->waiters[slot].done)
+		pthread_cond_wait(&n->cv, &n->mu);
+	rc = n->waiters[slot].rc;
+	n->waiters[slot].used = false;
+	pthread_mutex_unlock(&n->mu);
+	return rc;
+}
+
+/* ---- the thread ---- */
+
+static void *node_main(void *arg)
+{
+	struct dsm_node *n = arg;
+	uint64_t idle_since = cell_now_us();
+
+	while (!n->stopping) {
+		n->did_work = false;
+		event_base_loop(n->base, EVLOOP_NONBLOCK);
+		if (n->did_work) {
+			idle_since = cell_now_us();
+			continue;
+		}
+		if (cell_now_us() - idle_since >= n->cfg.poll_us) {
+			event_base_loop(n->base, EVLOOP_ONCE);
+			idle_since = cell_now_us();
+		}
+	}
+	return NULL;
+}
+
+int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
+{
+	struct dsm_node *n;
+	char err[256];
+	int fd, rc;
+
+	if (cfg->id >= DSM_MAX_NODES)
+		return -EINVAL;
+	/* Refuse to start where faults cannot be trapped as needed. */
+	fd = dsm__uffd_open(err, sizeof(err));
+	if (fd < 0) {
+		CELL_ERROR(MOD, "cannot start node %u: %s", cfg->id, err);
+		return fd;
+	}
+	close(fd);
+	pthread_once(&evthread_once, evthread_init);
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->cfg = *cfg;
+	n->id = cfg->id;
+	n->epoch = cfg->epoch;
+	n->listen_fd = n->handoff_fd = -1;
+	pthread_mutex_init(&n->mu, NULL);
+	pthread_cond_init(&n->cv, NULL);
+	n->local = calloc(DSM_LOCAL_RING, sizeof(*n->local));
+	n->base = event_base_new();
+	if (!n->local || !n->base) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	n->ev_cmd = event_new(n->base, -1, 0, cmd_cb, n);
+	n->ev_defer = evtimer_new(n->base, defer_cb, n);
+	for (int i = 0; i < DSM_MAX_NODES; i++)
+		n->peers[i].fd = -1;
+	for (int i = 0; i < 16; i++)
+		n->pending_fds[i] = -1;
+	rc = dsm__net_listen(n, cfg->listen ? cfg->listen : "127.0.0.1:0");
+	if (rc)
+		goto err;
+	if (pthread_create(&n->thread, NULL, node_main, n)) {
+		rc = -EAGAIN;
+		goto err;
+	}
+	CELL_INFO(MOD, "node %u listening port=%d poll_us=%u", n->id, n->port,
+		  cfg->poll_us);
+	*out = n;
+	return 0;
+err:
+	dsm__net_close(n);
+	if (n->ev_cmd)
+		event_free(n->ev_cmd);
+	if (n->ev_defer)
+		event_free(n->ev_defer);
+	if (n->base)
+		event_base_free(n->base);
+	free(n->local);
+	free(n);
+	return rc;
+}
+
+static int stop_cmd(struct dsm_node *n, void *arg)
+{
+	(void)arg;
+	n->stopping = true;
+	return 0;
+}
+
+static void region_free(struct dsm_region *r);
+
+void dsm_node_destroy(struct dsm_node *n)
+{
+	if (!n)
+		return;
+	dsm__run_on_node(n, stop_cmd, NULL);
+	pthread_join(n->thread, NULL);
+	for (int i = 0; i < DSM_MAX_REGIONS; i++)
+		region_free(n->regions[i]);
+	dsm__handoff_close(n);
+	dsm__net_close(n);
+	event_free(n->ev_cmd);
+	event_free(n->ev_defer);
+	event_base_free(n->base);
+	free(n->local);
+	pthread_mutex_destroy(&n->mu);
+	pthread_cond_destroy(&n->cv);
+	free(n);
+}
+
+int dsm_node_port(const struct dsm_node *n)
+{
+	return n->port;
+}
+
+struct peer_arg {
+	uint16_t id;
+	const char *addr;
+	uint32_t epoch;
+};
+
+static int add_peer_cmd(struct dsm_node *n, void *arg)
+{
+	struct peer_arg *a = arg;
+
+	return dsm__net_add_peer(n, a->id, a->addr);
+}
+
+int dsm_node_add_peer(struct dsm_node *n, uint16_t id, const char *hostport)
+{
+	struct peer_arg a = {id, hostport, 0};
+
+	if (id >= DSM_MAX_NODES || id == n->id)
+		return -EINVAL;
+	return dsm__run_on_node(n, add_peer_cmd, &a);
+}
+
+static int remove_peer_cmd(struct dsm_node *n, void *arg)
+{
+	dsm__net_remove_peer(n, ((struct peer_arg *)arg)->id);
+	return 0;
+}
+
+int dsm_node_remove_peer(struct dsm_node *n, uint16_t id)
+{
+	struct peer_arg a = {id, NULL, 0};
+
+	if (id >= DSM_MAX_NODES)
+		return -EINVAL;
+	return dsm__run_on_node(n, remove_peer_cmd, &a);
+}
+
+static int fence_cmd(struct dsm_node *n, void *arg)
+{
+	struct peer_arg *a = arg;
+
+	n->peers[a->id].fence_epoch = a->epoch;
+	return 0;
+}
+
+int dsm_node_fence_peer(struct dsm_node *n, uint16_t peer, uint32_t epoch)
+{
+	struct peer_arg a = {peer, NULL, epoch};
+
+	if (peer >= DSM_MAX_NODES)
+		return -EINVAL;
+	return dsm__run_on_node(n, fence_cmd, &a);
+}
+
+static int epoch_cmd(struct dsm_node *n, void *arg)
+{
+	n->epoch = *(uint32_t *)arg;
+	for (int i = 0; i < DSM_MAX_REGIONS; i++)
+		if (n->regions[i])
+			n->regions[i]->eng.epoch = n->epoch;
+	return 0;
+}
+
+void dsm_node_set_epoch(struct dsm_node *n, uint32_t epoch)
+{
+	dsm__run_on_node(n, epoch_cmd, &epoch);
+}
+
+static int stats_cmd(struct dsm_node *n, void *arg)
+{
+	*(struct dsm_node_stats *)arg = n->stats;
+	return 0;
+}
+
+void dsm_node_stats(struct dsm_node *n, struct dsm_node_stats *out)
+{
+	dsm__run_on_node(n, stats_cmd, out);
+}
+
+/* ---- regions ---- */
+
+static void uffd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dsm_mapping *m = arg;
+
+	(void)fd;
+	(void)what;
+	dsm__uffd_read(m->region, m);
+	dsm__after_work(m->region->node);
+}
+
+/* Adds a registered mapping; its uffd events start now. Slot or -errno. */
+int dsm__map_add(struct dsm_region *r, uint8_t *base, int uffd, int sock,
+		 pid_t pid)
+{
+	for (int i = 0; i < DSM_MAX_MAPS; i++) {
+		struct dsm_mapping *m = &r->maps[i];
+
+		if (m->uffd >= 0)
+			continue;
+		m->region = r;
+		m->base = base;
+		m->uffd = uffd;
+		m->sock = sock;
+		m->pid = pid;
+		m->ev = event_new(r->node->base, uffd, EV_READ | EV_PERSIST,
+				  uffd_cb, m);
+		if (!m->ev) {
+			m->uffd = -1;
+			return -ENOMEM;
+		}
+		event_add(m->ev, NULL);
+		return i;
+	}
+	return -ENOSPC;
+}
+
+void dsm__map_remove(struct dsm_region *r, int slot)
+{
+	struct dsm_mapping *m = &r->maps[slot];
+
+	if (m->uffd < 0)
+		return;
+	event_free(m->ev);
+	if (m->sock_ev)
+		event_free(m->sock_ev);
+	close(m->uffd);
+	if (m->sock >= 0)
+		close(m->sock);
+	memset(m, 0, sizeof(*m));
+	m->uffd = m->sock = -1;
+}
+
+static void region_free(struct dsm_region *r)
+{
+	if (!r)
+		return;
+	for (int i = 0; i < DSM_MAX_MAPS; i++)
+		dsm__map_remove(r, i);
+	if (r->app_map)
+		munmap(r->app_map, r->size);
+	if (r->mem)
+		munmap(r->mem, r->size);
+	if (r->shadow)
+		munmap(r->shadow, r->size);
+	if (r->memfd >= 0)
+		close(r->memfd);
+	if (r->shadowfd >= 0)
+		close(r->shadowfd);
+	dsm__sync_free(r);
+	dsm__region_fini(&r->eng);
+	free(r->shadow_ok);
+	free(r);
+}
+
+static int map_memfd(const char *name, size_t size, int *fd, uint8_t **mem)
+{
+	*fd = memfd_create(name, MFD_CLOEXEC);
+	if (*fd < 0)
+		return -errno;
+	if (ftruncate(*fd, (off_t)size))
+		return -errno;
+	*mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+	if (*mem == MAP_FAILED) {
+		*mem = NULL;
+		return -errno;
+	}
+	return 0;
+}
+
+struct create_arg {
+	const struct dsm_region_config *cfg;
+	struct dsm_region *r;
+};
+
+static int region_create_cmd(struct dsm_node *n, void *arg)
+{
+	struct create_arg *a = arg;
+	const struct dsm_region_config *c = a->cfg;
+	struct dsm__region_config ec = {0};
+	struct dsm_region *r;
+	char name[64];
+	int slot = -1, rc;
+
+	if (dsm__region_find(n, c->id))
+		return -EEXIST;
+	for (int i = 0; i < DSM_MAX_REGIONS && slot < 0; i++)
+		if (!n->regions[i])
+			slot = i;
+	if (slot < 0)
+		return -ENOSPC;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->node = n;
+	r->id = c->id;
+	r->size = c->size;
+	r->npages = (uint32_t)(c->size / DSM_PAGE);
+	r->nmembers = c->nmembers;
+	memcpy(r->members, c->members, c->nmembers * sizeof(uint16_t));
+	r->memfd = r->shadowfd = -1;
+	for (int i = 0; i < DSM_MAX_MAPS; i++)
+		r->maps[i].uffd = r->maps[i].sock = -1;
+	snprintf(name, sizeof(name), "dsm-region-%llu",
+		 (unsigned long long)c->id);
+	rc = map_memfd(name, c->size, &r->memfd, &r->mem);
+	if (!rc)
+		rc = map_memfd("dsm-shadow", c->size, &r->shadowfd, &r->shadow);
+	r->shadow_ok = calloc(r->npages, 1);
+	if (!rc && !r->shadow_ok)
+		rc = -ENOMEM;
+	ec.id = c->id;
+	ec.npages = r->npages;
+	ec.self = n->id;
+	ec.members = r->members;
+	ec.nmembers = r->nmembers;
+	ec.policy = (enum dsm__home_policy)c->policy;
+	ec.home_node = c->home_node;
+	ec.window_ms = n->cfg.window_ms;
+	ec.prefetch_max = n->cfg.prefetch_max ? n->cfg.prefetch_max : 1;
+	ec.ops = &node_env;
+	ec.env = r;
+	if (!rc)
+		rc = dsm__region_init(&r->eng, &ec);
+	if (rc) {
+		region_free(r);
+		return rc;
+	}
+	r->eng.epoch = n->epoch;
+	n->regions[slot] = r;
+	a->r = r;
+	CELL_INFO(MOD, "region %llu created pages=%u members=%u policy=%d",
+		  (unsigned long long)r->id, r->npages, r->nmembers, c->policy);
+	return 0;
+}
+
+int dsm_region_create(struct dsm_node *n, const struct dsm_region_config *cfg,
+		      struct dsm_region **out)
+{
+	struct create_arg a = {cfg, NULL};
+	bool self = false;
+	int rc;
+
+	if (!cfg->size || cfg->size % DSM_PAGE ||
+	    cfg->size / DSM_PAGE > UINT32_MAX || !cfg->nmembers ||
+	    cfg->nmembers > DSM_MAX_NODES)
+		return -EINVAL;
+	for (uint16_t i = 0; i < cfg->nmembers; i++)
+		self |= cfg->members[i] == n->id;
+	if (!self)
+		return -EINVAL;
+	rc = dsm__run_on_node(n, region_create_cmd, &a);
+	if (!rc)
+		*out = a.r;
+	return rc;
+}
+
+static int region_destroy_cmd(struct dsm_node *n, void *arg)
+{
+	for (int i = 0; i < DSM_MAX_REGIONS; i++)
+		if (n->regions[i] == arg)
+			n->regions[i] = NULL;
+	for (uint32_t i = 0; i < n->ndefers;)
+		if (n->defers[i].r == arg)
+			n->defers[i] = n->defers[--n->ndefers];
+		else
+			i++;
+	region_free(arg);
+	return 0;
+}
+
+void dsm_region_destroy(struct dsm_region *r)
+{
+	if (r)
+		dsm__run_on_node(r->node, region_destroy_cmd, r);
+}
+
+size_t dsm_region_size(const struct dsm_region *r)
+{
+	return r->size;
+}
+
+static int map_cmd(struct dsm_node *n, void *arg)
+{
+	struct dsm_region *r = arg;
+	char err[256];
+	uint8_t *base;
+	int uffd, rc;
+
+	(void)n;
+	if (r->app_map)
+		return 0;
+	base = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd,
+		    0);
+	if (base == MAP_FAILED)
+		return -errno;
+	uffd = dsm__uffd_open(err, sizeof(err));
+	if (uffd < 0) {
+		CELL_ERROR(MOD, "%s", err);
+		munmap(base, r->size);
+		return uffd;
+	}
+	rc = dsm__uffd_register(uffd, base, r->size);
+	if (rc >= 0)
+		rc = dsm__map_add(r, base, uffd, -1, getpid());
+	if (rc < 0) {
+		close(uffd);
+		munmap(base, r->size);
+		return rc;
+	}
+	r->app_map = base;
+	return 0;
+}
+
+void *dsm_region_map(struct dsm_region *r)
+{
+	int rc = dsm__run_on_node(r->node, map_cmd, r);
+
+	if (rc) {
+		errno = -rc;
+		return NULL;
+	}
+	return r->app_map;
+}
+
+struct page_arg {
+	struct dsm_region *r;
+	uint32_t page;
+	uint16_t node;
+	struct dsm_page_stats *st;
+};
+
+static int move_cmd(struct dsm_node *n, void *arg)
+{
+	struct page_arg *a = arg;
+
+	(void)n;
+	return dsm__region_move_home(&a->r->eng, a->page, a->node);
+}
+
+int dsm_region_move_home(struct dsm_region *r, uint32_t page, uint16_t node)
+{
+	struct page_arg a = {r, page, node, NULL};
+
+	return dsm__run_on_node(r->node, move_cmd, &a);
+}
+
+static int push_cmd(struct dsm_node *n, void *arg)
+{
+	struct page_arg *a = arg;
+
+	(void)n;
+	return dsm__region_push(&a->r->eng, a->page, a->node);
+}
+
+int dsm_region_push(struct dsm_region *r, uint32_t page, uint16_t node)
+{
+	struct page_arg a = {r, page, node, NULL};
+
+	return dsm__run_on_node(r->node, push_cmd, &a);
+}
+
+static int page_stats_cmd(struct dsm_node *n, void *arg)
+{
+	struct page_arg *a = arg;
+	struct dsm__region *e = &a->r->eng;
+	const struct dsm__page_counters *c;
+
+	(void)n;
+	if (a->page >= a->r->npages)
+		return -ERANGE;
+	c = dsm__page_counters(e, a->page);
+	memset(a->st, 0, sizeof(*a->st));
+	a->st->read_faults = c->read_faults;
+	a->st->write_faults = c->write_faults;
+	a->st->invalidations = c->invalidations;
+	a->st->transfers = c->transfers;
+	a->st->deferrals = c->deferrals;
+	a->st->home = dsm__page_home(e, a->page);
+	a->st->state = (uint8_t)dsm__page_state(e, a->page);
+	if (a->st->home == n->id)
+		for (uint16_t i = 0; i < a->r->nmembers; i++)
+			a->st->requests_by_member[i] =
+				e->req_by_node[(size_t)a->page *
+						       a->r->nmembers +
+					       i];
+	return 0;
+}
+
+int dsm_region_page_stats(struct dsm_region *r, uint32_t page,
+			  struct dsm_page_stats *out)
+{
+	struct page_arg a = {r, page, 0, out};
+
+	return dsm__run_on_node(r->node, page_stats_cmd, &a);
+}

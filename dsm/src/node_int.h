@@ -1,0 +1,211 @@
+/*
+ * libdsm's node runtime, shared by its files:
+ *   node.c     the node thread (libevent loop with a short busy-poll),
+ *              commands from API threads, regions (memfd, shadow,
+ *              mappings) and the engine's env ops
+ *   uffd.c     userfaultfd: creating, registering, fault reading and the
+ *              install / protect / zap primitives
+ *   net.c      the TCP transport: one connection per peer pair, frames
+ *              of a fixed 48-byte header plus an optional page
+ *   sync.c     the lock and barrier service
+ *   handoff.c  the unix-socket hand-off of memfds and uffds
+ *
+ * Everything below runs on the node thread unless said otherwise.
+ */
+#ifndef DSM_NODE_INT_H
+#define DSM_NODE_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "dsm/dsm.h"
+#include "proto.h"
+
+#define DSM_MAX_MAPS	8
+#define DSM_MAX_REGIONS 16
+#define DSM_LOCAL_RING	256
+#define DSM_MAX_DEFER	1024
+#define DSM_MAX_WAITERS 256
+#define DSM_MAX_LOCKS	1024
+#define DSM_LOCK_QUEUE	(DSM_MAX_NODES * 4)
+#define DSM_NET_OUT_CAP (4u << 20)
+#define DSM_NET_IN_CAP	(DSM_MSG_WIRE_LEN + DSM_PAGE_SIZE)
+
+/* Node-level message types (lock and barrier service), after the
+ * engine's. */
+enum {
+	DSM_MSG_LOCK_ACQ = 32, /* page = lock id, version = token */
+	DSM_MSG_LOCK_GRANT,
+	DSM_MSG_LOCK_REL,
+	DSM_MSG_BARRIER_ENTER, /* page = barrier id, window = count */
+	DSM_MSG_BARRIER_GO,
+};
+
+struct dsm_mapping {
+	struct dsm_region *region;
+	uint8_t *base;
+	int uffd;	  /* -1: slot free */
+	struct event *ev; /* uffd readable */
+	int sock;	  /* hand-off socket of an external mapping, or -1 */
+	struct event *sock_ev;
+	pid_t pid;
+};
+
+struct dsm_lockq {
+	uint16_t holder; /* DSM_NO_NODE when free */
+	uint32_t holder_token;
+	uint16_t qn[DSM_LOCK_QUEUE];
+	uint32_t qt[DSM_LOCK_QUEUE];
+	uint32_t qhead, qlen;
+};
+
+struct dsm_barrier {
+	uint32_t arrived;
+	uint16_t nodes[DSM_LOCK_QUEUE];
+	uint32_t tokens[DSM_LOCK_QUEUE];
+};
+
+struct dsm_region {
+	struct dsm_node *node;
+	struct dsm__region eng;
+	uint64_t id;
+	size_t size;
+	uint32_t npages;
+	uint16_t members[DSM_MAX_NODES];
+	uint16_t nmembers;
+	int memfd;
+	uint8_t *mem; /* the node's own, unregistered mapping */
+	int shadowfd;
+	uint8_t *shadow;
+	uint8_t *shadow_ok; /* one byte per page */
+	struct dsm_mapping maps[DSM_MAX_MAPS];
+	void *app_map; /* in-process registered mapping */
+	struct dsm_lockq *locks[DSM_MAX_LOCKS];
+	struct dsm_barrier *barriers[DSM_MAX_LOCKS];
+};
+
+struct dsm_peer {
+	uint16_t id;
+	bool active;
+	char addr[128];
+	int fd;
+	bool connected;
+	bool hello_done;
+	struct event *ev_read, *ev_write, *ev_retry;
+	uint8_t *out;
+	size_t out_len;
+	uint8_t in[DSM_NET_IN_CAP];
+	size_t in_len;
+	uint32_t fence_epoch;
+	unsigned backoff_ms;
+};
+
+struct dsm_local_msg {
+	struct dsm__msg m;
+	bool has_data;
+	uint8_t data[DSM_PAGE_SIZE];
+};
+
+struct dsm_defer {
+	struct dsm_region *r;
+	uint32_t page;
+	uint64_t when_ms;
+};
+
+struct dsm_waiter {
+	bool used;
+	bool done;
+	int rc;
+};
+
+struct dsm_cmd {
+	int (*fn)(struct dsm_node *n, void *arg);
+	void *arg;
+	int rc;
+	bool done;
+	struct dsm_cmd *next;
+};
+
+struct dsm_node {
+	struct dsm_node_config cfg;
+	uint16_t id;
+	uint32_t epoch;
+	pthread_t thread;
+	struct event_base *base;
+	bool stopping;
+	bool did_work;
+	/* commands and waiters: under mu, signalled through cv */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct dsm_cmd *cmd_head, *cmd_tail;
+	struct event *ev_cmd;
+	struct dsm_waiter waiters[DSM_MAX_WAITERS];
+	/* regions */
+	struct dsm_region *regions[DSM_MAX_REGIONS];
+	/* transport */
+	int listen_fd;
+	int port;
+	struct event *ev_listen;
+	struct dsm_peer peers[DSM_MAX_NODES];
+	uint64_t dirty_peers;
+	int pending_fds[16]; /* accepted, before their hello */
+	struct event *pending_ev[16];
+	/* self-messages */
+	struct dsm_local_msg *local;
+	uint32_t local_head, local_len;
+	/* deferred engine work */
+	struct dsm_defer defers[DSM_MAX_DEFER];
+	uint32_t ndefers;
+	struct event *ev_defer;
+	/* hand-off */
+	int handoff_fd;
+	struct event *ev_handoff;
+	char handoff_path[108];
+	struct dsm_node_stats stats;
+};
+
+/* node.c */
+int dsm__run_on_node(struct dsm_node *n, int (*fn)(struct dsm_node *, void *),
+		     void *arg);
+struct dsm_region *dsm__region_find(struct dsm_node *n, uint64_t id);
+int dsm__deliver(struct dsm_node *n, const struct dsm__msg *m,
+		 const void *data);
+void dsm__after_work(struct dsm_node *n);
+int dsm__send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
+	      const void *data);
+int dsm__waiter_get(struct dsm_node *n);
+void dsm__waiter_wake(struct dsm_node *n, uint32_t token, int rc);
+int dsm__waiter_wait(struct dsm_node *n, int slot);
+int dsm__map_add(struct dsm_region *r, uint8_t *base, int uffd, int sock,
+		 pid_t pid);
+void dsm__map_remove(struct dsm_region *r, int slot);
+
+/* uffd.c */
+int dsm__uffd_open(char *err, size_t errlen);
+int dsm__uffd_register(int uffd, void *base, size_t len);
+void dsm__uffd_read(struct dsm_region *r, struct dsm_mapping *m);
+void dsm__uffd_install(struct dsm_mapping *m, uint32_t page, bool write);
+void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, bool wp);
+void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page);
+
+/* net.c */
+int dsm__net_listen(struct dsm_node *n, const char *hostport);
+void dsm__net_close(struct dsm_node *n);
+int dsm__net_add_peer(struct dsm_node *n, uint16_t id, const char *addr);
+void dsm__net_remove_peer(struct dsm_node *n, uint16_t id);
+int dsm__net_send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
+		  const void *data);
+void dsm__net_flush(struct dsm_node *n);
+
+/* sync.c */
+int dsm__sync_receive(struct dsm_region *r, const struct dsm__msg *m);
+void dsm__sync_free(struct dsm_region *r);
+
+/* handoff.c */
+int dsm__handoff_listen(struct dsm_node *n, const char *path);
+void dsm__handoff_close(struct dsm_node *n);
+
+#endif
