@@ -82,8 +82,15 @@ static void peer_disconnect(struct dsm_node *n, struct dsm_peer *p,
 	p->fd = -1;
 	p->connected = false;
 	p->in_len = 0;
-	/* A half-sent frame cannot be resumed on a new connection. */
-	p->out_len = 0;
+	if (p->connected) {
+		/* A half-sent frame cannot be resumed on a new connection. */
+		p->out_len = 0;
+	} else if (p->out_len >= HELLO_LEN) {
+		/* Never connected: nothing left; keep the messages, drop the
+		 * hello (the next dial puts a new one in front). */
+		memmove(p->out, p->out + HELLO_LEN, p->out_len - HELLO_LEN);
+		p->out_len -= HELLO_LEN;
+	}
 	n->dirty_peers &= ~((uint64_t)1 << p->id);
 	schedule_retry(n, p);
 }
@@ -410,6 +417,8 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	n->peers[id].connected = true;
+	/* Anything queued before the peer dialed in goes out now. */
+	n->dirty_peers |= (uint64_t)1 << id;
 	CELL_INFO(MOD, "node %u: node %u connected", n->id, id);
 	dsm__after_work(n);
 }

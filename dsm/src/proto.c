@@ -521,14 +521,16 @@ static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
 			    (unsigned long long)r->cfg.id, p);
 		return;
 	}
+	/* Writes must stop before the bytes are copied: a write landing
+	 * between the copy and the downgrade would be lost. */
+	if (pg->state == DSM_M) {
+		r->cfg.ops->mem_downgrade(r->cfg.env, r, p);
+		pg->state = DSM_S;
+	}
 	if (!keep)
 		r->cfg.ops->mem_read(r->cfg.env, r, p, buf);
 	g.flags = keep ? 0 : DSM_GRANT_DATA;
 	if (m->type == DSM_MSG_FWD_READ) {
-		if (pg->state == DSM_M) {
-			r->cfg.ops->mem_downgrade(r->cfg.env, r, p);
-			pg->state = DSM_S;
-		}
 		g.flags |= m->flags & DSM_GRANT_PUSH;
 		g.version = pg->version;
 		send(r, m->node, &g, keep ? NULL : buf);
