@@ -1,11 +1,11 @@
 /*
  * The DSM node: its thread, API commands, regions and the engine's env.
  *
- * The node thread runs a libevent loop. After any work it keeps polling
- * (non-blocking loop passes) for poll_us before it sleeps, because waking
- * a sleeping thread costs 50-100 us on these machines, several times a
- * loopback round trip; a fault's request, reply and install thus stay on
- * one running thread.
+ * The node thread runs a libevent loop that busy-polls while it waits for
+ * a reply and for poll_us after serving a peer (see node_main), because
+ * waking a sleeping thread costs 50-100 us on these machines, several
+ * times a loopback round trip; otherwise it sleeps at once and leaves the
+ * core to the application thread it just woke.
  *
  * API calls from other threads become commands: queued under mu, the
  * loop woken through a libevent user event, the caller waiting on cv.
@@ -117,14 +117,14 @@ static void env_invalidate(void *env, struct dsm__region *e, uint32_t page)
 			    strerror(errno));
 }
 
+/* Nothing to do: UFFDIO_CONTINUE and UFFDIO_WRITEPROTECT in the install
+ * that made the page accessible already woke its waiters, and a fault
+ * read after that is resolved as spurious in dsm__uffd_read. */
 static void env_fault_done(void *env, struct dsm__region *e, uint32_t page)
 {
-	struct dsm_region *r = env_region(env);
-
+	(void)env;
 	(void)e;
-	for (int i = 0; i < DSM_MAX_MAPS; i++)
-		if (r->maps[i].uffd >= 0)
-			dsm__uffd_wake(&r->maps[i], page);
+	(void)page;
 }
 
 static void arm_defer_timer(struct dsm_node *n)
@@ -231,6 +231,10 @@ int dsm__deliver(struct dsm_node *n, const struct dsm__msg *m, const void *data)
 	n->stats.msgs_recv++;
 	if (data)
 		n->stats.pages_recv++;
+	if (m->from != n->id && m->type != DSM_MSG_GRANT &&
+	    m->type != DSM_MSG_INV_ACK && m->type != DSM_MSG_DONE &&
+	    m->type != DSM_MSG_LOCK_GRANT && m->type != DSM_MSG_BARRIER_GO)
+		n->served = true;
 	if (!r) {
 		rc = -ENOENT;
 	} else if (m->page >= r->npages) {
@@ -366,22 +370,43 @@ int dsm__waiter_wait(struct dsm_node *n, int slot)
 
 /* ---- the thread ---- */
 
+static uint32_t outstanding(const struct dsm_node *n)
+{
+	uint32_t k = 0;
+
+	for (int i = 0; i < DSM_MAX_REGIONS; i++)
+		if (n->regions[i])
+			k += n->regions[i]->eng.npending;
+	return k;
+}
+
+/*
+ * The loop's polling policy. Spin (non-blocking passes) while a request
+ * of ours waits for its reply, and for poll_us after serving a peer's
+ * request (more tend to follow); otherwise sleep at once, so that the
+ * application thread we just woke gets the core. A reply that never
+ * comes stops the spinning after 10 ms.
+ */
 static void *node_main(void *arg)
 {
 	struct dsm_node *n = arg;
-	uint64_t idle_since = cell_now_us();
+	uint64_t serve_until = 0, last_work = 0, now;
 
 	while (!n->stopping) {
-		n->did_work = false;
+		/* Flags set by callbacks run in the blocking call below count
+		 * too: they are read here, after the next pass. */
 		event_base_loop(n->base, EVLOOP_NONBLOCK);
-		if (n->did_work) {
-			idle_since = cell_now_us();
+		now = cell_now_us();
+		if (n->did_work)
+			last_work = now;
+		if (n->served)
+			serve_until = now + n->cfg.poll_us;
+		n->did_work = false;
+		n->served = false;
+		if ((outstanding(n) && now - last_work < 10000) ||
+		    now < serve_until)
 			continue;
-		}
-		if (cell_now_us() - idle_since >= n->cfg.poll_us) {
-			event_base_loop(n->base, EVLOOP_ONCE);
-			idle_since = cell_now_us();
-		}
+		event_base_loop(n->base, EVLOOP_ONCE);
 	}
 	return NULL;
 }

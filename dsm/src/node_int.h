@@ -137,6 +137,7 @@ struct dsm_node {
 	struct event_base *base;
 	bool stopping;
 	bool did_work;
+	bool served; /* handled a request from a peer in this pass */
 	/* commands and waiters: under mu, signalled through cv */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;

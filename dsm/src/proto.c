@@ -593,6 +593,7 @@ static void complete(struct dsm__region *r, uint32_t p, bool unprotect)
 		pg->state = pg->grant_write ? DSM_M : DSM_S;
 	pg->pending = 0;
 	pg->got_grant = 0;
+	r->npending--;
 	pg->acquired_ms = r->cfg.ops->now_ms(r->cfg.env);
 	send_simple(r, pg->done_to, DSM_MSG_DONE, p, r->cfg.self);
 	r->cfg.ops->fault_done(r->cfg.env, r, p);
@@ -808,6 +809,7 @@ int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
 		m.window = r->window;
 	}
 	m.version = pg->version;
+	r->npending++;
 	pg->pending = write ? DSM_M : DSM_S;
 	pg->got_grant = 0;
 	pg->acks_got = 0;

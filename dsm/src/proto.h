@@ -163,6 +163,7 @@ struct dsm__region {
 	uint32_t *req_by_node;
 	uint64_t stale_msgs;
 	uint64_t queue_full;
+	uint32_t npending; /* pages with a request of ours out */
 };
 
 int dsm__region_init(struct dsm__region *r, const struct dsm__region_config *c);

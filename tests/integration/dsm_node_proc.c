@@ -255,6 +255,10 @@ static int run_stress(void)
 	printf("node %d: %ld writes %ld reads hash %016" PRIx64 "\n", g.id,
 	       k[0].writes + k[1].writes, k[0].reads + k[1].reads, h);
 	dsm_barrier(g.r, 2, (uint32_t)g.nnodes);
+	for (int i = 0; i < 2; i++) {
+		free(k[i].mine);
+		free(k[i].seen);
+	}
 	return g.failed;
 }
 

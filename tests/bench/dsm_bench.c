@@ -1,0 +1,497 @@
+/*
+ * dsm-bench: DSM latencies and throughput on loopback, next to the floors
+ * measured in the same run. Prints figures; never passes or fails on
+ * time (exit status 1 only if something does not work at all).
+ *
+ *   dsm-bench [--samples=N] [--sweep-pages=N] [--poll-us=N] [--prefetch=N]
+ *
+ * Floors (the best this machine does, both ends polling):
+ *   tcp_rtt     4 KiB request / 4 KiB response over loopback TCP
+ *   uffd_rtt    a fault on a registered shmem page resolved by a polling
+ *               handler thread with UFFDIO_CONTINUE
+ * DSM (node 0 in this process, nodes 1 and 2 in forked processes, all
+ * on loopback TCP; node 0's application thread takes the faults):
+ *   read fault  remote read miss, data from the home (prefetch off)
+ *   upgrade     write to a page shared with one other node
+ *   invalidate  write to a page shared with two other nodes
+ *   sweep       sequential read of a region homed elsewhere, pages/s,
+ *               prefetch off and on
+ *   ratio       read fault p50 / (tcp_rtt p50 + uffd_rtt p50)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "cell/clock.h"
+#include "cell/log.h"
+#include "dsm/dsm.h"
+
+#define WORDS (DSM_PAGE / 8)
+
+static int samples = 2000;
+static int sweep_pages = 8192;
+static unsigned poll_us = 50;
+static int prefetch_max = 64;
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+struct pct {
+	double p50, p99;
+};
+
+static struct pct percentiles(uint64_t *ns, int n)
+{
+	struct pct r;
+
+	qsort(ns, (size_t)n, sizeof(*ns), cmp_u64);
+	r.p50 = (double)ns[n / 2] / 1000.0;
+	r.p99 = (double)ns[(n * 99) / 100] / 1000.0;
+	return r;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- floor: TCP 4 KiB request/response, both ends polling ---- */
+
+static int tcp_pair(int *a, int *b)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof(sa);
+	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, 1) ||
+	    getsockname(l, (struct sockaddr *)&sa, &sl))
+		return -1;
+	*a = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(*a, (struct sockaddr *)&sa, sizeof(sa)))
+		return -1;
+	*b = accept(l, NULL, NULL);
+	close(l);
+	setsockopt(*a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(*b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return *b < 0 ? -1 : 0;
+}
+
+static void xfer(int fd, void *buf, size_t len, bool send_it)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = send_it ? send(fd, (char *)buf + done, len - done,
+					   MSG_DONTWAIT)
+				    : recv(fd, (char *)buf + done, len - done,
+					   MSG_DONTWAIT);
+
+		if (r > 0)
+			done += (size_t)r;
+		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+			exit(1);
+	}
+}
+
+static void *tcp_echo(void *arg)
+{
+	int fd = *(int *)arg;
+	static char buf[DSM_PAGE];
+
+	for (int i = 0; i < samples + 100; i++) {
+		xfer(fd, buf, sizeof(buf), false);
+		xfer(fd, buf, sizeof(buf), true);
+	}
+	return NULL;
+}
+
+static struct pct floor_tcp(void)
+{
+	static char buf[DSM_PAGE];
+	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
+	pthread_t t;
+	int a, b;
+
+	if (tcp_pair(&a, &b))
+		exit(1);
+	pthread_create(&t, NULL, tcp_echo, &b);
+	for (int i = 0; i < samples + 100; i++) {
+		uint64_t t0 = now_ns();
+
+		xfer(a, buf, sizeof(buf), true);
+		xfer(a, buf, sizeof(buf), false);
+		if (i >= 100)
+			ns[i - 100] = now_ns() - t0;
+	}
+	pthread_join(t, NULL);
+	close(a);
+	close(b);
+	struct pct r = percentiles(ns, samples);
+	free(ns);
+	return r;
+}
+
+/* ---- floor: uffd fault resolved by a polling handler ---- */
+
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+
+struct uffd_floor {
+	int uffd, memfd;
+	uint8_t *map;
+	volatile bool stop;
+};
+
+static void *uffd_handler(void *arg)
+{
+	struct uffd_floor *u = arg;
+	struct uffd_msg msg;
+
+	while (!u->stop) {
+		if (read(u->uffd, &msg, sizeof(msg)) != sizeof(msg))
+			continue;
+		struct uffdio_continue c = {
+			.range = {msg.arg.pagefault.address & ~(DSM_PAGE - 1ul),
+				  DSM_PAGE}};
+		ioctl(u->uffd, UFFDIO_CONTINUE, &c);
+	}
+	return NULL;
+}
+
+static struct pct floor_uffd(void)
+{
+	struct uffd_floor u = {0};
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_MINOR_SHMEM};
+	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
+	size_t len = (size_t)samples * DSM_PAGE;
+	uint8_t *own;
+	pthread_t t;
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+
+	u.uffd = dev >= 0 ? ioctl(dev, USERFAULTFD_IOC_NEW,
+				  O_CLOEXEC | O_NONBLOCK)
+			  : (int)syscall(SYS_userfaultfd,
+					 O_CLOEXEC | O_NONBLOCK);
+	if (u.uffd < 0 || ioctl(u.uffd, UFFDIO_API, &api))
+		exit(1);
+	u.memfd = memfd_create("floor", MFD_CLOEXEC);
+	if (ftruncate(u.memfd, (off_t)len))
+		exit(1);
+	own = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, u.memfd, 0);
+	u.map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, u.memfd, 0);
+	memset(own, 1, len); /* pages in the page cache: minor faults */
+	struct uffdio_register reg = {.range = {(unsigned long)u.map, len},
+				      .mode = UFFDIO_REGISTER_MODE_MINOR};
+	if (ioctl(u.uffd, UFFDIO_REGISTER, &reg))
+		exit(1);
+	pthread_create(&t, NULL, uffd_handler, &u);
+	for (int i = 0; i < samples; i++) {
+		uint64_t t0 = now_ns();
+
+		(void)*(volatile uint8_t *)(u.map + (size_t)i * DSM_PAGE);
+		ns[i] = now_ns() - t0;
+	}
+	u.stop = true;
+	pthread_join(t, NULL);
+	munmap(u.map, len);
+	munmap(own, len);
+	close(u.memfd);
+	close(u.uffd);
+	struct pct r = percentiles(ns, samples);
+	free(ns);
+	return r;
+}
+
+/* ---- DSM: node 0 here, the other nodes in forked processes ---- */
+
+struct cluster {
+	int n;
+	struct dsm_node *node;
+	struct dsm_region *r;
+	volatile uint64_t *m;
+	size_t pages;
+	pid_t pid[3];
+	int to[3], from[3];
+};
+
+static void must(bool ok)
+{
+	if (!ok) {
+		perror("dsm-bench");
+		exit(1);
+	}
+}
+
+static void rd_all(int fd, void *buf, size_t len)
+{
+	must(read(fd, buf, len) == (ssize_t)len);
+}
+
+static void wr_all(int fd, const void *buf, size_t len)
+{
+	must(write(fd, buf, len) == (ssize_t)len);
+}
+
+static void join(int id, int n, uint32_t prefetch, size_t pages,
+		 enum dsm_home_policy pol, uint16_t home, const int *ports,
+		 struct dsm_node *node, struct dsm_region **r,
+		 volatile uint64_t **m)
+{
+	uint16_t members[3] = {0, 1, 2};
+	struct dsm_region_config rc = {1,    pages * DSM_PAGE, pol,
+				       home, members,	       (uint16_t)n};
+	char addr[64];
+
+	(void)prefetch;
+	for (int j = 0; j < n; j++) {
+		if (j == id)
+			continue;
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d", ports[j]);
+		dsm_node_add_peer(node, (uint16_t)j, addr);
+	}
+	must(dsm_region_create(node, &rc, r) == 0);
+	*m = dsm_region_map(*r);
+	must(*m != NULL);
+}
+
+/* A remote node: obeys 'w' (write every page), 'r' (read every page)
+ * and 'q' from the parent, acking each. */
+static void remote_main(int id, int n, uint32_t prefetch, size_t pages,
+			enum dsm_home_policy pol, uint16_t home, int rfd,
+			int wfd)
+{
+	struct dsm_node_config cfg = {(uint16_t)id, "127.0.0.1:0", 0,
+				      prefetch,	    poll_us,	   1};
+	struct dsm_node *node;
+	struct dsm_region *r;
+	volatile uint64_t *m;
+	int ports[3], port;
+	char c;
+
+	must(dsm_node_create(&cfg, &node) == 0);
+	port = dsm_node_port(node);
+	wr_all(wfd, &port, sizeof(port));
+	rd_all(rfd, ports, sizeof(ports));
+	join(id, n, prefetch, pages, pol, home, ports, node, &r, &m);
+	wr_all(wfd, "k", 1);
+	while (read(rfd, &c, 1) == 1 && c != 'q') {
+		for (size_t i = 0; i < pages; i++) {
+			if (c == 'w')
+				m[i * WORDS] = (uint64_t)i;
+			else
+				(void)m[i * WORDS];
+		}
+		wr_all(wfd, "k", 1);
+	}
+	dsm_region_destroy(r);
+	dsm_node_destroy(node);
+	_exit(0);
+}
+
+static void cluster_up(struct cluster *c, int n, uint32_t prefetch,
+		       size_t pages, enum dsm_home_policy pol, uint16_t home)
+{
+	struct dsm_node_config cfg = {0,	"127.0.0.1:0", 0,
+				      prefetch, poll_us,       1};
+	int ports[3] = {0, 0, 0};
+	char k;
+
+	c->n = n;
+	c->pages = pages;
+	/* Fork before this process has any thread of its own. */
+	for (int i = 1; i < n; i++) {
+		int down[2], up[2];
+
+		must(pipe(down) == 0 && pipe(up) == 0);
+		c->pid[i] = fork();
+		must(c->pid[i] >= 0);
+		if (c->pid[i] == 0) {
+			close(down[1]);
+			close(up[0]);
+			remote_main(i, n, prefetch, pages, pol, home, down[0],
+				    up[1]);
+		}
+		close(down[0]);
+		close(up[1]);
+		c->to[i] = down[1];
+		c->from[i] = up[0];
+	}
+	must(dsm_node_create(&cfg, &c->node) == 0);
+	ports[0] = dsm_node_port(c->node);
+	for (int i = 1; i < n; i++)
+		rd_all(c->from[i], &ports[i], sizeof(int));
+	for (int i = 1; i < n; i++)
+		wr_all(c->to[i], ports, sizeof(ports));
+	join(0, n, prefetch, pages, pol, home, ports, c->node, &c->r, &c->m);
+	for (int i = 1; i < n; i++)
+		rd_all(c->from[i], &k, 1);
+}
+
+static void remote_cmd(struct cluster *c, int i, char cmd)
+{
+	char k;
+
+	wr_all(c->to[i], &cmd, 1);
+	rd_all(c->from[i], &k, 1);
+}
+
+static void cluster_down(struct cluster *c)
+{
+	for (int i = 1; i < c->n; i++) {
+		char q = 'q';
+
+		wr_all(c->to[i], &q, 1);
+	}
+	dsm_region_destroy(c->r);
+	dsm_node_destroy(c->node);
+	for (int i = 1; i < c->n; i++) {
+		waitpid(c->pid[i], NULL, 0);
+		close(c->to[i]);
+		close(c->from[i]);
+	}
+}
+
+/* Remote read miss: node 1 owns every page (wrote it); node 0 reads. */
+static struct pct dsm_read_fault(void)
+{
+	struct cluster c;
+	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
+
+	cluster_up(&c, 2, 1, (size_t)samples, DSM_POLICY_ONE, 1);
+	remote_cmd(&c, 1, 'w');
+	for (int i = 0; i < samples; i++) {
+		uint64_t t0 = now_ns(), v;
+
+		v = c.m[(size_t)i * WORDS];
+		ns[i] = now_ns() - t0;
+		must(v == (uint64_t)i);
+	}
+	cluster_down(&c);
+	struct pct r = percentiles(ns, samples);
+	free(ns);
+	return r;
+}
+
+/* Write to pages that `sharers` other nodes also read (home node 0). */
+static struct pct dsm_upgrade(int sharers)
+{
+	struct cluster c;
+	int n = samples / 2;
+	uint64_t *ns = calloc((size_t)n, sizeof(*ns));
+
+	cluster_up(&c, sharers + 1, 1, (size_t)n, DSM_POLICY_ONE, 0);
+	for (int i = 0; i < n; i++)
+		c.m[(size_t)i * WORDS] = 1;
+	for (int s = 1; s <= sharers; s++)
+		remote_cmd(&c, s, 'r');
+	for (int i = 0; i < n; i++)
+		(void)c.m[(size_t)i * WORDS];
+	for (int i = 0; i < n; i++) {
+		uint64_t t0 = now_ns();
+
+		c.m[(size_t)i * WORDS] = 2;
+		ns[i] = now_ns() - t0;
+	}
+	cluster_down(&c);
+	struct pct r = percentiles(ns, n);
+	free(ns);
+	return r;
+}
+
+/* Sequential read of pages owned by node 1 and homed on node 1. */
+static double dsm_sweep(uint32_t prefetch)
+{
+	struct cluster c;
+	uint64_t t0, t1, sum = 0;
+
+	cluster_up(&c, 2, prefetch, (size_t)sweep_pages, DSM_POLICY_ONE, 1);
+	remote_cmd(&c, 1, 'w');
+	t0 = now_ns();
+	for (int i = 0; i < sweep_pages; i++)
+		sum += c.m[(size_t)i * WORDS];
+	t1 = now_ns();
+	cluster_down(&c);
+	must(sum == (uint64_t)sweep_pages * (uint64_t)(sweep_pages - 1) / 2);
+	return (double)sweep_pages / ((double)(t1 - t0) / 1e9);
+}
+
+static void arg(const char *a, const char *key, int *out)
+{
+	size_t kl = strlen(key);
+
+	if (strncmp(a, key, kl) == 0)
+		*out = atoi(a + kl);
+}
+
+int main(int argc, char **argv)
+{
+	int p = (int)poll_us;
+
+	for (int i = 1; i < argc; i++) {
+		arg(argv[i], "--samples=", &samples);
+		arg(argv[i], "--sweep-pages=", &sweep_pages);
+		arg(argv[i], "--poll-us=", &p);
+		arg(argv[i], "--prefetch=", &prefetch_max);
+	}
+	poll_us = (unsigned)p;
+	if (samples < 100)
+		samples = 100;
+	cell_log_set_level(CELL_LOG_ERROR);
+
+	struct pct tcp = floor_tcp();
+	struct pct uf = floor_uffd();
+	struct pct rd = dsm_read_fault();
+	struct pct up1 = dsm_upgrade(1);
+	struct pct up2 = dsm_upgrade(2);
+	double sw_off = dsm_sweep(1), sw_on = dsm_sweep((uint32_t)prefetch_max);
+
+	printf("dsm-bench: samples=%d sweep_pages=%d poll_us=%u\n", samples,
+	       sweep_pages, poll_us);
+	printf("floor  tcp 4KiB req/resp rtt      p50 %7.1f us  p99 %7.1f us\n",
+	       tcp.p50, tcp.p99);
+	printf("floor  uffd fault+continue rtt     p50 %7.1f us  p99 %7.1f "
+	       "us\n",
+	       uf.p50, uf.p99);
+	printf("dsm    remote read fault           p50 %7.1f us  p99 %7.1f "
+	       "us\n",
+	       rd.p50, rd.p99);
+	printf("dsm    write upgrade, 1 sharer     p50 %7.1f us  p99 %7.1f us"
+	       "   (target <= 45 us p50)\n",
+	       up1.p50, up1.p99);
+	printf("dsm    invalidation, 2 sharers     p50 %7.1f us  p99 %7.1f "
+	       "us\n",
+	       up2.p50, up2.p99);
+	printf("dsm    sequential sweep, prefetch off %9.0f pages/s\n", sw_off);
+	printf("dsm    sequential sweep, prefetch %-3d %9.0f pages/s"
+	       "   (target >= 150000)\n",
+	       prefetch_max, sw_on);
+	printf("ratio  read fault p50 / (tcp p50 + uffd p50) = %.2f"
+	       "   (target <= 1.25)\n",
+	       rd.p50 / (tcp.p50 + uf.p50));
+	return 0;
+}
