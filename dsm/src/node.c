@@ -59,33 +59,49 @@ static void env_read(void *env, struct dsm__region *e, uint32_t page, void *buf)
 	memcpy(buf, env_region(env)->mem + (size_t)page * DSM_PAGE, DSM_PAGE);
 }
 
+static const uint8_t zero_page[DSM_PAGE] __attribute__((aligned(4096)));
+
+/*
+ * Exposes a page. When the node had no copy (state I: the page is not in
+ * the memfd), UFFDIO_COPY allocates it with its bytes and maps it into
+ * the first user mapping in one step; the other mappings pick it up on
+ * their next (minor) fault. Otherwise the bytes go in through the node's
+ * own mapping and every mapping gets UFFDIO_CONTINUE.
+ */
 static void env_install(void *env, struct dsm__region *e, uint32_t page,
 			enum dsm__install how, const void *data, bool write)
 {
 	struct dsm_region *r = env_region(env);
-	uint8_t *p = r->mem + (size_t)page * DSM_PAGE;
+	size_t off = (size_t)page * DSM_PAGE;
+	const uint8_t *src = NULL;
+	int first = -1;
 
-	switch (how) {
-	case DSM_INSTALL_DATA:
-		memcpy(p, data, DSM_PAGE);
-		break;
-	case DSM_INSTALL_ZERO:
-		memset(p, 0, DSM_PAGE);
-		break;
-	case DSM_INSTALL_KEEP:
-		/* The engine calls this before it updates its state: I means
-		 * the bytes were punched out and wait in the shadow. */
-		if (dsm__page_state(e, page) != DSM_I)
-			break;
+	if (how == DSM_INSTALL_DATA)
+		src = data;
+	else if (how == DSM_INSTALL_ZERO)
+		src = zero_page;
+	else if (dsm__page_state(e, page) == DSM_I) {
+		/* KEEP: the engine calls this before it updates its state,
+		 * so I means the bytes wait in the shadow. */
 		if (r->shadow_ok[page])
-			memcpy(p, r->shadow + (size_t)page * DSM_PAGE,
-			       DSM_PAGE);
+			src = r->shadow + off;
 		else
 			CELL_LOG_RL(CELL_LOG_ERROR, MOD,
 				    "no shadow for page %u of region %llu",
 				    page, (unsigned long long)r->id);
-		break;
 	}
+	for (int i = 0; i < DSM_MAX_MAPS && first < 0; i++)
+		if (r->maps[i].uffd >= 0)
+			first = i;
+	if (src && first >= 0 && dsm__page_state(e, page) == DSM_I &&
+	    dsm__uffd_copy(&r->maps[first], page, src, write) == 0) {
+		for (int i = first + 1; i < DSM_MAX_MAPS; i++)
+			if (r->maps[i].uffd >= 0)
+				dsm__uffd_install(&r->maps[i], page, write);
+		return;
+	}
+	if (src)
+		memcpy(r->mem + off, src, DSM_PAGE);
 	for (int i = 0; i < DSM_MAX_MAPS; i++)
 		if (r->maps[i].uffd >= 0)
 			dsm__uffd_install(&r->maps[i], page, write);
@@ -384,13 +400,17 @@ static uint32_t outstanding(const struct dsm_node *n)
  * The loop's polling policy. Spin (non-blocking passes) while a request
  * of ours waits for its reply, and for poll_us after serving a peer's
  * request (more tend to follow); otherwise sleep at once, so that the
- * application thread we just woke gets the core. A reply that never
- * comes stops the spinning after 10 ms.
+ * application thread we just woke gets the core. Waiting for a reply
+ * spins at most max(poll_us, 200 us) after the last work: on a host with
+ * more busy threads than cores, longer spinning only steals the core
+ * from whoever would produce the reply.
  */
 static void *node_main(void *arg)
 {
 	struct dsm_node *n = arg;
 	uint64_t serve_until = 0, last_work = 0, now;
+	/* A reply later than this is not worth a core on a busy host. */
+	uint64_t spin_max = n->cfg.poll_us > 200 ? n->cfg.poll_us : 200;
 
 	while (!n->stopping) {
 		/* Flags set by callbacks run in the blocking call below count
@@ -403,7 +423,8 @@ static void *node_main(void *arg)
 			serve_until = now + n->cfg.poll_us;
 		n->did_work = false;
 		n->served = false;
-		if ((outstanding(n) && now - last_work < 10000) ||
+		if (n->stopping ||
+		    (outstanding(n) && now - last_work < spin_max) ||
 		    now < serve_until)
 			continue;
 		event_base_loop(n->base, EVLOOP_ONCE);

@@ -191,6 +191,8 @@ void dsm__uffd_read(struct dsm_region *r, struct dsm_mapping *m);
 void dsm__uffd_install(struct dsm_mapping *m, uint32_t page, bool write);
 void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, bool wp);
 void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page);
+int dsm__uffd_copy(struct dsm_mapping *m, uint32_t page, const void *src,
+		   bool write);
 
 /* net.c */
 int dsm__net_listen(struct dsm_node *n, const char *hostport);

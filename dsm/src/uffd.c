@@ -119,6 +119,24 @@ void dsm__uffd_install(struct dsm_mapping *m, uint32_t page, bool write)
 			    strerror(errno));
 }
 
+/* Allocates the page in the memfd with src's bytes and maps it here, in
+ * one step (no fault in the node's own mapping). -EEXIST when the page
+ * is already in the memfd or mapped here. */
+int dsm__uffd_copy(struct dsm_mapping *m, uint32_t page, const void *src,
+		   bool write)
+{
+	struct uffdio_copy c = {
+		.dst = (unsigned long)(m->base + (size_t)page * DSM_PAGE),
+		.src = (unsigned long)src,
+		.len = DSM_PAGE,
+		.mode = write ? 0 : UFFDIO_COPY_MODE_WP,
+	};
+
+	if (ioctl(m->uffd, UFFDIO_COPY, &c) == 0)
+		return 0;
+	return -errno;
+}
+
 void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page)
 {
 	struct uffdio_range r = {

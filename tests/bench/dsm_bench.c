@@ -45,7 +45,7 @@
 
 static int samples = 2000;
 static int sweep_pages = 8192;
-static unsigned poll_us = 50;
+static unsigned poll_us = 200;
 static int prefetch_max = 64;
 
 static int cmp_u64(const void *a, const void *b)
