@@ -4,55 +4,34 @@
 #include <errno.h>
 #include <string.h>
 
+#include "cell/endian.h"
 #include "cell/frame.h"
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) << 16 | get16(p + 2);
-}
 
 void cell_frame_hdr_pack(const struct cell_frame_hdr *h,
 			 uint8_t out[CELL_FRAME_HDR_LEN])
 {
-	put16(out, CELL_FRAME_MAGIC);
+	cell_put16(out, CELL_FRAME_MAGIC);
 	out[2] = h->version;
 	out[3] = h->flags;
-	put16(out + 4, h->type);
-	put16(out + 6, 0);
-	put32(out + 8, h->id);
-	put32(out + 12, h->len);
+	cell_put16(out + 4, h->type);
+	cell_put16(out + 6, 0);
+	cell_put32(out + 8, h->id);
+	cell_put32(out + 12, h->len);
 }
 
 int cell_frame_hdr_unpack(const uint8_t in[CELL_FRAME_HDR_LEN],
 			  uint32_t max_payload, struct cell_frame_hdr *h)
 {
-	if (get16(in) != CELL_FRAME_MAGIC)
+	if (cell_get16(in) != CELL_FRAME_MAGIC)
 		return -EBADMSG;
 	h->version = in[2];
 	h->flags = in[3];
-	h->type = get16(in + 4);
-	h->id = get32(in + 8);
-	h->len = get32(in + 12);
+	h->type = cell_get16(in + 4);
+	h->id = cell_get32(in + 8);
+	h->len = cell_get32(in + 12);
 	if (h->version != CELL_FRAME_VERSION)
 		return -EPROTONOSUPPORT;
-	if ((h->flags & ~CELL_FRAME_FLAGS_KNOWN) || get16(in + 6) != 0)
+	if ((h->flags & ~CELL_FRAME_FLAGS_KNOWN) || cell_get16(in + 6) != 0)
 		return -EBADMSG;
 	if ((h->flags & CELL_FRAME_ERROR) && !(h->flags & CELL_FRAME_REPLY))
 		return -EBADMSG;
@@ -65,7 +44,7 @@ size_t cell_frame_error_pack(int code, const char *msg, uint8_t *out)
 {
 	size_t n = msg ? strnlen(msg, CELL_FRAME_ERRMSG_MAX) : 0;
 
-	put32(out, (uint32_t)(code < 0 ? -code : code));
+	cell_put32(out, (uint32_t)(code < 0 ? -code : code));
 	if (n)
 		memcpy(out + 4, msg, n);
 	return 4 + n;
@@ -81,7 +60,7 @@ int cell_frame_error_unpack(const uint8_t *p, size_t len, char *msg,
 		msg[0] = '\0';
 	if (len < 4)
 		return 0;
-	code = get32(p);
+	code = cell_get32(p);
 	n = len - 4;
 	if (msglen) {
 		if (n >= msglen)

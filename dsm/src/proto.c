@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cell/endian.h"
 #include "cell/log.h"
 #include "proto.h"
 
@@ -817,12 +818,12 @@ int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
 	return send(r, r->home[page], &m, NULL);
 }
 
-int dsm__region_move_home(struct dsm__region *r, uint32_t page, uint16_t node)
+/* MOVE_HOME and PUSH: a request to the page's home about `node`. */
+static int home_op(struct dsm__region *r, uint8_t type, uint32_t page,
+		   uint16_t node)
 {
-	struct dsm__msg m = {.type = DSM_MSG_MOVE_HOME,
-			     .from = r->cfg.self,
-			     .node = node,
-			     .page = page};
+	struct dsm__msg m = {
+		.type = type, .from = r->cfg.self, .node = node, .page = page};
 
 	if (page >= r->cfg.npages || node >= DSM_MAX_NODES ||
 	    !(r->members_mask & bit(node)))
@@ -830,17 +831,14 @@ int dsm__region_move_home(struct dsm__region *r, uint32_t page, uint16_t node)
 	return send(r, r->home[page], &m, NULL);
 }
 
+int dsm__region_move_home(struct dsm__region *r, uint32_t page, uint16_t node)
+{
+	return home_op(r, DSM_MSG_MOVE_HOME, page, node);
+}
+
 int dsm__region_push(struct dsm__region *r, uint32_t page, uint16_t node)
 {
-	struct dsm__msg m = {.type = DSM_MSG_PUSH,
-			     .from = r->cfg.self,
-			     .node = node,
-			     .page = page};
-
-	if (page >= r->cfg.npages || node >= DSM_MAX_NODES ||
-	    !(r->members_mask & bit(node)))
-		return -EINVAL;
-	return send(r, r->home[page], &m, NULL);
+	return home_op(r, DSM_MSG_PUSH, page, node);
 }
 
 enum dsm__page_state dsm__page_state(const struct dsm__region *r, uint32_t page)
@@ -883,39 +881,6 @@ bool dsm__dir_get(const struct dsm__region *r, uint32_t page, uint16_t *owner,
 	return true;
 }
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) << 16 | get16(p + 2);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
 /*
  * Wire layout, big-endian: type(1) flags(1) from(2) node(2) acks(2)
  * epoch(4) page(4) window(4) region(8) version(8) copyset(8) pad(4).
@@ -924,31 +889,31 @@ void dsm__msg_pack(const struct dsm__msg *m, uint8_t out[DSM_MSG_WIRE_LEN])
 {
 	out[0] = m->type;
 	out[1] = m->flags;
-	put16(out + 2, m->from);
-	put16(out + 4, m->node);
-	put16(out + 6, m->acks);
-	put32(out + 8, m->epoch);
-	put32(out + 12, m->page);
-	put32(out + 16, m->window);
-	put64(out + 20, m->region);
-	put64(out + 28, m->version);
-	put64(out + 36, m->copyset);
-	put32(out + 44, 0);
+	cell_put16(out + 2, m->from);
+	cell_put16(out + 4, m->node);
+	cell_put16(out + 6, m->acks);
+	cell_put32(out + 8, m->epoch);
+	cell_put32(out + 12, m->page);
+	cell_put32(out + 16, m->window);
+	cell_put64(out + 20, m->region);
+	cell_put64(out + 28, m->version);
+	cell_put64(out + 36, m->copyset);
+	cell_put32(out + 44, 0);
 }
 
 void dsm__msg_unpack(const uint8_t in[DSM_MSG_WIRE_LEN], struct dsm__msg *m)
 {
 	m->type = in[0];
 	m->flags = in[1];
-	m->from = get16(in + 2);
-	m->node = get16(in + 4);
-	m->acks = get16(in + 6);
-	m->epoch = get32(in + 8);
-	m->page = get32(in + 12);
-	m->window = get32(in + 16);
-	m->region = get64(in + 20);
-	m->version = get64(in + 28);
-	m->copyset = get64(in + 36);
+	m->from = cell_get16(in + 2);
+	m->node = cell_get16(in + 4);
+	m->acks = cell_get16(in + 6);
+	m->epoch = cell_get32(in + 8);
+	m->page = cell_get32(in + 12);
+	m->window = cell_get32(in + 16);
+	m->region = cell_get64(in + 20);
+	m->version = cell_get64(in + 28);
+	m->copyset = cell_get64(in + 36);
 }
 
 const char *dsm__msg_name(uint8_t type)
