@@ -242,7 +242,7 @@ static void peer_write_cb(evutil_socket_t fd, short what, void *arg)
 	dsm__after_work(n);
 }
 
-void dsm__net_flush(struct dsm_node *n)
+static void dsm__net_flush(struct dsm_node *n)
 {
 	while (n->dirty_peers) {
 		int id = __builtin_ctzll(n->dirty_peers);
@@ -261,8 +261,8 @@ static int append(struct dsm_peer *p, const void *b, size_t len)
 	return 0;
 }
 
-int dsm__net_send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
-		  const void *data)
+static int dsm__net_send(struct dsm_node *n, uint16_t to,
+			 const struct dsm__msg *m, const void *data)
 {
 	struct dsm_peer *p = to < DSM_MAX_NODES ? &n->peers[to] : NULL;
 	uint8_t hdr[DSM_MSG_WIRE_LEN];
@@ -356,7 +356,7 @@ static int peer_init(struct dsm_node *n, uint16_t id)
 	return 0;
 }
 
-int dsm__net_add_peer(struct dsm_node *n, uint16_t id, const char *addr)
+static int dsm__net_add_peer(struct dsm_node *n, uint16_t id, const char *addr)
 {
 	struct dsm_peer *p = &n->peers[id];
 	int rc = peer_init(n, id);
@@ -369,7 +369,7 @@ int dsm__net_add_peer(struct dsm_node *n, uint16_t id, const char *addr)
 	return 0;
 }
 
-void dsm__net_remove_peer(struct dsm_node *n, uint16_t id)
+static void dsm__net_remove_peer(struct dsm_node *n, uint16_t id)
 {
 	struct dsm_peer *p = &n->peers[id];
 
@@ -444,7 +444,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 	close(fd);
 }
 
-int dsm__net_listen(struct dsm_node *n, const char *hostport)
+static int dsm__net_listen(struct dsm_node *n, const char *hostport)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
@@ -476,7 +476,7 @@ int dsm__net_listen(struct dsm_node *n, const char *hostport)
 	return 0;
 }
 
-void dsm__net_close(struct dsm_node *n)
+static void dsm__net_close(struct dsm_node *n)
 {
 	for (int i = 0; i < DSM_MAX_NODES; i++) {
 		struct dsm_peer *p = &n->peers[i];
@@ -508,3 +508,8 @@ void dsm__net_close(struct dsm_node *n)
 		close(n->listen_fd);
 	n->listen_fd = -1;
 }
+
+const struct dsm_transport_ops dsm__tcp_ops = {
+	dsm__net_listen, dsm__net_add_peer, dsm__net_remove_peer,
+	dsm__net_send,	 dsm__net_flush,    dsm__net_close,
+};

@@ -218,7 +218,7 @@ int dsm__send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
 	if (data)
 		n->stats.pages_sent++;
 	if (to != n->id)
-		return dsm__net_send(n, to, m, data);
+		return n->tops->send(n, to, m, data);
 	if (n->local_len == DSM_LOCAL_RING) {
 		CELL_LOG_RL(CELL_LOG_ERROR, MOD, "local message ring full");
 		return -ENOBUFS;
@@ -288,7 +288,7 @@ void dsm__after_work(struct dsm_node *n)
 			memcpy(page, l->data, DSM_PAGE);
 		dsm__deliver(n, &m, has_data ? page : NULL);
 	}
-	dsm__net_flush(n);
+	n->tops->flush(n);
 }
 
 /* ---- commands and waiters ---- */
@@ -469,7 +469,9 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 		n->peers[i].fd = -1;
 	for (int i = 0; i < 16; i++)
 		n->pending_fds[i] = -1;
-	rc = dsm__net_listen(n, cfg->listen ? cfg->listen : "127.0.0.1:0");
+	n->tops = cfg->transport == DSM_TRANSPORT_LOOP ? &dsm__loop_ops
+						       : &dsm__tcp_ops;
+	rc = n->tops->listen(n, cfg->listen ? cfg->listen : "127.0.0.1:0");
 	if (rc)
 		goto err;
 	if (pthread_create(&n->thread, NULL, node_main, n)) {
@@ -481,7 +483,8 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 	*out = n;
 	return 0;
 err:
-	dsm__net_close(n);
+	if (n->tops)
+		n->tops->close(n);
 	if (n->ev_cmd)
 		event_free(n->ev_cmd);
 	if (n->ev_defer)
@@ -511,7 +514,7 @@ void dsm_node_destroy(struct dsm_node *n)
 	for (int i = 0; i < DSM_MAX_REGIONS; i++)
 		region_free(n->regions[i]);
 	dsm__handoff_close(n);
-	dsm__net_close(n);
+	n->tops->close(n);
 	event_free(n->ev_cmd);
 	event_free(n->ev_defer);
 	event_base_free(n->base);
@@ -536,7 +539,7 @@ static int add_peer_cmd(struct dsm_node *n, void *arg)
 {
 	struct peer_arg *a = arg;
 
-	return dsm__net_add_peer(n, a->id, a->addr);
+	return n->tops->add_peer(n, a->id, a->addr);
 }
 
 int dsm_node_add_peer(struct dsm_node *n, uint16_t id, const char *hostport)
@@ -550,7 +553,7 @@ int dsm_node_add_peer(struct dsm_node *n, uint16_t id, const char *hostport)
 
 static int remove_peer_cmd(struct dsm_node *n, void *arg)
 {
-	dsm__net_remove_peer(n, ((struct peer_arg *)arg)->id);
+	n->tops->remove_peer(n, ((struct peer_arg *)arg)->id);
 	return 0;
 }
 

@@ -166,6 +166,9 @@ struct dsm_node {
 	struct event *ev_handoff;
 	char handoff_path[108];
 	struct dsm_node_stats stats;
+	const struct dsm_transport_ops *tops;
+	struct event *ev_inbox; /* loop transport */
+	void *inbox;
 };
 
 /* node.c */
@@ -194,14 +197,33 @@ void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page);
 int dsm__uffd_copy(struct dsm_mapping *m, uint32_t page, const void *src,
 		   bool write);
 
-/* net.c */
-int dsm__net_listen(struct dsm_node *n, const char *hostport);
-void dsm__net_close(struct dsm_node *n);
-int dsm__net_add_peer(struct dsm_node *n, uint16_t id, const char *addr);
-void dsm__net_remove_peer(struct dsm_node *n, uint16_t id);
-int dsm__net_send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
-		  const void *data);
-void dsm__net_flush(struct dsm_node *n);
+/*
+ * A transport moves page messages between nodes. Every member is called
+ * on the node thread and must never call back into the engine except
+ * through dsm__deliver from its own receive events.
+ */
+struct dsm_transport_ops {
+	/* Starts receiving; sets n->port where that means something.
+	 * 0 or -errno. */
+	int (*listen)(struct dsm_node *n, const char *addr);
+	/* Adds peer `id`, reachable at addr (a backend may ignore it).
+	 * Messages for it wait until it is reachable. 0 or -errno. */
+	int (*add_peer)(struct dsm_node *n, uint16_t id, const char *addr);
+	void (*remove_peer)(struct dsm_node *n, uint16_t id);
+	/* Queues m (and one page of data, when non-NULL, copied) for `to`.
+	 * 0 or -errno (unknown peer, buffer full). */
+	int (*send)(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
+		    const void *data);
+	/* Pushes queued messages out; called after each batch of work. */
+	void (*flush)(struct dsm_node *n);
+	/* Releases everything; the node thread has stopped. */
+	void (*close)(struct dsm_node *n);
+};
+
+/* net.c: TCP, one connection per pair. */
+extern const struct dsm_transport_ops dsm__tcp_ops;
+/* loop.c: nodes of one process, for deterministic tests. */
+extern const struct dsm_transport_ops dsm__loop_ops;
 
 /* sync.c */
 int dsm__sync_receive(struct dsm_region *r, const struct dsm__msg *m);

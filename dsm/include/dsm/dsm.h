@@ -32,6 +32,11 @@
 struct dsm_node;
 struct dsm_region;
 
+enum dsm_transport {
+	DSM_TRANSPORT_TCP = 0, /* one TCP connection per pair of nodes */
+	DSM_TRANSPORT_LOOP,    /* nodes of this process only (tests) */
+};
+
 struct dsm_node_config {
 	uint16_t id;	       /* 0..63, unique among the peers */
 	const char *listen;    /* "host:port" for peer traffic; port 0: any */
@@ -39,6 +44,7 @@ struct dsm_node_config {
 	uint32_t prefetch_max; /* pages per read miss (1: no prefetch) */
 	uint32_t poll_us;      /* busy-poll this long before sleeping */
 	uint32_t epoch;	       /* initial epoch stamped on every message */
+	enum dsm_transport transport; /* TCP unless set */
 };
 
 /* Starts a node and its thread. Fails with a clear log line (and

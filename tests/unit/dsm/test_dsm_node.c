@@ -1,5 +1,6 @@
 /*
- * Two DSM nodes in one process over loopback TCP, each resolving the
+ * Two DSM nodes in one process, over loopback TCP and over the in-process
+ * loop transport, each resolving the
  * faults of its own userfaultfd-registered mapping: coherence both ways,
  * per-page counters, home moves and pushes through the public API, and
  * hostile peer traffic (a stale epoch is refused and counted; a malformed
@@ -9,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,7 +36,7 @@ struct pair {
 	volatile uint64_t *m[2];
 };
 
-static int setup(void **state)
+static int setup_with(void **state, enum dsm_transport transport)
 {
 	struct pair *p = calloc(1, sizeof(*p));
 	uint16_t members[2] = {0, 1};
@@ -62,6 +64,16 @@ static int setup(void **state)
 	}
 	*state = p;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_with(state, DSM_TRANSPORT_TCP);
+}
+
+static int setup_loop(void **state)
+{
+	return setup_with(state, DSM_TRANSPORT_LOOP);
 }
 
 static int teardown(void **state)
@@ -194,6 +206,38 @@ static void test_dsm_node_hostile_frames_refused(void **state)
 		assert_int_equal(p->m[0][pg * WORDS + 7], 0);
 }
 
+struct counter_arg {
+	struct dsm_region *r;
+	volatile uint64_t *m;
+};
+
+static void *count_thread(void *arg)
+{
+	struct counter_arg *a = arg;
+
+	for (int i = 0; i < 500; i++) {
+		assert_int_equal(dsm_lock(a->r, 7), 0);
+		a->m[9 * WORDS]++;
+		assert_int_equal(dsm_unlock(a->r, 7), 0);
+	}
+	return NULL;
+}
+
+/* Two threads on each of two nodes, 500 locked increments each: 2,000. */
+static void test_dsm_node_lock_counter_exact(void **state)
+{
+	struct pair *p = *state;
+	struct counter_arg a[2] = {{p->r[0], p->m[0]}, {p->r[1], p->m[1]}};
+	pthread_t t[4];
+
+	for (int i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, count_thread, &a[i % 2]);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(p->m[0][9 * WORDS], 2000);
+	assert_int_equal(p->m[1][9 * WORDS], 2000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -203,6 +247,16 @@ int main(void)
 			test_dsm_node_move_home_and_push, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_hostile_frames_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_lock_counter_exact, setup, teardown),
+		/* The same behaviour over the in-process loop transport. */
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_writes_seen_both_ways, setup_loop,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_move_home_and_push, setup_loop, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_lock_counter_exact, setup_loop, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
