@@ -778,6 +778,28 @@ int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,
 	return -EBADMSG;
 }
 
+/*
+ * The prefetch window of a read miss. A miss at the end of the last
+ * window is sequential and doubles the window (up to prefetch_max); a
+ * miss inside the last window hit a page whose push is still on its way
+ * (the reader overtook the pushes), so it asks for that page alone and
+ * keeps the window; anything else starts over at 1.
+ */
+static uint32_t read_window(struct dsm__region *r, uint32_t page)
+{
+	uint32_t max = r->cfg.prefetch_max ? r->cfg.prefetch_max : 1;
+
+	if (r->last_miss != UINT32_MAX && page > r->last_miss &&
+	    page < r->last_miss + r->window)
+		return 1;
+	if (r->last_miss != UINT32_MAX && page == r->last_miss + r->window)
+		r->window = r->window * 2 > max ? max : r->window * 2;
+	else
+		r->window = 1;
+	r->last_miss = page;
+	return r->window;
+}
+
 int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
 {
 	struct dsm__page *pg;
@@ -796,18 +818,7 @@ int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
 	} else {
 		pg->c.read_faults++;
 		m.type = DSM_MSG_READ_REQ;
-		/* Sequential misses double the prefetch window. */
-		if (r->last_miss != UINT32_MAX &&
-		    page == r->last_miss + r->window)
-			r->window = r->window * 2 > r->cfg.prefetch_max
-					    ? r->cfg.prefetch_max
-					    : r->window * 2;
-		else
-			r->window = 1;
-		if (r->window < 1)
-			r->window = 1;
-		r->last_miss = page;
-		m.window = r->window;
+		m.window = read_window(r, page);
 	}
 	m.version = pg->version;
 	r->npending++;

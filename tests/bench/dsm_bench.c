@@ -9,6 +9,8 @@
  *   tcp_rtt     4 KiB request / 4 KiB response over loopback TCP
  *   uffd_rtt    a fault on a registered shmem page resolved by a polling
  *               handler thread with UFFDIO_CONTINUE
+ *   install     pages/s that one thread installs with UFFDIO_COPY alone
+ *               (what a reader must do per page of a sweep)
  * DSM (node 0 in this process, nodes 1 and 2 in forked processes, all
  * on loopback TCP; node 0's application thread takes the faults):
  *   read fault  remote read miss, data from the home (prefetch off)
@@ -227,6 +229,52 @@ static struct pct floor_uffd(void)
 	return r;
 }
 
+static void must(bool ok)
+{
+	if (!ok) {
+		perror("dsm-bench");
+		exit(1);
+	}
+}
+
+/* ---- floor: installing pages with UFFDIO_COPY, no faults, no network --- */
+
+static double floor_install(void)
+{
+	static uint8_t src[DSM_PAGE] __attribute__((aligned(4096)));
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_MINOR_SHMEM};
+	size_t n = (size_t)sweep_pages, len = n * DSM_PAGE;
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), uffd, fd;
+	uint8_t *map;
+	uint64_t t0, t1;
+
+	uffd = dev >= 0 ? ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC)
+			: (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (dev >= 0)
+		close(dev);
+	fd = memfd_create("floor-install", MFD_CLOEXEC);
+	must(uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
+	     !ftruncate(fd, (off_t)len));
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	must(map != MAP_FAILED);
+	struct uffdio_register reg = {.range = {(unsigned long)map, len},
+				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
+	t0 = now_ns();
+	for (size_t i = 0; i < n; i++) {
+		struct uffdio_copy c = {(unsigned long)(map + i * DSM_PAGE),
+					(unsigned long)src, DSM_PAGE, 0, 0};
+
+		must(ioctl(uffd, UFFDIO_COPY, &c) == 0);
+	}
+	t1 = now_ns();
+	munmap(map, len);
+	close(fd);
+	close(uffd);
+	return (double)n / ((double)(t1 - t0) / 1e9);
+}
+
 /* ---- DSM: node 0 here, the other nodes in forked processes ---- */
 
 struct cluster {
@@ -238,14 +286,6 @@ struct cluster {
 	pid_t pid[3];
 	int to[3], from[3];
 };
-
-static void must(bool ok)
-{
-	if (!ok) {
-		perror("dsm-bench");
-		exit(1);
-	}
-}
 
 static void rd_all(int fd, void *buf, size_t len)
 {
@@ -465,6 +505,7 @@ int main(int argc, char **argv)
 
 	struct pct tcp = floor_tcp();
 	struct pct uf = floor_uffd();
+	double inst = floor_install();
 	struct pct rd = dsm_read_fault();
 	struct pct up1 = dsm_upgrade(1);
 	struct pct up2 = dsm_upgrade(2);
@@ -477,6 +518,9 @@ int main(int argc, char **argv)
 	printf("floor  uffd fault+continue rtt     p50 %7.1f us  p99 %7.1f "
 	       "us\n",
 	       uf.p50, uf.p99);
+	printf("floor  UFFDIO_COPY installs, one thread  %9.0f pages/s"
+	       "   (bounds the sweep)\n",
+	       inst);
 	printf("dsm    remote read fault           p50 %7.1f us  p99 %7.1f "
 	       "us\n",
 	       rd.p50, rd.p99);
