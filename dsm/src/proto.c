@@ -85,9 +85,13 @@ int dsm__region_init(struct dsm__region *r, const struct dsm__region_config *c)
 	uint32_t slots = c->queue_slots ? c->queue_slots : 4096;
 
 	memset(r, 0, sizeof(*r));
-	if (!c->npages || !c->nmembers || c->self >= DSM_MAX_NODES || !c->ops)
+	if (!c->npages || !c->nmembers || c->nmembers > DSM_MAX_NODES ||
+	    c->self >= DSM_MAX_NODES || !c->ops)
 		return -EINVAL;
 	r->cfg = *c;
+	/* The caller's member list need not outlive this call. */
+	memcpy(r->members, c->members, c->nmembers * sizeof(*r->members));
+	r->cfg.members = r->members;
 	for (uint16_t i = 0; i < c->nmembers; i++) {
 		if (c->members[i] >= DSM_MAX_NODES)
 			return -EINVAL;
@@ -738,12 +742,44 @@ static void on_dir_xfer(struct dsm__region *r, const struct dsm__msg *m)
 	d->busy = 0;
 }
 
+static bool member(const struct dsm__region *r, uint16_t node)
+{
+	return node < DSM_MAX_NODES && (r->members_mask & bit(node));
+}
+
+/* Fields a message type relies on must name members and stay in bounds,
+ * whoever sent it: nothing is applied otherwise. */
+static int check_fields(const struct dsm__region *r, const struct dsm__msg *m)
+{
+	switch (m->type) {
+	case DSM_MSG_FWD_READ:
+	case DSM_MSG_FWD_WRITE:
+	case DSM_MSG_INV:
+	case DSM_MSG_MOVE_HOME:
+	case DSM_MSG_PUSH:
+	case DSM_MSG_HOME_UPDATE:
+	case DSM_MSG_GRANT:
+		if (!member(r, m->node))
+			return -EINVAL;
+		break;
+	case DSM_MSG_DIR_XFER:
+		if ((m->node != DSM_NO_NODE && !member(r, m->node)) ||
+		    (m->copyset & ~r->members_mask))
+			return -EINVAL;
+		break;
+	}
+	if (m->acks > r->cfg.nmembers)
+		return -EINVAL;
+	return 0;
+}
+
 int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,
 			const void *data)
 {
-	if (m->page >= r->cfg.npages || m->from >= DSM_MAX_NODES ||
-	    !(r->members_mask & bit(m->from)))
+	if (m->page >= r->cfg.npages || !member(r, m->from))
 		return -ERANGE;
+	if (check_fields(r, m))
+		return -EINVAL;
 	switch (m->type) {
 	case DSM_MSG_READ_REQ:
 	case DSM_MSG_WRITE_REQ:

@@ -148,7 +148,8 @@ struct dsm__dir;
 struct dsm__qent;
 
 struct dsm__region {
-	struct dsm__region_config cfg;
+	struct dsm__region_config cfg; /* cfg.members points at members */
+	uint16_t members[DSM_MAX_NODES];
 	uint64_t members_mask;
 	struct dsm__page *pages;
 	struct dsm__dir *dirs;
