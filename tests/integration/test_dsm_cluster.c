@@ -48,6 +48,20 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Starts one dsm_node_proc; its output goes to DIR/<log>. */
+static pid_t spawn_proc(const char *mode, int id, int nnodes, const char *a1,
+			const char *a2, const char *log)
+{
+	char ids[8], nn[8], path[600];
+	char *argv[] = {DSM_NODE_PROC_BIN, (char *)mode, ids, nn, dir,
+			(char *)a1,	   (char *)a2,	 NULL};
+
+	snprintf(ids, sizeof(ids), "%d", id);
+	snprintf(nn, sizeof(nn), "%d", nnodes);
+	snprintf(path, sizeof(path), "%s/%s", dir, log);
+	return ts_spawn(argv, path);
+}
+
 /* Starts `n` node processes in `mode`; returns how many exited 0 within
  * timeout_ms. Their output goes to DIR/out.ID. */
 static int run_nodes(const char *mode, int n, const char *extra,
@@ -69,14 +83,10 @@ static int run_nodes(const char *mode, int n, const char *extra,
 	}
 
 	for (int i = 0; i < n; i++) {
-		char id[8], nn[8], log[600];
-		char *argv[] = {DSM_NODE_PROC_BIN, (char *)mode, id, nn, dir,
-				(char *)extra,	   NULL};
+		char log[32];
 
-		snprintf(id, sizeof(id), "%d", i);
-		snprintf(nn, sizeof(nn), "%d", n);
-		snprintf(log, sizeof(log), "%s/out.%d", dir, i);
-		pids[i] = ts_spawn(argv, log);
+		snprintf(log, sizeof(log), "out.%d", i);
+		pids[i] = spawn_proc(mode, i, n, extra, NULL, log);
 		assert_true(pids[i] > 0);
 	}
 	for (int i = 0; i < n; i++) {
@@ -218,33 +228,17 @@ static void test_dsm_attached_process_killed_others_carry_on(void **state)
 
 	(void)state;
 	for (int i = 0; i < 2; i++) {
-		char id[8];
-		char *argv[] = {DSM_NODE_PROC_BIN,
-				"serve",
-				id,
-				"2",
-				dir,
-				i == 1 ? "churn=1" : "churn=0",
-				NULL};
-
-		snprintf(id, sizeof(id), "%d", i);
-		snprintf(log, sizeof(log), "%s/out.%d", dir, i);
-		nodes[i] = ts_spawn(argv, log);
+		snprintf(log, sizeof(log), "out.%d", i);
+		nodes[i] =
+			spawn_proc("serve", i, 2,
+				   i == 1 ? "churn=1" : "churn=0", NULL, log);
 	}
+	/* Attachers use ids 1 and 2 as the word they own in every page. */
 	for (int i = 0; i < 2; i++) {
-		char id[8];
-		char *argv[] = {DSM_NODE_PROC_BIN,
-				"attach",
-				id,
-				"2",
-				dir,
-				i == 0 ? "secs=30" : "secs=4",
-				"pages=64",
-				NULL};
-
-		snprintf(id, sizeof(id), "%d", i + 1);
-		snprintf(log, sizeof(log), "%s/att.%d", dir, i + 1);
-		att[i] = ts_spawn(argv, log);
+		snprintf(log, sizeof(log), "att.%d", i + 1);
+		att[i] = spawn_proc("attach", i + 1, 2,
+				    i == 0 ? "secs=30" : "secs=4", "pages=64",
+				    log);
 	}
 	assert_true(ts_wait_for(attached_twice, NULL, 10000));
 	usleep(500000);
