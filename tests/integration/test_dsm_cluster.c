@@ -52,7 +52,7 @@ static int teardown(void **state)
 static pid_t spawn_proc(const char *mode, int id, int nnodes, const char *a1,
 			const char *a2, const char *log)
 {
-	char ids[8], nn[8], path[600];
+	char ids[16], nn[16], path[600];
 	char *argv[] = {DSM_NODE_PROC_BIN, (char *)mode, ids, nn, dir,
 			(char *)a1,	   (char *)a2,	 NULL};
 
