@@ -232,7 +232,6 @@ static void drop_connection(struct agent *a, const char *why)
 struct hb_ctx {
 	struct agent *a;
 	uint64_t sent_ms;
-	bool register_req;
 };
 
 static void heartbeat_reply(int status, const ProtobufCMessage *msg,

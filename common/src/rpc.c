@@ -410,8 +410,6 @@ static void connect_done(struct cell_rpc_conn *c, int status)
 		set_nodelay(c->bev);
 	if (cb)
 		cb(c, status, c->connect_arg);
-	if (status)
-		c->closed = 1;
 	c->busy--;
 	conn_release(c);
 }

@@ -33,13 +33,6 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg);
 static void peer_write_cb(evutil_socket_t fd, short what, void *arg);
 static void dial(struct dsm_node *n, struct dsm_peer *p);
 
-static struct dsm_node *peer_node(struct dsm_peer *p)
-{
-	/* peers[] sits inside struct dsm_node */
-	return (struct dsm_node *)((uint8_t *)(p - p->id) -
-				   offsetof(struct dsm_node, peers));
-}
-
 static void set_sock_opts(int fd)
 {
 	int one = 1;
@@ -176,7 +169,7 @@ static int consume(struct dsm_node *n, struct dsm_peer *p)
 static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dsm_peer *p = arg;
-	struct dsm_node *n = peer_node(p);
+	struct dsm_node *n = p->node;
 	ssize_t r;
 
 	(void)what;
@@ -222,7 +215,7 @@ static void flush_peer(struct dsm_node *n, struct dsm_peer *p)
 static void peer_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dsm_peer *p = arg;
-	struct dsm_node *n = peer_node(p);
+	struct dsm_node *n = p->node;
 	int err = 0;
 	socklen_t len = sizeof(err);
 
@@ -293,7 +286,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	dial(peer_node(p), p);
+	dial(p->node, p);
 }
 
 static void dial(struct dsm_node *n, struct dsm_peer *p)
@@ -351,6 +344,7 @@ static int peer_init(struct dsm_node *n, uint16_t id)
 		if (!p->out || !p->ev_retry)
 			return -ENOMEM;
 	}
+	p->node = n;
 	p->id = id;
 	p->active = true;
 	return 0;

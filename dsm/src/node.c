@@ -859,36 +859,30 @@ struct page_arg {
 	uint32_t page;
 	uint16_t node;
 	struct dsm_page_stats *st;
+	int (*op)(struct dsm__region *e, uint32_t page, uint16_t node);
 };
 
-static int move_cmd(struct dsm_node *n, void *arg)
+/* Runs an engine policy mechanism (move a home, push a copy). */
+static int page_op_cmd(struct dsm_node *n, void *arg)
 {
 	struct page_arg *a = arg;
 
 	(void)n;
-	return dsm__region_move_home(&a->r->eng, a->page, a->node);
+	return a->op(&a->r->eng, a->page, a->node);
 }
 
 int dsm_region_move_home(struct dsm_region *r, uint32_t page, uint16_t node)
 {
-	struct page_arg a = {r, page, node, NULL};
+	struct page_arg a = {r, page, node, NULL, dsm__region_move_home};
 
-	return dsm__run_on_node(r->node, move_cmd, &a);
-}
-
-static int push_cmd(struct dsm_node *n, void *arg)
-{
-	struct page_arg *a = arg;
-
-	(void)n;
-	return dsm__region_push(&a->r->eng, a->page, a->node);
+	return dsm__run_on_node(r->node, page_op_cmd, &a);
 }
 
 int dsm_region_push(struct dsm_region *r, uint32_t page, uint16_t node)
 {
-	struct page_arg a = {r, page, node, NULL};
+	struct page_arg a = {r, page, node, NULL, dsm__region_push};
 
-	return dsm__run_on_node(r->node, push_cmd, &a);
+	return dsm__run_on_node(r->node, page_op_cmd, &a);
 }
 
 static int page_stats_cmd(struct dsm_node *n, void *arg)
@@ -921,7 +915,7 @@ static int page_stats_cmd(struct dsm_node *n, void *arg)
 int dsm_region_page_stats(struct dsm_region *r, uint32_t page,
 			  struct dsm_page_stats *out)
 {
-	struct page_arg a = {r, page, 0, out};
+	struct page_arg a = {r, page, 0, out, NULL};
 
 	return dsm__run_on_node(r->node, page_stats_cmd, &a);
 }

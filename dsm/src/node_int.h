@@ -88,12 +88,12 @@ struct dsm_region {
 };
 
 struct dsm_peer {
+	struct dsm_node *node;
 	uint16_t id;
 	bool active;
 	char addr[128];
 	int fd;
 	bool connected;
-	bool hello_done;
 	struct event *ev_read, *ev_write, *ev_retry;
 	uint8_t *out;
 	size_t out_len;

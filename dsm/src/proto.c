@@ -161,7 +161,6 @@ static int list_push(struct dsm__region *r, int32_t *head, int32_t *tail,
 	int32_t i = r->queue_free;
 
 	if (i < 0) {
-		r->queue_full++;
 		CELL_LOG_RL(CELL_LOG_ERROR, MOD,
 			    "request queue full region=%llu page=%u",
 			    (unsigned long long)r->cfg.id, m->page);

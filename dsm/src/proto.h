@@ -162,8 +162,6 @@ struct dsm__region {
 	uint32_t window;
 	/* home-side request counts by requester: [page][member index] */
 	uint32_t *req_by_node;
-	uint64_t stale_msgs;
-	uint64_t queue_full;
 	uint32_t npending; /* pages with a request of ours out */
 };
 
