@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cell/endian.h"
 #include "cell/log.h"
 #include "cell/rpc.h"
 #include "node_int.h"
@@ -60,12 +61,14 @@ static void schedule_retry(struct dsm_node *n, struct dsm_peer *p)
 static void peer_disconnect(struct dsm_node *n, struct dsm_peer *p,
 			    const char *why)
 {
+	bool was_connected = p->connected;
+
 	if (p->fd < 0)
 		return;
-	CELL_WARN(MOD,
-		  "node %u: connection to node %u closed: %s "
-		  "dropped_bytes=%zu",
-		  n->id, p->id, why, p->out_len);
+	CELL_LOG_RL(CELL_LOG_WARN, MOD,
+		    "node %u: connection to node %u closed: %s "
+		    "dropped_bytes=%zu",
+		    n->id, p->id, why, was_connected ? p->out_len : 0);
 	if (p->ev_read)
 		event_free(p->ev_read);
 	if (p->ev_write)
@@ -75,15 +78,11 @@ static void peer_disconnect(struct dsm_node *n, struct dsm_peer *p,
 	p->fd = -1;
 	p->connected = false;
 	p->in_len = 0;
-	if (p->connected) {
-		/* A half-sent frame cannot be resumed on a new connection. */
+	/* A half-sent frame cannot be resumed on a new connection; a
+	 * connection that never came up sent nothing, so its queue waits
+	 * for the next one. */
+	if (was_connected)
 		p->out_len = 0;
-	} else if (p->out_len >= HELLO_LEN) {
-		/* Never connected: nothing left; keep the messages, drop the
-		 * hello (the next dial puts a new one in front). */
-		memmove(p->out, p->out + HELLO_LEN, p->out_len - HELLO_LEN);
-		p->out_len -= HELLO_LEN;
-	}
 	n->dirty_peers &= ~((uint64_t)1 << p->id);
 	schedule_retry(n, p);
 }
@@ -212,6 +211,19 @@ static void flush_peer(struct dsm_node *n, struct dsm_peer *p)
 		event_add(p->ev_write, NULL);
 }
 
+/* The dialer's first bytes on a new connection, ahead of whatever was
+ * queued while it was down (send keeps room for them). */
+static void put_hello(struct dsm_node *n, struct dsm_peer *p)
+{
+	uint8_t hello[HELLO_LEN] = HELLO_MAGIC;
+
+	cell_put16(hello + 8, n->id);
+	cell_put32(hello + 12, n->epoch);
+	memmove(p->out + HELLO_LEN, p->out, p->out_len);
+	memcpy(p->out, hello, HELLO_LEN);
+	p->out_len += HELLO_LEN;
+}
+
 static void peer_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dsm_peer *p = arg;
@@ -228,6 +240,7 @@ static void peer_write_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		p->connected = true;
 		p->backoff_ms = 0;
+		put_hello(n, p);
 		CELL_INFO(MOD, "node %u: connected to node %u at %s", n->id,
 			  p->id, p->addr);
 	}
@@ -266,7 +279,8 @@ static int dsm__net_send(struct dsm_node *n, uint16_t to,
 			    dsm__msg_name(m->type), to);
 		return -ENOTCONN;
 	}
-	if (p->out_len + DSM_MSG_WIRE_LEN + (data ? DSM_PAGE_SIZE : 0) >
+	if (p->out_len + DSM_MSG_WIRE_LEN + (data ? DSM_PAGE_SIZE : 0) +
+		    HELLO_LEN >
 	    DSM_NET_OUT_CAP) {
 		CELL_LOG_RL(CELL_LOG_ERROR, MOD,
 			    "node %u: send buffer to node %u full", n->id, to);
@@ -292,7 +306,6 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 static void dial(struct dsm_node *n, struct dsm_peer *p)
 {
 	struct sockaddr_storage ss;
-	uint8_t hello[HELLO_LEN] = HELLO_MAGIC;
 	int sl, fd;
 
 	if (p->fd >= 0 || !p->active)
@@ -318,18 +331,6 @@ static void dial(struct dsm_node *n, struct dsm_peer *p)
 		close(fd);
 		p->fd = -1;
 		return;
-	}
-	/* The hello goes first, ahead of anything queued meanwhile. */
-	hello[8] = (uint8_t)(n->id >> 8);
-	hello[9] = (uint8_t)n->id;
-	hello[12] = (uint8_t)(n->epoch >> 24);
-	hello[13] = (uint8_t)(n->epoch >> 16);
-	hello[14] = (uint8_t)(n->epoch >> 8);
-	hello[15] = (uint8_t)n->epoch;
-	if (p->out_len + HELLO_LEN <= DSM_NET_OUT_CAP) {
-		memmove(p->out + HELLO_LEN, p->out, p->out_len);
-		memcpy(p->out, hello, HELLO_LEN);
-		p->out_len += HELLO_LEN;
 	}
 	event_add(p->ev_write, NULL);
 }
