@@ -7,6 +7,9 @@
  *   client -> node   base address (u64), and the uffd (SCM_RIGHTS)
  *   node -> client   status (i32)
  *
+ * The exchange runs on a hand-off thread of its own, so a slow or hostile
+ * client never holds up the node thread that serves faults.
+ *
  * From then on the node resolves that process's faults through the uffd,
  * exactly as for its own mapping (dsm__map_add). The client keeps the
  * socket open; when it closes (the process exits, even mid-fault) the
@@ -14,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -92,66 +96,113 @@ static void client_gone_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* One attach, synchronous: the client answers at once or is dropped. */
+struct lookup {
+	uint64_t id;
+	int memfd; /* a dup, owned by the hand-off thread */
+	size_t size;
+	uint8_t *base;
+	int uffd, sock;
+	pid_t pid;
+};
+
+static int lookup_cmd(struct dsm_node *n, void *arg)
+{
+	struct lookup *l = arg;
+	struct dsm_region *r = dsm__region_find(n, l->id);
+
+	if (!r)
+		return -ENOENT;
+	l->memfd = fcntl(r->memfd, F_DUPFD_CLOEXEC, 0);
+	l->size = r->size;
+	return l->memfd < 0 ? -errno : 0;
+}
+
+/* On the node thread: the mapping starts taking faults. */
+static int add_cmd(struct dsm_node *n, void *arg)
+{
+	struct lookup *l = arg;
+	struct dsm_region *r = dsm__region_find(n, l->id);
+	int slot;
+
+	if (!r)
+		return -ENOENT;
+	slot = dsm__map_add(r, l->base, l->uffd, l->sock, l->pid);
+	if (slot < 0)
+		return slot;
+	r->maps[slot].sock_ev =
+		event_new(n->base, l->sock, EV_READ | EV_PERSIST,
+			  client_gone_cb, &r->maps[slot]);
+	event_add(r->maps[slot].sock_ev, NULL);
+	CELL_INFO(MOD, "process %d attached to region %llu at %p", (int)l->pid,
+		  (unsigned long long)r->id, (void *)l->base);
+	return 0;
+}
+
+/*
+ * One attach, on the hand-off thread: the exchange blocks (a client gets
+ * 2 s per step), so it must not run on the node thread, which serves
+ * faults. Only the region lookup and the final registration run there.
+ */
 static void attach(struct dsm_node *n, int sock)
 {
 	struct timeval tv = {2, 0};
+	struct lookup l = {.memfd = -1, .uffd = -1, .sock = sock};
 	struct req q;
 	struct reply rep = {0};
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
-	struct dsm_region *r;
 	uint64_t base;
-	int uffd = -1, slot, rc;
+	int rc;
 
 	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &cl))
-		cred.pid = 0;
-	rc = recv_fd(sock, &q, sizeof(q), NULL);
-	if (rc || memcmp(q.magic, MAGIC, 8) != 0)
+	l.pid = getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &cl)
+			? 0
+			: cred.pid;
+	if (recv_fd(sock, &q, sizeof(q), NULL) || memcmp(q.magic, MAGIC, 8))
 		goto drop;
-	r = dsm__region_find(n, q.region);
-	rep.status = r ? 0 : -ENOENT;
-	rep.value = r ? r->size : 0;
-	if (send_fd(sock, &rep, sizeof(rep), r ? r->memfd : -1) || !r)
+	l.id = q.region;
+	rep.status = dsm__run_on_node(n, lookup_cmd, &l);
+	rep.value = l.size;
+	rc = send_fd(sock, &rep, sizeof(rep), l.memfd);
+	if (l.memfd >= 0)
+		close(l.memfd);
+	if (rc || rep.status)
 		goto drop;
-	rc = recv_fd(sock, &base, sizeof(base), &uffd);
-	if (rc || uffd < 0)
+	if (recv_fd(sock, &base, sizeof(base), &l.uffd) || l.uffd < 0)
 		goto drop;
-	slot = dsm__map_add(r, (uint8_t *)(uintptr_t)base, uffd, sock,
-			    cred.pid);
-	rep.status = slot < 0 ? slot : 0;
+	l.base = (uint8_t *)(uintptr_t)base;
+	rep.status = dsm__run_on_node(n, add_cmd, &l);
 	send_fd(sock, &rep, sizeof(rep), -1);
-	if (slot < 0)
+	if (rep.status)
 		goto drop;
-	r->maps[slot].sock_ev = event_new(n->base, sock, EV_READ | EV_PERSIST,
-					  client_gone_cb, &r->maps[slot]);
-	event_add(r->maps[slot].sock_ev, NULL);
-	CELL_INFO(MOD, "process %d attached to region %llu at %#llx",
-		  (int)cred.pid, (unsigned long long)r->id,
-		  (unsigned long long)base);
-	return;
+	return; /* the mapping owns sock and uffd now */
 drop:
 	CELL_LOG_RL(CELL_LOG_WARN, MOD, "hand-off from pid %d failed",
-		    (int)cred.pid);
-	if (uffd >= 0)
-		close(uffd);
+		    (int)l.pid);
+	if (l.uffd >= 0)
+		close(l.uffd);
 	close(sock);
 }
 
-static void handoff_accept_cb(evutil_socket_t lfd, short what, void *arg)
+static void *handoff_main(void *arg)
 {
-	int sock = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	struct dsm_node *n = arg;
+	int sock;
 
-	(void)what;
-	if (sock >= 0)
-		attach(arg, sock);
-	dsm__after_work(arg);
+	/* Ends when dsm__handoff_close shuts the listening socket down. */
+	while ((sock = accept4(n->handoff_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0 ||
+	       errno == EINTR || errno == ECONNABORTED) {
+		if (sock >= 0)
+			attach(n, sock);
+	}
+	return NULL;
 }
 
+/* Called on an API thread, never the node thread. */
 int dsm__handoff_listen(struct dsm_node *n, const char *path)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int rc;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
@@ -164,37 +215,37 @@ int dsm__handoff_listen(struct dsm_node *n, const char *path)
 		return -errno;
 	if (bind(n->handoff_fd, (struct sockaddr *)&sa, sizeof(sa)) ||
 	    listen(n->handoff_fd, 16)) {
-		int rc = -errno;
-
-		close(n->handoff_fd);
-		n->handoff_fd = -1;
-		return rc;
+		rc = -errno;
+		goto err;
 	}
 	snprintf(n->handoff_path, sizeof(n->handoff_path), "%s", path);
-	n->ev_handoff = event_new(n->base, n->handoff_fd, EV_READ | EV_PERSIST,
-				  handoff_accept_cb, n);
-	event_add(n->ev_handoff, NULL);
-	return 0;
+	rc = -pthread_create(&n->handoff_thread, NULL, handoff_main, n);
+	if (!rc)
+		return 0;
+err:
+	close(n->handoff_fd);
+	n->handoff_fd = -1;
+	return rc;
 }
 
+/* Before the node thread stops: the hand-off thread may be waiting on
+ * it. An attach in progress finishes within its timeouts. */
 void dsm__handoff_close(struct dsm_node *n)
 {
 	if (n->handoff_fd < 0)
 		return;
-	event_free(n->ev_handoff);
+	shutdown(n->handoff_fd, SHUT_RDWR);
+	pthread_join(n->handoff_thread, NULL);
 	close(n->handoff_fd);
 	unlink(n->handoff_path);
 	n->handoff_fd = -1;
 }
 
-static int handoff_cmd(struct dsm_node *n, void *arg)
-{
-	return dsm__handoff_listen(n, arg);
-}
-
 int dsm_node_serve_handoff(struct dsm_node *n, const char *unix_path)
 {
-	return dsm__run_on_node(n, handoff_cmd, (void *)unix_path);
+	if (pthread_equal(pthread_self(), n->thread))
+		return -EDEADLK;
+	return dsm__handoff_listen(n, unix_path);
 }
 
 int dsm_attach(const char *unix_path, uint64_t id, void *addr, void **base,

@@ -509,11 +509,12 @@ void dsm_node_destroy(struct dsm_node *n)
 {
 	if (!n)
 		return;
+	/* The hand-off thread may wait on the node thread: it goes first. */
+	dsm__handoff_close(n);
 	dsm__run_on_node(n, stop_cmd, NULL);
 	pthread_join(n->thread, NULL);
 	for (int i = 0; i < DSM_MAX_REGIONS; i++)
 		region_free(n->regions[i]);
-	dsm__handoff_close(n);
 	n->tops->close(n);
 	event_free(n->ev_cmd);
 	event_free(n->ev_defer);

@@ -163,7 +163,7 @@ struct dsm_node {
 	struct event *ev_defer;
 	/* hand-off */
 	int handoff_fd;
-	struct event *ev_handoff;
+	pthread_t handoff_thread;
 	char handoff_path[108];
 	struct dsm_node_stats stats;
 	const struct dsm_transport_ops *tops;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -206,6 +207,36 @@ static void test_dsm_node_hostile_frames_refused(void **state)
 		assert_int_equal(p->m[0][pg * WORDS + 7], 0);
 }
 
+/* A mapping attached through the hand-off (here from this very process)
+ * is coherent with the other node; destroying a node that serves
+ * hand-offs returns (teardown). */
+static void test_dsm_node_attached_mapping_coherent(void **state)
+{
+	struct pair *p = *state;
+	char path[600], *dir = ts_tmpdir("dsm-handoff");
+	volatile uint64_t *a;
+	void *base;
+	size_t size;
+	int sock;
+
+	snprintf(path, sizeof(path), "%s/h.sock", dir);
+	assert_int_equal(dsm_node_serve_handoff(p->n[0], path), 0);
+	assert_int_equal(dsm_attach(path, 99, NULL, &base, &size, &sock),
+			 -ENOENT);
+	assert_int_equal(dsm_attach(path, 9, NULL, &base, &size, &sock), 0);
+	assert_int_equal(size, PAGES * DSM_PAGE);
+	a = base;
+	a[4 * WORDS + 1] = 41;
+	assert_int_equal(p->m[1][4 * WORDS + 1], 41);
+	p->m[1][4 * WORDS + 1] = 42;
+	assert_int_equal(a[4 * WORDS + 1], 42);
+	assert_int_equal(p->m[0][4 * WORDS + 1], 42);
+	close(sock);
+	munmap(base, size);
+	ts_rmtree(dir);
+	free(dir);
+}
+
 struct counter_arg {
 	struct dsm_region *r;
 	volatile uint64_t *m;
@@ -249,6 +280,9 @@ int main(void)
 			test_dsm_node_hostile_frames_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_lock_counter_exact, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_attached_mapping_coherent, setup,
+			teardown),
 		/* The same behaviour over the in-process loop transport. */
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_writes_seen_both_ways, setup_loop,
