@@ -23,8 +23,9 @@ void ts_rmtree(const char *path);
 /* Starts argv[0] with stdout and stderr appended to log_path (or
  * inherited when NULL). Returns the pid, or -1. */
 pid_t ts_spawn(char *const argv[], const char *log_path);
-/* Sends sig and waits up to timeout_ms for the exit; SIGKILL after that.
- * Returns the wait status, or -1. */
+/* Sends sig (0: none, just wait) and waits up to timeout_ms for the
+ * exit; SIGKILL after that. The process is forgotten either way. Returns
+ * the wait status, or -1 on timeout. */
 int ts_stop(pid_t pid, int sig, unsigned timeout_ms);
 void ts_kill_all(void);
 
