@@ -749,7 +749,12 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 	ec.policy = (enum dsm__home_policy)c->policy;
 	ec.home_node = c->home_node;
 	ec.window_ms = n->cfg.window_ms;
+	/* A read miss at a home that holds the pages itself turns into one
+	 * self-message per prefetched page: keep a burst well inside the
+	 * local ring. */
 	ec.prefetch_max = n->cfg.prefetch_max ? n->cfg.prefetch_max : 1;
+	if (ec.prefetch_max > DSM_PREFETCH_MAX)
+		ec.prefetch_max = DSM_PREFETCH_MAX;
 	ec.ops = &node_env;
 	ec.env = r;
 	if (!rc)

@@ -24,15 +24,16 @@
 #include "dsm/dsm.h"
 #include "proto.h"
 
-#define DSM_MAX_MAPS	8
-#define DSM_MAX_REGIONS 16
-#define DSM_LOCAL_RING	256
-#define DSM_MAX_DEFER	1024
-#define DSM_MAX_WAITERS 256
-#define DSM_MAX_LOCKS	1024
-#define DSM_LOCK_QUEUE	(DSM_MAX_NODES * 4)
-#define DSM_NET_OUT_CAP (4u << 20)
-#define DSM_NET_IN_CAP	(DSM_MSG_WIRE_LEN + DSM_PAGE_SIZE)
+#define DSM_MAX_MAPS	 8
+#define DSM_MAX_REGIONS	 16
+#define DSM_LOCAL_RING	 256
+#define DSM_PREFETCH_MAX 64 /* prefetch_max is capped here */
+#define DSM_MAX_DEFER	 1024
+#define DSM_MAX_WAITERS	 256
+#define DSM_MAX_LOCKS	 1024
+#define DSM_LOCK_QUEUE	 (DSM_MAX_NODES * 4)
+#define DSM_NET_OUT_CAP	 (4u << 20)
+#define DSM_NET_IN_CAP	 (DSM_MSG_WIRE_LEN + DSM_PAGE_SIZE)
 
 /* Node-level message types (lock and barrier service), after the
  * engine's. */

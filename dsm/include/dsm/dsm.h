@@ -41,7 +41,7 @@ struct dsm_node_config {
 	uint16_t id;	       /* 0..63, unique among the peers */
 	const char *listen;    /* "host:port" for peer traffic; port 0: any */
 	uint32_t window_ms;    /* Mirage time window; 0: off */
-	uint32_t prefetch_max; /* pages per read miss (1: no prefetch) */
+	uint32_t prefetch_max; /* pages per read miss (1: none; at most 64) */
 	uint32_t poll_us;      /* busy-poll this long before sleeping */
 	uint32_t epoch;	       /* initial epoch stamped on every message */
 	enum dsm_transport transport; /* TCP unless set */
