@@ -3,7 +3,8 @@
  * measured in the same run. Prints figures; never passes or fails on
  * time (exit status 1 only if something does not work at all).
  *
- *   dsm-bench [--samples=N] [--sweep-pages=N] [--poll-us=N] [--prefetch=N]
+ *   dsm-bench [--samples=N] [--sweep-pages=N] [--sweep-runs=N]
+ *             [--poll-us=N] [--prefetch=N] [--only=sweep]
  *
  * Floors (the best this machine does, both ends polling):
  *   tcp_rtt     4 KiB request / 4 KiB response over loopback TCP
@@ -17,7 +18,7 @@
  *   upgrade     write to a page shared with one other node
  *   invalidate  write to a page shared with two other nodes
  *   sweep       sequential read of a region homed elsewhere, pages/s,
- *               prefetch off and on
+ *               prefetch off and on; the median of --sweep-runs sweeps
  *   ratio       read fault p50 / (tcp_rtt p50 + uffd_rtt p50)
  */
 #define _GNU_SOURCE
@@ -47,6 +48,7 @@
 
 static int samples = 2000;
 static int sweep_pages = 8192;
+static int sweep_runs = 5;
 static unsigned poll_us = 200;
 static int prefetch_max = 64;
 
@@ -480,28 +482,109 @@ static double dsm_sweep(uint32_t prefetch)
 	return (double)sweep_pages / ((double)(t1 - t0) / 1e9);
 }
 
-static void arg(const char *a, const char *key, int *out)
+static double median(double *v, int n)
+{
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			double t = v[j];
+
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	return v[n / 2];
+}
+
+static double sweep_median(uint32_t prefetch)
+{
+	double v[64];
+
+	for (int i = 0; i < sweep_runs; i++)
+		v[i] = dsm_sweep(prefetch);
+	return median(v, sweep_runs);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: dsm-bench [--samples=N] [--sweep-pages=N] "
+		"[--sweep-runs=N]\n"
+		"                 [--poll-us=N] [--prefetch=N] [--only=sweep]\n"
+		"Prints DSM latencies and sweep throughput on loopback next "
+		"to\n"
+		"the floors measured in the same run (see "
+		"docs/benchmarks.md).\n"
+		"  --samples=N      faults per latency figure (default 2000, "
+		"min 100)\n"
+		"  --sweep-pages=N  pages per sweep (default 8192)\n"
+		"  --sweep-runs=N   sweeps per figure, median printed "
+		"(default 5, max 64)\n"
+		"  --poll-us=N      node poll_us (default 200)\n"
+		"  --prefetch=N     prefetch_max of the prefetching sweep "
+		"(default 64)\n"
+		"  --only=sweep     just the sweep figures\n");
+}
+
+static bool int_arg(const char *a, const char *key, int *out, int lo, int hi)
 {
 	size_t kl = strlen(key);
+	char *end;
+	long v;
 
-	if (strncmp(a, key, kl) == 0)
-		*out = atoi(a + kl);
+	if (strncmp(a, key, kl) != 0)
+		return false;
+	errno = 0;
+	v = strtol(a + kl, &end, 10);
+	if (errno || end == a + kl || *end || v < lo || v > hi) {
+		fprintf(stderr, "dsm-bench: %s wants an integer in %d..%d\n",
+			key, lo, hi);
+		exit(2);
+	}
+	*out = (int)v;
+	return true;
 }
 
 int main(int argc, char **argv)
 {
 	int p = (int)poll_us;
+	bool only_sweep = false;
 
 	for (int i = 1; i < argc; i++) {
-		arg(argv[i], "--samples=", &samples);
-		arg(argv[i], "--sweep-pages=", &sweep_pages);
-		arg(argv[i], "--poll-us=", &p);
-		arg(argv[i], "--prefetch=", &prefetch_max);
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "--only=sweep"))
+			only_sweep = true;
+		else if (!int_arg(argv[i], "--samples=", &samples, 1,
+				  10000000) &&
+			 !int_arg(argv[i], "--sweep-pages=", &sweep_pages, 2,
+				  1 << 22) &&
+			 !int_arg(argv[i], "--sweep-runs=", &sweep_runs, 1,
+				  64) &&
+			 !int_arg(argv[i], "--poll-us=", &p, 0, 1000000) &&
+			 !int_arg(argv[i], "--prefetch=", &prefetch_max, 1,
+				  64)) {
+			fprintf(stderr, "dsm-bench: unknown argument '%s'\n",
+				argv[i]);
+			usage(stderr);
+			return 2;
+		}
 	}
 	poll_us = (unsigned)p;
 	if (samples < 100)
 		samples = 100;
 	cell_log_set_level(CELL_LOG_ERROR);
+
+	if (only_sweep) {
+		double on = sweep_median((uint32_t)prefetch_max);
+
+		printf("dsm-bench: sweep_pages=%d sweep_runs=%d poll_us=%u\n",
+		       sweep_pages, sweep_runs, poll_us);
+		printf("dsm    sequential sweep, prefetch %-3d %9.0f pages/s"
+		       "   (target >= 150000)\n",
+		       prefetch_max, on);
+		return 0;
+	}
 
 	struct pct tcp = floor_tcp();
 	struct pct uf = floor_uffd();
@@ -509,10 +592,12 @@ int main(int argc, char **argv)
 	struct pct rd = dsm_read_fault();
 	struct pct up1 = dsm_upgrade(1);
 	struct pct up2 = dsm_upgrade(2);
-	double sw_off = dsm_sweep(1), sw_on = dsm_sweep((uint32_t)prefetch_max);
+	double sw_off = sweep_median(1);
+	double sw_on = sweep_median((uint32_t)prefetch_max);
 
-	printf("dsm-bench: samples=%d sweep_pages=%d poll_us=%u\n", samples,
-	       sweep_pages, poll_us);
+	printf("dsm-bench: samples=%d sweep_pages=%d sweep_runs=%d "
+	       "poll_us=%u\n",
+	       samples, sweep_pages, sweep_runs, poll_us);
 	printf("floor  tcp 4KiB req/resp rtt      p50 %7.1f us  p99 %7.1f us\n",
 	       tcp.p50, tcp.p99);
 	printf("floor  uffd fault+continue rtt     p50 %7.1f us  p99 %7.1f "
