@@ -644,6 +644,8 @@ static void take_home(struct dsm__region *r, const struct dsm__msg *m)
 	d->cur = r->cfg.self;
 }
 
+static void read_ahead(struct dsm__region *r, uint32_t page);
+
 /* A pushed or prefetched copy: never the answer to our own request
  * (that one still comes), but it may wake readers now. Always DONE. */
 static void grant_pushed(struct dsm__region *r, const struct dsm__msg *m,
@@ -661,6 +663,7 @@ static void grant_pushed(struct dsm__region *r, const struct dsm__msg *m,
 	}
 	send_simple(r, m->node, DSM_MSG_DONE, m->page, r->cfg.self);
 	r->cfg.ops->fault_done(r->cfg.env, r, m->page);
+	read_ahead(r, m->page);
 }
 
 /*
@@ -835,10 +838,30 @@ static uint32_t read_window(struct dsm__region *r, uint32_t page)
 	return r->window;
 }
 
+/* Sends this node's request for `page`; the caller checked that the page
+ * lacks the access and has no request out. */
+static int request(struct dsm__region *r, uint32_t page, bool write,
+		   uint32_t window)
+{
+	struct dsm__page *pg = &r->pages[page];
+	struct dsm__msg m = {.type = write ? DSM_MSG_WRITE_REQ
+					   : DSM_MSG_READ_REQ,
+			     .from = r->cfg.self,
+			     .page = page,
+			     .window = window,
+			     .version = pg->version};
+
+	r->npending++;
+	pg->pending = write ? DSM_M : DSM_S;
+	pg->got_grant = 0;
+	pg->acks_got = 0;
+	pg->acks_needed = 0;
+	return send(r, r->home[page], &m, NULL);
+}
+
 int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
 {
 	struct dsm__page *pg;
-	struct dsm__msg m = {.from = r->cfg.self, .page = page};
 
 	if (page >= r->cfg.npages)
 		return -ERANGE;
@@ -849,19 +872,35 @@ int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
 		return 0; /* coalesced: fault_done wakes every waiter */
 	if (write) {
 		pg->c.write_faults++;
-		m.type = DSM_MSG_WRITE_REQ;
-	} else {
-		pg->c.read_faults++;
-		m.type = DSM_MSG_READ_REQ;
-		m.window = read_window(r, page);
+		return request(r, page, true, 0);
 	}
-	m.version = pg->version;
-	r->npending++;
-	pg->pending = write ? DSM_M : DSM_S;
-	pg->got_grant = 0;
-	pg->acks_got = 0;
-	pg->acks_needed = 0;
-	return send(r, r->home[page], &m, NULL);
+	pg->c.read_faults++;
+	return request(r, page, false, read_window(r, page));
+}
+
+/*
+ * Read-ahead: a sequential reader whose window has reached prefetch_max
+ * would stop at the end of each window, fault, and wait a round trip
+ * (and the wake-ups of both node threads) for the next one. When the
+ * prefetched page half-way through such a window arrives, the next
+ * window is requested as if that miss had already happened, so pages
+ * keep flowing while the reader works through this window. The request
+ * is an ordinary READ_REQ: the reader's fault on that page, if it comes
+ * first, is coalesced with it.
+ */
+static void read_ahead(struct dsm__region *r, uint32_t page)
+{
+	uint32_t max = r->cfg.prefetch_max;
+	uint32_t next = r->last_miss + r->window;
+
+	if (max <= 1 || r->window != max || r->last_miss == UINT32_MAX ||
+	    page != r->last_miss + r->window / 2 || next >= r->cfg.npages)
+		return;
+	if (r->pages[next].state != DSM_I || r->pages[next].pending)
+		return;
+	r->last_miss = next;
+	r->readaheads++;
+	request(r, next, false, max);
 }
 
 /* MOVE_HOME and PUSH: a request to the page's home about `node`. */

@@ -160,6 +160,7 @@ struct dsm__region {
 	/* adaptive prefetch */
 	uint32_t last_miss;
 	uint32_t window;
+	uint64_t readaheads; /* windows requested before the reader missed */
 	/* home-side request counts by requester: [page][member index] */
 	uint32_t *req_by_node;
 	uint32_t npending; /* pages with a request of ours out */

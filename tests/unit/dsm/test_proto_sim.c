@@ -54,6 +54,7 @@ struct vcpu {
 	int blocked; /* waiting for fault_done on `page` */
 	int ops_left;
 	uint64_t seq;
+	int last; /* page of the last access, -1: none */
 };
 
 struct snode {
@@ -77,7 +78,8 @@ static struct sim {
 	char fail[256];
 	long steps;
 	long transfers;
-	int trace; /* page to trace, -1: none */
+	int sequential; /* vCPUs mostly walk pages in order (read-ahead) */
+	int trace;	/* page to trace, -1: none */
 } S;
 
 static uint64_t rnd(void)
@@ -278,7 +280,9 @@ static void vcpu_step(struct snode *n, struct vcpu *v)
 		uint64_t x = rnd();
 
 		v->page = (int)(x % (uint64_t)S.npages);
-		v->write = (x >> 20) % 3 == 0;
+		if (S.sequential && v->last >= 0 && (x >> 50) % 4)
+			v->page = (v->last + 1) % S.npages;
+		v->write = (x >> 20) % (S.sequential ? 6 : 3) == 0;
 		/* Now and then the policy layer moves a home or pushes. */
 		if ((x >> 30) % 40 == 0)
 			dsm__region_move_home(r, (uint32_t)v->page,
@@ -300,6 +304,7 @@ static void vcpu_step(struct snode *n, struct vcpu *v)
 			      (unsigned long long)page_value(n->mem[v->page]),
 			      v->page, (unsigned long long)S.latest[v->page]);
 		}
+		v->last = v->page;
 		v->page = -1;
 		v->ops_left--;
 		return;
@@ -382,6 +387,7 @@ static void setup_sim(uint64_t seed)
 	c.home_node = (uint16_t)(rnd() % S.n);
 	c.window_ms = rnd() % 3 == 0 ? 2 : 0;
 	c.prefetch_max = 1 + (uint32_t)(rnd() % 4);
+	S.sequential = rnd() % 3 == 0;
 	c.ops = &sim_ops;
 	for (int i = 0; i < S.n; i++) {
 		struct snode *n = &S.nodes[i];
@@ -394,6 +400,7 @@ static void setup_sim(uint64_t seed)
 			memset(n->mem[p], POISON, DSM_PAGE_SIZE);
 		for (int k = 0; k < S.nv; k++) {
 			n->v[k].page = -1;
+			n->v[k].last = -1;
 			n->v[k].ops_left = 40;
 		}
 	}
@@ -553,7 +560,7 @@ static void test_proto_sim_random_schedules_coherent(void **state)
 	const char *one = getenv("DSM_SIM_SEED");
 	const char *count = getenv("DSM_SIM_SEEDS");
 	uint64_t first = 1, n = count ? strtoull(count, NULL, 0) : 3000;
-	long total_steps = 0, transfers = 0;
+	long total_steps = 0, transfers = 0, readaheads = 0;
 
 	(void)state;
 	cell_log_set_level(CELL_LOG_OFF);
@@ -566,9 +573,15 @@ static void test_proto_sim_random_schedules_coherent(void **state)
 		assert_int_equal(run_seed(s), 0);
 		total_steps += S.steps;
 		transfers += S.transfers;
+		for (int i = 0; i < S.n; i++)
+			readaheads += (long)S.nodes[i].r.readaheads;
 	}
-	printf("%llu seeds, %ld steps, %ld page transfers: coherent\n",
-	       (unsigned long long)n, total_steps, transfers);
+	printf("%llu seeds, %ld steps, %ld page transfers, %ld read-aheads: "
+	       "coherent\n",
+	       (unsigned long long)n, total_steps, transfers, readaheads);
+	/* The schedules must reach the read-ahead path to test it. */
+	if (n >= 1000)
+		assert_true(readaheads > 0);
 }
 
 /* The checker itself catches a stale copy (so it can fail). */
