@@ -173,7 +173,7 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	for (;;) {
-		r = recv(fd, p->in + p->in_len, sizeof(p->in) - p->in_len, 0);
+		r = recv(fd, p->in + p->in_len, DSM_NET_IN_CAP - p->in_len, 0);
 		if (r > 0) {
 			p->in_len += (size_t)r;
 			if (consume(n, p)) {
@@ -339,12 +339,14 @@ static int peer_init(struct dsm_node *n, uint16_t id)
 {
 	struct dsm_peer *p = &n->peers[id];
 
-	if (!p->out) {
+	if (!p->out)
 		p->out = malloc(DSM_NET_OUT_CAP);
+	if (!p->in)
+		p->in = malloc(DSM_NET_IN_CAP);
+	if (!p->ev_retry)
 		p->ev_retry = evtimer_new(n->base, retry_cb, p);
-		if (!p->out || !p->ev_retry)
-			return -ENOMEM;
-	}
+	if (!p->out || !p->in || !p->ev_retry)
+		return -ENOMEM;
 	p->node = n;
 	p->id = id;
 	p->active = true;
@@ -486,7 +488,9 @@ static void dsm__net_close(struct dsm_node *n)
 		if (p->ev_retry)
 			event_free(p->ev_retry);
 		free(p->out);
+		free(p->in);
 		p->out = NULL;
+		p->in = NULL;
 		p->ev_retry = NULL;
 	}
 	for (int i = 0; i < PENDING_SLOTS; i++) {

@@ -56,31 +56,114 @@ static int env_send(void *env, uint16_t to, const struct dsm__msg *m,
 static void env_read(void *env, struct dsm__region *e, uint32_t page, void *buf)
 {
 	(void)e;
+	dsm__stage_flush(env_region(env)->node);
 	memcpy(buf, env_region(env)->mem + (size_t)page * DSM_PAGE, DSM_PAGE);
 }
 
 static const uint8_t zero_page[DSM_PAGE] __attribute__((aligned(4096)));
 
+/* Maps page (already in the memfd) into every mapping but `skip`. */
+static void install_others(struct dsm_region *r, uint32_t page, bool write,
+			   int skip)
+{
+	for (int i = 0; i < DSM_MAX_MAPS; i++)
+		if (i != skip && r->maps[i].uffd >= 0)
+			dsm__uffd_install(&r->maps[i], page, write);
+}
+
+/* The slow way in: bytes through the node's own mapping, then
+ * UFFDIO_CONTINUE everywhere. */
+static void install_via_mem(struct dsm_region *r, uint32_t page,
+			    const void *src, bool write)
+{
+	if (src)
+		memcpy(r->mem + (size_t)page * DSM_PAGE, src, DSM_PAGE);
+	install_others(r, page, write, -1);
+}
+
+static int first_map(const struct dsm_region *r)
+{
+	for (int i = 0; i < DSM_MAX_MAPS; i++)
+		if (r->maps[i].uffd >= 0)
+			return i;
+	return -1;
+}
+
+/*
+ * Installs the staged run of pages: one UFFDIO_COPY allocates them in the
+ * memfd with their bytes and maps them into the first user mapping (and
+ * wakes its waiters); the other mappings pick them up by CONTINUE. Pages
+ * the copy did not take (a mapping went away, a page appeared) go in the
+ * slow way. Every env op that reads or changes a page, and the node after
+ * each batch of work, flushes first, so nobody sees a staged page as
+ * anything but installed.
+ */
+void dsm__stage_flush(struct dsm_node *n)
+{
+	struct dsm_region *r = n->staged;
+	uint32_t done = 0, count;
+	int first;
+
+	if (!r)
+		return;
+	n->staged = NULL;
+	count = r->stage_n;
+	r->stage_n = 0;
+	first = first_map(r);
+	if (first >= 0) {
+		int64_t got =
+			dsm__uffd_copy_run(&r->maps[first], r->stage_first,
+					   r->stage, count, r->stage_write);
+
+		done = got > 0 ? (uint32_t)(got / DSM_PAGE) : 0;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t page = r->stage_first + i;
+
+		if (i < done)
+			install_others(r, page, r->stage_write, first);
+		else
+			install_via_mem(r, page,
+					r->stage + (size_t)i * DSM_PAGE,
+					r->stage_write);
+	}
+}
+
 /*
  * Exposes a page. When the node had no copy (state I: the page is not in
- * the memfd), UFFDIO_COPY allocates it with its bytes and maps it into
- * the first user mapping in one step; the other mappings pick it up on
- * their next (minor) fault. Otherwise the bytes go in through the node's
- * own mapping and every mapping gets UFFDIO_CONTINUE.
+ * the memfd), the bytes are staged and go in with their neighbours by one
+ * UFFDIO_COPY (dsm__stage_flush), which allocates them in the memfd and
+ * maps them in one step. Otherwise the bytes go in through the node's own
+ * mapping and every mapping gets UFFDIO_CONTINUE.
  */
 static void env_install(void *env, struct dsm__region *e, uint32_t page,
 			enum dsm__install how, const void *data, bool write)
 {
 	struct dsm_region *r = env_region(env);
+	struct dsm_node *n = r->node;
 	size_t off = (size_t)page * DSM_PAGE;
 	const uint8_t *src = NULL;
-	int first = -1;
 
 	if (how == DSM_INSTALL_DATA)
 		src = data;
 	else if (how == DSM_INSTALL_ZERO)
 		src = zero_page;
-	else if (dsm__page_state(e, page) == DSM_I) {
+	if (src && dsm__page_state(e, page) == DSM_I && first_map(r) >= 0) {
+		if (n->staged &&
+		    (n->staged != r || page != r->stage_first + r->stage_n ||
+		     write != r->stage_write || r->stage_n == DSM_STAGE_PAGES))
+			dsm__stage_flush(n);
+		if (!n->staged) {
+			n->staged = r;
+			r->stage_first = page;
+			r->stage_write = write;
+		}
+		memcpy(r->stage + (size_t)r->stage_n++ * DSM_PAGE, src,
+		       DSM_PAGE);
+		return;
+	}
+	dsm__stage_flush(n);
+	if (!src && dsm__page_state(e, page) == DSM_I) {
 		/* KEEP: the engine calls this before it updates its state,
 		 * so I means the bytes wait in the shadow. */
 		if (r->shadow_ok[page])
@@ -90,21 +173,7 @@ static void env_install(void *env, struct dsm__region *e, uint32_t page,
 				    "no shadow for page %u of region %llu",
 				    page, (unsigned long long)r->id);
 	}
-	for (int i = 0; i < DSM_MAX_MAPS && first < 0; i++)
-		if (r->maps[i].uffd >= 0)
-			first = i;
-	if (src && first >= 0 && dsm__page_state(e, page) == DSM_I &&
-	    dsm__uffd_copy(&r->maps[first], page, src, write) == 0) {
-		for (int i = first + 1; i < DSM_MAX_MAPS; i++)
-			if (r->maps[i].uffd >= 0)
-				dsm__uffd_install(&r->maps[i], page, write);
-		return;
-	}
-	if (src)
-		memcpy(r->mem + off, src, DSM_PAGE);
-	for (int i = 0; i < DSM_MAX_MAPS; i++)
-		if (r->maps[i].uffd >= 0)
-			dsm__uffd_install(&r->maps[i], page, write);
+	install_via_mem(r, page, src, write);
 }
 
 static void env_downgrade(void *env, struct dsm__region *e, uint32_t page)
@@ -112,6 +181,7 @@ static void env_downgrade(void *env, struct dsm__region *e, uint32_t page)
 	struct dsm_region *r = env_region(env);
 
 	(void)e;
+	dsm__stage_flush(r->node);
 	for (int i = 0; i < DSM_MAX_MAPS; i++)
 		if (r->maps[i].uffd >= 0)
 			dsm__uffd_protect(&r->maps[i], page, true);
@@ -123,6 +193,7 @@ static void env_invalidate(void *env, struct dsm__region *e, uint32_t page)
 	size_t off = (size_t)page * DSM_PAGE;
 
 	(void)e;
+	dsm__stage_flush(r->node);
 	memcpy(r->shadow + off, r->mem + off, DSM_PAGE);
 	r->shadow_ok[page] = 1;
 	/* Unmaps the page from every process mapping the memfd; its next
@@ -288,7 +359,10 @@ void dsm__after_work(struct dsm_node *n)
 			memcpy(page, l->data, DSM_PAGE);
 		dsm__deliver(n, &m, has_data ? page : NULL);
 	}
+	/* Messages first: a DONE or a read-ahead request should not wait
+	 * for the installs, and nobody sees the staged pages before them. */
 	n->tops->flush(n);
+	dsm__stage_flush(n);
 }
 
 /* ---- commands and waiters ---- */
@@ -625,6 +699,7 @@ static void uffd_cb(evutil_socket_t fd, short what, void *arg)
 int dsm__map_add(struct dsm_region *r, uint8_t *base, int uffd, int sock,
 		 pid_t pid)
 {
+	dsm__stage_flush(r->node);
 	for (int i = 0; i < DSM_MAX_MAPS; i++) {
 		struct dsm_mapping *m = &r->maps[i];
 
@@ -653,6 +728,7 @@ void dsm__map_remove(struct dsm_region *r, int slot)
 
 	if (m->uffd < 0)
 		return;
+	dsm__stage_flush(r->node);
 	event_free(m->ev);
 	if (m->sock_ev)
 		event_free(m->sock_ev);
@@ -682,6 +758,7 @@ static void region_free(struct dsm_region *r)
 	dsm__sync_free(r);
 	dsm__region_fini(&r->eng);
 	free(r->shadow_ok);
+	free(r->stage);
 	free(r);
 }
 
@@ -739,7 +816,8 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 	if (!rc)
 		rc = map_memfd("dsm-shadow", c->size, &r->shadowfd, &r->shadow);
 	r->shadow_ok = calloc(r->npages, 1);
-	if (!rc && !r->shadow_ok)
+	r->stage = aligned_alloc(DSM_PAGE, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
+	if (!rc && (!r->shadow_ok || !r->stage))
 		rc = -ENOMEM;
 	ec.id = c->id;
 	ec.npages = r->npages;

@@ -27,13 +27,15 @@
 #define DSM_MAX_MAPS	 8
 #define DSM_MAX_REGIONS	 16
 #define DSM_LOCAL_RING	 256
-#define DSM_PREFETCH_MAX 64 /* prefetch_max is capped here */
+#define DSM_PREFETCH_MAX 64		  /* prefetch_max is capped here */
+#define DSM_STAGE_PAGES	 DSM_PREFETCH_MAX /* pages per batched install */
 #define DSM_MAX_DEFER	 1024
 #define DSM_MAX_WAITERS	 256
 #define DSM_MAX_LOCKS	 1024
 #define DSM_LOCK_QUEUE	 (DSM_MAX_NODES * 4)
 #define DSM_NET_OUT_CAP	 (4u << 20)
-#define DSM_NET_IN_CAP	 (DSM_MSG_WIRE_LEN + DSM_PAGE_SIZE)
+/* Room for a prefetch window's worth of page frames per recv(). */
+#define DSM_NET_IN_CAP (DSM_PREFETCH_MAX * (DSM_MSG_WIRE_LEN + DSM_PAGE_SIZE))
 
 /* Node-level message types (lock and barrier service), after the
  * engine's. */
@@ -82,6 +84,12 @@ struct dsm_region {
 	int shadowfd;
 	uint8_t *shadow;
 	uint8_t *shadow_ok; /* one byte per page */
+	/* Pages granted with data while in state I, waiting to go in with
+	 * one UFFDIO_COPY: stage_n pages from stage_first (dsm__stage_flush).
+	 */
+	uint8_t *stage;
+	uint32_t stage_first, stage_n;
+	bool stage_write;
 	struct dsm_mapping maps[DSM_MAX_MAPS];
 	void *app_map; /* in-process registered mapping */
 	struct dsm_lockq *locks[DSM_MAX_LOCKS];
@@ -98,7 +106,7 @@ struct dsm_peer {
 	struct event *ev_read, *ev_write, *ev_retry;
 	uint8_t *out;
 	size_t out_len;
-	uint8_t in[DSM_NET_IN_CAP];
+	uint8_t *in; /* DSM_NET_IN_CAP */
 	size_t in_len;
 	uint32_t fence_epoch;
 	unsigned backoff_ms;
@@ -138,6 +146,7 @@ struct dsm_node {
 	struct event_base *base;
 	bool stopping;
 	bool did_work;
+	struct dsm_region *staged; /* the region with staged installs */
 	bool served; /* handled a request from a peer in this pass */
 	/* commands and waiters: under mu, signalled through cv */
 	pthread_mutex_t mu;
@@ -195,8 +204,9 @@ void dsm__uffd_read(struct dsm_region *r, struct dsm_mapping *m);
 void dsm__uffd_install(struct dsm_mapping *m, uint32_t page, bool write);
 void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, bool wp);
 void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page);
-int dsm__uffd_copy(struct dsm_mapping *m, uint32_t page, const void *src,
-		   bool write);
+int64_t dsm__uffd_copy_run(struct dsm_mapping *m, uint32_t first,
+			   const void *src, uint32_t count, bool write);
+void dsm__stage_flush(struct dsm_node *n);
 
 /*
  * A transport moves page messages between nodes. Every member is called

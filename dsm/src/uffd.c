@@ -119,22 +119,23 @@ void dsm__uffd_install(struct dsm_mapping *m, uint32_t page, bool write)
 			    strerror(errno));
 }
 
-/* Allocates the page in the memfd with src's bytes and maps it here, in
- * one step (no fault in the node's own mapping). -EEXIST when the page
- * is already in the memfd or mapped here. */
-int dsm__uffd_copy(struct dsm_mapping *m, uint32_t page, const void *src,
-		   bool write)
+/* Allocates pages first..first+count-1 in the memfd with src's bytes and
+ * maps them here, in one step (no fault in the node's own mapping).
+ * Returns the bytes installed: fewer than asked when a page is already
+ * in the memfd or mapped here (EEXIST) or the mapping went away. */
+int64_t dsm__uffd_copy_run(struct dsm_mapping *m, uint32_t first,
+			   const void *src, uint32_t count, bool write)
 {
 	struct uffdio_copy c = {
-		.dst = (unsigned long)(m->base + (size_t)page * DSM_PAGE),
+		.dst = (unsigned long)(m->base + (size_t)first * DSM_PAGE),
 		.src = (unsigned long)src,
-		.len = DSM_PAGE,
+		.len = (size_t)count * DSM_PAGE,
 		.mode = write ? 0 : UFFDIO_COPY_MODE_WP,
 	};
 
 	if (ioctl(m->uffd, UFFDIO_COPY, &c) == 0)
-		return 0;
-	return -errno;
+		return (int64_t)c.len;
+	return c.copy > 0 ? c.copy : 0;
 }
 
 void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page)
@@ -151,6 +152,7 @@ void dsm__uffd_read(struct dsm_region *r, struct dsm_mapping *m)
 	struct uffd_msg msgs[16];
 	ssize_t n;
 
+	dsm__stage_flush(r->node); /* a staged page is an installed one */
 	while ((n = read(m->uffd, msgs, sizeof(msgs))) > 0) {
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
 			uint64_t addr = msgs[i].arg.pagefault.address;
