@@ -1,0 +1,506 @@
+/*
+ * NBD server: handshake and transmission (see nbd.h). Every length a
+ * client sends is checked before anything is allocated or read.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "cell/endian.h"
+#include "nbd.h"
+
+#define NBD_MAGIC	  0x4e42444d41474943ull /* "NBDMAGIC" */
+#define NBD_OPTS_MAGIC	  0x49484156454f5054ull /* "IHAVEOPT" */
+#define NBD_REP_MAGIC	  0x0003e889045565a9ull
+#define NBD_REQUEST_MAGIC 0x25609513u
+#define NBD_SIMPLE_REPLY  0x67446698u
+
+#define NBD_FLAG_FIXED_NEWSTYLE	  (1u << 0)
+#define NBD_FLAG_NO_ZEROES	  (1u << 1)
+#define NBD_FLAG_C_FIXED_NEWSTYLE (1u << 0)
+#define NBD_FLAG_C_NO_ZEROES	  (1u << 1)
+
+enum {
+	NBD_OPT_EXPORT_NAME = 1,
+	NBD_OPT_ABORT = 2,
+	NBD_OPT_LIST = 3,
+	NBD_OPT_INFO = 6,
+	NBD_OPT_GO = 7,
+};
+
+#define NBD_REP_ACK	    1u
+#define NBD_REP_SERVER	    2u
+#define NBD_REP_INFO	    3u
+#define NBD_REP_ERR_UNSUP   (0x80000000u + 1)
+#define NBD_REP_ERR_INVALID (0x80000000u + 3)
+#define NBD_REP_ERR_UNKNOWN (0x80000000u + 6)
+
+#define NBD_INFO_EXPORT	    0
+#define NBD_INFO_BLOCK_SIZE 3
+
+#define NBD_FLAG_HAS_FLAGS	   (1u << 0)
+#define NBD_FLAG_READ_ONLY	   (1u << 1)
+#define NBD_FLAG_SEND_FLUSH	   (1u << 2)
+#define NBD_FLAG_SEND_FUA	   (1u << 3)
+#define NBD_FLAG_SEND_TRIM	   (1u << 5)
+#define NBD_FLAG_SEND_WRITE_ZEROES (1u << 6)
+#define NBD_FLAG_CAN_MULTI_CONN	   (1u << 8)
+
+enum {
+	NBD_CMD_READ = 0,
+	NBD_CMD_WRITE = 1,
+	NBD_CMD_DISC = 2,
+	NBD_CMD_FLUSH = 3,
+	NBD_CMD_TRIM = 4,
+	NBD_CMD_WRITE_ZEROES = 6,
+};
+
+#define NBD_CMD_FLAG_FUA     (1u << 0)
+#define NBD_CMD_FLAG_NO_HOLE (1u << 1)
+
+#define NBD_EPERM     1
+#define NBD_EIO	      5
+#define NBD_ENOMEM    12
+#define NBD_EINVAL    22
+#define NBD_ENOSPC    28
+#define NBD_EOVERFLOW 75
+
+struct conn {
+	int fd;
+	const struct nbd_exports *ex;
+	struct nbd_conn_stats *st;
+	struct vdisk *disk;
+	bool no_zeroes;
+	uint8_t *buf; /* NBD_MAX_PAYLOAD */
+	char *err;
+	size_t errlen;
+};
+
+static int cfail(struct conn *c, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int cfail(struct conn *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->err && c->errlen) {
+		va_start(ap, fmt);
+		vsnprintf(c->err, c->errlen, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+static int recv_all(struct conn *c, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = recv(c->fd, p, len, 0);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return cfail(c, -errno, "receive: %s", strerror(errno));
+		if (r == 0)
+			return cfail(c, -ECONNRESET,
+				     "client closed the "
+				     "connection");
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Reads and drops len bytes (a payload we refuse but must skip). */
+static int skip(struct conn *c, uint64_t len)
+{
+	uint8_t tmp[4096];
+
+	while (len) {
+		size_t n = len > sizeof(tmp) ? sizeof(tmp) : (size_t)len;
+		int rc = recv_all(c, tmp, n);
+
+		if (rc)
+			return rc;
+		len -= n;
+	}
+	return 0;
+}
+
+static int send_iov(struct conn *c, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		ssize_t w = writev(c->fd, iov, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return cfail(c, -errno, "send: %s", strerror(errno));
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static int send_all(struct conn *c, const void *buf, size_t len)
+{
+	struct iovec iov = {(void *)buf, len};
+
+	return send_iov(c, &iov, 1);
+}
+
+/* ---- handshake ---- */
+
+static int opt_reply(struct conn *c, uint32_t opt, uint32_t type,
+		     const void *data, uint32_t len)
+{
+	uint8_t h[20];
+	struct iovec iov[2] = {{h, sizeof(h)}, {(void *)data, len}};
+
+	cell_put64(h, NBD_REP_MAGIC);
+	cell_put32(h + 8, opt);
+	cell_put32(h + 12, type);
+	cell_put32(h + 16, len);
+	return send_iov(c, iov, len ? 2 : 1);
+}
+
+static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
+		     const char *msg)
+{
+	return opt_reply(c, opt, type, msg, (uint32_t)strlen(msg));
+}
+
+static uint16_t tflags(const struct vdisk *d)
+{
+	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
+		     NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
+		     NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN;
+
+	if (vdisk_readonly(d))
+		f |= NBD_FLAG_READ_ONLY;
+	return f;
+}
+
+static int opt_list(struct conn *c, uint32_t len)
+{
+	char **names;
+	size_t n;
+	int rc;
+
+	if (len)
+		return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID,
+				 "LIST takes no data");
+	rc = c->ex->list(c->ex->ctx, &names, &n);
+	if (rc)
+		return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_UNSUP,
+				 "cannot list disks");
+	for (size_t i = 0; i < n; i++) {
+		uint8_t b[4 + VDISK_NAME_MAX];
+		uint32_t l = (uint32_t)strnlen(names[i], VDISK_NAME_MAX);
+
+		cell_put32(b, l);
+		memcpy(b + 4, names[i], l);
+		if (!rc)
+			rc = opt_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, b,
+				       4 + l);
+		free(names[i]);
+	}
+	free(names);
+	return rc ? rc : opt_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+}
+
+/* INFO or GO: data is name length, name, info count, info types.
+ * Returns 1 when GO selected an export. */
+static int opt_go(struct conn *c, uint32_t opt, const uint8_t *data,
+		  uint32_t len)
+{
+	char name[VDISK_NAME_MAX + 1], why[300];
+	uint32_t nl;
+	uint16_t ninfo;
+	uint8_t info[14];
+	bool want_bs = false;
+	struct vdisk *d;
+	int rc;
+
+	if (len < 6 || (nl = cell_get32(data)) > len - 6 ||
+	    (ninfo = cell_get16(data + 4 + nl), len != 6 + nl + 2u * ninfo))
+		return opt_error(c, opt, NBD_REP_ERR_INVALID,
+				 "malformed INFO/GO request");
+	if (nl > VDISK_NAME_MAX || nl == 0)
+		return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
+	memcpy(name, data + 4, nl);
+	name[nl] = 0;
+	for (uint16_t i = 0; i < ninfo; i++)
+		want_bs |= cell_get16(data + 6 + nl + 2u * i) ==
+			   NBD_INFO_BLOCK_SIZE;
+	d = c->ex->get(c->ex->ctx, name, why, sizeof(why));
+	if (!d)
+		return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, why);
+	cell_put16(info, NBD_INFO_EXPORT);
+	cell_put64(info + 2, vdisk_size(d));
+	cell_put16(info + 10, tflags(d));
+	rc = opt_reply(c, opt, NBD_REP_INFO, info, 12);
+	if (!rc && want_bs) {
+		/* Any offset and length work; 4 KiB is the block. */
+		cell_put16(info, NBD_INFO_BLOCK_SIZE);
+		cell_put32(info + 2, 1);
+		cell_put32(info + 6, VDISK_BLOCK);
+		cell_put32(info + 10, NBD_MAX_PAYLOAD);
+		rc = opt_reply(c, opt, NBD_REP_INFO, info, 14);
+	}
+	if (!rc)
+		rc = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+	if (rc || opt == NBD_OPT_INFO) {
+		c->ex->put(c->ex->ctx, d);
+		return rc;
+	}
+	c->disk = d;
+	return 1;
+}
+
+static int opt_export_name(struct conn *c, const uint8_t *data, uint32_t len)
+{
+	char name[VDISK_NAME_MAX + 1], why[300];
+	uint8_t out[10 + 124] = {0};
+
+	if (len == 0 || len > VDISK_NAME_MAX)
+		return cfail(c, -ENOENT, "EXPORT_NAME of %u bytes", len);
+	memcpy(name, data, len);
+	name[len] = 0;
+	c->disk = c->ex->get(c->ex->ctx, name, why, sizeof(why));
+	if (!c->disk)
+		return cfail(c, -ENOENT, "export '%s': %s", name, why);
+	cell_put64(out, vdisk_size(c->disk));
+	cell_put16(out + 8, tflags(c->disk));
+	return send_all(c, out, c->no_zeroes ? 10 : sizeof(out));
+}
+
+static int handshake(struct conn *c)
+{
+	uint8_t b[18], *data = NULL;
+	uint32_t cflags;
+	int rc;
+
+	cell_put64(b, NBD_MAGIC);
+	cell_put64(b + 8, NBD_OPTS_MAGIC);
+	cell_put16(b + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	rc = send_all(c, b, 18);
+	if (!rc)
+		rc = recv_all(c, b, 4);
+	if (rc)
+		return rc;
+	cflags = cell_get32(b);
+	if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
+		return cfail(c, -EPROTO, "unknown client flags 0x%x", cflags);
+	c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+	data = malloc(NBD_MAX_OPTION);
+	if (!data)
+		return cfail(c, -ENOMEM, "out of memory");
+	for (;;) {
+		uint32_t opt, len;
+
+		rc = recv_all(c, b, 16);
+		if (rc)
+			break;
+		if (cell_get64(b) != NBD_OPTS_MAGIC) {
+			rc = cfail(c, -EPROTO, "bad option magic");
+			break;
+		}
+		opt = cell_get32(b + 8);
+		len = cell_get32(b + 12);
+		if (len > NBD_MAX_OPTION) {
+			rc = cfail(c, -EPROTO, "option %u of %u bytes", opt,
+				   len);
+			break;
+		}
+		rc = recv_all(c, data, len);
+		if (rc)
+			break;
+		switch (opt) {
+		case NBD_OPT_EXPORT_NAME:
+			rc = opt_export_name(c, data, len);
+			free(data);
+			return rc ? rc : 1;
+		case NBD_OPT_ABORT:
+			opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+			free(data);
+			return 0;
+		case NBD_OPT_LIST:
+			rc = opt_list(c, len);
+			break;
+		case NBD_OPT_INFO:
+		case NBD_OPT_GO:
+			rc = opt_go(c, opt, data, len);
+			if (rc == 1) {
+				free(data);
+				return 1;
+			}
+			break;
+		default:
+			rc = opt_error(c, opt, NBD_REP_ERR_UNSUP,
+				       "option not supported");
+			break;
+		}
+		if (rc)
+			break;
+	}
+	free(data);
+	return rc;
+}
+
+/* ---- transmission ---- */
+
+static uint32_t nbd_errno(int rc)
+{
+	switch (rc) {
+	case 0:
+		return 0;
+	case -EINVAL:
+		return NBD_EINVAL;
+	case -EROFS:
+	case -EPERM:
+		return NBD_EPERM;
+	case -ENOSPC:
+		return NBD_ENOSPC;
+	case -ENOMEM:
+		return NBD_ENOMEM;
+	case -EOVERFLOW:
+		return NBD_EOVERFLOW;
+	default:
+		return NBD_EIO;
+	}
+}
+
+static int reply(struct conn *c, uint64_t cookie, int rc, const void *data,
+		 uint32_t len)
+{
+	uint8_t h[16];
+	struct iovec iov[2] = {{h, sizeof(h)}, {(void *)data, len}};
+
+	cell_put32(h, NBD_SIMPLE_REPLY);
+	cell_put32(h + 4, nbd_errno(rc));
+	cell_put64(h + 8, cookie);
+	c->st->requests++;
+	if (rc)
+		c->st->errors++;
+	return send_iov(c, iov, !rc && len ? 2 : 1);
+}
+
+static bool in_range(struct conn *c, uint64_t off, uint64_t len)
+{
+	uint64_t size = vdisk_size(c->disk);
+
+	return off <= size && len <= size - off;
+}
+
+static int transmission(struct conn *c)
+{
+	uint8_t h[28];
+	int rc;
+
+	for (;;) {
+		uint16_t flags, type;
+		uint64_t cookie, off;
+		uint32_t len;
+		bool fua;
+
+		rc = recv_all(c, h, sizeof(h));
+		if (rc)
+			return rc;
+		if (cell_get32(h) != NBD_REQUEST_MAGIC)
+			return cfail(c, -EPROTO, "bad request magic 0x%08x",
+				     cell_get32(h));
+		flags = cell_get16(h + 4);
+		type = cell_get16(h + 6);
+		cookie = cell_get64(h + 8);
+		off = cell_get64(h + 16);
+		len = cell_get32(h + 24);
+		fua = flags & NBD_CMD_FLAG_FUA;
+		if (type == NBD_CMD_WRITE && len > NBD_MAX_PAYLOAD)
+			return cfail(c, -EPROTO, "write of %u bytes (max %u)",
+				     len, NBD_MAX_PAYLOAD);
+		if (flags & ~(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE)) {
+			if (type == NBD_CMD_WRITE && (rc = skip(c, len)))
+				return rc;
+			rc = reply(c, cookie, -EINVAL, NULL, 0);
+			if (rc)
+				return rc;
+			continue;
+		}
+		switch (type) {
+		case NBD_CMD_READ:
+			if (len > NBD_MAX_PAYLOAD || !in_range(c, off, len))
+				rc = -EINVAL;
+			else
+				rc = vdisk_read(c->disk, c->buf, off, len);
+			if (!rc)
+				c->st->bytes_read += len;
+			rc = reply(c, cookie, rc, c->buf, len);
+			break;
+		case NBD_CMD_WRITE:
+			rc = recv_all(c, c->buf, len);
+			if (rc)
+				return rc;
+			if (!in_range(c, off, len))
+				rc = -EINVAL;
+			else
+				rc = vdisk_write(c->disk, c->buf, off, len,
+						 fua);
+			if (!rc)
+				c->st->bytes_written += len;
+			rc = reply(c, cookie, rc, NULL, 0);
+			break;
+		case NBD_CMD_DISC:
+			return 0;
+		case NBD_CMD_FLUSH:
+			rc = reply(c, cookie, vdisk_flush(c->disk), NULL, 0);
+			break;
+		case NBD_CMD_TRIM:
+		case NBD_CMD_WRITE_ZEROES:
+			rc = in_range(c, off, len)
+				     ? vdisk_zero(c->disk, off, len, fua)
+				     : -EINVAL;
+			rc = reply(c, cookie, rc, NULL, 0);
+			break;
+		default:
+			rc = reply(c, cookie, -EINVAL, NULL, 0);
+			break;
+		}
+		if (rc)
+			return rc;
+	}
+}
+
+int nbd_serve(int fd, const struct nbd_exports *ex, struct nbd_conn_stats *st,
+	      char *err, size_t errlen)
+{
+	struct conn c = {
+		.fd = fd, .ex = ex, .st = st, .err = err, .errlen = errlen};
+	int rc;
+
+	if (err && errlen)
+		err[0] = 0;
+	rc = handshake(&c);
+	if (rc != 1)
+		return rc;
+	c.buf = malloc(NBD_MAX_PAYLOAD);
+	rc = c.buf ? transmission(&c) : cfail(&c, -ENOMEM, "out of memory");
+	free(c.buf);
+	ex->put(ex->ctx, c.disk);
+	return rc;
+}

@@ -1,0 +1,540 @@
+/*
+ * cellmon-vdiskd: serves the disks of a store over NBD, and administers
+ * the store offline.
+ *
+ *   cellmon-vdiskd [--config=FILE] [--key=value...]        serve
+ *   cellmon-vdiskd [options] base import PATH
+ *   cellmon-vdiskd [options] disk create NAME SIZE [PARENT]
+ *   cellmon-vdiskd [options] disk clone SRC NAME
+ *   cellmon-vdiskd [options] disk list|info NAME|delete NAME [-o json]
+ *   cellmon-vdiskd config show|example
+ *
+ * One thread per client connection; clients of the same disk share one
+ * open struct vdisk (reads in parallel, writes one at a time). SIGTERM or
+ * SIGINT: stop accepting, disconnect the clients, flush and close every
+ * disk, exit 0.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cell/config.h"
+#include "cell/log.h"
+#include "cell/rpc.h"
+#include "nbd.h"
+#include "vdisk/vdisk.h"
+
+#define MOD	    "vdiskd"
+#define MAX_EXPORTS 256
+
+struct vdiskd_config {
+	char listen[128];
+	char store[1024];
+	int64_t max_clients;
+	char log_level[16];
+};
+
+#define CFG(field) offsetof(struct vdiskd_config, field)
+#define STR(field) CFG(field), sizeof(((struct vdiskd_config *)0)->field)
+
+static const struct cell_config_key vdiskd_config_table[] = {
+	{"listen", CELL_CFG_STRING, STR(listen), 0, 0, "127.0.0.1:10809",
+	 "NBD address host:port (10809 is NBD's port)"},
+	{"store", CELL_CFG_STRING, STR(store), 0, 0, "/var/lib/cellmon/vdisk",
+	 "directory of base images and disks (created if missing)"},
+	{"max_clients", CELL_CFG_INT, CFG(max_clients), 0, 1, 4096, "64",
+	 "NBD connections served at once; more are refused"},
+	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
+	 "log threshold", cell_config_log_levels},
+	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
+};
+
+struct export
+{
+	char name[VDISK_NAME_MAX + 1];
+	struct vdisk *d;
+	int refs;
+};
+
+struct client {
+	int fd;
+	char peer[64];
+	bool used;
+};
+
+static struct {
+	struct vdiskd_config cfg;
+	pthread_mutex_t lock;
+	pthread_cond_t idle;
+	struct export exports[MAX_EXPORTS];
+	struct client *clients;
+	int nclients;
+} D = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
+
+/* ---- exports: open disks shared by their clients ---- */
+
+static struct vdisk *export_get(void *ctx, const char *name, char *err,
+				size_t errlen)
+{
+	struct export *free_slot = NULL;
+	struct vdisk *d = NULL;
+
+	(void)ctx;
+	pthread_mutex_lock(&D.lock);
+	for (int i = 0; i < MAX_EXPORTS; i++) {
+		struct export *e = &D.exports[i];
+
+		if (e->d && strcmp(e->name, name) == 0) {
+			e->refs++;
+			d = e->d;
+			goto out;
+		}
+		if (!e->d && !free_slot)
+			free_slot = e;
+	}
+	if (!free_slot) {
+		snprintf(err, errlen, "too many open disks");
+		goto out;
+	}
+	if (vdisk_open(D.cfg.store, name, &d, err, errlen)) {
+		d = NULL;
+		goto out;
+	}
+	snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
+	free_slot->d = d;
+	free_slot->refs = 1;
+	CELL_INFO(MOD, "opened disk %s (%llu bytes%s)", name,
+		  (unsigned long long)vdisk_size(d),
+		  vdisk_readonly(d) ? ", frozen: read-only" : "");
+out:
+	pthread_mutex_unlock(&D.lock);
+	return d;
+}
+
+/* The last client of a disk flushes and closes it. */
+static void export_put(void *ctx, struct vdisk *d)
+{
+	(void)ctx;
+	pthread_mutex_lock(&D.lock);
+	for (int i = 0; i < MAX_EXPORTS; i++) {
+		struct export *e = &D.exports[i];
+
+		if (e->d != d || --e->refs > 0)
+			continue;
+		if (vdisk_flush(d))
+			CELL_ERROR(MOD, "flush of disk %s on close failed",
+				   e->name);
+		vdisk_close(d);
+		CELL_INFO(MOD, "closed disk %s", e->name);
+		e->d = NULL;
+	}
+	pthread_mutex_unlock(&D.lock);
+}
+
+static int export_list(void *ctx, char ***names, size_t *count)
+{
+	(void)ctx;
+	return vdisk_list(D.cfg.store, names, count, NULL, 0);
+}
+
+static const struct nbd_exports exports_ops = {export_get, export_put,
+					       export_list, NULL};
+
+/* ---- clients ---- */
+
+static void *client_main(void *arg)
+{
+	struct client *c = arg;
+	struct nbd_conn_stats st = {0};
+	char err[400];
+	int rc = nbd_serve(c->fd, &exports_ops, &st, err, sizeof(err));
+
+	if (rc)
+		CELL_WARN(MOD, "client %s: %s (after %llu requests)", c->peer,
+			  err, (unsigned long long)st.requests);
+	else
+		CELL_INFO(MOD,
+			  "client %s disconnected: %llu requests, %llu "
+			  "errors, %llu bytes read, %llu written",
+			  c->peer, (unsigned long long)st.requests,
+			  (unsigned long long)st.errors,
+			  (unsigned long long)st.bytes_read,
+			  (unsigned long long)st.bytes_written);
+	pthread_mutex_lock(&D.lock);
+	close(c->fd);
+	c->used = false;
+	if (--D.nclients == 0)
+		pthread_cond_broadcast(&D.idle);
+	pthread_mutex_unlock(&D.lock);
+	return NULL;
+}
+
+static void accept_one(int lfd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct client *c = NULL;
+	pthread_t t;
+	pthread_attr_t attr;
+	int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+	int one = 1;
+
+	if (fd < 0)
+		return;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	pthread_mutex_lock(&D.lock);
+	for (int i = 0; i < D.cfg.max_clients && !c; i++)
+		if (!D.clients[i].used)
+			c = &D.clients[i];
+	if (c) {
+		c->used = true;
+		c->fd = fd;
+		D.nclients++;
+	}
+	pthread_mutex_unlock(&D.lock);
+	if (!c) {
+		CELL_WARN(MOD, "refused a client: %lld connections already",
+			  (long long)D.cfg.max_clients);
+		close(fd);
+		return;
+	}
+	if (ss.ss_family == AF_INET) {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		uint8_t *ip = (uint8_t *)&a->sin_addr;
+
+		snprintf(c->peer, sizeof(c->peer), "%u.%u.%u.%u:%u", ip[0],
+			 ip[1], ip[2], ip[3], ntohs(a->sin_port));
+	} else {
+		snprintf(c->peer, sizeof(c->peer), "fd %d", fd);
+	}
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, client_main, c)) {
+		CELL_ERROR(MOD, "no thread for client %s", c->peer);
+		pthread_mutex_lock(&D.lock);
+		close(fd);
+		c->used = false;
+		D.nclients--;
+		pthread_mutex_unlock(&D.lock);
+	}
+	pthread_attr_destroy(&attr);
+}
+
+static int listen_on(const char *hostport)
+{
+	struct sockaddr_storage ss;
+	int sl, fd, one = 1;
+
+	if (cell_parse_hostport(hostport, &ss, &sl))
+		return -EINVAL;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, (socklen_t)sl) || listen(fd, 64)) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static int serve(void)
+{
+	char err[600];
+	sigset_t set;
+	int lfd, sfd;
+
+	if (vdisk_store_init(D.cfg.store, err, sizeof(err))) {
+		CELL_ERROR(MOD, "%s", err);
+		return 1;
+	}
+	D.clients = calloc((size_t)D.cfg.max_clients, sizeof(*D.clients));
+	if (!D.clients)
+		return 1;
+	lfd = listen_on(D.cfg.listen);
+	if (lfd < 0) {
+		CELL_ERROR(MOD, "listen on %s: %s", D.cfg.listen,
+			   strerror(-lfd));
+		return 1;
+	}
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	CELL_INFO(MOD, "serving NBD on %s, store %s", D.cfg.listen,
+		  D.cfg.store);
+	for (;;) {
+		struct pollfd p[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
+
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		if (p[0].revents)
+			accept_one(lfd);
+	}
+	close(lfd);
+	pthread_mutex_lock(&D.lock);
+	CELL_INFO(MOD, "stopping: disconnecting %d clients", D.nclients);
+	for (int i = 0; i < D.cfg.max_clients; i++)
+		if (D.clients[i].used)
+			shutdown(D.clients[i].fd, SHUT_RDWR);
+	while (D.nclients > 0)
+		pthread_cond_wait(&D.idle, &D.lock);
+	pthread_mutex_unlock(&D.lock);
+	CELL_INFO(MOD, "stopped");
+	return 0;
+}
+
+/* ---- offline administration ---- */
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || s[0] == '-')
+		return -EINVAL;
+	switch (*end) {
+	case 'K':
+	case 'k':
+		v <<= 10;
+		end++;
+		break;
+	case 'M':
+	case 'm':
+		v <<= 20;
+		end++;
+		break;
+	case 'G':
+	case 'g':
+		v <<= 30;
+		end++;
+		break;
+	case 'T':
+	case 't':
+		v <<= 40;
+		end++;
+		break;
+	}
+	if (*end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static json_t *info_json(const struct vdisk_info *i)
+{
+	return json_pack("{s:s, s:I, s:b, s:s, s:I, s:I, s:i}", "name", i->name,
+			 "size", (json_int_t)i->size, "frozen", i->frozen,
+			 "parent", i->parent, "data_bytes",
+			 (json_int_t)i->data_bytes, "journal_bytes",
+			 (json_int_t)i->journal_bytes, "chain_depth",
+			 (int)i->chain_depth);
+}
+
+static void print_info(const struct vdisk_info *i, bool json)
+{
+	if (json) {
+		json_t *j = info_json(i);
+
+		json_dumpf(j, stdout, JSON_COMPACT);
+		putchar('\n');
+		json_decref(j);
+		return;
+	}
+	printf("name:          %s\nsize:          %llu\nfrozen:        %s\n"
+	       "parent:        %s\ndata bytes:    %llu\njournal bytes: %llu\n"
+	       "chain depth:   %u\n",
+	       i->name, (unsigned long long)i->size, i->frozen ? "yes" : "no",
+	       i->parent[0] ? i->parent : "(none)",
+	       (unsigned long long)i->data_bytes,
+	       (unsigned long long)i->journal_bytes, i->chain_depth);
+}
+
+static int cmd_list(bool json)
+{
+	char **names, err[600];
+	size_t n;
+	json_t *arr = json ? json_array() : NULL;
+
+	if (vdisk_list(D.cfg.store, &names, &n, err, sizeof(err))) {
+		fprintf(stderr, "cellmon-vdiskd: %s\n", err);
+		return 1;
+	}
+	if (!json)
+		printf("%-24s %14s %-7s %s\n", "NAME", "SIZE", "FROZEN",
+		       "PARENT");
+	for (size_t k = 0; k < n; k++) {
+		struct vdisk_info i;
+
+		if (vdisk_info(D.cfg.store, names[k], &i, err, sizeof(err)) ==
+		    0) {
+			if (json)
+				json_array_append_new(arr, info_json(&i));
+			else
+				printf("%-24s %14llu %-7s %s\n", i.name,
+				       (unsigned long long)i.size,
+				       i.frozen ? "yes" : "no",
+				       i.parent[0] ? i.parent : "-");
+		} else {
+			fprintf(stderr, "cellmon-vdiskd: %s\n", err);
+		}
+		free(names[k]);
+	}
+	free(names);
+	if (json) {
+		json_dumpf(arr, stdout, JSON_COMPACT);
+		putchar('\n');
+		json_decref(arr);
+	}
+	return 0;
+}
+
+/* Offline commands. Exit codes: 0 done, 1 failed, 2 usage, 3 not found,
+ * 4 exists, 5 busy (cellctl's convention). */
+static int admin(int argc, char **argv)
+{
+	char err[600], id[VDISK_ID_LEN + 1];
+	bool json = false;
+	int rc = -EINVAL;
+	uint64_t size;
+
+	/* "-o json" anywhere */
+	for (int i = 0; i + 1 < argc; i++) {
+		if (strcmp(argv[i], "-o") == 0 &&
+		    strcmp(argv[i + 1], "json") == 0) {
+			json = true;
+			memmove(argv + i, argv + i + 2,
+				(size_t)(argc - i - 2) * sizeof(*argv));
+			argc -= 2;
+			break;
+		}
+	}
+	err[0] = 0;
+	if (vdisk_store_init(D.cfg.store, err, sizeof(err))) {
+		fprintf(stderr, "cellmon-vdiskd: %s\n", err);
+		return 1;
+	}
+	if (argc == 3 && !strcmp(argv[0], "base") &&
+	    !strcmp(argv[1], "import")) {
+		rc = vdisk_base_import(D.cfg.store, argv[2], id, err,
+				       sizeof(err));
+		if (!rc)
+			printf(json ? "{\"id\":\"%s\"}\n" : "%s\n", id);
+	} else if ((argc == 4 || argc == 5) && !strcmp(argv[0], "disk") &&
+		   !strcmp(argv[1], "create")) {
+		if (parse_size(argv[3], &size)) {
+			fprintf(stderr,
+				"cellmon-vdiskd: bad size '%s' (e.g. 4096, "
+				"64M, 2G)\n",
+				argv[3]);
+			return 2;
+		}
+		rc = vdisk_create(D.cfg.store, argv[2], size,
+				  argc == 5 ? argv[4] : NULL, err, sizeof(err));
+	} else if (argc == 4 && !strcmp(argv[0], "disk") &&
+		   !strcmp(argv[1], "clone")) {
+		rc = vdisk_clone(D.cfg.store, argv[2], argv[3], err,
+				 sizeof(err));
+	} else if (argc == 2 && !strcmp(argv[0], "disk") &&
+		   !strcmp(argv[1], "list")) {
+		return cmd_list(json);
+	} else if (argc == 3 && !strcmp(argv[0], "disk") &&
+		   !strcmp(argv[1], "info")) {
+		struct vdisk_info i;
+
+		rc = vdisk_info(D.cfg.store, argv[2], &i, err, sizeof(err));
+		if (!rc)
+			print_info(&i, json);
+	} else if (argc == 3 && !strcmp(argv[0], "disk") &&
+		   !strcmp(argv[1], "delete")) {
+		rc = vdisk_delete(D.cfg.store, argv[2], err, sizeof(err));
+	} else {
+		fprintf(stderr, "cellmon-vdiskd: unknown command (see "
+				"--help)\n");
+		return 2;
+	}
+	if (!rc)
+		return 0;
+	fprintf(stderr, "cellmon-vdiskd: %s\n", err[0] ? err : strerror(-rc));
+	return rc == -ENOENT ? 3 : rc == -EEXIST ? 4 : rc == -EBUSY ? 5 : 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: cellmon-vdiskd [--config=FILE] [--key=value...]\n"
+		"       cellmon-vdiskd [options] base import PATH\n"
+		"       cellmon-vdiskd [options] disk create NAME SIZE "
+		"[base:ID|disk:NAME]\n"
+		"       cellmon-vdiskd [options] disk clone SRC NAME\n"
+		"       cellmon-vdiskd [options] disk list|info NAME|delete "
+		"NAME [-o json]\n"
+		"       cellmon-vdiskd config show|example\n"
+		"\n"
+		"Without a command, serves the store's disks over NBD (export "
+		"name =\n"
+		"disk name). The disk and base commands work on the store "
+		"directly:\n"
+		"run them while no server has the disk open. Exit codes: 0 "
+		"ok, 1 failed,\n"
+		"2 usage, 3 not found, 4 exists, 5 busy.\n\nOptions:\n");
+	cell_config_usage(vdiskd_config_table, f);
+}
+
+int main(int argc, char **argv)
+{
+	char err[600];
+	int nrest = 0, rc;
+	enum cell_log_level lvl;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (cell_config_defaults(vdiskd_config_table, &D.cfg, err, sizeof(err)))
+		abort();
+	rc = cell_config_parse_args(vdiskd_config_table, &D.cfg, argc, argv,
+				    &nrest, err, sizeof(err));
+	if (rc == 1) {
+		usage(stdout);
+		return 0;
+	}
+	if (rc) {
+		fprintf(stderr, "cellmon-vdiskd: %s\n", err);
+		return 2;
+	}
+	if (cell_log_level_parse(D.cfg.log_level, &lvl) == 0)
+		cell_log_set_level(lvl);
+	if (nrest == 2 && !strcmp(argv[1], "config") &&
+	    !strcmp(argv[2], "show")) {
+		cell_config_show(vdiskd_config_table, &D.cfg, stdout);
+		return 0;
+	}
+	if (nrest == 2 && !strcmp(argv[1], "config") &&
+	    !strcmp(argv[2], "example")) {
+		cell_config_example(vdiskd_config_table,
+				    "cellmon-vdiskd configuration", stdout);
+		return 0;
+	}
+	if (nrest > 0)
+		return admin(nrest, argv + 1);
+	return serve();
+}
