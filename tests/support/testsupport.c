@@ -109,7 +109,7 @@ pid_t ts_spawn(char *const argv[], const char *log_path)
 				close(fd);
 			}
 		}
-		execv(argv[0], argv);
+		execvp(argv[0], argv);
 		_exit(127);
 	}
 	children[nchildren++] = pid;
@@ -156,7 +156,7 @@ int ts_run(char *const argv[], unsigned timeout_ms, char **out,
 		dup2(pfd[1], 1);
 		if (merge_stderr)
 			dup2(pfd[1], 2);
-		execv(argv[0], argv);
+		execvp(argv[0], argv);
 		_exit(127);
 	}
 	close(pfd[1]);

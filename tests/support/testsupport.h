@@ -29,7 +29,8 @@ pid_t ts_spawn(char *const argv[], const char *log_path);
 int ts_stop(pid_t pid, int sig, unsigned timeout_ms);
 void ts_kill_all(void);
 
-/* Runs argv to completion within timeout_ms; captures stdout (and stderr
+/* Runs argv (argv[0] looked up in PATH when it has no slash) to
+ * completion within timeout_ms; captures stdout (and stderr
  * too with merge_stderr) into *out (malloc'd, NUL-terminated). Returns the
  * exit code, or -1 on timeout. */
 int ts_run(char *const argv[], unsigned timeout_ms, char **out,

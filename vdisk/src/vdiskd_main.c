@@ -35,6 +35,7 @@
 #include "cell/config.h"
 #include "cell/log.h"
 #include "cell/rpc.h"
+#include "cell/util.h"
 #include "nbd.h"
 #include "vdisk/vdisk.h"
 
@@ -254,6 +255,36 @@ static int listen_on(const char *hostport)
 	return fd;
 }
 
+/* <store>/vdiskd.addr: the bound host:port, so that tests and scripts
+ * may ask for port 0. */
+static int write_addr(int lfd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char path[1100], text[160], host[128];
+	char *colon;
+	int rc, port = 0;
+
+	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    ss.ss_family == AF_INET)
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	else if (ss.ss_family == AF_INET6)
+		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	snprintf(host, sizeof(host), "%s", D.cfg.listen);
+	colon = strrchr(host, ':');
+	if (colon)
+		*colon = 0;
+	snprintf(text, sizeof(text), "%s:%d\n", host, port);
+	snprintf(path, sizeof(path), "%s/vdiskd.addr", D.cfg.store);
+	rc = cell_write_file_atomic(path, text, strlen(text));
+	if (rc)
+		CELL_ERROR(MOD, "cannot write %s: %s", path, strerror(-rc));
+	else
+		CELL_INFO(MOD, "serving NBD on %s:%d, store %s", host, port,
+			  D.cfg.store);
+	return rc;
+}
+
 static int serve(void)
 {
 	char err[600];
@@ -273,13 +304,15 @@ static int serve(void)
 			   strerror(-lfd));
 		return 1;
 	}
+	if (write_addr(lfd)) {
+		close(lfd);
+		return 1;
+	}
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	sfd = signalfd(-1, &set, SFD_CLOEXEC);
-	CELL_INFO(MOD, "serving NBD on %s, store %s", D.cfg.listen,
-		  D.cfg.store);
 	for (;;) {
 		struct pollfd p[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
 

@@ -1,0 +1,569 @@
+/*
+ * cellmon-vdiskd with real NBD clients (qemu-io, qemu-img, nbdinfo from
+ * Debian's qemu-utils and libnbd-bin) and with a small client of our own
+ * for what the real ones never send: malformed requests, and a write +
+ * flush loop across a kill -9 of the server.
+ *
+ * The server runs on an ephemeral loopback port (it writes the address to
+ * <store>/vdiskd.addr) and is stopped by the test, also on failure.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "testsupport.h"
+
+#define B 4096u
+
+static struct {
+	char *dir;
+	char store[600];
+	char log[700];
+	char addr[128];
+	char uri[256];
+	pid_t pid;
+} T;
+
+static bool have(const char *tool)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", tool);
+	return system(cmd) == 0;
+}
+
+#define NEED_TOOL(t)                                                      \
+	do {                                                              \
+		if (!have(t)) {                                           \
+			printf("SKIP: %s is not installed (Debian "       \
+			       "qemu-utils / libnbd-bin; deploy/install-" \
+			       "deps installs them)\n",                   \
+			       t);                                        \
+			skip();                                           \
+		}                                                         \
+	} while (0)
+
+static bool addr_ready(void *arg)
+{
+	char path[700], *s;
+
+	(void)arg;
+	snprintf(path, sizeof(path), "%s/vdiskd.addr", T.store);
+	s = ts_read_file(path);
+	if (!s)
+		return false;
+	s[strcspn(s, "\n")] = 0;
+	snprintf(T.addr, sizeof(T.addr), "%s", s);
+	free(s);
+	return T.addr[0] != 0;
+}
+
+static void start_server(const char *listen)
+{
+	char st[700], li[160];
+	char *argv[] = {VDISKD_BIN, st, li, "--log-level=debug", NULL};
+	char path[700];
+
+	snprintf(st, sizeof(st), "--store=%s", T.store);
+	snprintf(li, sizeof(li), "--listen=%s", listen);
+	snprintf(path, sizeof(path), "%s/vdiskd.addr", T.store);
+	unlink(path);
+	T.addr[0] = 0;
+	T.pid = ts_spawn(argv, T.log);
+	assert_true(T.pid > 0);
+	assert_true(ts_wait_for(addr_ready, NULL, 5000));
+}
+
+/* Runs the offline admin command; returns its exit code. */
+static int admin(char **out, ...)
+{
+	char st[700];
+	char *argv[16] = {VDISKD_BIN, st};
+	char *o = NULL;
+	int n = 2, rc;
+	va_list ap;
+
+	snprintf(st, sizeof(st), "--store=%s", T.store);
+	va_start(ap, out);
+	while (n < 15 && (argv[n] = va_arg(ap, char *)))
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	rc = ts_run(argv, 30000, &o, true);
+	if (out)
+		*out = o;
+	else
+		free(o);
+	return rc;
+}
+
+static const char *uri(const char *disk)
+{
+	snprintf(T.uri, sizeof(T.uri), "nbd://%s/%s", T.addr, disk);
+	return T.uri;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	T.dir = ts_tmpdir("vdiskd-it");
+	snprintf(T.store, sizeof(T.store), "%s/store", T.dir);
+	snprintf(T.log, sizeof(T.log), "%s/vdiskd.log", T.dir);
+	start_server("127.0.0.1:0");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (T.pid > 0)
+		ts_stop(T.pid, SIGTERM, 5000);
+	T.pid = 0;
+	ts_kill_all();
+	if (getenv("CELLMON_KEEP_TEST_DIR"))
+		fprintf(stderr, "test dir kept: %s\n", T.dir);
+	else
+		ts_rmtree(T.dir);
+	free(T.dir);
+	return 0;
+}
+
+/* qemu-io: exit status and no verification failure in its output. */
+static void qemu_io(const char *disk, ...)
+{
+	char *argv[32] = {"qemu-io", "-f", "raw"};
+	char *out = NULL;
+	int n = 3, rc;
+	va_list ap;
+
+	va_start(ap, disk);
+	while (n < 29) {
+		char *c = va_arg(ap, char *);
+
+		if (!c)
+			break;
+		argv[n++] = "-c";
+		argv[n++] = c;
+	}
+	va_end(ap);
+	argv[n++] = (char *)uri(disk);
+	argv[n] = NULL;
+	rc = ts_run(argv, 60000, &out, true);
+	if (rc != 0 || strstr(out, "verification failed") ||
+	    strstr(out, "failed"))
+		fail_msg("qemu-io on %s exited %d:\n%s", disk, rc, out);
+	free(out);
+}
+
+static void test_vdiskd_qemu_io_patterns(void **state)
+{
+	(void)state;
+	NEED_TOOL("qemu-io");
+	assert_int_equal(admin(NULL, "disk", "create", "d1", "16M", NULL), 0);
+	qemu_io("d1", "write -P 0xab 0 1M", "write -P 0xcd 1234567 5000",
+		"write -z 2M 64k", "write -P 0x5e 8M 4096", "flush", NULL);
+	/* A new connection reads back what the first one wrote. */
+	qemu_io("d1", "read -P 0xab 0 1M", "read -P 0 1M 185991",
+		"read -P 0xcd 1234567 5000", "read -P 0 1239567 8000",
+		"read -P 0 2M 64k", "read -P 0x5e 8M 4096", "read -P 0 15M 1M",
+		NULL);
+	/* Discard (TRIM) then it reads as zeros. */
+	qemu_io("d1", "discard 8M 4096", "read -P 0 8M 4096", NULL);
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+	struct stat st;
+	uint8_t *b;
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	b = malloc((size_t)st.st_size + 1);
+	assert_int_equal(read(fd, b, (size_t)st.st_size), st.st_size);
+	close(fd);
+	*len = (size_t)st.st_size;
+	return b;
+}
+
+static void convert_and_compare(const char *disk, const uint8_t *want,
+				size_t len)
+{
+	char raw[800];
+	char *argv[] = {"qemu-img", "convert",	       "-f", "raw", "-O",
+			"raw",	    (char *)uri(disk), raw,  NULL};
+	char *out = NULL;
+	uint8_t *got;
+	size_t n;
+	int rc;
+
+	snprintf(raw, sizeof(raw), "%s/%s.raw", T.dir, disk);
+	rc = ts_run(argv, 60000, &out, true);
+	if (rc)
+		fail_msg("qemu-img convert %s: %s", disk, out);
+	free(out);
+	got = read_file(raw, &n);
+	assert_int_equal(n, len);
+	for (size_t i = 0; i < len; i++)
+		if (got[i] != want[i])
+			fail_msg("%s: byte %zu is %02x, want %02x", disk, i,
+				 got[i], want[i]);
+	free(got);
+	unlink(raw);
+}
+
+static void test_vdiskd_convert_base_and_clone(void **state)
+{
+	size_t len = 2u << 20;
+	uint8_t *base = malloc(len), *want = malloc(len);
+	char path[700], *id = NULL, parent[100], w[64];
+	int fd;
+
+	(void)state;
+	NEED_TOOL("qemu-img");
+	NEED_TOOL("qemu-io");
+	srandom(42);
+	for (size_t i = 0; i < len; i++)
+		base[i] = (uint8_t)random();
+	snprintf(path, sizeof(path), "%s/base.img", T.dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_int_equal(write(fd, base, len), (ssize_t)len);
+	close(fd);
+	assert_int_equal(admin(&id, "base", "import", path, NULL), 0);
+	id[strcspn(id, "\n")] = 0;
+	snprintf(parent, sizeof(parent), "base:%s", id);
+	free(id);
+	assert_int_equal(
+		admin(NULL, "disk", "create", "gold", "0", parent, NULL), 0);
+	/* The untouched disk is its base. */
+	convert_and_compare("gold", base, len);
+	qemu_io("gold", "write -P 0x11 4096 4096", "flush", NULL);
+	memcpy(want, base, len);
+	memset(want + 4096, 0x11, 4096);
+	convert_and_compare("gold", want, len);
+
+	/* A clone reads its base's data until overwritten. */
+	assert_int_equal(admin(NULL, "disk", "clone", "gold", "vm1", NULL), 0);
+	convert_and_compare("vm1", want, len);
+	snprintf(w, sizeof(w), "write -P 0x22 %u 8192", 100 * B);
+	qemu_io("vm1", w, "flush", NULL);
+	memset(want + 100 * B, 0x22, 8192);
+	convert_and_compare("vm1", want, len);
+	/* gold is frozen and unchanged; writes to it are refused. */
+	memcpy(want + 100 * B, base + 100 * B, 8192);
+	convert_and_compare("gold", want, len);
+	free(base);
+	free(want);
+}
+
+static void test_vdiskd_nbdinfo_list(void **state)
+{
+	char target[300];
+	char *argv[] = {"nbdinfo", "--list", target, NULL};
+	char *out = NULL;
+
+	(void)state;
+	NEED_TOOL("nbdinfo");
+	assert_int_equal(admin(NULL, "disk", "create", "alpha", "1M", NULL), 0);
+	assert_int_equal(admin(NULL, "disk", "create", "beta", "2M", NULL), 0);
+	snprintf(target, sizeof(target), "nbd://%s", T.addr);
+	assert_int_equal(ts_run(argv, 30000, &out, true), 0);
+	assert_non_null(strstr(out, "export=\"alpha\""));
+	assert_non_null(strstr(out, "export=\"beta\""));
+	free(out);
+}
+
+/* ---- our own client ---- */
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static int xfer(int fd, void *buf, size_t len, bool send_it)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = send_it ? send(fd, p, len, MSG_NOSIGNAL)
+				    : recv(fd, p, len, 0);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Connects and selects `disk` with NBD_OPT_GO; the fd, or -1. */
+static int nbd_connect(const char *disk)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	char host[128];
+	uint8_t b[256];
+	struct timeval tv = {10, 0};
+	size_t nl = strlen(disk);
+	int fd, one = 1;
+	char *colon;
+
+	snprintf(host, sizeof(host), "%s", T.addr);
+	colon = strrchr(host, ':');
+	*colon = 0;
+	a.sin_port = htons((uint16_t)atoi(colon + 1));
+	inet_pton(AF_INET, host, &a.sin_addr);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    xfer(fd, b, 18, false) || memcmp(b, "NBDMAGICIHAVEOPT", 16)) {
+		close(fd);
+		return -1;
+	}
+	put32(b, 3); /* fixed newstyle, no zeroes */
+	memcpy(b + 4, "IHAVEOPT", 8);
+	put32(b + 12, 7); /* GO */
+	put32(b + 16, (uint32_t)(4 + nl + 2));
+	put32(b + 20, (uint32_t)nl);
+	memcpy(b + 24, disk, nl);
+	put16(b + 24 + nl, 0);
+	if (xfer(fd, b, 26 + nl, true)) {
+		close(fd);
+		return -1;
+	}
+	/* Replies until ACK (type 1) or an error. */
+	for (;;) {
+		uint32_t type, len;
+
+		if (xfer(fd, b, 20, false)) {
+			close(fd);
+			return -1;
+		}
+		type = get32(b + 12);
+		len = get32(b + 16);
+		if (len > sizeof(b) || xfer(fd, b, len, false) ||
+		    (type & 0x80000000u)) {
+			close(fd);
+			return -1;
+		}
+		if (type == 1)
+			return fd;
+	}
+}
+
+/* Sends a request; returns the reply's error, or -1 if the server closed
+ * the connection. A READ's data lands in data. */
+static int request(int fd, uint16_t type, uint16_t flags, uint64_t off,
+		   uint32_t len, void *data, uint32_t magic)
+{
+	uint8_t h[28], r[16];
+	static uint64_t cookie = 1;
+
+	put32(h, magic);
+	put16(h + 4, flags);
+	put16(h + 6, type);
+	put64(h + 8, ++cookie);
+	put64(h + 16, off);
+	put32(h + 24, len);
+	if (xfer(fd, h, 28, true))
+		return -1;
+	if (type == 1 && data && xfer(fd, data, len, true))
+		return -1;
+	if (type == 2)
+		return 0;
+	if (xfer(fd, r, 16, false) || get32(r) != 0x67446698u)
+		return -1;
+	if (get32(r + 4))
+		return (int)get32(r + 4);
+	if (type == 0 && xfer(fd, data, len, false))
+		return -1;
+	return 0;
+}
+
+#define REQ_MAGIC 0x25609513u
+
+static bool server_closed(int fd)
+{
+	uint8_t b;
+
+	return recv(fd, &b, 1, 0) <= 0;
+}
+
+static void test_vdiskd_malformed_requests(void **state)
+{
+	uint8_t buf[B];
+	int fd;
+
+	(void)state;
+	assert_int_equal(admin(NULL, "disk", "create", "m", "1M", NULL), 0);
+	/* An unknown export fails the GO, not the server. */
+	assert_int_equal(nbd_connect("nosuch"), -1);
+
+	fd = nbd_connect("m");
+	assert_true(fd >= 0);
+	/* Errors that keep the connection. */
+	assert_int_equal(request(fd, 0, 0, 1 << 20, B, buf, REQ_MAGIC),
+			 22); /* read past the end */
+	assert_int_equal(request(fd, 0, 0, (1 << 20) - 10, 20, buf, REQ_MAGIC),
+			 22); /* read across the end */
+	assert_int_equal(request(fd, 0, 0, 0, 64u << 20, buf, REQ_MAGIC),
+			 22); /* huge read */
+	memset(buf, 7, B);
+	assert_int_equal(request(fd, 1, 0, (1 << 20) - 100, B, buf, REQ_MAGIC),
+			 22); /* write past the end, payload skipped */
+	assert_int_equal(request(fd, 99, 0, 0, 0, NULL, REQ_MAGIC),
+			 22); /* unknown command */
+	assert_int_equal(request(fd, 0, 0x100, 0, B, buf, REQ_MAGIC),
+			 22); /* unknown flag */
+	assert_int_equal(request(fd, 4, 0, 1 << 20, B, NULL, REQ_MAGIC),
+			 22); /* trim past the end */
+	/* ...and it still works. */
+	assert_int_equal(request(fd, 1, 1, 0, B, buf, REQ_MAGIC), 0);
+	assert_int_equal(request(fd, 0, 0, 0, B, buf, REQ_MAGIC), 0);
+	assert_int_equal(buf[100], 7);
+	/* Bad magic: closed. */
+	assert_int_equal(request(fd, 0, 0, 0, B, buf, 0xdeadbeef), -1);
+	close(fd);
+	/* A write announcing 1 GiB: closed before reading it. */
+	fd = nbd_connect("m");
+	assert_true(fd >= 0);
+	assert_int_equal(request(fd, 1, 0, 0, 1u << 30, NULL, REQ_MAGIC), -1);
+	close(fd);
+	/* Garbage instead of a handshake. */
+	fd = nbd_connect("m");
+	assert_true(fd >= 0);
+	assert_int_equal(xfer(fd, "garbage!garbage!garbage!garbage!", 32, true),
+			 0);
+	assert_true(server_closed(fd));
+	close(fd);
+	/* The server is alive and the data intact. */
+	fd = nbd_connect("m");
+	assert_true(fd >= 0);
+	assert_int_equal(request(fd, 0, 0, 0, B, buf, REQ_MAGIC), 0);
+	assert_int_equal(buf[4000], 7);
+	request(fd, 2, 0, 0, 0, NULL, REQ_MAGIC);
+	close(fd);
+	assert_int_equal(kill(T.pid, 0), 0);
+}
+
+/*
+ * kill -9 of the server in the middle of a write + flush loop: after a
+ * restart every write acknowledged by a flush is there (or a later write
+ * of the same block, whole).
+ */
+#define NBLK 32
+
+static void test_vdiskd_kill9_keeps_flushed_writes(void **state)
+{
+	uint32_t acked = 0, i;
+	uint8_t buf[B];
+	uint64_t t0;
+	int fd;
+
+	(void)state;
+	assert_int_equal(admin(NULL, "disk", "create", "k", "1M", NULL), 0);
+	fd = nbd_connect("k");
+	assert_true(fd >= 0);
+	t0 = ts_now_ms();
+	for (i = 1;; i++) {
+		for (size_t k = 0; k < B; k += 4)
+			memcpy(buf + k, &i, 4);
+		if (request(fd, 1, 0, (uint64_t)(i % NBLK) * B, B, buf,
+			    REQ_MAGIC))
+			break;
+		if (i % 4 == 0) {
+			if (request(fd, 3, 0, 0, 0, NULL, REQ_MAGIC))
+				break;
+			acked = i;
+		}
+		if (ts_now_ms() - t0 > 300 && T.pid > 0) {
+			kill(T.pid, SIGKILL);
+			ts_stop(T.pid, 0, 5000);
+			T.pid = 0;
+		}
+	}
+	close(fd);
+	printf("server killed after %u writes, %u acknowledged by flush\n", i,
+	       acked);
+	assert_true(acked > 0);
+	start_server(T.addr);
+	fd = nbd_connect("k");
+	assert_true(fd >= 0);
+	for (uint32_t b = 0; b < NBLK; b++) {
+		uint32_t floor = 0, v;
+
+		for (uint32_t w = 1; w <= acked; w++)
+			if (w % NBLK == b)
+				floor = w;
+		assert_int_equal(
+			request(fd, 0, 0, (uint64_t)b * B, B, buf, REQ_MAGIC),
+			0);
+		memcpy(&v, buf, 4);
+		for (size_t k = 4; k < B; k += 4)
+			if (memcmp(buf + k, &v, 4))
+				fail_msg("block %u torn", b);
+		if (v < floor || (v && v % NBLK != b))
+			fail_msg("block %u holds write %u, flushed write was "
+				 "%u",
+				 b, v, floor);
+	}
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_vdiskd_qemu_io_patterns,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_vdiskd_convert_base_and_clone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vdiskd_nbdinfo_list, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_vdiskd_malformed_requests,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_vdiskd_kill9_keeps_flushed_writes, setup,
+			teardown),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
