@@ -1,9 +1,10 @@
 /*
  * ctest driver for fuzz targets built without libFuzzer.
  *
- *   fuzz_frame_replay DIR [MUTATIONS [SEED]]
+ *   fuzz_X_replay DIR|- [MUTATIONS [SEED]]
  *
- * Replays every file in DIR, then MUTATIONS (default 2000) mutants of them
+ * Replays every file in DIR (none for "-") and the target's built-in
+ * seeds (fuzz_seed), then MUTATIONS (default 2000) mutants of them
  * made by a seeded xorshift generator: bit flips, byte changes, cuts,
  * duplicated slices and inflated length fields. The seed is printed so a
  * failure can be replayed; a crash or sanitizer report fails the test.
@@ -83,10 +84,13 @@ static size_t mutate(const struct file *f, uint8_t *out)
 
 static int load_dir(const char *dir, struct file *files, int max)
 {
-	DIR *d = opendir(dir);
+	DIR *d;
 	struct dirent *e;
 	int n = 0;
 
+	if (strcmp(dir, "-") == 0)
+		return 0;
+	d = opendir(dir);
 	if (!d) {
 		perror(dir);
 		exit(2);
@@ -206,12 +210,22 @@ int main(int argc, char **argv)
 	rng = argc > 3 ? strtoull(argv[3], NULL, 0)
 		       : (uint64_t)time(NULL) * 2654435761u + 1;
 	n = load_dir(argv[1], files, 256);
+	for (int i = 0; n < 256; i++) {
+		files[n].data = malloc(MAXF);
+		files[n].len = fuzz_seed(i, files[n].data, MAXF / 2);
+		if (files[n].len == 0) {
+			free(files[n].data);
+			break;
+		}
+		n++;
+	}
 	if (n == 0) {
 		fprintf(stderr, "%s: empty corpus\n", argv[1]);
 		return 2;
 	}
-	printf("replaying %d corpus files, then %ld mutants, seed=%llu\n", n,
-	       count, (unsigned long long)rng);
+	printf("replaying %d corpus files and seeds, then %ld mutants, "
+	       "seed=%llu\n",
+	       n, count, (unsigned long long)rng);
 	fflush(stdout);
 	for (int i = 0; i < n; i++)
 		fuzz_one(files[i].data, files[i].len);
