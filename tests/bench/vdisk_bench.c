@@ -1,0 +1,452 @@
+/*
+ * vdisk-bench: 4 KiB reads and writes through cellmon-vdiskd and, in the
+ * same run with the same client, through qemu-nbd serving a qcow2 overlay
+ * over the same raw base. Prints ops/s of each and the ratio (cellmon /
+ * qemu-nbd); never passes or fails on time.
+ *
+ *   vdisk-bench [--ops=N] [--rounds=N] [--size-mb=N]
+ *
+ * Patterns, each on a fresh disk over the base (so reads come from the
+ * base until written): sequential read, random read, sequential write,
+ * random write (each write phase ends with a flush, which is timed). The
+ * client is synchronous (one request in flight), so the figures are
+ * per-request cost. After a discarded warm-up, each round runs every
+ * pattern on both servers, alternating which goes first; the medians
+ * over rounds are printed.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define B 4096u
+
+static int ops = 4000, rounds = 3, size_mb = 64;
+static char dir[256], base_path[300], base_id[80];
+
+static void die(const char *what)
+{
+	fprintf(stderr, "vdisk-bench: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Runs argv, waits; exit status (stdout to out if not NULL). */
+static int run(char *const argv[], char *out, size_t outlen)
+{
+	int p[2];
+	pid_t pid;
+	int st;
+
+	if (pipe(p))
+		die("pipe");
+	pid = fork();
+	if (pid == 0) {
+		dup2(p[1], 1);
+		close(p[0]);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(p[1]);
+	if (out) {
+		ssize_t n = read(p[0], out, outlen - 1);
+
+		out[n > 0 ? n : 0] = 0;
+	}
+	close(p[0]);
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A server child that dies with us. */
+static pid_t spawn(char *const argv[], const char *log)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t l = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(fd, (struct sockaddr *)&a, &l))
+		die("bind");
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+/* ---- a minimal synchronous NBD client ---- */
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static int io(int fd, void *buf, size_t len, bool out)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = out ? send(fd, p, len, MSG_NOSIGNAL)
+				: recv(fd, p, len, MSG_WAITALL);
+
+		if (r <= 0)
+			return -1;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+static int nbd_open(int port, const char *name)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	uint8_t b[256];
+	size_t nl = strlen(name);
+	int fd, one = 1;
+
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    io(fd, b, 18, false)) {
+		close(fd);
+		return -1;
+	}
+	put32(b, 3);
+	memcpy(b + 4, "IHAVEOPT", 8);
+	put32(b + 12, 7);
+	put32(b + 16, (uint32_t)(4 + nl + 2));
+	put32(b + 20, (uint32_t)nl);
+	memcpy(b + 24, name, nl);
+	put16(b + 24 + nl, 0);
+	if (io(fd, b, 26 + nl, true))
+		return -1;
+	for (;;) {
+		uint32_t type, len;
+
+		if (io(fd, b, 20, false))
+			return -1;
+		type = get32(b + 12);
+		len = get32(b + 16);
+		if (len > sizeof(b) || io(fd, b, len, false) ||
+		    (type & 0x80000000u))
+			return -1;
+		if (type == 1)
+			return fd;
+	}
+}
+
+static void nbd_req(int fd, uint16_t type, uint64_t off, uint32_t len,
+		    void *data)
+{
+	uint8_t h[28], r[16];
+
+	put32(h, 0x25609513u);
+	put16(h + 4, 0);
+	put16(h + 6, type);
+	put64(h + 8, off);
+	put64(h + 16, off);
+	put32(h + 24, len);
+	if (type == 2) { /* DISC: no reply */
+		io(fd, h, 28, true);
+		return;
+	}
+	if (io(fd, h, 28, true) || (type == 1 && io(fd, data, len, true)) ||
+	    io(fd, r, 16, false) || get32(r + 4) ||
+	    (type == 0 && io(fd, data, len, false))) {
+		fprintf(stderr, "vdisk-bench: request %u at %llu failed\n",
+			type, (unsigned long long)off);
+		exit(1);
+	}
+}
+
+/* ---- servers ---- */
+
+struct server {
+	const char *label;
+	int port;
+	pid_t pid;
+	int (*fresh)(struct server *s, int n, char *name, size_t len);
+};
+
+static int wait_port(int port)
+{
+	for (int i = 0; i < 250; i++) {
+		struct sockaddr_in a = {.sin_family = AF_INET};
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		a.sin_port = htons((uint16_t)port);
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+			close(fd);
+			return 0;
+		}
+		close(fd);
+		usleep(20000);
+	}
+	return -1;
+}
+
+/* cellmon-vdiskd: one server; a fresh disk per run. */
+static int cellmon_fresh(struct server *s, int n, char *name, size_t len)
+{
+	char store[300], parent[100];
+	char *argv[] = {VDISKD_BIN, store, "disk", "create", name, "0",
+			parent, NULL};
+
+	snprintf(name, len, "d%d", n);
+	snprintf(store, sizeof(store), "--store=%s/store", dir);
+	snprintf(parent, sizeof(parent), "base:%s", base_id);
+	(void)s;
+	return run(argv, NULL, 0);
+}
+
+/* qemu-nbd: a fresh qcow2 overlay and a server for it per run. */
+static int qemu_fresh(struct server *s, int n, char *name, size_t len)
+{
+	char ov[300], port[16], log[300];
+	char *mk[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-b",
+		      base_path, "-F", "raw", ov, NULL};
+	char *srv[] = {"qemu-nbd", "-f", "qcow2", "-x", name, "-p", port,
+		       "-b", "127.0.0.1", "-t", ov, NULL};
+
+	snprintf(name, len, "q%d", n);
+	snprintf(ov, sizeof(ov), "%s/q%d.qcow2", dir, n);
+	snprintf(log, sizeof(log), "%s/qemu-nbd.log", dir);
+	if (s->pid > 0) {
+		kill(s->pid, SIGTERM);
+		waitpid(s->pid, NULL, 0);
+	}
+	if (run(mk, NULL, 0))
+		return -1;
+	s->port = free_port();
+	snprintf(port, sizeof(port), "%d", s->port);
+	s->pid = spawn(srv, log);
+	return wait_port(s->port);
+}
+
+/* ---- patterns ---- */
+
+enum { SEQ_READ, RAND_READ, SEQ_WRITE, RAND_WRITE, NPAT };
+static const char *pat_name[NPAT] = {"sequential read", "random read",
+				     "sequential write", "random write"};
+
+static double run_pattern(struct server *s, int pat, int n)
+{
+	uint64_t blocks = (uint64_t)size_mb * (1u << 20) / B, t0, t;
+	uint64_t rng = 0x9E3779B97F4A7C15ull * (uint64_t)(n + 1);
+	static uint8_t buf[B];
+	char name[64];
+	int fd;
+
+	if (s->fresh(s, n, name, sizeof(name)))
+		die("cannot make a fresh disk");
+	fd = nbd_open(s->port, name);
+	if (fd < 0)
+		die("cannot connect");
+	memset(buf, 0x5a, sizeof(buf));
+	t0 = now_ns();
+	for (int i = 0; i < ops; i++) {
+		uint64_t b;
+
+		if (pat == SEQ_READ || pat == SEQ_WRITE) {
+			b = (uint64_t)i % blocks;
+		} else {
+			rng ^= rng << 13;
+			rng ^= rng >> 7;
+			rng ^= rng << 17;
+			b = rng % blocks;
+		}
+		nbd_req(fd, pat >= SEQ_WRITE ? 1 : 0, b * B, B, buf);
+	}
+	if (pat >= SEQ_WRITE)
+		nbd_req(fd, 3, 0, 0, NULL);
+	t = now_ns() - t0;
+	nbd_req(fd, 2, 0, 0, NULL);
+	close(fd);
+	return (double)ops / ((double)t / 1e9);
+}
+
+static double median(double *v, int n)
+{
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			double x = v[j];
+
+			v[j] = v[j - 1];
+			v[j - 1] = x;
+		}
+	return v[n / 2];
+}
+
+static int int_arg(const char *a, const char *key, int *out)
+{
+	size_t kl = strlen(key);
+
+	if (strncmp(a, key, kl))
+		return 0;
+	*out = atoi(a + kl);
+	if (*out <= 0) {
+		fprintf(stderr, "vdisk-bench: bad %s\n", a);
+		exit(2);
+	}
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct server cm = {"cellmon-vdiskd", 0, 0, cellmon_fresh};
+	struct server qn = {"qemu-nbd (qcow2)", 0, 0, qemu_fresh};
+	double r[2][NPAT][16];
+	char store[300], listen[64], log[300], addrf[400], buf[128];
+	char *imp[] = {VDISKD_BIN, store, "base", "import", base_path, NULL};
+	char *srv[] = {VDISKD_BIN, store, listen, "--log-level=warn", NULL};
+	int fd, n = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help")) {
+			printf("usage: vdisk-bench [--ops=N] [--rounds=N] "
+			       "[--size-mb=N]\n");
+			return 0;
+		}
+		if (!int_arg(argv[i], "--ops=", &ops) &&
+		    !int_arg(argv[i], "--rounds=", &rounds) &&
+		    !int_arg(argv[i], "--size-mb=", &size_mb)) {
+			fprintf(stderr, "vdisk-bench: unknown argument %s\n",
+				argv[i]);
+			return 2;
+		}
+	}
+	if (rounds > 16)
+		rounds = 16;
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(dir, sizeof(dir), "/tmp/vdisk-bench.XXXXXX");
+	if (!mkdtemp(dir))
+		die("mkdtemp");
+	/* The base: random bytes, so nothing compresses or dedups. */
+	snprintf(base_path, sizeof(base_path), "%s/base.raw", dir);
+	fd = open(base_path, O_WRONLY | O_CREAT, 0644);
+	srandom(1);
+	for (int i = 0; i < size_mb * 256; i++) {
+		uint8_t blk[B];
+
+		for (size_t k = 0; k < B; k++)
+			blk[k] = (uint8_t)random();
+		if (write(fd, blk, B) != B)
+			die("write base");
+	}
+	close(fd);
+	snprintf(store, sizeof(store), "--store=%s/store", dir);
+	if (run(imp, base_id, sizeof(base_id)))
+		die("base import");
+	base_id[strcspn(base_id, "\n")] = 0;
+	snprintf(listen, sizeof(listen), "--listen=127.0.0.1:0");
+	snprintf(log, sizeof(log), "%s/vdiskd.log", dir);
+	cm.pid = spawn(srv, log);
+	snprintf(addrf, sizeof(addrf), "%s/store/vdiskd.addr", dir);
+	for (int i = 0; i < 250 && cm.port == 0; i++) {
+		FILE *f = fopen(addrf, "r");
+
+		if (f && fgets(buf, sizeof(buf), f) && strchr(buf, ':'))
+			cm.port = atoi(strrchr(buf, ':') + 1);
+		if (f)
+			fclose(f);
+		usleep(20000);
+	}
+	if (!cm.port)
+		die("cellmon-vdiskd did not start");
+
+	/* Warm-up (discarded): the base into the page cache, both servers
+	 * through their first connections. */
+	run_pattern(&cm, SEQ_READ, n++);
+	run_pattern(&qn, SEQ_READ, n++);
+	for (int k = 0; k < rounds; k++)
+		for (int p = 0; p < NPAT; p++)
+			for (int o = 0; o < 2; o++) {
+				int which = (o + k + p) % 2;
+				struct server *s = which ? &qn : &cm;
+
+				r[which][p][k] = run_pattern(s, p, n++);
+			}
+	kill(cm.pid, SIGTERM);
+	if (qn.pid > 0)
+		kill(qn.pid, SIGTERM);
+	waitpid(cm.pid, NULL, 0);
+	if (qn.pid > 0)
+		waitpid(qn.pid, NULL, 0);
+
+	printf("vdisk-bench: %d ops of 4 KiB per run, %d rounds, %d MiB "
+	       "disk over a raw base, one request in flight\n",
+	       ops, rounds, size_mb);
+	printf("%-18s %16s %16s %8s\n", "pattern", "cellmon ops/s",
+	       "qemu-nbd ops/s", "ratio");
+	for (int p = 0; p < NPAT; p++) {
+		double a = median(r[0][p], rounds), b = median(r[1][p], rounds);
+
+		printf("%-18s %16.0f %16.0f %8.2f\n", pat_name[p], a, b, a / b);
+	}
+	printf("(ratio = cellmon / qemu-nbd, medians; target >= 1.00)\n");
+	if (!getenv("VDISK_BENCH_KEEP")) {
+		char *rm[] = {"rm", "-rf", dir, NULL};
+
+		run(rm, NULL, 0);
+	}
+	return 0;
+}
