@@ -40,14 +40,16 @@ typedef void (*ctl_render_fn)(bool json, const ProtobufCMessage *reply,
 struct ctl_cmd {
 	const char *noun;
 	const char *verb; /* NULL for a one-word command */
-	int nargs;
+	int nargs;	  /* required; nopt more may follow */
+	int nopt;
 	const char *args;
 	const char *help;
 	uint16_t type;
 	uint16_t reply_type;
 	const ProtobufCMessageDescriptor *req_desc;
-	/* The request's string fields that take the arguments, in order. */
-	const char *fields[2];
+	/* The request's fields that take the arguments, in order: string
+	 * fields as given, uint64 fields as sizes ("4096", "64M", "2G"). */
+	const char *fields[3];
 	ctl_render_fn render;
 };
 
@@ -76,10 +78,11 @@ static int exit_code(int rc)
 
 /*
  * Builds the request from the descriptor: every argument goes into the
- * string field named for it, so the command table fully describes a
- * command and no per-command client code is needed.
+ * field named for it, so the command table fully describes a command and
+ * no per-command client code is needed. -EINVAL with a message for an
+ * argument that is not a valid size.
  */
-static int build_request(const struct ctl_cmd *cmd, char **args,
+static int build_request(const struct ctl_cmd *cmd, char **args, int nargs,
 			 ProtobufCMessage **out)
 {
 	ProtobufCMessage *req = calloc(1, cmd->req_desc->sizeof_message);
@@ -87,33 +90,47 @@ static int build_request(const struct ctl_cmd *cmd, char **args,
 	if (!req)
 		return -ENOMEM;
 	protobuf_c_message_init(cmd->req_desc, req);
-	for (int i = 0; i < cmd->nargs; i++) {
+	for (int i = 0; i < nargs; i++) {
 		const ProtobufCFieldDescriptor *f =
 			protobuf_c_message_descriptor_get_field_by_name(
 				cmd->req_desc, cmd->fields[i]);
+		int64_t v;
 
-		if (!f || f->type != PROTOBUF_C_TYPE_STRING) {
+		if (f && f->type == PROTOBUF_C_TYPE_STRING) {
+			*(char **)((char *)req + f->offset) = args[i];
+		} else if (f && f->type == PROTOBUF_C_TYPE_UINT64) {
+			if (cell_parse_size(args[i], &v) || v < 0) {
+				fprintf(stderr,
+					"cellctl: '%s' is not a size (e.g. "
+					"4096, 64M, 2G)\n",
+					args[i]);
+				free(req);
+				return -EINVAL;
+			}
+			*(uint64_t *)((char *)req + f->offset) = (uint64_t)v;
+		} else {
+			fprintf(stderr,
+				"cellctl: internal error building %s "
+				"request\n",
+				cmd->req_desc->short_name);
 			free(req);
 			return -EINVAL;
 		}
-		*(char **)((char *)req + f->offset) = args[i];
 	}
 	*out = req;
 	return 0;
 }
 
 /* One request; on failure prints the reason and returns the exit code. */
-static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args)
+static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
+		   int nargs)
 {
 	ProtobufCMessage *req, *reply = NULL;
 	char err[700];
-	int rc = build_request(cmd, args, &req);
+	int rc = build_request(cmd, args, nargs, &req);
 
-	if (rc) {
-		fprintf(stderr, "cellctl: internal error building %s request\n",
-			cmd->req_desc->short_name);
-		return EXIT_ERR;
-	}
+	if (rc)
+		return rc == -EINVAL ? EXIT_USAGE : EXIT_ERR;
 	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc, cmd->type, req,
 				cmd->reply_type, ctl->timeout_ms, &reply, err,
 				sizeof(err));
@@ -140,6 +157,7 @@ static const struct ctl_cmd commands[] = {
 	{"status",
 	 NULL,
 	 0,
+	 0,
 	 "",
 	 "manager version, uptime and node counts",
 	 M(STATUS),
@@ -149,6 +167,7 @@ static const struct ctl_cmd commands[] = {
 	 ctl_render_status},
 	{"node",
 	 "list",
+	 0,
 	 0,
 	 "",
 	 "every known node with state and incarnation",
@@ -160,6 +179,7 @@ static const struct ctl_cmd commands[] = {
 	{"node",
 	 "info",
 	 1,
+	 0,
 	 "NODE",
 	 "one node in detail",
 	 M(NODE_INFO),
@@ -170,6 +190,7 @@ static const struct ctl_cmd commands[] = {
 	{"node",
 	 "ping",
 	 1,
+	 0,
 	 "NODE",
 	 "round trip manager -> agent -> manager (control path)",
 	 M(NODE_PING),
@@ -179,6 +200,7 @@ static const struct ctl_cmd commands[] = {
 	 ctl_render_node_ping},
 	{"cell",
 	 "list",
+	 0,
 	 0,
 	 "",
 	 "every cell with its nodes",
@@ -190,6 +212,7 @@ static const struct ctl_cmd commands[] = {
 	{"cell",
 	 "info",
 	 1,
+	 0,
 	 "CELL",
 	 "one cell",
 	 M(CELL_INFO),
@@ -200,6 +223,7 @@ static const struct ctl_cmd commands[] = {
 	{"cell",
 	 "create",
 	 1,
+	 0,
 	 "CELL",
 	 "create an empty cell",
 	 M(CELL_CREATE),
@@ -210,6 +234,7 @@ static const struct ctl_cmd commands[] = {
 	{"cell",
 	 "delete",
 	 1,
+	 0,
 	 "CELL",
 	 "delete an empty cell",
 	 M(CELL_DELETE),
@@ -220,6 +245,7 @@ static const struct ctl_cmd commands[] = {
 	{"cell",
 	 "add-node",
 	 2,
+	 0,
 	 "CELL NODE",
 	 "put a node in a cell (a node is in at most one cell)",
 	 M(CELL_ADD_NODE),
@@ -230,6 +256,7 @@ static const struct ctl_cmd commands[] = {
 	{"cell",
 	 "remove-node",
 	 2,
+	 0,
 	 "CELL NODE",
 	 "take a node out of its cell",
 	 M(CELL_REMOVE_NODE),
@@ -237,7 +264,63 @@ static const struct ctl_cmd commands[] = {
 	 D(cell_request),
 	 {"name", "node"},
 	 ctl_render_cell},
-	{NULL, NULL, 0, NULL, NULL, 0, 0, NULL, {NULL}, NULL},
+	{"disk",
+	 "list",
+	 0,
+	 0,
+	 "",
+	 "every disk of the disk server",
+	 M(DISK_LIST),
+	 M(DISK_LIST_REPLY),
+	 D(disk_list_request),
+	 {NULL},
+	 ctl_render_disk_list},
+	{"disk",
+	 "info",
+	 1,
+	 0,
+	 "DISK",
+	 "one disk: size, parent, chain, space, clients",
+	 M(DISK_INFO),
+	 M(DISK_REPLY),
+	 D(disk_request),
+	 {"name"},
+	 ctl_render_disk},
+	{"disk",
+	 "create",
+	 2,
+	 1,
+	 "DISK SIZE [base:ID|disk:NAME]",
+	 "a new disk, empty or over a base image or frozen disk (SIZE 0: "
+	 "the parent's)",
+	 M(DISK_CREATE),
+	 M(DISK_REPLY),
+	 D(disk_request),
+	 {"name", "size", "parent"},
+	 ctl_render_disk},
+	{"disk",
+	 "clone",
+	 2,
+	 0,
+	 "SRC DISK",
+	 "freeze SRC (for good) and make DISK over it",
+	 M(DISK_CLONE),
+	 M(DISK_REPLY),
+	 D(disk_request),
+	 {"src", "name"},
+	 ctl_render_disk},
+	{"disk",
+	 "delete",
+	 1,
+	 0,
+	 "DISK",
+	 "delete a disk nobody uses and nothing is cloned from",
+	 M(DISK_DELETE),
+	 M(DISK_REPLY),
+	 D(disk_request),
+	 {"name"},
+	 ctl_render_disk},
+	{NULL, NULL, 0, 0, NULL, NULL, 0, 0, NULL, {NULL}, NULL},
 };
 
 static void usage(FILE *out)
@@ -268,7 +351,7 @@ static void usage(FILE *out)
 	      "  2  usage error (unknown command, wrong arguments)\n"
 	      "  3  manager unreachable, timed out, or speaks another "
 	      "protocol\n"
-	      "  4  the named node or cell does not exist\n"
+	      "  4  the named node, cell or disk does not exist\n"
 	      "  5  conflict: already exists, or still in use\n",
 	      out);
 }
@@ -362,14 +445,15 @@ int main(int argc, char **argv)
 		if (strcmp(args[0], c->noun) != 0 ||
 		    (c->verb && (nargs < 2 || strcmp(args[1], c->verb) != 0)))
 			continue;
-		if (nargs - words != c->nargs) {
+		if (nargs - words < c->nargs ||
+		    nargs - words > c->nargs + c->nopt) {
 			fprintf(stderr, "cellctl: usage: cellctl %s%s%s %s\n",
 				c->noun, c->verb ? " " : "",
 				c->verb ? c->verb : "", c->args);
 			free(args);
 			return EXIT_USAGE;
 		}
-		rc = run_cmd(&ctl, c, args + words);
+		rc = run_cmd(&ctl, c, args + words, nargs - words);
 		free(args);
 		return rc;
 	}

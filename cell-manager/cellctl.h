@@ -26,5 +26,8 @@ void ctl_render_node_ping(bool json, const ProtobufCMessage *reply,
 void ctl_render_cell_list(bool json, const ProtobufCMessage *reply,
 			  char **args);
 void ctl_render_cell(bool json, const ProtobufCMessage *reply, char **args);
+void ctl_render_disk_list(bool json, const ProtobufCMessage *reply,
+			  char **args);
+void ctl_render_disk(bool json, const ProtobufCMessage *reply, char **args);
 
 #endif

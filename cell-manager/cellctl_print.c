@@ -282,3 +282,81 @@ void ctl_render_cell(bool json, const ProtobufCMessage *reply, char **args)
 		ctl_print_cell(r->cell);
 	}
 }
+
+static json_t *ctl_disk_json(const Cellmon__DiskInfo *d)
+{
+	return json_pack("{s:s, s:I, s:b, s:s, s:I, s:I, s:i, s:i}", "name",
+			 d->name, "size", (json_int_t)d->size, "frozen",
+			 d->frozen, "parent", d->parent, "data_bytes",
+			 (json_int_t)d->data_bytes, "journal_bytes",
+			 (json_int_t)d->journal_bytes, "chain_depth",
+			 (int)d->chain_depth, "clients", (int)d->clients);
+}
+
+static void human_bytes(uint64_t b, char *out, size_t len)
+{
+	const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double v = (double)b;
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, len, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
+void ctl_render_disk_list(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__DiskListReply *r = (const void *)reply;
+	json_t *arr;
+
+	(void)args;
+	if (json) {
+		arr = json_array();
+		for (size_t i = 0; i < r->n_disks; i++)
+			json_array_append_new(arr, ctl_disk_json(r->disks[i]));
+		ctl_emit_json(json_pack("{s:s, s:o}", "server", r->server,
+					"disks", arr));
+		return;
+	}
+	printf("%-20s %10s %-6s %7s %10s  %s\n", "DISK", "SIZE", "FROZEN",
+	       "CLIENTS", "DATA", "PARENT");
+	for (size_t i = 0; i < r->n_disks; i++) {
+		const Cellmon__DiskInfo *d = r->disks[i];
+		char size[32], data[32];
+
+		human_bytes(d->size, size, sizeof(size));
+		human_bytes(d->data_bytes, data, sizeof(data));
+		printf("%-20s %10s %-6s %7u %10s  %s\n", d->name, size,
+		       d->frozen ? "yes" : "no", d->clients, data,
+		       d->parent[0] ? d->parent : "-");
+	}
+	printf("(disk server: nbd://%s/DISK)\n", r->server);
+}
+
+/* DISK_REPLY without a disk answers a delete. */
+void ctl_render_disk(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__DiskReply *r = (const void *)reply;
+	const Cellmon__DiskInfo *d = r->disk;
+
+	if (!d) {
+		if (json)
+			ctl_emit_json(json_pack("{s:s}", "deleted", args[0]));
+		else
+			printf("disk %s deleted\n", args[0]);
+		return;
+	}
+	if (json) {
+		ctl_emit_json(ctl_disk_json(d));
+		return;
+	}
+	printf("disk:          %s\nsize:          %llu\nfrozen:        %s\n"
+	       "parent:        %s\nchain depth:   %u\ndata bytes:    %llu\n"
+	       "journal bytes: %llu\nclients:       %u\n",
+	       d->name, (unsigned long long)d->size, d->frozen ? "yes" : "no",
+	       d->parent[0] ? d->parent : "(none)", d->chain_depth,
+	       (unsigned long long)d->data_bytes,
+	       (unsigned long long)d->journal_bytes, d->clients);
+}

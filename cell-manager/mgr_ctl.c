@@ -419,5 +419,10 @@ const struct cell_rpc_method mgr_ctl_methods[] = {
 	{CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, on_cell_add_node},
 	{CELLMON__MSG_TYPE__MSG_CELL_REMOVE_NODE, on_cell_remove_node},
 	{CELLMON__MSG_TYPE__MSG_CELL_LIST, on_cell_list},
+	{CELLMON__MSG_TYPE__MSG_DISK_CREATE, mgr_disk_create},
+	{CELLMON__MSG_TYPE__MSG_DISK_CLONE, mgr_disk_clone},
+	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, mgr_disk_delete},
+	{CELLMON__MSG_TYPE__MSG_DISK_INFO, mgr_disk_info},
+	{CELLMON__MSG_TYPE__MSG_DISK_LIST, mgr_disk_list},
 	{0, NULL},
 };

@@ -29,6 +29,7 @@ struct mgr_config {
 	int64_t tick_ms;
 	int64_t command_timeout_ms;
 	int64_t max_frame;
+	char vdiskd[128];
 	char log_level[16];
 };
 
@@ -52,6 +53,18 @@ struct mgr {
 
 extern const struct cell_rpc_method mgr_agent_methods[];
 extern const struct cell_rpc_method mgr_ctl_methods[];
+
+/* cellctl's disk requests, passed on to the disk server (mgr_disk.c). */
+void mgr_disk_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		     void *arg);
+void mgr_disk_clone(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		    void *arg);
+void mgr_disk_delete(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		     void *arg);
+void mgr_disk_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		   void *arg);
+void mgr_disk_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		   void *arg);
 
 void mgr_agent_accept(struct cell_rpc_conn *c, void *arg);
 void mgr_ctl_accept(struct cell_rpc_conn *c, void *arg);

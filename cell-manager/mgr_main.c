@@ -48,6 +48,9 @@ static const struct cell_config_key mgr_config_table[] = {
 	 600000, "2s", "timeout of a command sent to an agent"},
 	{"max_frame", CELL_CFG_SIZE, CFG(max_frame), 0, 4096, 64 << 20, "1M",
 	 "largest frame payload accepted"},
+	{"vdiskd", CELL_CFG_STRING, STR(vdiskd), 0, 0, "",
+	 "admin address host:port of cellmon-vdiskd, the disk server; "
+	 "empty: no disks"},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},

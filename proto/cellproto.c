@@ -42,6 +42,14 @@ const struct cell_rpc_msgtype cellproto_types[] = {
 	T(MSG_CELL_LIST, "CellList", cellmon__cell_list_request__descriptor),
 	T(MSG_CELL_LIST_REPLY, "CellListReply",
 	  cellmon__cell_list_reply__descriptor),
+	T(MSG_DISK_CREATE, "DiskCreate", cellmon__disk_request__descriptor),
+	T(MSG_DISK_CLONE, "DiskClone", cellmon__disk_request__descriptor),
+	T(MSG_DISK_DELETE, "DiskDelete", cellmon__disk_request__descriptor),
+	T(MSG_DISK_INFO, "DiskInfo", cellmon__disk_request__descriptor),
+	T(MSG_DISK_REPLY, "DiskReply", cellmon__disk_reply__descriptor),
+	T(MSG_DISK_LIST, "DiskList", cellmon__disk_list_request__descriptor),
+	T(MSG_DISK_LIST_REPLY, "DiskListReply",
+	  cellmon__disk_list_reply__descriptor),
 	{0, NULL, NULL},
 };
 

@@ -248,8 +248,8 @@ static int wait_port(int port)
 static int cellmon_fresh(struct server *s, int n, char *name, size_t len)
 {
 	char store[300], parent[100];
-	char *argv[] = {VDISKD_BIN, store, "disk", "create", name, "0",
-			parent, NULL};
+	char *argv[] = {VDISKD_BIN, store, "disk", "create",
+			name,	    "0",   parent, NULL};
 
 	snprintf(name, len, "d%d", n);
 	snprintf(store, sizeof(store), "--store=%s/store", dir);
@@ -262,10 +262,10 @@ static int cellmon_fresh(struct server *s, int n, char *name, size_t len)
 static int qemu_fresh(struct server *s, int n, char *name, size_t len)
 {
 	char ov[300], port[16], log[300];
-	char *mk[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-b",
-		      base_path, "-F", "raw", ov, NULL};
-	char *srv[] = {"qemu-nbd", "-f", "qcow2", "-x", name, "-p", port,
-		       "-b", "127.0.0.1", "-t", ov, NULL};
+	char *mk[] = {"qemu-img", "create", "-q",  "-f", "qcow2", "-b",
+		      base_path,  "-F",	    "raw", ov,	 NULL};
+	char *srv[] = {"qemu-nbd", "-f", "qcow2",     "-x", name, "-p",
+		       port,	   "-b", "127.0.0.1", "-t", ov,	  NULL};
 
 	snprintf(name, len, "q%d", n);
 	snprintf(ov, sizeof(ov), "%s/q%d.qcow2", dir, n);
@@ -357,7 +357,9 @@ int main(int argc, char **argv)
 	double r[2][NPAT][16];
 	char store[300], listen[64], log[300], addrf[400], buf[128];
 	char *imp[] = {VDISKD_BIN, store, "base", "import", base_path, NULL};
-	char *srv[] = {VDISKD_BIN, store, listen, "--log-level=warn", NULL};
+	char *srv[] = {
+		VDISKD_BIN,	    store, listen, "--admin-listen=127.0.0.1:0",
+		"--log-level=warn", NULL};
 	int fd, n = 0;
 
 	for (int i = 1; i < argc; i++) {

@@ -11,8 +11,9 @@
  *
  *   fuzz_frame_replay --write-seeds DIR
  *
- * writes the hand-made seed corpus (valid frames of every message type,
- * several frames back to back, error replies) into DIR.
+ * writes the target's built-in seeds into DIR (for libFuzzer), or for
+ * the frame target the hand-made corpus (valid frames of every message
+ * type, several frames back to back, error replies).
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -199,8 +200,18 @@ int main(int argc, char **argv)
 	long count = 2000;
 	int n;
 
-	if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0)
-		return write_seeds(argv[2]);
+	if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) {
+		/* The target's built-in seeds, else the frame corpus. */
+		for (int i = 0;; i++) {
+			char name[32];
+			size_t len = fuzz_seed(i, mut, MAXF);
+
+			if (!len)
+				return i ? 0 : write_seeds(argv[2]);
+			snprintf(name, sizeof(name), "seed-%d", i);
+			save(argv[2], name, mut, len);
+		}
+	}
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s DIR [MUTATIONS [SEED]]\n", argv[0]);
 		return 2;

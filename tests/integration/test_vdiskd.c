@@ -69,8 +69,10 @@ static bool addr_ready(void *arg)
 	s = ts_read_file(path);
 	if (!s)
 		return false;
-	s[strcspn(s, "\n")] = 0;
-	snprintf(T.addr, sizeof(T.addr), "%s", s);
+	if (strncmp(s, "nbd=", 4) == 0) {
+		s[strcspn(s, "\n")] = 0;
+		snprintf(T.addr, sizeof(T.addr), "%s", s + 4);
+	}
 	free(s);
 	return T.addr[0] != 0;
 }
@@ -78,7 +80,9 @@ static bool addr_ready(void *arg)
 static void start_server(const char *listen)
 {
 	char st[700], li[160];
-	char *argv[] = {VDISKD_BIN, st, li, "--log-level=debug", NULL};
+	char *argv[] = {
+		VDISKD_BIN,	     st,  li, "--admin-listen=127.0.0.1:0",
+		"--log-level=debug", NULL};
 	char path[700];
 
 	snprintf(st, sizeof(st), "--store=%s", T.store);
@@ -548,6 +552,132 @@ static void test_vdiskd_kill9_keeps_flushed_writes(void **state)
 	close(fd);
 }
 
+/* ---- through the manager: cellctl disk ... ---- */
+
+static pid_t start_manager(const char *vdiskd_admin, char *ctl, size_t len)
+{
+	char sd[700], vd[200], path[800];
+	char *argv[] = {MANAGER_BIN,
+			sd,
+			"--agent-listen=127.0.0.1:0",
+			"--ctl-listen=127.0.0.1:0",
+			vd,
+			NULL};
+	char logp[700];
+	pid_t pid;
+
+	snprintf(sd, sizeof(sd), "--state-dir=%s/mgr", T.dir);
+	snprintf(vd, sizeof(vd), "--vdiskd=%s", vdiskd_admin);
+	snprintf(logp, sizeof(logp), "%s/manager.log", T.dir);
+	pid = ts_spawn(argv, logp);
+	assert_true(pid > 0);
+	snprintf(path, sizeof(path), "%s/mgr/manager.addr", T.dir);
+	for (int i = 0; i < 250; i++) {
+		char *s = ts_read_file(path), *c;
+
+		if (s && (c = strstr(s, "ctl="))) {
+			c += 4;
+			c[strcspn(c, "\n")] = 0;
+			snprintf(ctl, len, "--manager=%s", c);
+			free(s);
+			return pid;
+		}
+		free(s);
+		usleep(20000);
+	}
+	fail_msg("manager did not start");
+	return -1;
+}
+
+static char ctl_addr[200];
+
+/* cellctl with -o json; exit code, stdout+stderr into *out. */
+static int cellctl(char **out, ...)
+{
+	char *argv[16] = {CELLCTL_BIN, ctl_addr};
+	int n = 2;
+	va_list ap;
+
+	va_start(ap, out);
+	while (n < 15 && (argv[n] = va_arg(ap, char *)))
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	return ts_run(argv, 30000, out, true);
+}
+
+static void test_vdiskd_cellctl_through_manager(void **state)
+{
+	char path[800], *addrs, *admin, *out = NULL;
+	pid_t mgr;
+	int fd;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/vdiskd.addr", T.store);
+	addrs = ts_read_file(path);
+	admin = strstr(addrs, "admin=");
+	assert_non_null(admin);
+	admin += 6;
+	admin[strcspn(admin, "\n")] = 0;
+	mgr = start_manager(admin, ctl_addr, sizeof(ctl_addr));
+	free(addrs);
+
+	assert_int_equal(cellctl(&out, "disk", "create", "web", "8M", NULL), 0);
+	free(out);
+	assert_int_equal(cellctl(&out, "disk", "create", "web", "8M", NULL),
+			 5); /* exists */
+	assert_non_null(strstr(out, "exists"));
+	free(out);
+	assert_int_equal(cellctl(&out, "disk", "create", "x", "8Q", NULL), 2);
+	free(out);
+	assert_int_equal(cellctl(&out, "disk", "info", "nosuch", NULL), 4);
+	free(out);
+	/* A disk with a client is in use: no delete, no clone. */
+	fd = nbd_connect("web");
+	assert_true(fd >= 0);
+	assert_int_equal(
+		cellctl(&out, "-o", "json", "disk", "info", "web", NULL), 0);
+	assert_non_null(strstr(out, "\"clients\": 1"));
+	free(out);
+	assert_int_equal(cellctl(&out, "disk", "delete", "web", NULL), 5);
+	assert_non_null(strstr(out, "in use"));
+	free(out);
+	assert_int_equal(cellctl(&out, "disk", "clone", "web", "web2", NULL),
+			 5);
+	free(out);
+	request(fd, 2, 0, 0, 0, NULL, REQ_MAGIC);
+	close(fd);
+	/* The last client gone, the disk can be cloned, then deleted only
+	 * after its clone. */
+	for (int i = 0; i < 100; i++) {
+		if (cellctl(&out, "disk", "clone", "web", "web2", NULL) == 0)
+			break;
+		free(out);
+		out = NULL;
+		usleep(20000);
+	}
+	assert_non_null(out);
+	free(out);
+	assert_int_equal(cellctl(&out, "-o", "json", "disk", "list", NULL), 0);
+	assert_non_null(strstr(out, "\"name\": \"web2\""));
+	assert_non_null(strstr(out, "\"frozen\": true"));
+	free(out);
+	assert_int_equal(cellctl(&out, "disk", "delete", "web", NULL), 5);
+	free(out);
+	assert_int_equal(cellctl(&out, "disk", "delete", "web2", NULL), 0);
+	free(out);
+	assert_int_equal(cellctl(&out, "disk", "delete", "web", NULL), 0);
+	free(out);
+	/* The disk server gone: cellctl says so, exit 1. */
+	ts_stop(T.pid, SIGTERM, 5000);
+	T.pid = 0;
+	assert_int_equal(cellctl(&out, "disk", "list", NULL), 1);
+	assert_non_null(strstr(out, "disk server"));
+	printf("without a disk server: %s", out);
+	free(out);
+	ts_stop(mgr, SIGTERM, 5000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -562,6 +692,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_vdiskd_kill9_keeps_flushed_writes, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_vdiskd_cellctl_through_manager, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

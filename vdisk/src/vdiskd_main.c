@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -26,15 +25,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <jansson.h>
 
 #include "cell/config.h"
 #include "cell/log.h"
 #include "cell/rpc.h"
+#include "cellproto/cellproto.h"
 #include "cell/util.h"
 #include "nbd.h"
 #include "vdisk/vdisk.h"
@@ -44,6 +44,7 @@
 
 struct vdiskd_config {
 	char listen[128];
+	char admin_listen[128];
 	char store[1024];
 	int64_t max_clients;
 	char log_level[16];
@@ -54,7 +55,11 @@ struct vdiskd_config {
 
 static const struct cell_config_key vdiskd_config_table[] = {
 	{"listen", CELL_CFG_STRING, STR(listen), 0, 0, "127.0.0.1:10809",
-	 "NBD address host:port (10809 is NBD's port)"},
+	 "NBD address host:port (10809 is NBD's port; port 0: any)"},
+	{"admin_listen", CELL_CFG_STRING, STR(admin_listen), 0, 0,
+	 "127.0.0.1:10810",
+	 "address host:port the manager sends disk requests to (port 0: "
+	 "any)"},
 	{"store", CELL_CFG_STRING, STR(store), 0, 0, "/var/lib/cellmon/vdisk",
 	 "directory of base images and disks (created if missing)"},
 	{"max_clients", CELL_CFG_INT, CFG(max_clients), 0, 1, 4096, "64",
@@ -84,6 +89,7 @@ static struct {
 	struct export exports[MAX_EXPORTS];
 	struct client *clients;
 	int nclients;
+	char nbd_addr[160], admin_addr[160];
 } D = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
 
 /* ---- exports: open disks shared by their clients ---- */
@@ -255,85 +261,337 @@ static int listen_on(const char *hostport)
 	return fd;
 }
 
-/* <store>/vdiskd.addr: the bound host:port, so that tests and scripts
- * may ask for port 0. */
-static int write_addr(int lfd)
+/* "host:port" of a listener asked for `want` (port 0 -> the real one). */
+static void bound(const char *want, int port, char *out, size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char path[1100], text[160], host[128];
+	char host[128];
 	char *colon;
-	int rc, port = 0;
 
-	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0 &&
-	    ss.ss_family == AF_INET)
-		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	else if (ss.ss_family == AF_INET6)
-		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	snprintf(host, sizeof(host), "%s", D.cfg.listen);
+	snprintf(host, sizeof(host), "%s", want);
 	colon = strrchr(host, ':');
 	if (colon)
 		*colon = 0;
-	snprintf(text, sizeof(text), "%s:%d\n", host, port);
+	snprintf(out, len, "%s:%d", host, port);
+}
+
+static int fd_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl))
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
+/* <store>/vdiskd.addr: "nbd=host:port" and "admin=host:port", so that
+ * tests and scripts may ask for port 0. */
+static int write_addr(void)
+{
+	char path[1100], text[400];
+	int rc;
+
+	snprintf(text, sizeof(text), "nbd=%s\nadmin=%s\n", D.nbd_addr,
+		 D.admin_addr);
 	snprintf(path, sizeof(path), "%s/vdiskd.addr", D.cfg.store);
 	rc = cell_write_file_atomic(path, text, strlen(text));
 	if (rc)
 		CELL_ERROR(MOD, "cannot write %s: %s", path, strerror(-rc));
-	else
-		CELL_INFO(MOD, "serving NBD on %s:%d, store %s", host, port,
-			  D.cfg.store);
 	return rc;
+}
+
+/* ---- admin requests (from the manager), on the main thread ---- */
+
+static int open_clients(const char *name)
+{
+	for (int i = 0; i < MAX_EXPORTS; i++)
+		if (D.exports[i].d && strcmp(D.exports[i].name, name) == 0)
+			return D.exports[i].refs;
+	return 0;
+}
+
+static int fill_info(const char *name, Cellmon__DiskInfo *di,
+		     struct vdisk_info *vi, char *err, size_t errlen)
+{
+	int rc = vdisk_info(D.cfg.store, name, vi, err, errlen);
+
+	if (rc)
+		return rc;
+	cellmon__disk_info__init(di);
+	di->name = vi->name;
+	di->size = vi->size;
+	di->frozen = vi->frozen;
+	di->parent = vi->parent;
+	di->data_bytes = vi->data_bytes;
+	di->journal_bytes = vi->journal_bytes;
+	di->chain_depth = vi->chain_depth;
+	di->clients = (uint32_t)open_clients(name);
+	return 0;
+}
+
+static void reply_disk(struct cell_rpc_call *call, const char *name)
+{
+	Cellmon__DiskReply r = CELLMON__DISK_REPLY__INIT;
+	Cellmon__DiskInfo di;
+	struct vdisk_info vi;
+	char err[600];
+	int rc;
+
+	if (name) {
+		pthread_mutex_lock(&D.lock);
+		rc = fill_info(name, &di, &vi, err, sizeof(err));
+		pthread_mutex_unlock(&D.lock);
+		if (rc) {
+			cell_rpc_reply_error(call, rc, "%s", err);
+			return;
+		}
+		r.disk = &di;
+	}
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_DISK_REPLY, &r.base);
+}
+
+static void on_disk_create(struct cell_rpc_call *call,
+			   const ProtobufCMessage *msg, void *arg)
+{
+	const Cellmon__DiskRequest *q = (const void *)msg;
+	char err[600];
+	int rc;
+
+	(void)arg;
+	rc = vdisk_create(D.cfg.store, q->name, q->size, q->parent, err,
+			  sizeof(err));
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "%s", err);
+		return;
+	}
+	CELL_INFO(MOD, "created disk %s (%llu bytes, parent %s)", q->name,
+		  (unsigned long long)q->size,
+		  q->parent[0] ? q->parent : "none");
+	reply_disk(call, q->name);
+}
+
+/* Clone and delete hold the export lock: no client opens the disk
+ * while it is frozen or removed. */
+static void on_disk_clone(struct cell_rpc_call *call,
+			  const ProtobufCMessage *msg, void *arg)
+{
+	const Cellmon__DiskRequest *q = (const void *)msg;
+	char err[600];
+	int rc, users;
+
+	(void)arg;
+	pthread_mutex_lock(&D.lock);
+	users = open_clients(q->src);
+	rc = users ? -EBUSY
+		   : vdisk_clone(D.cfg.store, q->src, q->name, err,
+				 sizeof(err));
+	pthread_mutex_unlock(&D.lock);
+	if (users) {
+		cell_rpc_reply_error(call, rc,
+				     "disk '%s' is in use by %d client%s; "
+				     "cloning would freeze it under them",
+				     q->src, users, users == 1 ? "" : "s");
+		return;
+	}
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "%s", err);
+		return;
+	}
+	CELL_INFO(MOD, "cloned disk %s from %s (now frozen)", q->name, q->src);
+	reply_disk(call, q->name);
+}
+
+static void on_disk_delete(struct cell_rpc_call *call,
+			   const ProtobufCMessage *msg, void *arg)
+{
+	const Cellmon__DiskRequest *q = (const void *)msg;
+	char err[600];
+	int rc, users;
+
+	(void)arg;
+	pthread_mutex_lock(&D.lock);
+	users = open_clients(q->name);
+	rc = users ? -EBUSY
+		   : vdisk_delete(D.cfg.store, q->name, err, sizeof(err));
+	pthread_mutex_unlock(&D.lock);
+	if (users) {
+		cell_rpc_reply_error(call, rc,
+				     "disk '%s' is in use by %d "
+				     "client%s",
+				     q->name, users, users == 1 ? "" : "s");
+		return;
+	}
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "%s", err);
+		return;
+	}
+	CELL_INFO(MOD, "deleted disk %s", q->name);
+	reply_disk(call, NULL);
+}
+
+static void on_disk_info(struct cell_rpc_call *call,
+			 const ProtobufCMessage *msg, void *arg)
+{
+	(void)arg;
+	reply_disk(call, ((const Cellmon__DiskRequest *)msg)->name);
+}
+
+static void on_disk_list(struct cell_rpc_call *call,
+			 const ProtobufCMessage *msg, void *arg)
+{
+	Cellmon__DiskListReply r = CELLMON__DISK_LIST_REPLY__INIT;
+	Cellmon__DiskInfo *infos = NULL, **ptrs = NULL;
+	struct vdisk_info *vis = NULL;
+	char **names = NULL, err[600];
+	size_t n = 0, k = 0;
+
+	(void)msg;
+	(void)arg;
+	if (vdisk_list(D.cfg.store, &names, &n, err, sizeof(err))) {
+		cell_rpc_reply_error(call, -EIO, "%s", err);
+		return;
+	}
+	infos = calloc(n + 1, sizeof(*infos));
+	ptrs = calloc(n + 1, sizeof(*ptrs));
+	vis = calloc(n + 1, sizeof(*vis));
+	if (!infos || !ptrs || !vis) {
+		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
+		goto out;
+	}
+	pthread_mutex_lock(&D.lock);
+	for (size_t i = 0; i < n; i++)
+		if (fill_info(names[i], &infos[k], &vis[k], err, sizeof(err)) ==
+		    0) {
+			ptrs[k] = &infos[k];
+			k++;
+		} else {
+			CELL_WARN(MOD, "disk list: %s", err);
+		}
+	pthread_mutex_unlock(&D.lock);
+	r.n_disks = k;
+	r.disks = ptrs;
+	r.server = D.nbd_addr;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_DISK_LIST_REPLY, &r.base);
+out:
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(infos);
+	free(ptrs);
+	free(vis);
+}
+
+static const struct cell_rpc_method admin_methods[] = {
+	{CELLMON__MSG_TYPE__MSG_DISK_CREATE, on_disk_create},
+	{CELLMON__MSG_TYPE__MSG_DISK_CLONE, on_disk_clone},
+	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, on_disk_delete},
+	{CELLMON__MSG_TYPE__MSG_DISK_INFO, on_disk_info},
+	{CELLMON__MSG_TYPE__MSG_DISK_LIST, on_disk_list},
+	{0, NULL},
+};
+
+static void admin_accept(struct cell_rpc_conn *c, void *arg)
+{
+	(void)arg;
+	CELL_DEBUG(MOD, "admin connection from %s", cell_rpc_conn_peer(c));
+}
+
+/* ---- the main loop ---- */
+
+static void nbd_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	accept_one(fd);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	CELL_INFO(MOD, "signal %d: stopping", (int)sig);
+	event_base_loopbreak(arg);
 }
 
 static int serve(void)
 {
+	struct cell_rpc_config rpc = {cellproto_types, admin_methods, NULL, 0,
+				      MOD};
+	struct cell_rpc_listener *admin = NULL;
+	struct event *ev_nbd = NULL, *ev_term = NULL, *ev_int = NULL;
+	struct event_base *base = event_base_new();
 	char err[600];
-	sigset_t set;
-	int lfd, sfd;
+	int lfd = -1, rc = 1;
 
+	if (!base)
+		return 1;
 	if (vdisk_store_init(D.cfg.store, err, sizeof(err))) {
 		CELL_ERROR(MOD, "%s", err);
-		return 1;
+		goto out;
 	}
 	D.clients = calloc((size_t)D.cfg.max_clients, sizeof(*D.clients));
 	if (!D.clients)
-		return 1;
+		goto out;
 	lfd = listen_on(D.cfg.listen);
 	if (lfd < 0) {
 		CELL_ERROR(MOD, "listen on %s: %s", D.cfg.listen,
 			   strerror(-lfd));
-		return 1;
+		goto out;
 	}
-	if (write_addr(lfd)) {
+	rc = cell_rpc_listen(base, D.cfg.admin_listen, &rpc, admin_accept, NULL,
+			     &admin);
+	if (rc) {
+		CELL_ERROR(MOD, "listen on %s: %s", D.cfg.admin_listen,
+			   strerror(-rc));
+		rc = 1;
+		goto out;
+	}
+	rc = 1;
+	bound(D.cfg.listen, fd_port(lfd), D.nbd_addr, sizeof(D.nbd_addr));
+	bound(D.cfg.admin_listen, cell_rpc_listener_port(admin), D.admin_addr,
+	      sizeof(D.admin_addr));
+	if (write_addr())
+		goto out;
+	ev_nbd =
+		event_new(base, lfd, EV_READ | EV_PERSIST, nbd_accept_cb, NULL);
+	ev_term = evsignal_new(base, SIGTERM, signal_cb, base);
+	ev_int = evsignal_new(base, SIGINT, signal_cb, base);
+	if (!ev_nbd || !ev_term || !ev_int)
+		goto out;
+	event_add(ev_nbd, NULL);
+	event_add(ev_term, NULL);
+	event_add(ev_int, NULL);
+	CELL_INFO(MOD, "serving NBD on %s, admin on %s, store %s, pid %d",
+		  D.nbd_addr, D.admin_addr, D.cfg.store, (int)getpid());
+	event_base_dispatch(base);
+	rc = 0;
+out:
+	if (lfd >= 0)
 		close(lfd);
-		return 1;
-	}
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	sfd = signalfd(-1, &set, SFD_CLOEXEC);
-	for (;;) {
-		struct pollfd p[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
-
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents)
-			break;
-		if (p[0].revents)
-			accept_one(lfd);
-	}
-	close(lfd);
 	pthread_mutex_lock(&D.lock);
-	CELL_INFO(MOD, "stopping: disconnecting %d clients", D.nclients);
-	for (int i = 0; i < D.cfg.max_clients; i++)
+	if (D.nclients)
+		CELL_INFO(MOD, "disconnecting %d clients", D.nclients);
+	for (int i = 0; D.clients && i < D.cfg.max_clients; i++)
 		if (D.clients[i].used)
 			shutdown(D.clients[i].fd, SHUT_RDWR);
 	while (D.nclients > 0)
 		pthread_cond_wait(&D.idle, &D.lock);
 	pthread_mutex_unlock(&D.lock);
-	CELL_INFO(MOD, "stopped");
-	return 0;
+	if (ev_nbd)
+		event_free(ev_nbd);
+	if (ev_term)
+		event_free(ev_term);
+	if (ev_int)
+		event_free(ev_int);
+	cell_rpc_listener_free(admin);
+	event_base_free(base);
+	free(D.clients);
+	if (!rc)
+		CELL_INFO(MOD, "stopped");
+	return rc;
 }
 
 /* ---- offline administration ---- */
@@ -443,8 +701,8 @@ static int cmd_list(bool json)
 	return 0;
 }
 
-/* Offline commands. Exit codes: 0 done, 1 failed, 2 usage, 3 not found,
- * 4 exists, 5 busy (cellctl's convention). */
+/* Offline commands. Exit codes as cellctl's: 0 done, 1 failed, 2 usage,
+ * 4 not found, 5 exists or in use. */
 static int admin(int argc, char **argv)
 {
 	char err[600], id[VDISK_ID_LEN + 1];
@@ -510,7 +768,7 @@ static int admin(int argc, char **argv)
 	if (!rc)
 		return 0;
 	fprintf(stderr, "cellmon-vdiskd: %s\n", err[0] ? err : strerror(-rc));
-	return rc == -ENOENT ? 3 : rc == -EEXIST ? 4 : rc == -EBUSY ? 5 : 1;
+	return rc == -ENOENT ? 4 : rc == -EEXIST || rc == -EBUSY ? 5 : 1;
 }
 
 static void usage(FILE *f)
@@ -529,9 +787,12 @@ static void usage(FILE *f)
 		"name =\n"
 		"disk name). The disk and base commands work on the store "
 		"directly:\n"
-		"run them while no server has the disk open. Exit codes: 0 "
-		"ok, 1 failed,\n"
-		"2 usage, 3 not found, 4 exists, 5 busy.\n\nOptions:\n");
+		"run them while no server has the disk open (with a server "
+		"running,\n"
+		"use cellctl disk ..., which goes through the manager and the "
+		"server).\n"
+		"Exit codes: 0 ok, 1 failed, 2 usage, 4 not found, 5 exists "
+		"or in use.\n\nOptions:\n");
 	cell_config_usage(vdiskd_config_table, f);
 }
 

@@ -10,6 +10,7 @@
 #include "common.pb-c.h"
 #include "agent.pb-c.h"
 #include "ctl.pb-c.h"
+#include "disk.pb-c.h"
 
 #include "cell/rpc.h"
 
