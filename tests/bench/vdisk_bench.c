@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nbdclient.h"
+
 #define B 4096u
 
 static int ops = 4000, rounds = 3, size_mb = 64;
@@ -111,106 +113,20 @@ static int free_port(void)
 	return port;
 }
 
-/* ---- a minimal synchronous NBD client ---- */
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
-
-static int io(int fd, void *buf, size_t len, bool out)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t r = out ? send(fd, p, len, MSG_NOSIGNAL)
-				: recv(fd, p, len, MSG_WAITALL);
-
-		if (r <= 0)
-			return -1;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
+/* ---- the client: tests/support/nbdclient.h ---- */
 
 static int nbd_open(int port, const char *name)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	uint8_t b[256];
-	size_t nl = strlen(name);
-	int fd, one = 1;
+	char hp[64];
 
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) ||
-	    io(fd, b, 18, false)) {
-		close(fd);
-		return -1;
-	}
-	put32(b, 3);
-	memcpy(b + 4, "IHAVEOPT", 8);
-	put32(b + 12, 7);
-	put32(b + 16, (uint32_t)(4 + nl + 2));
-	put32(b + 20, (uint32_t)nl);
-	memcpy(b + 24, name, nl);
-	put16(b + 24 + nl, 0);
-	if (io(fd, b, 26 + nl, true))
-		return -1;
-	for (;;) {
-		uint32_t type, len;
-
-		if (io(fd, b, 20, false))
-			return -1;
-		type = get32(b + 12);
-		len = get32(b + 16);
-		if (len > sizeof(b) || io(fd, b, len, false) ||
-		    (type & 0x80000000u))
-			return -1;
-		if (type == 1)
-			return fd;
-	}
+	snprintf(hp, sizeof(hp), "127.0.0.1:%d", port);
+	return nbdc_connect(hp, name);
 }
 
 static void nbd_req(int fd, uint16_t type, uint64_t off, uint32_t len,
 		    void *data)
 {
-	uint8_t h[28], r[16];
-
-	put32(h, 0x25609513u);
-	put16(h + 4, 0);
-	put16(h + 6, type);
-	put64(h + 8, off);
-	put64(h + 16, off);
-	put32(h + 24, len);
-	if (type == 2) { /* DISC: no reply */
-		io(fd, h, 28, true);
-		return;
-	}
-	if (io(fd, h, 28, true) || (type == 1 && io(fd, data, len, true)) ||
-	    io(fd, r, 16, false) || get32(r + 4) ||
-	    (type == 0 && io(fd, data, len, false))) {
+	if (nbdc_request(fd, type, 0, off, len, data, NBDC_REQUEST_MAGIC)) {
 		fprintf(stderr, "vdisk-bench: request %u at %llu failed\n",
 			type, (unsigned long long)off);
 		exit(1);

@@ -28,6 +28,7 @@
 
 #include <cmocka.h>
 
+#include "nbdclient.h"
 #include "testsupport.h"
 
 #define B 4096u
@@ -294,132 +295,17 @@ static void test_vdiskd_nbdinfo_list(void **state)
 	free(out);
 }
 
-/* ---- our own client ---- */
+/* ---- our own client (tests/support/nbdclient.h) ---- */
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
-
-static int xfer(int fd, void *buf, size_t len, bool send_it)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t r = send_it ? send(fd, p, len, MSG_NOSIGNAL)
-				    : recv(fd, p, len, 0);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Connects and selects `disk` with NBD_OPT_GO; the fd, or -1. */
 static int nbd_connect(const char *disk)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	char host[128];
-	uint8_t b[256];
-	struct timeval tv = {10, 0};
-	size_t nl = strlen(disk);
-	int fd, one = 1;
-	char *colon;
-
-	snprintf(host, sizeof(host), "%s", T.addr);
-	colon = strrchr(host, ':');
-	*colon = 0;
-	a.sin_port = htons((uint16_t)atoi(colon + 1));
-	inet_pton(AF_INET, host, &a.sin_addr);
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) ||
-	    xfer(fd, b, 18, false) || memcmp(b, "NBDMAGICIHAVEOPT", 16)) {
-		close(fd);
-		return -1;
-	}
-	put32(b, 3); /* fixed newstyle, no zeroes */
-	memcpy(b + 4, "IHAVEOPT", 8);
-	put32(b + 12, 7); /* GO */
-	put32(b + 16, (uint32_t)(4 + nl + 2));
-	put32(b + 20, (uint32_t)nl);
-	memcpy(b + 24, disk, nl);
-	put16(b + 24 + nl, 0);
-	if (xfer(fd, b, 26 + nl, true)) {
-		close(fd);
-		return -1;
-	}
-	/* Replies until ACK (type 1) or an error. */
-	for (;;) {
-		uint32_t type, len;
-
-		if (xfer(fd, b, 20, false)) {
-			close(fd);
-			return -1;
-		}
-		type = get32(b + 12);
-		len = get32(b + 16);
-		if (len > sizeof(b) || xfer(fd, b, len, false) ||
-		    (type & 0x80000000u)) {
-			close(fd);
-			return -1;
-		}
-		if (type == 1)
-			return fd;
-	}
+	return nbdc_connect(T.addr, disk);
 }
 
-/* Sends a request; returns the reply's error, or -1 if the server closed
- * the connection. A READ's data lands in data. */
 static int request(int fd, uint16_t type, uint16_t flags, uint64_t off,
 		   uint32_t len, void *data, uint32_t magic)
 {
-	uint8_t h[28], r[16];
-	static uint64_t cookie = 1;
-
-	put32(h, magic);
-	put16(h + 4, flags);
-	put16(h + 6, type);
-	put64(h + 8, ++cookie);
-	put64(h + 16, off);
-	put32(h + 24, len);
-	if (xfer(fd, h, 28, true))
-		return -1;
-	if (type == 1 && data && xfer(fd, data, len, true))
-		return -1;
-	if (type == 2)
-		return 0;
-	if (xfer(fd, r, 16, false) || get32(r) != 0x67446698u)
-		return -1;
-	if (get32(r + 4))
-		return (int)get32(r + 4);
-	if (type == 0 && xfer(fd, data, len, false))
-		return -1;
-	return 0;
+	return nbdc_request(fd, type, flags, off, len, data, magic);
 }
 
 #define REQ_MAGIC 0x25609513u
@@ -471,11 +357,21 @@ static void test_vdiskd_malformed_requests(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(request(fd, 1, 0, 0, 1u << 30, NULL, REQ_MAGIC), -1);
 	close(fd);
-	/* Garbage instead of a handshake. */
+	/* Garbage instead of a request. */
 	fd = nbd_connect("m");
 	assert_true(fd >= 0);
-	assert_int_equal(xfer(fd, "garbage!garbage!garbage!garbage!", 32, true),
-			 0);
+	assert_int_equal(
+		send(fd, "garbage!garbage!garbage!garbage!", 32, MSG_NOSIGNAL),
+		32);
+	assert_true(server_closed(fd));
+	close(fd);
+	/* Garbage instead of the handshake's client flags and option. */
+	fd = nbdc_dial(T.addr);
+	assert_true(fd >= 0);
+	assert_int_equal(recv(fd, buf, 18, MSG_WAITALL), 18);
+	assert_int_equal(
+		send(fd, "\xff\xff\xff\xffgarbage!garbage!", 20, MSG_NOSIGNAL),
+		20);
 	assert_true(server_closed(fd));
 	close(fd);
 	/* The server is alive and the data intact. */

@@ -374,29 +374,45 @@ static void on_disk_create(struct cell_rpc_call *call,
 	reply_disk(call, q->name);
 }
 
-/* Clone and delete hold the export lock: no client opens the disk
- * while it is frozen or removed. */
+static int do_clone(const Cellmon__DiskRequest *q, char *err, size_t len)
+{
+	return vdisk_clone(D.cfg.store, q->src, q->name, err, len);
+}
+
+static int do_delete(const Cellmon__DiskRequest *q, char *err, size_t len)
+{
+	return vdisk_delete(D.cfg.store, q->name, err, len);
+}
+
+/* Runs op unless disk `name` has NBD clients (-EBUSY). It holds the
+ * export lock: no client opens the disk while it is frozen or removed. */
+static int when_unused(const char *name,
+		       int (*op)(const Cellmon__DiskRequest *, char *, size_t),
+		       const Cellmon__DiskRequest *q, char *err, size_t len)
+{
+	int rc, users;
+
+	pthread_mutex_lock(&D.lock);
+	users = open_clients(name);
+	if (users) {
+		snprintf(err, len, "disk '%s' is in use by %d client%s", name,
+			 users, users == 1 ? "" : "s");
+		rc = -EBUSY;
+	} else {
+		rc = op(q, err, len);
+	}
+	pthread_mutex_unlock(&D.lock);
+	return rc;
+}
+
 static void on_disk_clone(struct cell_rpc_call *call,
 			  const ProtobufCMessage *msg, void *arg)
 {
 	const Cellmon__DiskRequest *q = (const void *)msg;
 	char err[600];
-	int rc, users;
+	int rc = when_unused(q->src, do_clone, q, err, sizeof(err));
 
 	(void)arg;
-	pthread_mutex_lock(&D.lock);
-	users = open_clients(q->src);
-	rc = users ? -EBUSY
-		   : vdisk_clone(D.cfg.store, q->src, q->name, err,
-				 sizeof(err));
-	pthread_mutex_unlock(&D.lock);
-	if (users) {
-		cell_rpc_reply_error(call, rc,
-				     "disk '%s' is in use by %d client%s; "
-				     "cloning would freeze it under them",
-				     q->src, users, users == 1 ? "" : "s");
-		return;
-	}
 	if (rc) {
 		cell_rpc_reply_error(call, rc, "%s", err);
 		return;
@@ -410,21 +426,9 @@ static void on_disk_delete(struct cell_rpc_call *call,
 {
 	const Cellmon__DiskRequest *q = (const void *)msg;
 	char err[600];
-	int rc, users;
+	int rc = when_unused(q->name, do_delete, q, err, sizeof(err));
 
 	(void)arg;
-	pthread_mutex_lock(&D.lock);
-	users = open_clients(q->name);
-	rc = users ? -EBUSY
-		   : vdisk_delete(D.cfg.store, q->name, err, sizeof(err));
-	pthread_mutex_unlock(&D.lock);
-	if (users) {
-		cell_rpc_reply_error(call, rc,
-				     "disk '%s' is in use by %d "
-				     "client%s",
-				     q->name, users, users == 1 ? "" : "s");
-		return;
-	}
 	if (rc) {
 		cell_rpc_reply_error(call, rc, "%s", err);
 		return;
