@@ -253,14 +253,6 @@ static int open_state(struct mgr *m)
 }
 
 /* Rebuilds "host:port" from the configured host and the bound port. */
-static void bound_addr(const char *cfg_addr, int port, char *out, size_t len)
-{
-	const char *colon = strrchr(cfg_addr, ':');
-	int hl = colon ? (int)(colon - cfg_addr) : (int)strlen(cfg_addr);
-
-	snprintf(out, len, "%.*s:%d", hl, cfg_addr, port);
-}
-
 static int start_listeners(struct mgr *m)
 {
 	char path[1200], text[400];
@@ -280,10 +272,11 @@ static int start_listeners(struct mgr *m)
 			   m->cfg.ctl_listen, strerror(-rc));
 		return rc;
 	}
-	bound_addr(m->cfg.agent_listen, cell_rpc_listener_port(m->agent_l),
-		   m->agent_addr, sizeof(m->agent_addr));
-	bound_addr(m->cfg.ctl_listen, cell_rpc_listener_port(m->ctl_l),
-		   m->ctl_addr, sizeof(m->ctl_addr));
+	cell_hostport_bound(m->cfg.agent_listen,
+			    cell_rpc_listener_port(m->agent_l), m->agent_addr,
+			    sizeof(m->agent_addr));
+	cell_hostport_bound(m->cfg.ctl_listen, cell_rpc_listener_port(m->ctl_l),
+			    m->ctl_addr, sizeof(m->ctl_addr));
 	snprintf(path, sizeof(path), "%s/manager.addr", m->cfg.state_dir);
 	snprintf(text, sizeof(text), "agent=%s\nctl=%s\n", m->agent_addr,
 		 m->ctl_addr);

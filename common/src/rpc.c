@@ -788,17 +788,29 @@ int cell_rpc_listen(struct event_base *base, const char *hostport,
 	return 0;
 }
 
-int cell_rpc_listener_port(const struct cell_rpc_listener *l)
+int cell_socket_port(int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	evutil_socket_t fd = evconnlistener_get_fd(l->lev);
 
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl))
 		return -errno;
 	if (ss.ss_family == AF_INET6)
 		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+int cell_rpc_listener_port(const struct cell_rpc_listener *l)
+{
+	return cell_socket_port(evconnlistener_get_fd(l->lev));
+}
+
+void cell_hostport_bound(const char *hostport, int port, char *out, size_t len)
+{
+	const char *colon = strrchr(hostport, ':');
+	int hl = colon ? (int)(colon - hostport) : (int)strlen(hostport);
+
+	snprintf(out, len, "%.*s:%d", hl, hostport, port);
 }
 
 void cell_rpc_listener_free(struct cell_rpc_listener *l)

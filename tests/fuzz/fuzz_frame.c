@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cell/frame.h"
 #include "cell/log.h"
 #include "cellproto/cellproto.h"
 #include "fuzz.h"
@@ -108,11 +109,74 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 #endif
 
-/* The frame corpus lives in tests/fuzz/corpus/frame. */
+/* ---- built-in seeds: valid frames (the checked-in corpus in
+ * tests/fuzz/corpus/frame was written from these) ---- */
+
+static size_t put_frame(uint8_t *buf, uint16_t type, uint8_t flags, uint32_t id,
+			const ProtobufCMessage *msg)
+{
+	struct cell_frame_hdr h = {CELL_FRAME_VERSION, flags, type, id, 0};
+	size_t n = msg ? protobuf_c_message_pack(msg, buf + CELL_FRAME_HDR_LEN)
+		       : 0;
+
+	h.len = (uint32_t)n;
+	cell_frame_hdr_pack(&h, buf);
+	return CELL_FRAME_HDR_LEN + n;
+}
+
+/* Register; two heartbeats; a cell change; three queries back to back;
+ * an error reply. */
 size_t fuzz_seed(int i, uint8_t *buf, size_t cap)
 {
-	(void)i;
-	(void)buf;
-	(void)cap;
+	Cellmon__RegisterRequest reg = CELLMON__REGISTER_REQUEST__INIT;
+	Cellmon__Capacity capy = CELLMON__CAPACITY__INIT;
+	Cellmon__HeartbeatRequest hb = CELLMON__HEARTBEAT_REQUEST__INIT;
+	Cellmon__CellRequest cell = CELLMON__CELL_REQUEST__INIT;
+	Cellmon__NodeInfoRequest ni = CELLMON__NODE_INFO_REQUEST__INIT;
+	struct cell_frame_hdr h = {CELL_FRAME_VERSION,
+				   CELL_FRAME_REPLY | CELL_FRAME_ERROR,
+				   CELLMON__MSG_TYPE__MSG_STATUS_REPLY, 9, 0};
+	size_t n;
+
+	if (cap < 4096)
+		return 0;
+	capy.cpus = 2;
+	capy.memory_mb = 1024;
+	switch (i) {
+	case 0:
+		reg.protocol_version = 1;
+		reg.node_id = "node1";
+		reg.addr = "127.0.0.1";
+		reg.capacity = &capy;
+		reg.heartbeat_ms = 250;
+		return put_frame(buf, CELLMON__MSG_TYPE__MSG_REGISTER, 0, 1,
+				 &reg.base);
+	case 1:
+		hb.node_id = "node1";
+		hb.incarnation = 3;
+		hb.capacity = &capy;
+		n = put_frame(buf, CELLMON__MSG_TYPE__MSG_HEARTBEAT, 0, 2,
+			      &hb.base);
+		return n + put_frame(buf + n, CELLMON__MSG_TYPE__MSG_HEARTBEAT,
+				     0, 3, &hb.base);
+	case 2:
+		cell.name = "c1";
+		cell.node = "node1";
+		return put_frame(buf, CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, 0,
+				 4, &cell.base);
+	case 3:
+		ni.id = "node2";
+		n = put_frame(buf, CELLMON__MSG_TYPE__MSG_NODE_INFO, 0, 5,
+			      &ni.base);
+		n += put_frame(buf + n, CELLMON__MSG_TYPE__MSG_STATUS, 0, 6,
+			       NULL);
+		return n + put_frame(buf + n, CELLMON__MSG_TYPE__MSG_NODE_LIST,
+				     0, 7, NULL);
+	case 4:
+		h.len = (uint32_t)cell_frame_error_pack(
+			2, "no such thing", buf + CELL_FRAME_HDR_LEN);
+		cell_frame_hdr_pack(&h, buf);
+		return CELL_FRAME_HDR_LEN + h.len;
+	}
 	return 0;
 }

@@ -11,9 +11,8 @@
  *
  *   fuzz_frame_replay --write-seeds DIR
  *
- * writes the target's built-in seeds into DIR (for libFuzzer), or for
- * the frame target the hand-made corpus (valid frames of every message
- * type, several frames back to back, error replies).
+ * writes the target's built-in seeds (fuzz_seed) into DIR, as a starting
+ * corpus for libFuzzer.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -21,8 +20,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "cell/frame.h"
-#include "cellproto/cellproto.h"
 #include "fuzz.h"
 
 #define MAXF (64 * 1024)
@@ -115,18 +112,6 @@ static int load_dir(const char *dir, struct file *files, int max)
 	return n;
 }
 
-static size_t put_frame(uint8_t *buf, uint16_t type, uint8_t flags, uint32_t id,
-			const ProtobufCMessage *msg)
-{
-	struct cell_frame_hdr h = {CELL_FRAME_VERSION, flags, type, id, 0};
-	size_t n = msg ? protobuf_c_message_pack(msg, buf + CELL_FRAME_HDR_LEN)
-		       : 0;
-
-	h.len = (uint32_t)n;
-	cell_frame_hdr_pack(&h, buf);
-	return CELL_FRAME_HDR_LEN + n;
-}
-
 static void save(const char *dir, const char *name, const uint8_t *b, size_t n)
 {
 	char path[1024];
@@ -141,58 +126,6 @@ static void save(const char *dir, const char *name, const uint8_t *b, size_t n)
 	fclose(f);
 }
 
-static int write_seeds(const char *dir)
-{
-	Cellmon__RegisterRequest reg = CELLMON__REGISTER_REQUEST__INIT;
-	Cellmon__Capacity cap = CELLMON__CAPACITY__INIT;
-	Cellmon__HeartbeatRequest hb = CELLMON__HEARTBEAT_REQUEST__INIT;
-	Cellmon__CellRequest cell = CELLMON__CELL_REQUEST__INIT;
-	Cellmon__NodeInfoRequest ni = CELLMON__NODE_INFO_REQUEST__INIT;
-	uint8_t buf[4096], err[64];
-	size_t n;
-
-	cap.cpus = 2;
-	cap.memory_mb = 1024;
-	reg.protocol_version = 1;
-	reg.node_id = "node1";
-	reg.addr = "127.0.0.1";
-	reg.capacity = &cap;
-	reg.heartbeat_ms = 250;
-	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_REGISTER, 0, 1, &reg.base);
-	save(dir, "register", buf, n);
-	hb.node_id = "node1";
-	hb.incarnation = 3;
-	hb.capacity = &cap;
-	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_HEARTBEAT, 0, 2, &hb.base);
-	n += put_frame(buf + n, CELLMON__MSG_TYPE__MSG_HEARTBEAT, 0, 3,
-		       &hb.base);
-	save(dir, "two-heartbeats", buf, n);
-	cell.name = "c1";
-	cell.node = "node1";
-	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, 0, 4,
-		      &cell.base);
-	save(dir, "cell-add-node", buf, n);
-	ni.id = "node2";
-	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_NODE_INFO, 0, 5, &ni.base);
-	n += put_frame(buf + n, CELLMON__MSG_TYPE__MSG_STATUS, 0, 6, NULL);
-	n += put_frame(buf + n, CELLMON__MSG_TYPE__MSG_NODE_LIST, 0, 7, NULL);
-	save(dir, "queries", buf, n);
-	n = put_frame(buf, CELLMON__MSG_TYPE__MSG_STATUS_REPLY,
-		      CELL_FRAME_REPLY | CELL_FRAME_ERROR, 9, NULL);
-	{
-		size_t e = cell_frame_error_pack(2, "no such thing", err);
-		struct cell_frame_hdr h = {
-			CELL_FRAME_VERSION, CELL_FRAME_REPLY | CELL_FRAME_ERROR,
-			CELLMON__MSG_TYPE__MSG_STATUS_REPLY, 9, (uint32_t)e};
-
-		cell_frame_hdr_pack(&h, buf);
-		memcpy(buf + CELL_FRAME_HDR_LEN, err, e);
-		n = CELL_FRAME_HDR_LEN + e;
-	}
-	save(dir, "error-reply", buf, n);
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	static struct file files[256];
@@ -201,13 +134,12 @@ int main(int argc, char **argv)
 	int n;
 
 	if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) {
-		/* The target's built-in seeds, else the frame corpus. */
 		for (int i = 0;; i++) {
 			char name[32];
 			size_t len = fuzz_seed(i, mut, MAXF);
 
 			if (!len)
-				return i ? 0 : write_seeds(argv[2]);
+				return 0;
 			snprintf(name, sizeof(name), "seed-%d", i);
 			save(argv[2], name, mut, len);
 		}

@@ -67,8 +67,7 @@ struct vdisk {
 	uint8_t *jbuf;	    /* records not yet written */
 	size_t jlen;
 	pthread_rwlock_t lock;
-	pthread_mutex_t stats_lock;
-	struct vdisk_stats st;
+	struct vdisk_stats st; /* counters updated atomically */
 };
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -103,38 +102,20 @@ static void fault_point(const char *step)
 
 /* ---- small file helpers ---- */
 
-static int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t w = pwrite(fd, p, len, (off_t)off);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		len -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
-}
-
-/* Reads len bytes; bytes past the end of the file are an error. */
-static int full_pread(int fd, void *buf, size_t len, uint64_t off)
+/* All of len bytes at off, or -errno; a read past the end of the file
+ * is -EIO. */
+static int full_io(int fd, void *buf, size_t len, uint64_t off, bool write)
 {
 	uint8_t *p = buf;
 
 	while (len) {
-		ssize_t r = pread(fd, p, len, (off_t)off);
+		ssize_t r = write ? pwrite(fd, p, len, (off_t)off)
+				  : pread(fd, p, len, (off_t)off);
 
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
 			return -errno;
-		}
 		if (r == 0)
 			return -EIO;
 		p += r;
@@ -142,6 +123,16 @@ static int full_pread(int fd, void *buf, size_t len, uint64_t off)
 		off += (uint64_t)r;
 	}
 	return 0;
+}
+
+static int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	return full_io(fd, (void *)buf, len, off, true);
+}
+
+static int full_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	return full_io(fd, buf, len, off, false);
 }
 
 static int fsync_dir(const char *dir)
@@ -845,7 +836,6 @@ int vdisk_open(const char *store, const char *name, struct vdisk **out,
 	for (int i = 0; i <= VDISK_MAX_CHAIN; i++)
 		d->layers[i].data_fd = -1;
 	pthread_rwlock_init(&d->lock, NULL);
-	pthread_mutex_init(&d->stats_lock, NULL);
 	d->jbuf = malloc(JBUF_CAP);
 	if (!d->jbuf) {
 		rc = fail(err, errlen, -ENOMEM, "out of memory");
@@ -944,7 +934,6 @@ void vdisk_close(struct vdisk *d)
 	if (d->base_fd >= 0)
 		close(d->base_fd);
 	pthread_rwlock_destroy(&d->lock);
-	pthread_mutex_destroy(&d->stats_lock);
 	free(d->jbuf);
 	free(d);
 }
@@ -994,22 +983,24 @@ static void locate(const struct vdisk *d, uint64_t b, int *fd, uint64_t *off,
 	*fd = -1;
 }
 
-/* Reads whole blocks [b, b + n) into buf, merging contiguous runs into
- * one pread and checking every data block's CRC. */
+#define RUN_MAX 64 /* blocks per pread of a contiguous run */
+
+/* Reads whole blocks [b, b + n) into buf, merging contiguous runs (up to
+ * RUN_MAX blocks) into one pread and checking every data block's CRC. */
 static int read_blocks(struct vdisk *d, uint8_t *buf, uint64_t b, uint64_t n)
 {
 	uint64_t i = 0;
 
 	while (i < n) {
+		uint32_t crc[RUN_MAX];
+		bool check[RUN_MAX];
+		uint64_t off = 0, off2 = 0, run = 1;
 		int fd, fd2;
-		uint64_t off, off2, run = 1;
-		uint32_t crc;
-		bool check, check2;
-		int rc;
 
-		locate(d, b + i, &fd, &off, &crc, &check);
-		while (i + run < n) {
-			locate(d, b + i + run, &fd2, &off2, &crc, &check2);
+		locate(d, b + i, &fd, &off, &crc[0], &check[0]);
+		while (i + run < n && run < RUN_MAX) {
+			locate(d, b + i + run, &fd2, &off2, &crc[run],
+			       &check[run]);
 			if (fd2 != fd ||
 			    (fd >= 0 && off2 != off + run * VDISK_BLOCK))
 				break;
@@ -1018,18 +1009,14 @@ static int read_blocks(struct vdisk *d, uint8_t *buf, uint64_t b, uint64_t n)
 		if (fd < 0) {
 			memset(buf + i * VDISK_BLOCK, 0, run * VDISK_BLOCK);
 		} else {
-			rc = full_pread(fd, buf + i * VDISK_BLOCK,
-					run * VDISK_BLOCK, off);
-			if (rc)
+			if (full_pread(fd, buf + i * VDISK_BLOCK,
+				       run * VDISK_BLOCK, off))
 				return -EIO;
-			for (uint64_t k = 0; k < run; k++) {
-				locate(d, b + i + k, &fd2, &off2, &crc,
-				       &check2);
-				if (check2 &&
+			for (uint64_t k = 0; k < run; k++)
+				if (check[k] &&
 				    vdisk_crc32c(0, buf + (i + k) * VDISK_BLOCK,
-						 VDISK_BLOCK) != crc)
+						 VDISK_BLOCK) != crc[k])
 					return -EIO;
-			}
 		}
 		i += run;
 	}
@@ -1043,13 +1030,11 @@ static int range_ok(const struct vdisk *d, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static void count(struct vdisk *d, uint64_t *ops, uint64_t *bytes, uint64_t len)
+static void count(uint64_t *ops, uint64_t *bytes, uint64_t len)
 {
-	pthread_mutex_lock(&d->stats_lock);
-	(*ops)++;
+	__atomic_add_fetch(ops, 1, __ATOMIC_RELAXED);
 	if (bytes)
-		*bytes += len;
-	pthread_mutex_unlock(&d->stats_lock);
+		__atomic_add_fetch(bytes, len, __ATOMIC_RELAXED);
 }
 
 int vdisk_read(struct vdisk *d, void *buf, uint64_t off, uint32_t len)
@@ -1074,7 +1059,7 @@ int vdisk_read(struct vdisk *d, void *buf, uint64_t off, uint32_t len)
 		free(tmp);
 	}
 	pthread_rwlock_unlock(&d->lock);
-	count(d, &d->st.reads, &d->st.bytes_read, len);
+	count(&d->st.reads, &d->st.bytes_read, len);
 	return rc;
 }
 
@@ -1223,7 +1208,7 @@ int vdisk_write(struct vdisk *d, const void *buf, uint64_t off, uint32_t len,
 	int rc = modify(d, buf, off, len, fua);
 
 	if (!rc)
-		count(d, &d->st.writes, &d->st.bytes_written, len);
+		count(&d->st.writes, &d->st.bytes_written, len);
 	return rc;
 }
 
@@ -1232,7 +1217,7 @@ int vdisk_zero(struct vdisk *d, uint64_t off, uint64_t len, bool fua)
 	int rc = modify(d, NULL, off, len, fua);
 
 	if (!rc)
-		count(d, &d->st.zeroes, NULL, 0);
+		count(&d->st.zeroes, NULL, 0);
 	return rc;
 }
 
@@ -1246,13 +1231,15 @@ int vdisk_flush(struct vdisk *d)
 	rc = flush_locked(d);
 	pthread_rwlock_unlock(&d->lock);
 	if (!rc)
-		count(d, &d->st.flushes, NULL, 0);
+		count(&d->st.flushes, NULL, 0);
 	return rc;
 }
 
 void vdisk_stats(struct vdisk *d, struct vdisk_stats *out)
 {
-	pthread_mutex_lock(&d->stats_lock);
-	*out = d->st;
-	pthread_mutex_unlock(&d->stats_lock);
+	const uint64_t *src = (const uint64_t *)&d->st;
+	uint64_t *dst = (uint64_t *)out;
+
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
 }

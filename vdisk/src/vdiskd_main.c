@@ -261,33 +261,6 @@ static int listen_on(const char *hostport)
 	return fd;
 }
 
-/* "host:port" of a listener asked for `want` (port 0 -> the real one). */
-static void bound(const char *want, int port, char *out, size_t len)
-{
-	char host[128];
-	char *colon;
-
-	snprintf(host, sizeof(host), "%s", want);
-	colon = strrchr(host, ':');
-	if (colon)
-		*colon = 0;
-	snprintf(out, len, "%s:%d", host, port);
-}
-
-static int fd_port(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl))
-		return 0;
-	if (ss.ss_family == AF_INET)
-		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return 0;
-}
-
 /* <store>/vdiskd.addr: "nbd=host:port" and "admin=host:port", so that
  * tests and scripts may ask for port 0. */
 static int write_addr(void)
@@ -554,9 +527,10 @@ static int serve(void)
 		goto out;
 	}
 	rc = 1;
-	bound(D.cfg.listen, fd_port(lfd), D.nbd_addr, sizeof(D.nbd_addr));
-	bound(D.cfg.admin_listen, cell_rpc_listener_port(admin), D.admin_addr,
-	      sizeof(D.admin_addr));
+	cell_hostport_bound(D.cfg.listen, cell_socket_port(lfd), D.nbd_addr,
+			    sizeof(D.nbd_addr));
+	cell_hostport_bound(D.cfg.admin_listen, cell_rpc_listener_port(admin),
+			    D.admin_addr, sizeof(D.admin_addr));
 	if (write_addr())
 		goto out;
 	ev_nbd =
@@ -599,43 +573,6 @@ out:
 }
 
 /* ---- offline administration ---- */
-
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || s[0] == '-')
-		return -EINVAL;
-	switch (*end) {
-	case 'K':
-	case 'k':
-		v <<= 10;
-		end++;
-		break;
-	case 'M':
-	case 'm':
-		v <<= 20;
-		end++;
-		break;
-	case 'G':
-	case 'g':
-		v <<= 30;
-		end++;
-		break;
-	case 'T':
-	case 't':
-		v <<= 40;
-		end++;
-		break;
-	}
-	if (*end)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
 
 static json_t *info_json(const struct vdisk_info *i)
 {
@@ -712,7 +649,7 @@ static int admin(int argc, char **argv)
 	char err[600], id[VDISK_ID_LEN + 1];
 	bool json = false;
 	int rc = -EINVAL;
-	uint64_t size;
+	int64_t size;
 
 	/* "-o json" anywhere */
 	for (int i = 0; i + 1 < argc; i++) {
@@ -738,14 +675,14 @@ static int admin(int argc, char **argv)
 			printf(json ? "{\"id\":\"%s\"}\n" : "%s\n", id);
 	} else if ((argc == 4 || argc == 5) && !strcmp(argv[0], "disk") &&
 		   !strcmp(argv[1], "create")) {
-		if (parse_size(argv[3], &size)) {
+		if (cell_parse_size(argv[3], &size) || size < 0) {
 			fprintf(stderr,
 				"cellmon-vdiskd: bad size '%s' (e.g. 4096, "
 				"64M, 2G)\n",
 				argv[3]);
 			return 2;
 		}
-		rc = vdisk_create(D.cfg.store, argv[2], size,
+		rc = vdisk_create(D.cfg.store, argv[2], (uint64_t)size,
 				  argc == 5 ? argv[4] : NULL, err, sizeof(err));
 	} else if (argc == 4 && !strcmp(argv[0], "disk") &&
 		   !strcmp(argv[1], "clone")) {

@@ -127,6 +127,11 @@ int cell_rpc_listen(struct event_base *base, const char *hostport,
 		    void *arg, struct cell_rpc_listener **out);
 /* The bound port, useful after asking for port 0. */
 int cell_rpc_listener_port(const struct cell_rpc_listener *l);
+/* The local port of a bound socket, or -errno. */
+int cell_socket_port(int fd);
+/* hostport ("host:port" as configured, port maybe 0) with the port
+ * replaced by the bound one: what to advertise and log. */
+void cell_hostport_bound(const char *hostport, int port, char *out, size_t len);
 void cell_rpc_listener_free(struct cell_rpc_listener *l);
 
 /*
