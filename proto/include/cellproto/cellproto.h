@@ -11,6 +11,7 @@
 #include "agent.pb-c.h"
 #include "ctl.pb-c.h"
 #include "disk.pb-c.h"
+#include "vm.pb-c.h"
 
 #include "cell/rpc.h"
 
