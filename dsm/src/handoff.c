@@ -161,7 +161,16 @@ static void attach(struct dsm_node *n, int sock)
 	if (recv_fd(sock, &q, sizeof(q), NULL) || memcmp(q.magic, MAGIC, 8))
 		goto drop;
 	l.id = q.region;
-	rep.status = dsm__run_on_node(n, lookup_cmd, &l);
+	rep.status = n->handoff_check ? n->handoff_check((int)l.pid, l.id,
+							 n->handoff_check_arg)
+				      : 0;
+	if (rep.status)
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "hand-off of region %llu to pid %d refused: %s",
+			    (unsigned long long)l.id, (int)l.pid,
+			    strerror(-rep.status));
+	else
+		rep.status = dsm__run_on_node(n, lookup_cmd, &l);
 	rep.value = l.size;
 	rc = send_fd(sock, &rep, sizeof(rep), l.memfd);
 	if (l.memfd >= 0)
@@ -239,6 +248,13 @@ void dsm__handoff_close(struct dsm_node *n)
 	close(n->handoff_fd);
 	unlink(n->handoff_path);
 	n->handoff_fd = -1;
+}
+
+void dsm_node_set_handoff_check(struct dsm_node *n, dsm_handoff_check_fn fn,
+				void *arg)
+{
+	n->handoff_check = fn;
+	n->handoff_check_arg = arg;
 }
 
 int dsm_node_serve_handoff(struct dsm_node *n, const char *unix_path)

@@ -416,14 +416,15 @@ int dsm__run_on_node(struct dsm_node *n, int (*fn)(struct dsm_node *, void *),
 	return c.rc;
 }
 
-int dsm__waiter_get(struct dsm_node *n)
+int dsm__waiter_get(struct dsm_node *n, uint64_t region)
 {
 	int slot = -EAGAIN;
 
 	pthread_mutex_lock(&n->mu);
 	for (int i = 0; i < DSM_MAX_WAITERS; i++) {
 		if (!n->waiters[i].used) {
-			n->waiters[i] = (struct dsm_waiter){true, false, 0};
+			n->waiters[i] =
+				(struct dsm_waiter){true, false, 0, region};
 			slot = i;
 			break;
 		}
@@ -994,6 +995,38 @@ static int page_stats_cmd(struct dsm_node *n, void *arg)
 						       a->r->nmembers +
 					       i];
 	return 0;
+}
+
+static int region_stats_cmd(struct dsm_node *n, void *arg)
+{
+	struct page_arg *a = arg;
+	struct dsm_region_stats *st = (void *)a->st;
+	const struct dsm__region *e = &a->r->eng;
+
+	memset(st, 0, sizeof(*st));
+	for (uint32_t p = 0; p < a->r->npages; p++) {
+		const struct dsm__page_counters *c = dsm__page_counters(e, p);
+		uint32_t faults = c->read_faults + c->write_faults;
+		bool local = dsm__page_home(e, p) == n->id;
+
+		st->read_faults += c->read_faults;
+		st->write_faults += c->write_faults;
+		st->invalidations += c->invalidations;
+		st->transfers += c->transfers;
+		st->deferrals += c->deferrals;
+		st->local_faults += local ? faults : 0;
+		st->remote_faults += local ? 0 : faults;
+		st->pages_homed += local;
+	}
+	st->readaheads = e->readaheads;
+	return 0;
+}
+
+int dsm_region_stats(struct dsm_region *r, struct dsm_region_stats *out)
+{
+	struct page_arg a = {r, 0, 0, (void *)out, NULL};
+
+	return dsm__run_on_node(r->node, region_stats_cmd, &a);
 }
 
 int dsm_region_page_stats(struct dsm_region *r, uint32_t page,

@@ -91,7 +91,8 @@ struct dsm_region {
 	uint32_t stage_first, stage_n;
 	bool stage_write;
 	struct dsm_mapping maps[DSM_MAX_MAPS];
-	void *app_map; /* in-process registered mapping */
+	void *app_map;	/* in-process registered mapping */
+	bool cancelled; /* dsm_region_cancel_waits(): sync calls fail */
 	struct dsm_lockq *locks[DSM_MAX_LOCKS];
 	struct dsm_barrier *barriers[DSM_MAX_LOCKS];
 };
@@ -128,6 +129,7 @@ struct dsm_waiter {
 	bool used;
 	bool done;
 	int rc;
+	uint64_t region; /* whose lock or barrier it waits for */
 };
 
 struct dsm_cmd {
@@ -175,6 +177,8 @@ struct dsm_node {
 	int handoff_fd;
 	pthread_t handoff_thread;
 	char handoff_path[108];
+	dsm_handoff_check_fn handoff_check;
+	void *handoff_check_arg;
 	struct dsm_node_stats stats;
 	const struct dsm_transport_ops *tops;
 	struct event *ev_inbox; /* loop transport */
@@ -190,7 +194,7 @@ int dsm__deliver(struct dsm_node *n, const struct dsm__msg *m,
 void dsm__after_work(struct dsm_node *n);
 int dsm__send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
 	      const void *data);
-int dsm__waiter_get(struct dsm_node *n);
+int dsm__waiter_get(struct dsm_node *n, uint64_t region);
 void dsm__waiter_wake(struct dsm_node *n, uint32_t token, int rc);
 int dsm__waiter_wait(struct dsm_node *n, int slot);
 int dsm__map_add(struct dsm_region *r, uint8_t *base, int uffd, int sock,

@@ -147,6 +147,8 @@ static int sync_cmd(struct dsm_node *n, void *arg)
 	struct sync_arg *a = arg;
 
 	(void)n;
+	if (a->r->cancelled)
+		return -ECANCELED;
 	return send_sync(a->r, manager_of(a->r, a->id), a->type, a->id,
 			 a->count, a->token);
 }
@@ -162,7 +164,7 @@ static int sync_call(struct dsm_region *r, uint8_t type, uint32_t id,
 	if (id >= DSM_MAX_LOCKS)
 		return -ERANGE;
 	if (wait) {
-		slot = dsm__waiter_get(r->node);
+		slot = dsm__waiter_get(r->node, r->id);
 		if (slot < 0)
 			return slot;
 		a.token = (uint32_t)slot;
@@ -193,4 +195,30 @@ int dsm_barrier(struct dsm_region *r, uint32_t id, uint32_t count)
 	if (count == 0 || count > DSM_LOCK_QUEUE)
 		return -EINVAL;
 	return sync_call(r, DSM_MSG_BARRIER_ENTER, id, (uint16_t)count);
+}
+
+/* On the node thread: later sync calls fail, and every thread waiting
+ * for one of this region's locks or barriers wakes with -ECANCELED. */
+static int cancel_cmd(struct dsm_node *n, void *arg)
+{
+	struct dsm_region *r = arg;
+
+	r->cancelled = true;
+	pthread_mutex_lock(&n->mu);
+	for (int i = 0; i < DSM_MAX_WAITERS; i++) {
+		struct dsm_waiter *w = &n->waiters[i];
+
+		if (w->used && !w->done && w->region == r->id) {
+			w->done = true;
+			w->rc = -ECANCELED;
+		}
+	}
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mu);
+	return 0;
+}
+
+int dsm_region_cancel_waits(struct dsm_region *r)
+{
+	return dsm__run_on_node(r->node, cancel_cmd, r);
 }

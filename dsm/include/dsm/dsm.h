@@ -105,6 +105,19 @@ struct dsm_page_stats {
 int dsm_region_page_stats(struct dsm_region *r, uint32_t page,
 			  struct dsm_page_stats *out);
 
+/* This node's counters for a whole region, summed over its pages. A
+ * fault is local when this node is the page's home. */
+struct dsm_region_stats {
+	uint64_t read_faults, write_faults;
+	uint64_t local_faults, remote_faults;
+	uint64_t invalidations;
+	uint64_t transfers; /* pages of data received */
+	uint64_t deferrals;
+	uint64_t readaheads;
+	uint64_t pages_homed;
+};
+int dsm_region_stats(struct dsm_region *r, struct dsm_region_stats *out);
+
 struct dsm_node_stats {
 	uint64_t faults; /* uffd faults handled */
 	uint64_t msgs_sent, msgs_recv;
@@ -120,11 +133,22 @@ void dsm_node_stats(struct dsm_node *n, struct dsm_node_stats *out);
  */
 int dsm_lock(struct dsm_region *r, uint32_t lock_id);
 int dsm_unlock(struct dsm_region *r, uint32_t lock_id);
-/* Returns when `count` members have entered barrier `id`. */
+/* Returns when `count` callers (on any members) have entered barrier
+ * `id`; the id may be used again once it has opened. */
 int dsm_barrier(struct dsm_region *r, uint32_t id, uint32_t count);
+/* Ends every lock or barrier wait on r with -ECANCELED, now and later:
+ * lets the threads that use r return before dsm_region_destroy(). */
+int dsm_region_cancel_waits(struct dsm_region *r);
 
 /* Cross-process hand-off (see the file comment). */
 int dsm_node_serve_handoff(struct dsm_node *n, const char *unix_path);
+/* Decides whether process `pid` (from SO_PEERCRED) may map region `id`:
+ * 0 lets it, -errno refuses (the client's dsm_attach() gets the error).
+ * Runs on the hand-off thread. Without one, any process that can open
+ * the socket may map any region. Set it before serving. */
+typedef int (*dsm_handoff_check_fn)(int pid, uint64_t id, void *arg);
+void dsm_node_set_handoff_check(struct dsm_node *n, dsm_handoff_check_fn fn,
+				void *arg);
 /* In the other process: maps region `id` (at `addr` if not NULL, with
  * MAP_FIXED_NOREPLACE) and hands its uffd to the node. *sock is kept
  * open for the life of the mapping; closing it detaches. */

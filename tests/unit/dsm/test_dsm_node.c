@@ -14,6 +14,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,77 @@ static void test_dsm_node_attached_mapping_coherent(void **state)
 	free(dir);
 }
 
+static int refuse_region_9(int pid, uint64_t id, void *arg)
+{
+	(void)arg;
+	return pid > 0 && id == 9 ? -EACCES : 0;
+}
+
+/* A hand-off check that refuses makes dsm_attach() fail with its error
+ * and maps nothing. */
+static void test_dsm_node_handoff_check_refuses(void **state)
+{
+	struct pair *p = *state;
+	char path[600], *dir = ts_tmpdir("dsm-handoff");
+	void *base = NULL;
+	size_t size = 0;
+	int sock = -1;
+
+	snprintf(path, sizeof(path), "%s/h.sock", dir);
+	dsm_node_set_handoff_check(p->n[0], refuse_region_9, NULL);
+	assert_int_equal(dsm_node_serve_handoff(p->n[0], path), 0);
+	assert_int_equal(dsm_attach(path, 9, NULL, &base, &size, &sock),
+			 -EACCES);
+	assert_null(base);
+	ts_rmtree(dir);
+	free(dir);
+}
+
+static void *barrier_thread(void *arg)
+{
+	return (void *)(intptr_t)dsm_barrier(arg, 3, 3);
+}
+
+/* A thread stuck in a barrier that can never open returns -ECANCELED
+ * after dsm_region_cancel_waits(), and later calls fail at once. */
+static void test_dsm_node_cancel_waits_wakes_barrier(void **state)
+{
+	struct pair *p = *state;
+	pthread_t t;
+	void *rc;
+
+	assert_int_equal(pthread_create(&t, NULL, barrier_thread, p->r[0]), 0);
+	usleep(50 * 1000);
+	assert_int_equal(dsm_region_cancel_waits(p->r[0]), 0);
+	assert_int_equal(pthread_join(t, &rc), 0);
+	assert_int_equal((intptr_t)rc, -ECANCELED);
+	assert_int_equal(dsm_lock(p->r[0], 1), -ECANCELED);
+	/* The other node's region is untouched. */
+	assert_int_equal(dsm_lock(p->r[1], 1), 0);
+	assert_int_equal(dsm_unlock(p->r[1], 1), 0);
+}
+
+/* Region stats add up the per-page counters: node 0 reading every page
+ * faults once per page, half of them on pages it homes. */
+static void test_dsm_node_region_stats_sum_pages(void **state)
+{
+	struct pair *p = *state;
+	struct dsm_region_stats st;
+	uint64_t sum = 0;
+
+	for (int pg = 0; pg < PAGES; pg++)
+		p->m[1][pg * WORDS] = (uint64_t)pg;
+	for (int pg = 0; pg < PAGES; pg++)
+		sum += p->m[0][pg * WORDS];
+	assert_int_equal(sum, PAGES * (PAGES - 1) / 2);
+	assert_int_equal(dsm_region_stats(p->r[0], &st), 0);
+	assert_int_equal(st.pages_homed, PAGES / 2);
+	assert_true(st.read_faults >= 1);
+	assert_int_equal(st.local_faults + st.remote_faults,
+			 st.read_faults + st.write_faults);
+	assert_true(st.transfers >= PAGES / 2);
+}
+
 struct counter_arg {
 	struct dsm_region *r;
 	volatile uint64_t *m;
@@ -283,6 +355,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_attached_mapping_coherent, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_handoff_check_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_cancel_waits_wakes_barrier, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_region_stats_sum_pages, setup, teardown),
 		/* The same behaviour over the in-process loop transport. */
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_writes_seen_both_ways, setup_loop,
