@@ -1,0 +1,63 @@
+/*
+ * testguest: behaviours the tests need from a guest.
+ *
+ *   testguest exit N        vCPU 0 exits with status N, the others 0
+ *   testguest crash         vCPU 0 dies of SIGSEGV, the others wait
+ *   testguest sleep SEC     every vCPU sleeps, printing a line each second
+ *   testguest counter N     every vCPU adds 1 to a shared counter N times
+ *                           under lock 5; vCPU 0 prints the total
+ */
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cellguest.h"
+
+static int counter(long n)
+{
+	volatile uint64_t *c = cg_mem();
+
+	for (long i = 0; i < n; i++) {
+		if (cg_lock(5))
+			return 3;
+		(*c)++;
+		if (cg_unlock(5))
+			return 3;
+	}
+	if (cg_barrier(2))
+		return 3;
+	if (cg_vcpu() == 0)
+		printf("testguest: counter=%llu\n", (unsigned long long)*c);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	long arg = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
+
+	if (cg_init())
+		return 2;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && strcmp(argv[1], "exit") == 0)
+		return cg_vcpu() == 0 ? (int)arg : 0;
+	if (argc > 1 && strcmp(argv[1], "crash") == 0) {
+		if (cg_vcpu() == 0)
+			raise(SIGSEGV);
+		pause();
+		return 0;
+	}
+	if (argc > 1 && strcmp(argv[1], "sleep") == 0) {
+		for (long s = 0; s < arg; s++) {
+			printf("testguest: vcpu %u awake %ld\n", cg_vcpu(), s);
+			sleep(1);
+		}
+		return 0;
+	}
+	if (argc > 1 && strcmp(argv[1], "counter") == 0)
+		return counter(arg);
+	fprintf(stderr, "usage: testguest exit N|crash|sleep SEC|counter N\n");
+	return 2;
+}
