@@ -24,13 +24,16 @@ enum {
 	EXIT_UNREACHABLE = 3,
 	EXIT_NOTFOUND = 4,
 	EXIT_CONFLICT = 5,
+	EXIT_NOSPACE = 6,
 };
 
 struct ctl {
 	const char *manager;
 	bool json;
 	unsigned timeout_ms;
+	bool timeout_set;
 	struct cell_rpc_config rpc;
+	struct ctl_opts opts;
 };
 
 /* Renders a successful reply: JSON or a table. args are the command's. */
@@ -51,6 +54,9 @@ struct ctl_cmd {
 	 * fields as given, uint64 fields as sizes ("4096", "64M", "2G"). */
 	const char *fields[3];
 	ctl_render_fn render;
+	/* Builds the request instead of `fields` (commands with options);
+	 * NULL for the rest, which refuse options. */
+	ctl_build_fn build;
 };
 
 static int exit_code(int rc)
@@ -63,6 +69,8 @@ static int exit_code(int rc)
 	case -EEXIST:
 	case -EBUSY:
 		return EXIT_CONFLICT;
+	case -ENOSPC:
+		return EXIT_NOSPACE;
 	case -ECONNREFUSED:
 	case -ECONNRESET:
 	case -ETIMEDOUT:
@@ -125,15 +133,45 @@ static int build_request(const struct ctl_cmd *cmd, char **args, int nargs,
 static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
 		   int nargs)
 {
+	const struct ctl_opts *o = &ctl->opts;
 	ProtobufCMessage *req, *reply = NULL;
+	uint16_t type = cmd->type;
 	char err[700];
-	int rc = build_request(cmd, args, nargs, &req);
+	int rc;
 
+	if (!cmd->build && (o->n || o->dry_run || o->start || o->nguest)) {
+		fprintf(stderr,
+			"cellctl: %s %s takes no such option (see "
+			"cellctl --help)\n",
+			cmd->noun, cmd->verb ? cmd->verb : "");
+		return EXIT_USAGE;
+	}
+	if (o->start && type != CELLMON__MSG_TYPE__MSG_VM_CREATE) {
+		fprintf(stderr, "cellctl: --start belongs to vm create\n");
+		return EXIT_USAGE;
+	}
+	rc = cmd->build ? cmd->build(o, args, nargs, &req)
+			: build_request(cmd, args, nargs, &req);
 	if (rc)
 		return rc == -EINVAL ? EXIT_USAGE : EXIT_ERR;
-	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc, cmd->type, req,
+again:
+	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc, type, req,
 				cmd->reply_type, ctl->timeout_ms, &reply, err,
 				sizeof(err));
+	/* vm create --start: the create succeeded; now start it. */
+	if (!rc && o->start && !o->dry_run &&
+	    type == CELLMON__MSG_TYPE__MSG_VM_CREATE) {
+		Cellmon__VmRequest *vr = (Cellmon__VmRequest *)req;
+
+		protobuf_c_message_free_unpacked(reply, NULL);
+		reply = NULL;
+		free(vr->spec);
+		vr->spec = NULL;
+		type = CELLMON__MSG_TYPE__MSG_VM_START;
+		goto again;
+	}
+	if (cmd->build && ((Cellmon__VmRequest *)req)->spec)
+		free(((Cellmon__VmRequest *)req)->spec);
 	free(req);
 	if (rc) {
 		if (strncmp(err, "cannot reach", 12) == 0)
@@ -320,7 +358,45 @@ static const struct ctl_cmd commands[] = {
 	 D(disk_request),
 	 {"name"},
 	 ctl_render_disk},
-	{NULL, NULL, 0, 0, NULL, NULL, 0, 0, NULL, {NULL}, NULL},
+#define VM(verb, n, args, help, type, reply, render, build)      \
+	{                                                        \
+		"vm", verb, n, 0, args, help, M(type), M(reply), \
+			D(vm_request), {NULL}, render, build     \
+	}
+	VM("list", 0, "", "every VM with its state, cell and nodes", VM_LIST,
+	   VM_LIST_REPLY, ctl_render_vm_list, ctl_build_vm_request),
+	VM("info", 1, "VM",
+	   "one VM: spec, state and reason, placement per vCPU, dependency "
+	   "set",
+	   VM_INFO, VM_REPLY, ctl_render_vm, ctl_build_vm_request),
+	VM("create", 1,
+	   "VM --cell=C --image=I [--vcpus=N] [--memory=SIZE] "
+	   "[--placement=spread|pack] [--node=N] [--anti-affinity=G] "
+	   "[--home=interleave|first-touch|one] [--engine=native] "
+	   "[--dry-run] [--start] [-- ARGS]",
+	   "define a VM (pending); --dry-run shows the placement only, "
+	   "--start starts it",
+	   VM_CREATE, VM_REPLY, ctl_render_vm, ctl_build_vm_create),
+	VM("start", 1, "VM [--dry-run]",
+	   "place and start; returns when every vCPU runs (or the start "
+	   "failed)",
+	   VM_START, VM_REPLY, ctl_render_vm, ctl_build_vm_request),
+	VM("stop", 1, "VM",
+	   "SIGTERM every vCPU, SIGKILL after the agent's grace; returns "
+	   "when stopped",
+	   VM_STOP, VM_REPLY, ctl_render_vm, ctl_build_vm_request),
+	VM("kill", 1, "VM", "end every vCPU on every node now", VM_KILL,
+	   VM_REPLY, ctl_render_vm, ctl_build_vm_request),
+	VM("delete", 1, "VM", "forget a VM that is not running", VM_DELETE,
+	   VM_REPLY, ctl_render_vm, ctl_build_vm_request),
+	VM("console", 1, "VM", "console output of every vCPU (last run)",
+	   VM_CONSOLE, VM_CONSOLE_REPLY, ctl_render_vm_console,
+	   ctl_build_vm_request),
+	VM("stats", 1, "VM",
+	   "memory counters per node: faults by kind, local vs remote, "
+	   "transfers, bytes (live, or from the end of the last run)",
+	   VM_STATS, VM_STATS_REPLY, ctl_render_vm_stats, ctl_build_vm_request),
+	{NULL, NULL, 0, 0, NULL, NULL, 0, 0, NULL, {NULL}, NULL, NULL},
 };
 
 static void usage(FILE *out)
@@ -342,7 +418,10 @@ static void usage(FILE *out)
 	      "  -o, --output=FORMAT   table (default) or json; json goes to "
 	      "stdout,\n"
 	      "                        errors always to stderr\n"
-	      "  --timeout=DURATION    per-request timeout (default 5s)\n"
+	      "  --timeout=DURATION    per-request timeout (default 5s; 60s "
+	      "for vm\n"
+	      "                        create/start/stop, which wait for the "
+	      "VM)\n"
 	      "  -h, --help            this text\n"
 	      "  --version             print the version\n"
 	      "\nExit status:\n"
@@ -351,8 +430,10 @@ static void usage(FILE *out)
 	      "  2  usage error (unknown command, wrong arguments)\n"
 	      "  3  manager unreachable, timed out, or speaks another "
 	      "protocol\n"
-	      "  4  the named node, cell or disk does not exist\n"
-	      "  5  conflict: already exists, or still in use\n",
+	      "  4  the named node, cell, disk or VM does not exist\n"
+	      "  5  conflict: already exists, or still in use\n"
+	      "  6  no room: placement found no node for the VM (the message\n"
+	      "     names each filter that rejected nodes)\n",
 	      out);
 }
 
@@ -372,6 +453,16 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 			return 3;
 		if (a[0] != '-' || a[1] == '\0') {
 			args[(*nargs)++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			ctl->opts.guest_args = argv + i + 1;
+			ctl->opts.nguest = argc - i - 1;
+			break;
+		}
+		if (strcmp(a, "--dry-run") == 0 || strcmp(a, "--start") == 0) {
+			*(a[2] == 'd' ? &ctl->opts.dry_run : &ctl->opts.start) =
+				true;
 			continue;
 		}
 		const char *eq = strchr(a, '=');
@@ -405,6 +496,15 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 				return -1;
 			}
 			ctl->timeout_ms = (unsigned)ms;
+			ctl->timeout_set = true;
+		} else if (a[1] == '-' && n > 2 && ctl->opts.n < 32) {
+			/* A command option; the command checks it. */
+			char *key = strndup(a + 2, n - 2);
+
+			if (!key)
+				return -1;
+			ctl->opts.key[ctl->opts.n] = key;
+			ctl->opts.val[ctl->opts.n++] = val;
 		} else {
 			fprintf(stderr, "cellctl: unknown option '%.*s'\n",
 				(int)n, a);
@@ -453,6 +553,12 @@ int main(int argc, char **argv)
 			free(args);
 			return EXIT_USAGE;
 		}
+		if (!ctl.timeout_set &&
+		    (c->type == CELLMON__MSG_TYPE__MSG_VM_CREATE ||
+		     c->type == CELLMON__MSG_TYPE__MSG_VM_START ||
+		     c->type == CELLMON__MSG_TYPE__MSG_VM_STOP ||
+		     c->type == CELLMON__MSG_TYPE__MSG_VM_KILL))
+			ctl.timeout_ms = 60000;
 		rc = run_cmd(&ctl, c, args + words, nargs - words);
 		free(args);
 		return rc;

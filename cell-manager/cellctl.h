@@ -12,6 +12,35 @@
 
 #include "cellproto/cellproto.h"
 
+/* Options some commands take (vm create and start); the rest refuse
+ * them. */
+struct ctl_opts {
+	const char *key[32]; /* "cell", "vcpus", ... (without "--") */
+	const char *val[32];
+	int n;
+	bool dry_run;
+	bool start;
+	char **guest_args; /* after "--" */
+	int nguest;
+};
+
+/* Builds a request from the positional args and options. 0, or -EINVAL
+ * after printing why (a usage error). */
+typedef int (*ctl_build_fn)(const struct ctl_opts *o, char **args, int nargs,
+			    ProtobufCMessage **out);
+int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
+			ProtobufCMessage **out);
+int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
+			 ProtobufCMessage **out);
+void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args);
+void ctl_render_vm_list(bool json, const ProtobufCMessage *reply, char **args);
+void ctl_render_vm_console(bool json, const ProtobufCMessage *reply,
+			   char **args);
+void ctl_render_vm_stats(bool json, const ProtobufCMessage *reply, char **args);
+/* Prints a JSON value to stdout and frees it (cellctl_print.c); NULL
+ * (a failed json_pack) is reported on stderr. */
+void ctl_emit_json(json_t *j);
+
 /*
  * Renderers, one per reply type: JSON to stdout when json is set, else a
  * table or key/value block. args are the command's arguments.

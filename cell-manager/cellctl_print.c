@@ -103,14 +103,15 @@ static json_t *ctl_status_json(const Cellmon__StatusReply *s)
 		s->ctl_addr, "state_dir", s->state_dir);
 }
 
-static int ctl_emit_json(json_t *j)
+void ctl_emit_json(json_t *j)
 {
-	if (!j)
-		return -1;
+	if (!j) {
+		fprintf(stderr, "cellctl: cannot build the JSON output\n");
+		return;
+	}
 	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	fputc('\n', stdout);
 	json_decref(j);
-	return 0;
 }
 
 static void ctl_print_nodes(Cellmon__NodeInfo **nodes, size_t n)

@@ -46,7 +46,8 @@ struct mgr_node {
 	uint64_t incarnation;
 	uint64_t last_seen_ms;	      /* member clock */
 	uint64_t state_since_wall_ms; /* for people */
-	void *conn; /* the daemon's live connection, or NULL */
+	void *conn;	    /* the daemon's live connection, or NULL */
+	char dsm_addr[160]; /* the agent's DSM host:port ("" until known) */
 };
 
 struct mgr_members_config {

@@ -136,8 +136,13 @@ static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 			  "is %lld ms, expect false suspicions",
 			  n->id, r->heartbeat_ms,
 			  (long long)m->cfg.suspect_after_ms);
+	if (!resumed && old_inc)
+		mgr_vm_node_lost(m, n, "restarted as a new incarnation");
 	fill_lease(m, n, &lease);
 	reply.protocol_version = CELLPROTO_VERSION;
+	rc = mgr_node_dsm_id(m, n);
+	reply.dsm_id = rc >= 0 ? (uint32_t)rc : 0;
+	reply.has_dsm_id = rc >= 0;
 	reply.lease = &lease;
 	reply.resumed = resumed;
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_REGISTER_REPLY,
@@ -178,10 +183,13 @@ static void on_heartbeat(struct cell_rpc_call *call,
 		n->cpus = hb->capacity->cpus;
 		n->memory_mb = hb->capacity->memory_mb;
 	}
+	if (hb->dsm_addr)
+		snprintf(n->dsm_addr, sizeof(n->dsm_addr), "%s", hb->dsm_addr);
 	fill_lease(m, n, &lease);
 	reply.lease = &lease;
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,
 		       &reply.base);
+	mgr_vm_heartbeat(m, n, hb->vcpus, hb->n_vcpus);
 }
 
 int mgr_agent_command(struct mgr *m, struct mgr_node *n,

@@ -4,6 +4,9 @@
  *   mgr_agent.c  the agent-facing methods (Register, Heartbeat) and
  *                commands sent to agents
  *   mgr_ctl.c    the cellctl-facing methods (status, nodes, cells)
+ *   mgr_disk.c   disk requests, passed on to cellmon-vdiskd
+ *   mgr_vm.c     VMs: records, placement, the state machine and the
+ *                commands it sends agents
  * Everything runs on the one event-loop thread.
  */
 #ifndef MGR_INT_H
@@ -16,6 +19,7 @@
 
 #include "cell/rpc.h"
 #include "cell/util.h"
+#include "cellproto/cellproto.h"
 #include "membership.h"
 #include "store.h"
 
@@ -38,6 +42,30 @@ struct mgr_cell {
 	uint64_t created_ms;
 };
 
+/* One vCPU of a VM's current (or last) run. */
+struct mgr_vcpu {
+	char node[CELL_NAME_MAX + 1];
+	char state[12]; /* "placed" "running" "exited" "killed" "lost" */
+	int32_t exit_code, signal, pid;
+};
+
+struct mgr_vm {
+	uint64_t id;
+	char name[CELL_NAME_MAX + 1];
+	Cellmon__VmSpec *spec; /* owned, unpacked */
+	Cellmon__VmState state;
+	char reason[300];
+	uint32_t runs;
+	uint64_t region; /* DSM region of the current run: id << 16 | run */
+	uint64_t created_ms, state_since_ms;
+	struct mgr_vcpu *vcpus; /* spec->vcpus entries once placed */
+	uint32_t nvcpus;
+	bool busy;		      /* a start, finish or kill is in flight */
+	struct cell_rpc_call *waiter; /* cellctl call answered at the end */
+	Cellmon__VmNodeStats **stats; /* last snapshot, taken at the end */
+	size_t nstats;
+};
+
 struct mgr {
 	struct mgr_config cfg;
 	struct event_base *base;
@@ -48,6 +76,8 @@ struct mgr {
 	struct cell_rpc_config agent_rpc, ctl_rpc;
 	struct cell_rpc_listener *agent_l, *ctl_l;
 	char agent_addr[160], ctl_addr[160];
+	struct mgr_vm **vms;
+	size_t nvms, capvms;
 	uint64_t start_ms;
 };
 
@@ -65,6 +95,36 @@ void mgr_disk_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		   void *arg);
 void mgr_disk_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		   void *arg);
+
+/* VMs (mgr_vm.c). */
+/* cellctl's VM requests. */
+void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		   void *arg);
+void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		  void *arg);
+void mgr_vm_stop(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		 void *arg);
+void mgr_vm_kill(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		 void *arg);
+void mgr_vm_delete(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		   void *arg);
+void mgr_vm_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		 void *arg);
+void mgr_vm_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		 void *arg);
+void mgr_vm_console(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		    void *arg);
+void mgr_vm_stats(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		  void *arg);
+int mgr_vm_restore(struct mgr *m);
+void mgr_vm_free_all(struct mgr *m);
+/* vCPU states from a heartbeat of node n. */
+void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
+		      Cellmon__VcpuStatus *const *v, size_t count);
+/* Node n's VMs lost their vCPUs (down, or a new incarnation). */
+void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why);
+/* The node's DSM id (its index among known nodes), or -1 past 63. */
+int mgr_node_dsm_id(struct mgr *m, const struct mgr_node *n);
 
 void mgr_agent_accept(struct cell_rpc_conn *c, void *arg);
 void mgr_ctl_accept(struct cell_rpc_conn *c, void *arg);

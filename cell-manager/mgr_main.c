@@ -168,6 +168,8 @@ static void on_member_change(struct mgr_node *n, enum mgr_node_state old,
 		if (n->conn)
 			cell_rpc_conn_close(n->conn);
 		n->conn = NULL;
+		n->dsm_addr[0] = '\0';
+		mgr_vm_node_lost(m, n, "is down");
 	}
 	/* Registration persists the node itself; a declared death must
 	 * survive a manager restart too. */
@@ -244,11 +246,15 @@ static int open_state(struct mgr *m)
 	rc = mgr_store_nodes_load(m->store, restore_node, m);
 	if (!rc)
 		rc = mgr_store_cells_load(m->store, restore_cell, m);
+	if (!rc)
+		rc = mgr_vm_restore(m);
 	if (rc)
 		return rc;
-	CELL_INFO(MOD, "state restored dir=%s nodes=%zu cells=%zu epoch=%llu",
+	CELL_INFO(MOD,
+		  "state restored dir=%s nodes=%zu cells=%zu vms=%zu "
+		  "epoch=%llu",
 		  m->cfg.state_dir, mgr_members_count(m->members), m->ncells,
-		  (unsigned long long)epoch);
+		  m->nvms, (unsigned long long)epoch);
 	return 0;
 }
 
@@ -380,6 +386,7 @@ int main(int argc, char **argv)
 	rc = run(&m);
 	cell_rpc_listener_free(m.agent_l);
 	cell_rpc_listener_free(m.ctl_l);
+	mgr_vm_free_all(&m);
 	mgr_store_close(m.store);
 	mgr_members_destroy(m.members);
 	free(m.cells);

@@ -1,8 +1,9 @@
 /*
  * SQLite persistence for the manager (store.h).
  *
- * Schema version 1:
- *   meta(key TEXT PRIMARY KEY, value INTEGER)   next_incarnation, epoch
+ * Schema version 2 (version 1 lacked vms; opening one adds the table):
+ *   meta(key TEXT PRIMARY KEY, value INTEGER)   next_incarnation, epoch,
+ *                                               next_vm_id
  *   cells(name TEXT PRIMARY KEY, created_ms INTEGER)
  *   nodes(id TEXT PRIMARY KEY, addr, cpus, memory_mb, heartbeat_ms,
  *         incarnation, state, state_since_ms, cell REFERENCES cells(name))
@@ -18,7 +19,7 @@
 #include "cell/log.h"
 #include "store.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 struct mgr_store {
 	sqlite3 *db;
@@ -34,7 +35,13 @@ static const char schema[] =
 	" memory_mb INTEGER NOT NULL, heartbeat_ms INTEGER NOT NULL,"
 	" incarnation INTEGER NOT NULL, state INTEGER NOT NULL,"
 	" state_since_ms INTEGER NOT NULL,"
-	" cell TEXT REFERENCES cells(name));";
+	" cell TEXT REFERENCES cells(name));"
+	"CREATE TABLE IF NOT EXISTS vms(id INTEGER PRIMARY KEY,"
+	" name TEXT UNIQUE NOT NULL, spec BLOB NOT NULL,"
+	" state INTEGER NOT NULL, reason TEXT NOT NULL,"
+	" runs INTEGER NOT NULL, region INTEGER NOT NULL,"
+	" placement TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+	" state_since_ms INTEGER NOT NULL);";
 
 static int fail(struct mgr_store *s, const char *what)
 {
@@ -97,7 +104,7 @@ int mgr_store_open(const char *path, struct mgr_store **out, char *err,
 	if (exec(s, "PRAGMA journal_mode=WAL") ||
 	    exec(s, "PRAGMA synchronous=FULL") ||
 	    exec(s, "PRAGMA foreign_keys=ON") || exec(s, schema) ||
-	    exec(s, "PRAGMA user_version=1")) {
+	    exec(s, "PRAGMA user_version=2")) {
 		snprintf(err, errlen, "%s: cannot set up the database: %s",
 			 path, sqlite3_errmsg(s->db));
 		goto err;
@@ -317,6 +324,95 @@ int mgr_store_cells_load(struct mgr_store *s, mgr_store_cell_fn fn, void *arg)
 			(uint64_t)sqlite3_column_int64(st, 1), arg);
 	if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
 		rc = fail(s, "cells load");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int mgr_store_vm_next_id(struct mgr_store *s, uint64_t *id)
+{
+	uint64_t next;
+	int rc = meta_get(s, "next_vm_id", &next);
+
+	if (rc)
+		return rc;
+	*id = next ? next : 1;
+	return meta_set(s, "next_vm_id", *id + 1);
+}
+
+int mgr_store_vm_save(struct mgr_store *s, const struct mgr_vm_row *v)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(
+		    s->db,
+		    "INSERT INTO vms(id,name,spec,state,reason,runs,region,"
+		    "placement,created_ms,state_since_ms) "
+		    "VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+		    "spec=excluded.spec,state=excluded.state,"
+		    "reason=excluded.reason,runs=excluded.runs,"
+		    "region=excluded.region,placement=excluded.placement,"
+		    "state_since_ms=excluded.state_since_ms",
+		    -1, &st, NULL))
+		return fail(s, "vm insert");
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)v->id);
+	sqlite3_bind_text(st, 2, v->name, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 3, v->spec, (int)v->spec_len, SQLITE_STATIC);
+	sqlite3_bind_int(st, 4, v->state);
+	sqlite3_bind_text(st, 5, v->reason, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, v->runs);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)v->region);
+	sqlite3_bind_text(st, 8, v->placement, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 9, (sqlite3_int64)v->created_ms);
+	sqlite3_bind_int64(st, 10, (sqlite3_int64)v->state_since_ms);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	return rc == SQLITE_DONE ? 0 : fail(s, "vm save");
+}
+
+int mgr_store_vm_delete(struct mgr_store *s, uint64_t id)
+{
+	char text[32];
+	int changes = 0, rc;
+
+	snprintf(text, sizeof(text), "%llu", (unsigned long long)id);
+	rc = run(s, "DELETE FROM vms WHERE id=?", text, NULL, &changes);
+	if (!rc && !changes)
+		return -ENOENT;
+	return rc;
+}
+
+int mgr_store_vms_load(struct mgr_store *s, mgr_store_vm_fn fn, void *arg)
+{
+	sqlite3_stmt *st;
+	int rc = 0, step;
+
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT id,name,spec,state,reason,runs,region,"
+			       "placement,created_ms,state_since_ms FROM vms "
+			       "ORDER BY id",
+			       -1, &st, NULL))
+		return fail(s, "vms select");
+	while ((step = sqlite3_step(st)) == SQLITE_ROW && !rc) {
+		struct mgr_vm_row v;
+
+		v.id = (uint64_t)sqlite3_column_int64(st, 0);
+		v.name = (const char *)sqlite3_column_text(st, 1);
+		v.spec = sqlite3_column_blob(st, 2);
+		v.spec_len = (size_t)sqlite3_column_bytes(st, 2);
+		v.state = sqlite3_column_int(st, 3);
+		v.reason = (const char *)sqlite3_column_text(st, 4);
+		v.runs = (uint32_t)sqlite3_column_int64(st, 5);
+		v.region = (uint64_t)sqlite3_column_int64(st, 6);
+		v.placement = (const char *)sqlite3_column_text(st, 7);
+		v.created_ms = (uint64_t)sqlite3_column_int64(st, 8);
+		v.state_since_ms = (uint64_t)sqlite3_column_int64(st, 9);
+		rc = fn(&v, arg);
+	}
+	if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
+		rc = fail(s, "vms load");
 	sqlite3_finalize(st);
 	return rc;
 }

@@ -1,9 +1,9 @@
 /*
  * The manager's persistent state in SQLite (<state_dir>/manager.db): nodes
- * with their last incarnation, state and cell, the cells, and counters
- * (next incarnation, membership epoch). The manager writes through this
- * module before it acknowledges a change, so an acknowledged change
- * survives kill -9 (WAL, synchronous=FULL).
+ * with their last incarnation, state and cell, the cells, the VMs, and
+ * counters (next incarnation, membership epoch, next VM id). The manager writes
+ * through this module before it acknowledges a change, so an acknowledged
+ * change survives kill -9 (WAL, synchronous=FULL).
  *
  * Errors come back as -errno (-EIO for SQLite failures) with the SQLite
  * message logged. One thread (the manager's event loop).
@@ -44,5 +44,28 @@ int mgr_store_node_set_cell(struct mgr_store *s, const char *node,
 typedef int (*mgr_store_cell_fn)(const char *name, uint64_t created_ms,
 				 void *arg);
 int mgr_store_cells_load(struct mgr_store *s, mgr_store_cell_fn fn, void *arg);
+
+/* A VM as stored: its spec is a packed cellmon.VmSpec. */
+struct mgr_vm_row {
+	uint64_t id;
+	const char *name;
+	const void *spec;
+	size_t spec_len;
+	int state; /* cellmon.VmState */
+	const char *reason;
+	uint32_t runs;
+	uint64_t region;
+	const char *placement; /* node of each vCPU, comma-separated */
+	uint64_t created_ms, state_since_ms;
+};
+
+/* A new VM id, never handed out before (ids name DSM regions). */
+int mgr_store_vm_next_id(struct mgr_store *s, uint64_t *id);
+/* Upserts by id; -EEXIST when another VM has the name. */
+int mgr_store_vm_save(struct mgr_store *s, const struct mgr_vm_row *v);
+/* -ENOENT if missing. */
+int mgr_store_vm_delete(struct mgr_store *s, uint64_t id);
+typedef int (*mgr_store_vm_fn)(const struct mgr_vm_row *v, void *arg);
+int mgr_store_vms_load(struct mgr_store *s, mgr_store_vm_fn fn, void *arg);
 
 #endif

@@ -2,8 +2,8 @@
  * cellmon-agent: the monitor on each host. This file holds its membership
  * side: register with the manager, heartbeat, hold a lease, fence itself
  * when the lease runs out, and reconnect with backoff when the manager is
- * away. Later issues hang VMs, the DSM node and the buffer cache off the
- * same event loop.
+ * away; and it passes the manager's VM commands to agent_vm.c. Every
+ * heartbeat carries the state of each vCPU this node runs.
  *
  * Lease rule: a lease of lease_ms granted in answer to a request counts
  * from the moment the agent *sent* that request, which is no later than
@@ -34,22 +34,9 @@
 #include "cell/log.h"
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
+#include "agent.h"
 
 #define MOD "agent"
-
-struct agent_config {
-	char node_id[CELL_NAME_MAX + 1];
-	char manager[256];
-	char addr[128];
-	char state_dir[1024];
-	int64_t cpus;
-	int64_t memory;
-	int64_t heartbeat_ms;
-	int64_t reconnect_min_ms;
-	int64_t reconnect_max_ms;
-	int64_t max_frame;
-	char log_level[16];
-};
 
 #define CFG(field) offsetof(struct agent_config, field)
 #define STR(field) CFG(field), sizeof(((struct agent_config *)0)->field)
@@ -76,37 +63,26 @@ static const struct cell_config_key agent_config_table[] = {
 	 600000, "2s", "longest retry delay (the delay doubles up to it)"},
 	{"max_frame", CELL_CFG_SIZE, CFG(max_frame), 0, 4096, 64 << 20, "1M",
 	 "largest frame payload accepted"},
+	{"dsm_listen", CELL_CFG_STRING, STR(dsm_listen), 0, 0, "0.0.0.0:0",
+	 "host:port for DSM page traffic from peers (port 0: any)"},
+	{"dsm_window", CELL_CFG_DURATION, CFG(dsm_window_ms), 0, 0, 1000, "1ms",
+	 "DSM time window a node keeps a page before surrendering it"},
+	{"dsm_prefetch", CELL_CFG_INT, CFG(dsm_prefetch), 0, 1, 64, "8",
+	 "most pages fetched per DSM read miss (1: no prefetch)"},
+	{"dsm_poll_us", CELL_CFG_INT, CFG(dsm_poll_us), 0, 0, 10000, "0",
+	 "microseconds the DSM thread busy-polls before sleeping (0: never; "
+	 "polling costs a core)"},
+	{"image_dir", CELL_CFG_STRING, STR(image_dir), 0, 0,
+	 "/usr/lib/cellmon/guests",
+	 "directory of native guest programs; a VM's image is a file name "
+	 "in it"},
+	{"stop_grace", CELL_CFG_DURATION, CFG(stop_grace_ms), 0, 0, 600000,
+	 "2s", "time a stopping vCPU gets after SIGTERM before SIGKILL"},
+	{"console_max", CELL_CFG_SIZE, CFG(console_max), 0, 1024, 16 << 20,
+	 "64K", "console bytes per vCPU returned by cellctl vm console"},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
-};
-
-enum agent_state {
-	AGENT_CONNECTING,
-	AGENT_REGISTERING,
-	AGENT_REGISTERED,
-};
-
-struct agent {
-	struct agent_config cfg;
-	struct event_base *base;
-	struct cell_rpc_config rpc;
-	struct cell_rpc_conn *conn;
-	enum agent_state state;
-	uint64_t incarnation; /* 0: none */
-	uint64_t epoch;
-	bool has_lease;
-	bool fenced;
-	bool stopped;
-	uint64_t lease_expiry_ms;
-	uint32_t lease_ms;
-	uint64_t hb_seq;
-	bool hb_outstanding;
-	unsigned backoff_ms;
-	unsigned cpus;
-	uint64_t memory_mb;
-	char addr[128]; /* advertised address */
-	struct event *hb_timer, *lease_timer, *retry_timer;
 };
 
 static void start_connect(struct agent *a);
@@ -298,16 +274,27 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	load.mem_free_mb = cell_host_mem_avail_mb();
 	hb.load = &load;
 	hb.seq = ++a->hb_seq;
+	hb.dsm_addr = a->dsm_addr;
+	if (agent_vm_status(a, &hb.vcpus, &hb.n_vcpus)) {
+		free(ctx);
+		return;
+	}
 	/* A heartbeat is worth waiting for as long as the lease lasts. */
 	rc = cell_rpc_request(a->conn, CELLMON__MSG_TYPE__MSG_HEARTBEAT,
 			      &hb.base, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,
 			      a->lease_ms ? a->lease_ms : 1000, heartbeat_reply,
 			      ctx);
+	agent_vm_status_free(hb.vcpus, hb.n_vcpus);
 	if (rc) {
 		free(ctx);
 		return;
 	}
 	a->hb_outstanding = true;
+}
+
+void agent_heartbeat_now(struct agent *a)
+{
+	heartbeat_cb(-1, 0, a);
 }
 
 static void register_reply(int status, const ProtobufCMessage *msg,
@@ -343,6 +330,16 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 		  r->resumed ? "yes" : "no", r->lease->lease_ms,
 		  (unsigned long long)r->lease->epoch);
 	grant_lease(a, r->lease, sent);
+	if (!r->has_dsm_id)
+		CELL_WARN(MOD, "the manager gave no DSM id (more than 64 "
+			       "nodes?); this node cannot run VMs");
+	else if (a->dsm_id < 0)
+		agent_dsm_start(a, r->dsm_id);
+	else if ((uint32_t)a->dsm_id != r->dsm_id)
+		CELL_ERROR(MOD,
+			   "the manager now gives DSM id %u, this node "
+			   "has %d; restart the agent to take it",
+			   r->dsm_id, a->dsm_id);
 	event_del(a->hb_timer);
 	event_add(a->hb_timer, &hb);
 	write_state(a);
@@ -436,16 +433,17 @@ static void on_command(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	struct agent *a = arg;
 	const Cellmon__Command *cmd = (const void *)msg;
 	Cellmon__CommandAck ack = CELLMON__COMMAND_ACK__INIT;
+	char why[512] = "";
 
 	if (cmd->incarnation != a->incarnation || a->fenced) {
 		ack.status = -ESTALE;
 		ack.message = a->fenced ? "node is fenced"
 					: "command for another incarnation";
 	} else if (cmd->kind != CELLMON__COMMAND_KIND__CMD_PING) {
-		ack.status = -EOPNOTSUPP;
-		ack.message = "unknown command";
+		agent_vm_command(a, cmd, &ack, why, sizeof(why));
 	}
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_COMMAND_ACK, &ack.base);
+	agent_vm_ack_free(&ack);
 }
 
 static const struct cell_rpc_method agent_methods[] = {
@@ -469,7 +467,10 @@ static void usage(FILE *out)
 	      "\n"
 	      "The cellmon node agent: registers this host with the manager,\n"
 	      "heartbeats, holds a lease and fences itself when the lease\n"
-	      "expires. Logs go to stderr; the current state is mirrored to\n"
+	      "expires; runs the vCPUs the manager places here (native guest\n"
+	      "programs from image_dir) with their memory in the DSM, and\n"
+	      "keeps their consoles under <state_dir>/vms/. Logs go to\n"
+	      "stderr; the current state is mirrored to\n"
 	      "<state_dir>/agent.state as JSON.\n"
 	      "\n"
 	      "Keys (also accepted in the config file as 'key = value'):\n",
@@ -545,10 +546,16 @@ static int run(struct agent *a)
 		  (unsigned long long)a->memory_mb,
 		  (long long)a->cfg.heartbeat_ms, (int)getpid(),
 		  CELLMON_VERSION);
+	rc = agent_vm_init(a);
+	if (rc) {
+		CELL_ERROR(MOD, "cannot set up VM handling: %s", strerror(-rc));
+		return rc;
+	}
 	write_state(a);
 	start_connect(a);
 	event_base_dispatch(a->base);
 	a->stopped = true;
+	agent_vm_fini(a);
 	write_state(a);
 	cell_rpc_conn_close(a->conn);
 	event_free(a->hb_timer);

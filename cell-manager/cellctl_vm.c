@@ -1,0 +1,393 @@
+/*
+ * cellctl's VM commands: the request builders that take options
+ * (vm create --cell=... -- guest args) and the renderers of VM replies.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cell/config.h"
+#include "cellctl.h"
+
+static const char *const vm_state_names[] = {
+	"unknown",  "pending", "starting", "running",
+	"stopping", "stopped", "failed",
+};
+
+static const char *vm_state(Cellmon__VmState s)
+{
+	return (unsigned)s < 7 ? vm_state_names[s] : "unknown";
+}
+
+static const char *opt(const struct ctl_opts *o, const char *key)
+{
+	for (int i = 0; i < o->n; i++)
+		if (strcmp(o->key[i], key) == 0)
+			return o->val[i];
+	return NULL;
+}
+
+static const char *const create_keys[] = {
+	"cell", "vcpus",     "memory", "image",		"engine",
+	"node", "placement", "home",   "anti-affinity", NULL,
+};
+
+static int check_keys(const struct ctl_opts *o, const char *const *allowed,
+		      const char *cmd)
+{
+	for (int i = 0; i < o->n; i++) {
+		bool ok = false;
+
+		for (int k = 0; allowed && allowed[k]; k++)
+			ok |= strcmp(o->key[i], allowed[k]) == 0;
+		if (!ok) {
+			fprintf(stderr, "cellctl: %s takes no --%s option\n",
+				cmd, o->key[i]);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static Cellmon__VmRequest *new_request(char *name)
+{
+	Cellmon__VmRequest *r = calloc(1, sizeof(*r));
+
+	if (r) {
+		cellmon__vm_request__init(r);
+		r->name = name;
+	}
+	return r;
+}
+
+int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
+			ProtobufCMessage **out)
+{
+	Cellmon__VmRequest *r;
+	Cellmon__VmSpec *s;
+	const char *v;
+	int64_t n;
+
+	if (nargs != 1 || check_keys(o, create_keys, "vm create"))
+		return -EINVAL;
+	if (!opt(o, "cell") || !opt(o, "image")) {
+		fprintf(stderr, "cellctl: vm create needs --cell=CELL and "
+				"--image=IMAGE\n");
+		return -EINVAL;
+	}
+	r = new_request(args[0]);
+	s = calloc(1, sizeof(*s));
+	if (!r || !s) {
+		free(r);
+		free(s);
+		return -ENOMEM;
+	}
+	cellmon__vm_spec__init(s);
+	r->spec = s;
+	r->dry_run = o->dry_run;
+	s->name = args[0];
+	s->cell = (char *)opt(o, "cell");
+	s->image = (char *)opt(o, "image");
+	s->vcpus = 1;
+	s->memory_mb = 64;
+	if ((v = opt(o, "vcpus"))) {
+		if (cell_parse_size(v, &n) || n <= 0 || n > 1 << 20) {
+			fprintf(stderr,
+				"cellctl: --vcpus '%s' is not a count\n", v);
+			goto bad;
+		}
+		s->vcpus = (uint32_t)n;
+	}
+	if ((v = opt(o, "memory"))) {
+		/* A plain number is MB; suffixes as everywhere else. */
+		char *end;
+
+		n = (int64_t)strtoull(v, &end, 10);
+		if (*end == '\0' && end != v)
+			n <<= 20;
+		else if (cell_parse_size(v, &n))
+			n = -1;
+		if (n <= 0) {
+			fprintf(stderr,
+				"cellctl: --memory '%s' is not a size "
+				"(e.g. 64M, 1G; a plain number is MB)\n",
+				v);
+			goto bad;
+		}
+		s->memory_mb = ((uint64_t)n + (1 << 20) - 1) >> 20;
+	}
+	if ((v = opt(o, "engine")))
+		s->engine = (char *)v;
+	if ((v = opt(o, "node")))
+		s->node = (char *)v;
+	if ((v = opt(o, "placement")))
+		s->placement = (char *)v;
+	if ((v = opt(o, "home")))
+		s->home = (char *)v;
+	if ((v = opt(o, "anti-affinity")))
+		s->anti_affinity = (char *)v;
+	s->args = o->guest_args;
+	s->n_args = (size_t)o->nguest;
+	*out = &r->base;
+	return 0;
+bad:
+	free(s);
+	free(r);
+	return -EINVAL;
+}
+
+int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
+			 ProtobufCMessage **out)
+{
+	Cellmon__VmRequest *r;
+
+	if (check_keys(o, NULL, "this command"))
+		return -EINVAL;
+	if (o->nguest) {
+		fprintf(stderr, "cellctl: guest arguments after -- belong to "
+				"vm create\n");
+		return -EINVAL;
+	}
+	r = new_request(nargs > 0 ? args[0] : "");
+	if (!r)
+		return -ENOMEM;
+	r->dry_run = o->dry_run;
+	*out = &r->base;
+	return 0;
+}
+
+/* ---- rendering ---- */
+
+static json_t *spec_json(const Cellmon__VmSpec *s)
+{
+	json_t *args = json_array();
+
+	for (size_t i = 0; args && i < s->n_args; i++)
+		json_array_append_new(args, json_string(s->args[i]));
+	return json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:o, s:s, s:s, s:s, "
+			 "s:s}",
+			 "name", s->name, "cell", s->cell, "memory_mb",
+			 (json_int_t)s->memory_mb, "vcpus", (int)s->vcpus,
+			 "engine", s->engine, "image", s->image, "args", args,
+			 "node", s->node, "placement", s->placement, "home",
+			 s->home, "anti_affinity", s->anti_affinity);
+}
+
+static json_t *vm_json(const Cellmon__VmInfo *v)
+{
+	json_t *vcpus = json_array(), *deps = json_array();
+
+	for (size_t i = 0; vcpus && i < v->n_vcpus; i++) {
+		const Cellmon__VcpuInfo *c = v->vcpus[i];
+
+		json_array_append_new(
+			vcpus,
+			json_pack("{s:i, s:s, s:s, s:i, s:i, s:i}", "vcpu",
+				  (int)c->vcpu, "node", c->node, "state",
+				  c->state, "exit_code", c->exit_code, "signal",
+				  c->signal, "pid", c->pid));
+	}
+	for (size_t i = 0; deps && i < v->n_deps; i++)
+		json_array_append_new(deps, json_string(v->deps[i]));
+	return json_pack(
+		"{s:s, s:I, s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:i, "
+		"s:I}",
+		"name", v->spec ? v->spec->name : "", "id", (json_int_t)v->id,
+		"state", vm_state(v->state), "reason", v->reason, "spec",
+		v->spec ? spec_json(v->spec) : json_null(), "vcpus", vcpus,
+		"deps", deps, "created_ms", (json_int_t)v->created_ms,
+		"state_since_ms", (json_int_t)v->state_since_ms, "runs",
+		(int)v->runs, "region", (json_int_t)v->region);
+}
+
+static void print_vcpus(const Cellmon__VmInfo *v)
+{
+	printf("%-5s %-16s %-8s %7s  %s\n", "VCPU", "NODE", "STATE", "PID",
+	       "END");
+	for (size_t i = 0; i < v->n_vcpus; i++) {
+		const Cellmon__VcpuInfo *c = v->vcpus[i];
+		char end[64] = "";
+
+		if (strcmp(c->state, "exited") == 0)
+			snprintf(end, sizeof(end), "status %d", c->exit_code);
+		else if (strcmp(c->state, "killed") == 0)
+			snprintf(end, sizeof(end), "signal %d (%s)", c->signal,
+				 strsignal(c->signal));
+		printf("%-5u %-16s %-8s %7d  %s\n", c->vcpu, c->node, c->state,
+		       c->pid, end);
+	}
+}
+
+void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__VmReply *r = (const void *)reply;
+	const Cellmon__VmInfo *v = r->vm;
+	const Cellmon__VmSpec *s;
+
+	if (!v) {
+		if (json)
+			ctl_emit_json(json_pack("{s:s}", "deleted", args[0]));
+		else
+			printf("vm %s deleted\n", args[0]);
+		return;
+	}
+	if (json) {
+		ctl_emit_json(vm_json(v));
+		return;
+	}
+	s = v->spec;
+	printf("vm:        %s (id %llu)\nstate:     %s%s%s%s\n", s->name,
+	       (unsigned long long)v->id, vm_state(v->state),
+	       v->reason[0] ? " (" : "", v->reason, v->reason[0] ? ")" : "");
+	printf("cell:      %s\nvcpus:     %u\nmemory:    %llu MB\n"
+	       "engine:    %s\nimage:     %s",
+	       s->cell, s->vcpus, (unsigned long long)s->memory_mb, s->engine,
+	       s->image);
+	for (size_t i = 0; i < s->n_args; i++)
+		printf(" %s", s->args[i]);
+	printf("\nplacement: %s%s%s%s%s\nhome:      %s\nruns:      %u\n",
+	       s->placement, s->node[0] ? ", node " : "", s->node,
+	       s->anti_affinity[0] ? ", anti-affinity " : "", s->anti_affinity,
+	       s->home, v->runs);
+	printf("deps:      ");
+	for (size_t i = 0; i < v->n_deps; i++)
+		printf("%s%s", i ? " " : "", v->deps[i]);
+	printf("%s\n", v->n_deps ? "" : "(none: not placed)");
+	if (v->n_vcpus)
+		print_vcpus(v);
+}
+
+void ctl_render_vm_list(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__VmListReply *r = (const void *)reply;
+
+	(void)args;
+	if (json) {
+		json_t *arr = json_array();
+
+		for (size_t i = 0; arr && i < r->n_vms; i++)
+			json_array_append_new(arr, vm_json(r->vms[i]));
+		ctl_emit_json(json_pack("{s:o}", "vms", arr));
+		return;
+	}
+	printf("%-16s %-9s %-10s %5s %8s %-10s %-24s %s\n", "VM", "STATE",
+	       "CELL", "VCPUS", "MEMORY", "IMAGE", "NODES", "REASON");
+	for (size_t i = 0; i < r->n_vms; i++) {
+		const Cellmon__VmInfo *v = r->vms[i];
+		char nodes[256] = "-", mem[32];
+		size_t off = 0;
+
+		for (size_t d = 0; d < v->n_deps && off < sizeof(nodes); d++)
+			off += (size_t)snprintf(nodes + off,
+						sizeof(nodes) - off, "%s%s",
+						d ? "," : "", v->deps[d]);
+		snprintf(mem, sizeof(mem), "%lluM",
+			 (unsigned long long)v->spec->memory_mb);
+		printf("%-16s %-9s %-10s %5u %8s %-10s %-24s %s\n",
+		       v->spec->name, vm_state(v->state), v->spec->cell,
+		       v->spec->vcpus, mem, v->spec->image, nodes, v->reason);
+	}
+}
+
+void ctl_render_vm_console(bool json, const ProtobufCMessage *reply,
+			   char **args)
+{
+	const Cellmon__VmConsoleReply *r = (const void *)reply;
+
+	(void)args;
+	if (json) {
+		json_t *arr = json_array();
+
+		for (size_t i = 0; arr && i < r->n_consoles; i++) {
+			const Cellmon__VcpuConsole *c = r->consoles[i];
+
+			json_array_append_new(
+				arr,
+				json_pack("{s:i, s:s, s:s%, s:b}", "vcpu",
+					  (int)c->vcpu, "node", c->node, "text",
+					  (const char *)c->text.data,
+					  c->text.len, "truncated",
+					  c->truncated));
+		}
+		ctl_emit_json(json_pack("{s:o}", "consoles", arr));
+		return;
+	}
+	for (size_t i = 0; i < r->n_consoles; i++) {
+		const Cellmon__VcpuConsole *c = r->consoles[i];
+
+		printf("--- vcpu %u on %s%s ---\n", c->vcpu, c->node,
+		       c->truncated ? " (older output dropped)" : "");
+		fwrite(c->text.data, 1, c->text.len, stdout);
+		if (c->text.len && c->text.data[c->text.len - 1] != '\n')
+			putchar('\n');
+	}
+}
+
+void ctl_render_vm_stats(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__VmStatsReply *r = (const void *)reply;
+	uint64_t t[8] = {0};
+
+	(void)args;
+	if (json) {
+		json_t *arr = json_array();
+
+		for (size_t i = 0; arr && i < r->n_nodes; i++) {
+			const Cellmon__VmNodeStats *s = r->nodes[i];
+
+			json_array_append_new(
+				arr,
+				json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, "
+					  "s:I, s:I, s:s}",
+					  "node", s->node, "read_faults",
+					  (json_int_t)s->read_faults,
+					  "write_faults",
+					  (json_int_t)s->write_faults,
+					  "local_faults",
+					  (json_int_t)s->local_faults,
+					  "remote_faults",
+					  (json_int_t)s->remote_faults,
+					  "invalidations",
+					  (json_int_t)s->invalidations,
+					  "transfers", (json_int_t)s->transfers,
+					  "bytes_in", (json_int_t)s->bytes_in,
+					  "pages_homed",
+					  (json_int_t)s->pages_homed, "error",
+					  s->error));
+		}
+		ctl_emit_json(
+			json_pack("{s:s, s:o}", "vm", r->name, "nodes", arr));
+		return;
+	}
+	printf("%-16s %9s %9s %9s %9s %9s %9s %11s %7s\n", "NODE", "RD_FAULT",
+	       "WR_FAULT", "LOCAL", "REMOTE", "INVAL", "TRANSFER", "BYTES_IN",
+	       "HOMED");
+	for (size_t i = 0; i < r->n_nodes; i++) {
+		const Cellmon__VmNodeStats *s = r->nodes[i];
+		uint64_t v[8] = {s->read_faults,   s->write_faults,
+				 s->local_faults,  s->remote_faults,
+				 s->invalidations, s->transfers,
+				 s->bytes_in,	   s->pages_homed};
+
+		if (s->error[0]) {
+			printf("%-16s (%s)\n", s->node, s->error);
+			continue;
+		}
+		printf("%-16s %9llu %9llu %9llu %9llu %9llu %9llu %11llu "
+		       "%7llu\n",
+		       s->node, (unsigned long long)v[0],
+		       (unsigned long long)v[1], (unsigned long long)v[2],
+		       (unsigned long long)v[3], (unsigned long long)v[4],
+		       (unsigned long long)v[5], (unsigned long long)v[6],
+		       (unsigned long long)v[7]);
+		for (int k = 0; k < 8; k++)
+			t[k] += v[k];
+	}
+	printf("%-16s %9llu %9llu %9llu %9llu %9llu %9llu %11llu %7llu\n",
+	       "total", (unsigned long long)t[0], (unsigned long long)t[1],
+	       (unsigned long long)t[2], (unsigned long long)t[3],
+	       (unsigned long long)t[4], (unsigned long long)t[5],
+	       (unsigned long long)t[6], (unsigned long long)t[7]);
+}

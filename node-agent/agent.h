@@ -1,0 +1,160 @@
+/*
+ * cellmon-agent's state, shared by its files:
+ *   agent_main.c     config, start-up, membership (register, heartbeat,
+ *                    lease, fencing), the command dispatcher
+ *   agent_vm.c       the VMs of this node: DSM regions, vCPUs through an
+ *                    engine, the guest service threads, commands
+ *   engine_native.c  the native engine: a guest program per vCPU
+ *
+ * Threads: the libevent loop runs everything, except the DSM node's own
+ * threads and one service thread per native vCPU (agent_vm.c). vm_mu
+ * guards what those threads and the DSM hand-off check read: the VM list
+ * and each vCPU's pid.
+ */
+#ifndef AGENT_H
+#define AGENT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+
+#include "cell/rpc.h"
+#include "cell/util.h"
+#include "cellproto/cellproto.h"
+
+struct dsm_node;
+struct dsm_region;
+
+struct agent_config {
+	char node_id[CELL_NAME_MAX + 1];
+	char manager[256];
+	char addr[128];
+	char state_dir[1024];
+	int64_t cpus;
+	int64_t memory;
+	int64_t heartbeat_ms;
+	int64_t reconnect_min_ms;
+	int64_t reconnect_max_ms;
+	int64_t max_frame;
+	char dsm_listen[128];
+	int64_t dsm_window_ms;
+	int64_t dsm_prefetch;
+	int64_t dsm_poll_us;
+	char image_dir[1024];
+	int64_t stop_grace_ms;
+	int64_t console_max;
+	char log_level[16];
+};
+
+enum agent_state {
+	AGENT_CONNECTING,
+	AGENT_REGISTERING,
+	AGENT_REGISTERED,
+};
+
+enum agent_vcpu_state {
+	VCPU_STARTING, /* not started yet (or its start failed) */
+	VCPU_RUNNING,
+	VCPU_EXITED, /* exit_code */
+	VCPU_KILLED, /* signal */
+};
+
+struct agent_vm;
+
+struct agent_vcpu {
+	struct agent_vm *vm;
+	uint32_t index;		     /* vCPU number in the VM */
+	enum agent_vcpu_state state; /* under vm_mu */
+	pid_t pid;		     /* under vm_mu; 0 when none */
+	int exit_code, signal;
+	int ctl;	  /* agent's end of the service socket */
+	int guest_fd;	  /* guest's end, until the engine starts */
+	pthread_t thread; /* serves ctl */
+	bool has_thread;
+};
+
+struct agent_vm {
+	struct agent_vm *next;
+	char name[CELL_NAME_MAX + 1];
+	uint64_t region_id;
+	Cellmon__VmSpec *spec; /* a private unpacked copy */
+	struct dsm_region *region;
+	char dir[1100]; /* <state_dir>/vms/<name> */
+	struct agent_vcpu *vcpus;
+	size_t nvcpus; /* on this node */
+	bool stopping;
+	struct event *grace_timer;
+	struct agent *agent;
+};
+
+struct agent {
+	struct agent_config cfg;
+	struct event_base *base;
+	struct cell_rpc_config rpc;
+	struct cell_rpc_conn *conn;
+	enum agent_state state;
+	uint64_t incarnation; /* 0: none */
+	uint64_t epoch;
+	bool has_lease;
+	bool fenced;
+	bool stopped;
+	uint64_t lease_expiry_ms;
+	uint32_t lease_ms;
+	uint64_t hb_seq;
+	bool hb_outstanding;
+	unsigned backoff_ms;
+	unsigned cpus;
+	uint64_t memory_mb;
+	char addr[128]; /* advertised address */
+	struct event *hb_timer, *lease_timer, *retry_timer;
+	/* DSM: created once the manager gave this node a DSM id */
+	struct dsm_node *dsm;
+	int dsm_id;	    /* -1: none yet */
+	char dsm_addr[160]; /* advertised host:port */
+	char handoff_path[1100];
+	uint64_t dsm_peers; /* ids added as peers */
+	char peer_addr[64][160];
+	/* VMs */
+	pthread_mutex_t vm_mu;
+	struct agent_vm *vms;
+	struct event *sigchld;
+};
+
+/* The engine a vCPU runs on. The native engine is a process per vCPU;
+ * the KVM engine (a VMM process per VM) implements the same members. */
+struct agent_engine_ops {
+	const char *name;
+	/* Starts vCPU v of its VM; sets v->pid under vm_mu. 0, or -errno
+	 * with err set to a one-line reason. */
+	int (*start)(struct agent *a, struct agent_vcpu *v, char *err,
+		     size_t len);
+	/* Asks the vCPU to end (it may clean up). Never NULL. */
+	void (*stop)(struct agent_vcpu *v);
+	/* Ends it at once. Never NULL. */
+	void (*kill)(struct agent_vcpu *v);
+	/* Where the vCPU's console output is kept (a file path). */
+	void (*console_path)(const struct agent_vcpu *v, char *out, size_t len);
+};
+
+extern const struct agent_engine_ops agent_native_engine;
+
+/* agent_vm.c */
+int agent_vm_init(struct agent *a);
+void agent_vm_fini(struct agent *a);
+/* Handles a CMD_VM_* command: fills ack (status, message, result). */
+void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
+		      Cellmon__CommandAck *ack, char *msgbuf, size_t msglen);
+/* Frees what agent_vm_command put in ack->result. */
+void agent_vm_ack_free(Cellmon__CommandAck *ack);
+/* The vCPU list for a heartbeat; free with agent_vm_status_free(). */
+int agent_vm_status(struct agent *a, Cellmon__VcpuStatus ***out, size_t *n);
+void agent_vm_status_free(Cellmon__VcpuStatus **v, size_t n);
+/* Creates the DSM node with the id the manager gave. 0 or -errno. */
+int agent_dsm_start(struct agent *a, uint32_t dsm_id);
+/* Runs when a vCPU ended (agent_main.c sends a heartbeat at once). */
+void agent_heartbeat_now(struct agent *a);
+
+#endif

@@ -1,0 +1,765 @@
+/*
+ * The VMs of this node. The manager drives them with commands:
+ *
+ *   PREPARE  create the VM's DSM region (every node of the VM does this
+ *            before any vCPU runs, so no fault reaches a node that does
+ *            not know the region yet) and check the image
+ *   RUN      start this node's vCPUs through the engine
+ *   STOP     SIGTERM, SIGKILL after stop_grace;  KILL  SIGKILL now
+ *   RELEASE  kill, then drop the region and forget the VM
+ *   CONSOLE, STATS  read-only
+ *
+ * A vCPU that ends is reaped here (SIGCHLD) and reported in the next
+ * heartbeat, sent at once; the manager decides what it means for the VM.
+ * The region stays until RELEASE: a vCPU that exits early may still be
+ * the home of pages the others use.
+ *
+ * Each native vCPU has a service thread answering its lock and barrier
+ * requests (cellguest_wire.h) with dsm_lock()/dsm_barrier(), which block.
+ * RELEASE ends them in order: kill the processes, cancel the region's
+ * waits, shut the sockets, join the threads, destroy the region.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "cell/log.h"
+#include "cellguest_wire.h"
+#include "dsm/dsm.h"
+
+#define MOD "agent"
+
+/* ---- lookups (event-loop thread, or under vm_mu) ---- */
+
+static struct agent_vm *vm_find(struct agent *a, const char *name,
+				uint64_t region)
+{
+	for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
+		if (vm->region_id == region &&
+		    (!name || strcmp(vm->name, name) == 0))
+			return vm;
+	return NULL;
+}
+
+/* The DSM hand-off check: only a vCPU process of the VM that owns a
+ * region may map it. Runs on the hand-off thread. */
+static int handoff_check(int pid, uint64_t region, void *arg)
+{
+	struct agent *a = arg;
+	int rc = -EACCES;
+
+	pthread_mutex_lock(&a->vm_mu);
+	for (struct agent_vm *vm = a->vms; vm && rc; vm = vm->next)
+		for (size_t i = 0; vm->region_id == region && i < vm->nvcpus;
+		     i++)
+			if (vm->vcpus[i].pid == pid &&
+			    vm->vcpus[i].state == VCPU_RUNNING)
+				rc = 0;
+	pthread_mutex_unlock(&a->vm_mu);
+	return rc;
+}
+
+/* ---- DSM node ---- */
+
+int agent_dsm_start(struct agent *a, uint32_t dsm_id)
+{
+	struct dsm_node_config c = {0};
+	char host[128];
+	int rc;
+
+	c.id = (uint16_t)dsm_id;
+	c.listen = a->cfg.dsm_listen;
+	c.window_ms = (uint32_t)a->cfg.dsm_window_ms;
+	c.prefetch_max = (uint32_t)a->cfg.dsm_prefetch;
+	c.poll_us = (uint32_t)a->cfg.dsm_poll_us;
+	c.epoch = 1;
+	rc = dsm_node_create(&c, &a->dsm);
+	if (rc) {
+		CELL_ERROR(MOD, "cannot start the DSM node id=%u listen=%s: %s",
+			   dsm_id, a->cfg.dsm_listen, strerror(-rc));
+		return rc;
+	}
+	dsm_node_set_handoff_check(a->dsm, handoff_check, a);
+	snprintf(a->handoff_path, sizeof(a->handoff_path), "%s/dsm.sock",
+		 a->cfg.state_dir);
+	rc = dsm_node_serve_handoff(a->dsm, a->handoff_path);
+	if (rc) {
+		CELL_ERROR(MOD, "cannot serve DSM hand-offs at %s: %s",
+			   a->handoff_path, strerror(-rc));
+		dsm_node_destroy(a->dsm);
+		a->dsm = NULL;
+		return rc;
+	}
+	a->dsm_id = (int)dsm_id;
+	/* Peers reach us at the advertised host and the bound port. */
+	snprintf(host, sizeof(host), "%s", a->addr);
+	snprintf(a->dsm_addr, sizeof(a->dsm_addr), "%s:%d", host,
+		 dsm_node_port(a->dsm));
+	CELL_INFO(MOD, "DSM node started id=%u addr=%s handoff=%s", dsm_id,
+		  a->dsm_addr, a->handoff_path);
+	return 0;
+}
+
+/* Adds (or re-points) the peers a VM needs. */
+static int add_peers(struct agent *a, const Cellmon__VmStart *st, char *err,
+		     size_t len)
+{
+	for (size_t i = 0; i < st->n_members; i++) {
+		const Cellmon__VmMember *m = st->members[i];
+		int rc;
+
+		if ((int)m->dsm_id == a->dsm_id)
+			continue;
+		if (m->dsm_id >= 64 || !m->dsm_addr[0]) {
+			snprintf(err, len, "member %s has no DSM address",
+				 m->node);
+			return -EINVAL;
+		}
+		if (a->dsm_peers & (1ull << m->dsm_id) &&
+		    strcmp(a->peer_addr[m->dsm_id], m->dsm_addr) == 0)
+			continue;
+		if (a->dsm_peers & (1ull << m->dsm_id))
+			dsm_node_remove_peer(a->dsm, (uint16_t)m->dsm_id);
+		rc = dsm_node_add_peer(a->dsm, (uint16_t)m->dsm_id,
+				       m->dsm_addr);
+		if (rc) {
+			snprintf(err, len, "cannot add DSM peer %s at %s: %s",
+				 m->node, m->dsm_addr, strerror(-rc));
+			return rc;
+		}
+		a->dsm_peers |= 1ull << m->dsm_id;
+		snprintf(a->peer_addr[m->dsm_id], sizeof(a->peer_addr[0]), "%s",
+			 m->dsm_addr);
+		CELL_INFO(MOD, "DSM peer added node=%s id=%u addr=%s", m->node,
+			  m->dsm_id, m->dsm_addr);
+	}
+	return 0;
+}
+
+/* ---- guest service threads ---- */
+
+static void *serve_vcpu(void *arg)
+{
+	struct agent_vcpu *v = arg;
+	struct agent_vm *vm = v->vm;
+	struct cg_req q;
+	struct cg_rep r;
+	ssize_t n;
+
+	while ((n = recv(v->ctl, &q, sizeof(q), 0)) > 0 ||
+	       (n < 0 && errno == EINTR)) {
+		if (n != sizeof(q))
+			r.status = -EBADMSG;
+		else if (q.op == CG_OP_LOCK)
+			r.status = dsm_lock(vm->region, q.id);
+		else if (q.op == CG_OP_UNLOCK)
+			r.status = dsm_unlock(vm->region, q.id);
+		else if (q.op == CG_OP_BARRIER)
+			r.status =
+				dsm_barrier(vm->region, q.id, vm->spec->vcpus);
+		else
+			r.status = -EOPNOTSUPP;
+		if (send(v->ctl, &r, sizeof(r), MSG_NOSIGNAL) != sizeof(r))
+			break;
+	}
+	return NULL;
+}
+
+/* ---- VM records ---- */
+
+static void vm_free(struct agent_vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->grace_timer)
+		event_free(vm->grace_timer);
+	for (size_t i = 0; i < vm->nvcpus; i++)
+		if (vm->vcpus[i].ctl >= 0)
+			close(vm->vcpus[i].ctl);
+	free(vm->vcpus);
+	if (vm->spec)
+		cellmon__vm_spec__free_unpacked(vm->spec, NULL);
+	free(vm);
+}
+
+static void signal_vcpus(struct agent_vm *vm, bool hard)
+{
+	const struct agent_engine_ops *e = &agent_native_engine;
+
+	for (size_t i = 0; i < vm->nvcpus; i++)
+		if (vm->vcpus[i].state == VCPU_RUNNING && vm->vcpus[i].pid) {
+			if (hard)
+				e->kill(&vm->vcpus[i]);
+			else
+				e->stop(&vm->vcpus[i]);
+		}
+}
+
+static void grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct agent_vm *vm = arg;
+
+	(void)fd;
+	(void)what;
+	CELL_WARN(MOD, "vm %s: vCPUs still running after %lld ms; killing",
+		  vm->name, (long long)vm->agent->cfg.stop_grace_ms);
+	signal_vcpus(vm, true);
+}
+
+/* Kills, ends the service threads and drops the region; the VM leaves
+ * the list. Processes are reaped by the SIGCHLD handler. */
+static void vm_release(struct agent *a, struct agent_vm *vm)
+{
+	struct agent_vm **pp;
+
+	signal_vcpus(vm, true);
+	if (vm->region)
+		dsm_region_cancel_waits(vm->region);
+	for (size_t i = 0; i < vm->nvcpus; i++) {
+		if (vm->vcpus[i].ctl >= 0)
+			shutdown(vm->vcpus[i].ctl, SHUT_RDWR);
+		if (vm->vcpus[i].has_thread)
+			pthread_join(vm->vcpus[i].thread, NULL);
+		vm->vcpus[i].has_thread = false;
+	}
+	pthread_mutex_lock(&a->vm_mu);
+	for (pp = &a->vms; *pp; pp = &(*pp)->next)
+		if (*pp == vm) {
+			*pp = vm->next;
+			break;
+		}
+	pthread_mutex_unlock(&a->vm_mu);
+	dsm_region_destroy(vm->region);
+	CELL_INFO(MOD, "vm released name=%s region=%llu", vm->name,
+		  (unsigned long long)vm->region_id);
+	vm_free(vm);
+}
+
+static enum dsm_home_policy home_policy(const char *home)
+{
+	if (strcmp(home, "one") == 0)
+		return DSM_POLICY_ONE;
+	if (strcmp(home, "first-touch") == 0)
+		return DSM_POLICY_FIRST_TOUCH;
+	return DSM_POLICY_INTERLEAVE;
+}
+
+static int check_image(struct agent *a, const Cellmon__VmSpec *s, char *err,
+		       size_t len)
+{
+	char path[1200];
+	struct stat st;
+
+	if (strcmp(s->engine, "native") != 0) {
+		snprintf(err, len, "engine '%.32s' is not available on %s",
+			 s->engine, a->cfg.node_id);
+		return -EOPNOTSUPP;
+	}
+	if (!cell_name_valid(s->image)) {
+		snprintf(err, len, "invalid image name '%.64s'", s->image);
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/%s", a->cfg.image_dir, s->image);
+	if (stat(path, &st) || !S_ISREG(st.st_mode) || access(path, X_OK)) {
+		snprintf(err, len,
+			 "image '%s' not found as an executable in %s",
+			 s->image, a->cfg.image_dir);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/* A private copy of the spec: the command's buffer goes away. */
+static Cellmon__VmSpec *spec_copy(const Cellmon__VmSpec *s)
+{
+	size_t len = cellmon__vm_spec__get_packed_size(s);
+	uint8_t *buf = malloc(len ? len : 1);
+	Cellmon__VmSpec *copy;
+
+	if (!buf)
+		return NULL;
+	cellmon__vm_spec__pack(s, buf);
+	copy = cellmon__vm_spec__unpack(NULL, len, buf);
+	free(buf);
+	return copy;
+}
+
+static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
+		      size_t len)
+{
+	uint16_t members[64];
+	struct dsm_region_config rc = {0};
+	struct agent_vm *vm;
+	int r;
+
+	if (!st->spec || !st->spec->vcpus || !st->spec->memory_mb ||
+	    !cell_name_valid(st->spec->name) || !st->n_members ||
+	    st->n_members > 64) {
+		snprintf(err, len, "malformed VM start request");
+		return -EINVAL;
+	}
+	if (vm_find(a, st->spec->name, st->region))
+		return 0; /* a retried PREPARE */
+	if (!a->dsm) {
+		snprintf(err, len, "node %s has no DSM node", a->cfg.node_id);
+		return -ENODEV;
+	}
+	if ((r = check_image(a, st->spec, err, len)) ||
+	    (r = add_peers(a, st, err, len)))
+		return r;
+	for (size_t i = 0; i < st->n_members; i++)
+		members[i] = (uint16_t)st->members[i]->dsm_id;
+	vm = calloc(1, sizeof(*vm));
+	if (!vm || !(vm->spec = spec_copy(st->spec))) {
+		free(vm);
+		snprintf(err, len, "out of memory");
+		return -ENOMEM;
+	}
+	vm->agent = a;
+	vm->region_id = st->region;
+	snprintf(vm->name, sizeof(vm->name), "%s", st->spec->name);
+	snprintf(vm->dir, sizeof(vm->dir), "%s/vms/%s", a->cfg.state_dir,
+		 vm->name);
+	rc.id = st->region;
+	rc.size = (size_t)st->spec->memory_mb << 20;
+	rc.policy = home_policy(st->spec->home);
+	rc.home_node = (uint16_t)st->home_dsm_id;
+	rc.members = members;
+	rc.nmembers = (uint16_t)st->n_members;
+	r = cell_mkdir_p(vm->dir);
+	if (!r)
+		r = dsm_region_create(a->dsm, &rc, &vm->region);
+	if (r) {
+		snprintf(err, len, "cannot create region %llu (%llu MB): %s",
+			 (unsigned long long)st->region,
+			 (unsigned long long)st->spec->memory_mb, strerror(-r));
+		vm_free(vm);
+		return r;
+	}
+	vm->grace_timer = evtimer_new(a->base, grace_cb, vm);
+	pthread_mutex_lock(&a->vm_mu);
+	vm->next = a->vms;
+	a->vms = vm;
+	pthread_mutex_unlock(&a->vm_mu);
+	CELL_INFO(MOD,
+		  "vm prepared name=%s region=%llu memory_mb=%llu "
+		  "members=%zu home=%s",
+		  vm->name, (unsigned long long)vm->region_id,
+		  (unsigned long long)st->spec->memory_mb, st->n_members,
+		  st->spec->home);
+	return 0;
+}
+
+static int vm_run(struct agent *a, const Cellmon__VmStart *st, char *err,
+		  size_t len)
+{
+	struct agent_vm *vm =
+		st->spec ? vm_find(a, st->spec->name, st->region) : NULL;
+	int sv[2], rc = 0;
+
+	if (!vm) {
+		snprintf(err, len, "VM not prepared on %s", a->cfg.node_id);
+		return -ENOENT;
+	}
+	if (vm->vcpus)
+		return 0; /* a retried RUN */
+	vm->vcpus = calloc(st->n_vcpus ? st->n_vcpus : 1, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	for (size_t i = 0; i < st->n_vcpus; i++)
+		vm->vcpus[i] = (struct agent_vcpu){.vm = vm,
+						   .index = st->vcpus[i],
+						   .ctl = -1,
+						   .guest_fd = -1};
+	vm->nvcpus = st->n_vcpus;
+	for (size_t i = 0; i < vm->nvcpus && !rc; i++) {
+		struct agent_vcpu *v = &vm->vcpus[i];
+
+		if (v->index >= vm->spec->vcpus) {
+			snprintf(err, len, "vCPU %u out of range", v->index);
+			rc = -EINVAL;
+			break;
+		}
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+			rc = -errno;
+			snprintf(err, len, "socketpair: %s", strerror(errno));
+			break;
+		}
+		v->ctl = sv[0];
+		v->guest_fd = sv[1]; /* the engine passes it on, closes it */
+		rc = agent_native_engine.start(a, v, err, len);
+		if (!rc)
+			rc = -pthread_create(&v->thread, NULL, serve_vcpu, v);
+		if (!rc)
+			v->has_thread = true;
+	}
+	if (rc) {
+		CELL_WARN(MOD, "vm %s: cannot start vCPUs: %s", vm->name, err);
+		signal_vcpus(vm, true);
+		return rc;
+	}
+	CELL_INFO(MOD, "vm running name=%s region=%llu vcpus_here=%zu",
+		  vm->name, (unsigned long long)vm->region_id, vm->nvcpus);
+	return 0;
+}
+
+/* ---- console and stats ---- */
+
+static int read_tail(const char *path, size_t max, uint8_t **out, size_t *len,
+		     bool *truncated)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	off_t size, from;
+	ssize_t n;
+
+	*out = NULL;
+	*len = 0;
+	*truncated = false;
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	size = lseek(fd, 0, SEEK_END);
+	from = size > (off_t)max ? size - (off_t)max : 0;
+	*truncated = from > 0;
+	*out = malloc((size_t)(size - from) + 1);
+	if (!*out) {
+		close(fd);
+		return -ENOMEM;
+	}
+	n = pread(fd, *out, (size_t)(size - from), from);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	*len = (size_t)n;
+	return 0;
+}
+
+/* Reads the consoles from the files, so they outlive the VM's run. */
+static int vm_console(struct agent *a, const char *name,
+		      Cellmon__CommandAck *ack)
+{
+	Cellmon__VmConsoleReply r = CELLMON__VM_CONSOLE_REPLY__INIT;
+	Cellmon__VcpuConsole c[256], *p[256];
+	char dir[1100], path[1400];
+	struct dirent *de;
+	DIR *d;
+	unsigned idx;
+	int rc = 0;
+
+	if (!cell_name_valid(name))
+		return -EINVAL;
+	snprintf(dir, sizeof(dir), "%s/vms/%s", a->cfg.state_dir, name);
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? -ENOENT : -errno;
+	while (!rc && (de = readdir(d)) && r.n_consoles < 256) {
+		Cellmon__VcpuConsole *e = &c[r.n_consoles];
+
+		char *end;
+
+		if (strncmp(de->d_name, "vcpu", 4) != 0 ||
+		    !isdigit((unsigned char)de->d_name[4]))
+			continue;
+		idx = (unsigned)strtoul(de->d_name + 4, &end, 10);
+		if (strcmp(end, ".console") != 0)
+			continue;
+		cellmon__vcpu_console__init(e);
+		e->vcpu = idx;
+		e->node = a->cfg.node_id;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		rc = read_tail(path, (size_t)a->cfg.console_max, &e->text.data,
+			       &e->text.len, (bool *)&e->truncated);
+		p[r.n_consoles++] = e;
+	}
+	closedir(d);
+	r.consoles = p;
+	if (!rc) {
+		ack->result.len =
+			cellmon__vm_console_reply__get_packed_size(&r);
+		ack->result.data = malloc(ack->result.len + 1);
+		if (ack->result.data)
+			cellmon__vm_console_reply__pack(&r, ack->result.data);
+		else
+			rc = -ENOMEM;
+	}
+	for (size_t i = 0; i < r.n_consoles; i++)
+		free(c[i].text.data);
+	return rc;
+}
+
+static int vm_stats(struct agent *a, struct agent_vm *vm,
+		    Cellmon__CommandAck *ack)
+{
+	Cellmon__VmNodeStats r = CELLMON__VM_NODE_STATS__INIT;
+	struct dsm_region_stats st;
+	int rc = dsm_region_stats(vm->region, &st);
+
+	if (rc)
+		return rc;
+	r.node = a->cfg.node_id;
+	r.read_faults = st.read_faults;
+	r.write_faults = st.write_faults;
+	r.local_faults = st.local_faults;
+	r.remote_faults = st.remote_faults;
+	r.invalidations = st.invalidations;
+	r.transfers = st.transfers;
+	r.bytes_in = st.transfers * DSM_PAGE;
+	r.pages_homed = st.pages_homed;
+	ack->result.len = cellmon__vm_node_stats__get_packed_size(&r);
+	ack->result.data = malloc(ack->result.len + 1);
+	if (!ack->result.data)
+		return -ENOMEM;
+	cellmon__vm_node_stats__pack(&r, ack->result.data);
+	return 0;
+}
+
+/* ---- commands ---- */
+
+static int target_command(struct agent *a, const Cellmon__Command *cmd,
+			  Cellmon__CommandAck *ack, char *err, size_t len)
+{
+	Cellmon__VmTarget *t =
+		cellmon__vm_target__unpack(NULL, cmd->args.len, cmd->args.data);
+	struct agent_vm *vm;
+	int rc = 0;
+
+	if (!t) {
+		snprintf(err, len, "malformed VM target");
+		return -EBADMSG;
+	}
+	if (cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_CONSOLE) {
+		rc = vm_console(a, t->name, ack);
+		if (rc == -ENOENT)
+			snprintf(err, len, "no console of vm %s on %s", t->name,
+				 a->cfg.node_id);
+		goto out;
+	}
+	vm = vm_find(a, t->name[0] ? t->name : NULL, t->region);
+	if (!vm) {
+		/* Nothing to stop or release is success: the goal holds. */
+		if (cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_STATS) {
+			snprintf(err, len, "vm %s (region %llu) is not on %s",
+				 t->name, (unsigned long long)t->region,
+				 a->cfg.node_id);
+			rc = -ENOENT;
+		}
+		goto out;
+	}
+	switch (cmd->kind) {
+	case CELLMON__COMMAND_KIND__CMD_VM_STOP:
+		if (!vm->stopping) {
+			struct timeval tv = {a->cfg.stop_grace_ms / 1000,
+					     (a->cfg.stop_grace_ms % 1000) *
+						     1000};
+
+			vm->stopping = true;
+			signal_vcpus(vm, false);
+			evtimer_add(vm->grace_timer, &tv);
+			CELL_INFO(MOD, "vm stopping name=%s", vm->name);
+		}
+		break;
+	case CELLMON__COMMAND_KIND__CMD_VM_KILL:
+		signal_vcpus(vm, true);
+		CELL_INFO(MOD, "vm killed name=%s", vm->name);
+		break;
+	case CELLMON__COMMAND_KIND__CMD_VM_RELEASE:
+		vm_release(a, vm);
+		break;
+	default:
+		rc = vm_stats(a, vm, ack);
+		break;
+	}
+	if (rc && !err[0])
+		snprintf(err, len, "%s", strerror(-rc));
+out:
+	cellmon__vm_target__free_unpacked(t, NULL);
+	return rc;
+}
+
+void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
+		      Cellmon__CommandAck *ack, char *err, size_t len)
+{
+	Cellmon__VmStart *st;
+	int rc;
+
+	err[0] = '\0';
+	switch (cmd->kind) {
+	case CELLMON__COMMAND_KIND__CMD_VM_PREPARE:
+	case CELLMON__COMMAND_KIND__CMD_VM_RUN:
+		st = cellmon__vm_start__unpack(NULL, cmd->args.len,
+					       cmd->args.data);
+		if (!st) {
+			snprintf(err, len, "malformed VM start request");
+			rc = -EBADMSG;
+			break;
+		}
+		rc = cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_PREPARE
+			     ? vm_prepare(a, st, err, len)
+			     : vm_run(a, st, err, len);
+		cellmon__vm_start__free_unpacked(st, NULL);
+		break;
+	case CELLMON__COMMAND_KIND__CMD_VM_STOP:
+	case CELLMON__COMMAND_KIND__CMD_VM_KILL:
+	case CELLMON__COMMAND_KIND__CMD_VM_RELEASE:
+	case CELLMON__COMMAND_KIND__CMD_VM_CONSOLE:
+	case CELLMON__COMMAND_KIND__CMD_VM_STATS:
+		rc = target_command(a, cmd, ack, err, len);
+		break;
+	default:
+		snprintf(err, len, "unknown command %d", (int)cmd->kind);
+		rc = -EOPNOTSUPP;
+		break;
+	}
+	ack->status = rc;
+	if (rc && !err[0])
+		snprintf(err, len, "%s", strerror(-rc));
+	ack->message = err;
+}
+
+void agent_vm_ack_free(Cellmon__CommandAck *ack)
+{
+	free(ack->result.data);
+	ack->result.data = NULL;
+	ack->result.len = 0;
+}
+
+/* ---- vCPU ends and status ---- */
+
+static const char *vcpu_state_name(enum agent_vcpu_state s)
+{
+	switch (s) {
+	case VCPU_RUNNING:
+		return "running";
+	case VCPU_EXITED:
+		return "exited";
+	case VCPU_KILLED:
+		return "killed";
+	default:
+		return "starting";
+	}
+}
+
+static bool vm_all_ended(const struct agent_vm *vm)
+{
+	for (size_t i = 0; i < vm->nvcpus; i++)
+		if (vm->vcpus[i].state == VCPU_RUNNING)
+			return false;
+	return true;
+}
+
+static bool reap_one(struct agent *a, pid_t pid, int ws)
+{
+	for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
+		for (size_t i = 0; i < vm->nvcpus; i++) {
+			struct agent_vcpu *v = &vm->vcpus[i];
+
+			if (v->pid != pid || v->state != VCPU_RUNNING)
+				continue;
+			pthread_mutex_lock(&a->vm_mu);
+			if (WIFEXITED(ws)) {
+				v->state = VCPU_EXITED;
+				v->exit_code = WEXITSTATUS(ws);
+			} else {
+				v->state = VCPU_KILLED;
+				v->signal = WTERMSIG(ws);
+			}
+			pthread_mutex_unlock(&a->vm_mu);
+			if (vm_all_ended(vm))
+				evtimer_del(vm->grace_timer);
+			CELL_INFO(MOD, "vcpu ended vm=%s vcpu=%u pid=%d %s=%d",
+				  vm->name, v->index, (int)pid,
+				  v->state == VCPU_EXITED ? "status" : "signal",
+				  v->state == VCPU_EXITED ? v->exit_code
+							  : v->signal);
+			return true;
+		}
+	return false;
+}
+
+static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct agent *a = arg;
+	bool any = false;
+	pid_t pid;
+	int ws;
+
+	(void)fd;
+	(void)what;
+	while ((pid = waitpid(-1, &ws, WNOHANG)) > 0)
+		any |= reap_one(a, pid, ws);
+	if (any)
+		agent_heartbeat_now(a);
+}
+
+int agent_vm_status(struct agent *a, Cellmon__VcpuStatus ***out, size_t *n)
+{
+	size_t k = 0, cap = 0;
+	Cellmon__VcpuStatus **v;
+
+	for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
+		cap += vm->nvcpus;
+	v = calloc(cap + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
+		for (size_t i = 0; i < vm->nvcpus; i++) {
+			const struct agent_vcpu *c = &vm->vcpus[i];
+			Cellmon__VcpuStatus *s = calloc(1, sizeof(*s));
+
+			if (!s) {
+				agent_vm_status_free(v, k);
+				return -ENOMEM;
+			}
+			cellmon__vcpu_status__init(s);
+			s->region = vm->region_id;
+			s->vcpu = c->index;
+			s->state = (char *)vcpu_state_name(c->state);
+			s->exit_code =
+				c->state == VCPU_EXITED ? c->exit_code : 0;
+			s->signal = c->signal;
+			s->pid = (int32_t)c->pid;
+			v[k++] = s;
+		}
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+void agent_vm_status_free(Cellmon__VcpuStatus **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int agent_vm_init(struct agent *a)
+{
+	a->dsm_id = -1;
+	pthread_mutex_init(&a->vm_mu, NULL);
+	a->sigchld = evsignal_new(a->base, SIGCHLD, sigchld_cb, a);
+	if (!a->sigchld || event_add(a->sigchld, NULL))
+		return -ENOMEM;
+	return 0;
+}
+
+/* On shutdown: every VM's vCPUs die with the agent (they could not be
+ * served without it), and their regions go. */
+void agent_vm_fini(struct agent *a)
+{
+	while (a->vms)
+		vm_release(a, a->vms);
+	if (a->sigchld)
+		event_free(a->sigchld);
+	dsm_node_destroy(a->dsm);
+	a->dsm = NULL;
+}

@@ -1,0 +1,161 @@
+/*
+ * The native engine: each vCPU is a guest program (image_dir/<image>)
+ * run as a child of the agent in a process group of its own.
+ *
+ * The child gets: the guest service socket as fd 3, stdout and stderr
+ * appended to <vm dir>/vcpu<N>.console, stdin from /dev/null, no other
+ * descriptors, no core dumps, at most 64 open files, SIGKILL when the
+ * agent dies (a guest cannot run without the agent serving its faults),
+ * the CELLMON_* environment of cellguest.h and nothing else, and its VM
+ * directory as working directory. Memory is only what the guest maps
+ * itself plus the VM's region, which the agent's hand-off check grants
+ * to this VM's vCPU processes alone.
+ *
+ * The child waits on a pipe until the parent has recorded its pid, so
+ * the hand-off check never sees an unknown pid. Between fork and exec it
+ * calls only async-signal-safe functions; everything is prepared before.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "cell/log.h"
+
+#define MOD "agent"
+
+/* Guest memory sits at the same address in every vCPU. */
+#define GUEST_MEM_ADDR 0x200000000000ull
+
+#define NENV 8
+
+static void native_console_path(const struct agent_vcpu *v, char *out,
+				size_t len)
+{
+	snprintf(out, len, "%s/vcpu%u.console", v->vm->dir, v->index);
+}
+
+/* In the child, after fork: only async-signal-safe calls. */
+static void child(int go, int guest_fd, int console, pid_t parent,
+		  const char *dir, const char *path, char **argv, char **envp)
+{
+	struct rlimit core = {0, 0}, nofile = {64, 64};
+	int devnull;
+	char b;
+
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent || read(go, &b, 1) != 1)
+		_exit(126);
+	devnull = open("/dev/null", O_RDONLY);
+	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(console, 1) < 0 ||
+	    dup2(console, 2) < 0 || dup2(guest_fd, 3) < 0)
+		_exit(126);
+	close_range(4, ~0u, 0);
+	setrlimit(RLIMIT_CORE, &core);
+	setrlimit(RLIMIT_NOFILE, &nofile);
+	if (chdir(dir))
+		_exit(126);
+	execve(path, argv, envp);
+	_exit(127);
+}
+
+static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
+			size_t len)
+{
+	const Cellmon__VmSpec *s = v->vm->spec;
+	char path[1200], cpath[1200], env[NENV][1200];
+	char *envp[NENV + 1], **argv;
+	int go[2] = {-1, -1}, console = -1, rc = 0;
+	pid_t pid, parent = getpid();
+
+	snprintf(path, sizeof(path), "%s/%s", a->cfg.image_dir, s->image);
+	native_console_path(v, cpath, sizeof(cpath));
+	snprintf(env[0], sizeof(env[0]), "CELLMON_VM=%s", s->name);
+	snprintf(env[1], sizeof(env[1]), "CELLMON_VCPU=%u", v->index);
+	snprintf(env[2], sizeof(env[2]), "CELLMON_NVCPUS=%u", s->vcpus);
+	snprintf(env[3], sizeof(env[3]), "CELLMON_REGION=%llu",
+		 (unsigned long long)v->vm->region_id);
+	snprintf(env[4], sizeof(env[4]), "CELLMON_HANDOFF=%s", a->handoff_path);
+	snprintf(env[5], sizeof(env[5]), "CELLMON_MEM_ADDR=%llx",
+		 GUEST_MEM_ADDR);
+	snprintf(env[6], sizeof(env[6]), "CELLMON_CTL_FD=3");
+	snprintf(env[7], sizeof(env[7]), "PATH=/usr/bin:/bin");
+	for (int i = 0; i < NENV; i++)
+		envp[i] = env[i];
+	envp[NENV] = NULL;
+	argv = calloc(s->n_args + 2, sizeof(*argv));
+	if (!argv)
+		return -ENOMEM;
+	argv[0] = s->image;
+	for (size_t i = 0; i < s->n_args; i++)
+		argv[i + 1] = s->args[i];
+	/* A new run starts a new console; the previous one is kept once. */
+	{
+		char old[1300];
+
+		snprintf(old, sizeof(old), "%s.prev", cpath);
+		rename(cpath, old);
+	}
+	console = open(cpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (console < 0 || pipe2(go, O_CLOEXEC)) {
+		rc = -errno;
+		snprintf(err, len, "cannot open %s: %s", cpath,
+			 strerror(errno));
+		goto out;
+	}
+	pid = fork();
+	if (pid < 0) {
+		rc = -errno;
+		snprintf(err, len, "fork: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0)
+		child(go[0], v->guest_fd, console, parent, v->vm->dir, path,
+		      argv, envp);
+	setpgid(pid, pid); /* both sides set it: no race with kill(-pid) */
+	pthread_mutex_lock(&a->vm_mu);
+	v->pid = pid;
+	v->state = VCPU_RUNNING;
+	pthread_mutex_unlock(&a->vm_mu);
+	if (write(go[1], "g", 1) != 1)
+		kill(pid, SIGKILL); /* reaped and reported as killed */
+	CELL_INFO(MOD, "vcpu started vm=%s vcpu=%u pid=%d image=%s", s->name,
+		  v->index, (int)pid, s->image);
+out:
+	free(argv);
+	if (console >= 0)
+		close(console);
+	if (go[0] >= 0)
+		close(go[0]);
+	if (go[1] >= 0)
+		close(go[1]);
+	close(v->guest_fd);
+	v->guest_fd = -1;
+	return rc;
+}
+
+static void native_stop(struct agent_vcpu *v)
+{
+	kill(-v->pid, SIGTERM);
+}
+
+static void native_kill(struct agent_vcpu *v)
+{
+	kill(-v->pid, SIGKILL);
+}
+
+const struct agent_engine_ops agent_native_engine = {
+	.name = "native",
+	.start = native_start,
+	.stop = native_stop,
+	.kill = native_kill,
+	.console_path = native_console_path,
+};
