@@ -1,0 +1,485 @@
+/*
+ * Integration: VMs with the native engine on a real manager and three
+ * agents (loopback, ephemeral ports), driven through cellctl.
+ *
+ *  - the SPMD guest with 3 vCPUs spread over 3 nodes prints the checksum
+ *    of the same program run as a plain process; packed on one node, the
+ *    same checksum;
+ *  - 4 vCPUs on 3 nodes add to one counter under a guest lock: exact;
+ *  - a VM larger than the cell is refused (exit 6) naming the filter, and
+ *    bad input (unknown cell, zero or absurd memory, duplicate name, zero
+ *    vCPUs) gets a clear error and leaves no VM behind;
+ *  - vm kill ends every vCPU process on every node; vm stop too;
+ *  - a guest that crashes marks the VM failed with the signal;
+ *  - kill -9 of the manager and a restart: the VM record is kept and the
+ *    running VM keeps running (same vCPU pids).
+ *
+ * Every process is started through tests/support and killed at exit.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "testsupport.h"
+
+struct cluster {
+	char *dir;
+	char agent_addr[64], ctl_addr[64];
+	pid_t manager;
+	pid_t agents[3];
+};
+
+static struct cluster cl;
+
+/* agent_listen: "127.0.0.1:0" the first time, the bound address after a
+ * restart so the agents find the manager again. */
+static pid_t start_manager(const char *agent_listen)
+{
+	char sd[600], log[600], al[100];
+	char *argv[] = {MANAGER_BIN, sd, al, "--ctl-listen=127.0.0.1:0", NULL};
+
+	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", cl.dir);
+	snprintf(al, sizeof(al), "--agent-listen=%s", agent_listen);
+	snprintf(log, sizeof(log), "%s/manager.log", cl.dir);
+	return ts_spawn(argv, log);
+}
+
+static pid_t start_agent(int i)
+{
+	char id[64], mgr[100], sd[600], log[600], img[600];
+	char *argv[] = {AGENT_BIN,
+			id,
+			mgr,
+			sd,
+			img,
+			"--cpus=4",
+			"--dsm-listen=127.0.0.1:0",
+			"--reconnect-max=300ms",
+			"--stop-grace=1s",
+			NULL};
+
+	snprintf(id, sizeof(id), "--node-id=node%d", i + 1);
+	snprintf(mgr, sizeof(mgr), "--manager=%s", cl.agent_addr);
+	snprintf(sd, sizeof(sd), "--state-dir=%s/agent%d", cl.dir, i + 1);
+	snprintf(img, sizeof(img), "--image-dir=%s", GUEST_IMAGES);
+	snprintf(log, sizeof(log), "%s/agent%d.log", cl.dir, i + 1);
+	return ts_spawn(argv, log);
+}
+
+static bool addr_ready(void *arg)
+{
+	char path[600], *text, *a, *c;
+
+	(void)arg;
+	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
+	text = ts_read_file(path);
+	if (!text)
+		return false;
+	a = strstr(text, "agent=");
+	c = strstr(text, "ctl=");
+	if (a && c) {
+		sscanf(a, "agent=%63s", cl.agent_addr);
+		sscanf(c, "ctl=%63s", cl.ctl_addr);
+	}
+	free(text);
+	return a && c;
+}
+
+/* cellctl with up to 12 words; returns its exit code, output in *out. */
+static int ctl(char **out, const char *const *words)
+{
+	char mgr[100];
+	char *argv[16] = {CELLCTL_BIN, mgr};
+	int n = 2, rc;
+	char *tmp = NULL;
+
+	snprintf(mgr, sizeof(mgr), "--manager=%s", cl.ctl_addr);
+	for (; *words && n < 15; words++)
+		argv[n++] = (char *)*words;
+	argv[n] = NULL;
+	rc = ts_run(argv, 70000, out ? out : &tmp, true);
+	free(tmp);
+	return rc;
+}
+
+#define CTL(out, ...) ctl(out, (const char *const[]){__VA_ARGS__, NULL})
+
+static json_t *vm_json(const char *name)
+{
+	char *out = NULL;
+	json_t *j = NULL;
+
+	if (CTL(&out, "-o", "json", "vm", "info", name) == 0)
+		j = json_loads(out, 0, NULL);
+	free(out);
+	return j;
+}
+
+static char want_state[32], want_vm[64];
+
+static bool vm_in_state(void *arg)
+{
+	json_t *j = vm_json(want_vm);
+	bool ok = j && strcmp(json_string_value(json_object_get(j, "state")),
+			      want_state) == 0;
+
+	(void)arg;
+	json_decref(j);
+	return ok;
+}
+
+static bool wait_vm(const char *name, const char *state, unsigned ms)
+{
+	snprintf(want_vm, sizeof(want_vm), "%s", name);
+	snprintf(want_state, sizeof(want_state), "%s", state);
+	return ts_wait_for(vm_in_state, NULL, ms);
+}
+
+static bool nodes_ready(void *arg)
+{
+	char *out = NULL;
+	int up = 0;
+
+	(void)arg;
+	if (CTL(&out, "node", "list") == 0)
+		for (char *p = out; (p = strstr(p, " up ")); p++)
+			up++;
+	free(out);
+	return up == 3;
+}
+
+static void start_cluster(void)
+{
+	cl.manager = start_manager("127.0.0.1:0");
+	assert_true(cl.manager > 0);
+	assert_true(ts_wait_for(addr_ready, NULL, 5000));
+	for (int i = 0; i < 3; i++)
+		cl.agents[i] = start_agent(i);
+	assert_true(ts_wait_for(nodes_ready, NULL, 10000));
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	cl.dir = ts_tmpdir("cellmon-vm");
+	start_cluster();
+	assert_int_equal(CTL(NULL, "cell", "create", "c1"), 0);
+	for (int i = 0; i < 3; i++) {
+		char node[16];
+
+		snprintf(node, sizeof(node), "node%d", i + 1);
+		assert_int_equal(CTL(NULL, "cell", "add-node", "c1", node), 0);
+	}
+	/* The DSM addresses arrive with the first heartbeats. */
+	for (int i = 0; i < 50; i++) {
+		if (CTL(NULL, "vm", "create", "probe", "--cell=c1",
+			"--image=spmd", "--vcpus=3", "--dry-run") == 0)
+			break;
+		usleep(100 * 1000);
+	}
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	ts_kill_all();
+	if (getenv("CELLMON_KEEP_TEST_DIR"))
+		fprintf(stderr, "test dir kept: %s\n", cl.dir);
+	else
+		ts_rmtree(cl.dir);
+	free(cl.dir);
+	return 0;
+}
+
+/* The checksum line's value in text, or "". */
+static const char *checksum_of(const char *text)
+{
+	static char sum[32];
+	const char *p = text ? strstr(text, "checksum=") : NULL;
+
+	sum[0] = '\0';
+	if (p)
+		sscanf(p, "checksum=%31[0-9a-f]", sum);
+	return sum;
+}
+
+static char *reference_checksum(void)
+{
+	char *argv[] = {GUEST_IMAGES "/spmd", "128", "10", NULL};
+	char *out = NULL, *sum;
+
+	assert_int_equal(ts_run(argv, 30000, &out, true), 0);
+	sum = strdup(checksum_of(out));
+	free(out);
+	assert_true(strlen(sum) == 16);
+	return sum;
+}
+
+static size_t deps_count(const char *vm)
+{
+	json_t *j = vm_json(vm);
+	size_t n = json_array_size(json_object_get(j, "deps"));
+
+	json_decref(j);
+	return n;
+}
+
+static void run_spmd(const char *name, const char *placement, const char *want)
+{
+	char *out = NULL;
+
+	assert_int_equal(CTL(&out, "vm", "create", name, "--cell=c1",
+			     "--image=spmd", "--vcpus=3", "--memory=8M",
+			     placement, "--start", "--", "128", "10"),
+			 0);
+	free(out);
+	assert_true(wait_vm(name, "stopped", 30000));
+	assert_int_equal(CTL(&out, "vm", "console", name), 0);
+	assert_string_equal(checksum_of(out), want);
+	free(out);
+}
+
+/* Spread over 3 nodes and packed on one: both give the reference. */
+static void test_vm_spmd_checksum_spread_and_packed(void **state)
+{
+	char *ref = reference_checksum(), *out = NULL;
+
+	(void)state;
+	run_spmd("spread", "--placement=spread", ref);
+	assert_int_equal(deps_count("spread"), 3);
+	run_spmd("packed", "--placement=pack", ref);
+	assert_int_equal(deps_count("packed"), 1);
+	/* The spread run moved pages between nodes. */
+	assert_int_equal(CTL(&out, "-o", "json", "vm", "stats", "spread"), 0);
+	assert_non_null(strstr(out, "\"remote_faults\""));
+	assert_null(strstr(out, "\"remote_faults\": 0,\n      \"inval"));
+	free(out);
+	free(ref);
+}
+
+/* 4 vCPUs on 3 nodes, 500 locked increments each: exactly 2000. */
+static void test_vm_lock_counter_exact(void **state)
+{
+	char *out = NULL;
+
+	(void)state;
+	assert_int_equal(CTL(NULL, "vm", "create", "count", "--cell=c1",
+			     "--image=testguest", "--vcpus=4", "--start", "--",
+			     "counter", "500"),
+			 0);
+	assert_true(wait_vm("count", "stopped", 60000));
+	assert_int_equal(CTL(&out, "vm", "console", "count"), 0);
+	assert_non_null(strstr(out, "testguest: counter=2000\n"));
+	free(out);
+}
+
+static bool has_vm(const char *name)
+{
+	char *out = NULL;
+	bool found;
+
+	assert_int_equal(CTL(&out, "vm", "list"), 0);
+	found = strstr(out, name) != NULL;
+	free(out);
+	return found;
+}
+
+/* Too large for the cell: exit 6 and the filter named; bad input: clear
+ * errors; nothing is left behind. */
+static void test_vm_bad_input_refused_nothing_left(void **state)
+{
+	char *out = NULL;
+
+	(void)state;
+	assert_int_equal(CTL(&out, "vm", "create", "huge", "--cell=c1",
+			     "--image=spmd", "--vcpus=13"),
+			 6);
+	assert_non_null(strstr(out, "cpus: the usable nodes have 12 free"));
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "create", "fat", "--cell=c1",
+			     "--image=spmd", "--memory=2000000"),
+			 1);
+	assert_non_null(strstr(out, "memory must be"));
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "create", "nocell", "--cell=nope",
+			     "--image=spmd"),
+			 4);
+	assert_non_null(strstr(out, "no cell 'nope'"));
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "create", "zero", "--cell=c1",
+			     "--image=spmd", "--memory=0"),
+			 2);
+	assert_int_equal(CTL(NULL, "vm", "create", "zero", "--cell=c1",
+			     "--image=spmd", "--vcpus=0"),
+			 2);
+	assert_int_equal(CTL(&out, "vm", "create", "Bad/Name", "--cell=c1",
+			     "--image=spmd"),
+			 1);
+	free(out);
+	assert_int_equal(
+		CTL(NULL, "vm", "create", "dup", "--cell=c1", "--image=spmd"),
+		0);
+	assert_int_equal(
+		CTL(&out, "vm", "create", "dup", "--cell=c1", "--image=spmd"),
+		5);
+	assert_non_null(strstr(out, "exists"));
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "start", "nosuchvm"), 4);
+	free(out);
+	assert_false(has_vm("huge"));
+	assert_false(has_vm("fat"));
+	assert_false(has_vm("nocell"));
+	assert_false(has_vm("zero"));
+	assert_int_equal(CTL(NULL, "vm", "delete", "dup"), 0);
+	assert_false(has_vm("dup"));
+}
+
+/* The pids of a VM's vCPUs once every one is reported running. */
+static int vm_pids(const char *name, pid_t *pids, int max)
+{
+	json_t *j = vm_json(name), *v;
+	size_t i;
+	int n = 0;
+
+	json_array_foreach(json_object_get(j, "vcpus"), i, v)
+	{
+		pid_t pid =
+			(pid_t)json_integer_value(json_object_get(v, "pid"));
+
+		if (pid > 0 && n < max)
+			pids[n++] = pid;
+	}
+	json_decref(j);
+	return n;
+}
+
+static bool pids_gone(pid_t *pids, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (kill(pids[i], 0) == 0 || errno != ESRCH)
+			return false;
+	return true;
+}
+
+static int wait_pids(const char *name, pid_t *pids, int want)
+{
+	int n = 0;
+
+	for (int t = 0; t < 100 && n < want; t++) {
+		n = vm_pids(name, pids, want);
+		if (n < want)
+			usleep(50 * 1000);
+	}
+	return n;
+}
+
+/* vm kill and vm stop end every vCPU process on every node. */
+static void test_vm_kill_and_stop_end_every_vcpu(void **state)
+{
+	pid_t pids[3];
+	char *out = NULL;
+	int i;
+
+	(void)state;
+	assert_int_equal(CTL(NULL, "vm", "create", "sleeper", "--cell=c1",
+			     "--image=testguest", "--vcpus=3", "--start", "--",
+			     "sleep", "300"),
+			 0);
+	assert_int_equal(deps_count("sleeper"), 3);
+	assert_int_equal(wait_pids("sleeper", pids, 3), 3);
+	assert_false(pids_gone(pids, 3));
+	assert_int_equal(CTL(&out, "vm", "kill", "sleeper"), 0);
+	assert_non_null(strstr(out, "killed by request"));
+	free(out);
+	for (i = 0; i < 100 && !pids_gone(pids, 3); i++)
+		usleep(20 * 1000);
+	assert_true(pids_gone(pids, 3));
+	/* Again with stop, through SIGTERM. */
+	assert_int_equal(CTL(NULL, "vm", "start", "sleeper"), 0);
+	assert_int_equal(wait_pids("sleeper", pids, 3), 3);
+	assert_int_equal(CTL(&out, "vm", "stop", "sleeper"), 0);
+	assert_non_null(strstr(out, "stopped"));
+	free(out);
+	for (i = 0; i < 100 && !pids_gone(pids, 3); i++)
+		usleep(20 * 1000);
+	assert_true(pids_gone(pids, 3));
+}
+
+/* A vCPU dying of SIGSEGV fails the VM with the reason; the others are
+ * ended too. */
+static void test_vm_guest_crash_marks_failed(void **state)
+{
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(CTL(NULL, "vm", "create", "crasher", "--cell=c1",
+			     "--image=testguest", "--vcpus=2", "--start", "--",
+			     "crash"),
+			 0);
+	assert_true(wait_vm("crasher", "failed", 10000));
+	j = vm_json("crasher");
+	assert_non_null(strstr(json_string_value(json_object_get(j, "reason")),
+			       "killed by signal 11"));
+	json_decref(j);
+	/* An exit status other than 0 fails it too. */
+	assert_int_equal(CTL(NULL, "vm", "create", "exiter", "--cell=c1",
+			     "--image=testguest", "--start", "--", "exit", "7"),
+			 0);
+	assert_true(wait_vm("exiter", "failed", 10000));
+	j = vm_json("exiter");
+	assert_non_null(strstr(json_string_value(json_object_get(j, "reason")),
+			       "exited with status 7"));
+	json_decref(j);
+}
+
+/* kill -9 of the manager: the restarted manager still has the VM, and the
+ * VM kept running (same vCPU processes). */
+static void test_vm_manager_restart_keeps_vm_running(void **state)
+{
+	pid_t before[2], after[2];
+	char path[600], agent_addr[64];
+
+	(void)state;
+	assert_int_equal(CTL(NULL, "vm", "create", "survivor", "--cell=c1",
+			     "--image=testguest", "--vcpus=2", "--start", "--",
+			     "sleep", "300"),
+			 0);
+	assert_int_equal(wait_pids("survivor", before, 2), 2);
+	ts_stop(cl.manager, SIGKILL, 5000);
+	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
+	unlink(path);
+	snprintf(agent_addr, sizeof(agent_addr), "%s", cl.agent_addr);
+	cl.manager = start_manager(agent_addr);
+	assert_true(cl.manager > 0);
+	assert_true(ts_wait_for(addr_ready, NULL, 5000));
+	assert_true(ts_wait_for(nodes_ready, NULL, 10000));
+	assert_true(wait_vm("survivor", "running", 5000));
+	assert_int_equal(wait_pids("survivor", after, 2), 2);
+	assert_memory_equal(before, after, sizeof(before));
+	assert_false(pids_gone(before, 2));
+	assert_int_equal(CTL(NULL, "vm", "kill", "survivor"), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vm_spmd_checksum_spread_and_packed),
+		cmocka_unit_test(test_vm_lock_counter_exact),
+		cmocka_unit_test(test_vm_bad_input_refused_nothing_left),
+		cmocka_unit_test(test_vm_kill_and_stop_end_every_vcpu),
+		cmocka_unit_test(test_vm_guest_crash_marks_failed),
+		cmocka_unit_test(test_vm_manager_restart_keeps_vm_running),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
