@@ -63,7 +63,7 @@ static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 	iso_time(n->state_since_ms, since, sizeof(since));
 	return json_pack(
 		"{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:f, s:I, s:i, s:I, "
-		"s:s, s:i, s:b}",
+		"s:s, s:i, s:b, s:s, s:i}",
 		"id", n->id, "addr", n->addr, "state",
 		ctl_node_state_name(n->state), "incarnation",
 		(json_int_t)n->incarnation, "cell", n->cell[0] ? n->cell : NULL,
@@ -73,8 +73,8 @@ static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 		(json_int_t)(n->load ? n->load->mem_free_mb : 0), "vcpus",
 		n->load ? (int)n->load->vcpus : 0, "heartbeat_age_ms",
 		(json_int_t)n->heartbeat_age_ms, "state_since", since,
-		"heartbeat_ms", (int)n->heartbeat_ms, "connected",
-		n->connected);
+		"heartbeat_ms", (int)n->heartbeat_ms, "connected", n->connected,
+		"dsm_addr", n->dsm_addr, "dsm_id", (int)n->dsm_id);
 }
 
 static json_t *ctl_cell_json(const Cellmon__CellInfo *c)
@@ -156,6 +156,10 @@ static void ctl_print_node(const Cellmon__NodeInfo *n)
 	       n->load ? n->load->vcpus : 0);
 	printf("heartbeat:     every %u ms, last %llu ms ago\n",
 	       n->heartbeat_ms, (unsigned long long)n->heartbeat_age_ms);
+	if (n->dsm_addr[0])
+		printf("dsm:           id %d at %s\n", n->dsm_id, n->dsm_addr);
+	else
+		printf("dsm:           no address yet (cannot host VMs)\n");
 }
 
 static void ctl_print_cells(Cellmon__CellInfo **cells, size_t n)

@@ -68,6 +68,8 @@ static void fill_node(struct mgr *m, struct mgr_node *n, Cellmon__NodeInfo *ni,
 	ni->state_since_ms = n->state_since_wall_ms;
 	ni->heartbeat_ms = n->heartbeat_ms;
 	ni->connected = n->conn != NULL;
+	ni->dsm_addr = n->dsm_addr;
+	ni->dsm_id = mgr_node_dsm_id(m, n);
 }
 
 static void on_node_list(struct cell_rpc_call *call,

@@ -279,6 +279,8 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 		free(ctx);
 		return;
 	}
+	for (size_t i = 0; i < hb.n_vcpus; i++)
+		load.vcpus += strcmp(hb.vcpus[i]->state, "running") == 0;
 	/* A heartbeat is worth waiting for as long as the lease lasts. */
 	rc = cell_rpc_request(a->conn, CELLMON__MSG_TYPE__MSG_HEARTBEAT,
 			      &hb.base, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,
@@ -306,6 +308,7 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 	struct timeval hb = {a->cfg.heartbeat_ms / 1000,
 			     (a->cfg.heartbeat_ms % 1000) * 1000};
 	uint64_t sent = ctx->sent_ms;
+	bool send_dsm_addr = false;
 
 	free(ctx);
 	if (status == -ECONNRESET)
@@ -333,8 +336,8 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 	if (!r->has_dsm_id)
 		CELL_WARN(MOD, "the manager gave no DSM id (more than 64 "
 			       "nodes?); this node cannot run VMs");
-	else if (a->dsm_id < 0)
-		agent_dsm_start(a, r->dsm_id);
+	else if (a->dsm_id < 0 && agent_dsm_start(a, r->dsm_id) == 0)
+		send_dsm_addr = true; /* peers need it before any VM */
 	else if ((uint32_t)a->dsm_id != r->dsm_id)
 		CELL_ERROR(MOD,
 			   "the manager now gives DSM id %u, this node "
@@ -343,6 +346,8 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 	event_del(a->hb_timer);
 	event_add(a->hb_timer, &hb);
 	write_state(a);
+	if (send_dsm_addr)
+		heartbeat_cb(-1, 0, a);
 }
 
 static void send_register(struct agent *a)

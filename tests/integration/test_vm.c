@@ -157,6 +157,19 @@ static bool nodes_ready(void *arg)
 	return up == 3;
 }
 
+static bool dsm_ready(void *arg)
+{
+	char *out = NULL;
+	int n = 0;
+
+	(void)arg;
+	if (CTL(&out, "-o", "json", "node", "list") == 0)
+		for (char *p = out; (p = strstr(p, "\"dsm_addr\": \"1")); p++)
+			n++;
+	free(out);
+	return n == 3;
+}
+
 static void start_cluster(void)
 {
 	cl.manager = start_manager("127.0.0.1:0");
@@ -180,12 +193,7 @@ static int setup(void **state)
 		assert_int_equal(CTL(NULL, "cell", "add-node", "c1", node), 0);
 	}
 	/* The DSM addresses arrive with the first heartbeats. */
-	for (int i = 0; i < 50; i++) {
-		if (CTL(NULL, "vm", "create", "probe", "--cell=c1",
-			"--image=spmd", "--vcpus=3", "--dry-run") == 0)
-			break;
-		usleep(100 * 1000);
-	}
+	assert_true(ts_wait_for(dsm_ready, NULL, 10000));
 	return 0;
 }
 
@@ -463,6 +471,7 @@ static void test_vm_manager_restart_keeps_vm_running(void **state)
 	assert_true(cl.manager > 0);
 	assert_true(ts_wait_for(addr_ready, NULL, 5000));
 	assert_true(ts_wait_for(nodes_ready, NULL, 10000));
+	assert_true(ts_wait_for(dsm_ready, NULL, 10000));
 	assert_true(wait_vm("survivor", "running", 5000));
 	assert_int_equal(wait_pids("survivor", after, 2), 2);
 	assert_memory_equal(before, after, sizeof(before));
