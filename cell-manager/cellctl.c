@@ -497,13 +497,11 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 			}
 			ctl->timeout_ms = (unsigned)ms;
 			ctl->timeout_set = true;
-		} else if (a[1] == '-' && n > 2 && ctl->opts.n < 32) {
+		} else if (a[1] == '-' && n > 2 && n - 2 < 48 &&
+			   ctl->opts.n < 32) {
 			/* A command option; the command checks it. */
-			char *key = strndup(a + 2, n - 2);
-
-			if (!key)
-				return -1;
-			ctl->opts.key[ctl->opts.n] = key;
+			snprintf(ctl->opts.key[ctl->opts.n], 48, "%.*s",
+				 (int)(n - 2), a + 2);
 			ctl->opts.val[ctl->opts.n++] = val;
 		} else {
 			fprintf(stderr, "cellctl: unknown option '%.*s'\n",

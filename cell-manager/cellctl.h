@@ -15,7 +15,7 @@
 /* Options some commands take (vm create and start); the rest refuse
  * them. */
 struct ctl_opts {
-	const char *key[32]; /* "cell", "vcpus", ... (without "--") */
+	char key[32][48]; /* "cell", "vcpus", ... (without "--") */
 	const char *val[32];
 	int n;
 	bool dry_run;

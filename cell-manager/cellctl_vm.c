@@ -302,14 +302,14 @@ void ctl_render_vm_console(bool json, const ProtobufCMessage *reply,
 
 		for (size_t i = 0; arr && i < r->n_consoles; i++) {
 			const Cellmon__VcpuConsole *c = r->consoles[i];
+			const char *text =
+				c->text.len ? (const char *)c->text.data : "";
 
 			json_array_append_new(
-				arr,
-				json_pack("{s:i, s:s, s:s%, s:b}", "vcpu",
-					  (int)c->vcpu, "node", c->node, "text",
-					  (const char *)c->text.data,
-					  c->text.len, "truncated",
-					  c->truncated));
+				arr, json_pack("{s:i, s:s, s:s%, s:b}", "vcpu",
+					       (int)c->vcpu, "node", c->node,
+					       "text", text, c->text.len,
+					       "truncated", c->truncated));
 		}
 		ctl_emit_json(json_pack("{s:o}", "consoles", arr));
 		return;
@@ -319,8 +319,10 @@ void ctl_render_vm_console(bool json, const ProtobufCMessage *reply,
 
 		printf("--- vcpu %u on %s%s ---\n", c->vcpu, c->node,
 		       c->truncated ? " (older output dropped)" : "");
+		if (!c->text.len)
+			continue;
 		fwrite(c->text.data, 1, c->text.len, stdout);
-		if (c->text.len && c->text.data[c->text.len - 1] != '\n')
+		if (c->text.data[c->text.len - 1] != '\n')
 			putchar('\n');
 	}
 }

@@ -2,7 +2,8 @@
  * testguest: behaviours the tests need from a guest.
  *
  *   testguest exit N        vCPU 0 exits with status N, the others 0
- *   testguest crash         vCPU 0 dies of SIGSEGV, the others wait
+ *   testguest crash         vCPU 0 dies of SIGABRT (abort(): sanitizers
+ *                           leave it alone), the others wait
  *   testguest sleep SEC     every vCPU sleeps, printing a line each second
  *   testguest counter N     every vCPU adds 1 to a shared counter N times
  *                           under lock 5; vCPU 0 prints the total
@@ -45,7 +46,7 @@ int main(int argc, char **argv)
 		return cg_vcpu() == 0 ? (int)arg : 0;
 	if (argc > 1 && strcmp(argv[1], "crash") == 0) {
 		if (cg_vcpu() == 0)
-			raise(SIGSEGV);
+			abort();
 		pause();
 		return 0;
 	}

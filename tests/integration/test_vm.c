@@ -10,7 +10,8 @@
  *    bad input (unknown cell, zero or absurd memory, duplicate name, zero
  *    vCPUs) gets a clear error and leaves no VM behind;
  *  - vm kill ends every vCPU process on every node; vm stop too;
- *  - a guest that crashes marks the VM failed with the signal;
+ *  - a guest that crashes (abort) marks the VM failed with the signal, and
+ *    one exiting non-zero with the status;
  *  - kill -9 of the manager and a restart: the VM record is kept and the
  *    running VM keeps running (same vCPU pids).
  *
@@ -423,7 +424,7 @@ static void test_vm_kill_and_stop_end_every_vcpu(void **state)
 	assert_true(pids_gone(pids, 3));
 }
 
-/* A vCPU dying of SIGSEGV fails the VM with the reason; the others are
+/* A vCPU dying of a signal (SIGABRT) fails the VM with the reason; the others are
  * ended too. */
 static void test_vm_guest_crash_marks_failed(void **state)
 {
@@ -437,7 +438,7 @@ static void test_vm_guest_crash_marks_failed(void **state)
 	assert_true(wait_vm("crasher", "failed", 10000));
 	j = vm_json("crasher");
 	assert_non_null(strstr(json_string_value(json_object_get(j, "reason")),
-			       "killed by signal 11"));
+			       "killed by signal 6"));
 	json_decref(j);
 	/* An exit status other than 0 fails it too. */
 	assert_int_equal(CTL(NULL, "vm", "create", "exiter", "--cell=c1",
