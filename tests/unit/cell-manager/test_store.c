@@ -1,7 +1,8 @@
 /*
  * Unit tests of the manager's SQLite store (cell-manager/store.c): what is
- * saved comes back after reopening, constraints hold, and a file that is
- * not a cellmon database is refused.
+ * saved comes back after reopening (nodes, cells, VMs), constraints hold,
+ * a schema-1 file is upgraded, and a file that is not a cellmon database
+ * is refused.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "cell/log.h"
 #include "store.h"
@@ -89,6 +91,131 @@ static void test_store_reopen_keeps_everything(void **state)
 	free(dir);
 }
 
+struct vm_seen {
+	int n;
+	char name[64], reason[64], placement[128];
+	int state;
+	uint64_t id, region;
+	uint32_t runs;
+	size_t spec_len;
+	unsigned char spec[16];
+};
+
+static int see_vm(const struct mgr_vm_row *v, void *arg)
+{
+	struct vm_seen *w = arg;
+
+	w->n++;
+	snprintf(w->name, sizeof(w->name), "%s", v->name);
+	snprintf(w->reason, sizeof(w->reason), "%s", v->reason);
+	snprintf(w->placement, sizeof(w->placement), "%s", v->placement);
+	w->state = v->state;
+	w->id = v->id;
+	w->region = v->region;
+	w->runs = v->runs;
+	w->spec_len = v->spec_len;
+	memcpy(w->spec, v->spec, v->spec_len < 16 ? v->spec_len : 16);
+	return 0;
+}
+
+/* VMs: ids are never reused, a save is an upsert by id, names are
+ * unique, delete works, and all of it survives a reopen. */
+static void test_store_vms_roundtrip(void **state)
+{
+	char *dir = ts_tmpdir("storetest"), path[600], err[256];
+	struct mgr_store *s;
+	unsigned char spec[5] = {1, 2, 0, 4, 5};
+	struct mgr_vm_row r = {0, "vm1", spec, 5, 1, "", 0, 0, "", 10, 10};
+	struct vm_seen w = {0};
+	uint64_t id1, id2, id3;
+
+	(void)state;
+	cell_log_set_level(CELL_LOG_OFF);
+	snprintf(path, sizeof(path), "%s/m.db", dir);
+	assert_int_equal(mgr_store_open(path, &s, err, sizeof(err)), 0);
+	assert_int_equal(mgr_store_vm_next_id(s, &id1), 0);
+	assert_int_equal(mgr_store_vm_next_id(s, &id2), 0);
+	assert_true(id2 > id1);
+	r.id = id1;
+	assert_int_equal(mgr_store_vm_save(s, &r), 0);
+	r.state = 3;
+	r.runs = 2;
+	r.region = id1 << 16 | 2;
+	r.reason = "why";
+	r.placement = "n1,n2,n1";
+	assert_int_equal(mgr_store_vm_save(s, &r), 0);
+	r.id = id2; /* another VM, same name */
+	assert_int_equal(mgr_store_vm_save(s, &r), -EEXIST);
+	assert_int_equal(mgr_store_vm_delete(s, id2), -ENOENT);
+	mgr_store_close(s);
+
+	assert_int_equal(mgr_store_open(path, &s, err, sizeof(err)), 0);
+	assert_int_equal(mgr_store_vm_next_id(s, &id3), 0);
+	assert_true(id3 > id2);
+	assert_int_equal(mgr_store_vms_load(s, see_vm, &w), 0);
+	assert_int_equal(w.n, 1);
+	assert_int_equal(w.id, id1);
+	assert_string_equal(w.name, "vm1");
+	assert_string_equal(w.reason, "why");
+	assert_string_equal(w.placement, "n1,n2,n1");
+	assert_int_equal(w.state, 3);
+	assert_int_equal(w.runs, 2);
+	assert_int_equal(w.region, id1 << 16 | 2);
+	assert_int_equal(w.spec_len, 5);
+	assert_memory_equal(w.spec, spec, 5);
+	assert_int_equal(mgr_store_vm_delete(s, id1), 0);
+	w.n = 0;
+	assert_int_equal(mgr_store_vms_load(s, see_vm, &w), 0);
+	assert_int_equal(w.n, 0);
+	mgr_store_close(s);
+	ts_rmtree(dir);
+	free(dir);
+}
+
+/* A schema-1 database (before VMs) opens, gains the vms table, and keeps
+ * its nodes. */
+static void test_store_schema1_upgraded(void **state)
+{
+	char *dir = ts_tmpdir("storetest"), path[600], err[256];
+	struct mgr_store *s;
+	struct loaded l = {0};
+	struct vm_seen w = {0};
+	struct mgr_vm_row r = {7, "old", "x", 1, 1, "", 0, 0, "", 1, 1};
+	sqlite3 *db;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/m.db", dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(
+		sqlite3_exec(
+			db,
+			"CREATE TABLE meta(key TEXT PRIMARY KEY, value "
+			"INTEGER NOT NULL);"
+			"CREATE TABLE cells(name TEXT PRIMARY KEY, "
+			"created_ms INTEGER NOT NULL);"
+			"CREATE TABLE nodes(id TEXT PRIMARY KEY, addr TEXT "
+			"NOT NULL, cpus INTEGER NOT NULL, memory_mb "
+			"INTEGER NOT NULL, heartbeat_ms INTEGER NOT NULL, "
+			"incarnation INTEGER NOT NULL, state INTEGER NOT "
+			"NULL, state_since_ms INTEGER NOT NULL, cell TEXT "
+			"REFERENCES cells(name));"
+			"INSERT INTO nodes VALUES('n9','a',1,1,250,3,1,0,"
+			"NULL);"
+			"PRAGMA user_version=1;",
+			NULL, NULL, NULL),
+		SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(mgr_store_open(path, &s, err, sizeof(err)), 0);
+	assert_int_equal(mgr_store_nodes_load(s, count_node, &l), 0);
+	assert_int_equal(l.nodes, 1);
+	assert_int_equal(mgr_store_vm_save(s, &r), 0);
+	assert_int_equal(mgr_store_vms_load(s, see_vm, &w), 0);
+	assert_int_equal(w.n, 1);
+	mgr_store_close(s);
+	ts_rmtree(dir);
+	free(dir);
+}
+
 /* A file that is not SQLite is refused with a message, not overwritten. */
 static void test_store_garbage_file_refused(void **state)
 {
@@ -120,6 +247,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_reopen_keeps_everything),
 		cmocka_unit_test(test_store_garbage_file_refused),
+		cmocka_unit_test(test_store_vms_roundtrip),
+		cmocka_unit_test(test_store_schema1_upgraded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
