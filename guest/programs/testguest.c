@@ -7,7 +7,11 @@
  *   testguest sleep SEC     every vCPU sleeps, printing a line each second
  *   testguest counter N     every vCPU adds 1 to a shared counter N times
  *                           under lock 5; vCPU 0 prints the total
+ *   testguest attach R      tries to map DSM region R (another VM's)
+ *                           through the agent's hand-off: exit 0 when
+ *                           refused with EACCES, 1 when it was mapped
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +20,7 @@
 #include <unistd.h>
 
 #include "cellguest.h"
+#include "dsm/dsm.h"
 
 static int counter(long n)
 {
@@ -33,6 +38,21 @@ static int counter(long n)
 	if (cg_vcpu() == 0)
 		printf("testguest: counter=%llu\n", (unsigned long long)*c);
 	return 0;
+}
+
+static int attach_other(uint64_t region)
+{
+	const char *path = getenv("CELLMON_HANDOFF");
+	void *base;
+	size_t size;
+	int sock, rc;
+
+	if (!path)
+		return 2;
+	rc = dsm_attach(path, region, NULL, &base, &size, &sock);
+	printf("testguest: attach region %llu: %s\n",
+	       (unsigned long long)region, rc ? strerror(-rc) : "mapped");
+	return rc == -EACCES ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -59,6 +79,9 @@ int main(int argc, char **argv)
 	}
 	if (argc > 1 && strcmp(argv[1], "counter") == 0)
 		return counter(arg);
-	fprintf(stderr, "usage: testguest exit N|crash|sleep SEC|counter N\n");
+	if (argc > 2 && strcmp(argv[1], "attach") == 0)
+		return attach_other(strtoull(argv[2], NULL, 10));
+	fprintf(stderr, "usage: testguest exit N|crash|sleep SEC|counter "
+			"N|attach REGION\n");
 	return 2;
 }

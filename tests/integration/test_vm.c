@@ -10,6 +10,7 @@
  *    bad input (unknown cell, zero or absurd memory, duplicate name, zero
  *    vCPUs) gets a clear error and leaves no VM behind;
  *  - vm kill ends every vCPU process on every node; vm stop too;
+ *  - a guest cannot map another VM's memory;
  *  - a guest that crashes (abort) marks the VM failed with the signal, and
  *    one exiting non-zero with the status;
  *  - kill -9 of the manager and a restart: the VM record is kept and the
@@ -424,8 +425,35 @@ static void test_vm_kill_and_stop_end_every_vcpu(void **state)
 	assert_true(pids_gone(pids, 3));
 }
 
-/* A vCPU dying of a signal (SIGABRT) fails the VM with the reason; the others are
- * ended too. */
+/* A guest cannot map another VM's memory: the agent's hand-off check
+ * refuses it (the guest exits 0 only on EACCES). */
+static void test_vm_guest_cannot_map_other_vm(void **state)
+{
+	json_t *j;
+	char region[32], *out = NULL;
+
+	(void)state;
+	assert_int_equal(CTL(NULL, "vm", "create", "victim", "--cell=c1",
+			     "--image=testguest", "--node=node2", "--start",
+			     "--", "sleep", "300"),
+			 0);
+	j = vm_json("victim");
+	snprintf(region, sizeof(region), "%lld",
+		 (long long)json_integer_value(json_object_get(j, "region")));
+	json_decref(j);
+	assert_int_equal(CTL(NULL, "vm", "create", "thief", "--cell=c1",
+			     "--image=testguest", "--node=node2", "--start",
+			     "--", "attach", region),
+			 0);
+	assert_true(wait_vm("thief", "stopped", 10000));
+	assert_int_equal(CTL(&out, "vm", "console", "thief"), 0);
+	assert_non_null(strstr(out, "Permission denied"));
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "kill", "victim"), 0);
+}
+
+/* A vCPU dying of a signal (SIGABRT) fails the VM with the reason; the others
+ * are ended too. */
 static void test_vm_guest_crash_marks_failed(void **state)
 {
 	json_t *j;
@@ -488,6 +516,7 @@ int main(void)
 		cmocka_unit_test(test_vm_bad_input_refused_nothing_left),
 		cmocka_unit_test(test_vm_kill_and_stop_end_every_vcpu),
 		cmocka_unit_test(test_vm_guest_crash_marks_failed),
+		cmocka_unit_test(test_vm_guest_cannot_map_other_vm),
 		cmocka_unit_test(test_vm_manager_restart_keeps_vm_running),
 	};
 
