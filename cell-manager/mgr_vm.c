@@ -118,20 +118,6 @@ static void vm_remove(struct mgr *m, struct mgr_vm *vm)
 	vm_free(vm);
 }
 
-static Cellmon__VmSpec *spec_copy(const Cellmon__VmSpec *s)
-{
-	size_t len = cellmon__vm_spec__get_packed_size(s);
-	uint8_t *buf = malloc(len ? len : 1);
-	Cellmon__VmSpec *c;
-
-	if (!buf)
-		return NULL;
-	cellmon__vm_spec__pack(s, buf);
-	c = cellmon__vm_spec__unpack(NULL, len, buf);
-	free(buf);
-	return c;
-}
-
 /* Writes the record; logs and returns -errno on failure. */
 static int vm_persist(struct mgr *m, const struct mgr_vm *vm)
 {
@@ -835,7 +821,9 @@ void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 {
 	struct mgr *m = arg;
 	const Cellmon__VmRequest *req = (const void *)msg;
-	Cellmon__VmSpec *s = req->spec ? spec_copy(req->spec) : NULL;
+	Cellmon__VmSpec *s =
+		req->spec ? (Cellmon__VmSpec *)cellproto_copy(&req->spec->base)
+			  : NULL;
 	uint32_t out[VM_MAX_VCPUS];
 	const char *names[VM_MAX_VCPUS];
 	struct mgr_vm *vm = NULL;

@@ -280,21 +280,6 @@ static int check_image(struct agent *a, const Cellmon__VmSpec *s, char *err,
 	return 0;
 }
 
-/* A private copy of the spec: the command's buffer goes away. */
-static Cellmon__VmSpec *spec_copy(const Cellmon__VmSpec *s)
-{
-	size_t len = cellmon__vm_spec__get_packed_size(s);
-	uint8_t *buf = malloc(len ? len : 1);
-	Cellmon__VmSpec *copy;
-
-	if (!buf)
-		return NULL;
-	cellmon__vm_spec__pack(s, buf);
-	copy = cellmon__vm_spec__unpack(NULL, len, buf);
-	free(buf);
-	return copy;
-}
-
 static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		      size_t len)
 {
@@ -321,7 +306,8 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	for (size_t i = 0; i < st->n_members; i++)
 		members[i] = (uint16_t)st->members[i]->dsm_id;
 	vm = calloc(1, sizeof(*vm));
-	if (!vm || !(vm->spec = spec_copy(st->spec))) {
+	if (!vm ||
+	    !(vm->spec = (Cellmon__VmSpec *)cellproto_copy(&st->spec->base))) {
 		free(vm);
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;

@@ -4,6 +4,7 @@
  * here; the fuzz target and every daemon then know it.
  */
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "cellproto/cellproto.h"
 
@@ -75,4 +76,18 @@ const struct cell_rpc_msgtype *cellproto_type_lookup(uint16_t type)
 			return t;
 	}
 	return NULL;
+}
+
+ProtobufCMessage *cellproto_copy(const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = malloc(len ? len : 1);
+	ProtobufCMessage *c;
+
+	if (!buf)
+		return NULL;
+	protobuf_c_message_pack(m, buf);
+	c = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+	free(buf);
+	return c;
 }

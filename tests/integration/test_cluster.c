@@ -66,23 +66,13 @@ static pid_t start_agent(int i)
 	return ts_spawn(argv, log);
 }
 
-static bool addr_file_ready(void *arg)
+static bool addr_file_ready(void)
 {
-	char path[600], *text, *a, *c;
+	char sd[600];
 
-	(void)arg;
-	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
-	text = ts_read_file(path);
-	if (!text)
-		return false;
-	a = strstr(text, "agent=");
-	c = strstr(text, "ctl=");
-	if (a && c) {
-		sscanf(a, "agent=%63s", cl.agent_addr);
-		sscanf(c, "ctl=%63s", cl.ctl_addr);
-	}
-	free(text);
-	return a && c;
+	snprintf(sd, sizeof(sd), "%s/manager", cl.dir);
+	return ts_manager_addrs(sd, cl.agent_addr, sizeof(cl.agent_addr),
+				cl.ctl_addr, sizeof(cl.ctl_addr), 5000);
 }
 
 /* Runs cellctl with -o json; returns the parsed output or NULL. */
@@ -156,7 +146,7 @@ static int setup(void **state)
 	cl.dir = ts_tmpdir("cellmon-it");
 	cl.manager = start_manager("127.0.0.1:0", "127.0.0.1:0");
 	assert_true(cl.manager > 0);
-	assert_true(ts_wait_for(addr_file_ready, NULL, 5000));
+	assert_true(addr_file_ready());
 	for (int i = 0; i < 3; i++)
 		cl.agents[i] = start_agent(i);
 	return 0;

@@ -452,7 +452,7 @@ static void test_vdiskd_kill9_keeps_flushed_writes(void **state)
 
 static pid_t start_manager(const char *vdiskd_admin, char *ctl, size_t len)
 {
-	char sd[700], vd[200], path[800];
+	char sd[700], vd[200], path[800], addr[160];
 	char *argv[] = {MANAGER_BIN,
 			sd,
 			"--agent-listen=127.0.0.1:0",
@@ -467,19 +467,10 @@ static pid_t start_manager(const char *vdiskd_admin, char *ctl, size_t len)
 	snprintf(logp, sizeof(logp), "%s/manager.log", T.dir);
 	pid = ts_spawn(argv, logp);
 	assert_true(pid > 0);
-	snprintf(path, sizeof(path), "%s/mgr/manager.addr", T.dir);
-	for (int i = 0; i < 250; i++) {
-		char *s = ts_read_file(path), *c;
-
-		if (s && (c = strstr(s, "ctl="))) {
-			c += 4;
-			c[strcspn(c, "\n")] = 0;
-			snprintf(ctl, len, "--manager=%s", c);
-			free(s);
-			return pid;
-		}
-		free(s);
-		usleep(20000);
+	snprintf(path, sizeof(path), "%s/mgr", T.dir);
+	if (ts_manager_addrs(path, NULL, 0, addr, sizeof(addr), 5000)) {
+		snprintf(ctl, len, "--manager=%s", addr);
+		return pid;
 	}
 	fail_msg("manager did not start");
 	return -1;

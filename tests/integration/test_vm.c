@@ -77,23 +77,13 @@ static pid_t start_agent(int i)
 	return ts_spawn(argv, log);
 }
 
-static bool addr_ready(void *arg)
+static bool addr_ready(void)
 {
-	char path[600], *text, *a, *c;
+	char sd[600];
 
-	(void)arg;
-	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
-	text = ts_read_file(path);
-	if (!text)
-		return false;
-	a = strstr(text, "agent=");
-	c = strstr(text, "ctl=");
-	if (a && c) {
-		sscanf(a, "agent=%63s", cl.agent_addr);
-		sscanf(c, "ctl=%63s", cl.ctl_addr);
-	}
-	free(text);
-	return a && c;
+	snprintf(sd, sizeof(sd), "%s/manager", cl.dir);
+	return ts_manager_addrs(sd, cl.agent_addr, sizeof(cl.agent_addr),
+				cl.ctl_addr, sizeof(cl.ctl_addr), 5000);
 }
 
 /* cellctl with up to 12 words; returns its exit code, output in *out. */
@@ -176,7 +166,7 @@ static void start_cluster(void)
 {
 	cl.manager = start_manager("127.0.0.1:0");
 	assert_true(cl.manager > 0);
-	assert_true(ts_wait_for(addr_ready, NULL, 5000));
+	assert_true(addr_ready());
 	for (int i = 0; i < 3; i++)
 		cl.agents[i] = start_agent(i);
 	assert_true(ts_wait_for(nodes_ready, NULL, 10000));
@@ -498,7 +488,7 @@ static void test_vm_manager_restart_keeps_vm_running(void **state)
 	snprintf(agent_addr, sizeof(agent_addr), "%s", cl.agent_addr);
 	cl.manager = start_manager(agent_addr);
 	assert_true(cl.manager > 0);
-	assert_true(ts_wait_for(addr_ready, NULL, 5000));
+	assert_true(addr_ready());
 	assert_true(ts_wait_for(nodes_ready, NULL, 10000));
 	assert_true(ts_wait_for(dsm_ready, NULL, 10000));
 	assert_true(wait_vm("survivor", "running", 5000));

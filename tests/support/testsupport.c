@@ -222,3 +222,38 @@ char *ts_read_file(const char *path)
 	fclose(f);
 	return buf;
 }
+
+/* One "key=value" line's value into out; false if absent. */
+static bool addr_line(const char *text, const char *key, char *out, size_t len)
+{
+	const char *p = strstr(text, key);
+	size_t n;
+
+	if (!p)
+		return false;
+	p += strlen(key);
+	n = strcspn(p, "\n");
+	if (out)
+		snprintf(out, len, "%.*s", (int)n, p);
+	return true;
+}
+
+bool ts_manager_addrs(const char *state_dir, char *agent, size_t alen,
+		      char *ctl, size_t clen, unsigned timeout_ms)
+{
+	char path[1024];
+	uint64_t end = ts_now_ms() + timeout_ms;
+
+	snprintf(path, sizeof(path), "%s/manager.addr", state_dir);
+	do {
+		char *text = ts_read_file(path);
+		bool ok = text && addr_line(text, "agent=", agent, alen) &&
+			  addr_line(text, "ctl=", ctl, clen);
+
+		free(text);
+		if (ok)
+			return true;
+		usleep(20 * 1000);
+	} while (ts_now_ms() < end);
+	return false;
+}

@@ -44,4 +44,10 @@ char *ts_read_file(const char *path);
 
 uint64_t ts_now_ms(void);
 
+/* Reads <state_dir>/manager.addr, written by a manager once it listens:
+ * its agent and ctl addresses (host:port). Waits up to timeout_ms for the
+ * file; false if it did not appear. Either output may be NULL. */
+bool ts_manager_addrs(const char *state_dir, char *agent, size_t alen,
+		      char *ctl, size_t clen, unsigned timeout_ms);
+
 #endif

@@ -21,6 +21,11 @@ extern const struct cell_rpc_msgtype cellproto_types[];
 /* The registry entry of a type, or NULL. */
 const struct cell_rpc_msgtype *cellproto_type_lookup(uint16_t type);
 
+/* A deep copy of any message (through pack and unpack), to keep beyond
+ * the life of the buffer it came in; free it with
+ * protobuf_c_message_free_unpacked(). NULL when out of memory. */
+ProtobufCMessage *cellproto_copy(const ProtobufCMessage *m);
+
 /* The protocol version this build speaks. */
 #define CELLPROTO_VERSION CELLMON__PROTOCOL_VERSION__PROTOCOL_VERSION_CURRENT
 
