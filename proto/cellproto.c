@@ -66,6 +66,9 @@ const struct cell_rpc_msgtype cellproto_types[] = {
 	T(MSG_VM_STATS, "VmStats", cellmon__vm_request__descriptor),
 	T(MSG_VM_STATS_REPLY, "VmStatsReply",
 	  cellmon__vm_stats_reply__descriptor),
+	T(MSG_DISK_MAP, "DiskMap", cellmon__disk_request__descriptor),
+	T(MSG_DISK_MAP_REPLY, "DiskMapReply",
+	  cellmon__disk_map_reply__descriptor),
 	{0, NULL, NULL},
 };
 

@@ -33,7 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "nbdclient.h"
+#include "vdisk/nbdc.h"
 
 #define B 4096u
 
@@ -113,7 +113,7 @@ static int free_port(void)
 	return port;
 }
 
-/* ---- the client: tests/support/nbdclient.h ---- */
+/* ---- the client: vdisk/nbdc.h ---- */
 
 static int nbd_open(int port, const char *name)
 {

@@ -28,7 +28,7 @@
 
 #include <cmocka.h>
 
-#include "nbdclient.h"
+#include "vdisk/nbdc.h"
 #include "testsupport.h"
 
 #define B 4096u
@@ -295,7 +295,7 @@ static void test_vdiskd_nbdinfo_list(void **state)
 	free(out);
 }
 
-/* ---- our own client (tests/support/nbdclient.h) ---- */
+/* ---- our own client (vdisk/nbdc.h) ---- */
 
 static int nbd_connect(const char *disk)
 {

@@ -395,9 +395,9 @@ static int reply(struct conn *c, uint64_t cookie, int rc, const void *data,
 	cell_put32(h, NBD_SIMPLE_REPLY);
 	cell_put32(h + 4, nbd_errno(rc));
 	cell_put64(h + 8, cookie);
-	c->st->requests++;
+	__atomic_fetch_add(&c->st->requests, 1, __ATOMIC_RELAXED);
 	if (rc)
-		c->st->errors++;
+		__atomic_fetch_add(&c->st->errors, 1, __ATOMIC_RELAXED);
 	return send_iov(c, iov, !rc && len ? 2 : 1);
 }
 
@@ -449,7 +449,8 @@ static int transmission(struct conn *c)
 			else
 				rc = vdisk_read(c->disk, c->buf, off, len);
 			if (!rc)
-				c->st->bytes_read += len;
+				__atomic_fetch_add(&c->st->bytes_read, len,
+						   __ATOMIC_RELAXED);
 			rc = reply(c, cookie, rc, c->buf, len);
 			break;
 		case NBD_CMD_WRITE:
@@ -462,7 +463,8 @@ static int transmission(struct conn *c)
 				rc = vdisk_write(c->disk, c->buf, off, len,
 						 fua);
 			if (!rc)
-				c->st->bytes_written += len;
+				__atomic_fetch_add(&c->st->bytes_written, len,
+						   __ATOMIC_RELAXED);
 			rc = reply(c, cookie, rc, NULL, 0);
 			break;
 		case NBD_CMD_DISC:

@@ -32,6 +32,8 @@ struct nbd_exports {
 	void *ctx;
 };
 
+/* Updated with relaxed atomic adds while serving: another thread may
+ * read them with __atomic_load_n at any time. */
 struct nbd_conn_stats {
 	uint64_t requests, errors;
 	uint64_t bytes_read, bytes_written;

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cell/endian.h"
@@ -43,10 +45,12 @@ struct meta {
 	uint64_t size;
 	char parent[PARENT_LEN];
 	uint64_t base_size;
+	uint64_t uid; /* random at creation; 0 in disks made before it */
 };
 
 struct layer {
 	char name[VDISK_NAME_MAX + 1];
+	uint64_t uid;
 	int data_fd;
 	uint64_t nblocks;
 	uint64_t *map;
@@ -61,6 +65,7 @@ struct vdisk {
 	struct layer layers[VDISK_MAX_CHAIN + 1];
 	int base_fd;
 	uint64_t base_size;
+	char base_id[VDISK_ID_LEN + 1];
 	int journal_fd;
 	uint64_t data_next; /* next free block of layers[0]'s data file */
 	uint64_t jend;	    /* journal bytes on file */
@@ -194,6 +199,7 @@ static void meta_pack(const struct meta *m, uint8_t out[META_LEN])
 	cell_put64(out + 16, m->size);
 	memcpy(out + 24, m->parent, strnlen(m->parent, PARENT_LEN - 1));
 	cell_put64(out + 120, m->base_size);
+	cell_put64(out + 128, m->uid);
 	cell_put32(out + META_LEN - 4, vdisk_crc32c(0, out, META_LEN - 4));
 }
 
@@ -237,6 +243,7 @@ static int meta_read(const char *store, const char *name, struct meta *m,
 	memcpy(m->parent, b + 24, PARENT_LEN);
 	m->parent[PARENT_LEN - 1] = 0;
 	m->base_size = cell_get64(b + 120);
+	m->uid = cell_get64(b + 128);
 	if (m->size == 0 || m->size % VDISK_BLOCK || m->size > VDISK_MAX_SIZE)
 		return fail(err, errlen, -EINVAL, "%s: bad size %llu", path,
 			    (unsigned long long)m->size);
@@ -462,6 +469,9 @@ int vdisk_create(const char *store, const char *name, uint64_t size,
 			    strerror(errno));
 	m.size = size;
 	snprintf(m.parent, sizeof(m.parent), "%s", parent ? parent : "");
+	while (!m.uid)
+		if (getrandom(&m.uid, sizeof(m.uid), 0) != sizeof(m.uid))
+			m.uid = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid();
 	rc = meta_write(tmp, &m);
 	for (int i = 0; !rc && i < 2; i++) {
 		int fd;
@@ -866,6 +876,7 @@ int vdisk_open(const char *store, const char *name, struct vdisk **out,
 				top && !d->ro, err, errlen);
 		if (rc)
 			goto bad;
+		d->layers[d->nlayers].uid = m.uid;
 		d->nlayers++;
 		if (strncmp(m.parent, "disk:", 5) != 0)
 			break;
@@ -896,6 +907,7 @@ int vdisk_open(const char *store, const char *name, struct vdisk **out,
 			goto bad;
 		}
 		d->base_size = (uint64_t)st.st_size;
+		snprintf(d->base_id, sizeof(d->base_id), "%s", m.parent + 5);
 		if (d->base_size != m.base_size) {
 			rc = fail(err, errlen, -EINVAL,
 				  "base image %s is %llu bytes, '%s' was "
@@ -1242,4 +1254,48 @@ void vdisk_stats(struct vdisk *d, struct vdisk_stats *out)
 
 	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+/* ---- what a caching client needs ---- */
+
+int vdisk_map_get(struct vdisk *d, struct vdisk_map *out)
+{
+	const struct layer *top = &d->layers[0];
+	uint64_t nblocks = d->size / VDISK_BLOCK;
+
+	memset(out, 0, sizeof(*out));
+	out->size = d->size;
+	out->nblocks = nblocks;
+	out->top = calloc((nblocks + 7) / 8 + 1, 1);
+	if (!out->top)
+		return -ENOMEM;
+	pthread_rwlock_rdlock(&d->lock);
+	if (d->ro) {
+		/* A frozen disk never changes: all of it is "below". */
+		if (top->uid)
+			snprintf(out->below, sizeof(out->below), "disk:%016llx",
+				 (unsigned long long)top->uid);
+		else
+			memset(out->top, 0xff, (nblocks + 7) / 8);
+		pthread_rwlock_unlock(&d->lock);
+		return 0;
+	}
+	for (uint64_t b = 0; b < nblocks && b < top->nblocks; b++)
+		if (top->map[b])
+			out->top[b / 8] |= (uint8_t)(1u << (b % 8));
+	if (d->nlayers > 1 && d->layers[1].uid)
+		snprintf(out->below, sizeof(out->below), "disk:%016llx",
+			 (unsigned long long)d->layers[1].uid);
+	else if (d->nlayers == 1 && d->base_id[0])
+		snprintf(out->below, sizeof(out->below), "base:%s", d->base_id);
+	else if (d->nlayers == 1)
+		snprintf(out->below, sizeof(out->below), "zero");
+	pthread_rwlock_unlock(&d->lock);
+	return 0;
+}
+
+void vdisk_map_free(struct vdisk_map *m)
+{
+	free(m->top);
+	m->top = NULL;
 }

@@ -80,6 +80,7 @@ struct client {
 	int fd;
 	char peer[64];
 	bool used;
+	struct nbd_conn_stats st; /* live, see nbd.h */
 };
 
 static struct {
@@ -89,6 +90,7 @@ static struct {
 	struct export exports[MAX_EXPORTS];
 	struct client *clients;
 	int nclients;
+	uint64_t bytes_read, bytes_written; /* of clients gone, under lock */
 	char nbd_addr[160], admin_addr[160];
 } D = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
 
@@ -166,10 +168,11 @@ static const struct nbd_exports exports_ops = {export_get, export_put,
 static void *client_main(void *arg)
 {
 	struct client *c = arg;
-	struct nbd_conn_stats st = {0};
+	struct nbd_conn_stats st;
 	char err[400];
-	int rc = nbd_serve(c->fd, &exports_ops, &st, err, sizeof(err));
+	int rc = nbd_serve(c->fd, &exports_ops, &c->st, err, sizeof(err));
 
+	st = c->st;
 	if (rc)
 		CELL_WARN(MOD, "client %s: %s (after %llu requests)", c->peer,
 			  err, (unsigned long long)st.requests);
@@ -182,6 +185,8 @@ static void *client_main(void *arg)
 			  (unsigned long long)st.bytes_read,
 			  (unsigned long long)st.bytes_written);
 	pthread_mutex_lock(&D.lock);
+	D.bytes_read += st.bytes_read;
+	D.bytes_written += st.bytes_written;
 	close(c->fd);
 	c->used = false;
 	if (--D.nclients == 0)
@@ -210,6 +215,7 @@ static void accept_one(int lfd)
 	if (c) {
 		c->used = true;
 		c->fd = fd;
+		memset(&c->st, 0, sizeof(c->st));
 		D.nclients++;
 	}
 	pthread_mutex_unlock(&D.lock);
@@ -417,6 +423,41 @@ static void on_disk_info(struct cell_rpc_call *call,
 	reply_disk(call, ((const Cellmon__DiskRequest *)msg)->name);
 }
 
+static void on_disk_map(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+			void *arg)
+{
+	const Cellmon__DiskRequest *q = (const void *)msg;
+	Cellmon__DiskMapReply r = CELLMON__DISK_MAP_REPLY__INIT;
+	struct vdisk_map map;
+	struct vdisk *d;
+	char err[600];
+	int rc;
+
+	(void)arg;
+	d = export_get(NULL, q->name, err, sizeof(err));
+	if (!d) {
+		cell_rpc_reply_error(call,
+				     strstr(err, "no disk") ? -ENOENT : -EIO,
+				     "%s", err);
+		return;
+	}
+	rc = vdisk_map_get(d, &map);
+	export_put(NULL, d);
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "map of %s: %s", q->name,
+				     strerror(-rc));
+		return;
+	}
+	r.name = q->name;
+	r.size = map.size;
+	r.below = map.below;
+	r.top.data = map.top;
+	r.top.len = (map.nblocks + 7) / 8;
+	r.server = D.nbd_addr;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_DISK_MAP_REPLY, &r.base);
+	vdisk_map_free(&map);
+}
+
 static void on_disk_list(struct cell_rpc_call *call,
 			 const ProtobufCMessage *msg, void *arg)
 {
@@ -448,6 +489,16 @@ static void on_disk_list(struct cell_rpc_call *call,
 		} else {
 			CELL_WARN(MOD, "disk list: %s", err);
 		}
+	r.bytes_read = D.bytes_read;
+	r.bytes_written = D.bytes_written;
+	for (int i = 0; i < D.cfg.max_clients; i++)
+		if (D.clients[i].used) {
+			r.bytes_read += __atomic_load_n(
+				&D.clients[i].st.bytes_read, __ATOMIC_RELAXED);
+			r.bytes_written +=
+				__atomic_load_n(&D.clients[i].st.bytes_written,
+						__ATOMIC_RELAXED);
+		}
 	pthread_mutex_unlock(&D.lock);
 	r.n_disks = k;
 	r.disks = ptrs;
@@ -468,6 +519,7 @@ static const struct cell_rpc_method admin_methods[] = {
 	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, on_disk_delete},
 	{CELLMON__MSG_TYPE__MSG_DISK_INFO, on_disk_info},
 	{CELLMON__MSG_TYPE__MSG_DISK_LIST, on_disk_list},
+	{CELLMON__MSG_TYPE__MSG_DISK_MAP, on_disk_map},
 	{0, NULL},
 };
 

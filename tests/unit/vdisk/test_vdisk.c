@@ -233,6 +233,62 @@ static void make_flushed(const char *name)
 	vdisk_close(d);
 }
 
+/* The map a caching client gets: a disk over a base names the base and
+ * marks only its own blocks; a frozen disk is all "below" under its uid;
+ * a clone names the frozen disk's uid; a plain disk names "zero". */
+static void test_vdisk_map_names_immutable_part(void **state)
+{
+	uint8_t base[4 * B], w[B];
+	char id[VDISK_ID_LEN + 1], parent[80], bpath[4200], frozen[96];
+	struct vdisk_map m;
+	struct vdisk *d;
+	int fd;
+
+	(void)state;
+	memset(base, 0x42, sizeof(base));
+	snprintf(bpath, sizeof(bpath), "%s/base.img", store);
+	fd = open(bpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_int_equal(write(fd, base, sizeof(base)), sizeof(base));
+	close(fd);
+	assert_int_equal(vdisk_base_import(store, bpath, id, err, sizeof(err)),
+			 0);
+	snprintf(parent, sizeof(parent), "base:%s", id);
+	assert_int_equal(
+		vdisk_create(store, "top", 8 * B, parent, err, sizeof(err)), 0);
+	d = open_ok("top");
+	fill(w, B, 5);
+	assert_int_equal(vdisk_write(d, w, 3 * B, B, false), 0);
+	assert_int_equal(vdisk_map_get(d, &m), 0);
+	assert_string_equal(m.below, parent);
+	assert_int_equal(m.nblocks, 8);
+	assert_int_equal(m.top[0], 1u << 3);
+	vdisk_map_free(&m);
+	vdisk_close(d);
+	/* Freeze it by cloning: the frozen disk is all below. */
+	assert_int_equal(vdisk_clone(store, "top", "kid", err, sizeof(err)), 0);
+	d = open_ok("top");
+	assert_int_equal(vdisk_map_get(d, &m), 0);
+	assert_int_equal(strncmp(m.below, "disk:", 5), 0);
+	assert_int_equal(m.top[0], 0);
+	snprintf(frozen, sizeof(frozen), "%s", m.below);
+	vdisk_map_free(&m);
+	vdisk_close(d);
+	d = open_ok("kid");
+	assert_int_equal(vdisk_map_get(d, &m), 0);
+	assert_string_equal(m.below, frozen);
+	assert_int_equal(m.top[0], 0);
+	vdisk_map_free(&m);
+	vdisk_close(d);
+	/* Two plain disks: "zero" below, different uids never collide. */
+	assert_int_equal(vdisk_create(store, "p1", 4 * B, "", err, sizeof(err)),
+			 0);
+	d = open_ok("p1");
+	assert_int_equal(vdisk_map_get(d, &m), 0);
+	assert_string_equal(m.below, "zero");
+	vdisk_map_free(&m);
+	vdisk_close(d);
+}
+
 static void test_vdisk_refuses_damaged_files(void **state)
 {
 	char p[4300], q[4300];
@@ -453,6 +509,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_vdisk_write_read_reopen,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_vdisk_map_names_immutable_part, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vdisk_chain_clone_delete,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(

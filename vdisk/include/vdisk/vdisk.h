@@ -118,6 +118,25 @@ struct vdisk_stats {
 void vdisk_stats(struct vdisk *d, struct vdisk_stats *out);
 
 /*
+ * For clients that cache blocks (the agents' node-wide buffer cache): a
+ * disk is its own top layer, which changes, over an immutable part that
+ * never does. `below` names the immutable part so that equal names mean
+ * equal bytes, forever: "base:<content id>", "disk:<uid>" (a frozen disk
+ * and everything under it; every disk gets a random uid at creation),
+ * "zero" (nothing: unwritten blocks read as zeros), or "" (disks made
+ * before uids: do not cache). A block whose bit is clear in `top` reads
+ * from the immutable part, as of this call. A frozen disk is all
+ * "below" (top all clear).
+ */
+struct vdisk_map {
+	uint64_t size, nblocks;
+	char below[96];
+	uint8_t *top; /* bit b % 8 of byte b / 8; malloc'd */
+};
+int vdisk_map_get(struct vdisk *d, struct vdisk_map *out);
+void vdisk_map_free(struct vdisk_map *m);
+
+/*
  * Fault points for the crash tests: when the environment variable
  * VDISK_FAULT names one ("data-write", "journal-write", "data-sync",
  * "mark-write", "journal-sync") and VDISK_FAULT_AFTER=N, the process

@@ -1,4 +1,7 @@
-/* The test NBD client (nbdclient.h). */
+/*
+ * A small synchronous NBD client (vdisk/nbdc.h): the agents' disk path to
+ * cellmon-vdiskd, and the client of the tests and benchmarks.
+ */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -11,31 +14,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "nbdclient.h"
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
+#include "cell/endian.h"
+#include "cell/rpc.h"
+#include "vdisk/nbdc.h"
 
 static int xfer(int fd, void *buf, size_t len, bool send_it)
 {
@@ -57,26 +38,19 @@ static int xfer(int fd, void *buf, size_t len, bool send_it)
 
 int nbdc_dial(const char *hostport)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET};
+	struct sockaddr_storage ss;
 	struct timeval tv = {10, 0};
-	char host[128];
-	char *colon;
-	int fd, one = 1;
+	int fd, one = 1, sslen;
 
-	snprintf(host, sizeof(host), "%s", hostport);
-	colon = strrchr(host, ':');
-	if (!colon)
+	if (cell_parse_hostport(hostport, &ss, &sslen))
 		return -1;
-	*colon = 0;
-	a.sin_port = htons((uint16_t)atoi(colon + 1));
-	if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
-		return -1;
-	fd = socket(AF_INET, SOCK_STREAM, 0);
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a))) {
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&ss, (socklen_t)sslen)) {
 		close(fd);
 		return -1;
 	}
@@ -84,6 +58,11 @@ int nbdc_dial(const char *hostport)
 }
 
 int nbdc_connect(const char *hostport, const char *export)
+{
+	return nbdc_open(hostport, export, NULL);
+}
+
+int nbdc_open(const char *hostport, const char *export, uint64_t *size)
 {
 	uint8_t b[256];
 	size_t nl = strlen(export);
@@ -96,13 +75,13 @@ int nbdc_connect(const char *hostport, const char *export)
 		return -1;
 	if (xfer(fd, b, 18, false) || memcmp(b, "NBDMAGICIHAVEOPT", 16))
 		goto bad;
-	put32(b, 3); /* fixed newstyle, no zeroes */
+	cell_put32(b, 3); /* fixed newstyle, no zeroes */
 	memcpy(b + 4, "IHAVEOPT", 8);
-	put32(b + 12, 7); /* GO */
-	put32(b + 16, (uint32_t)(4 + nl + 2));
-	put32(b + 20, (uint32_t)nl);
+	cell_put32(b + 12, 7); /* GO */
+	cell_put32(b + 16, (uint32_t)(4 + nl + 2));
+	cell_put32(b + 20, (uint32_t)nl);
 	memcpy(b + 24, export, nl);
-	put16(b + 24 + nl, 0);
+	cell_put16(b + 24 + nl, 0);
 	if (xfer(fd, b, 26 + nl, true))
 		goto bad;
 	/* Replies until ACK (type 1) or an error. */
@@ -111,11 +90,14 @@ int nbdc_connect(const char *hostport, const char *export)
 
 		if (xfer(fd, b, 20, false))
 			goto bad;
-		type = get32(b + 12);
-		len = get32(b + 16);
+		type = cell_get32(b + 12);
+		len = cell_get32(b + 16);
 		if (len > sizeof(b) || xfer(fd, b, len, false) ||
 		    (type & 0x80000000u))
 			goto bad;
+		/* NBD_REP_INFO with NBD_INFO_EXPORT: size and flags. */
+		if (type == 3 && len >= 12 && cell_get16(b) == 0 && size)
+			*size = cell_get64(b + 2);
 		if (type == 1)
 			return fd;
 	}
@@ -129,23 +111,24 @@ int nbdc_request(int fd, uint16_t type, uint16_t flags, uint64_t off,
 {
 	static uint64_t cookie;
 	uint8_t h[28], r[16];
+	uint64_t id = __atomic_add_fetch(&cookie, 1, __ATOMIC_RELAXED);
 
-	put32(h, magic);
-	put16(h + 4, flags);
-	put16(h + 6, type);
-	put64(h + 8, ++cookie);
-	put64(h + 16, off);
-	put32(h + 24, len);
+	cell_put32(h, magic);
+	cell_put16(h + 4, flags);
+	cell_put16(h + 6, type);
+	cell_put64(h + 8, id);
+	cell_put64(h + 16, off);
+	cell_put32(h + 24, len);
 	if (xfer(fd, h, 28, true))
 		return -1;
 	if (type == NBDC_WRITE && data && xfer(fd, data, len, true))
 		return -1;
 	if (type == NBDC_DISC)
 		return 0;
-	if (xfer(fd, r, 16, false) || get32(r) != 0x67446698u)
+	if (xfer(fd, r, 16, false) || cell_get32(r) != 0x67446698u)
 		return -1;
-	if (get32(r + 4))
-		return (int)get32(r + 4);
+	if (cell_get32(r + 4))
+		return (int)cell_get32(r + 4);
 	if (type == NBDC_READ && xfer(fd, data, len, false))
 		return -1;
 	return 0;

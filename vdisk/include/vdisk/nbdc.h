@@ -1,0 +1,42 @@
+/*
+ * libcellnbdc: a minimal synchronous NBD client (fixed newstyle, GO,
+ * simple replies). The agents reach cellmon-vdiskd with it; tests and
+ * benchmarks drive cellmon-vdiskd and qemu-nbd with the same code, and it
+ * can send what real clients never do (bad magic, out-of-range requests).
+ * One request at a time per socket; several sockets may be used from
+ * several threads.
+ */
+#ifndef VDISK_NBDC_H
+#define VDISK_NBDC_H
+
+#include <stdint.h>
+
+enum {
+	NBDC_READ = 0,
+	NBDC_WRITE = 1,
+	NBDC_DISC = 2,
+	NBDC_FLUSH = 3,
+	NBDC_TRIM = 4,
+};
+
+#define NBDC_FLAG_FUA	   1u
+#define NBDC_REQUEST_MAGIC 0x25609513u
+
+/* A TCP connection to "host:port", before any handshake (10 s send and
+ * receive timeouts); -1 on failure. */
+int nbdc_dial(const char *hostport);
+
+/* Connects to "host:port" and selects `export` with NBD_OPT_GO. The
+ * socket, or -1. nbdc_open also returns the export's size when the
+ * server sends it (cellmon-vdiskd and qemu-nbd do), else leaves *size. */
+int nbdc_connect(const char *hostport, const char *export);
+int nbdc_open(const char *hostport, const char *export, uint64_t *size);
+
+/* Sends one request (magic normally NBDC_REQUEST_MAGIC; a WRITE sends
+ * len bytes of data) and waits for its simple reply (none for DISC).
+ * Returns the reply's NBD error (0 ok, 22 EINVAL...), or -1 when the
+ * connection is gone. A READ's data lands in data. */
+int nbdc_request(int fd, uint16_t type, uint16_t flags, uint64_t off,
+		 uint32_t len, void *data, uint32_t magic);
+
+#endif
