@@ -1,0 +1,240 @@
+/*
+ * The node-wide block cache (agent_disk.h). Entries live in one array;
+ * a hash of (namespace id, block) finds them and a doubly linked LRU list
+ * orders the valid ones. An entry being filled is LOADING: it is never
+ * evicted, and readers of the same block wait on the condition variable
+ * instead of reading it from the server again.
+ *
+ * Namespaces are interned to small ids (a few per node: one per base
+ * image or frozen disk in use).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent_disk.h"
+
+#define NIL    UINT32_MAX
+#define MAX_NS 1024
+#define NS_LEN 96
+
+enum { E_FREE, E_LOADING, E_VALID };
+
+struct entry {
+	uint32_t ns;
+	uint8_t state;
+	uint64_t block;
+	uint32_t hnext;	     /* hash chain */
+	uint32_t prev, next; /* LRU (valid) or free list (next only) */
+};
+
+struct agent_cache {
+	pthread_mutex_t mu;
+	pthread_cond_t filled;
+	uint32_t cap;
+	struct entry *e;
+	uint8_t *data; /* cap blocks */
+	uint32_t *bucket, nbuckets;
+	uint32_t lru_head, lru_tail; /* head: most recent */
+	uint32_t free_head;
+	char (*ns)[NS_LEN];
+	uint32_t nns;
+	struct agent_cache_stats st;
+};
+
+int agent_cache_create(uint64_t bytes, struct agent_cache **out)
+{
+	struct agent_cache *c = calloc(1, sizeof(*c));
+	uint64_t cap = bytes / AGENT_BLOCK;
+
+	if (!c)
+		return -ENOMEM;
+	if (cap > UINT32_MAX / 4)
+		cap = UINT32_MAX / 4;
+	c->cap = (uint32_t)cap;
+	for (c->nbuckets = 64; c->nbuckets < 2 * c->cap; c->nbuckets *= 2)
+		;
+	c->e = calloc(c->cap + 1, sizeof(*c->e));
+	c->data = cap ? malloc(cap * AGENT_BLOCK) : NULL;
+	c->bucket = malloc(c->nbuckets * sizeof(*c->bucket));
+	c->ns = calloc(MAX_NS, NS_LEN);
+	if (!c->e || (cap && !c->data) || !c->bucket || !c->ns) {
+		agent_cache_destroy(c);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->filled, NULL);
+	memset(c->bucket, 0xff, c->nbuckets * sizeof(*c->bucket));
+	c->lru_head = c->lru_tail = NIL;
+	c->free_head = c->cap ? 0 : NIL;
+	for (uint32_t i = 0; i < c->cap; i++)
+		c->e[i].next = i + 1 < c->cap ? i + 1 : NIL;
+	c->st.capacity = c->cap;
+	*out = c;
+	return 0;
+}
+
+void agent_cache_destroy(struct agent_cache *c)
+{
+	if (!c)
+		return;
+	free(c->e);
+	free(c->data);
+	free(c->bucket);
+	free(c->ns);
+	free(c);
+}
+
+static uint32_t hash(const struct agent_cache *c, uint32_t ns, uint64_t b)
+{
+	uint64_t h = (b ^ (uint64_t)ns << 48) * 0x9e3779b97f4a7c15ull;
+
+	return (uint32_t)(h >> 32) & (c->nbuckets - 1);
+}
+
+/* The id of namespace s, interned; NIL when the table is full. */
+static uint32_t ns_id(struct agent_cache *c, const char *s)
+{
+	for (uint32_t i = 0; i < c->nns; i++)
+		if (strcmp(c->ns[i], s) == 0)
+			return i;
+	if (c->nns == MAX_NS || strlen(s) >= NS_LEN)
+		return NIL;
+	strcpy(c->ns[c->nns], s);
+	return c->nns++;
+}
+
+static uint32_t find(const struct agent_cache *c, uint32_t ns, uint64_t b)
+{
+	uint32_t i = c->bucket[hash(c, ns, b)];
+
+	while (i != NIL && (c->e[i].ns != ns || c->e[i].block != b))
+		i = c->e[i].hnext;
+	return i;
+}
+
+static void lru_unlink(struct agent_cache *c, uint32_t i)
+{
+	struct entry *e = &c->e[i];
+
+	if (e->prev != NIL)
+		c->e[e->prev].next = e->next;
+	else
+		c->lru_head = e->next;
+	if (e->next != NIL)
+		c->e[e->next].prev = e->prev;
+	else
+		c->lru_tail = e->prev;
+}
+
+static void lru_push(struct agent_cache *c, uint32_t i)
+{
+	c->e[i].prev = NIL;
+	c->e[i].next = c->lru_head;
+	if (c->lru_head != NIL)
+		c->e[c->lru_head].prev = i;
+	c->lru_head = i;
+	if (c->lru_tail == NIL)
+		c->lru_tail = i;
+}
+
+static void hash_unlink(struct agent_cache *c, uint32_t i)
+{
+	uint32_t *p = &c->bucket[hash(c, c->e[i].ns, c->e[i].block)];
+
+	while (*p != i)
+		p = &c->e[*p].hnext;
+	*p = c->e[i].hnext;
+}
+
+/* A slot for a new entry: a free one, else the least recently used
+ * valid one; NIL when every slot is being filled. */
+static uint32_t take_slot(struct agent_cache *c)
+{
+	uint32_t i = c->free_head;
+
+	if (i != NIL) {
+		c->free_head = c->e[i].next;
+		return i;
+	}
+	i = c->lru_tail;
+	if (i == NIL)
+		return NIL;
+	lru_unlink(c, i);
+	hash_unlink(c, i);
+	c->st.evictions++;
+	c->st.entries--;
+	return i;
+}
+
+static void free_slot(struct agent_cache *c, uint32_t i)
+{
+	c->e[i].state = E_FREE;
+	c->e[i].next = c->free_head;
+	c->free_head = i;
+}
+
+int agent_cache_read(struct agent_cache *c, const char *ns, uint64_t block,
+		     void *buf, agent_cache_fill_fn fill, void *arg)
+{
+	uint32_t id, i;
+	int rc;
+
+	pthread_mutex_lock(&c->mu);
+	id = ns_id(c, ns);
+	for (;;) {
+		i = id == NIL ? NIL : find(c, id, block);
+		if (i == NIL || c->e[i].state != E_LOADING)
+			break;
+		c->st.waits++;
+		pthread_cond_wait(&c->filled, &c->mu);
+	}
+	if (i != NIL) {
+		c->st.hits++;
+		lru_unlink(c, i);
+		lru_push(c, i);
+		memcpy(buf, c->data + (size_t)i * AGENT_BLOCK, AGENT_BLOCK);
+		pthread_mutex_unlock(&c->mu);
+		return 0;
+	}
+	c->st.misses++;
+	i = id == NIL ? NIL : take_slot(c);
+	if (i == NIL) { /* no caching possible: read through */
+		pthread_mutex_unlock(&c->mu);
+		return fill(arg, block, buf);
+	}
+	c->e[i] = (struct entry){id, E_LOADING, block, NIL, NIL, NIL};
+	c->e[i].hnext = c->bucket[hash(c, id, block)];
+	c->bucket[hash(c, id, block)] = i;
+	pthread_mutex_unlock(&c->mu);
+	/* The slot is ours while LOADING: fill it without the lock. */
+	rc = fill(arg, block, c->data + (size_t)i * AGENT_BLOCK);
+	pthread_mutex_lock(&c->mu);
+	if (rc) {
+		hash_unlink(c, i);
+		free_slot(c, i);
+	} else {
+		c->e[i].state = E_VALID;
+		lru_push(c, i);
+		c->st.entries++;
+		memcpy(buf, c->data + (size_t)i * AGENT_BLOCK, AGENT_BLOCK);
+	}
+	pthread_cond_broadcast(&c->filled);
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+void agent_cache_note_zero(struct agent_cache *c)
+{
+	pthread_mutex_lock(&c->mu);
+	c->st.zero_reads++;
+	pthread_mutex_unlock(&c->mu);
+}
+
+void agent_cache_stats(struct agent_cache *c, struct agent_cache_stats *out)
+{
+	pthread_mutex_lock(&c->mu);
+	*out = c->st;
+	pthread_mutex_unlock(&c->mu);
+}
