@@ -165,13 +165,16 @@ again:
 
 		protobuf_c_message_free_unpacked(reply, NULL);
 		reply = NULL;
+		free(vr->spec->disks);
 		free(vr->spec);
 		vr->spec = NULL;
 		type = CELLMON__MSG_TYPE__MSG_VM_START;
 		goto again;
 	}
-	if (cmd->build && ((Cellmon__VmRequest *)req)->spec)
+	if (cmd->build && ((Cellmon__VmRequest *)req)->spec) {
+		free(((Cellmon__VmRequest *)req)->spec->disks);
 		free(((Cellmon__VmRequest *)req)->spec);
+	}
 	free(req);
 	if (rc) {
 		if (strncmp(err, "cannot reach", 12) == 0)
@@ -373,6 +376,7 @@ static const struct ctl_cmd commands[] = {
 	   "VM --cell=C --image=I [--vcpus=N] [--memory=SIZE] "
 	   "[--placement=spread|pack] [--node=N] [--anti-affinity=G] "
 	   "[--home=interleave|first-touch|one] [--engine=native] "
+	   "[--disk=NAME[:ro] ...] "
 	   "[--dry-run] [--start] [-- ARGS]",
 	   "define a VM (pending); --dry-run shows the placement only, "
 	   "--start starts it",

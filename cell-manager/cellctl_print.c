@@ -63,7 +63,8 @@ static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 	iso_time(n->state_since_ms, since, sizeof(since));
 	return json_pack(
 		"{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:f, s:I, s:i, s:I, "
-		"s:s, s:i, s:b, s:s, s:i}",
+		"s:s, s:i, s:b, s:s, s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, "
+		"s:I}}",
 		"id", n->id, "addr", n->addr, "state",
 		ctl_node_state_name(n->state), "incarnation",
 		(json_int_t)n->incarnation, "cell", n->cell[0] ? n->cell : NULL,
@@ -74,7 +75,14 @@ static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 		n->load ? (int)n->load->vcpus : 0, "heartbeat_age_ms",
 		(json_int_t)n->heartbeat_age_ms, "state_since", since,
 		"heartbeat_ms", (int)n->heartbeat_ms, "connected", n->connected,
-		"dsm_addr", n->dsm_addr, "dsm_id", (int)n->dsm_id);
+		"dsm_addr", n->dsm_addr, "dsm_id", (int)n->dsm_id, "cache",
+		"hits", (json_int_t)(n->cache ? n->cache->hits : 0), "misses",
+		(json_int_t)(n->cache ? n->cache->misses : 0), "evictions",
+		(json_int_t)(n->cache ? n->cache->evictions : 0), "waits",
+		(json_int_t)(n->cache ? n->cache->waits : 0), "zero_reads",
+		(json_int_t)(n->cache ? n->cache->zero_reads : 0), "entries",
+		(json_int_t)(n->cache ? n->cache->entries : 0), "capacity",
+		(json_int_t)(n->cache ? n->cache->capacity : 0));
 }
 
 static json_t *ctl_cell_json(const Cellmon__CellInfo *c)
@@ -156,6 +164,15 @@ static void ctl_print_node(const Cellmon__NodeInfo *n)
 	       n->load ? n->load->vcpus : 0);
 	printf("heartbeat:     every %u ms, last %llu ms ago\n",
 	       n->heartbeat_ms, (unsigned long long)n->heartbeat_age_ms);
+	if (n->cache)
+		printf("disk cache:    %llu hits, %llu misses, %llu evictions, "
+		       "%llu of %llu blocks used, %llu zero reads\n",
+		       (unsigned long long)n->cache->hits,
+		       (unsigned long long)n->cache->misses,
+		       (unsigned long long)n->cache->evictions,
+		       (unsigned long long)n->cache->entries,
+		       (unsigned long long)n->cache->capacity,
+		       (unsigned long long)n->cache->zero_reads);
 	if (n->dsm_addr[0])
 		printf("dsm:           id %d at %s\n", n->dsm_id, n->dsm_addr);
 	else
@@ -321,8 +338,10 @@ void ctl_render_disk_list(bool json, const ProtobufCMessage *reply, char **args)
 		arr = json_array();
 		for (size_t i = 0; i < r->n_disks; i++)
 			json_array_append_new(arr, ctl_disk_json(r->disks[i]));
-		ctl_emit_json(json_pack("{s:s, s:o}", "server", r->server,
-					"disks", arr));
+		ctl_emit_json(json_pack(
+			"{s:s, s:o, s:I, s:I}", "server", r->server, "disks",
+			arr, "bytes_read", (json_int_t)r->bytes_read,
+			"bytes_written", (json_int_t)r->bytes_written));
 		return;
 	}
 	printf("%-20s %10s %-6s %7s %10s  %s\n", "DISK", "SIZE", "FROZEN",
@@ -337,7 +356,10 @@ void ctl_render_disk_list(bool json, const ProtobufCMessage *reply, char **args)
 		       d->frozen ? "yes" : "no", d->clients, data,
 		       d->parent[0] ? d->parent : "-");
 	}
-	printf("(disk server: nbd://%s/DISK)\n", r->server);
+	printf("(disk server: nbd://%s/DISK; %llu bytes read, %llu written "
+	       "since it started)\n",
+	       r->server, (unsigned long long)r->bytes_read,
+	       (unsigned long long)r->bytes_written);
 }
 
 /* DISK_REPLY without a disk answers a delete. */

@@ -30,8 +30,8 @@ static const char *opt(const struct ctl_opts *o, const char *key)
 }
 
 static const char *const create_keys[] = {
-	"cell", "vcpus",     "memory", "image",		"engine",
-	"node", "placement", "home",   "anti-affinity", NULL,
+	"cell",	     "vcpus", "memory",	       "image", "engine", "node",
+	"placement", "home",  "anti-affinity", "disk",	NULL,
 };
 
 static int check_keys(const struct ctl_opts *o, const char *const *allowed,
@@ -130,6 +130,13 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 		s->anti_affinity = (char *)v;
 	s->args = o->guest_args;
 	s->n_args = (size_t)o->nguest;
+	/* --disk may be given several times: disks 0, 1, ... in order. */
+	s->disks = calloc((size_t)o->n + 1, sizeof(char *));
+	if (!s->disks)
+		goto bad;
+	for (int i = 0; i < o->n; i++)
+		if (strcmp(o->key[i], "disk") == 0)
+			s->disks[s->n_disks++] = (char *)o->val[i];
 	*out = &r->base;
 	return 0;
 bad:
@@ -166,13 +173,18 @@ static json_t *spec_json(const Cellmon__VmSpec *s)
 
 	for (size_t i = 0; args && i < s->n_args; i++)
 		json_array_append_new(args, json_string(s->args[i]));
+	json_t *disks = json_array();
+
+	for (size_t i = 0; disks && i < s->n_disks; i++)
+		json_array_append_new(disks, json_string(s->disks[i]));
 	return json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:o, s:s, s:s, s:s, "
-			 "s:s}",
+			 "s:s, s:o}",
 			 "name", s->name, "cell", s->cell, "memory_mb",
 			 (json_int_t)s->memory_mb, "vcpus", (int)s->vcpus,
 			 "engine", s->engine, "image", s->image, "args", args,
 			 "node", s->node, "placement", s->placement, "home",
-			 s->home, "anti_affinity", s->anti_affinity);
+			 s->home, "anti_affinity", s->anti_affinity, "disks",
+			 disks);
 }
 
 static json_t *vm_json(const Cellmon__VmInfo *v)
@@ -251,6 +263,10 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 	       s->placement, s->node[0] ? ", node " : "", s->node,
 	       s->anti_affinity[0] ? ", anti-affinity " : "", s->anti_affinity,
 	       s->home, v->runs);
+	printf("disks:     ");
+	for (size_t i = 0; i < s->n_disks; i++)
+		printf("%s%zu=%s", i ? " " : "", i, s->disks[i]);
+	printf("%s\n", s->n_disks ? "" : "(none)");
 	printf("deps:      ");
 	for (size_t i = 0; i < v->n_deps; i++)
 		printf("%s%s", i ? " " : "", v->deps[i]);

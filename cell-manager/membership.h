@@ -48,6 +48,11 @@ struct mgr_node {
 	uint64_t state_since_wall_ms; /* for people */
 	void *conn;	    /* the daemon's live connection, or NULL */
 	char dsm_addr[160]; /* the agent's DSM host:port ("" until known) */
+	/* its disk block cache, from the last heartbeat */
+	struct {
+		uint64_t hits, misses, evictions, waits, zero_reads;
+		uint64_t entries, capacity;
+	} cache;
 };
 
 struct mgr_members_config {

@@ -185,6 +185,15 @@ static void on_heartbeat(struct cell_rpc_call *call,
 	}
 	if (hb->dsm_addr)
 		snprintf(n->dsm_addr, sizeof(n->dsm_addr), "%s", hb->dsm_addr);
+	if (hb->cache) {
+		n->cache.hits = hb->cache->hits;
+		n->cache.misses = hb->cache->misses;
+		n->cache.evictions = hb->cache->evictions;
+		n->cache.waits = hb->cache->waits;
+		n->cache.zero_reads = hb->cache->zero_reads;
+		n->cache.entries = hb->cache->entries;
+		n->cache.capacity = hb->cache->capacity;
+	}
 	fill_lease(m, n, &lease);
 	reply.lease = &lease;
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,

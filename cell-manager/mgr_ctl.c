@@ -45,9 +45,11 @@ static void on_status(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_STATUS_REPLY, &r.base);
 }
 
-/* A NodeInfo pointing into n; cap and load are the caller's storage. */
+/* A NodeInfo pointing into n; cap, load and cache are the caller's
+ * storage. */
 static void fill_node(struct mgr *m, struct mgr_node *n, Cellmon__NodeInfo *ni,
-		      Cellmon__Capacity *cap, Cellmon__Load *load)
+		      Cellmon__Capacity *cap, Cellmon__Load *load,
+		      Cellmon__CacheStats *cache)
 {
 	cellmon__node_info__init(ni);
 	cellmon__capacity__init(cap);
@@ -70,6 +72,15 @@ static void fill_node(struct mgr *m, struct mgr_node *n, Cellmon__NodeInfo *ni,
 	ni->connected = n->conn != NULL;
 	ni->dsm_addr = n->dsm_addr;
 	ni->dsm_id = mgr_node_dsm_id(m, n);
+	cellmon__cache_stats__init(cache);
+	cache->hits = n->cache.hits;
+	cache->misses = n->cache.misses;
+	cache->evictions = n->cache.evictions;
+	cache->waits = n->cache.waits;
+	cache->zero_reads = n->cache.zero_reads;
+	cache->entries = n->cache.entries;
+	cache->capacity = n->cache.capacity;
+	ni->cache = cache;
 }
 
 static void on_node_list(struct cell_rpc_call *call,
@@ -82,15 +93,16 @@ static void on_node_list(struct cell_rpc_call *call,
 	Cellmon__NodeInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
 	Cellmon__Capacity *caps = calloc(n ? n : 1, sizeof(*caps));
 	Cellmon__Load *loads = calloc(n ? n : 1, sizeof(*loads));
+	Cellmon__CacheStats *caches = calloc(n ? n : 1, sizeof(*caches));
 
 	(void)msg;
-	if (!infos || !ptrs || !caps || !loads) {
+	if (!infos || !ptrs || !caps || !loads || !caches) {
 		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		fill_node(m, mgr_members_at(m->members, i), &infos[i], &caps[i],
-			  &loads[i]);
+			  &loads[i], &caches[i]);
 		ptrs[i] = &infos[i];
 	}
 	r.n_nodes = n;
@@ -101,6 +113,7 @@ out:
 	free(ptrs);
 	free(caps);
 	free(loads);
+	free(caches);
 }
 
 static struct mgr_node *node_or_error(struct mgr *m, struct cell_rpc_call *call,
@@ -122,11 +135,12 @@ static void on_node_info(struct cell_rpc_call *call,
 	Cellmon__NodeInfo ni;
 	Cellmon__Capacity cap;
 	Cellmon__Load load;
+	Cellmon__CacheStats cache;
 	struct mgr_node *n = node_or_error(m, call, req->id);
 
 	if (!n)
 		return;
-	fill_node(m, n, &ni, &cap, &load);
+	fill_node(m, n, &ni, &cap, &load, &cache);
 	r.node = &ni;
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_NODE_INFO_REPLY, &r.base);
 }

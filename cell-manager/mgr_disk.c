@@ -148,6 +148,23 @@ static void forward(struct mgr *m, struct cell_rpc_call *call,
 
 FORWARD(mgr_disk_create, DISK_CREATE, DISK_REPLY)
 FORWARD(mgr_disk_clone, DISK_CLONE, DISK_REPLY)
-FORWARD(mgr_disk_delete, DISK_DELETE, DISK_REPLY)
+/* A disk that a running VM uses is not deleted (the disk server would
+ * refuse too while the VM's agent is connected; this names the VM). */
+void mgr_disk_delete(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		     void *arg)
+{
+	const Cellmon__DiskRequest *q = (const void *)msg;
+	const char *vm = mgr_vm_disk_user(arg, q->name);
+
+	if (vm) {
+		cell_rpc_reply_error(
+			call, -EBUSY,
+			"disk %s is in use by vm %s; stop it first", q->name,
+			vm);
+		return;
+	}
+	forward(arg, call, msg, CELLMON__MSG_TYPE__MSG_DISK_DELETE,
+		CELLMON__MSG_TYPE__MSG_DISK_REPLY);
+}
 FORWARD(mgr_disk_info, DISK_INFO, DISK_REPLY)
 FORWARD(mgr_disk_list, DISK_LIST, DISK_LIST_REPLY)

@@ -60,7 +60,8 @@ struct mgr_vm {
 	uint64_t created_ms, state_since_ms;
 	struct mgr_vcpu *vcpus; /* spec->vcpus entries once placed */
 	uint32_t nvcpus;
-	bool busy;		      /* a start, finish or kill is in flight */
+	bool busy;     /* a start, finish or kill is in flight */
+	int start_err; /* -errno of a failed start, for the waiting call */
 	struct cell_rpc_call *waiter; /* cellctl call answered at the end */
 	Cellmon__VmNodeStats **stats; /* last snapshot, taken at the end */
 	size_t nstats;
@@ -123,6 +124,8 @@ void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
 		      Cellmon__VcpuStatus *const *v, size_t count);
 /* Node n's VMs lost their vCPUs (down, or a new incarnation). */
 void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why);
+/* The name of an active VM that uses disk `disk`, or NULL. */
+const char *mgr_vm_disk_user(struct mgr *m, const char *disk);
 /* The node's DSM id (its index among known nodes), or -1 past 63. */
 int mgr_node_dsm_id(struct mgr *m, const struct mgr_node *n);
 

@@ -29,6 +29,7 @@
  * command to several agents ends in one callback; it finds its VM again
  * by id, since the VM may have changed meanwhile.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -466,6 +467,7 @@ static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
 	st.n_members = n;
 	st.vcpus = mine;
 	st.home_dsm_id = mem[0].dsm_id;
+	st.vdiskd = m->cfg.vdiskd;
 	args->len = cellmon__vm_start__get_packed_size(&st);
 	args->data = malloc(args->len + 1);
 	if (args->data)
@@ -487,7 +489,11 @@ static void release_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 	if (!vm)
 		return;
 	vm->busy = false;
-	answer_waiter(vm, vm->state == CELLMON__VM_STATE__VM_FAILED ? -EIO : 0);
+	if (vm->state != CELLMON__VM_STATE__VM_FAILED)
+		answer_waiter(vm, 0);
+	else
+		answer_waiter(vm, vm->start_err ? vm->start_err : -EIO);
+	vm->start_err = 0;
 }
 
 static void stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
@@ -575,6 +581,7 @@ static void fail_start(struct mgr *m, struct mgr_vm *vm, const char *what,
 	char why[400];
 
 	snprintf(why, sizeof(why), "%s on %s: %s", what, e->node, e->msg);
+	vm->start_err = e->status;
 	vm->busy = false;
 	finish(m, vm, CELLMON__VM_STATE__VM_FAILED, why);
 }
@@ -695,6 +702,79 @@ static bool one_of(const char *s, const char *a, const char *b, const char *c)
 	       (c && strcmp(s, c) == 0);
 }
 
+static bool disk_name_ok(const char *d, size_t n)
+{
+	if (n == 0 || n > 63 || d[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)d[i]) && !strchr("._-", d[i]))
+			return false;
+	return true;
+}
+
+/* The disk name of spec entry i and whether it is writable. */
+static size_t disk_of(const Cellmon__VmSpec *s, size_t i, bool *rw)
+{
+	size_t n = strcspn(s->disks[i], ":");
+
+	*rw = s->disks[i][n] == '\0';
+	return n;
+}
+
+const char *mgr_vm_disk_user(struct mgr *m, const char *disk)
+{
+	for (size_t v = 0; v < m->nvms; v++) {
+		const struct mgr_vm *vm = m->vms[v];
+		bool rw;
+
+		for (size_t i = 0; vm_active(vm) && i < vm->spec->n_disks;
+		     i++) {
+			size_t n = disk_of(vm->spec, i, &rw);
+
+			if (strlen(disk) == n &&
+			    strncmp(vm->spec->disks[i], disk, n) == 0)
+				return vm->name;
+		}
+	}
+	return NULL;
+}
+
+/* NFS-style sharing: one active writer per disk, any number of readers.
+ * 0, or -EBUSY with the other writer named. */
+static int check_writers(struct mgr *m, const struct mgr_vm *self, char *err,
+			 size_t len)
+{
+	for (size_t i = 0; i < self->spec->n_disks; i++) {
+		bool rw, orw;
+		size_t n = disk_of(self->spec, i, &rw);
+
+		for (size_t v = 0; rw && v < m->nvms; v++) {
+			const struct mgr_vm *o = m->vms[v];
+
+			for (size_t j = 0;
+			     o != self && vm_active(o) && j < o->spec->n_disks;
+			     j++) {
+				size_t on = disk_of(o->spec, j, &orw);
+
+				if (orw && on == n &&
+				    strncmp(o->spec->disks[j],
+					    self->spec->disks[i], n) == 0) {
+					snprintf(
+						err, len,
+						"disk %.*s is written by vm "
+						"%s; one writer at a time (use "
+						"%.*s:ro to read it)",
+						(int)n, self->spec->disks[i],
+						o->name, (int)n,
+						self->spec->disks[i]);
+					return -EBUSY;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
 /* Fills defaults into s and checks it; err says what is wrong. */
 static int validate(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 {
@@ -753,6 +833,31 @@ static int validate(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 	if (s->node[0] && !mgr_members_find(m->members, s->node)) {
 		snprintf(err, len, "no node '%.64s'", s->node);
 		return -ENOENT;
+	}
+	for (size_t i = 0; i < s->n_disks; i++) {
+		const char *d = s->disks[i];
+		size_t n = strcspn(d, ":");
+
+		if (!disk_name_ok(d, n) || (d[n] && strcmp(d + n, ":ro"))) {
+			snprintf(err, len,
+				 "bad disk '%.80s': NAME or NAME:ro, NAME 1-63 "
+				 "of [A-Za-z0-9._-] not starting with '.'",
+				 d);
+			return -EINVAL;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (strncmp(s->disks[j], d, n) == 0 &&
+			    strcspn(s->disks[j], ":") == n) {
+				snprintf(err, len, "disk %.*s given twice",
+					 (int)n, d);
+				return -EINVAL;
+			}
+	}
+	if (s->n_disks && !m->cfg.vdiskd[0]) {
+		snprintf(err, len,
+			 "the VM has disks but no disk server is "
+			 "configured (manager option vdiskd)");
+		return -EINVAL;
 	}
 	if (s->anti_affinity[0] && !cell_name_valid(s->anti_affinity)) {
 		snprintf(err, len, "invalid anti-affinity group '%.64s'",
@@ -930,7 +1035,10 @@ void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 				     state_name(vm->state));
 		return;
 	}
-	rc = place(m, vm->spec, vm, false, out, names, why, sizeof(why));
+	rc = check_writers(m, vm, why, sizeof(why));
+	if (!rc)
+		rc = place(m, vm->spec, vm, false, out, names, why,
+			   sizeof(why));
 	if (rc) {
 		cell_rpc_reply_error(call, rc, "%s", why);
 		return;

@@ -137,7 +137,7 @@ static void explain(const struct mgr_place_req *q, const unsigned *count,
 	off = w > 0 && (size_t)w < len ? (size_t)w : len;
 	if (cell_cpus < q->vcpus && off < len) {
 		w = snprintf(why + off, len - off,
-			     "; cpus: the usable nodes have %u free cpu(s)",
+			     "; total: the usable nodes have %u free cpu(s)",
 			     cell_cpus);
 		off = w > 0 && off + (size_t)w < len ? off + (size_t)w : len;
 	}

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "cellguest.h"
 #include "cellguest_wire.h"
@@ -22,6 +23,8 @@ static struct {
 	int ctl;     /* service socket, -1 standalone */
 	int handoff; /* hand-off socket, kept open while mapped */
 	int standalone;
+	unsigned ndisks;
+	uint8_t io[sizeof(struct cg_req) + CG_IO_MAX];
 } g = {.ctl = -1, .handoff = -1};
 
 static int env_u64(const char *name, int base, uint64_t *out)
@@ -87,6 +90,8 @@ int cg_init(void)
 	g.nvcpus = (unsigned)nvcpus;
 	g.ctl = (int)fd;
 	g.vm = getenv("CELLMON_VM") ? getenv("CELLMON_VM") : "?";
+	if (env_u64("CELLMON_NDISKS", 10, &fd) == 0)
+		g.ndisks = (unsigned)fd;
 	rc = dsm_attach(handoff, region, (void *)(uintptr_t)addr, &g.mem,
 			&g.size, &g.handoff);
 	if (rc) {
@@ -129,24 +134,102 @@ int cg_standalone(void)
 	return g.standalone;
 }
 
+/* One request (with `out` data) and its reply (data into `in`, at most
+ * inlen bytes). Returns the status; *value gets rep.value. */
+static int call_io(const struct cg_req *q, const void *out, void *in,
+		   size_t inlen, uint64_t *value)
+{
+	struct cg_rep r;
+	struct iovec iov[2];
+	struct msghdr mh = {.msg_iov = iov};
+	size_t qlen = sizeof(*q) + (out ? q->len : 0);
+	ssize_t n;
+
+	if (g.ctl < 0)
+		return -ENOTCONN;
+	memcpy(g.io, q, sizeof(*q));
+	if (out)
+		memcpy(g.io + sizeof(*q), out, q->len);
+	if (send(g.ctl, g.io, qlen, MSG_NOSIGNAL) != (ssize_t)qlen)
+		return -errno;
+	iov[0] = (struct iovec){&r, sizeof(r)};
+	iov[1] = (struct iovec){in, inlen};
+	mh.msg_iovlen = in ? 2 : 1;
+	do
+		n = recvmsg(g.ctl, &mh, 0);
+	while (n < 0 && errno == EINTR);
+	if (n < (ssize_t)sizeof(r))
+		return n < 0 ? -errno : -ECONNRESET;
+	if (!r.status && r.len != (size_t)n - sizeof(r))
+		return -EPROTO;
+	if (value)
+		*value = r.value;
+	return r.status;
+}
+
 static int call(uint32_t op, unsigned id)
 {
-	struct cg_req q = {op, id};
-	struct cg_rep r;
-	ssize_t n;
+	struct cg_req q = {.op = op, .id = id};
 
 	if (g.standalone)
 		return 0;
-	if (g.ctl < 0)
-		return -ENOTCONN;
-	if (send(g.ctl, &q, sizeof(q), MSG_NOSIGNAL) != sizeof(q))
-		return -errno;
-	do
-		n = recv(g.ctl, &r, sizeof(r), 0);
-	while (n < 0 && errno == EINTR);
-	if (n != sizeof(r))
-		return n < 0 ? -errno : -ECONNRESET;
-	return r.status;
+	return call_io(&q, NULL, NULL, 0, NULL);
+}
+
+unsigned cg_disk_count(void)
+{
+	return g.ndisks;
+}
+
+int64_t cg_disk_size(unsigned disk)
+{
+	struct cg_req q = {.op = CG_OP_DISK_SIZE, .id = disk};
+	uint64_t v = 0;
+	int rc = disk < g.ndisks ? call_io(&q, NULL, NULL, 0, &v) : -ENODEV;
+
+	return rc ? rc : (int64_t)v;
+}
+
+/* Splits I/O into requests of at most CG_IO_MAX. */
+static int disk_io(uint32_t op, unsigned disk, uint64_t off, void *buf,
+		   size_t len)
+{
+	uint8_t *p = buf;
+
+	if (disk >= g.ndisks)
+		return -ENODEV;
+	if (off % 4096 || len % 4096)
+		return -EINVAL;
+	while (len) {
+		uint32_t n = len > CG_IO_MAX ? CG_IO_MAX : (uint32_t)len;
+		struct cg_req q = {.op = op, .id = disk, .off = off, .len = n};
+		int rc = op == CG_OP_DISK_READ ? call_io(&q, NULL, p, n, NULL)
+					       : call_io(&q, p, NULL, 0, NULL);
+
+		if (rc)
+			return rc;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int cg_disk_read(unsigned disk, uint64_t off, void *buf, size_t len)
+{
+	return disk_io(CG_OP_DISK_READ, disk, off, buf, len);
+}
+
+int cg_disk_write(unsigned disk, uint64_t off, const void *buf, size_t len)
+{
+	return disk_io(CG_OP_DISK_WRITE, disk, off, (void *)buf, len);
+}
+
+int cg_disk_flush(unsigned disk)
+{
+	struct cg_req q = {.op = CG_OP_DISK_FLUSH, .id = disk};
+
+	return disk < g.ndisks ? call_io(&q, NULL, NULL, 0, NULL) : -ENODEV;
 }
 
 int cg_lock(unsigned id)

@@ -27,6 +27,8 @@
 
 struct dsm_node;
 struct dsm_region;
+struct agent_cache;
+struct agent_disk;
 
 struct agent_config {
 	char node_id[CELL_NAME_MAX + 1];
@@ -46,6 +48,7 @@ struct agent_config {
 	char image_dir[1024];
 	int64_t stop_grace_ms;
 	int64_t console_max;
+	int64_t cache_size;
 	char log_level[16];
 };
 
@@ -85,6 +88,8 @@ struct agent_vm {
 	char dir[1100]; /* <state_dir>/vms/<name> */
 	struct agent_vcpu *vcpus;
 	size_t nvcpus; /* on this node */
+	struct agent_disk **disks;
+	size_t ndisks;
 	bool stopping;
 	struct event *grace_timer;
 	struct agent *agent;
@@ -117,6 +122,8 @@ struct agent {
 	char handoff_path[1100];
 	uint64_t dsm_peers; /* ids added as peers */
 	char peer_addr[64][160];
+	/* the node-wide disk block cache, shared by every VM's disks */
+	struct agent_cache *cache;
 	/* VMs */
 	pthread_mutex_t vm_mu;
 	struct agent_vm *vms;

@@ -35,6 +35,7 @@
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
 #include "agent.h"
+#include "agent_disk.h"
 
 #define MOD "agent"
 
@@ -80,6 +81,10 @@ static const struct cell_config_key agent_config_table[] = {
 	 "2s", "time a stopping vCPU gets after SIGTERM before SIGKILL"},
 	{"console_max", CELL_CFG_SIZE, CFG(console_max), 0, 1024, 16 << 20,
 	 "64K", "console bytes per vCPU returned by cellctl vm console"},
+	{"cache_size", CELL_CFG_SIZE, CFG(cache_size), 0, 0, (int64_t)1 << 40,
+	 "64M",
+	 "node-wide cache of disk blocks from base images and frozen "
+	 "disks (0: off)"},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
@@ -253,6 +258,7 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	Cellmon__HeartbeatRequest hb = CELLMON__HEARTBEAT_REQUEST__INIT;
 	Cellmon__Capacity cap = CELLMON__CAPACITY__INIT;
 	Cellmon__Load load = CELLMON__LOAD__INIT;
+	Cellmon__CacheStats cache = CELLMON__CACHE_STATS__INIT;
 	struct hb_ctx *ctx;
 	int rc;
 
@@ -281,6 +287,19 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	for (size_t i = 0; i < hb.n_vcpus; i++)
 		load.vcpus += strcmp(hb.vcpus[i]->state, "running") == 0;
+	if (a->cache) {
+		struct agent_cache_stats cs;
+
+		agent_cache_stats(a->cache, &cs);
+		cache.hits = cs.hits;
+		cache.misses = cs.misses;
+		cache.evictions = cs.evictions;
+		cache.waits = cs.waits;
+		cache.zero_reads = cs.zero_reads;
+		cache.entries = cs.entries;
+		cache.capacity = cs.capacity;
+		hb.cache = &cache;
+	}
 	/* A heartbeat is worth waiting for as long as the lease lasts. */
 	rc = cell_rpc_request(a->conn, CELLMON__MSG_TYPE__MSG_HEARTBEAT,
 			      &hb.base, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,

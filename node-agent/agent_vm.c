@@ -29,11 +29,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent.h"
+#include "agent_disk.h"
 #include "cell/log.h"
 #include "cellguest_wire.h"
 #include "dsm/dsm.h"
@@ -149,30 +151,78 @@ static int add_peers(struct agent *a, const Cellmon__VmStart *st, char *err,
 
 /* ---- guest service threads ---- */
 
+/* A disk request; data for a read lands in out (r->len set). */
+static int disk_op(struct agent_vm *vm, const struct cg_req *q, size_t n,
+		   const uint8_t *in, uint8_t *out, struct cg_rep *r)
+{
+	struct agent_disk *d = q->id < vm->ndisks ? vm->disks[q->id] : NULL;
+
+	if (!d)
+		return -ENODEV;
+	if (q->len > CG_IO_MAX)
+		return -EINVAL;
+	switch (q->op) {
+	case CG_OP_DISK_SIZE:
+		r->value = agent_disk_size(d);
+		return 0;
+	case CG_OP_DISK_READ:
+		r->len = q->len;
+		return agent_disk_read(d, q->off, out, q->len);
+	case CG_OP_DISK_WRITE:
+		if (n != sizeof(*q) + q->len)
+			return -EBADMSG;
+		return agent_disk_write(d, q->off, in, q->len);
+	default:
+		return agent_disk_flush(d);
+	}
+}
+
+/* Serves one vCPU's requests (cellguest_wire.h) until its socket closes. */
 static void *serve_vcpu(void *arg)
 {
 	struct agent_vcpu *v = arg;
 	struct agent_vm *vm = v->vm;
+	size_t cap = sizeof(struct cg_req) + CG_IO_MAX;
+	uint8_t *in = malloc(cap), *out = malloc(CG_IO_MAX);
 	struct cg_req q;
-	struct cg_rep r;
 	ssize_t n;
 
-	while ((n = recv(v->ctl, &q, sizeof(q), 0)) > 0 ||
-	       (n < 0 && errno == EINTR)) {
-		if (n != sizeof(q))
-			r.status = -EBADMSG;
-		else if (q.op == CG_OP_LOCK)
-			r.status = dsm_lock(vm->region, q.id);
-		else if (q.op == CG_OP_UNLOCK)
-			r.status = dsm_unlock(vm->region, q.id);
-		else if (q.op == CG_OP_BARRIER)
-			r.status =
-				dsm_barrier(vm->region, q.id, vm->spec->vcpus);
-		else
-			r.status = -EOPNOTSUPP;
-		if (send(v->ctl, &r, sizeof(r), MSG_NOSIGNAL) != sizeof(r))
+	while (in && out &&
+	       ((n = recv(v->ctl, in, cap, 0)) > 0 ||
+		(n < 0 && errno == EINTR))) {
+		struct cg_rep r = {0};
+		struct iovec iov[2] = {{&r, sizeof(r)}, {out, 0}};
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+
+		if (n < (ssize_t)sizeof(q)) {
+			r.status = n < 0 ? 0 : -EBADMSG;
+			if (n < 0)
+				continue;
+		} else {
+			memcpy(&q, in, sizeof(q));
+			if (q.op == CG_OP_LOCK)
+				r.status = dsm_lock(vm->region, q.id);
+			else if (q.op == CG_OP_UNLOCK)
+				r.status = dsm_unlock(vm->region, q.id);
+			else if (q.op == CG_OP_BARRIER)
+				r.status = dsm_barrier(vm->region, q.id,
+						       vm->spec->vcpus);
+			else if (q.op >= CG_OP_DISK_SIZE &&
+				 q.op <= CG_OP_DISK_FLUSH)
+				r.status = disk_op(vm, &q, (size_t)n,
+						   in + sizeof(q), out, &r);
+			else
+				r.status = -EOPNOTSUPP;
+		}
+		if (r.status)
+			r.len = 0;
+		iov[1].iov_len = r.len;
+		if (sendmsg(v->ctl, &mh, MSG_NOSIGNAL) !=
+		    (ssize_t)(sizeof(r) + r.len))
 			break;
 	}
+	free(in);
+	free(out);
 	return NULL;
 }
 
@@ -187,6 +237,9 @@ static void vm_free(struct agent_vm *vm)
 	for (size_t i = 0; i < vm->nvcpus; i++)
 		if (vm->vcpus[i].ctl >= 0)
 			close(vm->vcpus[i].ctl);
+	for (size_t i = 0; i < vm->ndisks; i++)
+		agent_disk_close(vm->disks[i]);
+	free(vm->disks);
 	free(vm->vcpus);
 	if (vm->spec)
 		cellmon__vm_spec__free_unpacked(vm->spec, NULL);
@@ -280,6 +333,42 @@ static int check_image(struct agent *a, const Cellmon__VmSpec *s, char *err,
 	return 0;
 }
 
+/* Opens the VM's disks ("NAME" or "NAME:ro") through the node cache. */
+static int open_disks(struct agent *a, struct agent_vm *vm,
+		      const Cellmon__VmStart *st, char *err, size_t len)
+{
+	const Cellmon__VmSpec *s = st->spec;
+
+	if (!s->n_disks)
+		return 0;
+	if (!st->vdiskd[0]) {
+		snprintf(err, len,
+			 "the VM has disks but no disk server is "
+			 "configured at the manager (vdiskd)");
+		return -EINVAL;
+	}
+	vm->disks = calloc(s->n_disks, sizeof(*vm->disks));
+	if (!vm->disks)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n_disks; i++) {
+		char name[80];
+		size_t n = strcspn(s->disks[i], ":");
+		bool ro = strcmp(s->disks[i] + n, ":ro") == 0;
+		int rc;
+
+		snprintf(name, sizeof(name), "%.*s", (int)n, s->disks[i]);
+		rc = agent_disk_open(a->cache, st->vdiskd, name, ro,
+				     &vm->disks[i], err, len);
+		if (rc)
+			return rc;
+		vm->ndisks = i + 1;
+		CELL_INFO(MOD, "vm %s: disk %zu is %s%s (%llu bytes)", s->name,
+			  i, name, ro ? " read-only" : "",
+			  (unsigned long long)agent_disk_size(vm->disks[i]));
+	}
+	return 0;
+}
+
 static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		      size_t len)
 {
@@ -323,6 +412,11 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	rc.home_node = (uint16_t)st->home_dsm_id;
 	rc.members = members;
 	rc.nmembers = (uint16_t)st->n_members;
+	r = open_disks(a, vm, st, err, len);
+	if (r) {
+		vm_free(vm);
+		return r;
+	}
 	r = cell_mkdir_p(vm->dir);
 	if (!r)
 		r = dsm_region_create(a->dsm, &rc, &vm->region);
@@ -735,7 +829,7 @@ int agent_vm_init(struct agent *a)
 	a->sigchld = evsignal_new(a->base, SIGCHLD, sigchld_cb, a);
 	if (!a->sigchld || event_add(a->sigchld, NULL))
 		return -ENOMEM;
-	return 0;
+	return agent_cache_create((uint64_t)a->cfg.cache_size, &a->cache);
 }
 
 /* On shutdown: every VM's vCPUs die with the agent (they could not be
@@ -748,4 +842,6 @@ void agent_vm_fini(struct agent *a)
 		event_free(a->sigchld);
 	dsm_node_destroy(a->dsm);
 	a->dsm = NULL;
+	agent_cache_destroy(a->cache);
+	a->cache = NULL;
 }

@@ -34,7 +34,7 @@
 /* Guest memory sits at the same address in every vCPU. */
 #define GUEST_MEM_ADDR 0x200000000000ull
 
-#define NENV 8
+#define NENV 9
 
 static void native_console_path(const struct agent_vcpu *v, char *out,
 				size_t len)
@@ -88,6 +88,7 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 		 GUEST_MEM_ADDR);
 	snprintf(env[6], sizeof(env[6]), "CELLMON_CTL_FD=3");
 	snprintf(env[7], sizeof(env[7]), "PATH=/usr/bin:/bin");
+	snprintf(env[8], sizeof(env[8]), "CELLMON_NDISKS=%zu", v->vm->ndisks);
 	for (int i = 0; i < NENV; i++)
 		envp[i] = env[i];
 	envp[NENV] = NULL;

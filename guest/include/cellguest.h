@@ -10,6 +10,7 @@
  *                                              agent's hand-off socket
  *   CELLMON_MEM_ADDR                           where to map it (hex)
  *   CELLMON_CTL_FD                             the agent's service socket
+ *   CELLMON_NDISKS                             how many disks it has
  *
  * The guest's memory is the VM's DSM region mapped at the same address in
  * every vCPU, so pointers into it mean the same thing on every node.
@@ -48,6 +49,18 @@ int cg_unlock(unsigned id);
 /* Returns when every vCPU of the VM has entered barrier `id` (< 1024);
  * the same id may be used again. */
 int cg_barrier(unsigned id);
+
+/*
+ * Disks (vm create --disk), numbered in the order given. Offsets and
+ * lengths are multiples of 4096. Reads of blocks that come from a base
+ * image go through the node's shared cache; writes go to the disk server
+ * and are durable after cg_disk_flush(). -EROFS on a read-only disk.
+ */
+unsigned cg_disk_count(void);
+int64_t cg_disk_size(unsigned disk);
+int cg_disk_read(unsigned disk, uint64_t off, void *buf, size_t len);
+int cg_disk_write(unsigned disk, uint64_t off, const void *buf, size_t len);
+int cg_disk_flush(unsigned disk);
 
 /* 64-bit FNV-1a over len bytes, continuing from h (start with
  * CG_FNV_INIT): the checksum the shipped guests print. */

@@ -12,16 +12,29 @@
 enum cg_op {
 	CG_OP_LOCK = 1,
 	CG_OP_UNLOCK = 2,
-	CG_OP_BARRIER = 3, /* count: every vCPU of the VM */
+	CG_OP_BARRIER = 3,    /* count: every vCPU of the VM */
+	CG_OP_DISK_SIZE = 4,  /* rep.value: the size in bytes */
+	CG_OP_DISK_READ = 5,  /* rep is followed by len bytes */
+	CG_OP_DISK_WRITE = 6, /* req is followed by len bytes */
+	CG_OP_DISK_FLUSH = 7,
 };
 
+/* The most data one request moves; the runtime splits larger I/O. */
+#define CG_IO_MAX (64u << 10)
+
+/* Disk offsets and lengths are multiples of 4096. */
 struct cg_req {
 	uint32_t op; /* enum cg_op */
-	uint32_t id; /* lock or barrier id, < 1024 */
+	uint32_t id; /* lock or barrier id (< 1024), or disk index */
+	uint64_t off;
+	uint32_t len; /* <= CG_IO_MAX */
+	uint32_t pad;
 };
 
 struct cg_rep {
 	int32_t status; /* 0 or -errno */
+	uint32_t len;	/* data bytes that follow */
+	uint64_t value;
 };
 
 #endif

@@ -304,7 +304,7 @@ static void test_vm_bad_input_refused_nothing_left(void **state)
 	assert_int_equal(CTL(&out, "vm", "create", "huge", "--cell=c1",
 			     "--image=spmd", "--vcpus=13"),
 			 6);
-	assert_non_null(strstr(out, "cpus: the usable nodes have 12 free"));
+	assert_non_null(strstr(out, "total: the usable nodes have 12 free"));
 	free(out);
 	assert_int_equal(CTL(&out, "vm", "create", "fat", "--cell=c1",
 			     "--image=spmd", "--memory=2000000"),

@@ -111,7 +111,7 @@ static void test_place_refusal_names_filters(void **state)
 
 	(void)state;
 	assert_int_equal(mgr_place(&q, n, 3, out, why, sizeof(why)), -ENOSPC);
-	assert_non_null(strstr(why, "cpus: the usable nodes have 6 free"));
+	assert_non_null(strstr(why, "total: the usable nodes have 6 free"));
 	n[0].used_cpus = 2;
 	n[1].used_mb = 1000;
 	n[2].used_mb = 500;
