@@ -225,6 +225,120 @@ int agent_cache_read(struct agent_cache *c, const char *ns, uint64_t block,
 	return rc;
 }
 
+/* ---- runs of blocks ---- */
+
+enum { R_HIT, R_MINE, R_OTHER, R_THROUGH };
+
+/* Under the lock: serves what is cached, claims what is missing (as
+ * LOADING, ours to fill) and notes what someone else is filling. */
+static void run_claim(struct agent_cache *c, uint32_t id, uint64_t first,
+		      uint32_t n, uint8_t *buf, uint8_t *what, uint32_t *slot)
+{
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = id == NIL ? NIL : find(c, id, first + k);
+
+		if (i != NIL && c->e[i].state == E_VALID) {
+			c->st.hits++;
+			lru_unlink(c, i);
+			lru_push(c, i);
+			memcpy(buf + (size_t)k * AGENT_BLOCK,
+			       c->data + (size_t)i * AGENT_BLOCK, AGENT_BLOCK);
+			what[k] = R_HIT;
+			continue;
+		}
+		if (i != NIL) { /* served by another reader's fill */
+			c->st.waits++;
+			c->st.hits++;
+			what[k] = R_OTHER;
+			continue;
+		}
+		c->st.misses++;
+		i = id == NIL ? NIL : take_slot(c);
+		what[k] = i == NIL ? R_THROUGH : R_MINE;
+		slot[k] = i;
+		if (i == NIL)
+			continue;
+		c->e[i] =
+			(struct entry){id, E_LOADING, first + k, NIL, NIL, NIL};
+		c->e[i].hnext = c->bucket[hash(c, id, first + k)];
+		c->bucket[hash(c, id, first + k)] = i;
+	}
+}
+
+int agent_cache_read_run(struct agent_cache *c, const char *ns, uint64_t first,
+			 uint32_t n, void *buf, agent_cache_fill_run_fn fill,
+			 void *arg)
+{
+	uint8_t what[AGENT_RUN_MAX], *p = buf;
+	uint32_t slot[AGENT_RUN_MAX], id;
+	int rc = 0;
+
+	if (n > AGENT_RUN_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&c->mu);
+	id = ns_id(c, ns);
+	run_claim(c, id, first, n, p, what, slot);
+	pthread_mutex_unlock(&c->mu);
+	/* One server read per run of blocks nobody had: ours to fill, or
+	 * uncacheable. */
+	for (uint32_t k = 0; k < n;) {
+		uint32_t len = 1;
+
+		if (what[k] != R_MINE && what[k] != R_THROUGH) {
+			k++;
+			continue;
+		}
+		while (k + len < n &&
+		       (what[k + len] == R_MINE || what[k + len] == R_THROUGH))
+			len++;
+		if (!rc)
+			rc = fill(arg, first + k, len,
+				  p + (size_t)k * AGENT_BLOCK);
+		k += len;
+	}
+	pthread_mutex_lock(&c->mu);
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = slot[k];
+
+		if (what[k] != R_MINE)
+			continue;
+		if (rc) {
+			hash_unlink(c, i);
+			free_slot(c, i);
+			continue;
+		}
+		memcpy(c->data + (size_t)i * AGENT_BLOCK,
+		       p + (size_t)k * AGENT_BLOCK, AGENT_BLOCK);
+		c->e[i].state = E_VALID;
+		lru_push(c, i);
+		c->st.entries++;
+	}
+	pthread_cond_broadcast(&c->filled);
+	/* Blocks someone else was filling: wait for them (or, if that fill
+	 * failed, read them ourselves). */
+	for (uint32_t k = 0; !rc && k < n; k++) {
+		uint32_t i;
+
+		if (what[k] != R_OTHER)
+			continue;
+		while ((i = find(c, id, first + k)) != NIL &&
+		       c->e[i].state == E_LOADING)
+			pthread_cond_wait(&c->filled, &c->mu);
+		if (i != NIL) {
+			memcpy(p + (size_t)k * AGENT_BLOCK,
+			       c->data + (size_t)i * AGENT_BLOCK, AGENT_BLOCK);
+			continue;
+		}
+		c->st.hits--; /* that fill failed: ours is a miss after all */
+		c->st.misses++;
+		pthread_mutex_unlock(&c->mu);
+		rc = fill(arg, first + k, 1, p + (size_t)k * AGENT_BLOCK);
+		pthread_mutex_lock(&c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
 void agent_cache_note_zero(struct agent_cache *c)
 {
 	pthread_mutex_lock(&c->mu);

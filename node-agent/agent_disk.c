@@ -131,9 +131,10 @@ static int nbd_io(struct agent_disk *d, uint16_t type, uint64_t off,
 	return rc ? -rc : 0;
 }
 
-static int fill(void *arg, uint64_t block, void *buf)
+static int fill_run(void *arg, uint64_t first, uint32_t n, void *buf)
 {
-	return nbd_io(arg, NBDC_READ, block * AGENT_BLOCK, AGENT_BLOCK, buf);
+	return nbd_io(arg, NBDC_READ, first * AGENT_BLOCK, n * AGENT_BLOCK,
+		      buf);
 }
 
 static bool own_block(const struct agent_disk *d, uint64_t b)
@@ -148,29 +149,46 @@ static bool range_ok(const struct agent_disk *d, uint64_t off, uint32_t len)
 	       off <= d->size && len <= d->size - off;
 }
 
+/* How block b is read: 0 from the server, 1 through the cache, 2 as
+ * zeros. */
+static int route(const struct agent_disk *d, uint64_t b)
+{
+	if (own_block(d, b) || !d->below[0])
+		return 0;
+	return strcmp(d->below, "zero") == 0 ? 2 : 1;
+}
+
+/* Reads are cut into runs of blocks with the same route, each served
+ * with one server request (or one cache call). */
 int agent_disk_read(struct agent_disk *d, uint64_t off, void *buf, uint32_t len)
 {
+	uint64_t b = off / AGENT_BLOCK, end = (off + len) / AGENT_BLOCK;
 	uint8_t *p = buf;
 
 	if (!range_ok(d, off, len))
 		return -EINVAL;
-	for (uint64_t b = off / AGENT_BLOCK; len; b++) {
-		int rc;
+	while (b < end) {
+		int how = route(d, b), rc;
+		uint32_t n = 1;
 
-		if (own_block(d, b) || !d->below[0])
-			rc = nbd_io(d, NBDC_READ, b * AGENT_BLOCK, AGENT_BLOCK,
-				    p);
-		else if (strcmp(d->below, "zero") == 0) {
-			memset(p, 0, AGENT_BLOCK);
-			agent_cache_note_zero(d->cache);
+		while (b + n < end && n < AGENT_RUN_MAX &&
+		       route(d, b + n) == how)
+			n++;
+		if (how == 0) {
+			rc = fill_run(d, b, n, p);
+		} else if (how == 2) {
+			memset(p, 0, (size_t)n * AGENT_BLOCK);
+			for (uint32_t i = 0; i < n; i++)
+				agent_cache_note_zero(d->cache);
 			rc = 0;
-		} else
-			rc = agent_cache_read(d->cache, d->below, b, p, fill,
-					      d);
+		} else {
+			rc = agent_cache_read_run(d->cache, d->below, b, n, p,
+						  fill_run, d);
+		}
 		if (rc)
 			return rc;
-		p += AGENT_BLOCK;
-		len -= AGENT_BLOCK;
+		p += (size_t)n * AGENT_BLOCK;
+		b += n;
 	}
 	return 0;
 }

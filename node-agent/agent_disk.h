@@ -52,6 +52,15 @@ typedef int (*agent_cache_fill_fn)(void *arg, uint64_t block, void *buf);
  * fill on a miss (then kept). 0 or fill's error (nothing is kept then). */
 int agent_cache_read(struct agent_cache *c, const char *ns, uint64_t block,
 		     void *buf, agent_cache_fill_fn fill, void *arg);
+/* The same for n (<= AGENT_RUN_MAX) consecutive blocks: what is cached
+ * is copied, and each run of missing blocks is read with one call of
+ * fill (n_blocks at first into buf) and then kept. */
+#define AGENT_RUN_MAX 64
+typedef int (*agent_cache_fill_run_fn)(void *arg, uint64_t first, uint32_t n,
+				       void *buf);
+int agent_cache_read_run(struct agent_cache *c, const char *ns, uint64_t first,
+			 uint32_t n, void *buf, agent_cache_fill_run_fn fill,
+			 void *arg);
 void agent_cache_note_zero(struct agent_cache *c);
 void agent_cache_stats(struct agent_cache *c, struct agent_cache_stats *out);
 

@@ -154,12 +154,128 @@ static void test_cache_concurrent_misses_fill_once(void **state)
 	agent_cache_destroy(c);
 }
 
+struct run_src {
+	int calls, blocks;
+	unsigned delay_us;
+	pthread_mutex_t mu;
+};
+
+static int fill_run(void *arg, uint64_t first, uint32_t n, void *buf)
+{
+	struct run_src *s = arg;
+	uint8_t *p = buf;
+
+	pthread_mutex_lock(&s->mu);
+	s->calls++;
+	s->blocks += (int)n;
+	pthread_mutex_unlock(&s->mu);
+	if (s->delay_us)
+		usleep(s->delay_us);
+	for (uint32_t i = 0; i < n; i++)
+		memset(p + (size_t)i * AGENT_BLOCK, (int)((first + i) & 0xff),
+		       AGENT_BLOCK);
+	return 0;
+}
+
+static void check_run(const uint8_t *buf, uint64_t first, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		assert_int_equal(buf[(size_t)i * AGENT_BLOCK],
+				 (first + i) & 0xff);
+		assert_int_equal(buf[(size_t)(i + 1) * AGENT_BLOCK - 1],
+				 (first + i) & 0xff);
+	}
+}
+
+/* A run reads each gap between cached blocks with one call. */
+static void test_cache_run_fills_gaps_once_each(void **state)
+{
+	static uint8_t buf[16 * AGENT_BLOCK];
+	struct agent_cache *c;
+	struct run_src s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	struct agent_cache_stats st;
+
+	(void)state;
+	assert_int_equal(agent_cache_create(64 * AGENT_BLOCK, &c), 0);
+	assert_int_equal(agent_cache_read_run(c, "b", 4, 2, buf, fill_run, &s),
+			 0);
+	assert_int_equal(agent_cache_read_run(c, "b", 10, 1, buf, fill_run, &s),
+			 0);
+	s.calls = s.blocks = 0;
+	/* 0..15 with 4,5 and 10 cached: gaps 0-3, 6-9, 11-15. */
+	assert_int_equal(agent_cache_read_run(c, "b", 0, 16, buf, fill_run, &s),
+			 0);
+	check_run(buf, 0, 16);
+	assert_int_equal(s.calls, 3);
+	assert_int_equal(s.blocks, 13);
+	s.calls = 0;
+	assert_int_equal(agent_cache_read_run(c, "b", 0, 16, buf, fill_run, &s),
+			 0);
+	check_run(buf, 0, 16);
+	assert_int_equal(s.calls, 0);
+	agent_cache_stats(c, &st);
+	assert_int_equal(st.misses, 16);
+	assert_int_equal(st.hits, 19);
+	assert_int_equal(agent_cache_read_run(c, "b", 0, AGENT_RUN_MAX + 1, buf,
+					      fill_run, &s),
+			 -EINVAL);
+	agent_cache_destroy(c);
+}
+
+struct run_reader {
+	struct agent_cache *c;
+	struct run_src *s;
+	int bad;
+};
+
+static void *run_reader_main(void *arg)
+{
+	struct run_reader *r = arg;
+	static __thread uint8_t buf[8 * AGENT_BLOCK];
+
+	for (uint64_t b = 0; b < 64; b += 8) {
+		if (agent_cache_read_run(r->c, "shared", b, 8, buf, fill_run,
+					 r->s))
+			r->bad = 1;
+		for (int i = 0; i < 8; i++)
+			if (buf[(size_t)i * AGENT_BLOCK] != ((b + i) & 0xff))
+				r->bad = 1;
+	}
+	return NULL;
+}
+
+/* Four readers of the same runs at once: every block is filled once and
+ * every reader gets the right bytes. */
+static void test_cache_run_concurrent_fill_once(void **state)
+{
+	struct agent_cache *c;
+	struct run_src s = {.delay_us = 5000, .mu = PTHREAD_MUTEX_INITIALIZER};
+	struct run_reader r[4];
+	pthread_t t[4];
+
+	(void)state;
+	assert_int_equal(agent_cache_create(128 * AGENT_BLOCK, &c), 0);
+	for (int i = 0; i < 4; i++) {
+		r[i] = (struct run_reader){c, &s, 0};
+		assert_int_equal(
+			pthread_create(&t[i], NULL, run_reader_main, &r[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(r[i].bad, 0);
+	}
+	assert_int_equal(s.blocks, 64);
+	agent_cache_destroy(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cache_lru_bound_and_hits),
 		cmocka_unit_test(test_cache_namespaces_failures_and_off),
 		cmocka_unit_test(test_cache_concurrent_misses_fill_once),
+		cmocka_unit_test(test_cache_run_fills_gaps_once_each),
+		cmocka_unit_test(test_cache_run_concurrent_fill_once),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
