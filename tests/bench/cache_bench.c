@@ -108,7 +108,9 @@ struct result {
 	uint64_t bytes, ns;
 };
 
-static struct result run_once(int round, bool cached)
+/* parallel: the VMs read at once; else one after another (VMs booted
+ * at different times from one base). */
+static struct result run_once(int round, bool cached, bool parallel)
 {
 	struct agent_cache *c;
 	struct vm *vms = calloc((size_t)nvms, sizeof(*vms));
@@ -120,17 +122,21 @@ static struct result run_once(int round, bool cached)
 	    agent_cache_create(cached ? (uint64_t)size_mb << 21 : 0, &c))
 		die("out of memory");
 	for (int i = 0; i < nvms; i++) {
-		snprintf(vms[i].disk, sizeof(vms[i].disk), "r%d%c%d", round,
-			 cached ? 'c' : 'u', i);
+		snprintf(vms[i].disk, sizeof(vms[i].disk), "r%d%c%c%d", round,
+			 cached ? 'c' : 'u', parallel ? 'p' : 's', i);
 		disk_create(vms[i].disk);
 		vms[i].cache = c;
 	}
 	b0 = served();
 	t0 = now_ns();
-	for (int i = 0; i < nvms; i++)
-		pthread_create(&t[i], NULL, vm_main, &vms[i]);
 	for (int i = 0; i < nvms; i++) {
-		pthread_join(t[i], NULL);
+		pthread_create(&t[i], NULL, vm_main, &vms[i]);
+		if (!parallel)
+			pthread_join(t[i], NULL);
+	}
+	for (int i = 0; i < nvms; i++) {
+		if (parallel)
+			pthread_join(t[i], NULL);
 		if (vms[i].rc)
 			die("a VM's read failed");
 	}
@@ -213,10 +219,48 @@ static int arg_int(const char *a, const char *name, int *v, int lo, int hi)
 	return 1;
 }
 
-int main(int argc, char **argv)
+static void measure(bool parallel)
 {
 	uint64_t ub[16], cb[16], ut[16], ct[16];
+	uint64_t mub, mcb, mut, mct;
 
+	printf("%s:\n", parallel ? "VMs reading at the same time"
+				 : "VMs reading one after another");
+	for (int r = 0; r < rounds; r++) {
+		struct result u, c;
+
+		/* Alternate the order: neither mode always runs second. */
+		if (r % 2) {
+			c = run_once(r, true, parallel);
+			u = run_once(r, false, parallel);
+		} else {
+			u = run_once(r, false, parallel);
+			c = run_once(r, true, parallel);
+		}
+		ub[r] = u.bytes;
+		cb[r] = c.bytes;
+		ut[r] = u.ns;
+		ct[r] = c.ns;
+		printf("  round %d: uncached %llu bytes from the server in "
+		       "%.1f ms; cached %llu bytes in %.1f ms\n",
+		       r + 1, (unsigned long long)u.bytes, u.ns / 1e6,
+		       (unsigned long long)c.bytes, c.ns / 1e6);
+	}
+	mub = median(ub, rounds);
+	mcb = median(cb, rounds);
+	mut = median(ut, rounds);
+	mct = median(ct, rounds);
+	printf("  median: server bytes uncached %llu, cached %llu (%.2fx "
+	       "fewer)\n",
+	       (unsigned long long)mub, (unsigned long long)mcb,
+	       mcb ? (double)mub / (double)mcb : 0.0);
+	printf("  median: time uncached %.1f ms, cached %.1f ms (cached "
+	       "takes %.2fx the time)\n",
+	       mut / 1e6, mct / 1e6, mut ? (double)mct / (double)mut : 0.0);
+}
+
+int main(int argc, char **argv)
+{
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0) {
 			puts("usage: cache-bench [--vms=N (4)] [--size-mb=S "
@@ -242,39 +286,8 @@ int main(int argc, char **argv)
 	printf("cache-bench: %d VMs, each reading its own %d MiB disk over "
 	       "one base\n",
 	       nvms, size_mb);
-	for (int r = 0; r < rounds; r++) {
-		struct result u, c;
-
-		/* Alternate the order: neither mode always runs second. */
-		if (r % 2) {
-			c = run_once(r, true);
-			u = run_once(r, false);
-		} else {
-			u = run_once(r, false);
-			c = run_once(r, true);
-		}
-		ub[r] = u.bytes;
-		cb[r] = c.bytes;
-		ut[r] = u.ns;
-		ct[r] = c.ns;
-		printf("round %d: uncached %llu bytes from the server in "
-		       "%.1f ms; cached %llu bytes in %.1f ms\n",
-		       r + 1, (unsigned long long)u.bytes, u.ns / 1e6,
-		       (unsigned long long)c.bytes, c.ns / 1e6);
-	}
-	{
-		uint64_t mub = median(ub, rounds), mcb = median(cb, rounds);
-		uint64_t mut = median(ut, rounds), mct = median(ct, rounds);
-
-		printf("median: server bytes uncached %llu, cached %llu "
-		       "(%.2fx fewer; %d VMs)\n",
-		       (unsigned long long)mub, (unsigned long long)mcb,
-		       mcb ? (double)mub / (double)mcb : 0.0, nvms);
-		printf("median: time uncached %.1f ms, cached %.1f ms "
-		       "(%.2fx faster)\n",
-		       mut / 1e6, mct / 1e6,
-		       mct ? (double)mut / (double)mct : 0.0);
-	}
+	measure(false);
+	measure(true);
 	ts_kill_all();
 	return 0;
 }
