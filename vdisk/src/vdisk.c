@@ -907,7 +907,7 @@ int vdisk_open(const char *store, const char *name, struct vdisk **out,
 			goto bad;
 		}
 		d->base_size = (uint64_t)st.st_size;
-		snprintf(d->base_id, sizeof(d->base_id), "%s", m.parent + 5);
+		snprintf(d->base_id, sizeof(d->base_id), "%.64s", m.parent + 5);
 		if (d->base_size != m.base_size) {
 			rc = fail(err, errlen, -EINVAL,
 				  "base image %s is %llu bytes, '%s' was "
