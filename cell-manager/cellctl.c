@@ -376,7 +376,7 @@ static const struct ctl_cmd commands[] = {
 	   "VM --cell=C --image=I [--vcpus=N] [--memory=SIZE] "
 	   "[--placement=spread|pack] [--node=N] [--anti-affinity=G] "
 	   "[--home=interleave|first-touch|one] [--engine=native] "
-	   "[--disk=NAME[:ro] ...] "
+	   "[--disk=NAME[:ro] ...] [--max-restarts=N] "
 	   "[--dry-run] [--start] [-- ARGS]",
 	   "define a VM (pending); --dry-run shows the placement only, "
 	   "--start starts it",

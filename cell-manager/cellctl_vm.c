@@ -30,8 +30,8 @@ static const char *opt(const struct ctl_opts *o, const char *key)
 }
 
 static const char *const create_keys[] = {
-	"cell",	     "vcpus", "memory",	       "image", "engine", "node",
-	"placement", "home",  "anti-affinity", "disk",	NULL,
+	"cell",	     "vcpus", "memory",	       "image", "engine",	"node",
+	"placement", "home",  "anti-affinity", "disk",	"max-restarts", NULL,
 };
 
 static int check_keys(const struct ctl_opts *o, const char *const *allowed,
@@ -117,6 +117,19 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 			goto bad;
 		}
 		s->memory_mb = ((uint64_t)n + (1 << 20) - 1) >> 20;
+	}
+	if ((v = opt(o, "max-restarts"))) {
+		if (cell_parse_size(v, &n) || n < 0 || n > 1000) {
+			fprintf(stderr,
+				"cellctl: --max-restarts '%s' is not 0-1000\n",
+				v);
+			goto bad;
+		}
+		static Cellmon__RestartPolicy rp =
+			CELLMON__RESTART_POLICY__INIT;
+
+		rp.max_restarts = (uint32_t)n;
+		s->restart = &rp;
 	}
 	if ((v = opt(o, "engine")))
 		s->engine = (char *)v;
@@ -205,13 +218,14 @@ static json_t *vm_json(const Cellmon__VmInfo *v)
 		json_array_append_new(deps, json_string(v->deps[i]));
 	return json_pack(
 		"{s:s, s:I, s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:i, "
-		"s:I}",
+		"s:I, s:i}",
 		"name", v->spec ? v->spec->name : "", "id", (json_int_t)v->id,
 		"state", vm_state(v->state), "reason", v->reason, "spec",
 		v->spec ? spec_json(v->spec) : json_null(), "vcpus", vcpus,
 		"deps", deps, "created_ms", (json_int_t)v->created_ms,
 		"state_since_ms", (json_int_t)v->state_since_ms, "runs",
-		(int)v->runs, "region", (json_int_t)v->region);
+		(int)v->runs, "region", (json_int_t)v->region, "restarts",
+		(int)v->restarts);
 }
 
 static void print_vcpus(const Cellmon__VmInfo *v)
@@ -259,7 +273,9 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 	       s->image);
 	for (size_t i = 0; i < s->n_args; i++)
 		printf(" %s", s->args[i]);
-	printf("\nplacement: %s%s%s%s%s\nhome:      %s\nruns:      %u\n",
+	printf("\nrestarts:  %u of %u after node failures\n", v->restarts,
+	       s->restart ? s->restart->max_restarts : 3);
+	printf("placement: %s%s%s%s%s\nhome:      %s\nruns:      %u\n",
 	       s->placement, s->node[0] ? ", node " : "", s->node,
 	       s->anti_affinity[0] ? ", anti-affinity " : "", s->anti_affinity,
 	       s->home, v->runs);

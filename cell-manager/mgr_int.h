@@ -60,8 +60,10 @@ struct mgr_vm {
 	uint64_t created_ms, state_since_ms;
 	struct mgr_vcpu *vcpus; /* spec->vcpus entries once placed */
 	uint32_t nvcpus;
-	bool busy;     /* a start, finish or kill is in flight */
-	int start_err; /* -errno of a failed start, for the waiting call */
+	bool busy;	   /* a start, finish or kill is in flight */
+	int start_err;	   /* -errno of a failed start, for the waiting call */
+	uint32_t restarts; /* after node failures (persisted) */
+	bool restart_pending;	      /* restart once this run is released */
 	struct cell_rpc_call *waiter; /* cellctl call answered at the end */
 	Cellmon__VmNodeStats **stats; /* last snapshot, taken at the end */
 	size_t nstats;

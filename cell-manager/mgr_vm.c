@@ -143,7 +143,8 @@ static int vm_persist(struct mgr *m, const struct mgr_vm *vm)
 					  vm->region,
 					  placement,
 					  vm->created_ms,
-					  vm->state_since_ms};
+					  vm->state_since_ms,
+					  vm->restarts};
 		rc = mgr_store_vm_save(m->store, &row);
 	}
 	if (rc)
@@ -196,6 +197,7 @@ static int info_fill(const struct mgr_vm *vm, Cellmon__VmInfo *vi)
 	vi->state_since_ms = vm->state_since_ms;
 	vi->runs = vm->runs;
 	vi->region = vm->region;
+	vi->restarts = vm->restarts;
 	vi->vcpus = calloc(vm->nvcpus + 1, sizeof(*vi->vcpus));
 	vi->deps = calloc(vm->nvcpus + 1, sizeof(*vi->deps));
 	if (!vi->vcpus || !vi->deps)
@@ -478,11 +480,12 @@ static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
 
 /* ---- ending a run ---- */
 
+static void restart(struct mgr *m, struct mgr_vm *vm);
+
 static void release_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 {
 	const struct fan_res *e = fan_error(f);
 
-	(void)m;
 	if (e && e->status != -ENOTCONN)
 		CELL_WARN(MOD, "vm release incomplete node=%s: %s", e->node,
 			  e->msg);
@@ -494,6 +497,8 @@ static void release_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 	else
 		answer_waiter(vm, vm->start_err ? vm->start_err : -EIO);
 	vm->start_err = 0;
+	if (vm->restart_pending)
+		restart(m, vm);
 }
 
 static void stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
@@ -531,6 +536,32 @@ static void finish(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 	}
 }
 
+static uint32_t max_restarts(const struct mgr_vm *vm)
+{
+	return vm->spec->restart ? vm->spec->restart->max_restarts : 3;
+}
+
+/* A failure that is a node's, not the guest's (the node went down,
+ * restarted, or lost its lease): end the run and, if the policy allows,
+ * start it again on the nodes left. */
+static void fail_node(struct mgr *m, struct mgr_vm *vm, const char *why)
+{
+	char reason[300];
+
+	if (vm->restarts < max_restarts(vm)) {
+		vm->restart_pending = true;
+		snprintf(reason, sizeof(reason), "%s; restarting (%u of %u)",
+			 why, vm->restarts + 1, max_restarts(vm));
+	} else {
+		snprintf(reason, sizeof(reason),
+			 "%s; not restarted: %u restarts done (max_restarts); "
+			 "start it by hand",
+			 why, vm->restarts);
+	}
+	vm->busy = false;
+	finish(m, vm, CELLMON__VM_STATE__VM_FAILED, reason);
+}
+
 /* Decides what the vCPU states mean for a running or stopping VM. */
 static void evaluate(struct mgr *m, struct mgr_vm *vm)
 {
@@ -544,10 +575,19 @@ static void evaluate(struct mgr *m, struct mgr_vm *vm)
 		const struct mgr_vcpu *c = &vm->vcpus[i];
 		bool exited = strcmp(c->state, "exited") == 0;
 		bool killed = strcmp(c->state, "killed") == 0;
+		bool fenced = strcmp(c->state, "fenced") == 0;
 
-		ended += exited || killed;
+		ended += exited || killed || fenced;
 		if (vm->state != CELLMON__VM_STATE__VM_RUNNING)
 			continue;
+		if (fenced) {
+			snprintf(why, sizeof(why),
+				 "vcpu %u on %s was fenced (its node lost its "
+				 "lease)",
+				 i, c->node);
+			fail_node(m, vm, why);
+			return;
+		}
 		if (exited && c->exit_code) {
 			snprintf(why, sizeof(why),
 				 "vcpu %u on %s exited with status %d", i,
@@ -674,11 +714,13 @@ static struct mgr_place_node *place_table(struct mgr *m,
 	return t;
 }
 
-static int place(struct mgr *m, const Cellmon__VmSpec *s,
-		 const struct mgr_vm *self, bool empty, uint32_t *out,
-		 const char **names, char *why, size_t len)
+/* hint: obey the spec's node hint (restarts after a node failure go
+ * anywhere in the cell). */
+static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
+		      const struct mgr_vm *self, bool empty, bool hint,
+		      uint32_t *out, const char **names, char *why, size_t len)
 {
-	struct mgr_place_req q = {s->vcpus, s->memory_mb, s->node,
+	struct mgr_place_req q = {s->vcpus, s->memory_mb, hint ? s->node : NULL,
 				  strcmp(s->placement, "pack") == 0,
 				  HEADROOM_PCT};
 	size_t n;
@@ -692,6 +734,13 @@ static int place(struct mgr *m, const Cellmon__VmSpec *s,
 		names[v] = t[out[v]].id; /* node ids outlive the table */
 	free(t);
 	return rc;
+}
+
+static int place(struct mgr *m, const Cellmon__VmSpec *s,
+		 const struct mgr_vm *self, bool empty, uint32_t *out,
+		 const char **names, char *why, size_t len)
+{
+	return place_hint(m, s, self, empty, true, out, names, why, len);
 }
 
 /* ---- validation ---- */
@@ -1017,6 +1066,31 @@ static int start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 		       build_start, prepare_done);
 }
 
+/* Starts the VM again after a node failure, placed on what is up now. */
+static void restart(struct mgr *m, struct mgr_vm *vm)
+{
+	uint32_t out[VM_MAX_VCPUS];
+	const char *names[VM_MAX_VCPUS];
+	char why[600], reason[700];
+	int rc;
+
+	vm->restart_pending = false;
+	vm->restarts++;
+	rc = place_hint(m, vm->spec, vm, false, false, out, names, why,
+			sizeof(why));
+	if (!rc)
+		rc = start_run(m, vm, names);
+	if (rc) {
+		vm->busy = false;
+		snprintf(reason, sizeof(reason), "restart %u failed: %s",
+			 vm->restarts, rc == -ENOSPC ? why : strerror(-rc));
+		set_state(m, vm, CELLMON__VM_STATE__VM_FAILED, reason);
+		return;
+	}
+	CELL_WARN(MOD, "vm restarted name=%s restart=%u of %u run=%u", vm->name,
+		  vm->restarts, max_restarts(vm), vm->runs);
+}
+
 void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		  void *arg)
 {
@@ -1048,6 +1122,7 @@ void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		return;
 	}
 	vm->waiter = call;
+	vm->restarts = 0; /* an operator's start begins a new count */
 	rc = start_run(m, vm, names);
 	if (rc) {
 		vm->busy = false;
@@ -1455,8 +1530,7 @@ void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why)
 		if (!dep || !vm_active(vm))
 			continue;
 		snprintf(reason, sizeof(reason), "node %s %s", n->id, why);
-		vm->busy = false;
-		finish(m, vm, CELLMON__VM_STATE__VM_FAILED, reason);
+		fail_node(m, vm, reason);
 	}
 }
 
@@ -1495,6 +1569,7 @@ static int restore_vm(const struct mgr_vm_row *row, void *arg)
 	vm->region = row->region;
 	vm->created_ms = row->created_ms;
 	vm->state_since_ms = row->state_since_ms;
+	vm->restarts = row->restarts;
 	if (*p) {
 		vm->vcpus = calloc(vm->spec->vcpus, sizeof(*vm->vcpus));
 		for (uint32_t i = 0; vm->vcpus && *p && i < vm->spec->vcpus;

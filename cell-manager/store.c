@@ -1,7 +1,8 @@
 /*
  * SQLite persistence for the manager (store.h).
  *
- * Schema version 2 (version 1 lacked vms; opening one adds the table):
+ * Schema version 3 (version 1 lacked vms, version 2 vms.restarts;
+ * opening an older file adds them):
  *   meta(key TEXT PRIMARY KEY, value INTEGER)   next_incarnation, epoch,
  *                                               next_vm_id
  *   cells(name TEXT PRIMARY KEY, created_ms INTEGER)
@@ -19,7 +20,7 @@
 #include "cell/log.h"
 #include "store.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 struct mgr_store {
 	sqlite3 *db;
@@ -41,7 +42,8 @@ static const char schema[] =
 	" state INTEGER NOT NULL, reason TEXT NOT NULL,"
 	" runs INTEGER NOT NULL, region INTEGER NOT NULL,"
 	" placement TEXT NOT NULL, created_ms INTEGER NOT NULL,"
-	" state_since_ms INTEGER NOT NULL);";
+	" state_since_ms INTEGER NOT NULL,"
+	" restarts INTEGER NOT NULL DEFAULT 0);";
 
 static int fail(struct mgr_store *s, const char *what)
 {
@@ -104,7 +106,9 @@ int mgr_store_open(const char *path, struct mgr_store **out, char *err,
 	if (exec(s, "PRAGMA journal_mode=WAL") ||
 	    exec(s, "PRAGMA synchronous=FULL") ||
 	    exec(s, "PRAGMA foreign_keys=ON") || exec(s, schema) ||
-	    exec(s, "PRAGMA user_version=2")) {
+	    (v == 2 && exec(s, "ALTER TABLE vms ADD COLUMN restarts INTEGER "
+			       "NOT NULL DEFAULT 0")) ||
+	    exec(s, "PRAGMA user_version=3")) {
 		snprintf(err, errlen, "%s: cannot set up the database: %s",
 			 path, sqlite3_errmsg(s->db));
 		goto err;
@@ -347,12 +351,13 @@ int mgr_store_vm_save(struct mgr_store *s, const struct mgr_vm_row *v)
 	if (sqlite3_prepare_v2(
 		    s->db,
 		    "INSERT INTO vms(id,name,spec,state,reason,runs,region,"
-		    "placement,created_ms,state_since_ms) "
-		    "VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-		    "spec=excluded.spec,state=excluded.state,"
+		    "placement,created_ms,state_since_ms,restarts) "
+		    "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE "
+		    "SET spec=excluded.spec,state=excluded.state,"
 		    "reason=excluded.reason,runs=excluded.runs,"
 		    "region=excluded.region,placement=excluded.placement,"
-		    "state_since_ms=excluded.state_since_ms",
+		    "state_since_ms=excluded.state_since_ms,"
+		    "restarts=excluded.restarts",
 		    -1, &st, NULL))
 		return fail(s, "vm insert");
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)v->id);
@@ -365,6 +370,7 @@ int mgr_store_vm_save(struct mgr_store *s, const struct mgr_vm_row *v)
 	sqlite3_bind_text(st, 8, v->placement, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 9, (sqlite3_int64)v->created_ms);
 	sqlite3_bind_int64(st, 10, (sqlite3_int64)v->state_since_ms);
+	sqlite3_bind_int64(st, 11, v->restarts);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc == SQLITE_CONSTRAINT)
@@ -391,7 +397,8 @@ int mgr_store_vms_load(struct mgr_store *s, mgr_store_vm_fn fn, void *arg)
 
 	if (sqlite3_prepare_v2(s->db,
 			       "SELECT id,name,spec,state,reason,runs,region,"
-			       "placement,created_ms,state_since_ms FROM vms "
+			       "placement,created_ms,state_since_ms,restarts "
+			       "FROM vms "
 			       "ORDER BY id",
 			       -1, &st, NULL))
 		return fail(s, "vms select");
@@ -409,6 +416,7 @@ int mgr_store_vms_load(struct mgr_store *s, mgr_store_vm_fn fn, void *arg)
 		v.placement = (const char *)sqlite3_column_text(st, 7);
 		v.created_ms = (uint64_t)sqlite3_column_int64(st, 8);
 		v.state_since_ms = (uint64_t)sqlite3_column_int64(st, 9);
+		v.restarts = (uint32_t)sqlite3_column_int64(st, 10);
 		rc = fn(&v, arg);
 	}
 	if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)

@@ -57,6 +57,7 @@ struct mgr_vm_row {
 	uint64_t region;
 	const char *placement; /* node of each vCPU, comma-separated */
 	uint64_t created_ms, state_since_ms;
+	uint32_t restarts;
 };
 
 /* A new VM id, never handed out before (ids name DSM regions). */

@@ -4,12 +4,16 @@
  * barriers over the service socket. Standalone mode without an agent.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cellguest.h"
 #include "cellguest_wire.h"
@@ -64,6 +68,58 @@ static int init_standalone(void)
 	return 0;
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* Ends this vCPU once the agent's lease is over (cellguest_wire.h): the
+ * manager may be starting the VM elsewhere. */
+static void *watchdog(void *arg)
+{
+	const struct cg_lease_page *p = arg;
+
+	for (;;) {
+		uint64_t end = __atomic_load_n(&p->expiry_ms, __ATOMIC_ACQUIRE);
+
+		if (end == 0 || mono_ms() > end) {
+			static const char msg[] =
+				"cellguest: the node's lease is over; this "
+				"vCPU stops\n";
+
+			if (write(2, msg, sizeof(msg) - 1) < 0)
+				_exit(137);
+			kill(getpid(), SIGKILL);
+		}
+		usleep(20 * 1000);
+	}
+	return NULL;
+}
+
+static int start_watchdog(void)
+{
+	uint64_t fd;
+	void *p;
+	pthread_t t;
+
+	if (env_u64("CELLMON_LEASE_FD", 10, &fd))
+		return 0; /* an agent without a lease page */
+	p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, (int)fd, 0);
+	if (p == MAP_FAILED ||
+	    ((const struct cg_lease_page *)p)->magic != CG_LEASE_MAGIC) {
+		fprintf(stderr, "cellguest: bad lease page on fd %llu\n",
+			(unsigned long long)fd);
+		return -EINVAL;
+	}
+	if (pthread_create(&t, NULL, watchdog, p))
+		return -EAGAIN;
+	pthread_detach(t);
+	return 0;
+}
+
 int cg_init(void)
 {
 	uint64_t region, vcpu, nvcpus, addr, fd;
@@ -90,6 +146,9 @@ int cg_init(void)
 	g.nvcpus = (unsigned)nvcpus;
 	g.ctl = (int)fd;
 	g.vm = getenv("CELLMON_VM") ? getenv("CELLMON_VM") : "?";
+	rc = start_watchdog();
+	if (rc)
+		return rc;
 	if (env_u64("CELLMON_NDISKS", 10, &fd) == 0)
 		g.ndisks = (unsigned)fd;
 	rc = dsm_attach(handoff, region, (void *)(uintptr_t)addr, &g.mem,

@@ -29,6 +29,7 @@ struct dsm_node;
 struct dsm_region;
 struct agent_cache;
 struct agent_disk;
+struct cg_lease_page;
 
 struct agent_config {
 	char node_id[CELL_NAME_MAX + 1];
@@ -63,6 +64,7 @@ enum agent_vcpu_state {
 	VCPU_RUNNING,
 	VCPU_EXITED, /* exit_code */
 	VCPU_KILLED, /* signal */
+	VCPU_FENCED, /* killed because the node lost its lease */
 };
 
 struct agent_vm;
@@ -91,6 +93,7 @@ struct agent_vm {
 	struct agent_disk **disks;
 	size_t ndisks;
 	bool stopping;
+	bool fenced; /* vCPUs killed for a lost lease */
 	struct event *grace_timer;
 	struct agent *agent;
 };
@@ -122,6 +125,9 @@ struct agent {
 	char handoff_path[1100];
 	uint64_t dsm_peers; /* ids added as peers */
 	char peer_addr[64][160];
+	/* the lease page handed to guests (cellguest_wire.h) */
+	int lease_fd;
+	struct cg_lease_page *lease_page;
 	/* the node-wide disk block cache, shared by every VM's disks */
 	struct agent_cache *cache;
 	/* VMs */
@@ -159,6 +165,12 @@ void agent_vm_ack_free(Cellmon__CommandAck *ack);
 /* The vCPU list for a heartbeat; free with agent_vm_status_free(). */
 int agent_vm_status(struct agent *a, Cellmon__VcpuStatus ***out, size_t *n);
 void agent_vm_status_free(Cellmon__VcpuStatus **v, size_t n);
+/* Publishes the lease end (CLOCK_MONOTONIC ms, 0: none) to guests. */
+void agent_vm_lease(struct agent *a, uint64_t expiry_ms);
+/* Lease lost: kill every vCPU now; they are reported "fenced". */
+void agent_vm_fence(struct agent *a);
+/* Releases every VM (a new incarnation must not carry old VMs). */
+void agent_vm_discard_all(struct agent *a, const char *why);
 /* Creates the DSM node with the id the manager gave. 0 or -errno. */
 int agent_dsm_start(struct agent *a, uint32_t dsm_id);
 /* Runs when a vCPU ended (agent_main.c sends a heartbeat at once). */

@@ -152,6 +152,7 @@ static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
 	a->lease_expiry_ms = sent_ms + lease->lease_ms;
 	a->has_lease = true;
 	a->fenced = false;
+	agent_vm_lease(a, a->lease_expiry_ms);
 	timer_ms(a->lease_timer, a->lease_expiry_ms > cell_now_ms()
 					 ? a->lease_expiry_ms - cell_now_ms()
 					 : 0);
@@ -181,8 +182,12 @@ static void lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	a->has_lease = false;
 	a->fenced = true;
+	agent_vm_lease(a, 0);
 	CELL_WARN(MOD, "lease expired; fenced incarnation=%llu lease_ms=%u",
 		  (unsigned long long)a->incarnation, a->lease_ms);
+	/* The manager may restart our VMs elsewhere once the lease is
+	 * over: none of them may go on here. */
+	agent_vm_fence(a);
 	write_state(a);
 }
 
@@ -230,6 +235,7 @@ static void heartbeat_reply(int status, const ProtobufCMessage *msg,
 			  "manager ended incarnation=%llu (%s); "
 			  "registering as a new incarnation",
 			  (unsigned long long)a->incarnation, errmsg);
+		agent_vm_discard_all(a, "the manager ended the incarnation");
 		a->incarnation = 0;
 		a->has_lease = false;
 		a->fenced = true;
@@ -340,10 +346,13 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 	}
 	a->state = AGENT_REGISTERED;
 	a->backoff_ms = (unsigned)a->cfg.reconnect_min_ms;
-	if (a->incarnation && !r->resumed)
+	if (a->incarnation && !r->resumed) {
 		CELL_WARN(MOD, "incarnation %llu is over; now %llu",
 			  (unsigned long long)a->incarnation,
 			  (unsigned long long)r->lease->incarnation);
+		/* Its VMs were failed or restarted elsewhere. */
+		agent_vm_discard_all(a, "the node's incarnation is over");
+	}
 	a->incarnation = r->lease->incarnation;
 	CELL_INFO(MOD,
 		  "registered node=%s incarnation=%llu resumed=%s "

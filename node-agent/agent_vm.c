@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
@@ -724,6 +725,8 @@ static const char *vcpu_state_name(enum agent_vcpu_state s)
 		return "exited";
 	case VCPU_KILLED:
 		return "killed";
+	case VCPU_FENCED:
+		return "fenced";
 	default:
 		return "starting";
 	}
@@ -750,7 +753,8 @@ static bool reap_one(struct agent *a, pid_t pid, int ws)
 				v->state = VCPU_EXITED;
 				v->exit_code = WEXITSTATUS(ws);
 			} else {
-				v->state = VCPU_KILLED;
+				v->state =
+					vm->fenced ? VCPU_FENCED : VCPU_KILLED;
 				v->signal = WTERMSIG(ws);
 			}
 			pthread_mutex_unlock(&a->vm_mu);
@@ -822,9 +826,62 @@ void agent_vm_status_free(Cellmon__VcpuStatus **v, size_t n)
 	free(v);
 }
 
+void agent_vm_fence(struct agent *a)
+{
+	for (struct agent_vm *vm = a->vms; vm; vm = vm->next) {
+		bool any = false;
+
+		for (size_t i = 0; i < vm->nvcpus; i++)
+			any |= vm->vcpus[i].state == VCPU_RUNNING;
+		if (!any)
+			continue;
+		vm->fenced = true;
+		signal_vcpus(vm, true);
+		CELL_WARN(MOD, "vm %s: vCPUs killed: the node is fenced",
+			  vm->name);
+	}
+}
+
+void agent_vm_discard_all(struct agent *a, const char *why)
+{
+	if (a->vms)
+		CELL_WARN(MOD, "discarding every VM: %s", why);
+	while (a->vms)
+		vm_release(a, a->vms);
+}
+
+void agent_vm_lease(struct agent *a, uint64_t expiry_ms)
+{
+	if (a->lease_page)
+		__atomic_store_n(&a->lease_page->expiry_ms, expiry_ms,
+				 __ATOMIC_RELEASE);
+}
+
+/* The lease page: a memfd every guest maps read-only. */
+static int lease_page_create(struct agent *a)
+{
+	a->lease_fd = memfd_create("cellmon-lease", MFD_CLOEXEC);
+	if (a->lease_fd < 0 || ftruncate(a->lease_fd, 4096))
+		return -errno;
+	a->lease_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+			     a->lease_fd, 0);
+	if (a->lease_page == MAP_FAILED) {
+		a->lease_page = NULL;
+		return -errno;
+	}
+	a->lease_page->magic = CG_LEASE_MAGIC;
+	return 0;
+}
+
 int agent_vm_init(struct agent *a)
 {
+	int rc;
+
 	a->dsm_id = -1;
+	a->lease_fd = -1;
+	rc = lease_page_create(a);
+	if (rc)
+		return rc;
 	pthread_mutex_init(&a->vm_mu, NULL);
 	a->sigchld = evsignal_new(a->base, SIGCHLD, sigchld_cb, a);
 	if (!a->sigchld || event_add(a->sigchld, NULL))

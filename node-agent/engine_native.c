@@ -2,7 +2,8 @@
  * The native engine: each vCPU is a guest program (image_dir/<image>)
  * run as a child of the agent in a process group of its own.
  *
- * The child gets: the guest service socket as fd 3, stdout and stderr
+ * The child gets: the guest service socket as fd 3, the agent's lease
+ * page (read-only use, cellguest_wire.h) as fd 4, stdout and stderr
  * appended to <vm dir>/vcpu<N>.console, stdin from /dev/null, no other
  * descriptors, no core dumps, at most 64 open files, SIGKILL when the
  * agent dies (a guest cannot run without the agent serving its faults),
@@ -34,7 +35,7 @@
 /* Guest memory sits at the same address in every vCPU. */
 #define GUEST_MEM_ADDR 0x200000000000ull
 
-#define NENV 9
+#define NENV 10
 
 static void native_console_path(const struct agent_vcpu *v, char *out,
 				size_t len)
@@ -43,7 +44,7 @@ static void native_console_path(const struct agent_vcpu *v, char *out,
 }
 
 /* In the child, after fork: only async-signal-safe calls. */
-static void child(int go, int guest_fd, int console, pid_t parent,
+static void child(int go, int guest_fd, int lease_fd, int console, pid_t parent,
 		  const char *dir, const char *path, char **argv, char **envp)
 {
 	struct rlimit core = {0, 0}, nofile = {64, 64};
@@ -54,11 +55,17 @@ static void child(int go, int guest_fd, int console, pid_t parent,
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent || read(go, &b, 1) != 1)
 		_exit(126);
+	/* Out of the way first: the targets 0-4 may be any of them now. */
+	guest_fd = fcntl(guest_fd, F_DUPFD, 100);
+	lease_fd = fcntl(lease_fd, F_DUPFD, 100);
+	console = fcntl(console, F_DUPFD, 100);
 	devnull = open("/dev/null", O_RDONLY);
-	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(console, 1) < 0 ||
-	    dup2(console, 2) < 0 || dup2(guest_fd, 3) < 0)
+	if (guest_fd < 0 || lease_fd < 0 || console < 0 || devnull < 0 ||
+	    dup2(devnull, 0) < 0 || dup2(console, 1) < 0 ||
+	    dup2(console, 2) < 0 || dup2(guest_fd, 3) < 0 ||
+	    dup2(lease_fd, 4) < 0)
 		_exit(126);
-	close_range(4, ~0u, 0);
+	close_range(5, ~0u, 0);
 	setrlimit(RLIMIT_CORE, &core);
 	setrlimit(RLIMIT_NOFILE, &nofile);
 	if (chdir(dir))
@@ -89,6 +96,7 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 	snprintf(env[6], sizeof(env[6]), "CELLMON_CTL_FD=3");
 	snprintf(env[7], sizeof(env[7]), "PATH=/usr/bin:/bin");
 	snprintf(env[8], sizeof(env[8]), "CELLMON_NDISKS=%zu", v->vm->ndisks);
+	snprintf(env[9], sizeof(env[9]), "CELLMON_LEASE_FD=4");
 	for (int i = 0; i < NENV; i++)
 		envp[i] = env[i];
 	envp[NENV] = NULL;
@@ -119,8 +127,8 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 		goto out;
 	}
 	if (pid == 0)
-		child(go[0], v->guest_fd, console, parent, v->vm->dir, path,
-		      argv, envp);
+		child(go[0], v->guest_fd, a->lease_fd, console, parent,
+		      v->vm->dir, path, argv, envp);
 	setpgid(pid, pid); /* both sides set it: no race with kill(-pid) */
 	pthread_mutex_lock(&a->vm_mu);
 	v->pid = pid;

@@ -11,6 +11,10 @@
  *   CELLMON_MEM_ADDR                           where to map it (hex)
  *   CELLMON_CTL_FD                             the agent's service socket
  *   CELLMON_NDISKS                             how many disks it has
+ *   CELLMON_LEASE_FD                           the agent's lease page: a
+ *                                              watchdog thread ends the
+ *                                              process when the node's
+ *                                              lease is over
  *
  * The guest's memory is the VM's DSM region mapped at the same address in
  * every vCPU, so pointers into it mean the same thing on every node.

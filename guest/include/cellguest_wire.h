@@ -37,4 +37,18 @@ struct cg_rep {
 	uint64_t value;
 };
 
+/*
+ * The lease page: a read-only shared page (CELLMON_LEASE_FD) where the
+ * agent keeps the end of its lease in CLOCK_MONOTONIC milliseconds, 0
+ * when it has none. A guest whose agent is paused or cut off must not
+ * run on past the lease while the manager restarts its VM elsewhere:
+ * the runtime's watchdog ends the process when the lease is over.
+ */
+struct cg_lease_page {
+	uint64_t magic; /* CG_LEASE_MAGIC */
+	uint64_t expiry_ms;
+};
+
+#define CG_LEASE_MAGIC 0x43454c4c4c454153ull
+
 #endif

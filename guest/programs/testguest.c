@@ -7,6 +7,9 @@
  *   testguest sleep SEC     every vCPU sleeps, printing a line each second
  *   testguest counter N     every vCPU adds 1 to a shared counter N times
  *                           under lock 5; vCPU 0 prints the total
+ *   testguest steps N MS    N steps of MS ms each; in step s every vCPU
+ *                           adds s * vcpu + 1 to its own slot, then a
+ *                           barrier; vCPU 0 prints the sum of all slots
  *   testguest attach R      tries to map DSM region R (another VM's)
  *                           through the agent's hand-off: exit 0 when
  *                           refused with EACCES, 1 when it was mapped
@@ -37,6 +40,26 @@ static int counter(long n)
 		return 3;
 	if (cg_vcpu() == 0)
 		printf("testguest: counter=%llu\n", (unsigned long long)*c);
+	return 0;
+}
+
+static int steps(long n, long ms)
+{
+	volatile uint64_t *slot = (uint64_t *)cg_mem() + 512;
+	uint64_t total = 0;
+
+	for (long s = 0; s < n; s++) {
+		slot[cg_vcpu() * 8] += (uint64_t)s * cg_vcpu() + 1;
+		usleep((useconds_t)ms * 1000);
+		if (cg_barrier(3))
+			return 3;
+	}
+	if (cg_vcpu() != 0)
+		return 0;
+	for (unsigned v = 0; v < cg_nvcpus(); v++)
+		total += slot[v * 8];
+	printf("testguest: steps=%ld total=%llu\n", n,
+	       (unsigned long long)total);
 	return 0;
 }
 
@@ -79,6 +102,8 @@ int main(int argc, char **argv)
 	}
 	if (argc > 1 && strcmp(argv[1], "counter") == 0)
 		return counter(arg);
+	if (argc > 3 && strcmp(argv[1], "steps") == 0)
+		return steps(arg, strtol(argv[3], NULL, 10));
 	if (argc > 2 && strcmp(argv[1], "attach") == 0)
 		return attach_other(strtoull(argv[2], NULL, 10));
 	fprintf(stderr, "usage: testguest exit N|crash|sleep SEC|counter "

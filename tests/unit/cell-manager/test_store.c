@@ -216,6 +216,44 @@ static void test_store_schema1_upgraded(void **state)
 	free(dir);
 }
 
+/* A schema-2 database (vms without restarts) gains the column and keeps
+ * its VMs. */
+static void test_store_schema2_upgraded(void **state)
+{
+	char *dir = ts_tmpdir("storetest"), path[600], err[256];
+	struct mgr_store *s;
+	struct vm_seen w = {0};
+	struct mgr_vm_row r = {9, "v", "x", 1, 1, "", 0, 0, "", 1, 1, 2};
+	sqlite3 *db;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/m.db", dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(
+		sqlite3_exec(
+			db,
+			"CREATE TABLE vms(id INTEGER PRIMARY KEY, name TEXT "
+			"UNIQUE NOT NULL, spec BLOB NOT NULL, state INTEGER "
+			"NOT NULL, reason TEXT NOT NULL, runs INTEGER NOT "
+			"NULL, region INTEGER NOT NULL, placement TEXT NOT "
+			"NULL, created_ms INTEGER NOT NULL, state_since_ms "
+			"INTEGER NOT NULL);"
+			"INSERT INTO vms VALUES(3,'old',x'00',5,'r',1,2,'n1',"
+			"1,1);"
+			"PRAGMA user_version=2;",
+			NULL, NULL, NULL),
+		SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(mgr_store_open(path, &s, err, sizeof(err)), 0);
+	assert_int_equal(mgr_store_vms_load(s, see_vm, &w), 0);
+	assert_int_equal(w.n, 1);
+	assert_string_equal(w.name, "old");
+	assert_int_equal(mgr_store_vm_save(s, &r), 0);
+	mgr_store_close(s);
+	ts_rmtree(dir);
+	free(dir);
+}
+
 /* A file that is not SQLite is refused with a message, not overwritten. */
 static void test_store_garbage_file_refused(void **state)
 {
@@ -249,6 +287,7 @@ int main(void)
 		cmocka_unit_test(test_store_garbage_file_refused),
 		cmocka_unit_test(test_store_vms_roundtrip),
 		cmocka_unit_test(test_store_schema1_upgraded),
+		cmocka_unit_test(test_store_schema2_upgraded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

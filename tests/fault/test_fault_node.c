@@ -1,0 +1,412 @@
+/*
+ * Fault injection: nodes die or hang under running VMs (manager, three
+ * agents on loopback, real guests), and the cell keeps its promise:
+ *
+ *  - kill -9 of an agent: the VM that depended on it is restarted on the
+ *    surviving nodes and finishes with the right result; the VM that did
+ *    not depend on it runs on untouched (one run, right result); the dead
+ *    node's vCPU processes were gone before the restart began; detection
+ *    and restart times are printed;
+ *  - SIGSTOP of an agent for longer than its lease, then SIGCONT: its
+ *    guests end themselves when the lease is over (before the manager may
+ *    declare the node down), the VM is restarted elsewhere and finishes;
+ *    the agent comes back as a new incarnation with no old VMs.
+ *
+ * "No VM on two nodes" is checked, not assumed: the old run's vCPU pids
+ * must be gone before the new run's start is recorded.
+ *
+ * Each VM runs testguest steps: N steps of M ms with a barrier each, and
+ * prints a total that depends only on N and the vCPU count.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "testsupport.h"
+
+#define STEPS	"50"
+#define STEP_MS "100"
+#define NSTEPS	50
+
+static struct {
+	char *dir;
+	char agent_addr[64], ctl_addr[64];
+	pid_t agents[3];
+} T;
+
+static int ctl(char **out, const char *const *words)
+{
+	char mgr[100];
+	char *argv[24] = {CELLCTL_BIN, mgr};
+	int n = 2, rc;
+	char *tmp = NULL;
+
+	snprintf(mgr, sizeof(mgr), "--manager=%s", T.ctl_addr);
+	for (; *words && n < 23; words++)
+		argv[n++] = (char *)*words;
+	argv[n] = NULL;
+	rc = ts_run(argv, 70000, out ? out : &tmp, true);
+	free(tmp);
+	return rc;
+}
+
+#define CTL(out, ...) ctl(out, (const char *const[]){__VA_ARGS__, NULL})
+
+static json_t *ctl_json(const char *a, const char *b, const char *c)
+{
+	char *out = NULL;
+	json_t *j = NULL;
+
+	if (CTL(&out, "-o", "json", a, b, c) == 0)
+		j = json_loads(out, 0, NULL);
+	free(out);
+	return j;
+}
+
+static pid_t start_agent(int i)
+{
+	char id[40], mgr[100], sd[700], img[700], log[700];
+	char *argv[] = {AGENT_BIN,
+			id,
+			mgr,
+			sd,
+			img,
+			"--cpus=4",
+			"--dsm-listen=127.0.0.1:0",
+			"--reconnect-max=300ms",
+			NULL};
+
+	snprintf(id, sizeof(id), "--node-id=node%d", i + 1);
+	snprintf(mgr, sizeof(mgr), "--manager=%s", T.agent_addr);
+	snprintf(sd, sizeof(sd), "--state-dir=%s/agent%d", T.dir, i + 1);
+	snprintf(img, sizeof(img), "--image-dir=%s", GUEST_IMAGES);
+	snprintf(log, sizeof(log), "%s/agent%d.log", T.dir, i + 1);
+	return ts_spawn(argv, log);
+}
+
+static const char *node_state(const char *node)
+{
+	static char s[32];
+	json_t *j = ctl_json("node", "info", node);
+
+	snprintf(s, sizeof(s), "%s",
+		 j ? json_string_value(json_object_get(j, "state")) : "none");
+	json_decref(j);
+	return s;
+}
+
+static int nodes_with_dsm(void)
+{
+	json_t *j = ctl_json("node", "list", NULL), *n;
+	size_t i;
+	int k = 0;
+
+	json_array_foreach(json_object_get(j, "nodes"), i, n)
+	{
+		const char *a =
+			json_string_value(json_object_get(n, "dsm_addr"));
+
+		k += a && a[0] &&
+		     strcmp(json_string_value(json_object_get(n, "state")),
+			    "up") == 0;
+	}
+	json_decref(j);
+	return k;
+}
+
+static int setup(void **state)
+{
+	char sd[700], log[700];
+	char *margv[] = {MANAGER_BIN, sd, "--agent-listen=127.0.0.1:0",
+			 "--ctl-listen=127.0.0.1:0", NULL};
+
+	(void)state;
+	T.dir = ts_tmpdir("cellmon-fault");
+	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
+	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
+	assert_true(ts_spawn(margv, log) > 0);
+	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
+	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
+				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
+	for (int i = 0; i < 3; i++)
+		T.agents[i] = start_agent(i);
+	for (int i = 0; i < 100 && nodes_with_dsm() < 3; i++)
+		usleep(100 * 1000);
+	assert_int_equal(nodes_with_dsm(), 3);
+	assert_int_equal(CTL(NULL, "cell", "create", "c"), 0);
+	for (int i = 1; i <= 3; i++) {
+		char node[16];
+
+		snprintf(node, sizeof(node), "node%d", i);
+		assert_int_equal(CTL(NULL, "cell", "add-node", "c", node), 0);
+	}
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	ts_kill_all();
+	if (getenv("CELLMON_KEEP_TEST_DIR"))
+		fprintf(stderr, "test dir kept: %s\n", T.dir);
+	else
+		ts_rmtree(T.dir);
+	free(T.dir);
+	return 0;
+}
+
+struct vminfo {
+	char state[32];
+	int runs, restarts;
+	char nodes[4][32];
+	pid_t pids[4];
+	int nvcpus;
+};
+
+static bool vm_info(const char *vm, struct vminfo *out)
+{
+	json_t *j = ctl_json("vm", "info", vm), *v;
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	if (!j)
+		return false;
+	snprintf(out->state, sizeof(out->state), "%s",
+		 json_string_value(json_object_get(j, "state")));
+	out->runs = (int)json_integer_value(json_object_get(j, "runs"));
+	out->restarts = (int)json_integer_value(json_object_get(j, "restarts"));
+	json_array_foreach(json_object_get(j, "vcpus"), i, v)
+	{
+		if (i >= 4)
+			break;
+		snprintf(out->nodes[i], sizeof(out->nodes[0]), "%s",
+			 json_string_value(json_object_get(v, "node")));
+		out->pids[i] =
+			(pid_t)json_integer_value(json_object_get(v, "pid"));
+		out->nvcpus = (int)i + 1;
+	}
+	json_decref(j);
+	return true;
+}
+
+static void start_vm(const char *name, int vcpus, const char *node)
+{
+	char v[16], n[40];
+
+	snprintf(v, sizeof(v), "--vcpus=%d", vcpus);
+	snprintf(n, sizeof(n), "--node=%s", node ? node : "");
+	if (node)
+		assert_int_equal(CTL(NULL, "vm", "create", name, "--cell=c",
+				     "--image=testguest", v, n, "--start", "--",
+				     "steps", STEPS, STEP_MS),
+				 0);
+	else
+		assert_int_equal(CTL(NULL, "vm", "create", name, "--cell=c",
+				     "--image=testguest", v, "--start", "--",
+				     "steps", STEPS, STEP_MS),
+				 0);
+}
+
+/* Every vCPU has reported a pid. */
+static bool wait_pids(const char *vm, struct vminfo *in)
+{
+	for (int t = 0; t < 100; t++) {
+		int n = 0;
+
+		vm_info(vm, in);
+		for (int i = 0; i < in->nvcpus; i++)
+			n += in->pids[i] > 0;
+		if (in->nvcpus && n == in->nvcpus)
+			return true;
+		usleep(50 * 1000);
+	}
+	return false;
+}
+
+/* The process no longer runs: reaped, or a zombie (its parent, a paused
+ * agent, may not reap it for a while). */
+static bool pid_gone(pid_t p)
+{
+	char path[64], stat[512], *paren;
+	FILE *f;
+	bool ok;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)p);
+	f = fopen(path, "r"); /* proc files have no size: not ts_read_file */
+	if (!f)
+		return true;
+	ok = fgets(stat, sizeof(stat), f) != NULL;
+	fclose(f);
+	paren = ok ? strrchr(stat, ')') : NULL;
+	return !paren || paren[2] == 'Z' || paren[2] == 'X';
+}
+
+/* Waits for the end of the VM and checks its total. */
+static void assert_finished_right(const char *vm, int vcpus)
+{
+	uint64_t want = 0;
+	char line[80], *out = NULL;
+	struct vminfo in;
+
+	for (int i = 0; i < 600; i++) {
+		vm_info(vm, &in);
+		if (strcmp(in.state, "stopped") == 0 ||
+		    strcmp(in.state, "failed") == 0)
+			break;
+		usleep(50 * 1000);
+	}
+	assert_string_equal(in.state, "stopped");
+	for (int v = 0; v < vcpus; v++)
+		for (int s = 0; s < NSTEPS; s++)
+			want += (uint64_t)s * (uint64_t)v + 1;
+	snprintf(line, sizeof(line), "steps=%d total=%llu", NSTEPS,
+		 (unsigned long long)want);
+	assert_int_equal(CTL(&out, "vm", "console", vm), 0);
+	assert_non_null(strstr(out, line));
+	free(out);
+}
+
+static int node_index(const char *node)
+{
+	return node[4] - '1';
+}
+
+/* kill -9 of an agent under two VMs, one depending on it. */
+static void test_fault_agent_killed_dependents_restart(void **state)
+{
+	struct vminfo dep, ind;
+	char victim[32], other[32] = "";
+	uint64_t t0, t_down = 0, t_gone = 0, t_restart = 0;
+	bool gone = false;
+
+	(void)state;
+	start_vm("dep", 2, NULL);
+	assert_true(wait_pids("dep", &dep));
+	snprintf(victim, sizeof(victim), "%s", dep.nodes[1]);
+	for (int i = 1; i <= 3; i++) {
+		char n[16];
+
+		snprintf(n, sizeof(n), "node%d", i);
+		if (strcmp(n, dep.nodes[0]) && strcmp(n, dep.nodes[1]))
+			snprintf(other, sizeof(other), "%s", n);
+	}
+	assert_true(other[0]);
+	start_vm("indep", 1, other);
+	assert_true(wait_pids("indep", &ind));
+	usleep(500 * 1000);
+	printf("# killing %s (vCPU 1 of dep; indep runs on %s)\n", victim,
+	       other);
+	t0 = ts_now_ms();
+	ts_stop(T.agents[node_index(victim)], SIGKILL, 5000);
+	for (int i = 0; i < 400 && (!t_down || !t_restart); i++) {
+		struct vminfo now;
+
+		if (!gone && pid_gone(dep.pids[1])) {
+			gone = true;
+			t_gone = ts_now_ms();
+		}
+		if (!t_down && strcmp(node_state(victim), "down") == 0)
+			t_down = ts_now_ms();
+		vm_info("dep", &now);
+		if (!t_restart && now.restarts == 1 &&
+		    strcmp(now.state, "running") == 0)
+			t_restart = ts_now_ms();
+		usleep(25 * 1000);
+	}
+	assert_true(gone && t_down && t_restart);
+	printf("# detection %llu ms, restart %llu ms after the kill; the dead "
+	       "node's vCPU was gone after %llu ms\n",
+	       (unsigned long long)(t_down - t0),
+	       (unsigned long long)(t_restart - t0),
+	       (unsigned long long)(t_gone - t0));
+	assert_true(t_gone <= t_restart);
+	assert_true(t_down - t0 < 5000);
+	assert_true(t_restart - t0 < 10000);
+	assert_finished_right("dep", 2);
+	assert_finished_right("indep", 1);
+	vm_info("indep", &ind);
+	assert_int_equal(ind.runs, 1);
+	assert_int_equal(ind.restarts, 0);
+	vm_info("dep", &dep);
+	assert_int_equal(dep.restarts, 1);
+	for (int i = 0; i < dep.nvcpus; i++)
+		assert_string_not_equal(dep.nodes[i], victim);
+	/* The node comes back as a new incarnation. */
+	T.agents[node_index(victim)] = start_agent(node_index(victim));
+	for (int i = 0; i < 100 && strcmp(node_state(victim), "up"); i++)
+		usleep(100 * 1000);
+	assert_string_equal(node_state(victim), "up");
+}
+
+/* An agent paused past its lease: its guests stop themselves before the
+ * manager may restart the VM elsewhere. */
+static void test_fault_agent_paused_guests_fenced(void **state)
+{
+	struct vminfo p1, p2;
+	char victim[32] = "node3", other[32] = "node1";
+	uint64_t t0, t_gone = 0, t_down = 0, t_restart = 0;
+	pid_t agent = T.agents[2];
+
+	(void)state;
+	start_vm("paused", 1, victim);
+	start_vm("bystander", 1, other);
+	assert_true(wait_pids("paused", &p1));
+	assert_true(wait_pids("bystander", &p2));
+	usleep(300 * 1000);
+	t0 = ts_now_ms();
+	assert_int_equal(kill(agent, SIGSTOP), 0);
+	for (int i = 0; i < 400 && (!t_gone || !t_restart); i++) {
+		struct vminfo now;
+
+		if (!t_gone && pid_gone(p1.pids[0]))
+			t_gone = ts_now_ms();
+		if (!t_down && strcmp(node_state(victim), "down") == 0)
+			t_down = ts_now_ms();
+		vm_info("paused", &now);
+		if (!t_restart && now.restarts == 1 &&
+		    strcmp(now.state, "running") == 0)
+			t_restart = ts_now_ms();
+		usleep(25 * 1000);
+	}
+	kill(agent, SIGCONT);
+	printf("# pause: gone=%llu down=%llu restart=%llu (0: not seen)\n",
+	       (unsigned long long)(t_gone ? t_gone - t0 : 0),
+	       (unsigned long long)(t_down ? t_down - t0 : 0),
+	       (unsigned long long)(t_restart ? t_restart - t0 : 0));
+	assert_true(t_gone && t_down && t_restart);
+	printf("# agent paused: its guest ended itself after %llu ms; node "
+	       "down after %llu ms; VM restarted after %llu ms\n",
+	       (unsigned long long)(t_gone - t0),
+	       (unsigned long long)(t_down - t0),
+	       (unsigned long long)(t_restart - t0));
+	assert_true(t_gone < t_down);
+	assert_true(t_gone <= t_restart);
+	assert_finished_right("paused", 1);
+	assert_finished_right("bystander", 1);
+	vm_info("bystander", &p2);
+	assert_int_equal(p2.runs, 1);
+	/* Resumed, the agent rejoins as a new incarnation. */
+	for (int i = 0; i < 100 && strcmp(node_state(victim), "up"); i++)
+		usleep(100 * 1000);
+	assert_string_equal(node_state(victim), "up");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fault_agent_killed_dependents_restart),
+		cmocka_unit_test(test_fault_agent_paused_guests_fenced),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
