@@ -171,7 +171,9 @@ again:
 		type = CELLMON__MSG_TYPE__MSG_VM_START;
 		goto again;
 	}
-	if (cmd->build && ((Cellmon__VmRequest *)req)->spec) {
+	/* Built requests are VmRequests except cell deps' VmListRequest. */
+	if (cmd->build && req->descriptor == &cellmon__vm_request__descriptor &&
+	    ((Cellmon__VmRequest *)req)->spec) {
 		free(((Cellmon__VmRequest *)req)->spec->disks);
 		free(((Cellmon__VmRequest *)req)->spec);
 	}
@@ -361,6 +363,19 @@ static const struct ctl_cmd commands[] = {
 	 D(disk_request),
 	 {"name"},
 	 ctl_render_disk},
+	{"cell",
+	 "deps",
+	 1,
+	 0,
+	 "CELL",
+	 "the VMs of a cell and the nodes each depends on (vCPUs and the only "
+	 "copies of its pages)",
+	 M(VM_LIST),
+	 M(VM_LIST_REPLY),
+	 D(vm_list_request),
+	 {NULL},
+	 ctl_render_cell_deps,
+	 ctl_build_vm_list},
 #define VM(verb, n, args, help, type, reply, render, build)      \
 	{                                                        \
 		"vm", verb, n, 0, args, help, M(type), M(reply), \

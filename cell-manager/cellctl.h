@@ -32,6 +32,10 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 			ProtobufCMessage **out);
 int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
 			 ProtobufCMessage **out);
+int ctl_build_vm_list(const struct ctl_opts *o, char **args, int nargs,
+		      ProtobufCMessage **out);
+void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply,
+			  char **args);
 void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args);
 void ctl_render_vm_list(bool json, const ProtobufCMessage *reply, char **args);
 void ctl_render_vm_console(bool json, const ProtobufCMessage *reply,

@@ -425,3 +425,88 @@ void ctl_render_vm_stats(bool json, const ProtobufCMessage *reply, char **args)
 	       (unsigned long long)t[4], (unsigned long long)t[5],
 	       (unsigned long long)t[6], (unsigned long long)t[7]);
 }
+
+int ctl_build_vm_list(const struct ctl_opts *o, char **args, int nargs,
+		      ProtobufCMessage **out)
+{
+	Cellmon__VmListRequest *r;
+
+	(void)args;
+	(void)nargs;
+	if (check_keys(o, NULL, "cell deps") || o->nguest || o->dry_run)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	cellmon__vm_list_request__init(r);
+	*out = &r->base;
+	return 0;
+}
+
+/* cell deps CELL: which VMs depend on which nodes of the cell. */
+void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__VmListReply *r = (const void *)reply;
+	json_t *vms = json_array(), *nodes = json_object();
+
+	for (size_t i = 0; i < r->n_vms; i++) {
+		const Cellmon__VmInfo *v = r->vms[i];
+		json_t *deps = json_array();
+
+		if (strcmp(v->spec->cell, args[0]) != 0)
+			continue;
+		for (size_t d = 0; d < v->n_deps; d++) {
+			json_t *on = json_object_get(nodes, v->deps[d]);
+
+			json_array_append_new(deps, json_string(v->deps[d]));
+			/* Only VMs that run now are affected by a failure. */
+			if (v->state < CELLMON__VM_STATE__VM_STARTING ||
+			    v->state > CELLMON__VM_STATE__VM_STOPPING)
+				continue;
+			if (!on) {
+				on = json_array();
+				json_object_set_new(nodes, v->deps[d], on);
+			}
+			json_array_append_new(on, json_string(v->spec->name));
+		}
+		json_array_append_new(vms, json_pack("{s:s, s:s, s:o}", "vm",
+						     v->spec->name, "state",
+						     vm_state(v->state), "deps",
+						     deps));
+	}
+	if (json) {
+		ctl_emit_json(json_pack("{s:s, s:o, s:o}", "cell", args[0],
+					"vms", vms, "affected_by_node", nodes));
+		return;
+	}
+	printf("%-16s %-9s %s\n", "VM", "STATE", "DEPENDS ON");
+	for (size_t i = 0; i < json_array_size(vms); i++) {
+		json_t *v = json_array_get(vms, i),
+		       *d = json_object_get(v, "deps");
+
+		printf("%-16s %-9s ",
+		       json_string_value(json_object_get(v, "vm")),
+		       json_string_value(json_object_get(v, "state")));
+		for (size_t k = 0; k < json_array_size(d); k++)
+			printf("%s%s", k ? "," : "",
+			       json_string_value(json_array_get(d, k)));
+		printf("%s\n", json_array_size(d) ? "" : "-");
+	}
+	printf("\n%-16s %s\n", "NODE", "RUNNING VMS AFFECTED IF IT FAILS");
+	{
+		const char *node;
+		json_t *list;
+
+		json_object_foreach(nodes, node, list)
+		{
+			printf("%-16s ", node);
+			for (size_t k = 0; k < json_array_size(list); k++)
+				printf("%s%s", k ? "," : "",
+				       json_string_value(
+					       json_array_get(list, k)));
+			printf("\n");
+		}
+	}
+	json_decref(vms);
+	json_decref(nodes);
+}
