@@ -1,0 +1,248 @@
+/*
+ * Fault injection on separate "hosts": deploy/netns-cluster puts the
+ * manager, the disk server and three agents in network namespaces of
+ * their own, and one agent's link is cut (a partition) and restored.
+ *
+ *  - the cut-off agent cannot renew its lease and kills its vCPUs before
+ *    the manager may declare it down (checked on the old vCPU process);
+ *  - the VM that depended on it is restarted on another node and finishes
+ *    with the right result; the VM that did not runs on untouched;
+ *  - healed, the agent finds its incarnation over, discards its VMs and
+ *    comes back as a new incarnation.
+ *
+ * Needs root and network namespaces; skips with a message otherwise (the
+ * same fencing is tested without namespaces by test_fault_node's paused
+ * agent).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "testsupport.h"
+
+#define NSTEPS 60
+
+static char *dir;
+static bool cluster_up;
+
+static int script(char **out, const char *const *words)
+{
+	char *argv[24] = {NETNS_SCRIPT};
+	int n = 1, rc;
+	char *tmp = NULL;
+
+	for (; *words && n < 23; words++)
+		argv[n++] = (char *)*words;
+	argv[n] = NULL;
+	rc = ts_run(argv, 120000, out ? out : &tmp, true);
+	free(tmp);
+	return rc;
+}
+
+#define NS(out, ...) script(out, (const char *const[]){__VA_ARGS__, NULL})
+
+static json_t *ctl_json(const char *a, const char *b, const char *c)
+{
+	char *out = NULL;
+	json_t *j = NULL;
+
+	if (NS(&out, "ctl", "-o", "json", a, b, c) == 0)
+		j = json_loads(out, 0, NULL);
+	free(out);
+	return j;
+}
+
+static bool can_use_netns(void)
+{
+	char *argv[] = {"ip", "netns", "add", "cmprobe-test", NULL};
+	char *argv2[] = {"ip", "netns", "delete", "cmprobe-test", NULL};
+	char *out = NULL;
+	int rc;
+
+	if (geteuid() != 0)
+		return false;
+	rc = ts_run(argv, 10000, &out, true);
+	free(out);
+	out = NULL;
+	if (rc == 0)
+		ts_run(argv2, 10000, &out, true);
+	free(out);
+	return rc == 0;
+}
+
+static int setup(void **state)
+{
+	char run[700], *out = NULL;
+
+	(void)state;
+	dir = ts_tmpdir("cellmon-netns");
+	snprintf(run, sizeof(run), "%s/run", dir);
+	setenv("CELLMON_RUN_DIR", run, 1);
+	setenv("CELLMON_BUILD_DIR", BUILD_DIR, 1);
+	setenv("CELLMON_NETNS_PREFIX", "cmft", 1);
+	setenv("CELLMON_NETNS_SUBNET", "10.79.0", 1);
+	NS(NULL, "down"); /* leftovers of a killed run */
+	if (NS(&out, "up", "3") != 0) {
+		fprintf(stderr, "netns-cluster up failed:\n%s\n", out);
+		free(out);
+		return -1;
+	}
+	free(out);
+	cluster_up = true;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (cluster_up)
+		NS(NULL, "down");
+	if (dir && !getenv("CELLMON_KEEP_TEST_DIR"))
+		ts_rmtree(dir);
+	else if (dir)
+		fprintf(stderr, "test dir kept: %s\n", dir);
+	free(dir);
+	return 0;
+}
+
+static const char *state_of(const char *noun, const char *name)
+{
+	static char s[32];
+	json_t *j = ctl_json(noun, "info", name);
+
+	snprintf(s, sizeof(s), "%s",
+		 j ? json_string_value(json_object_get(j, "state")) : "none");
+	json_decref(j);
+	return s;
+}
+
+static int vm_int(const char *vm, const char *key)
+{
+	json_t *j = ctl_json("vm", "info", vm);
+	int v = j ? (int)json_integer_value(json_object_get(j, key)) : -1;
+
+	json_decref(j);
+	return v;
+}
+
+static pid_t vm_pid(const char *vm)
+{
+	for (int i = 0; i < 100; i++) {
+		json_t *j = ctl_json("vm", "info", vm);
+		json_t *v = json_array_get(json_object_get(j, "vcpus"), 0);
+		pid_t p = (pid_t)json_integer_value(json_object_get(v, "pid"));
+
+		json_decref(j);
+		if (p > 0)
+			return p;
+		usleep(50 * 1000);
+	}
+	return -1;
+}
+
+static bool pid_running(pid_t p)
+{
+	char path[64], stat[512], *paren;
+	FILE *f;
+	bool ok;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)p);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	ok = fgets(stat, sizeof(stat), f) != NULL;
+	fclose(f);
+	paren = ok ? strrchr(stat, ')') : NULL;
+	return paren && paren[2] != 'Z' && paren[2] != 'X';
+}
+
+static void assert_finished(const char *vm)
+{
+	char want[64], *out = NULL;
+
+	for (int i = 0; i < 400; i++) {
+		const char *s = state_of("vm", vm);
+
+		if (strcmp(s, "stopped") == 0 || strcmp(s, "failed") == 0)
+			break;
+		usleep(50 * 1000);
+	}
+	assert_string_equal(state_of("vm", vm), "stopped");
+	snprintf(want, sizeof(want), "steps=%d total=%d", NSTEPS, NSTEPS);
+	assert_int_equal(NS(&out, "ctl", "vm", "console", vm), 0);
+	assert_non_null(strstr(out, want));
+	free(out);
+}
+
+/* node2 cut off under a VM: fenced, restarted elsewhere, rejoins. */
+static void test_fault_partition_fences_and_restarts(void **state)
+{
+	uint64_t t0, t_gone = 0, t_down = 0, t_restart = 0;
+	pid_t old;
+
+	(void)state;
+	assert_true(cluster_up);
+	assert_int_equal(NS(NULL, "ctl", "vm", "create", "cut", "--cell=local",
+			    "--image=testguest", "--node=node2", "--start",
+			    "--", "steps", "60", "100"),
+			 0);
+	assert_int_equal(NS(NULL, "ctl", "vm", "create", "calm", "--cell=local",
+			    "--image=testguest", "--node=node1", "--start",
+			    "--", "steps", "60", "100"),
+			 0);
+	old = vm_pid("cut");
+	assert_true(old > 0 && pid_running(old));
+	usleep(300 * 1000);
+	t0 = ts_now_ms();
+	assert_int_equal(NS(NULL, "partition", "node2"), 0);
+	for (int i = 0; i < 300 && (!t_gone || !t_restart); i++) {
+		if (!t_gone && !pid_running(old))
+			t_gone = ts_now_ms();
+		if (!t_down && strcmp(state_of("node", "node2"), "down") == 0)
+			t_down = ts_now_ms();
+		if (!t_restart && vm_int("cut", "restarts") == 1 &&
+		    strcmp(state_of("vm", "cut"), "running") == 0)
+			t_restart = ts_now_ms();
+		usleep(20 * 1000);
+	}
+	assert_int_equal(NS(NULL, "heal", "node2"), 0);
+	printf("# partition: the cut-off node's vCPU ended after %llu ms, node "
+	       "down after %llu ms, VM running elsewhere after %llu ms\n",
+	       (unsigned long long)(t_gone ? t_gone - t0 : 0),
+	       (unsigned long long)(t_down ? t_down - t0 : 0),
+	       (unsigned long long)(t_restart ? t_restart - t0 : 0));
+	assert_true(t_gone && t_down && t_restart);
+	assert_true(t_gone < t_down);
+	assert_true(t_gone <= t_restart);
+	assert_finished("cut");
+	assert_finished("calm");
+	assert_int_equal(vm_int("calm", "runs"), 1);
+	for (int i = 0; i < 100 && strcmp(state_of("node", "node2"), "up"); i++)
+		usleep(100 * 1000);
+	assert_string_equal(state_of("node", "node2"), "up");
+}
+
+int main(void)
+{
+	/* ctest reports exit 77 as skipped (SKIP_RETURN_CODE). */
+	if (!can_use_netns()) {
+		printf("SKIP: needs root and network namespaces (ip netns); "
+		       "the "
+		       "same fencing is tested by test_fault_node\n");
+		return 77;
+	}
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fault_partition_fences_and_restarts),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
