@@ -10,7 +10,11 @@
  *  - SIGSTOP of an agent for longer than its lease, then SIGCONT: its
  *    guests end themselves when the lease is over (before the manager may
  *    declare the node down), the VM is restarted elsewhere and finishes;
- *    the agent comes back as a new incarnation with no old VMs.
+ *    the agent comes back as a new incarnation with no old VMs;
+ *  - a DSM peer killed in the middle of a fault storm (the SPMD stencil):
+ *    nothing hangs; the VM is restarted and its checksum is right;
+ *  - kill -9 of the manager: running VMs run on untouched (same vCPU
+ *    processes, one run) and finish right under the restarted manager.
  *
  * "No VM on two nodes" is checked, not assumed: the old run's vCPU pids
  * must be gone before the new run's start is recorded.
@@ -41,6 +45,7 @@
 static struct {
 	char *dir;
 	char agent_addr[64], ctl_addr[64];
+	pid_t manager;
 	pid_t agents[3];
 } T;
 
@@ -134,7 +139,8 @@ static int setup(void **state)
 	T.dir = ts_tmpdir("cellmon-fault");
 	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
 	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
-	assert_true(ts_spawn(margv, log) > 0);
+	T.manager = ts_spawn(margv, log);
+	assert_true(T.manager > 0);
 	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
 	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
 				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
@@ -401,11 +407,95 @@ static void test_fault_agent_paused_guests_fenced(void **state)
 	assert_string_equal(node_state(victim), "up");
 }
 
+/* The checksum spmd prints, run as a plain process. */
+static void reference(const char *n, const char *iters, char *out, size_t len)
+{
+	char *argv[] = {GUEST_IMAGES "/spmd", (char *)n, (char *)iters, NULL};
+	char *text = NULL, *p;
+
+	assert_int_equal(ts_run(argv, 60000, &text, true), 0);
+	p = strstr(text, "checksum=");
+	assert_non_null(p);
+	snprintf(out, len, "%.25s", p);
+	free(text);
+}
+
+/* A DSM peer killed in the middle of a fault storm (the SPMD stencil
+ * moving pages every sweep): the faults waiting on it do not hang the
+ * VM; it is restarted and computes the right checksum. */
+static void test_fault_dsm_peer_killed_mid_storm(void **state)
+{
+	char want[40], victim[32], *out = NULL;
+	struct vminfo in;
+	pid_t agent;
+
+	(void)state;
+	reference("256", "2500", want, sizeof(want));
+	assert_int_equal(CTL(NULL, "vm", "create", "storm", "--cell=c",
+			     "--image=spmd", "--vcpus=2", "--memory=16M",
+			     "--start", "--", "256", "2500"),
+			 0);
+	assert_true(wait_pids("storm", &in));
+	snprintf(victim, sizeof(victim), "%s", in.nodes[1]);
+	usleep(800 * 1000);
+	agent = T.agents[node_index(victim)];
+	ts_stop(agent, SIGKILL, 5000);
+	/* "failed" is passing while the restart is on its way. */
+	for (int i = 0; i < 600 && strcmp(in.state, "stopped"); i++) {
+		usleep(50 * 1000);
+		vm_info("storm", &in);
+	}
+	assert_string_equal(in.state, "stopped");
+	assert_int_equal(in.restarts, 1);
+	assert_int_equal(CTL(&out, "vm", "console", "storm"), 0);
+	assert_non_null(strstr(out, want));
+	free(out);
+	T.agents[node_index(victim)] = start_agent(node_index(victim));
+	for (int i = 0; i < 100 && strcmp(node_state(victim), "up"); i++)
+		usleep(100 * 1000);
+	assert_string_equal(node_state(victim), "up");
+}
+
+/* kill -9 of the manager: running VMs run on (same processes) and finish
+ * right; the restarted manager has every VM. */
+static void test_fault_manager_killed_vms_run_on(void **state)
+{
+	char sd[700], log[700], al[100];
+	char *margv[] = {MANAGER_BIN, sd, al, "--ctl-listen=127.0.0.1:0", NULL};
+	struct vminfo before, after;
+
+	(void)state;
+	start_vm("orphan", 2, NULL);
+	assert_true(wait_pids("orphan", &before));
+	ts_stop(T.manager, SIGKILL, 5000);
+	usleep(1500 * 1000); /* longer than a lease: agents keep VMs */
+	for (int i = 0; i < before.nvcpus; i++)
+		assert_false(pid_gone(before.pids[i]));
+	snprintf(sd, sizeof(sd), "%s/manager/manager.addr", T.dir);
+	unlink(sd);
+	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
+	snprintf(al, sizeof(al), "--agent-listen=%s", T.agent_addr);
+	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
+	T.manager = ts_spawn(margv, log);
+	assert_true(T.manager > 0);
+	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
+	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
+				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
+	assert_true(wait_pids("orphan", &after));
+	assert_memory_equal(before.pids, after.pids, sizeof(before.pids));
+	assert_finished_right("orphan", 2);
+	vm_info("orphan", &after);
+	assert_int_equal(after.runs, 1);
+	assert_int_equal(after.restarts, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fault_agent_killed_dependents_restart),
 		cmocka_unit_test(test_fault_agent_paused_guests_fenced),
+		cmocka_unit_test(test_fault_dsm_peer_killed_mid_storm),
+		cmocka_unit_test(test_fault_manager_killed_vms_run_on),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
