@@ -8,13 +8,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent_disk.h"
+#include "cell/log.h"
 #include "cellproto/cellproto.h"
 #include "vdisk/nbdc.h"
 
-#define MAP_TIMEOUT_MS 2000
+#define MAP_TIMEOUT_MS	 2000
+#define RECONNECT_FOR_MS 20000	     /* a restarting disk server */
+#define PENDING_MAX	 (16u << 20) /* unflushed bytes kept for replay */
+
+/* A write the server acknowledged but no flush has covered yet: kept so
+ * it can be sent again if the server restarts before the next flush. */
+struct pending {
+	struct pending *next;
+	uint64_t off;
+	uint32_t len;
+	uint8_t data[];
+};
 
 struct agent_disk {
 	struct agent_cache *cache;
@@ -23,8 +36,12 @@ struct agent_disk {
 	uint64_t size, nblocks;
 	char below[96];	    /* "" : do not cache */
 	uint8_t *top;	    /* blocks the disk holds itself (atomic bytes) */
-	pthread_mutex_t mu; /* one NBD request at a time */
+	pthread_mutex_t mu; /* one NBD request at a time; guards below */
 	int fd;
+	char server[160];
+	struct pending *pend, **pend_tail;
+	uint64_t pend_bytes;
+	uint64_t reconnects;
 };
 
 /* Asks the disk server for the map; fills d and the NBD address. */
@@ -78,7 +95,9 @@ int agent_disk_open(struct agent_cache *c, const char *admin, const char *name,
 	d->fd = -1;
 	pthread_mutex_init(&d->mu, NULL);
 	snprintf(d->name, sizeof(d->name), "%s", name);
+	d->pend_tail = &d->pend;
 	rc = fetch_map(d, admin, server, sizeof(server), err, len);
+	snprintf(d->server, sizeof(d->server), "%s", server);
 	if (!rc) {
 		d->fd = nbdc_open(server, name, &size);
 		if (d->fd < 0 || size != d->size) {
@@ -108,9 +127,74 @@ void agent_disk_close(struct agent_disk *d)
 			     NBDC_REQUEST_MAGIC);
 		close(d->fd);
 	}
+	while (d->pend) {
+		struct pending *p = d->pend;
+
+		d->pend = p->next;
+		free(p);
+	}
 	pthread_mutex_destroy(&d->mu);
 	free(d->top);
 	free(d);
+}
+
+static void pending_clear(struct agent_disk *d)
+{
+	while (d->pend) {
+		struct pending *p = d->pend;
+
+		d->pend = p->next;
+		free(p);
+	}
+	d->pend_tail = &d->pend;
+	d->pend_bytes = 0;
+}
+
+/* With d->mu held: a new connection to the same disk, then every
+ * acknowledged but unflushed write again, so that a later flush covers
+ * them. Retries for RECONNECT_FOR_MS (a disk server restarting). */
+static int reconnect(struct agent_disk *d)
+{
+	struct timespec t0, now;
+	unsigned backoff_ms = 50;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		uint64_t size = 0;
+		int ok = 1;
+
+		if (d->fd >= 0)
+			close(d->fd);
+		d->fd = nbdc_open(d->server, d->name, &size);
+		if (d->fd >= 0 && size != d->size) {
+			close(d->fd);
+			d->fd = -1;
+		}
+		for (struct pending *p = d->pend; d->fd >= 0 && p && ok;
+		     p = p->next)
+			ok = nbdc_request(d->fd, NBDC_WRITE, 0, p->off, p->len,
+					  p->data, NBDC_REQUEST_MAGIC) == 0;
+		if (d->fd >= 0 && ok) {
+			size_t n = 0;
+
+			for (struct pending *p = d->pend; p; p = p->next)
+				n++;
+			d->reconnects++;
+			CELL_WARN("agent",
+				  "disk %s: reconnected to %s; sent again %zu "
+				  "unflushed writes (%llu bytes)",
+				  d->name, d->server, n,
+				  (unsigned long long)d->pend_bytes);
+			return 0;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - t0.tv_sec) * 1000 +
+			    (now.tv_nsec - t0.tv_nsec) / 1000000 >
+		    RECONNECT_FOR_MS)
+			return -EIO;
+		usleep(backoff_ms * 1000);
+		backoff_ms = backoff_ms < 1000 ? backoff_ms * 2 : 1000;
+	}
 }
 
 uint64_t agent_disk_size(const struct agent_disk *d)
@@ -118,16 +202,45 @@ uint64_t agent_disk_size(const struct agent_disk *d)
 	return d->size;
 }
 
+/* One request; a lost connection is made again (and the request sent
+ * again: reads, writes at an offset and flushes may be repeated). An
+ * acknowledged write is kept until a flush covers it; a flush clears. */
 static int nbd_io(struct agent_disk *d, uint16_t type, uint64_t off,
 		  uint32_t len, void *buf)
 {
 	int rc;
 
 	pthread_mutex_lock(&d->mu);
-	rc = nbdc_request(d->fd, type, 0, off, len, buf, NBDC_REQUEST_MAGIC);
+	rc = d->fd >= 0 ? nbdc_request(d->fd, type, 0, off, len, buf,
+				       NBDC_REQUEST_MAGIC)
+			: -1;
+	if (rc < 0 && reconnect(d) == 0)
+		rc = nbdc_request(d->fd, type, 0, off, len, buf,
+				  NBDC_REQUEST_MAGIC);
+	if (rc == 0 && type == NBDC_FLUSH)
+		pending_clear(d);
+	if (rc == 0 && type == NBDC_WRITE) {
+		struct pending *p = malloc(sizeof(*p) + len);
+
+		if (p) {
+			*p = (struct pending){NULL, off, len};
+			memcpy(p->data, buf, len);
+			*d->pend_tail = p;
+			d->pend_tail = &p->next;
+			d->pend_bytes += len;
+		}
+		/* Out of memory, or too much unflushed: flush now, so no
+		 * acknowledged write depends on a copy we do not have. */
+		if (!p || d->pend_bytes > PENDING_MAX) {
+			rc = nbdc_request(d->fd, NBDC_FLUSH, 0, 0, 0, NULL,
+					  NBDC_REQUEST_MAGIC);
+			if (rc == 0)
+				pending_clear(d);
+		}
+	}
 	pthread_mutex_unlock(&d->mu);
 	if (rc < 0)
-		return -EIO; /* the connection is gone */
+		return -EIO; /* the disk server is gone for good */
 	return rc ? -rc : 0;
 }
 

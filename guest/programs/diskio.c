@@ -7,6 +7,9 @@
  *                           disk D, flush; print the pattern's checksum
  *   diskio check D SEED     read disk D and compare it with the pattern;
  *                           exit 1 at the first difference
+ *   diskio loop D SEED N    N rounds: write the pattern of SEED+r over
+ *                           all of disk D and flush, printing each
+ *                           round; exit 3 on any I/O error
  *
  * Output: "diskio: disk=D bytes=N checksum=<16 hex>" (read, write) or
  * "diskio: disk=D check ok" / "... differs at byte N".
@@ -29,6 +32,34 @@ static void pattern(uint64_t *p, uint64_t off, size_t len, uint64_t seed)
 
 		p[i] = (w * 0x9e3779b97f4a7c15ull) ^ seed;
 	}
+}
+
+static int loop(unsigned d, uint64_t seed, long rounds, int64_t size)
+{
+	for (long r = 0; r < rounds; r++) {
+		for (uint64_t off = 0; off < (uint64_t)size; off += CHUNK) {
+			size_t n = (uint64_t)size - off < CHUNK
+					   ? (size_t)(size - off)
+					   : CHUNK;
+			int rc;
+
+			pattern(buf, off, n, seed + (uint64_t)r);
+			rc = cg_disk_write(d, off, buf, n);
+			if (rc) {
+				printf("diskio: round %ld write error %d\n", r,
+				       rc);
+				return 3;
+			}
+		}
+		if (cg_disk_flush(d)) {
+			printf("diskio: round %ld flush failed\n", r);
+			return 3;
+		}
+		printf("diskio: round %ld flushed seed=%llu\n", r,
+		       (unsigned long long)(seed + (uint64_t)r));
+	}
+	printf("diskio: disk=%u rounds=%ld done\n", d, rounds);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -56,6 +87,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "diskio: disk %u: error %d\n", d, (int)size);
 		return 2;
 	}
+	if (strcmp(argv[1], "loop") == 0)
+		return loop(d, seed, argc > 4 ? strtol(argv[4], NULL, 10) : 1,
+			    size);
 	for (uint64_t off = 0; off < (uint64_t)size && !rc; off += CHUNK) {
 		size_t n = (uint64_t)size - off < CHUNK ? (size_t)(size - off)
 							: CHUNK;
