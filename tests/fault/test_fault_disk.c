@@ -26,6 +26,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "ctlclient.h"
 #include "testsupport.h"
 
 #define ROUNDS "12"
@@ -37,23 +38,8 @@ static struct {
 	pid_t vdiskd;
 } T;
 
-static int ctl(char **out, const char *const *words)
-{
-	char mgr[100];
-	char *argv[24] = {CELLCTL_BIN, mgr};
-	int n = 2, rc;
-	char *tmp = NULL;
-
-	snprintf(mgr, sizeof(mgr), "--manager=%s", T.ctl_addr);
-	for (; *words && n < 23; words++)
-		argv[n++] = (char *)*words;
-	argv[n] = NULL;
-	rc = ts_run(argv, 70000, out ? out : &tmp, true);
-	free(tmp);
-	return rc;
-}
-
-#define CTL(out, ...) ctl(out, (const char *const[]){__VA_ARGS__, NULL})
+#define CTL(out, ...) \
+	tsc_ctl(CELLCTL_BIN, T.ctl_addr, out, TSC_WORDS(__VA_ARGS__))
 
 static int free_port(void)
 {
@@ -142,27 +128,16 @@ static int teardown(void **state)
 {
 	(void)state;
 	ts_kill_all();
-	if (getenv("CELLMON_KEEP_TEST_DIR"))
-		fprintf(stderr, "test dir kept: %s\n", T.dir);
-	else
-		ts_rmtree(T.dir);
-	free(T.dir);
+	tsc_dir_done(T.dir);
 	return 0;
 }
 
 static const char *vm_state(const char *vm)
 {
 	static char s[32];
-	char *out = NULL;
-	json_t *j = NULL;
 
-	if (CTL(&out, "-o", "json", "vm", "info", vm) == 0)
-		j = json_loads(out, 0, NULL);
-	free(out);
-	snprintf(s, sizeof(s), "%s",
-		 j ? json_string_value(json_object_get(j, "state")) : "none");
-	json_decref(j);
-	return s;
+	return tsc_ctl_field(CELLCTL_BIN, T.ctl_addr, "state",
+			     TSC_WORDS("vm", "info", vm), s, sizeof(s));
 }
 
 static bool wait_end(const char *vm)

@@ -31,6 +31,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "ctlclient.h"
 #include "testsupport.h"
 
 struct cluster {
@@ -87,33 +88,14 @@ static bool addr_ready(void)
 }
 
 /* cellctl with up to 12 words; returns its exit code, output in *out. */
-static int ctl(char **out, const char *const *words)
-{
-	char mgr[100];
-	char *argv[16] = {CELLCTL_BIN, mgr};
-	int n = 2, rc;
-	char *tmp = NULL;
 
-	snprintf(mgr, sizeof(mgr), "--manager=%s", cl.ctl_addr);
-	for (; *words && n < 15; words++)
-		argv[n++] = (char *)*words;
-	argv[n] = NULL;
-	rc = ts_run(argv, 70000, out ? out : &tmp, true);
-	free(tmp);
-	return rc;
-}
-
-#define CTL(out, ...) ctl(out, (const char *const[]){__VA_ARGS__, NULL})
+#define CTL(out, ...) \
+	tsc_ctl(CELLCTL_BIN, cl.ctl_addr, out, TSC_WORDS(__VA_ARGS__))
 
 static json_t *vm_json(const char *name)
 {
-	char *out = NULL;
-	json_t *j = NULL;
-
-	if (CTL(&out, "-o", "json", "vm", "info", name) == 0)
-		j = json_loads(out, 0, NULL);
-	free(out);
-	return j;
+	return tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+			    TSC_WORDS("vm", "info", name));
 }
 
 static char want_state[32], want_vm[64];
@@ -193,11 +175,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	ts_kill_all();
-	if (getenv("CELLMON_KEEP_TEST_DIR"))
-		fprintf(stderr, "test dir kept: %s\n", cl.dir);
-	else
-		ts_rmtree(cl.dir);
-	free(cl.dir);
+	tsc_dir_done(cl.dir);
 	return 0;
 }
 

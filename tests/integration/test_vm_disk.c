@@ -30,6 +30,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "ctlclient.h"
 #include "testsupport.h"
 
 #define BASE_BYTES (4u << 20)
@@ -43,33 +44,12 @@ static struct {
 	uint64_t base_fnv;
 } T;
 
-static int ctl(char **out, const char *const *words)
-{
-	char mgr[100];
-	char *argv[24] = {CELLCTL_BIN, mgr};
-	int n = 2, rc;
-	char *tmp = NULL;
-
-	snprintf(mgr, sizeof(mgr), "--manager=%s", T.ctl_addr);
-	for (; *words && n < 23; words++)
-		argv[n++] = (char *)*words;
-	argv[n] = NULL;
-	rc = ts_run(argv, 70000, out ? out : &tmp, true);
-	free(tmp);
-	return rc;
-}
-
-#define CTL(out, ...) ctl(out, (const char *const[]){__VA_ARGS__, NULL})
+#define CTL(out, ...) \
+	tsc_ctl(CELLCTL_BIN, T.ctl_addr, out, TSC_WORDS(__VA_ARGS__))
 
 static json_t *ctl_json(const char *a, const char *b, const char *c)
 {
-	char *out = NULL;
-	json_t *j = NULL;
-
-	if (CTL(&out, "-o", "json", a, b, c) == 0)
-		j = json_loads(out, 0, NULL);
-	free(out);
-	return j;
+	return tsc_ctl_json(CELLCTL_BIN, T.ctl_addr, TSC_WORDS(a, b, c));
 }
 
 static uint64_t bytes_served(void)
@@ -98,12 +78,9 @@ static uint64_t cache_stat(const char *node, const char *key)
 static const char *vm_state(const char *vm)
 {
 	static char state[32];
-	json_t *j = ctl_json("vm", "info", vm);
 
-	snprintf(state, sizeof(state), "%s",
-		 j ? json_string_value(json_object_get(j, "state")) : "none");
-	json_decref(j);
-	return state;
+	return tsc_ctl_field(CELLCTL_BIN, T.ctl_addr, "state",
+			     TSC_WORDS("vm", "info", vm), state, sizeof(state));
 }
 
 static bool wait_ended(const char *vm)
@@ -242,11 +219,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	ts_kill_all();
-	if (getenv("CELLMON_KEEP_TEST_DIR"))
-		fprintf(stderr, "test dir kept: %s\n", T.dir);
-	else
-		ts_rmtree(T.dir);
-	free(T.dir);
+	tsc_dir_done(T.dir);
 	return 0;
 }
 
