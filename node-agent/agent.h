@@ -137,7 +137,10 @@ struct agent {
 };
 
 /* The engine a vCPU runs on. The native engine is a process per vCPU;
- * the KVM engine (a VMM process per VM) implements the same members. */
+ * the KVM engine (a VMM process per VM) implements the same members.
+ * Status needs no member: every engine's vCPUs are processes of the
+ * agent, so their end comes from waitpid() (agent_vm.c, SIGCHLD) and is
+ * kept in struct agent_vcpu for the heartbeat. */
 struct agent_engine_ops {
 	const char *name;
 	/* Starts vCPU v of its VM; sets v->pid under vm_mu. 0, or -errno
