@@ -63,6 +63,7 @@ struct mgr_vm {
 	bool busy;	   /* a start, finish or kill is in flight */
 	int start_err;	   /* -errno of a failed start, for the waiting call */
 	uint32_t restarts; /* after node failures (persisted) */
+	uint64_t write_epoch;	      /* of the current run, for its disks */
 	bool restart_pending;	      /* restart once this run is released */
 	struct cell_rpc_call *waiter; /* cellctl call answered at the end */
 	Cellmon__VmNodeStats **stats; /* last snapshot, taken at the end */

@@ -470,6 +470,7 @@ static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
 	st.vcpus = mine;
 	st.home_dsm_id = mem[0].dsm_id;
 	st.vdiskd = m->cfg.vdiskd;
+	st.write_epoch = vm->write_epoch;
 	args->len = cellmon__vm_start__get_packed_size(&st);
 	args->data = malloc(args->len + 1);
 	if (args->data)
@@ -1046,9 +1047,18 @@ out:
 static int start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 {
 	struct mgr_vcpu *v = calloc(vm->spec->vcpus, sizeof(*v));
+	int rc;
 
 	if (!v)
 		return -ENOMEM;
+	/* Every run writes its disks under a new epoch: the disk server
+	 * then refuses writes from any earlier run still alive somewhere. */
+	rc = mgr_store_counter_next(m->store, "next_write_epoch",
+				    &vm->write_epoch);
+	if (rc) {
+		free(v);
+		return rc;
+	}
 	for (uint32_t i = 0; i < vm->spec->vcpus; i++) {
 		snprintf(v[i].node, sizeof(v[i].node), "%s", names[i]);
 		snprintf(v[i].state, sizeof(v[i].state), "placed");

@@ -332,15 +332,20 @@ int mgr_store_cells_load(struct mgr_store *s, mgr_store_cell_fn fn, void *arg)
 	return rc;
 }
 
-int mgr_store_vm_next_id(struct mgr_store *s, uint64_t *id)
+int mgr_store_counter_next(struct mgr_store *s, const char *key, uint64_t *v)
 {
 	uint64_t next;
-	int rc = meta_get(s, "next_vm_id", &next);
+	int rc = meta_get(s, key, &next);
 
 	if (rc)
 		return rc;
-	*id = next ? next : 1;
-	return meta_set(s, "next_vm_id", *id + 1);
+	*v = next ? next : 1;
+	return meta_set(s, key, *v + 1);
+}
+
+int mgr_store_vm_next_id(struct mgr_store *s, uint64_t *id)
+{
+	return mgr_store_counter_next(s, "next_vm_id", id);
 }
 
 int mgr_store_vm_save(struct mgr_store *s, const struct mgr_vm_row *v)

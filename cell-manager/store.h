@@ -60,6 +60,8 @@ struct mgr_vm_row {
 	uint32_t restarts;
 };
 
+/* The next value of counter `key` (from 1), never handed out before. */
+int mgr_store_counter_next(struct mgr_store *s, const char *key, uint64_t *v);
 /* A new VM id, never handed out before (ids name DSM regions). */
 int mgr_store_vm_next_id(struct mgr_store *s, uint64_t *id);
 /* Upserts by id; -EEXIST when another VM has the name. */

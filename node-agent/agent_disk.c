@@ -32,6 +32,7 @@ struct pending {
 struct agent_disk {
 	struct agent_cache *cache;
 	char name[64];
+	char export[96]; /* name, or name@epoch */
 	bool ro;
 	uint64_t size, nblocks;
 	char below[96];	    /* "" : do not cache */
@@ -81,7 +82,8 @@ static int fetch_map(struct agent_disk *d, const char *admin, char *server,
 }
 
 int agent_disk_open(struct agent_cache *c, const char *admin, const char *name,
-		    bool ro, struct agent_disk **out, char *err, size_t len)
+		    bool ro, uint64_t epoch, struct agent_disk **out, char *err,
+		    size_t len)
 {
 	struct agent_disk *d = calloc(1, sizeof(*d));
 	char server[160];
@@ -95,11 +97,16 @@ int agent_disk_open(struct agent_cache *c, const char *admin, const char *name,
 	d->fd = -1;
 	pthread_mutex_init(&d->mu, NULL);
 	snprintf(d->name, sizeof(d->name), "%s", name);
+	if (epoch)
+		snprintf(d->export, sizeof(d->export), "%s@%llu", name,
+			 (unsigned long long)epoch);
+	else
+		snprintf(d->export, sizeof(d->export), "%s", name);
 	d->pend_tail = &d->pend;
 	rc = fetch_map(d, admin, server, sizeof(server), err, len);
 	snprintf(d->server, sizeof(d->server), "%s", server);
 	if (!rc) {
-		d->fd = nbdc_open(server, name, &size);
+		d->fd = nbdc_open(server, d->export, &size);
 		if (d->fd < 0 || size != d->size) {
 			snprintf(err, len,
 				 "disk %s: cannot open it over NBD at %s", name,
@@ -165,7 +172,7 @@ static int reconnect(struct agent_disk *d)
 
 		if (d->fd >= 0)
 			close(d->fd);
-		d->fd = nbdc_open(d->server, d->name, &size);
+		d->fd = nbdc_open(d->server, d->export, &size);
 		if (d->fd >= 0 && size != d->size) {
 			close(d->fd);
 			d->fd = -1;

@@ -68,11 +68,14 @@ struct agent_disk;
 
 /*
  * Opens disk `name` of the disk server whose admin address is `admin`
- * (its NBD address comes with the map). ro: the VM only reads it. 0, or
- * -errno with err set (-ENOENT: no such disk).
+ * (its NBD address comes with the map). ro: the VM only reads it.
+ * epoch: the run's write epoch (the disk server refuses writers whose
+ * epoch another opener has passed); 0 for none. 0, or -errno with err
+ * set (-ENOENT: no such disk).
  */
 int agent_disk_open(struct agent_cache *c, const char *admin, const char *name,
-		    bool ro, struct agent_disk **out, char *err, size_t len);
+		    bool ro, uint64_t epoch, struct agent_disk **out, char *err,
+		    size_t len);
 /* Flushes (when writable) and closes. NULL is a no-op. */
 void agent_disk_close(struct agent_disk *d);
 uint64_t agent_disk_size(const struct agent_disk *d);

@@ -359,7 +359,8 @@ static int open_disks(struct agent *a, struct agent_vm *vm,
 
 		snprintf(name, sizeof(name), "%.*s", (int)n, s->disks[i]);
 		rc = agent_disk_open(a->cache, st->vdiskd, name, ro,
-				     &vm->disks[i], err, len);
+				     ro ? 0 : st->write_epoch, &vm->disks[i],
+				     err, len);
 		if (rc)
 			return rc;
 		vm->ndisks = i + 1;

@@ -89,8 +89,8 @@ static void *vm_main(void *arg)
 	char err[300];
 	uint8_t *buf = malloc(64 << 10);
 
-	v->rc = buf ? agent_disk_open(v->cache, admin, v->disk, true, &d, err,
-				      sizeof(err))
+	v->rc = buf ? agent_disk_open(v->cache, admin, v->disk, true, 0, &d,
+				      err, sizeof(err))
 		    : -ENOMEM;
 	if (v->rc) {
 		free(buf);

@@ -448,6 +448,55 @@ static void test_vdiskd_kill9_keeps_flushed_writes(void **state)
 	close(fd);
 }
 
+/* Write fences: a writer opened as "disk@epoch" loses its writes once a
+ * higher epoch opened the disk; a lower epoch cannot open it at all, also
+ * after a server restart; plain names are not fenced. */
+static void test_vdiskd_write_epochs_fence_old_writers(void **state)
+{
+	uint8_t b[4096];
+	int old, cur, plain;
+
+	(void)state;
+	memset(b, 0x33, sizeof(b));
+	assert_int_equal(admin(NULL, "disk", "create", "f", "1M", NULL), 0);
+	old = nbdc_connect(T.addr, "f@5");
+	assert_true(old >= 0);
+	assert_int_equal(nbdc_request(old, NBDC_WRITE, 0, 0, sizeof(b), b,
+				      NBDC_REQUEST_MAGIC),
+			 0);
+	cur = nbdc_connect(T.addr, "f@7");
+	assert_true(cur >= 0);
+	/* EPERM (1) for the passed writer; reads still work. */
+	assert_int_equal(nbdc_request(old, NBDC_WRITE, 0, 0, sizeof(b), b,
+				      NBDC_REQUEST_MAGIC),
+			 1);
+	assert_int_equal(nbdc_request(old, NBDC_READ, 0, 0, sizeof(b), b,
+				      NBDC_REQUEST_MAGIC),
+			 0);
+	assert_int_equal(nbdc_request(cur, NBDC_WRITE, 0, 0, sizeof(b), b,
+				      NBDC_REQUEST_MAGIC),
+			 0);
+	assert_true(nbdc_connect(T.addr, "f@6") < 0);
+	assert_true(nbdc_connect(T.addr, "f@x") < 0);
+	plain = nbdc_connect(T.addr, "f");
+	assert_true(plain >= 0);
+	assert_int_equal(nbdc_request(plain, NBDC_WRITE, 0, 4096, sizeof(b), b,
+				      NBDC_REQUEST_MAGIC),
+			 0);
+	close(old);
+	close(cur);
+	close(plain);
+	/* The fence outlives the server. */
+	ts_stop(T.pid, SIGKILL, 5000);
+	start_server(T.addr);
+	assert_true(nbdc_connect(T.addr, "f@6") < 0);
+	cur = nbdc_connect(T.addr, "f@8");
+	assert_true(cur >= 0);
+	close(cur);
+	/* Deleting the disk removes its fence with it. */
+	assert_int_equal(admin(NULL, "disk", "delete", "f", NULL), 0);
+}
+
 /* ---- through the manager: cellctl disk ... ---- */
 
 static pid_t start_manager(const char *vdiskd_admin, char *ctl, size_t len)
@@ -572,6 +621,9 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_vdiskd_convert_base_and_clone, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_vdiskd_write_epochs_fence_old_writers, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(test_vdiskd_nbdinfo_list, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_vdiskd_malformed_requests,

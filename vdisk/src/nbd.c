@@ -77,6 +77,7 @@ struct conn {
 	const struct nbd_exports *ex;
 	struct nbd_conn_stats *st;
 	struct vdisk *disk;
+	char export[NBD_EXPORT_MAX + 1];
 	bool no_zeroes;
 	uint8_t *buf; /* NBD_MAX_PAYLOAD */
 	char *err;
@@ -229,7 +230,7 @@ static int opt_list(struct conn *c, uint32_t len)
 static int opt_go(struct conn *c, uint32_t opt, const uint8_t *data,
 		  uint32_t len)
 {
-	char name[VDISK_NAME_MAX + 1], why[300];
+	char name[NBD_EXPORT_MAX + 1], why[300];
 	uint32_t nl;
 	uint16_t ninfo;
 	uint8_t info[14];
@@ -241,7 +242,7 @@ static int opt_go(struct conn *c, uint32_t opt, const uint8_t *data,
 	    (ninfo = cell_get16(data + 4 + nl), len != 6 + nl + 2u * ninfo))
 		return opt_error(c, opt, NBD_REP_ERR_INVALID,
 				 "malformed INFO/GO request");
-	if (nl > VDISK_NAME_MAX || nl == 0)
+	if (nl > NBD_EXPORT_MAX || nl == 0)
 		return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
 	memcpy(name, data + 4, nl);
 	name[nl] = 0;
@@ -270,21 +271,23 @@ static int opt_go(struct conn *c, uint32_t opt, const uint8_t *data,
 		return rc;
 	}
 	c->disk = d;
+	snprintf(c->export, sizeof(c->export), "%s", name);
 	return 1;
 }
 
 static int opt_export_name(struct conn *c, const uint8_t *data, uint32_t len)
 {
-	char name[VDISK_NAME_MAX + 1], why[300];
+	char name[NBD_EXPORT_MAX + 1], why[300];
 	uint8_t out[10 + 124] = {0};
 
-	if (len == 0 || len > VDISK_NAME_MAX)
+	if (len == 0 || len > NBD_EXPORT_MAX)
 		return cfail(c, -ENOENT, "EXPORT_NAME of %u bytes", len);
 	memcpy(name, data, len);
 	name[len] = 0;
 	c->disk = c->ex->get(c->ex->ctx, name, why, sizeof(why));
 	if (!c->disk)
 		return cfail(c, -ENOENT, "export '%s': %s", name, why);
+	snprintf(c->export, sizeof(c->export), "%s", name);
 	cell_put64(out, vdisk_size(c->disk));
 	cell_put16(out + 8, tflags(c->disk));
 	return send_all(c, out, c->no_zeroes ? 10 : sizeof(out));
@@ -408,6 +411,13 @@ static bool in_range(struct conn *c, uint64_t off, uint64_t len)
 	return off <= size && len <= size - off;
 }
 
+static int may_write(struct conn *c)
+{
+	return c->ex->may_write
+		       ? c->ex->may_write(c->ex->ctx, c->disk, c->export)
+		       : 0;
+}
+
 static int transmission(struct conn *c)
 {
 	uint8_t h[28];
@@ -459,7 +469,7 @@ static int transmission(struct conn *c)
 				return rc;
 			if (!in_range(c, off, len))
 				rc = -EINVAL;
-			else
+			else if (!(rc = may_write(c)))
 				rc = vdisk_write(c->disk, c->buf, off, len,
 						 fua);
 			if (!rc)
@@ -474,9 +484,9 @@ static int transmission(struct conn *c)
 			break;
 		case NBD_CMD_TRIM:
 		case NBD_CMD_WRITE_ZEROES:
-			rc = in_range(c, off, len)
-				     ? vdisk_zero(c->disk, off, len, fua)
-				     : -EINVAL;
+			rc = !in_range(c, off, len) ? -EINVAL : may_write(c);
+			if (!rc)
+				rc = vdisk_zero(c->disk, off, len, fua);
 			rc = reply(c, cookie, rc, NULL, 0);
 			break;
 		default:

@@ -19,7 +19,9 @@
 #include "vdisk/vdisk.h"
 
 #define NBD_MAX_PAYLOAD (32u << 20)
-#define NBD_MAX_OPTION	(64u << 10)
+/* An export name: a disk name, optionally "@<write epoch>" (vdiskd). */
+#define NBD_EXPORT_MAX (VDISK_NAME_MAX + 21)
+#define NBD_MAX_OPTION (64u << 10)
 
 struct nbd_exports {
 	/* The open disk named `name`, with a reference; NULL and err set
@@ -29,6 +31,10 @@ struct nbd_exports {
 	void (*put)(void *ctx, struct vdisk *d);
 	/* Export names for NBD_OPT_LIST; 0 or -errno. */
 	int (*list)(void *ctx, char ***names, size_t *count);
+	/* Before each request that changes the disk (WRITE, TRIM,
+	 * WRITE_ZEROES) of a connection opened as `export`: 0, or -errno
+	 * to refuse it (a fenced writer). May be NULL. */
+	int (*may_write)(void *ctx, struct vdisk *d, const char *export);
 	void *ctx;
 };
 

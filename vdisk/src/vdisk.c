@@ -597,9 +597,10 @@ int vdisk_delete(const char *store, const char *name, char *err, size_t errlen)
 	if (rc)
 		return rc;
 	disk_path(dir, sizeof(dir), store, name, NULL);
-	/* meta goes first: a half-deleted disk no longer opens. */
-	for (int i = 0; i < 3; i++) {
-		const char *f[] = {"meta", "journal", "data"};
+	/* meta goes first: a half-deleted disk no longer opens. "fence" is
+	 * the disk server's write fence (vdiskd_main.c). */
+	for (int i = 0; i < 4; i++) {
+		const char *f[] = {"meta", "journal", "data", "fence"};
 
 		snprintf(path, sizeof(path), "%s/%s", dir, f[i]);
 		if (unlink(path) && errno != ENOENT)

@@ -74,6 +74,7 @@ struct export
 	char name[VDISK_NAME_MAX + 1];
 	struct vdisk *d;
 	int refs;
+	uint64_t fence; /* highest write epoch opened (disks/<name>/fence) */
 };
 
 struct client {
@@ -96,13 +97,137 @@ static struct {
 
 /* ---- exports: open disks shared by their clients ---- */
 
-static struct vdisk *export_get(void *ctx, const char *name, char *err,
+/*
+ * Write fences. An agent opens a VM's writable disk as "<name>@<epoch>",
+ * the epoch growing with every start of a VM; a disk remembers the
+ * highest epoch opened (in disks/<name>/fence, so a restart keeps it).
+ * Opening with a lower one is refused, and so is every write of a
+ * connection whose epoch has been passed: a writer the manager has given
+ * up on (fenced, restarted elsewhere) cannot write any more. A plain name
+ * (operators' tools) is not fenced.
+ */
+static int split_export(const char *export, char *name, size_t len,
+			uint64_t *epoch)
+{
+	const char *at = strrchr(export, '@');
+	char *end;
+
+	*epoch = 0;
+	if (!at) {
+		snprintf(name, len, "%s", export);
+		return 0;
+	}
+	if ((size_t)(at - export) >= len || !at[1] || at[1] == '-')
+		return -EINVAL;
+	errno = 0;
+	*epoch = strtoull(at + 1, &end, 10);
+	if (*end || errno || !*epoch)
+		return -EINVAL;
+	snprintf(name, len, "%.*s", (int)(at - export), export);
+	return 0;
+}
+
+static uint64_t fence_load(const char *name)
+{
+	char path[1200], text[32];
+	uint64_t v = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/disks/%s/fence", D.cfg.store, name);
+	f = fopen(path, "r");
+	if (f && fgets(text, sizeof(text), f))
+		v = strtoull(text, NULL, 10);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static int fence_store(const char *name, uint64_t epoch)
+{
+	char path[1200], text[32];
+
+	snprintf(path, sizeof(path), "%s/disks/%s/fence", D.cfg.store, name);
+	snprintf(text, sizeof(text), "%llu\n", (unsigned long long)epoch);
+	return cell_write_file_atomic(path, text, strlen(text));
+}
+
+static struct export *export_of(struct vdisk *d)
+{
+	for (int i = 0; i < MAX_EXPORTS; i++)
+		if (D.exports[i].d == d)
+			return &D.exports[i];
+	return NULL;
+}
+
+static struct vdisk *export_open(const char *name, char *err, size_t errlen);
+static void export_put(void *ctx, struct vdisk *d);
+
+static struct vdisk *export_get(void *ctx, const char *export, char *err,
 				size_t errlen)
+{
+	char name[VDISK_NAME_MAX + 1];
+	uint64_t epoch;
+	struct export *e;
+	struct vdisk *d;
+
+	(void)ctx;
+	if (split_export(export, name, sizeof(name), &epoch)) {
+		snprintf(err, errlen, "bad export name '%.80s'", export);
+		return NULL;
+	}
+	d = export_open(name, err, errlen);
+	if (!d || !epoch)
+		return d;
+	pthread_mutex_lock(&D.lock);
+	e = export_of(d);
+	if (epoch < e->fence) {
+		snprintf(err, errlen,
+			 "disk %s is fenced at write epoch %llu; this writer "
+			 "has %llu",
+			 name, (unsigned long long)e->fence,
+			 (unsigned long long)epoch);
+		pthread_mutex_unlock(&D.lock);
+		CELL_WARN(MOD, "%s", err);
+		export_put(NULL, d);
+		return NULL;
+	}
+	if (epoch > e->fence && fence_store(name, epoch) == 0) {
+		CELL_INFO(MOD, "disk %s write epoch %llu (was %llu)", name,
+			  (unsigned long long)epoch,
+			  (unsigned long long)e->fence);
+		e->fence = epoch;
+	}
+	pthread_mutex_unlock(&D.lock);
+	return d;
+}
+
+static int may_write(void *ctx, struct vdisk *d, const char *export)
+{
+	char name[VDISK_NAME_MAX + 1];
+	uint64_t epoch;
+	struct export *e;
+	int rc = 0;
+
+	(void)ctx;
+	if (split_export(export, name, sizeof(name), &epoch) || !epoch)
+		return 0;
+	pthread_mutex_lock(&D.lock);
+	e = export_of(d);
+	if (e && epoch < e->fence)
+		rc = -EPERM;
+	pthread_mutex_unlock(&D.lock);
+	if (rc)
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "write to %s refused: epoch %llu is fenced", name,
+			    (unsigned long long)epoch);
+	return rc;
+}
+
+static struct vdisk *export_open(const char *name, char *err, size_t errlen)
 {
 	struct export *free_slot = NULL;
 	struct vdisk *d = NULL;
 
-	(void)ctx;
 	pthread_mutex_lock(&D.lock);
 	for (int i = 0; i < MAX_EXPORTS; i++) {
 		struct export *e = &D.exports[i];
@@ -126,6 +251,7 @@ static struct vdisk *export_get(void *ctx, const char *name, char *err,
 	snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
 	free_slot->d = d;
 	free_slot->refs = 1;
+	free_slot->fence = fence_load(name);
 	CELL_INFO(MOD, "opened disk %s (%llu bytes%s)", name,
 		  (unsigned long long)vdisk_size(d),
 		  vdisk_readonly(d) ? ", frozen: read-only" : "");
@@ -161,7 +287,7 @@ static int export_list(void *ctx, char ***names, size_t *count)
 }
 
 static const struct nbd_exports exports_ops = {export_get, export_put,
-					       export_list, NULL};
+					       export_list, may_write, NULL};
 
 /* ---- clients ---- */
 

@@ -8,6 +8,7 @@
  *   disks/<name>/data     appended 4 KiB blocks, never rewritten
  *   disks/<name>/journal  32-byte checksummed records mapping disk blocks
  *                         to data blocks (or to zeros), and flush marks
+ *   disks/<name>/fence    cellmon-vdiskd's write fence (optional)
  *
  * A disk's parent is a base image, a frozen disk, or nothing (zeros).
  * A block the disk never wrote reads from its parent, down the chain.
