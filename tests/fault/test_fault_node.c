@@ -21,6 +21,10 @@
  *
  * Each VM runs testguest steps: N steps of M ms with a barrier each, and
  * prints a total that depends only on N and the vCPU count.
+ *
+ * Victims and delays come from a seed printed at the start
+ * (CELLMON_FAULT_SEED replays one); CELLMON_SOAK=N repeats the agent kill
+ * N times for a longer manual run.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -261,17 +265,23 @@ static int node_index(const char *node)
 }
 
 /* kill -9 of an agent under two VMs, one depending on it. */
-static void test_fault_agent_killed_dependents_restart(void **state)
+/* One round: VM dep over two nodes, VM indep on the third; one of dep's
+ * nodes (chosen by the seed) is killed after a seeded delay. */
+static void kill_agent_round(int round)
 {
 	struct vminfo dep, ind;
 	char victim[32], other[32] = "";
 	uint64_t t0, t_down = 0, t_gone = 0, t_restart = 0;
 	bool gone = false;
+	char dname[16], iname[16];
+	int v = rand() % 2;
+	unsigned delay_ms = 200 + (unsigned)(rand() % 800);
 
-	(void)state;
-	start_vm("dep", 2, NULL);
-	assert_true(wait_pids("dep", &dep));
-	snprintf(victim, sizeof(victim), "%s", dep.nodes[1]);
+	snprintf(dname, sizeof(dname), "dep%d", round);
+	snprintf(iname, sizeof(iname), "indep%d", round);
+	start_vm(dname, 2, NULL);
+	assert_true(wait_pids(dname, &dep));
+	snprintf(victim, sizeof(victim), "%s", dep.nodes[v]);
 	for (int i = 1; i <= 3; i++) {
 		char n[16];
 
@@ -280,23 +290,24 @@ static void test_fault_agent_killed_dependents_restart(void **state)
 			snprintf(other, sizeof(other), "%s", n);
 	}
 	assert_true(other[0]);
-	start_vm("indep", 1, other);
-	assert_true(wait_pids("indep", &ind));
-	usleep(500 * 1000);
-	printf("# killing %s (vCPU 1 of dep; indep runs on %s)\n", victim,
-	       other);
+	start_vm(iname, 1, other);
+	assert_true(wait_pids(iname, &ind));
+	usleep(delay_ms * 1000);
+	printf("# round %d: killing %s (vCPU %d of %s) after %u ms; %s runs "
+	       "on %s\n",
+	       round, victim, v, dname, delay_ms, iname, other);
 	t0 = ts_now_ms();
 	ts_stop(T.agents[node_index(victim)], SIGKILL, 5000);
 	for (int i = 0; i < 400 && (!t_down || !t_restart); i++) {
 		struct vminfo now;
 
-		if (!gone && pid_gone(dep.pids[1])) {
+		if (!gone && pid_gone(dep.pids[v])) {
 			gone = true;
 			t_gone = ts_now_ms();
 		}
 		if (!t_down && strcmp(node_state(victim), "down") == 0)
 			t_down = ts_now_ms();
-		vm_info("dep", &now);
+		vm_info(dname, &now);
 		if (!t_restart && now.restarts == 1 &&
 		    strcmp(now.state, "running") == 0)
 			t_restart = ts_now_ms();
@@ -311,12 +322,12 @@ static void test_fault_agent_killed_dependents_restart(void **state)
 	assert_true(t_gone <= t_restart);
 	assert_true(t_down - t0 < 5000);
 	assert_true(t_restart - t0 < 10000);
-	assert_finished_right("dep", 2);
-	assert_finished_right("indep", 1);
-	vm_info("indep", &ind);
+	assert_finished_right(dname, 2);
+	assert_finished_right(iname, 1);
+	vm_info(iname, &ind);
 	assert_int_equal(ind.runs, 1);
 	assert_int_equal(ind.restarts, 0);
-	vm_info("dep", &dep);
+	vm_info(dname, &dep);
 	assert_int_equal(dep.restarts, 1);
 	for (int i = 0; i < dep.nvcpus; i++)
 		assert_string_not_equal(dep.nodes[i], victim);
@@ -325,6 +336,18 @@ static void test_fault_agent_killed_dependents_restart(void **state)
 	for (int i = 0; i < 100 && strcmp(node_state(victim), "up"); i++)
 		usleep(100 * 1000);
 	assert_string_equal(node_state(victim), "up");
+}
+
+/* kill -9 of an agent under two VMs, one depending on it (CELLMON_SOAK=N
+ * rounds; one by default). */
+static void test_fault_agent_killed_dependents_restart(void **state)
+{
+	const char *soak = getenv("CELLMON_SOAK");
+	int rounds = soak ? atoi(soak) : 1;
+
+	(void)state;
+	for (int r = 0; r < (rounds > 0 ? rounds : 1); r++)
+		kill_agent_round(r);
 }
 
 /* An agent paused past its lease: its guests stop themselves before the
@@ -464,6 +487,9 @@ static void test_fault_manager_killed_vms_run_on(void **state)
 
 int main(void)
 {
+	const char *env = getenv("CELLMON_FAULT_SEED");
+	unsigned seed = env ? (unsigned)strtoul(env, NULL, 10)
+			    : (unsigned)(ts_now_ms() ^ (uint64_t)getpid());
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fault_agent_killed_dependents_restart),
 		cmocka_unit_test(test_fault_agent_paused_guests_fenced),
@@ -471,5 +497,9 @@ int main(void)
 		cmocka_unit_test(test_fault_manager_killed_vms_run_on),
 	};
 
+	/* The victims and delays come from the seed: a failure replays with
+	 * CELLMON_FAULT_SEED. CELLMON_SOAK=N repeats the agent kill. */
+	printf("# fault seed=%u (replay: CELLMON_FAULT_SEED=%u)\n", seed, seed);
+	srand(seed);
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
