@@ -424,11 +424,15 @@ static void usage(FILE *out)
 	      "Commands:\n",
 	      out);
 	for (const struct ctl_cmd *c = commands; c->noun; c++) {
-		char left[64];
+		char left[400];
 
 		snprintf(left, sizeof(left), "%s%s%s %s", c->noun,
 			 c->verb ? " " : "", c->verb ? c->verb : "", c->args);
-		fprintf(out, "  %-28s %s\n", left, c->help);
+		/* Long synopses get a line of their own. */
+		if (strlen(left) > 28)
+			fprintf(out, "  %s\n  %-28s %s\n", left, "", c->help);
+		else
+			fprintf(out, "  %-28s %s\n", left, c->help);
 	}
 	fputs("\nOptions (anywhere on the line):\n"
 	      "  --manager=HOST:PORT   manager ctl address (default "
