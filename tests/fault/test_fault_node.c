@@ -298,7 +298,7 @@ static void kill_agent_round(int round)
 	       round, victim, v, dname, delay_ms, iname, other);
 	t0 = ts_now_ms();
 	ts_stop(T.agents[node_index(victim)], SIGKILL, 5000);
-	for (int i = 0; i < 400 && (!t_down || !t_restart); i++) {
+	for (int i = 0; i < 400 && (!gone || !t_down || !t_restart); i++) {
 		struct vminfo now;
 
 		if (!gone && pid_gone(dep.pids[v])) {
@@ -367,7 +367,7 @@ static void test_fault_agent_paused_guests_fenced(void **state)
 	usleep(300 * 1000);
 	t0 = ts_now_ms();
 	assert_int_equal(kill(agent, SIGSTOP), 0);
-	for (int i = 0; i < 400 && (!t_gone || !t_restart); i++) {
+	for (int i = 0; i < 400 && (!t_gone || !t_down || !t_restart); i++) {
 		struct vminfo now;
 
 		if (!t_gone && pid_gone(p1.pids[0]))

@@ -204,7 +204,7 @@ static void test_fault_partition_fences_and_restarts(void **state)
 	usleep(300 * 1000);
 	t0 = ts_now_ms();
 	assert_int_equal(NS(NULL, "partition", "node2"), 0);
-	for (int i = 0; i < 300 && (!t_gone || !t_restart); i++) {
+	for (int i = 0; i < 300 && (!t_gone || !t_down || !t_restart); i++) {
 		if (!t_gone && !pid_running(old))
 			t_gone = ts_now_ms();
 		if (!t_down && strcmp(state_of("node", "node2"), "down") == 0)
