@@ -273,7 +273,7 @@ static void kill_agent_round(int round)
 	char victim[32], other[32] = "";
 	uint64_t t0, t_down = 0, t_gone = 0, t_restart = 0;
 	bool gone = false;
-	char dname[16], iname[16];
+	char dname[32], iname[32];
 	int v = rand() % 2;
 	unsigned delay_ms = 200 + (unsigned)(rand() % 800);
 
