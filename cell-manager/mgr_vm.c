@@ -375,6 +375,13 @@ static int fan_out(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
 		snprintf(r->node, sizeof(r->node), "%s", nodes[i]);
 		if (!rc && !node)
 			rc = -ENOENT;
+		/* Ending a run does not wait for nodes that are not up: a
+		 * suspect node fences itself, and what it still holds is
+		 * released as an orphan when it is heard from again. */
+		if (!rc && node->state != MGR_NODE_UP &&
+		    (kind == CELLMON__COMMAND_KIND__CMD_VM_STATS ||
+		     kind == CELLMON__COMMAND_KIND__CMD_VM_RELEASE))
+			rc = -ENOTCONN;
 		if (!rc)
 			rc = build(m, vm, nodes[i], &cmd.args);
 		if (!rc) {
@@ -577,10 +584,19 @@ static void evaluate(struct mgr *m, struct mgr_vm *vm)
 		bool exited = strcmp(c->state, "exited") == 0;
 		bool killed = strcmp(c->state, "killed") == 0;
 		bool fenced = strcmp(c->state, "fenced") == 0;
+		bool lost = strcmp(c->state, "lost") == 0;
 
-		ended += exited || killed || fenced;
+		ended += exited || killed || fenced || lost;
 		if (vm->state != CELLMON__VM_STATE__VM_RUNNING)
 			continue;
+		if (lost) {
+			snprintf(why, sizeof(why),
+				 "vcpu %u on %s was ended: a DSM page request "
+				 "went unanswered",
+				 i, c->node);
+			fail_node(m, vm, why);
+			return;
+		}
 		if (fenced) {
 			snprintf(why, sizeof(why),
 				 "vcpu %u on %s was fenced (its node lost its "

@@ -46,6 +46,7 @@ struct agent_config {
 	int64_t dsm_window_ms;
 	int64_t dsm_prefetch;
 	int64_t dsm_poll_us;
+	int64_t dsm_timeout_ms;
 	char image_dir[1024];
 	int64_t stop_grace_ms;
 	int64_t console_max;
@@ -65,6 +66,7 @@ enum agent_vcpu_state {
 	VCPU_EXITED, /* exit_code */
 	VCPU_KILLED, /* signal */
 	VCPU_FENCED, /* killed because the node lost its lease */
+	VCPU_LOST,   /* killed because its memory cannot be served */
 };
 
 struct agent_vm;
@@ -93,7 +95,8 @@ struct agent_vm {
 	struct agent_disk **disks;
 	size_t ndisks;
 	bool stopping;
-	bool fenced; /* vCPUs killed for a lost lease */
+	bool fenced;	/* vCPUs killed for a lost lease */
+	int dsm_failed; /* a DSM request timed out (set on the DSM thread) */
 	struct event *grace_timer;
 	struct agent *agent;
 };

@@ -73,6 +73,10 @@ static const struct cell_config_key agent_config_table[] = {
 	{"dsm_poll_us", CELL_CFG_INT, CFG(dsm_poll_us), 0, 0, 10000, "0",
 	 "microseconds the DSM thread busy-polls before sleeping (0: never; "
 	 "polling costs a core)"},
+	{"dsm_timeout", CELL_CFG_DURATION, CFG(dsm_timeout_ms), 0, 0, 600000,
+	 "5s",
+	 "a DSM page request unanswered this long ends the VM's vCPUs here "
+	 "(they are restarted elsewhere); 0: wait for ever"},
 	{"image_dir", CELL_CFG_STRING, STR(image_dir), 0, 0,
 	 "/usr/lib/cellmon/guests",
 	 "directory of native guest programs; a VM's image is a file name "

@@ -87,6 +87,7 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id)
 	c.prefetch_max = (uint32_t)a->cfg.dsm_prefetch;
 	c.poll_us = (uint32_t)a->cfg.dsm_poll_us;
 	c.epoch = 1;
+	c.request_timeout_ms = (uint32_t)a->cfg.dsm_timeout_ms;
 	rc = dsm_node_create(&c, &a->dsm);
 	if (rc) {
 		CELL_ERROR(MOD, "cannot start the DSM node id=%u listen=%s: %s",
@@ -371,6 +372,27 @@ static int open_disks(struct agent *a, struct agent_vm *vm,
 	return 0;
 }
 
+/* On the DSM thread: a page request of this VM went unanswered, so its
+ * vCPUs here can never be served again. End them (they are reported
+ * "lost" and the manager restarts the VM). The region outlives this: it
+ * is destroyed by RELEASE on the event loop, after the callback. */
+static void region_failed(struct dsm_region *r, uint16_t peer, void *arg)
+{
+	struct agent_vm *vm = arg;
+
+	(void)r;
+	__atomic_store_n(&vm->dsm_failed, 1, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&vm->agent->vm_mu);
+	for (size_t i = 0; i < vm->nvcpus; i++)
+		if (vm->vcpus[i].state == VCPU_RUNNING && vm->vcpus[i].pid)
+			kill(-vm->vcpus[i].pid, SIGKILL);
+	pthread_mutex_unlock(&vm->agent->vm_mu);
+	CELL_ERROR(MOD,
+		   "vm %s: a DSM request to node %u went unanswered; its "
+		   "vCPUs here are ended",
+		   vm->name, peer);
+}
+
 static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		      size_t len)
 {
@@ -430,6 +452,7 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		return r;
 	}
 	vm->grace_timer = evtimer_new(a->base, grace_cb, vm);
+	dsm_region_on_failure(vm->region, region_failed, vm);
 	pthread_mutex_lock(&a->vm_mu);
 	vm->next = a->vms;
 	a->vms = vm;
@@ -728,6 +751,8 @@ static const char *vcpu_state_name(enum agent_vcpu_state s)
 		return "killed";
 	case VCPU_FENCED:
 		return "fenced";
+	case VCPU_LOST:
+		return "lost";
 	default:
 		return "starting";
 	}
@@ -754,8 +779,11 @@ static bool reap_one(struct agent *a, pid_t pid, int ws)
 				v->state = VCPU_EXITED;
 				v->exit_code = WEXITSTATUS(ws);
 			} else {
-				v->state =
-					vm->fenced ? VCPU_FENCED : VCPU_KILLED;
+				v->state = vm->fenced ? VCPU_FENCED
+					   : __atomic_load_n(&vm->dsm_failed,
+							     __ATOMIC_ACQUIRE)
+						   ? VCPU_LOST
+						   : VCPU_KILLED;
 				v->signal = WTERMSIG(ws);
 			}
 			pthread_mutex_unlock(&a->vm_mu);

@@ -104,8 +104,7 @@ static int peer_attach_fd(struct dsm_node *n, struct dsm_peer *p, int fd)
 static int check_header(struct dsm_peer *p, const struct dsm__msg *m)
 {
 	bool engine = m->type >= DSM_MSG_READ_REQ && m->type < DSM_MSG_MAX;
-	bool sync =
-		m->type >= DSM_MSG_LOCK_ACQ && m->type <= DSM_MSG_BARRIER_GO;
+	bool sync = m->type >= DSM_MSG_LOCK_ACQ && m->type <= DSM_MSG_PONG;
 
 	if (!engine && !sync)
 		return -EBADMSG;

@@ -312,9 +312,20 @@ struct dsm_region *dsm__region_find(struct dsm_node *n, uint64_t id)
 
 int dsm__deliver(struct dsm_node *n, const struct dsm__msg *m, const void *data)
 {
-	struct dsm_region *r = dsm__region_find(n, m->region);
+	struct dsm_region *r;
 	int rc;
 
+	if (m->from < DSM_MAX_NODES)
+		n->peers[m->from].last_heard_ms = cell_now_ms();
+	if (m->type == DSM_MSG_PING || m->type == DSM_MSG_PONG) {
+		struct dsm__msg pong = {
+			.type = DSM_MSG_PONG, .from = n->id, .epoch = n->epoch};
+
+		return m->type == DSM_MSG_PING
+			       ? dsm__send(n, m->from, &pong, NULL)
+			       : 0;
+	}
+	r = dsm__region_find(n, m->region);
 	n->stats.msgs_recv++;
 	if (data)
 		n->stats.pages_recv++;
@@ -507,6 +518,8 @@ static void *node_main(void *arg)
 	return NULL;
 }
 
+static void watch_cb(evutil_socket_t fd, short what, void *arg);
+
 int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 {
 	struct dsm_node *n;
@@ -540,6 +553,16 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 	}
 	n->ev_cmd = event_new(n->base, -1, 0, cmd_cb, n);
 	n->ev_defer = evtimer_new(n->base, defer_cb, n);
+	if (cfg->request_timeout_ms) {
+		uint32_t every = cfg->request_timeout_ms / 4;
+		struct timeval tv;
+
+		every = every < 50 ? 50 : every > 1000 ? 1000 : every;
+		tv = (struct timeval){every / 1000, (every % 1000) * 1000};
+		n->ev_watch = event_new(n->base, -1, EV_PERSIST, watch_cb, n);
+		if (n->ev_watch)
+			event_add(n->ev_watch, &tv);
+	}
 	for (int i = 0; i < DSM_MAX_NODES; i++)
 		n->peers[i].fd = -1;
 	for (int i = 0; i < 16; i++)
@@ -564,11 +587,97 @@ err:
 		event_free(n->ev_cmd);
 	if (n->ev_defer)
 		event_free(n->ev_defer);
+	if (n->ev_watch)
+		event_free(n->ev_watch);
 	if (n->base)
 		event_base_free(n->base);
 	free(n->local);
 	free(n);
 	return rc;
+}
+
+static void region_fail(struct dsm_node *n, struct dsm_region *r, uint16_t peer,
+			const char *why)
+{
+	r->failed = true;
+	CELL_ERROR(MOD, "region %llu failed: %s (node %u, %u ms)",
+		   (unsigned long long)r->id, why, peer,
+		   n->cfg.request_timeout_ms);
+	if (r->failed_fn)
+		r->failed_fn(r, peer, r->failed_arg);
+}
+
+/* A member peer not heard from (pings are answered by its DSM thread)
+ * for the timeout, or NO_NODE. */
+static uint16_t silent_member(struct dsm_node *n, const struct dsm_region *r,
+			      uint64_t now)
+{
+	for (uint16_t i = 0; i < r->nmembers; i++) {
+		const struct dsm_peer *p = &n->peers[r->members[i]];
+
+		if (r->members[i] != n->id && p->active &&
+		    now - p->last_heard_ms > n->cfg.request_timeout_ms)
+			return r->members[i];
+	}
+	return DSM_NO_NODE;
+}
+
+/* Liveness: pings every peer, and fails the regions that wait on a peer
+ * that went silent, or whose page requests went unanswered, for the
+ * timeout. A wait for a lock or barrier cannot time out by itself (the
+ * other side may just be slow); a silent peer ends it this way. */
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dsm_node *n = arg;
+	struct dsm__msg ping = {.type = DSM_MSG_PING, .from = n->id};
+	uint64_t now = cell_now_ms();
+
+	(void)fd;
+	(void)what;
+	ping.epoch = n->epoch;
+	for (uint16_t id = 0; id < DSM_MAX_NODES; id++)
+		if (id != n->id && n->peers[id].active)
+			dsm__send(n, id, &ping, NULL);
+	for (int i = 0; i < DSM_MAX_REGIONS; i++) {
+		struct dsm_region *r = n->regions[i];
+		uint32_t page;
+		uint16_t home;
+
+		if (!r || r->failed)
+			continue;
+		if ((home = silent_member(n, r, now)) != DSM_NO_NODE)
+			region_fail(n, r, home, "a member stopped answering");
+		else if (dsm__region_stuck(&r->eng, n->cfg.request_timeout_ms,
+					   &page, &home))
+			region_fail(n, r, home,
+				    "a page request went "
+				    "unanswered");
+	}
+	dsm__after_work(n);
+}
+
+struct failed_arg {
+	struct dsm_region *r;
+	dsm_region_failed_fn fn;
+	void *arg;
+};
+
+static int on_failure_cmd(struct dsm_node *n, void *arg)
+{
+	struct failed_arg *a = arg;
+
+	(void)n;
+	a->r->failed_fn = a->fn;
+	a->r->failed_arg = a->arg;
+	return 0;
+}
+
+int dsm_region_on_failure(struct dsm_region *r, dsm_region_failed_fn fn,
+			  void *arg)
+{
+	struct failed_arg a = {r, fn, arg};
+
+	return dsm__run_on_node(r->node, on_failure_cmd, &a);
 }
 
 static int stop_cmd(struct dsm_node *n, void *arg)
@@ -593,6 +702,8 @@ void dsm_node_destroy(struct dsm_node *n)
 	n->tops->close(n);
 	event_free(n->ev_cmd);
 	event_free(n->ev_defer);
+	if (n->ev_watch)
+		event_free(n->ev_watch);
 	event_base_free(n->base);
 	free(n->local);
 	pthread_mutex_destroy(&n->mu);
@@ -615,6 +726,7 @@ static int add_peer_cmd(struct dsm_node *n, void *arg)
 {
 	struct peer_arg *a = arg;
 
+	n->peers[a->id].last_heard_ms = cell_now_ms(); /* a grace period */
 	return n->tops->add_peer(n, a->id, a->addr);
 }
 

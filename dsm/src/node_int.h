@@ -45,6 +45,8 @@ enum {
 	DSM_MSG_LOCK_REL,
 	DSM_MSG_BARRIER_ENTER, /* page = barrier id, window = count */
 	DSM_MSG_BARRIER_GO,
+	DSM_MSG_PING, /* liveness, when request_timeout_ms is set */
+	DSM_MSG_PONG,
 };
 
 struct dsm_mapping {
@@ -93,6 +95,9 @@ struct dsm_region {
 	struct dsm_mapping maps[DSM_MAX_MAPS];
 	void *app_map;	/* in-process registered mapping */
 	bool cancelled; /* dsm_region_cancel_waits(): sync calls fail */
+	bool failed;	/* a request timed out (dsm_region_on_failure) */
+	dsm_region_failed_fn failed_fn;
+	void *failed_arg;
 	struct dsm_lockq *locks[DSM_MAX_LOCKS];
 	struct dsm_barrier *barriers[DSM_MAX_LOCKS];
 };
@@ -110,6 +115,7 @@ struct dsm_peer {
 	uint8_t *in; /* DSM_NET_IN_CAP */
 	size_t in_len;
 	uint32_t fence_epoch;
+	uint64_t last_heard_ms; /* any message from it (cell_now_ms) */
 	unsigned backoff_ms;
 };
 
@@ -173,6 +179,7 @@ struct dsm_node {
 	struct dsm_defer defers[DSM_MAX_DEFER];
 	uint32_t ndefers;
 	struct event *ev_defer;
+	struct event *ev_watch; /* request timeouts, when configured */
 	/* hand-off */
 	int handoff_fd;
 	pthread_t handoff_thread;

@@ -38,6 +38,7 @@ struct dsm__page {
 	uint16_t done_to; /* home running the transaction of our grant */
 	uint64_t version;
 	uint64_t acquired_ms;
+	uint64_t requested_ms;	  /* when our request (pending) went out */
 	struct dsm__msg deferred; /* FWD_* or INV held by the time window */
 	struct dsm__page_counters c;
 };
@@ -853,6 +854,7 @@ static int request(struct dsm__region *r, uint32_t page, bool write,
 
 	r->npending++;
 	pg->pending = write ? DSM_M : DSM_S;
+	pg->requested_ms = r->cfg.ops->now_ms(r->cfg.env);
 	pg->got_grant = 0;
 	pg->acks_got = 0;
 	pg->acks_needed = 0;
@@ -1019,4 +1021,24 @@ const char *dsm__msg_name(uint8_t type)
 	};
 
 	return type < DSM_MSG_MAX && names[type] ? names[type] : "?";
+}
+
+int dsm__region_stuck(const struct dsm__region *r, uint64_t limit_ms,
+		      uint32_t *page, uint16_t *home)
+{
+	uint64_t now;
+
+	if (!r->npending)
+		return 0;
+	now = r->cfg.ops->now_ms(r->cfg.env);
+	for (uint32_t p = 0; p < r->cfg.npages; p++) {
+		const struct dsm__page *pg = &r->pages[p];
+
+		if (pg->pending && now - pg->requested_ms >= limit_ms) {
+			*page = p;
+			*home = r->home[p];
+			return 1;
+		}
+	}
+	return 0;
 }

@@ -174,6 +174,11 @@ void dsm__region_fini(struct dsm__region *r);
  * a request is under way (fault_done follows), -errno on error. */
 int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write);
 
+/* A request of ours that has waited at least limit_ms: 1 with its page
+ * and the page's home (where it went), else 0. */
+int dsm__region_stuck(const struct dsm__region *r, uint64_t limit_ms,
+		      uint32_t *page, uint16_t *home);
+
 /* An incoming message (already checked for region, range and epoch).
  * data is the page for DSM_GRANT with DSM_GRANT_DATA. 0 or -errno. */
 int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,

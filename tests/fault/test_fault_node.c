@@ -485,6 +485,68 @@ static void test_fault_manager_killed_vms_run_on(void **state)
 	assert_int_equal(after.restarts, 0);
 }
 
+/* A DSM peer that stops answering while the manager still counts its
+ * node in (down_after raised to 60 s): the waiting node ends its vCPU
+ * after the agents' dsm_timeout (5 s), the VM is restarted on the nodes
+ * that are up, long before the node could be declared down, and its
+ * checksum is right. */
+static void test_fault_dsm_peer_silent_request_timeout(void **state)
+{
+	char sd[700], log[700], al[100], want[40], victim[32], *out = NULL;
+	char *margv[] = {
+		MANAGER_BIN,	    sd,	 al, "--ctl-listen=127.0.0.1:0",
+		"--down-after=60s", NULL};
+	struct vminfo in;
+	uint64_t t0, t_restart = 0;
+	pid_t agent;
+
+	(void)state;
+	ts_stop(T.manager, SIGTERM, 5000);
+	snprintf(sd, sizeof(sd), "%s/manager/manager.addr", T.dir);
+	unlink(sd);
+	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
+	snprintf(al, sizeof(al), "--agent-listen=%s", T.agent_addr);
+	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
+	T.manager = ts_spawn(margv, log);
+	assert_true(T.manager > 0);
+	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
+	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
+				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
+	for (int i = 0; i < 100 && nodes_with_dsm() < 3; i++)
+		usleep(100 * 1000);
+	reference("256", "4000", want, sizeof(want));
+	assert_int_equal(CTL(NULL, "vm", "create", "silent", "--cell=c",
+			     "--image=spmd", "--vcpus=2", "--memory=16M",
+			     "--start", "--", "256", "4000"),
+			 0);
+	assert_true(wait_pids("silent", &in));
+	snprintf(victim, sizeof(victim), "%s", in.nodes[1]);
+	usleep(500 * 1000);
+	agent = T.agents[node_index(victim)];
+	t0 = ts_now_ms();
+	assert_int_equal(kill(agent, SIGSTOP), 0);
+	for (int i = 0; i < 600 && !t_restart; i++) {
+		vm_info("silent", &in);
+		if (in.restarts == 1 && strcmp(in.state, "running") == 0)
+			t_restart = ts_now_ms();
+		usleep(25 * 1000);
+	}
+	printf("# DSM peer silent (%s paused, not declared down): VM "
+	       "running elsewhere after %llu ms\n",
+	       victim, (unsigned long long)(t_restart ? t_restart - t0 : 0));
+	assert_true(t_restart);
+	assert_string_not_equal(node_state(victim), "down");
+	kill(agent, SIGCONT);
+	for (int i = 0; i < 600 && strcmp(in.state, "stopped"); i++) {
+		usleep(50 * 1000);
+		vm_info("silent", &in);
+	}
+	assert_string_equal(in.state, "stopped");
+	assert_int_equal(CTL(&out, "vm", "console", "silent"), 0);
+	assert_non_null(strstr(out, want));
+	free(out);
+}
+
 int main(void)
 {
 	const char *env = getenv("CELLMON_FAULT_SEED");
@@ -495,6 +557,7 @@ int main(void)
 		cmocka_unit_test(test_fault_agent_paused_guests_fenced),
 		cmocka_unit_test(test_fault_dsm_peer_killed_mid_storm),
 		cmocka_unit_test(test_fault_manager_killed_vms_run_on),
+		cmocka_unit_test(test_fault_dsm_peer_silent_request_timeout),
 	};
 
 	/* The victims and delays come from the seed: a failure replays with

@@ -45,6 +45,8 @@ struct dsm_node_config {
 	uint32_t poll_us;      /* busy-poll this long before sleeping */
 	uint32_t epoch;	       /* initial epoch stamped on every message */
 	enum dsm_transport transport; /* TCP unless set */
+	uint32_t request_timeout_ms;  /* page requests unanswered this long
+				       * fail their region; 0: no limit */
 };
 
 /* Starts a node and its thread. Fails with a clear log line (and
@@ -84,6 +86,19 @@ void dsm_region_destroy(struct dsm_region *r);
 size_t dsm_region_size(const struct dsm_region *r);
 /* An in-process mapping of the region (created on first call). */
 void *dsm_region_map(struct dsm_region *r);
+
+/*
+ * A page request of this node that stays unanswered for the node's
+ * request_timeout_ms (a peer that stopped answering, a message lost with
+ * a connection) fails the region: `fn` runs once, on the node thread,
+ * with the node the request went to. The faults waiting on it cannot be
+ * resolved any more: the user ends the processes that use the region and
+ * destroys it. fn must not call back into libdsm.
+ */
+typedef void (*dsm_region_failed_fn)(struct dsm_region *r, uint16_t peer,
+				     void *arg);
+int dsm_region_on_failure(struct dsm_region *r, dsm_region_failed_fn fn,
+			  void *arg);
 
 /* Policy mechanisms. */
 int dsm_region_move_home(struct dsm_region *r, uint32_t page, uint16_t node);

@@ -309,6 +309,86 @@ static void test_dsm_node_region_stats_sum_pages(void **state)
 	assert_true(st.transfers >= PAGES / 2);
 }
 
+struct failure {
+	pthread_mutex_t mu;
+	int calls;
+	uint16_t peer;
+};
+
+static void on_failed(struct dsm_region *r, uint16_t peer, void *arg)
+{
+	struct failure *f = arg;
+
+	(void)r;
+	pthread_mutex_lock(&f->mu);
+	f->calls++;
+	f->peer = peer;
+	pthread_mutex_unlock(&f->mu);
+}
+
+static void *read_page(void *arg)
+{
+	return (void *)(uintptr_t) * (volatile uint64_t *)arg;
+}
+
+/* A peer that stops answering: node 0 refuses everything node 1 sends
+ * (a fence far ahead), so its read of a page homed on node 1 is never
+ * answered; after the request timeout the region fails, once, naming
+ * node 1. Destroying the region frees the stuck reader. */
+static void test_dsm_node_request_timeout_fails_region(void **state)
+{
+	uint16_t members[2] = {0, 1};
+	struct dsm_region_config rc = {21, 4 * DSM_PAGE, DSM_POLICY_ONE,
+				       1,  members,	 2};
+	struct dsm_node *n[2];
+	struct dsm_region *r[2];
+	struct failure f = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	volatile uint64_t *m;
+	char addr[64];
+	pthread_t t;
+	int calls = 0;
+
+	(void)state;
+	cell_log_set_level(CELL_LOG_OFF);
+	for (int i = 0; i < 2; i++) {
+		struct dsm_node_config c = {
+			(uint16_t)i, "127.0.0.1:0",	0,  1, 0,
+			1,	     DSM_TRANSPORT_TCP, 300};
+
+		assert_int_equal(dsm_node_create(&c, &n[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d",
+			 dsm_node_port(n[1 - i]));
+		assert_int_equal(
+			dsm_node_add_peer(n[i], (uint16_t)(1 - i), addr), 0);
+		assert_int_equal(dsm_region_create(n[i], &rc, &r[i]), 0);
+	}
+	assert_int_equal(dsm_region_on_failure(r[0], on_failed, &f), 0);
+	m = dsm_region_map(r[0]);
+	assert_non_null((void *)m);
+	assert_int_equal(dsm_node_fence_peer(n[0], 1, 1000), 0);
+	assert_int_equal(pthread_create(&t, NULL, read_page, (void *)m), 0);
+	for (int i = 0; i < 100 && !calls; i++) {
+		usleep(20 * 1000);
+		pthread_mutex_lock(&f.mu);
+		calls = f.calls;
+		pthread_mutex_unlock(&f.mu);
+	}
+	assert_int_equal(calls, 1);
+	assert_int_equal(f.peer, 1);
+	usleep(500 * 1000); /* still once */
+	pthread_mutex_lock(&f.mu);
+	assert_int_equal(f.calls, 1);
+	pthread_mutex_unlock(&f.mu);
+	dsm_region_destroy(r[0]); /* closes the uffd: the reader goes on */
+	pthread_join(t, NULL);
+	dsm_region_destroy(r[1]);
+	dsm_node_destroy(n[0]);
+	dsm_node_destroy(n[1]);
+	cell_log_set_level(CELL_LOG_ERROR);
+}
+
 struct counter_arg {
 	struct dsm_region *r;
 	volatile uint64_t *m;
@@ -362,6 +442,7 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_region_stats_sum_pages, setup, teardown),
+		cmocka_unit_test(test_dsm_node_request_timeout_fails_region),
 		/* The same behaviour over the in-process loop transport. */
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_writes_seen_both_ways, setup_loop,
