@@ -316,7 +316,7 @@ int dsm__deliver(struct dsm_node *n, const struct dsm__msg *m, const void *data)
 	int rc;
 
 	if (m->from < DSM_MAX_NODES)
-		n->peers[m->from].last_heard_ms = cell_now_ms();
+		n->peers[m->from].heard = true;
 	if (m->type == DSM_MSG_PING || m->type == DSM_MSG_PONG) {
 		struct dsm__msg pong = {
 			.type = DSM_MSG_PONG, .from = n->id, .epoch = n->epoch};
@@ -635,9 +635,16 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	ping.epoch = n->epoch;
-	for (uint16_t id = 0; id < DSM_MAX_NODES; id++)
-		if (id != n->id && n->peers[id].active)
+	for (uint16_t id = 0; id < DSM_MAX_NODES; id++) {
+		struct dsm_peer *p = &n->peers[id];
+
+		if (p->heard) {
+			p->heard = false;
+			p->last_heard_ms = now;
+		}
+		if (id != n->id && p->active)
 			dsm__send(n, id, &ping, NULL);
+	}
 	for (int i = 0; i < DSM_MAX_REGIONS; i++) {
 		struct dsm_region *r = n->regions[i];
 		uint32_t page;

@@ -115,7 +115,10 @@ struct dsm_peer {
 	uint8_t *in; /* DSM_NET_IN_CAP */
 	size_t in_len;
 	uint32_t fence_epoch;
-	uint64_t last_heard_ms; /* any message from it (cell_now_ms) */
+	/* Liveness: deliveries only set `heard` (no clock read on the fault
+	 * path); the watch timer turns it into last_heard_ms. */
+	bool heard;
+	uint64_t last_heard_ms;
 	unsigned backoff_ms;
 };
 
