@@ -185,6 +185,8 @@ static void set_state(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 
 /* ---- replies ---- */
 
+static size_t vm_nodes(const struct mgr_vm *vm, const char **out);
+
 /* A VmInfo pointing into vm; free with info_free(). */
 static int info_fill(const struct mgr_vm *vm, Cellmon__VmInfo *vi)
 {
@@ -202,9 +204,9 @@ static int info_fill(const struct mgr_vm *vm, Cellmon__VmInfo *vi)
 	vi->deps = calloc(vm->nvcpus + 1, sizeof(*vi->deps));
 	if (!vi->vcpus || !vi->deps)
 		return -ENOMEM;
+	vi->n_deps = vm_nodes(vm, (const char **)vi->deps);
 	for (uint32_t i = 0; i < vm->nvcpus; i++) {
 		Cellmon__VcpuInfo *c = calloc(1, sizeof(*c));
-		bool seen = false;
 
 		if (!c)
 			return -ENOMEM;
@@ -216,10 +218,6 @@ static int info_fill(const struct mgr_vm *vm, Cellmon__VmInfo *vi)
 		c->signal = vm->vcpus[i].signal;
 		c->pid = vm->vcpus[i].pid;
 		vi->vcpus[vi->n_vcpus++] = c;
-		for (size_t d = 0; d < vi->n_deps; d++)
-			seen |= strcmp(vi->deps[d], c->node) == 0;
-		if (!seen)
-			vi->deps[vi->n_deps++] = c->node;
 	}
 	return 0;
 }
@@ -285,6 +283,7 @@ struct fan {
 	Cellmon__CommandKind kind;
 	size_t n, left;
 	fan_done_fn done;
+	struct cell_rpc_call *call; /* a cellctl call `done` answers, or NULL */
 	struct fan_res res[];
 };
 
@@ -350,9 +349,11 @@ typedef int (*fan_args_fn)(struct mgr *m, struct mgr_vm *vm, const char *node,
 
 /* Sends `kind` to every node of vm (args built per node); `done` runs
  * once all have answered (errors included), possibly before this
- * returns. */
-static int fan_out(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
-		   fan_args_fn build, fan_done_fn done)
+ * returns, with `call` (a cellctl call to answer, may be NULL) in the
+ * fan. */
+static int fan_out_call(struct mgr *m, struct mgr_vm *vm,
+			Cellmon__CommandKind kind, fan_args_fn build,
+			fan_done_fn done, struct cell_rpc_call *call)
 {
 	const char **nodes = calloc(vm->nvcpus + 1, sizeof(*nodes));
 	size_t n = nodes ? vm_nodes(vm, nodes) : 0;
@@ -364,7 +365,7 @@ static int fan_out(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
 		free(nodes);
 		return -ENOMEM;
 	}
-	*f = (struct fan){m, vm->id, kind, n, n + 1, done};
+	*f = (struct fan){m, vm->id, kind, n, n + 1, done, call};
 	for (size_t i = 0; i < n; i++) {
 		struct fan_res *r = &f->res[i];
 		struct mgr_node *node = mgr_members_find(m->members, nodes[i]);
@@ -408,6 +409,12 @@ static int fan_out(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
 	return 0;
 }
 
+static int fan_out(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
+		   fan_args_fn build, fan_done_fn done)
+{
+	return fan_out_call(m, vm, kind, build, done, NULL);
+}
+
 /* The first error of a fan-out as "node: message", or NULL. */
 static const struct fan_res *fan_error(const struct fan *f)
 {
@@ -444,23 +451,20 @@ static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
 		       ProtobufCBinaryData *args)
 {
 	Cellmon__VmStart st = CELLMON__VM_START__INIT;
-	const char *nodes[64];
+	const char *nodes[VM_MAX_VCPUS];
 	Cellmon__VmMember mem[64], *pm[64];
 	uint32_t *mine = calloc(vm->nvcpus + 1, sizeof(*mine));
-	size_t n = 0;
+	size_t n = vm_nodes(vm, nodes);
 
 	if (!mine)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < vm->nvcpus && n < 64; i++) {
-		bool seen = false;
-
+	if (n > 64) { /* placement keeps VMs on nodes with DSM ids (< 64) */
+		free(mine);
+		return -E2BIG;
+	}
+	for (uint32_t i = 0; i < vm->nvcpus; i++)
 		if (strcmp(vm->vcpus[i].node, node) == 0)
 			mine[st.n_vcpus++] = i;
-		for (size_t j = 0; j < n; j++)
-			seen |= strcmp(nodes[j], vm->vcpus[i].node) == 0;
-		if (!seen)
-			nodes[n++] = vm->vcpus[i].node;
-	}
 	for (size_t j = 0; j < n; j++) {
 		struct mgr_node *mn = mgr_members_find(m->members, nodes[j]);
 
@@ -1279,42 +1283,6 @@ void mgr_vm_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	free(ptrs);
 }
 
-/* Console and stats answer a call per fan-out: the call rides in a side
- * table keyed by the fan pointer's VM id, one at a time per VM. */
-struct query {
-	struct cell_rpc_call *call;
-	uint64_t vm_id;
-	struct query *next;
-};
-
-static struct query *queries;
-
-static struct cell_rpc_call *query_take(uint64_t vm_id, Cellmon__CommandKind k)
-{
-	for (struct query **pp = &queries; *pp; pp = &(*pp)->next)
-		if ((*pp)->vm_id == (vm_id << 4 | (uint64_t)k)) {
-			struct query *q = *pp;
-			struct cell_rpc_call *call = q->call;
-
-			*pp = q->next;
-			free(q);
-			return call;
-		}
-	return NULL;
-}
-
-static int query_put(struct cell_rpc_call *call, uint64_t vm_id,
-		     Cellmon__CommandKind k)
-{
-	struct query *q = calloc(1, sizeof(*q));
-
-	if (!q)
-		return -ENOMEM;
-	*q = (struct query){call, vm_id << 4 | (uint64_t)k, queries};
-	queries = q;
-	return 0;
-}
-
 static int by_vcpu(const void *a, const void *b)
 {
 	const Cellmon__VcpuConsole *x = *(Cellmon__VcpuConsole *const *)a;
@@ -1325,8 +1293,7 @@ static int by_vcpu(const void *a, const void *b)
 
 static void console_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 {
-	struct cell_rpc_call *call =
-		query_take(f->vm_id, CELLMON__COMMAND_KIND__CMD_VM_CONSOLE);
+	struct cell_rpc_call *call = f->call;
 	Cellmon__VmConsoleReply r = CELLMON__VM_CONSOLE_REPLY__INIT;
 	Cellmon__VmConsoleReply **parts = calloc(f->n + 1, sizeof(*parts));
 	size_t total = 0, k = 0;
@@ -1380,16 +1347,9 @@ void mgr_vm_console(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 				     vm->name);
 		return;
 	}
-	if (query_take(vm->id, CELLMON__COMMAND_KIND__CMD_VM_CONSOLE) ||
-	    query_put(call, vm->id, CELLMON__COMMAND_KIND__CMD_VM_CONSOLE) ||
-	    fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_CONSOLE, build_target,
-		    console_done)) {
-		query_take(vm->id, CELLMON__COMMAND_KIND__CMD_VM_CONSOLE);
-		cell_rpc_reply_error(call, -EBUSY,
-				     "a console request for vm %s is under "
-				     "way; try again",
-				     vm->name);
-	}
+	if (fan_out_call(m, vm, CELLMON__COMMAND_KIND__CMD_VM_CONSOLE,
+			 build_target, console_done, call))
+		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
 }
 
 static void reply_stats(struct cell_rpc_call *call, const struct mgr_vm *vm,
@@ -1405,8 +1365,7 @@ static void reply_stats(struct cell_rpc_call *call, const struct mgr_vm *vm,
 
 static void live_stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 {
-	struct cell_rpc_call *call =
-		query_take(f->vm_id, CELLMON__COMMAND_KIND__CMD_VM_STATS);
+	struct cell_rpc_call *call = f->call;
 	Cellmon__VmNodeStats **s = calloc(f->n + 1, sizeof(*s));
 	Cellmon__VmNodeStats *errs = calloc(f->n + 1, sizeof(*errs));
 
@@ -1459,16 +1418,9 @@ void mgr_vm_stats(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 			reply_stats(call, vm, vm->stats, vm->nstats);
 		return;
 	}
-	if (query_take(vm->id, CELLMON__COMMAND_KIND__CMD_VM_STATS) ||
-	    query_put(call, vm->id, CELLMON__COMMAND_KIND__CMD_VM_STATS) ||
-	    fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STATS, build_target,
-		    live_stats_done)) {
-		query_take(vm->id, CELLMON__COMMAND_KIND__CMD_VM_STATS);
-		cell_rpc_reply_error(call, -EBUSY,
-				     "a stats request for vm %s is under way; "
-				     "try again",
-				     vm->name);
-	}
+	if (fan_out_call(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STATS,
+			 build_target, live_stats_done, call))
+		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
 }
 
 /* ---- agents' reports ---- */
@@ -1632,10 +1584,4 @@ void mgr_vm_free_all(struct mgr *m)
 		vm_remove(m, m->vms[m->nvms - 1]);
 	free(m->vms);
 	m->vms = NULL;
-	while (queries) {
-		struct query *q = queries;
-
-		queries = q->next;
-		free(q);
-	}
 }
