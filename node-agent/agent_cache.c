@@ -183,56 +183,6 @@ static void free_slot(struct agent_cache *c, uint32_t i)
 	c->free_head = i;
 }
 
-int agent_cache_read(struct agent_cache *c, const char *ns, uint64_t block,
-		     void *buf, agent_cache_fill_fn fill, void *arg)
-{
-	uint32_t id, i;
-	int rc;
-
-	pthread_mutex_lock(&c->mu);
-	id = ns_id(c, ns);
-	for (;;) {
-		i = id == NIL ? NIL : find(c, id, block);
-		if (i == NIL || c->e[i].state != E_LOADING)
-			break;
-		c->st.waits++;
-		pthread_cond_wait(&c->filled, &c->mu);
-	}
-	if (i != NIL) {
-		c->st.hits++;
-		lru_unlink(c, i);
-		lru_push(c, i);
-		memcpy(buf, c->data + (size_t)i * AGENT_BLOCK, AGENT_BLOCK);
-		pthread_mutex_unlock(&c->mu);
-		return 0;
-	}
-	c->st.misses++;
-	i = id == NIL ? NIL : take_slot(c);
-	if (i == NIL) { /* no caching possible: read through */
-		pthread_mutex_unlock(&c->mu);
-		return fill(arg, block, buf);
-	}
-	c->e[i] = (struct entry){id, E_LOADING, block, NIL, NIL, NIL};
-	c->e[i].hnext = c->bucket[hash(c, id, block)];
-	c->bucket[hash(c, id, block)] = i;
-	pthread_mutex_unlock(&c->mu);
-	/* The slot is ours while LOADING: fill it without the lock. */
-	rc = fill(arg, block, c->data + (size_t)i * AGENT_BLOCK);
-	pthread_mutex_lock(&c->mu);
-	if (rc) {
-		hash_unlink(c, i);
-		free_slot(c, i);
-	} else {
-		c->e[i].state = E_VALID;
-		lru_push(c, i);
-		c->st.entries++;
-		memcpy(buf, c->data + (size_t)i * AGENT_BLOCK, AGENT_BLOCK);
-	}
-	pthread_cond_broadcast(&c->filled);
-	pthread_mutex_unlock(&c->mu);
-	return rc;
-}
-
 /* ---- runs of blocks ---- */
 
 enum { R_HIT, R_MINE, R_OTHER, R_THROUGH };
@@ -345,6 +295,28 @@ int agent_cache_read_run(struct agent_cache *c, const char *ns, uint64_t first,
 	}
 	pthread_mutex_unlock(&c->mu);
 	return rc;
+}
+
+/* agent_cache_read is a run of one block. */
+struct one_fill {
+	agent_cache_fill_fn fill;
+	void *arg;
+};
+
+static int fill_one(void *arg, uint64_t first, uint32_t n, void *buf)
+{
+	struct one_fill *o = arg;
+
+	(void)n;
+	return o->fill(o->arg, first, buf);
+}
+
+int agent_cache_read(struct agent_cache *c, const char *ns, uint64_t block,
+		     void *buf, agent_cache_fill_fn fill, void *arg)
+{
+	struct one_fill o = {fill, arg};
+
+	return agent_cache_read_run(c, ns, block, 1, buf, fill_one, &o);
 }
 
 void agent_cache_note_zero(struct agent_cache *c)
