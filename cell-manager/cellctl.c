@@ -55,8 +55,14 @@ struct ctl_cmd {
 	const char *fields[3];
 	ctl_render_fn render;
 	/* Builds the request instead of `fields` (commands with options);
-	 * NULL for the rest, which refuse options. */
+	 * NULL for the rest, which refuse options. The request is freed
+	 * with free(). */
 	ctl_build_fn build;
+	/* After a success: turns the request into a follow-up one (sets
+	 * *type) and returns 1, or returns 0. May be NULL (and then --start
+	 * is refused). */
+	int (*then)(const struct ctl_opts *o, ProtobufCMessage *req,
+		    uint16_t *type);
 };
 
 static int exit_code(int rc)
@@ -146,7 +152,7 @@ static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
 			cmd->noun, cmd->verb ? cmd->verb : "");
 		return EXIT_USAGE;
 	}
-	if (o->start && type != CELLMON__MSG_TYPE__MSG_VM_CREATE) {
+	if (o->start && !cmd->then) {
 		fprintf(stderr, "cellctl: --start belongs to vm create\n");
 		return EXIT_USAGE;
 	}
@@ -158,24 +164,11 @@ again:
 	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc, type, req,
 				cmd->reply_type, ctl->timeout_ms, &reply, err,
 				sizeof(err));
-	/* vm create --start: the create succeeded; now start it. */
-	if (!rc && o->start && !o->dry_run &&
-	    type == CELLMON__MSG_TYPE__MSG_VM_CREATE) {
-		Cellmon__VmRequest *vr = (Cellmon__VmRequest *)req;
-
+	/* A follow-up (vm create --start) goes once, on success. */
+	if (!rc && cmd->then && type == cmd->type && cmd->then(o, req, &type)) {
 		protobuf_c_message_free_unpacked(reply, NULL);
 		reply = NULL;
-		free(vr->spec->disks);
-		free(vr->spec);
-		vr->spec = NULL;
-		type = CELLMON__MSG_TYPE__MSG_VM_START;
 		goto again;
-	}
-	/* Built requests are VmRequests except cell deps' VmListRequest. */
-	if (cmd->build && req->descriptor == &cellmon__vm_request__descriptor &&
-	    ((Cellmon__VmRequest *)req)->spec) {
-		free(((Cellmon__VmRequest *)req)->spec->disks);
-		free(((Cellmon__VmRequest *)req)->spec);
 	}
 	free(req);
 	if (rc) {
@@ -376,26 +369,29 @@ static const struct ctl_cmd commands[] = {
 	 {NULL},
 	 ctl_render_cell_deps,
 	 ctl_build_vm_list},
-#define VM(verb, n, args, help, type, reply, render, build)      \
-	{                                                        \
-		"vm", verb, n, 0, args, help, M(type), M(reply), \
-			D(vm_request), {NULL}, render, build     \
+#define VM_THEN(verb, n, args, help, type, reply, render, build, then) \
+	{                                                              \
+		"vm", verb, n, 0, args, help, M(type), M(reply),       \
+			D(vm_request), {NULL}, render, build, then     \
 	}
+#define VM(verb, n, args, help, type, reply, render, build) \
+	VM_THEN(verb, n, args, help, type, reply, render, build, NULL)
 	VM("list", 0, "", "every VM with its state, cell and nodes", VM_LIST,
-	   VM_LIST_REPLY, ctl_render_vm_list, ctl_build_vm_request),
+	   VM_LIST_REPLY, ctl_render_vm_list, ctl_build_vm_list),
 	VM("info", 1, "VM",
 	   "one VM: spec, state and reason, placement per vCPU, dependency "
 	   "set",
 	   VM_INFO, VM_REPLY, ctl_render_vm, ctl_build_vm_request),
-	VM("create", 1,
-	   "VM --cell=C --image=I [--vcpus=N] [--memory=SIZE] "
-	   "[--placement=spread|pack] [--node=N] [--anti-affinity=G] "
-	   "[--home=interleave|first-touch|one] [--engine=native] "
-	   "[--disk=NAME[:ro] ...] [--max-restarts=N] "
-	   "[--dry-run] [--start] [-- ARGS]",
-	   "define a VM (pending); --dry-run shows the placement only, "
-	   "--start starts it",
-	   VM_CREATE, VM_REPLY, ctl_render_vm, ctl_build_vm_create),
+	VM_THEN("create", 1,
+		"VM --cell=C --image=I [--vcpus=N] [--memory=SIZE] "
+		"[--placement=spread|pack] [--node=N] [--anti-affinity=G] "
+		"[--home=interleave|first-touch|one] [--engine=native] "
+		"[--disk=NAME[:ro] ...] [--max-restarts=N] "
+		"[--dry-run] [--start] [-- ARGS]",
+		"define a VM (pending); --dry-run shows the placement only, "
+		"--start starts it",
+		VM_CREATE, VM_REPLY, ctl_render_vm, ctl_build_vm_create,
+		ctl_vm_then_start),
 	VM("start", 1, "VM [--dry-run]",
 	   "place and start; returns when every vCPU runs (or the start "
 	   "failed)",
@@ -415,7 +411,7 @@ static const struct ctl_cmd commands[] = {
 	   "memory counters per node: faults by kind, local vs remote, "
 	   "transfers, bytes (live, or from the end of the last run)",
 	   VM_STATS, VM_STATS_REPLY, ctl_render_vm_stats, ctl_build_vm_request),
-	{NULL, NULL, 0, 0, NULL, NULL, 0, 0, NULL, {NULL}, NULL, NULL},
+	{NULL, NULL, 0, 0, NULL, NULL, 0, 0, NULL, {NULL}, NULL, NULL, NULL},
 };
 
 static void usage(FILE *out)

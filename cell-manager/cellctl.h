@@ -32,6 +32,10 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 			ProtobufCMessage **out);
 int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
 			 ProtobufCMessage **out);
+/* vm create --start: turns the create request into the start request
+ * that follows it; 1 when there is one to send. */
+int ctl_vm_then_start(const struct ctl_opts *o, ProtobufCMessage *req,
+		      uint16_t *type);
 int ctl_build_vm_list(const struct ctl_opts *o, char **args, int nargs,
 		      ProtobufCMessage **out);
 void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply,

@@ -62,9 +62,19 @@ static Cellmon__VmRequest *new_request(char *name)
 	return r;
 }
 
+/* A create request in one allocation, so free() of the request frees it
+ * all (the strings point into argv). */
+struct create_req {
+	Cellmon__VmRequest r; /* first: the request's address */
+	Cellmon__VmSpec s;
+	Cellmon__RestartPolicy rp;
+	char *disks[32];
+};
+
 int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 			ProtobufCMessage **out)
 {
+	struct create_req *cr;
 	Cellmon__VmRequest *r;
 	Cellmon__VmSpec *s;
 	const char *v;
@@ -77,14 +87,14 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 				"--image=IMAGE\n");
 		return -EINVAL;
 	}
-	r = new_request(args[0]);
-	s = calloc(1, sizeof(*s));
-	if (!r || !s) {
-		free(r);
-		free(s);
+	cr = calloc(1, sizeof(*cr));
+	if (!cr)
 		return -ENOMEM;
-	}
+	r = &cr->r;
+	s = &cr->s;
+	cellmon__vm_request__init(r);
 	cellmon__vm_spec__init(s);
+	r->name = args[0];
 	r->spec = s;
 	r->dry_run = o->dry_run;
 	s->name = args[0];
@@ -125,11 +135,9 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 				v);
 			goto bad;
 		}
-		static Cellmon__RestartPolicy rp =
-			CELLMON__RESTART_POLICY__INIT;
-
-		rp.max_restarts = (uint32_t)n;
-		s->restart = &rp;
+		cellmon__restart_policy__init(&cr->rp);
+		cr->rp.max_restarts = (uint32_t)n;
+		s->restart = &cr->rp;
 	}
 	if ((v = opt(o, "engine")))
 		s->engine = (char *)v;
@@ -143,19 +151,29 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 		s->anti_affinity = (char *)v;
 	s->args = o->guest_args;
 	s->n_args = (size_t)o->nguest;
-	/* --disk may be given several times: disks 0, 1, ... in order. */
-	s->disks = calloc((size_t)o->n + 1, sizeof(char *));
-	if (!s->disks)
-		goto bad;
+	/* --disk may be given several times: disks 0, 1, ... in order
+	 * (options are at most 32). */
+	s->disks = cr->disks;
 	for (int i = 0; i < o->n; i++)
 		if (strcmp(o->key[i], "disk") == 0)
 			s->disks[s->n_disks++] = (char *)o->val[i];
 	*out = &r->base;
 	return 0;
 bad:
-	free(s);
-	free(r);
+	free(cr);
 	return -EINVAL;
+}
+
+int ctl_vm_then_start(const struct ctl_opts *o, ProtobufCMessage *req,
+		      uint16_t *type)
+{
+	Cellmon__VmRequest *r = (Cellmon__VmRequest *)req;
+
+	if (!o->start || o->dry_run)
+		return 0;
+	r->spec = NULL; /* in the same allocation as r */
+	*type = CELLMON__MSG_TYPE__MSG_VM_START;
+	return 1;
 }
 
 int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
@@ -433,7 +451,7 @@ int ctl_build_vm_list(const struct ctl_opts *o, char **args, int nargs,
 
 	(void)args;
 	(void)nargs;
-	if (check_keys(o, NULL, "cell deps") || o->nguest || o->dry_run)
+	if (check_keys(o, NULL, "this command") || o->nguest || o->dry_run)
 		return -EINVAL;
 	r = calloc(1, sizeof(*r));
 	if (!r)
