@@ -110,21 +110,32 @@ static int nodes_with_dsm(void)
 	return k;
 }
 
-static int setup(void **state)
+/* Starts the manager on its state dir: agents' address agent_listen
+ * (port 0 the first time, the bound one after a restart so agents find
+ * it again), a new ctl port; extra: one more option or NULL. */
+static void start_manager(const char *agent_listen, const char *extra)
 {
-	char sd[700], log[700];
-	char *margv[] = {MANAGER_BIN, sd, "--agent-listen=127.0.0.1:0",
-			 "--ctl-listen=127.0.0.1:0", NULL};
+	char sd[700], log[700], al[100];
+	char *margv[] = {MANAGER_BIN,	sd,  al, "--ctl-listen=127.0.0.1:0",
+			 (char *)extra, NULL};
 
-	(void)state;
-	T.dir = ts_tmpdir("cellmon-fault");
+	snprintf(sd, sizeof(sd), "%s/manager/manager.addr", T.dir);
+	unlink(sd); /* a restart must not read the old addresses */
 	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
+	snprintf(al, sizeof(al), "--agent-listen=%s", agent_listen);
 	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
 	T.manager = ts_spawn(margv, log);
 	assert_true(T.manager > 0);
 	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
 	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
 				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	T.dir = ts_tmpdir("cellmon-fault");
+	start_manager("127.0.0.1:0", NULL);
 	for (int i = 0; i < 3; i++)
 		T.agents[i] = start_agent(i);
 	for (int i = 0; i < 100 && nodes_with_dsm() < 3; i++)
@@ -456,8 +467,7 @@ static void test_fault_dsm_peer_killed_mid_storm(void **state)
  * right; the restarted manager has every VM. */
 static void test_fault_manager_killed_vms_run_on(void **state)
 {
-	char sd[700], log[700], al[100];
-	char *margv[] = {MANAGER_BIN, sd, al, "--ctl-listen=127.0.0.1:0", NULL};
+	char agent_addr[64];
 	struct vminfo before, after;
 
 	(void)state;
@@ -467,16 +477,8 @@ static void test_fault_manager_killed_vms_run_on(void **state)
 	usleep(1500 * 1000); /* longer than a lease: agents keep VMs */
 	for (int i = 0; i < before.nvcpus; i++)
 		assert_false(pid_gone(before.pids[i]));
-	snprintf(sd, sizeof(sd), "%s/manager/manager.addr", T.dir);
-	unlink(sd);
-	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
-	snprintf(al, sizeof(al), "--agent-listen=%s", T.agent_addr);
-	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
-	T.manager = ts_spawn(margv, log);
-	assert_true(T.manager > 0);
-	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
-	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
-				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
+	snprintf(agent_addr, sizeof(agent_addr), "%s", T.agent_addr);
+	start_manager(agent_addr, NULL);
 	assert_true(wait_pids("orphan", &after));
 	assert_memory_equal(before.pids, after.pids, sizeof(before.pids));
 	assert_finished_right("orphan", 2);
@@ -492,26 +494,15 @@ static void test_fault_manager_killed_vms_run_on(void **state)
  * checksum is right. */
 static void test_fault_dsm_peer_silent_request_timeout(void **state)
 {
-	char sd[700], log[700], al[100], want[40], victim[32], *out = NULL;
-	char *margv[] = {
-		MANAGER_BIN,	    sd,	 al, "--ctl-listen=127.0.0.1:0",
-		"--down-after=60s", NULL};
+	char agent_addr[64], want[40], victim[32], *out = NULL;
 	struct vminfo in;
 	uint64_t t0, t_restart = 0;
 	pid_t agent;
 
 	(void)state;
 	ts_stop(T.manager, SIGTERM, 5000);
-	snprintf(sd, sizeof(sd), "%s/manager/manager.addr", T.dir);
-	unlink(sd);
-	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
-	snprintf(al, sizeof(al), "--agent-listen=%s", T.agent_addr);
-	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
-	T.manager = ts_spawn(margv, log);
-	assert_true(T.manager > 0);
-	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
-	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
-				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
+	snprintf(agent_addr, sizeof(agent_addr), "%s", T.agent_addr);
+	start_manager(agent_addr, "--down-after=60s");
 	for (int i = 0; i < 100 && nodes_with_dsm() < 3; i++)
 		usleep(100 * 1000);
 	reference("256", "4000", want, sizeof(want));
