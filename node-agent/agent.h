@@ -154,9 +154,11 @@ struct agent_engine_ops {
 	void (*stop)(struct agent_vcpu *v);
 	/* Ends it at once. Never NULL. */
 	void (*kill)(struct agent_vcpu *v);
-	/* Where the vCPU's console output is kept (a file path). */
-	void (*console_path)(const struct agent_vcpu *v, char *out, size_t len);
 };
+
+/* Where every engine writes a vCPU's console: <vm dir>/vcpu<N>.console.
+ * The agent keeps it and reads it back for cellctl (agent_vm.c). */
+void agent_console_path(const struct agent_vcpu *v, char *out, size_t len);
 
 extern const struct agent_engine_ops agent_native_engine;
 

@@ -319,10 +319,10 @@ int agent_cache_read(struct agent_cache *c, const char *ns, uint64_t block,
 	return agent_cache_read_run(c, ns, block, 1, buf, fill_one, &o);
 }
 
-void agent_cache_note_zero(struct agent_cache *c)
+void agent_cache_note_zero(struct agent_cache *c, uint32_t n)
 {
 	pthread_mutex_lock(&c->mu);
-	c->st.zero_reads++;
+	c->st.zero_reads += n;
 	pthread_mutex_unlock(&c->mu);
 }
 

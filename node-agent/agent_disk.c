@@ -42,7 +42,6 @@ struct agent_disk {
 	char server[160];
 	struct pending *pend, **pend_tail;
 	uint64_t pend_bytes;
-	uint64_t reconnects;
 };
 
 /* Asks the disk server for the map; fills d and the NBD address. */
@@ -186,7 +185,6 @@ static int reconnect(struct agent_disk *d)
 
 			for (struct pending *p = d->pend; p; p = p->next)
 				n++;
-			d->reconnects++;
 			CELL_WARN("agent",
 				  "disk %s: reconnected to %s; sent again %zu "
 				  "unflushed writes (%llu bytes)",
@@ -298,8 +296,7 @@ int agent_disk_read(struct agent_disk *d, uint64_t off, void *buf, uint32_t len)
 			rc = fill_run(d, b, n, p);
 		} else if (how == 2) {
 			memset(p, 0, (size_t)n * AGENT_BLOCK);
-			for (uint32_t i = 0; i < n; i++)
-				agent_cache_note_zero(d->cache);
+			agent_cache_note_zero(d->cache, n);
 			rc = 0;
 		} else {
 			rc = agent_cache_read_run(d->cache, d->below, b, n, p,

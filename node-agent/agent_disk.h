@@ -61,7 +61,8 @@ typedef int (*agent_cache_fill_run_fn)(void *arg, uint64_t first, uint32_t n,
 int agent_cache_read_run(struct agent_cache *c, const char *ns, uint64_t first,
 			 uint32_t n, void *buf, agent_cache_fill_run_fn fill,
 			 void *arg);
-void agent_cache_note_zero(struct agent_cache *c);
+/* Counts n blocks read as zeros without any I/O. */
+void agent_cache_note_zero(struct agent_cache *c, uint32_t n);
 void agent_cache_stats(struct agent_cache *c, struct agent_cache_stats *out);
 
 struct agent_disk;

@@ -549,6 +549,11 @@ static int read_tail(const char *path, size_t max, uint8_t **out, size_t *len,
 	return 0;
 }
 
+void agent_console_path(const struct agent_vcpu *v, char *out, size_t len)
+{
+	snprintf(out, len, "%s/vcpu%u.console", v->vm->dir, v->index);
+}
+
 /* Reads the consoles from the files, so they outlive the VM's run. */
 static int vm_console(struct agent *a, const char *name,
 		      Cellmon__CommandAck *ack)

@@ -37,12 +37,6 @@
 
 #define NENV 10
 
-static void native_console_path(const struct agent_vcpu *v, char *out,
-				size_t len)
-{
-	snprintf(out, len, "%s/vcpu%u.console", v->vm->dir, v->index);
-}
-
 /* In the child, after fork: only async-signal-safe calls. */
 static void child(int go, int guest_fd, int lease_fd, int console, pid_t parent,
 		  const char *dir, const char *path, char **argv, char **envp)
@@ -84,7 +78,7 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 	pid_t pid, parent = getpid();
 
 	snprintf(path, sizeof(path), "%s/%s", a->cfg.image_dir, s->image);
-	native_console_path(v, cpath, sizeof(cpath));
+	agent_console_path(v, cpath, sizeof(cpath));
 	snprintf(env[0], sizeof(env[0]), "CELLMON_VM=%s", s->name);
 	snprintf(env[1], sizeof(env[1]), "CELLMON_VCPU=%u", v->index);
 	snprintf(env[2], sizeof(env[2]), "CELLMON_NVCPUS=%u", s->vcpus);
@@ -166,5 +160,4 @@ const struct agent_engine_ops agent_native_engine = {
 	.start = native_start,
 	.stop = native_stop,
 	.kill = native_kill,
-	.console_path = native_console_path,
 };
