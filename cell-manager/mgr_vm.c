@@ -376,12 +376,11 @@ static int fan_out_call(struct mgr *m, struct mgr_vm *vm,
 		snprintf(r->node, sizeof(r->node), "%s", nodes[i]);
 		if (!rc && !node)
 			rc = -ENOENT;
-		/* Ending a run does not wait for nodes that are not up: a
-		 * suspect node fences itself, and what it still holds is
-		 * released as an orphan when it is heard from again. */
-		if (!rc && node->state != MGR_NODE_UP &&
-		    (kind == CELLMON__COMMAND_KIND__CMD_VM_STATS ||
-		     kind == CELLMON__COMMAND_KIND__CMD_VM_RELEASE))
+		/* Nothing waits for a node that is not up (placement never
+		 * picks one): a suspect node fences itself, and what it
+		 * still holds is released as an orphan when it is heard
+		 * from again. */
+		if (!rc && node->state != MGR_NODE_UP)
 			rc = -ENOTCONN;
 		if (!rc)
 			rc = build(m, vm, nodes[i], &cmd.args);
@@ -560,6 +559,13 @@ static void fail_node(struct mgr *m, struct mgr_vm *vm, const char *why)
 {
 	char reason[300];
 
+	if (vm->state == CELLMON__VM_STATE__VM_STOPPING) {
+		/* The operator was stopping it: the node's end ends it. */
+		snprintf(reason, sizeof(reason), "stopped (%s)", why);
+		vm->busy = false;
+		finish(m, vm, CELLMON__VM_STATE__VM_STOPPED, reason);
+		return;
+	}
 	if (vm->restarts < max_restarts(vm)) {
 		vm->restart_pending = true;
 		snprintf(reason, sizeof(reason), "%s; restarting (%u of %u)",
