@@ -9,7 +9,7 @@
  * sender matching the connection, a known region and a page in range
  * (dsm__deliver), the sender's epoch not below the peer's fence. A
  * malformed frame closes that connection; a stale epoch is refused and
- * logged. Buffers are allocated when a peer is added, never per message.
+ * logged, and a hello with one is not connected at all. Buffers are allocated when a peer is added, never per message.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -405,6 +405,16 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	recv(fd, hello, sizeof(hello), 0);
+	if (cell_get32(hello + 12) < n->peers[id].fence_epoch) {
+		n->stats.refused++;
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "node %u: refused a connection from node %u: "
+			    "epoch %u below fence %u",
+			    n->id, id, cell_get32(hello + 12),
+			    n->peers[id].fence_epoch);
+		close(fd);
+		return;
+	}
 	if (n->peers[id].fd >= 0)
 		peer_disconnect(n, &n->peers[id], "replaced by a new one");
 	if (peer_attach_fd(n, &n->peers[id], fd)) {

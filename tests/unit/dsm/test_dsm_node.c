@@ -20,10 +20,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "cell/endian.h"
 #include "cell/log.h"
 #include "dsm/dsm.h"
 #include "proto.h"
@@ -49,7 +51,7 @@ static int setup_with(void **state, enum dsm_transport transport)
 	cell_log_set_level(CELL_LOG_ERROR);
 	for (int i = 0; i < 2; i++) {
 		struct dsm_node_config c = {
-			(uint16_t)i, "127.0.0.1:0", 0, 4, 20, 1};
+			(uint16_t)i, "127.0.0.1:0", 0, 4, 20, 1, transport, 0};
 
 		assert_int_equal(dsm_node_create(&c, &p->n[i]), 0);
 	}
@@ -151,7 +153,7 @@ static void test_dsm_node_move_home_and_push(void **state)
 	assert_int_equal(dsm_region_move_home(p->r[0], 3, 40), -EINVAL);
 }
 
-static int raw_peer(int port)
+static int raw_peer(int port, uint32_t epoch)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET,
 				 .sin_port = htons((uint16_t)port)};
@@ -161,6 +163,7 @@ static int raw_peer(int port)
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	hello[9] = 0; /* claims to be node 0 */
+	cell_put32(hello + 12, epoch);
 	assert_int_equal(write(fd, hello, sizeof(hello)), 16);
 	return fd;
 }
@@ -185,7 +188,7 @@ static void test_dsm_node_hostile_frames_refused(void **state)
 	assert_int_equal(p->m[1][2 * WORDS], 22);
 	dsm_node_stats(p->n[1], &before);
 	assert_int_equal(dsm_node_fence_peer(p->n[1], 0, 1), 0);
-	fd = raw_peer(dsm_node_port(p->n[1]));
+	fd = raw_peer(dsm_node_port(p->n[1]), 1); /* frames stamped 0 */
 	dsm__msg_pack(&m, wire);
 	assert_int_equal(write(fd, wire, sizeof(wire)), (ssize_t)sizeof(wire));
 	usleep(100000);
@@ -206,6 +209,32 @@ static void test_dsm_node_hostile_frames_refused(void **state)
 	assert_int_equal(p->m[0][2 * WORDS], 23);
 	for (int pg = 0; pg < PAGES; pg++)
 		assert_int_equal(p->m[0][pg * WORDS + 7], 0);
+}
+
+/* A peer whose hello carries an epoch below its fence (an incarnation
+ * that ended) is not connected at all; the real peer carries on. */
+static void test_dsm_node_stale_hello_refused(void **state)
+{
+	struct pair *p = *state;
+	struct dsm_node_stats before, after;
+	char c;
+	int fd;
+
+	p->m[0][4 * WORDS] = 44;
+	dsm_node_stats(p->n[1], &before);
+	assert_int_equal(dsm_node_fence_peer(p->n[1], 0, 7), 0);
+	struct timeval tv = {2, 0};
+
+	fd = raw_peer(dsm_node_port(p->n[1]), 6);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(read(fd, &c, 1), 0); /* closed by node 1 */
+	close(fd);
+	dsm_node_stats(p->n[1], &after);
+	assert_int_equal(after.refused, before.refused + 1);
+	/* The real node 0 is at epoch 1 < 7 too: its frames are refused
+	 * from now on, so lower the fence back before checking it works. */
+	assert_int_equal(dsm_node_fence_peer(p->n[1], 0, 0), 0);
+	assert_int_equal(p->m[1][4 * WORDS], 44);
 }
 
 /* A mapping attached through the hand-off (here from this very process)
@@ -443,6 +472,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_region_stats_sum_pages, setup, teardown),
 		cmocka_unit_test(test_dsm_node_request_timeout_fails_region),
+		cmocka_unit_test_setup_teardown(test_dsm_node_stale_hello_refused,
+						setup, teardown),
 		/* The same behaviour over the in-process loop transport. */
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_writes_seen_both_ways, setup_loop,
