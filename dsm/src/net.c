@@ -9,7 +9,8 @@
  * sender matching the connection, a known region and a page in range
  * (dsm__deliver), the sender's epoch not below the peer's fence. A
  * malformed frame closes that connection; a stale epoch is refused and
- * logged, and a hello with one is not connected at all. Buffers are allocated when a peer is added, never per message.
+ * logged, and a hello with one is not connected at all. Buffers are
+ * allocated when a peer is added, never per message.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -472,8 +472,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_region_stats_sum_pages, setup, teardown),
 		cmocka_unit_test(test_dsm_node_request_timeout_fails_region),
-		cmocka_unit_test_setup_teardown(test_dsm_node_stale_hello_refused,
-						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_stale_hello_refused, setup, teardown),
 		/* The same behaviour over the in-process loop transport. */
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_writes_seen_both_ways, setup_loop,
