@@ -128,6 +128,7 @@ struct agent {
 	char handoff_path[1100];
 	uint64_t dsm_peers; /* ids added as peers */
 	char peer_addr[64][160];
+	uint32_t peer_fence[64]; /* lowest DSM epoch accepted from each id */
 	/* the lease page handed to guests (cellguest_wire.h) */
 	int lease_fd;
 	struct cg_lease_page *lease_page;
@@ -180,7 +181,11 @@ void agent_vm_fence(struct agent *a);
 /* Releases every VM (a new incarnation must not carry old VMs). */
 void agent_vm_discard_all(struct agent *a, const char *why);
 /* Creates the DSM node with the id the manager gave. 0 or -errno. */
-int agent_dsm_start(struct agent *a, uint32_t dsm_id);
+int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch);
+/* A new incarnation stamps a new epoch on this node's DSM messages. */
+void agent_dsm_set_epoch(struct agent *a, uint32_t epoch);
+/* Applies the manager's fences (HeartbeatReply.fences). */
+void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n);
 /* Runs when a vCPU ended (agent_main.c sends a heartbeat at once). */
 void agent_heartbeat_now(struct agent *a);
 

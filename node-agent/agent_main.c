@@ -260,6 +260,7 @@ static void heartbeat_reply(int status, const ProtobufCMessage *msg,
 	}
 	if (r->lease)
 		grant_lease(a, r->lease, sent);
+	agent_dsm_fence(a, r->fences, r->n_fences);
 }
 
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
@@ -357,6 +358,8 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 		/* Its VMs were failed or restarted elsewhere. */
 		agent_vm_discard_all(a, "the node's incarnation is over");
 	}
+	if (!r->resumed)
+		agent_dsm_set_epoch(a, r->dsm_epoch);
 	a->incarnation = r->lease->incarnation;
 	CELL_INFO(MOD,
 		  "registered node=%s incarnation=%llu resumed=%s "
@@ -368,7 +371,8 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 	if (!r->has_dsm_id)
 		CELL_WARN(MOD, "the manager gave no DSM id (more than 64 "
 			       "nodes?); this node cannot run VMs");
-	else if (a->dsm_id < 0 && agent_dsm_start(a, r->dsm_id) == 0)
+	else if (a->dsm_id < 0 &&
+		 agent_dsm_start(a, r->dsm_id, r->dsm_epoch) == 0)
 		send_dsm_addr = true; /* peers need it before any VM */
 	else if ((uint32_t)a->dsm_id != r->dsm_id)
 		CELL_ERROR(MOD,

@@ -75,7 +75,7 @@ static int handoff_check(int pid, uint64_t region, void *arg)
 
 /* ---- DSM node ---- */
 
-int agent_dsm_start(struct agent *a, uint32_t dsm_id)
+int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch)
 {
 	struct dsm_node_config c = {0};
 	char host[128];
@@ -86,7 +86,7 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id)
 	c.window_ms = (uint32_t)a->cfg.dsm_window_ms;
 	c.prefetch_max = (uint32_t)a->cfg.dsm_prefetch;
 	c.poll_us = (uint32_t)a->cfg.dsm_poll_us;
-	c.epoch = 1;
+	c.epoch = epoch;
 	c.request_timeout_ms = (uint32_t)a->cfg.dsm_timeout_ms;
 	rc = dsm_node_create(&c, &a->dsm);
 	if (rc) {
@@ -110,9 +110,38 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id)
 	snprintf(host, sizeof(host), "%s", a->addr);
 	snprintf(a->dsm_addr, sizeof(a->dsm_addr), "%s:%d", host,
 		 dsm_node_port(a->dsm));
-	CELL_INFO(MOD, "DSM node started id=%u addr=%s handoff=%s", dsm_id,
-		  a->dsm_addr, a->handoff_path);
+	CELL_INFO(MOD, "DSM node started id=%u epoch=%u addr=%s handoff=%s",
+		  dsm_id, epoch, a->dsm_addr, a->handoff_path);
 	return 0;
+}
+
+void agent_dsm_set_epoch(struct agent *a, uint32_t epoch)
+{
+	if (!a->dsm)
+		return;
+	dsm_node_set_epoch(a->dsm, epoch);
+	CELL_INFO(MOD, "DSM epoch now %u", epoch);
+}
+
+void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n)
+{
+	for (size_t i = 0; a->dsm && i < n; i++) {
+		uint32_t id = f[i]->dsm_id;
+
+		if (id >= 64 || (int)id == a->dsm_id ||
+		    a->peer_fence[id] == f[i]->epoch)
+			continue;
+		if (dsm_node_fence_peer(a->dsm, (uint16_t)id, f[i]->epoch))
+			continue;
+		/* Only a rise after the first is news: that node's
+		 * incarnation ended, or a new one began. */
+		if (a->peer_fence[id])
+			CELL_INFO(MOD,
+				  "DSM peer fenced node=%s id=%u: epochs "
+				  "below %u refused",
+				  f[i]->node, id, f[i]->epoch);
+		a->peer_fence[id] = f[i]->epoch;
+	}
 }
 
 /* Adds (or re-points) the peers a VM needs. */

@@ -10,7 +10,8 @@
  *  - SIGSTOP of an agent for longer than its lease, then SIGCONT: its
  *    guests end themselves when the lease is over (before the manager may
  *    declare the node down), the VM is restarted elsewhere and finishes;
- *    the agent comes back as a new incarnation with no old VMs;
+ *    the agent comes back as a new incarnation with no old VMs and a new
+ *    DSM epoch, the other nodes having fenced its old one;
  *  - a DSM peer killed in the middle of a fault storm (the SPMD stencil):
  *    nothing hangs; the VM is restarted and its checksum is right;
  *  - kill -9 of the manager: running VMs run on untouched (same vCPU
@@ -363,14 +364,36 @@ static void test_fault_agent_killed_dependents_restart(void **state)
 
 /* An agent paused past its lease: its guests stop themselves before the
  * manager may restart the VM elsewhere. */
+/* Whether agent i's log (1-based) has the text. */
+static bool log_has(int i, const char *text)
+{
+	char path[700], *log;
+	bool has;
+
+	snprintf(path, sizeof(path), "%s/agent%d.log", T.dir, i);
+	log = ts_read_file(path);
+	has = log && strstr(log, text);
+	if (!has)
+		printf("# agent%d.log lacks \"%s\"\n", i, text);
+	free(log);
+	return has;
+}
+
 static void test_fault_agent_paused_guests_fenced(void **state)
 {
 	struct vminfo p1, p2;
 	char victim[32] = "node3", other[32] = "node1";
 	uint64_t t0, t_gone = 0, t_down = 0, t_restart = 0;
 	pid_t agent = T.agents[2];
+	json_t *ni = ctl_json("node", "info", victim);
+	uint64_t inc = (uint64_t)json_integer_value(
+		json_object_get(ni, "incarnation"));
+	int dsm_id = (int)json_integer_value(json_object_get(ni, "dsm_id"));
+	char fence[160];
 
 	(void)state;
+	json_decref(ni);
+	assert_true(inc > 0);
 	start_vm("paused", 1, victim);
 	start_vm("bystander", 1, other);
 	assert_true(wait_pids("paused", &p1));
@@ -408,10 +431,17 @@ static void test_fault_agent_paused_guests_fenced(void **state)
 	assert_finished_right("bystander", 1);
 	vm_info("bystander", &p2);
 	assert_int_equal(p2.runs, 1);
-	/* Resumed, the agent rejoins as a new incarnation. */
+	/* Resumed, the agent rejoins as a new incarnation, with a new DSM
+	 * epoch; the other nodes fenced the old one when it went down. */
 	for (int i = 0; i < 100 && strcmp(node_state(victim), "up"); i++)
 		usleep(100 * 1000);
 	assert_string_equal(node_state(victim), "up");
+	assert_true(log_has(3, "DSM epoch now"));
+	snprintf(fence, sizeof(fence),
+		 "DSM peer fenced node=node3 id=%d: epochs below %llu", dsm_id,
+		 (unsigned long long)inc + 1);
+	assert_true(log_has(1, fence));
+	assert_true(log_has(2, fence));
 }
 
 /* The checksum spmd prints, run as a plain process. */
