@@ -362,7 +362,7 @@ static const struct ctl_cmd commands[] = {
 	 0,
 	 "CELL",
 	 "the VMs of a cell and the nodes each depends on (vCPUs and the only "
-	 "copies of its pages)",
+	 "copies of its pages) and on the disk server",
 	 M(VM_LIST),
 	 M(VM_LIST_REPLY),
 	 D(vm_list_request),

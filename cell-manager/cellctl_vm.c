@@ -235,15 +235,15 @@ static json_t *vm_json(const Cellmon__VmInfo *v)
 	for (size_t i = 0; deps && i < v->n_deps; i++)
 		json_array_append_new(deps, json_string(v->deps[i]));
 	return json_pack(
-		"{s:s, s:I, s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:i, "
+		"{s:s, s:I, s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:I, s:i, "
 		"s:I, s:i}",
 		"name", v->spec ? v->spec->name : "", "id", (json_int_t)v->id,
 		"state", vm_state(v->state), "reason", v->reason, "spec",
 		v->spec ? spec_json(v->spec) : json_null(), "vcpus", vcpus,
-		"deps", deps, "created_ms", (json_int_t)v->created_ms,
-		"state_since_ms", (json_int_t)v->state_since_ms, "runs",
-		(int)v->runs, "region", (json_int_t)v->region, "restarts",
-		(int)v->restarts);
+		"deps", deps, "disk_server", v->disk_server, "created_ms",
+		(json_int_t)v->created_ms, "state_since_ms",
+		(json_int_t)v->state_since_ms, "runs", (int)v->runs, "region",
+		(json_int_t)v->region, "restarts", (int)v->restarts);
 }
 
 static void print_vcpus(const Cellmon__VmInfo *v)
@@ -252,15 +252,17 @@ static void print_vcpus(const Cellmon__VmInfo *v)
 	       "END");
 	for (size_t i = 0; i < v->n_vcpus; i++) {
 		const Cellmon__VcpuInfo *c = v->vcpus[i];
-		char end[64] = "";
+		char end[64] = "", pid[16] = "-"; /* no pid reported yet */
 
 		if (strcmp(c->state, "exited") == 0)
 			snprintf(end, sizeof(end), "status %d", c->exit_code);
 		else if (strcmp(c->state, "killed") == 0)
 			snprintf(end, sizeof(end), "signal %d (%s)", c->signal,
 				 strsignal(c->signal));
-		printf("%-5u %-16s %-8s %7d  %s\n", c->vcpu, c->node, c->state,
-		       c->pid, end);
+		if (c->pid > 0)
+			snprintf(pid, sizeof(pid), "%d", c->pid);
+		printf("%-5u %-16s %-8s %7s  %s\n", c->vcpu, c->node, c->state,
+		       pid, end);
 	}
 }
 
@@ -304,7 +306,10 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 	printf("deps:      ");
 	for (size_t i = 0; i < v->n_deps; i++)
 		printf("%s%s", i ? " " : "", v->deps[i]);
-	printf("%s\n", v->n_deps ? "" : "(none: not placed)");
+	printf("%s", v->n_deps ? "" : "(none: not placed)");
+	if (v->disk_server[0])
+		printf(", disk server %s", v->disk_server);
+	printf("\n");
 	if (v->n_vcpus)
 		print_vcpus(v);
 }
@@ -461,11 +466,32 @@ int ctl_build_vm_list(const struct ctl_opts *o, char **args, int nargs,
 	return 0;
 }
 
-/* cell deps CELL: which VMs depend on which nodes of the cell. */
+/* One line per key of by (a node or a disk server): the VMs on it. */
+static void print_affected(json_t *by, const char *prefix)
+{
+	const char *key;
+	json_t *list;
+
+	json_object_foreach(by, key, list)
+	{
+		char what[200];
+
+		snprintf(what, sizeof(what), "%s%s", prefix, key);
+		printf("%-28s ", what);
+		for (size_t k = 0; k < json_array_size(list); k++)
+			printf("%s%s", k ? "," : "",
+			       json_string_value(json_array_get(list, k)));
+		printf("\n");
+	}
+}
+
+/* cell deps CELL: which VMs depend on which nodes of the cell, and on
+ * the disk server. */
 void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply, char **args)
 {
 	const Cellmon__VmListReply *r = (const void *)reply;
 	json_t *vms = json_array(), *nodes = json_object();
+	json_t *servers = json_object();
 
 	for (size_t i = 0; i < r->n_vms; i++) {
 		const Cellmon__VmInfo *v = r->vms[i];
@@ -487,20 +513,35 @@ void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply, char **args)
 			}
 			json_array_append_new(on, json_string(v->spec->name));
 		}
-		json_array_append_new(vms, json_pack("{s:s, s:s, s:o}", "vm",
-						     v->spec->name, "state",
-						     vm_state(v->state), "deps",
-						     deps));
+		if (v->disk_server[0] &&
+		    v->state >= CELLMON__VM_STATE__VM_STARTING &&
+		    v->state <= CELLMON__VM_STATE__VM_STOPPING) {
+			json_t *on = json_object_get(servers, v->disk_server);
+
+			if (!on) {
+				on = json_array();
+				json_object_set_new(servers, v->disk_server,
+						    on);
+			}
+			json_array_append_new(on, json_string(v->spec->name));
+		}
+		json_array_append_new(
+			vms,
+			json_pack("{s:s, s:s, s:o, s:s}", "vm", v->spec->name,
+				  "state", vm_state(v->state), "deps", deps,
+				  "disk_server", v->disk_server));
 	}
 	if (json) {
-		ctl_emit_json(json_pack("{s:s, s:o, s:o}", "cell", args[0],
-					"vms", vms, "affected_by_node", nodes));
+		ctl_emit_json(json_pack("{s:s, s:o, s:o, s:o}", "cell", args[0],
+					"vms", vms, "affected_by_node", nodes,
+					"affected_by_disk_server", servers));
 		return;
 	}
 	printf("%-16s %-9s %s\n", "VM", "STATE", "DEPENDS ON");
 	for (size_t i = 0; i < json_array_size(vms); i++) {
 		json_t *v = json_array_get(vms, i),
 		       *d = json_object_get(v, "deps");
+		const char *ds;
 
 		printf("%-16s %-9s ",
 		       json_string_value(json_object_get(v, "vm")),
@@ -508,23 +549,16 @@ void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply, char **args)
 		for (size_t k = 0; k < json_array_size(d); k++)
 			printf("%s%s", k ? "," : "",
 			       json_string_value(json_array_get(d, k)));
-		printf("%s\n", json_array_size(d) ? "" : "-");
+		printf("%s", json_array_size(d) ? "" : "-");
+		ds = json_string_value(json_object_get(v, "disk_server"));
+		printf("%s%s\n", ds && ds[0] ? " + disk server " : "",
+		       ds ? ds : "");
 	}
-	printf("\n%-16s %s\n", "NODE", "RUNNING VMS AFFECTED IF IT FAILS");
-	{
-		const char *node;
-		json_t *list;
-
-		json_object_foreach(nodes, node, list)
-		{
-			printf("%-16s ", node);
-			for (size_t k = 0; k < json_array_size(list); k++)
-				printf("%s%s", k ? "," : "",
-				       json_string_value(
-					       json_array_get(list, k)));
-			printf("\n");
-		}
-	}
+	printf("\n%-28s %s\n", "NODE OR DISK SERVER",
+	       "RUNNING VMS AFFECTED IF IT FAILS");
+	print_affected(nodes, "");
+	print_affected(servers, "disk server ");
 	json_decref(vms);
 	json_decref(nodes);
+	json_decref(servers);
 }

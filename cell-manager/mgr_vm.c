@@ -188,7 +188,8 @@ static void set_state(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 static size_t vm_nodes(const struct mgr_vm *vm, const char **out);
 
 /* A VmInfo pointing into vm; free with info_free(). */
-static int info_fill(const struct mgr_vm *vm, Cellmon__VmInfo *vi)
+static int info_fill(const struct mgr *m, const struct mgr_vm *vm,
+		     Cellmon__VmInfo *vi)
 {
 	cellmon__vm_info__init(vi);
 	vi->spec = vm->spec;
@@ -200,6 +201,8 @@ static int info_fill(const struct mgr_vm *vm, Cellmon__VmInfo *vi)
 	vi->runs = vm->runs;
 	vi->region = vm->region;
 	vi->restarts = vm->restarts;
+	if (vm->spec->n_disks)
+		vi->disk_server = (char *)m->cfg.vdiskd;
 	vi->vcpus = calloc(vm->nvcpus + 1, sizeof(*vi->vcpus));
 	vi->deps = calloc(vm->nvcpus + 1, sizeof(*vi->deps));
 	if (!vi->vcpus || !vi->deps)
@@ -230,13 +233,14 @@ static void info_free(Cellmon__VmInfo *vi)
 	free(vi->deps);
 }
 
-static void reply_vm(struct cell_rpc_call *call, const struct mgr_vm *vm)
+static void reply_vm(struct mgr *m, struct cell_rpc_call *call,
+		     const struct mgr_vm *vm)
 {
 	Cellmon__VmReply r = CELLMON__VM_REPLY__INIT;
 	Cellmon__VmInfo vi;
 
 	if (vm) {
-		if (info_fill(vm, &vi)) {
+		if (info_fill(m, vm, &vi)) {
 			info_free(&vi);
 			cell_rpc_reply_error(call, -ENOMEM, "out of memory");
 			return;
@@ -250,7 +254,7 @@ static void reply_vm(struct cell_rpc_call *call, const struct mgr_vm *vm)
 
 /* Answers the cellctl call waiting on vm, if any: with the VM, or with
  * the error when rc is not 0. */
-static void answer_waiter(struct mgr_vm *vm, int rc)
+static void answer_waiter(struct mgr *m, struct mgr_vm *vm, int rc)
 {
 	struct cell_rpc_call *call = vm->waiter;
 
@@ -261,7 +265,7 @@ static void answer_waiter(struct mgr_vm *vm, int rc)
 		cell_rpc_reply_error(call, rc, "vm %s: %s", vm->name,
 				     vm->reason);
 	else
-		reply_vm(call, vm);
+		reply_vm(m, call, vm);
 }
 
 /* ---- fan-out of one command kind to several nodes ---- */
@@ -504,9 +508,9 @@ static void release_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 		return;
 	vm->busy = false;
 	if (vm->state != CELLMON__VM_STATE__VM_FAILED)
-		answer_waiter(vm, 0);
+		answer_waiter(m, vm, 0);
 	else
-		answer_waiter(vm, vm->start_err ? vm->start_err : -EIO);
+		answer_waiter(m, vm, vm->start_err ? vm->start_err : -EIO);
 	vm->start_err = 0;
 	if (vm->restart_pending)
 		restart(m, vm);
@@ -543,7 +547,8 @@ static void finish(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 	if (fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STATS, build_target,
 		    stats_done)) {
 		vm->busy = false;
-		answer_waiter(vm, s == CELLMON__VM_STATE__VM_FAILED ? -EIO : 0);
+		answer_waiter(m, vm,
+			      s == CELLMON__VM_STATE__VM_FAILED ? -EIO : 0);
 	}
 }
 
@@ -669,7 +674,7 @@ static void run_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 				 "running");
 	vm->busy = false;
 	set_state(m, vm, CELLMON__VM_STATE__VM_RUNNING, "");
-	answer_waiter(vm, 0);
+	answer_waiter(m, vm, 0);
 	evaluate(m, vm); /* vCPUs that ended before every node answered */
 }
 
@@ -969,8 +974,9 @@ static struct mgr_vm *vm_or_error(struct mgr *m, struct cell_rpc_call *call,
 }
 
 /* A not-persisted VM carrying a plan, for --dry-run answers. */
-static void reply_plan(struct cell_rpc_call *call, const struct mgr_vm *base,
-		       const Cellmon__VmSpec *s, const char **names)
+static void reply_plan(struct mgr *m, struct cell_rpc_call *call,
+		       const struct mgr_vm *base, const Cellmon__VmSpec *s,
+		       const char **names)
 {
 	struct mgr_vm plan = {0};
 
@@ -993,7 +999,7 @@ static void reply_plan(struct cell_rpc_call *call, const struct mgr_vm *base,
 			 "planned");
 	}
 	snprintf(plan.reason, sizeof(plan.reason), "dry run: nothing done");
-	reply_vm(call, &plan);
+	reply_vm(m, call, &plan);
 	free(plan.vcpus);
 }
 
@@ -1034,7 +1040,7 @@ void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		goto out;
 	}
 	if (req->dry_run) {
-		reply_plan(call, NULL, s, names);
+		reply_plan(m, call, NULL, s, names);
 		goto out;
 	}
 	vm = calloc(1, sizeof(*vm));
@@ -1062,7 +1068,7 @@ void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		  vm->name, (unsigned long long)vm->id, vm->spec->cell,
 		  vm->spec->vcpus, (unsigned long long)vm->spec->memory_mb,
 		  vm->spec->image, vm->spec->placement, vm->spec->home);
-	reply_vm(call, vm);
+	reply_vm(m, call, vm);
 	vm = NULL;
 out:
 	vm_free(vm);
@@ -1154,7 +1160,7 @@ void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		return;
 	}
 	if (req->dry_run) {
-		reply_plan(call, vm, vm->spec, names);
+		reply_plan(m, call, vm, vm->spec, names);
 		return;
 	}
 	vm->waiter = call;
@@ -1165,7 +1171,7 @@ void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		snprintf(vm->reason, sizeof(vm->reason), "cannot start: %s",
 			 strerror(-rc));
 		set_state(m, vm, CELLMON__VM_STATE__VM_FAILED, NULL);
-		answer_waiter(vm, rc);
+		answer_waiter(m, vm, rc);
 	}
 }
 
@@ -1181,7 +1187,7 @@ void mgr_vm_stop(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	if (vm->state != CELLMON__VM_STATE__VM_RUNNING || vm->busy ||
 	    vm->waiter) {
 		if (!vm_active(vm))
-			reply_vm(call, vm); /* already stopped: done */
+			reply_vm(m, call, vm); /* already stopped: done */
 		else
 			cell_rpc_reply_error(call, -EBUSY,
 					     "vm %s is %s; try again or use "
@@ -1208,7 +1214,7 @@ void mgr_vm_kill(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	if (!vm)
 		return;
 	if (!vm_active(vm) && !vm->busy) {
-		reply_vm(call, vm);
+		reply_vm(m, call, vm);
 		return;
 	}
 	/* A start or stop waiting for an answer gets one now. */
@@ -1246,7 +1252,7 @@ void mgr_vm_delete(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	CELL_INFO(MOD, "vm deleted name=%s id=%llu", vm->name,
 		  (unsigned long long)vm->id);
 	vm_remove(m, vm);
-	reply_vm(call, NULL);
+	reply_vm(m, call, NULL);
 }
 
 void mgr_vm_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
@@ -1257,7 +1263,7 @@ void mgr_vm_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	struct mgr_vm *vm = vm_or_error(m, call, req->name);
 
 	if (vm)
-		reply_vm(call, vm);
+		reply_vm(m, call, vm);
 }
 
 void mgr_vm_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
@@ -1272,7 +1278,7 @@ void mgr_vm_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 
 	(void)msg;
 	for (i = 0; !rc && i < m->nvms; i++) {
-		rc = info_fill(m->vms[i], &infos[i]);
+		rc = info_fill(m, m->vms[i], &infos[i]);
 		ptrs[i] = &infos[i];
 	}
 	if (rc) {

@@ -296,12 +296,24 @@ static void test_vm_disk_cache_reads_base_once_per_node(void **state)
 static void test_vm_disk_write_then_read_back(void **state)
 {
 	char *out;
+	json_t *j, *v;
+	size_t i;
 
 	(void)state;
 	assert_int_equal(CTL(NULL, "disk", "create", "w1", "0", T.base_id), 0);
 	run_diskio("writer", "node1", "w1", "write", "7");
 	assert_true(wait_ended("writer"));
 	assert_string_equal(vm_state("writer"), "stopped");
+	/* The disk server is in its dependency set. */
+	j = ctl_json("vm", "info", "writer");
+	assert_string_equal(
+		json_string_value(json_object_get(j, "disk_server")), T.admin);
+	json_decref(j);
+	j = ctl_json("cell", "deps", "c");
+	json_array_foreach(json_object_get(j, "vms"), i, v) assert_string_equal(
+		json_string_value(json_object_get(v, "disk_server")), T.admin);
+	assert_true(i > 0);
+	json_decref(j);
 	run_diskio("checker", "node1", "w1:ro", "check", "7");
 	assert_true(wait_ended("checker"));
 	out = console("checker");
