@@ -150,29 +150,6 @@ static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		       &reply.base);
 }
 
-/* The DSM fences for n's peers (see DsmFence in agent.proto); DSM ids
- * are the first 64 positions among known nodes. Returns how many. */
-static size_t fill_fences(struct mgr *m, const struct mgr_node *n,
-			  Cellmon__DsmFence *f, Cellmon__DsmFence **fp)
-{
-	size_t count = mgr_members_count(m->members), k = 0;
-
-	for (size_t i = 0; i < count && i < 64; i++) {
-		const struct mgr_node *p = mgr_members_at(m->members, i);
-
-		if (p == n || !p->incarnation)
-			continue;
-		cellmon__dsm_fence__init(&f[k]);
-		f[k].dsm_id = (uint32_t)i;
-		f[k].epoch =
-			(uint32_t)p->incarnation + (p->state == MGR_NODE_DOWN);
-		f[k].node = (char *)p->id;
-		fp[k] = &f[k];
-		k++;
-	}
-	return k;
-}
-
 static void on_heartbeat(struct cell_rpc_call *call,
 			 const ProtobufCMessage *msg, void *arg)
 {
@@ -221,7 +198,7 @@ static void on_heartbeat(struct cell_rpc_call *call,
 	}
 	fill_lease(m, n, &lease);
 	reply.lease = &lease;
-	reply.n_fences = fill_fences(m, n, fences, fp);
+	reply.n_fences = mgr_dsm_fences(m, n, fences, fp);
 	reply.fences = fp;
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_HEARTBEAT_REPLY,
 		       &reply.base);

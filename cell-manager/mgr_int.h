@@ -131,6 +131,10 @@ void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why);
 const char *mgr_vm_disk_user(struct mgr *m, const char *disk);
 /* The node's DSM id (its index among known nodes), or -1 past 63. */
 int mgr_node_dsm_id(struct mgr *m, const struct mgr_node *n);
+/* The DSM fences for n's peers (DsmFence in vm.proto): every other node
+ * with a DSM id (the first 64 known nodes). Returns how many. */
+size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
+		      Cellmon__DsmFence *f, Cellmon__DsmFence **fp);
 
 void mgr_agent_accept(struct cell_rpc_conn *c, void *arg);
 void mgr_ctl_accept(struct cell_rpc_conn *c, void *arg);

@@ -456,6 +456,7 @@ static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
 	Cellmon__VmStart st = CELLMON__VM_START__INIT;
 	const char *nodes[VM_MAX_VCPUS];
 	Cellmon__VmMember mem[64], *pm[64];
+	Cellmon__DsmFence fences[64], *fp[64];
 	uint32_t *mine = calloc(vm->nvcpus + 1, sizeof(*mine));
 	size_t n = vm_nodes(vm, nodes);
 
@@ -485,6 +486,9 @@ static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
 	st.home_dsm_id = mem[0].dsm_id;
 	st.vdiskd = m->cfg.vdiskd;
 	st.write_epoch = vm->write_epoch;
+	st.n_fences = mgr_dsm_fences(m, mgr_members_find(m->members, node),
+				     fences, fp);
+	st.fences = fp;
 	args->len = cellmon__vm_start__get_packed_size(&st);
 	args->data = malloc(args->len + 1);
 	if (args->data)
@@ -1532,6 +1536,27 @@ int mgr_node_dsm_id(struct mgr *m, const struct mgr_node *n)
 		if (mgr_members_at(m->members, i) == n)
 			return (int)i;
 	return -1;
+}
+
+size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
+		      Cellmon__DsmFence *f, Cellmon__DsmFence **fp)
+{
+	size_t count = mgr_members_count(m->members), k = 0;
+
+	for (size_t i = 0; i < count && i < 64; i++) {
+		const struct mgr_node *p = mgr_members_at(m->members, i);
+
+		if (p == n || !p->incarnation)
+			continue;
+		cellmon__dsm_fence__init(&f[k]);
+		f[k].dsm_id = (uint32_t)i;
+		f[k].epoch =
+			(uint32_t)p->incarnation + (p->state == MGR_NODE_DOWN);
+		f[k].node = (char *)p->id;
+		fp[k] = &f[k];
+		k++;
+	}
+	return k;
 }
 
 /* ---- restore ---- */

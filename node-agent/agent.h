@@ -129,6 +129,8 @@ struct agent {
 	uint64_t dsm_peers; /* ids added as peers */
 	char peer_addr[64][160];
 	uint32_t peer_fence[64]; /* lowest DSM epoch accepted from each id */
+	uint32_t dsm_epoch;	 /* the manager's: this incarnation */
+	uint32_t dsm_epoch_now;	 /* stamped now: 0 while fenced */
 	/* the lease page handed to guests (cellguest_wire.h) */
 	int lease_fd;
 	struct cg_lease_page *lease_page;
@@ -182,7 +184,8 @@ void agent_vm_fence(struct agent *a);
 void agent_vm_discard_all(struct agent *a, const char *why);
 /* Creates the DSM node with the id the manager gave. 0 or -errno. */
 int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch);
-/* A new incarnation stamps a new epoch on this node's DSM messages. */
+/* Stamps epoch on this node's DSM messages from now on: the incarnation,
+ * or 0 while fenced (below every fence, so peers apply nothing). */
 void agent_dsm_set_epoch(struct agent *a, uint32_t epoch);
 /* Applies the manager's fences (HeartbeatReply.fences). */
 void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n);

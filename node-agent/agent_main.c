@@ -161,6 +161,7 @@ static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
 					 ? a->lease_expiry_ms - cell_now_ms()
 					 : 0);
 	if (was_fenced) {
+		agent_dsm_set_epoch(a, a->dsm_epoch);
 		CELL_INFO(MOD,
 			  "lease granted again; leaving fenced state "
 			  "incarnation=%llu",
@@ -358,9 +359,9 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 		/* Its VMs were failed or restarted elsewhere. */
 		agent_vm_discard_all(a, "the node's incarnation is over");
 	}
-	if (!r->resumed)
-		agent_dsm_set_epoch(a, r->dsm_epoch);
 	a->incarnation = r->lease->incarnation;
+	a->dsm_epoch = r->dsm_epoch;
+	agent_dsm_set_epoch(a, a->dsm_epoch);
 	CELL_INFO(MOD,
 		  "registered node=%s incarnation=%llu resumed=%s "
 		  "lease_ms=%u epoch=%llu",

@@ -106,6 +106,7 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch)
 		return rc;
 	}
 	a->dsm_id = (int)dsm_id;
+	a->dsm_epoch = a->dsm_epoch_now = epoch;
 	/* Peers reach us at the advertised host and the bound port. */
 	snprintf(host, sizeof(host), "%s", a->addr);
 	snprintf(a->dsm_addr, sizeof(a->dsm_addr), "%s:%d", host,
@@ -117,31 +118,35 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch)
 
 void agent_dsm_set_epoch(struct agent *a, uint32_t epoch)
 {
-	if (!a->dsm)
+	if (!a->dsm || a->dsm_epoch_now == epoch)
 		return;
 	dsm_node_set_epoch(a->dsm, epoch);
-	CELL_INFO(MOD, "DSM epoch now %u", epoch);
+	a->dsm_epoch_now = epoch;
+	CELL_INFO(MOD, "DSM epoch now %u%s", epoch,
+		  epoch ? "" : " (fenced: peers apply nothing from us)");
+}
+
+/* Refuses DSM messages from peer id stamped below epoch. */
+static void fence_peer(struct agent *a, uint32_t id, uint32_t epoch,
+		       const char *node)
+{
+	if (id >= 64 || (int)id == a->dsm_id || a->peer_fence[id] == epoch ||
+	    dsm_node_fence_peer(a->dsm, (uint16_t)id, epoch))
+		return;
+	/* Only a change after the first is news: that node's incarnation
+	 * ended, or a new one began. */
+	if (a->peer_fence[id])
+		CELL_INFO(MOD,
+			  "DSM peer fenced node=%s id=%u: epochs below %u "
+			  "refused",
+			  node, id, epoch);
+	a->peer_fence[id] = epoch;
 }
 
 void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n)
 {
-	for (size_t i = 0; a->dsm && i < n; i++) {
-		uint32_t id = f[i]->dsm_id;
-
-		if (id >= 64 || (int)id == a->dsm_id ||
-		    a->peer_fence[id] == f[i]->epoch)
-			continue;
-		if (dsm_node_fence_peer(a->dsm, (uint16_t)id, f[i]->epoch))
-			continue;
-		/* Only a rise after the first is news: that node's
-		 * incarnation ended, or a new one began. */
-		if (a->peer_fence[id])
-			CELL_INFO(MOD,
-				  "DSM peer fenced node=%s id=%u: epochs "
-				  "below %u refused",
-				  f[i]->node, id, f[i]->epoch);
-		a->peer_fence[id] = f[i]->epoch;
-	}
+	for (size_t i = 0; a->dsm && i < n; i++)
+		fence_peer(a, f[i]->dsm_id, f[i]->epoch, f[i]->node);
 }
 
 /* Adds (or re-points) the peers a VM needs. */
@@ -445,6 +450,9 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	if ((r = check_image(a, st->spec, err, len)) ||
 	    (r = add_peers(a, st, err, len)))
 		return r;
+	/* Before the region exists: a restarted VM's nodes refuse the
+	 * failed node's old incarnation from its first page on. */
+	agent_dsm_fence(a, st->fences, st->n_fences);
 	for (size_t i = 0; i < st->n_members; i++)
 		members[i] = (uint16_t)st->members[i]->dsm_id;
 	vm = calloc(1, sizeof(*vm));
@@ -903,6 +911,8 @@ void agent_vm_fence(struct agent *a)
 		CELL_WARN(MOD, "vm %s: vCPUs killed: the node is fenced",
 			  vm->name);
 	}
+	/* Nor may its pages be granted from here any more. */
+	agent_dsm_set_epoch(a, 0);
 }
 
 void agent_vm_discard_all(struct agent *a, const char *why)

@@ -8,7 +8,8 @@
  *  - the VM that depended on it is restarted on another node and finishes
  *    with the right result; the VM that did not runs on untouched;
  *  - healed, the agent finds its incarnation over, discards its VMs and
- *    comes back as a new incarnation.
+ *    comes back as a new incarnation; meanwhile its DSM messages were
+ *    stamped 0 (fenced) and the other agents fenced its old epoch.
  *
  * Needs root and network namespaces; skips with a message otherwise (the
  * same fencing is tested without namespaces by test_fault_node's paused
@@ -183,11 +184,28 @@ static void assert_finished(const char *vm)
 	free(out);
 }
 
+/* Whether the log of a process of the cluster (node1, manager) has text. */
+static bool log_has(const char *who, const char *text)
+{
+	char path[700], *log;
+	bool has;
+
+	snprintf(path, sizeof(path), "%s/run/%s/log", dir, who);
+	log = ts_read_file(path);
+	has = log && strstr(log, text);
+	if (!has)
+		printf("# %s's log lacks \"%s\"\n", who, text);
+	free(log);
+	return has;
+}
+
 /* node2 cut off under a VM: fenced, restarted elsewhere, rejoins. */
 static void test_fault_partition_fences_and_restarts(void **state)
 {
 	uint64_t t0, t_gone = 0, t_down = 0, t_restart = 0;
 	pid_t old;
+	json_t *j;
+	char node[64];
 
 	(void)state;
 	assert_true(cluster_up);
@@ -229,6 +247,17 @@ static void test_fault_partition_fences_and_restarts(void **state)
 	for (int i = 0; i < 100 && strcmp(state_of("node", "node2"), "up"); i++)
 		usleep(100 * 1000);
 	assert_string_equal(state_of("node", "node2"), "up");
+	/* Fenced, node2 stamped epoch 0 on its DSM messages; the node the
+	 * VM restarted on refused node2's old epoch before the restart. */
+	assert_true(log_has("node2", "DSM epoch now 0 (fenced"));
+	j = ctl_json("vm", "info", "cut");
+	snprintf(node, sizeof(node), "%s",
+		 json_string_value(json_object_get(
+			 json_array_get(json_object_get(j, "vcpus"), 0),
+			 "node")));
+	json_decref(j);
+	assert_string_not_equal(node, "node2");
+	assert_true(log_has(node, "DSM peer fenced node=node2"));
 }
 
 int main(void)
