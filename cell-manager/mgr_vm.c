@@ -1553,6 +1553,7 @@ size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
 		f[k].epoch =
 			(uint32_t)p->incarnation + (p->state == MGR_NODE_DOWN);
 		f[k].node = (char *)p->id;
+		f[k].down = p->state == MGR_NODE_DOWN;
 		fp[k] = &f[k];
 		k++;
 	}

@@ -145,8 +145,19 @@ static void fence_peer(struct agent *a, uint32_t id, uint32_t epoch,
 
 void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n)
 {
-	for (size_t i = 0; a->dsm && i < n; i++)
-		fence_peer(a, f[i]->dsm_id, f[i]->epoch, f[i]->node);
+	for (size_t i = 0; a->dsm && i < n; i++) {
+		uint32_t id = f[i]->dsm_id;
+
+		fence_peer(a, id, f[i]->epoch, f[i]->node);
+		/* No more dialing a dead node: it is added again by the
+		 * next VM that has it as a member. */
+		if (f[i]->down && id < 64 && a->dsm_peers & (1ull << id)) {
+			dsm_node_remove_peer(a->dsm, (uint16_t)id);
+			a->dsm_peers &= ~(1ull << id);
+			CELL_INFO(MOD, "DSM peer dropped node=%s id=%u: down",
+				  f[i]->node, id);
+		}
+	}
 }
 
 /* Adds (or re-points) the peers a VM needs. */

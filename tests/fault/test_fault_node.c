@@ -276,13 +276,28 @@ static int node_index(const char *node)
 	return node[4] - '1';
 }
 
+/* Whether agent i's log (1-based) has the text. */
+static bool log_has(int i, const char *text)
+{
+	char path[700], *log;
+	bool has;
+
+	snprintf(path, sizeof(path), "%s/agent%d.log", T.dir, i);
+	log = ts_read_file(path);
+	has = log && strstr(log, text);
+	if (!has)
+		printf("# agent%d.log lacks \"%s\"\n", i, text);
+	free(log);
+	return has;
+}
+
 /* kill -9 of an agent under two VMs, one depending on it. */
 /* One round: VM dep over two nodes, VM indep on the third; one of dep's
  * nodes (chosen by the seed) is killed after a seeded delay. */
 static void kill_agent_round(int round)
 {
 	struct vminfo dep, ind;
-	char victim[32], other[32] = "";
+	char victim[32], other[32] = "", survivor[32], dropped[80];
 	uint64_t t0, t_down = 0, t_gone = 0, t_restart = 0;
 	bool gone = false;
 	char dname[32], iname[32];
@@ -294,6 +309,7 @@ static void kill_agent_round(int round)
 	start_vm(dname, 2, NULL);
 	assert_true(wait_pids(dname, &dep));
 	snprintf(victim, sizeof(victim), "%s", dep.nodes[v]);
+	snprintf(survivor, sizeof(survivor), "%s", dep.nodes[1 - v]);
 	for (int i = 1; i <= 3; i++) {
 		char n[16];
 
@@ -343,6 +359,10 @@ static void kill_agent_round(int round)
 	assert_int_equal(dep.restarts, 1);
 	for (int i = 0; i < dep.nvcpus; i++)
 		assert_string_not_equal(dep.nodes[i], victim);
+	/* The survivor that shared the VM with the victim stopped dialing
+	 * it when the restart's start told it the victim was down. */
+	snprintf(dropped, sizeof(dropped), "DSM peer dropped node=%s", victim);
+	assert_true(log_has(node_index(survivor) + 1, dropped));
 	/* The node comes back as a new incarnation. */
 	T.agents[node_index(victim)] = start_agent(node_index(victim));
 	for (int i = 0; i < 100 && strcmp(node_state(victim), "up"); i++)
@@ -364,21 +384,6 @@ static void test_fault_agent_killed_dependents_restart(void **state)
 
 /* An agent paused past its lease: its guests stop themselves before the
  * manager may restart the VM elsewhere. */
-/* Whether agent i's log (1-based) has the text. */
-static bool log_has(int i, const char *text)
-{
-	char path[700], *log;
-	bool has;
-
-	snprintf(path, sizeof(path), "%s/agent%d.log", T.dir, i);
-	log = ts_read_file(path);
-	has = log && strstr(log, text);
-	if (!has)
-		printf("# agent%d.log lacks \"%s\"\n", i, text);
-	free(log);
-	return has;
-}
-
 static void test_fault_agent_paused_guests_fenced(void **state)
 {
 	struct vminfo p1, p2;
