@@ -104,15 +104,22 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+	int left = 0;
+
 	(void)state;
 	if (cluster_up)
 		NS(NULL, "down");
+	/* Whatever outlived "down" fails the test (and is killed). */
+	if (dir)
+		left = ts_kill_matching(dir);
+	if (left)
+		fprintf(stderr, "netns-cluster down left %d processes\n", left);
 	if (dir && !getenv("CELLMON_KEEP_TEST_DIR"))
 		ts_rmtree(dir);
 	else if (dir)
 		fprintf(stderr, "test dir kept: %s\n", dir);
 	free(dir);
-	return 0;
+	return left ? -1 : 0;
 }
 
 static const char *state_of(const char *noun, const char *name)

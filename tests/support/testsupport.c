@@ -2,6 +2,7 @@
  * Test helpers (testsupport.h).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -80,6 +81,43 @@ void ts_kill_all(void)
 		waitpid(children[i], NULL, 0);
 	}
 	nchildren = 0;
+}
+
+int ts_kill_matching(const char *needle)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int n = 0;
+
+	while (d && (e = readdir(d))) {
+		char path[300], cmd[4096];
+		pid_t pid = (pid_t)atoi(e->d_name);
+		ssize_t len;
+		int fd;
+
+		if (pid <= 0 || pid == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		len = read(fd, cmd, sizeof(cmd) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		for (ssize_t i = 0; i < len; i++)
+			cmd[i] = cmd[i] ? cmd[i] : ' ';
+		cmd[len] = '\0';
+		if (strstr(cmd, needle) && kill(pid, SIGKILL) == 0) {
+			fprintf(stderr,
+				"killed a leftover process %d: %.200s\n",
+				(int)pid, cmd);
+			n++;
+		}
+	}
+	if (d)
+		closedir(d);
+	return n;
 }
 
 pid_t ts_spawn(char *const argv[], const char *log_path)

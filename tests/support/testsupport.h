@@ -28,6 +28,9 @@ pid_t ts_spawn(char *const argv[], const char *log_path);
  * the wait status, or -1 on timeout. */
 int ts_stop(pid_t pid, int sig, unsigned timeout_ms);
 void ts_kill_all(void);
+/* SIGKILLs every process (not started by ts_spawn, e.g. by a script)
+ * whose command line contains needle. Returns how many. */
+int ts_kill_matching(const char *needle);
 
 /* Runs argv (argv[0] looked up in PATH when it has no slash) to
  * completion within timeout_ms; captures stdout (and stderr
