@@ -46,6 +46,7 @@ struct agent_config {
 	int64_t dsm_window_ms;
 	int64_t dsm_prefetch;
 	int64_t dsm_poll_us;
+	int64_t dsm_wait_spin_us;
 	int64_t dsm_timeout_ms;
 	char image_dir[1024];
 	int64_t stop_grace_ms;

@@ -73,6 +73,11 @@ static const struct cell_config_key agent_config_table[] = {
 	{"dsm_poll_us", CELL_CFG_INT, CFG(dsm_poll_us), 0, 0, 10000, "0",
 	 "microseconds the DSM thread busy-polls before sleeping (0: never; "
 	 "polling costs a core)"},
+	{"dsm_wait_spin_us", CELL_CFG_INT, CFG(dsm_wait_spin_us), 0, 0, 10000,
+	 "0",
+	 "microseconds the DSM thread busy-polls for a reply to its own "
+	 "request before sleeping (0: never; on VMs spinning slows the "
+	 "peers' TLB shootdowns)"},
 	{"dsm_timeout", CELL_CFG_DURATION, CFG(dsm_timeout_ms), 0, 0, 600000,
 	 "5s",
 	 "a DSM page request unanswered this long ends the VM's vCPUs here "

@@ -86,6 +86,7 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch)
 	c.window_ms = (uint32_t)a->cfg.dsm_window_ms;
 	c.prefetch_max = (uint32_t)a->cfg.dsm_prefetch;
 	c.poll_us = (uint32_t)a->cfg.dsm_poll_us;
+	c.wait_spin_us = (uint32_t)a->cfg.dsm_wait_spin_us;
 	c.epoch = epoch;
 	c.request_timeout_ms = (uint32_t)a->cfg.dsm_timeout_ms;
 	rc = dsm_node_create(&c, &a->dsm);

@@ -1,11 +1,10 @@
 /*
  * The DSM node: its thread, API commands, regions and the engine's env.
  *
- * The node thread runs a libevent loop that busy-polls while it waits for
- * a reply and for poll_us after serving a peer (see node_main), because
- * waking a sleeping thread costs 50-100 us on these machines, several
- * times a loopback round trip; otherwise it sleeps at once and leaves the
- * core to the application thread it just woke.
+ * The node thread runs a libevent loop that busy-polls for poll_us after
+ * serving a peer and for wait_spin_us while it waits for a reply (see
+ * node_main); otherwise it sleeps at once and leaves the core to the
+ * application thread it just woke.
  *
  * API calls from other threads become commands: queued under mu, the
  * loop woken through a libevent user event, the caller waiting on cv.
@@ -483,20 +482,20 @@ static uint32_t outstanding(const struct dsm_node *n)
 }
 
 /*
- * The loop's polling policy. Spin (non-blocking passes) while a request
- * of ours waits for its reply, and for poll_us after serving a peer's
- * request (more tend to follow); otherwise sleep at once, so that the
- * application thread we just woke gets the core. Waiting for a reply
- * spins at most max(poll_us, 200 us) after the last work: on a host with
- * more busy threads than cores, longer spinning only steals the core
- * from whoever would produce the reply.
+ * The loop's polling policy. Spin (non-blocking passes) for poll_us after
+ * serving a peer's request (more tend to follow), and for wait_spin_us
+ * after our last work while a request of ours waits for its reply;
+ * otherwise sleep at once, so that the application thread we just woke
+ * gets the core. Spinning for replies saves a wake-up (~5 us here) but
+ * costs the peer far more on a VM: the peer's write-protects and hole
+ * punches send TLB-shootdown IPIs to every CPU that ran its memory, and
+ * an IPI to a vCPU that is busy spinning took ~47 us on these machines
+ * against ~6-10 us to an idle one, so the default is 0.
  */
 static void *node_main(void *arg)
 {
 	struct dsm_node *n = arg;
 	uint64_t serve_until = 0, last_work = 0, now;
-	/* A reply later than this is not worth a core on a busy host. */
-	uint64_t spin_max = n->cfg.poll_us > 200 ? n->cfg.poll_us : 200;
 
 	while (!n->stopping) {
 		/* Flags set by callbacks run in the blocking call below count
@@ -510,7 +509,7 @@ static void *node_main(void *arg)
 		n->did_work = false;
 		n->served = false;
 		if (n->stopping ||
-		    (outstanding(n) && now - last_work < spin_max) ||
+		    (outstanding(n) && now - last_work < n->cfg.wait_spin_us) ||
 		    now < serve_until)
 			continue;
 		event_base_loop(n->base, EVLOOP_ONCE);
@@ -576,8 +575,8 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 		rc = -EAGAIN;
 		goto err;
 	}
-	CELL_INFO(MOD, "node %u listening port=%d poll_us=%u", n->id, n->port,
-		  cfg->poll_us);
+	CELL_INFO(MOD, "node %u listening port=%d poll_us=%u wait_spin_us=%u",
+		  n->id, n->port, cfg->poll_us, cfg->wait_spin_us);
 	*out = n;
 	return 0;
 err:

@@ -4,7 +4,8 @@
  * time (exit status 1 only if something does not work at all).
  *
  *   dsm-bench [--samples=N] [--sweep-pages=N] [--sweep-runs=N]
- *             [--poll-us=N] [--prefetch=N] [--only=sweep]
+ *             [--poll-us=N] [--wait-spin-us=N] [--prefetch=N]
+ *             [--only=sweep]
  *
  * Floors (the best this machine does, both ends polling):
  *   tcp_rtt     4 KiB request / 4 KiB response over loopback TCP
@@ -12,6 +13,9 @@
  *               handler thread with UFFDIO_CONTINUE
  *   install     pages/s that one thread installs with UFFDIO_COPY alone
  *               (what a reader must do per page of a sweep)
+ *   wp          UFFDIO_WRITEPROTECT of one page another thread wrote,
+ *               that thread asleep or spinning (the TLB shootdown a
+ *               home's downgrade costs, by what the other CPU does)
  * DSM (node 0 in this process, nodes 1 and 2 in forked processes, all
  * on loopback TCP; node 0's application thread takes the faults):
  *   read fault  remote read miss, data from the home (prefetch off)
@@ -19,6 +23,8 @@
  *   invalidate  write to a page shared with two other nodes
  *   sweep       sequential read of a region homed elsewhere, pages/s,
  *               prefetch off and on; the median of --sweep-runs sweeps
+ *   spin        read fault and upgrade again with wait_spin_us=200 (the
+ *               nodes spin for replies), as a baseline in the same run
  *   ratio       read fault p50 / (tcp_rtt p50 + uffd_rtt p50)
  */
 #define _GNU_SOURCE
@@ -50,6 +56,7 @@ static int samples = 2000;
 static int sweep_pages = 8192;
 static int sweep_runs = 5;
 static unsigned poll_us = 200;
+static unsigned wait_spin_us; /* the nodes' wait_spin_us */
 static int prefetch_max = 64;
 
 static int cmp_u64(const void *a, const void *b)
@@ -239,6 +246,67 @@ static void must(bool ok)
 	}
 }
 
+/* ---- floor: write-protecting a page another thread wrote ---- */
+
+struct wp_floor {
+	uint8_t *map;
+	size_t len;
+	volatile bool busy, stop;
+};
+
+static void *wp_writer(void *arg)
+{
+	struct wp_floor *w = arg;
+
+	memset(w->map, 1, w->len);
+	while (!w->stop)
+		if (!w->busy)
+			usleep(1000);
+	return NULL;
+}
+
+/* UFFDIO_WRITEPROTECT of one page (what a home's downgrade does) while
+ * the thread that wrote the pages sleeps, or spins on the other CPU: the
+ * TLB shootdown's IPI costs what the target CPU is doing. */
+static struct pct floor_wp(bool busy)
+{
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+	struct wp_floor w = {.len = (size_t)samples * DSM_PAGE, .busy = busy};
+	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int fd = memfd_create("floor-wp", MFD_CLOEXEC);
+	pthread_t t;
+
+	must(ns && uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
+	     !ftruncate(fd, (off_t)w.len));
+	w.map = mmap(NULL, w.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	must(w.map != MAP_FAILED);
+	struct uffdio_register reg = {.range = {(unsigned long)w.map, w.len},
+				      .mode = UFFDIO_REGISTER_MODE_WP};
+	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
+	pthread_create(&t, NULL, wp_writer, &w);
+	usleep(100 * 1000); /* the writer has written every page */
+	for (int i = 0; i < samples; i++) {
+		struct uffdio_writeprotect p = {
+			.range = {(unsigned long)(w.map + (size_t)i * DSM_PAGE),
+				  DSM_PAGE},
+			.mode = UFFDIO_WRITEPROTECT_MODE_WP};
+		uint64_t t0 = now_ns();
+
+		must(ioctl(uffd, UFFDIO_WRITEPROTECT, &p) == 0);
+		ns[i] = now_ns() - t0;
+	}
+	w.stop = true;
+	pthread_join(t, NULL);
+	munmap(w.map, w.len);
+	close(fd);
+	close(uffd);
+	struct pct r = percentiles(ns, samples);
+	free(ns);
+	return r;
+}
+
 /* ---- floor: installing pages with UFFDIO_COPY, no faults, no network --- */
 
 static double floor_install(void)
@@ -327,8 +395,15 @@ static void remote_main(int id, int n, uint32_t prefetch, size_t pages,
 			enum dsm_home_policy pol, uint16_t home, int rfd,
 			int wfd)
 {
-	struct dsm_node_config cfg = {(uint16_t)id, "127.0.0.1:0", 0,
-				      prefetch,	    poll_us,	   1};
+	struct dsm_node_config cfg = {(uint16_t)id,
+				      "127.0.0.1:0",
+				      0,
+				      prefetch,
+				      poll_us,
+				      1,
+				      DSM_TRANSPORT_TCP,
+				      0,
+				      wait_spin_us};
 	struct dsm_node *node;
 	struct dsm_region *r;
 	volatile uint64_t *m;
@@ -358,8 +433,9 @@ static void remote_main(int id, int n, uint32_t prefetch, size_t pages,
 static void cluster_up(struct cluster *c, int n, uint32_t prefetch,
 		       size_t pages, enum dsm_home_policy pol, uint16_t home)
 {
-	struct dsm_node_config cfg = {0,	"127.0.0.1:0", 0,
-				      prefetch, poll_us,       1};
+	struct dsm_node_config cfg = {
+		0, "127.0.0.1:0",     0, prefetch,    poll_us,
+		1, DSM_TRANSPORT_TCP, 0, wait_spin_us};
 	int ports[3] = {0, 0, 0};
 	char k;
 
@@ -508,7 +584,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: dsm-bench [--samples=N] [--sweep-pages=N] "
 		"[--sweep-runs=N]\n"
-		"                 [--poll-us=N] [--prefetch=N] [--only=sweep]\n"
+		"                 [--poll-us=N] [--wait-spin-us=N] "
+		"[--prefetch=N] [--only=sweep]\n"
 		"Prints DSM latencies and sweep throughput on loopback next "
 		"to\n"
 		"the floors measured in the same run (see "
@@ -519,6 +596,9 @@ static void usage(FILE *f)
 		"  --sweep-runs=N   sweeps per figure, median printed "
 		"(default 5, max 64)\n"
 		"  --poll-us=N      node poll_us (default 200)\n"
+		"  --wait-spin-us=N node wait_spin_us (default 0); the read\n"
+		"                   fault and upgrade are also measured with\n"
+		"                   200 us, the old policy, for comparison\n"
 		"  --prefetch=N     prefetch_max of the prefetching sweep "
 		"(default 64)\n"
 		"  --only=sweep     just the sweep figures\n");
@@ -545,7 +625,7 @@ static bool int_arg(const char *a, const char *key, int *out, int lo, int hi)
 
 int main(int argc, char **argv)
 {
-	int p = (int)poll_us;
+	int p = (int)poll_us, ws = 0;
 	bool only_sweep = false;
 
 	for (int i = 1; i < argc; i++) {
@@ -562,6 +642,8 @@ int main(int argc, char **argv)
 			 !int_arg(argv[i], "--sweep-runs=", &sweep_runs, 1,
 				  64) &&
 			 !int_arg(argv[i], "--poll-us=", &p, 0, 1000000) &&
+			 !int_arg(argv[i], "--wait-spin-us=", &ws, 0,
+				  1000000) &&
 			 !int_arg(argv[i], "--prefetch=", &prefetch_max, 1,
 				  64)) {
 			fprintf(stderr, "dsm-bench: unknown argument '%s'\n",
@@ -571,6 +653,7 @@ int main(int argc, char **argv)
 		}
 	}
 	poll_us = (unsigned)p;
+	wait_spin_us = (unsigned)ws;
 	if (samples < 100)
 		samples = 100;
 	cell_log_set_level(CELL_LOG_ERROR);
@@ -589,15 +672,23 @@ int main(int argc, char **argv)
 	struct pct tcp = floor_tcp();
 	struct pct uf = floor_uffd();
 	double inst = floor_install();
+	struct pct wp_idle = floor_wp(false), wp_busy = floor_wp(true);
 	struct pct rd = dsm_read_fault();
 	struct pct up1 = dsm_upgrade(1);
 	struct pct up2 = dsm_upgrade(2);
+	unsigned chosen = wait_spin_us;
+
+	wait_spin_us = 200; /* the same run's baseline: spin for replies */
+	struct pct rd_spin = dsm_read_fault();
+	struct pct up1_spin = dsm_upgrade(1);
+
+	wait_spin_us = chosen;
 	double sw_off = sweep_median(1);
 	double sw_on = sweep_median((uint32_t)prefetch_max);
 
 	printf("dsm-bench: samples=%d sweep_pages=%d sweep_runs=%d "
-	       "poll_us=%u\n",
-	       samples, sweep_pages, sweep_runs, poll_us);
+	       "poll_us=%u wait_spin_us=%u\n",
+	       samples, sweep_pages, sweep_runs, poll_us, wait_spin_us);
 	printf("floor  tcp 4KiB req/resp rtt      p50 %7.1f us  p99 %7.1f us\n",
 	       tcp.p50, tcp.p99);
 	printf("floor  uffd fault+continue rtt     p50 %7.1f us  p99 %7.1f "
@@ -606,6 +697,12 @@ int main(int argc, char **argv)
 	printf("floor  UFFDIO_COPY installs, one thread  %9.0f pages/s"
 	       "   (bounds the sweep)\n",
 	       inst);
+	printf("floor  write-protect, other CPU idle p50 %5.1f us  p99 %7.1f "
+	       "us\n",
+	       wp_idle.p50, wp_idle.p99);
+	printf("floor  write-protect, other CPU busy p50 %5.1f us  p99 %7.1f "
+	       "us   (a home's downgrade)\n",
+	       wp_busy.p50, wp_busy.p99);
 	printf("dsm    remote read fault           p50 %7.1f us  p99 %7.1f "
 	       "us\n",
 	       rd.p50, rd.p99);
@@ -615,6 +712,12 @@ int main(int argc, char **argv)
 	printf("dsm    invalidation, 2 sharers     p50 %7.1f us  p99 %7.1f "
 	       "us\n",
 	       up2.p50, up2.p99);
+	printf("spin   read fault, wait_spin 200us p50 %7.1f us  p99 %7.1f "
+	       "us   (baseline: spinning for replies)\n",
+	       rd_spin.p50, rd_spin.p99);
+	printf("spin   upgrade, wait_spin 200us    p50 %7.1f us  p99 %7.1f "
+	       "us\n",
+	       up1_spin.p50, up1_spin.p99);
 	printf("dsm    sequential sweep, prefetch off %9.0f pages/s\n", sw_off);
 	printf("dsm    sequential sweep, prefetch %-3d %9.0f pages/s"
 	       "   (target >= 150000)\n",

@@ -47,6 +47,11 @@ struct dsm_node_config {
 	enum dsm_transport transport; /* TCP unless set */
 	uint32_t request_timeout_ms;  /* page requests unanswered this long
 				       * fail their region; 0: no limit */
+	uint32_t wait_spin_us; /* busy-poll this long for a reply to our own
+				* request before sleeping; 0: sleep at once.
+				* On VMs a spinning thread makes the TLB
+				* shootdowns every downgrade needs slow
+				* (docs/benchmarks.md). */
 };
 
 /* Starts a node and its thread. Fails with a clear log line (and
