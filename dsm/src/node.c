@@ -175,7 +175,8 @@ static void env_install(void *env, struct dsm__region *e, uint32_t page,
 	install_via_mem(r, page, src, write);
 }
 
-static void env_downgrade(void *env, struct dsm__region *e, uint32_t page)
+static void env_downgrade(void *env, struct dsm__region *e, uint32_t page,
+			  uint32_t count)
 {
 	struct dsm_region *r = env_region(env);
 
@@ -183,7 +184,7 @@ static void env_downgrade(void *env, struct dsm__region *e, uint32_t page)
 	dsm__stage_flush(r->node);
 	for (int i = 0; i < DSM_MAX_MAPS; i++)
 		if (r->maps[i].uffd >= 0)
-			dsm__uffd_protect(&r->maps[i], page, true);
+			dsm__uffd_protect(&r->maps[i], page, count, true);
 }
 
 static void env_invalidate(void *env, struct dsm__region *e, uint32_t page)

@@ -216,7 +216,8 @@ int dsm__uffd_open(char *err, size_t errlen);
 int dsm__uffd_register(int uffd, void *base, size_t len);
 void dsm__uffd_read(struct dsm_region *r, struct dsm_mapping *m);
 void dsm__uffd_install(struct dsm_mapping *m, uint32_t page, bool write);
-void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, bool wp);
+void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, uint32_t count,
+		       bool wp);
 void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page);
 int64_t dsm__uffd_copy_run(struct dsm_mapping *m, uint32_t first,
 			   const void *src, uint32_t count, bool write);

@@ -421,6 +421,42 @@ static void prefetch(struct dsm__region *r, uint32_t p, uint16_t to,
 	}
 }
 
+/*
+ * A read miss on p with a window, at a home that also holds p and the
+ * pages after it in M (a writer's pages read by a sequential reader):
+ * each FWD_READ to ourselves would downgrade its page alone, one TLB
+ * shootdown per page. Instead the run that home_read and prefetch() are
+ * about to hand out goes read-only in one call, and the FWD_READs find
+ * the pages in S. A page pending, deferred, inside the time window, or
+ * one prefetch() would stop at, ends the run.
+ */
+static void downgrade_run(struct dsm__region *r, uint32_t p, uint16_t to,
+			  uint32_t window)
+{
+	uint64_t now = r->cfg.window_ms ? r->cfg.ops->now_ms(r->cfg.env) : 0;
+	uint32_t q;
+
+	for (q = p; q < r->cfg.npages && q < p + window; q++) {
+		const struct dsm__dir *d = &r->dirs[q];
+		const struct dsm__page *pg = &r->pages[q];
+
+		if (pg->state != DSM_M || pg->pending || pg->has_deferred ||
+		    d->owner != r->cfg.self || d->untouched ||
+		    (r->cfg.window_ms &&
+		     now < pg->acquired_ms + r->cfg.window_ms))
+			break;
+		if (q > p &&
+		    (r->home[q] != r->cfg.self || d->busy || d->qhead >= 0 ||
+		     d->owner == to || (d->copyset & bit(to))))
+			break;
+	}
+	if (q - p < 2)
+		return; /* one page: its FWD_READ does it */
+	r->cfg.ops->mem_downgrade(r->cfg.env, r, p, q - p);
+	for (uint32_t i = p; i < q; i++)
+		r->pages[i].state = DSM_S;
+}
+
 /* Starts the transaction of request m on an idle page at its home. */
 static void home_start(struct dsm__region *r, const struct dsm__msg *m)
 {
@@ -432,6 +468,8 @@ static void home_start(struct dsm__region *r, const struct dsm__msg *m)
 	switch (m->type) {
 	case DSM_MSG_READ_REQ:
 		count_request(r, p, m->from);
+		if (m->window > 1 && m->from != r->cfg.self)
+			downgrade_run(r, p, m->from, m->window);
 		home_read(r, p, m->from, m->version, false);
 		if (m->window > 1)
 			prefetch(r, p, m->from, m->window);
@@ -529,7 +567,7 @@ static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
 	/* Writes must stop before the bytes are copied: a write landing
 	 * between the copy and the downgrade would be lost. */
 	if (pg->state == DSM_M) {
-		r->cfg.ops->mem_downgrade(r->cfg.env, r, p);
+		r->cfg.ops->mem_downgrade(r->cfg.env, r, p, 1);
 		pg->state = DSM_S;
 	}
 	if (!keep)

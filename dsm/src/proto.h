@@ -101,8 +101,10 @@ struct dsm__env_ops {
 	void (*mem_install)(void *env, struct dsm__region *r, uint32_t page,
 			    enum dsm__install how, const void *data,
 			    bool write);
-	/* M -> S: drop write access, keep the bytes readable. */
-	void (*mem_downgrade)(void *env, struct dsm__region *r, uint32_t page);
+	/* M -> S for pages page..page+count-1: drop write access, keep the
+	 * bytes readable. One call for a run (one TLB shootdown). */
+	void (*mem_downgrade)(void *env, struct dsm__region *r, uint32_t page,
+			      uint32_t count);
 	/* -> I: make the page unreadable; keep a shadow of the bytes so a
 	 * later KEEP install at the same version can restore them. */
 	void (*mem_invalidate)(void *env, struct dsm__region *r, uint32_t page);

@@ -84,18 +84,19 @@ int dsm__uffd_register(int uffd, void *base, size_t len)
 	return 0;
 }
 
-void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, bool wp)
+void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, uint32_t count,
+		       bool wp)
 {
 	struct uffdio_writeprotect w = {
 		.range = {(unsigned long)(m->base + (size_t)page * DSM_PAGE),
-			  DSM_PAGE},
+			  (size_t)count * DSM_PAGE},
 		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
 
 	if (ioctl(m->uffd, UFFDIO_WRITEPROTECT, &w) && errno != ENOENT &&
 	    errno != ESRCH)
-		CELL_LOG_RL(CELL_LOG_WARN, MOD, "writeprotect page %u: %s",
-			    page, strerror(errno));
+		CELL_LOG_RL(CELL_LOG_WARN, MOD, "writeprotect pages %u+%u: %s",
+			    page, count, strerror(errno));
 }
 
 /* Maps the page (now in the memfd) into this mapping, read-only unless
@@ -111,7 +112,7 @@ void dsm__uffd_install(struct dsm_mapping *m, uint32_t page, bool write)
 	if (ioctl(m->uffd, UFFDIO_CONTINUE, &c) == 0)
 		return;
 	if (errno == EEXIST) {
-		dsm__uffd_protect(m, page, !write);
+		dsm__uffd_protect(m, page, 1, !write);
 		return;
 	}
 	if (errno != ESRCH && errno != ENOENT)

@@ -191,12 +191,14 @@ static void env_install(void *env, struct dsm__region *r, uint32_t p,
 	n->acc[p] = write ? RW : RO;
 }
 
-static void env_downgrade(void *env, struct dsm__region *r, uint32_t p)
+static void env_downgrade(void *env, struct dsm__region *r, uint32_t p,
+			  uint32_t count)
 {
 	struct snode *n = env_node(env);
 
 	(void)r;
-	n->acc[p] = RO;
+	for (uint32_t q = p; q < p + count; q++)
+		n->acc[q] = RO;
 }
 
 static void env_invalidate(void *env, struct dsm__region *r, uint32_t p)
