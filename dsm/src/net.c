@@ -397,7 +397,7 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (r != HELLO_LEN || memcmp(hello, HELLO_MAGIC, 8) != 0 ||
 	    (id = (uint16_t)(hello[8] << 8 | hello[9])) >= DSM_MAX_NODES ||
-	    id >= n->id || peer_init(n, id)) {
+	    id >= n->id) {
 		CELL_LOG_RL(CELL_LOG_WARN, MOD,
 			    "node %u: refused a peer connection without a "
 			    "valid hello",
@@ -405,7 +405,7 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 		close(fd);
 		return;
 	}
-	recv(fd, hello, sizeof(hello), 0);
+	/* An ended incarnation is not even connected (nor made a peer). */
 	if (cell_get32(hello + 12) < n->peers[id].fence_epoch) {
 		n->stats.refused++;
 		CELL_LOG_RL(CELL_LOG_WARN, MOD,
@@ -416,6 +416,11 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 		close(fd);
 		return;
 	}
+	if (peer_init(n, id)) {
+		close(fd);
+		return;
+	}
+	recv(fd, hello, sizeof(hello), 0);
 	if (n->peers[id].fd >= 0)
 		peer_disconnect(n, &n->peers[id], "replaced by a new one");
 	if (peer_attach_fd(n, &n->peers[id], fd)) {
