@@ -405,6 +405,7 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 		close(fd);
 		return;
 	}
+	recv(fd, hello, sizeof(hello), 0); /* consumed: a close is a FIN */
 	/* An ended incarnation is not even connected (nor made a peer). */
 	if (cell_get32(hello + 12) < n->peers[id].fence_epoch) {
 		n->stats.refused++;
@@ -420,7 +421,6 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 		close(fd);
 		return;
 	}
-	recv(fd, hello, sizeof(hello), 0);
 	if (n->peers[id].fd >= 0)
 		peer_disconnect(n, &n->peers[id], "replaced by a new one");
 	if (peer_attach_fd(n, &n->peers[id], fd)) {

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -355,15 +357,30 @@ static void on_failed(struct dsm_region *r, uint16_t peer, void *arg)
 	pthread_mutex_unlock(&f->mu);
 }
 
-static void *read_page(void *arg)
+/* A child process that maps region `id` through the hand-off and reads
+ * its first page (as a vCPU would); exits 0 if the read returns. */
+static pid_t fork_reader(const char *path, uint64_t id)
 {
-	return (void *)(uintptr_t) * (volatile uint64_t *)arg;
+	pid_t kid = fork();
+
+	if (kid == 0) {
+		void *base;
+		size_t size;
+		int sock;
+
+		if (dsm_attach(path, id, NULL, &base, &size, &sock))
+			_exit(2);
+		(void)*(volatile uint64_t *)base;
+		_exit(0);
+	}
+	return kid;
 }
 
 /* A peer that stops answering: node 0 refuses everything node 1 sends
- * (a fence far ahead), so its read of a page homed on node 1 is never
+ * (a fence far ahead), so a read of a page homed on node 1 is never
  * answered; after the request timeout the region fails, once, naming
- * node 1. Destroying the region frees the stuck reader. */
+ * node 1. The reader is a process of its own (as vCPUs are): it is still
+ * stuck, and killing it is how the agent ends such a VM. */
 static void test_dsm_node_request_timeout_fails_region(void **state)
 {
 	uint16_t members[2] = {0, 1};
@@ -372,10 +389,9 @@ static void test_dsm_node_request_timeout_fails_region(void **state)
 	struct dsm_node *n[2];
 	struct dsm_region *r[2];
 	struct failure f = {.mu = PTHREAD_MUTEX_INITIALIZER};
-	volatile uint64_t *m;
-	char addr[64];
-	pthread_t t;
-	int calls = 0;
+	char addr[64], path[600], *dir = ts_tmpdir("dsm-timeout");
+	pid_t kid;
+	int calls = 0, status;
 
 	(void)state;
 	cell_log_set_level(CELL_LOG_OFF);
@@ -394,10 +410,11 @@ static void test_dsm_node_request_timeout_fails_region(void **state)
 		assert_int_equal(dsm_region_create(n[i], &rc, &r[i]), 0);
 	}
 	assert_int_equal(dsm_region_on_failure(r[0], on_failed, &f), 0);
-	m = dsm_region_map(r[0]);
-	assert_non_null((void *)m);
+	snprintf(path, sizeof(path), "%s/h.sock", dir);
+	assert_int_equal(dsm_node_serve_handoff(n[0], path), 0);
 	assert_int_equal(dsm_node_fence_peer(n[0], 1, 1000), 0);
-	assert_int_equal(pthread_create(&t, NULL, read_page, (void *)m), 0);
+	kid = fork_reader(path, 21);
+	assert_true(kid > 0);
 	for (int i = 0; i < 100 && !calls; i++) {
 		usleep(20 * 1000);
 		pthread_mutex_lock(&f.mu);
@@ -410,11 +427,16 @@ static void test_dsm_node_request_timeout_fails_region(void **state)
 	pthread_mutex_lock(&f.mu);
 	assert_int_equal(f.calls, 1);
 	pthread_mutex_unlock(&f.mu);
-	dsm_region_destroy(r[0]); /* closes the uffd: the reader goes on */
-	pthread_join(t, NULL);
+	assert_int_equal(waitpid(kid, &status, WNOHANG), 0); /* still stuck */
+	kill(kid, SIGKILL);
+	assert_int_equal(waitpid(kid, &status, 0), kid);
+	assert_true(WIFSIGNALED(status));
+	dsm_region_destroy(r[0]);
 	dsm_region_destroy(r[1]);
 	dsm_node_destroy(n[0]);
 	dsm_node_destroy(n[1]);
+	ts_rmtree(dir);
+	free(dir);
 	cell_log_set_level(CELL_LOG_ERROR);
 }
 
