@@ -126,11 +126,12 @@ static void write_state(struct agent *a)
 	char *text;
 	int rc;
 
-	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i}", "node_id",
-		      a->cfg.node_id, "state", state_name(a), "incarnation",
-		      (json_int_t)a->incarnation, "epoch", (json_int_t)a->epoch,
-		      "has_lease", a->has_lease, "manager", a->cfg.manager,
-		      "pid", (int)getpid());
+	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i, s:i, s:I}",
+		      "node_id", a->cfg.node_id, "state", state_name(a),
+		      "incarnation", (json_int_t)a->incarnation, "epoch",
+		      (json_int_t)a->epoch, "has_lease", a->has_lease,
+		      "manager", a->cfg.manager, "pid", (int)getpid(), "dsm_id",
+		      a->dsm_id, "dsm_epoch", (json_int_t)a->dsm_epoch_now);
 	text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
 	json_decref(j);
 	if (!text)

@@ -284,6 +284,21 @@ static void test_cluster_manager_killed_state_kept(void **state)
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* An integer of agent i's (0-based) agent.state, or -1. */
+static long long agent_state_int(int i, const char *key)
+{
+	char path[600];
+	json_t *j, *v;
+	long long n;
+
+	snprintf(path, sizeof(path), "%s/agent%d/agent.state", cl.dir, i + 1);
+	j = json_load_file(path, 0, NULL);
+	v = json_object_get(j, key);
+	n = json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+	json_decref(j);
+	return n;
+}
+
 static bool agents_in_state(void *arg)
 {
 	const char *want = arg;
@@ -323,9 +338,17 @@ static void test_cluster_manager_paused_agents_fence(void **state)
 	       "ms)\n",
 	       (unsigned long long)(ts_now_ms() - t0));
 	assert_true(ts_now_ms() - t0 >= 1700);
+	/* Fenced, their DSM messages carry epoch 0: refused everywhere. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(agent_state_int(i, "dsm_epoch"), 0);
 	kill(cl.manager, SIGCONT);
 	assert_true(ts_wait_for(agents_in_state, "registered", 8000));
 	assert_true(ts_wait_for(all_up, NULL, 8000));
+	for (int i = 0; i < 3; i++) {
+		assert_true(agent_state_int(i, "dsm_id") >= 0);
+		assert_int_equal(agent_state_int(i, "dsm_epoch"),
+				 agent_state_int(i, "incarnation"));
+	}
 	snprintf(path, sizeof(path), "%s/agent1.log", cl.dir);
 	log = ts_read_file(path);
 	assert_non_null(strstr(log, "lease expired; fenced"));
