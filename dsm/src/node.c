@@ -52,11 +52,11 @@ static int env_send(void *env, uint16_t to, const struct dsm__msg *m,
 	return dsm__send(env_region(env)->node, to, m, data);
 }
 
-static void env_read(void *env, struct dsm__region *e, uint32_t page, void *buf)
+static const void *env_bytes(void *env, struct dsm__region *e, uint32_t page)
 {
 	(void)e;
 	dsm__stage_flush(env_region(env)->node);
-	memcpy(buf, env_region(env)->mem + (size_t)page * DSM_PAGE, DSM_PAGE);
+	return env_region(env)->mem + (size_t)page * DSM_PAGE;
 }
 
 static const uint8_t zero_page[DSM_PAGE] __attribute__((aligned(4096)));
@@ -253,7 +253,7 @@ static uint64_t env_now(void *env)
 }
 
 static const struct dsm__env_ops node_env = {
-	env_send,	env_read,	env_install, env_downgrade,
+	env_send,	env_bytes,	env_install, env_downgrade,
 	env_invalidate, env_fault_done, env_defer,   env_now,
 };
 

@@ -543,7 +543,7 @@ static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
 {
 	uint32_t p = m->page;
 	struct dsm__page *pg = &r->pages[p];
-	uint8_t buf[DSM_PAGE_SIZE];
+	const void *data = NULL;
 	struct dsm__msg g = {.type = DSM_MSG_GRANT,
 			     .from = r->cfg.self,
 			     .node = m->from,
@@ -571,18 +571,18 @@ static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
 		pg->state = DSM_S;
 	}
 	if (!keep)
-		r->cfg.ops->mem_read(r->cfg.env, r, p, buf);
+		data = r->cfg.ops->mem_bytes(r->cfg.env, r, p);
 	g.flags = keep ? 0 : DSM_GRANT_DATA;
 	if (m->type == DSM_MSG_FWD_READ) {
 		g.flags |= m->flags & DSM_GRANT_PUSH;
 		g.version = pg->version;
-		send(r, m->node, &g, keep ? NULL : buf);
+		send(r, m->node, &g, data);
 		return;
 	}
 	g.flags |= DSM_GRANT_WRITE;
 	g.version = m->version;
 	g.acks = m->acks;
-	send(r, m->node, &g, keep ? NULL : buf);
+	send(r, m->node, &g, data);
 	r->cfg.ops->mem_invalidate(r->cfg.env, r, p);
 	pg->state = DSM_I;
 	pg->c.invalidations++;

@@ -93,9 +93,10 @@ struct dsm__env_ops {
 	 * be this node. Must not call back into the engine. 0 or -errno. */
 	int (*send)(void *env, uint16_t to, const struct dsm__msg *m,
 		    const void *data);
-	/* Copies this node's bytes of the page out (state S or M). */
-	void (*mem_read)(void *env, struct dsm__region *r, uint32_t page,
-			 void *buf);
+	/* This node's bytes of the page (state S or M), valid until the next
+	 * env call: send copies them, so a grant costs no copy of its own. */
+	const void *(*mem_bytes)(void *env, struct dsm__region *r,
+				 uint32_t page);
 	/* Makes the page readable (and writable if `write`) with the given
 	 * bytes. Wakes nobody: fault_done does that. */
 	void (*mem_install)(void *env, struct dsm__region *r, uint32_t page,

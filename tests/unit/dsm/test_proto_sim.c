@@ -154,14 +154,14 @@ static int env_send(void *env, uint16_t to, const struct dsm__msg *m,
 	return 0;
 }
 
-static void env_read(void *env, struct dsm__region *r, uint32_t p, void *buf)
+static const void *env_bytes(void *env, struct dsm__region *r, uint32_t p)
 {
 	struct snode *n = env_node(env);
 
 	(void)r;
 	if (n->acc[p] == NONE)
 		failf("node %d serves page %u it cannot read", n->id, p);
-	memcpy(buf, n->mem[p], DSM_PAGE_SIZE);
+	return n->mem[p];
 }
 
 static void env_install(void *env, struct dsm__region *r, uint32_t p,
@@ -239,7 +239,7 @@ static uint64_t env_now(void *env)
 }
 
 static const struct dsm__env_ops sim_ops = {
-	env_send,	env_read,	env_install, env_downgrade,
+	env_send,	env_bytes,	env_install, env_downgrade,
 	env_invalidate, env_fault_done, env_defer,   env_now,
 };
 
