@@ -151,10 +151,13 @@ void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page)
 void dsm__uffd_read(struct dsm_region *r, struct dsm_mapping *m)
 {
 	struct uffd_msg msgs[16];
-	ssize_t n;
+	ssize_t n = sizeof(msgs);
 
 	dsm__stage_flush(r->node); /* a staged page is an installed one */
-	while ((n = read(m->uffd, msgs, sizeof(msgs))) > 0) {
+	/* Until a short read: that one drained the queue (the event is
+	 * level-triggered, later faults fire it again). */
+	while (n == (ssize_t)sizeof(msgs) &&
+	       (n = read(m->uffd, msgs, sizeof(msgs))) > 0) {
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
 			uint64_t addr = msgs[i].arg.pagefault.address;
 			uint64_t flags = msgs[i].arg.pagefault.flags;
