@@ -142,14 +142,7 @@ static const char *vm_state(const char *vm)
 
 static bool wait_end(const char *vm)
 {
-	for (int i = 0; i < 1200; i++) {
-		const char *s = vm_state(vm);
-
-		if (strcmp(s, "stopped") == 0 || strcmp(s, "failed") == 0)
-			return true;
-		usleep(50 * 1000);
-	}
-	return false;
+	return tsc_vm_wait_ended(CELLCTL_BIN, T.ctl_addr, vm, 60000);
 }
 
 /* The rounds the VM has flushed so far, from its console. */

@@ -279,16 +279,10 @@ static int node_index(const char *node)
 /* Whether agent i's log (1-based) has the text. */
 static bool log_has(int i, const char *text)
 {
-	char path[700], *log;
-	bool has;
+	char path[700];
 
 	snprintf(path, sizeof(path), "%s/agent%d.log", T.dir, i);
-	log = ts_read_file(path);
-	has = log && strstr(log, text);
-	if (!has)
-		printf("# agent%d.log lacks \"%s\"\n", i, text);
-	free(log);
-	return has;
+	return ts_file_has(path, text);
 }
 
 /* kill -9 of an agent under two VMs, one depending on it. */

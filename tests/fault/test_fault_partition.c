@@ -194,16 +194,10 @@ static void assert_finished(const char *vm)
 /* Whether the log of a process of the cluster (node1, manager) has text. */
 static bool log_has(const char *who, const char *text)
 {
-	char path[700], *log;
-	bool has;
+	char path[700];
 
 	snprintf(path, sizeof(path), "%s/run/%s/log", dir, who);
-	log = ts_read_file(path);
-	has = log && strstr(log, text);
-	if (!has)
-		printf("# %s's log lacks \"%s\"\n", who, text);
-	free(log);
-	return has;
+	return ts_file_has(path, text);
 }
 
 /* node2 cut off under a VM: fenced, restarted elsewhere, rejoins. */

@@ -85,14 +85,7 @@ static const char *vm_state(const char *vm)
 
 static bool wait_ended(const char *vm)
 {
-	for (int i = 0; i < 600; i++) {
-		const char *s = vm_state(vm);
-
-		if (strcmp(s, "stopped") == 0 || strcmp(s, "failed") == 0)
-			return true;
-		usleep(50 * 1000);
-	}
-	return false;
+	return tsc_vm_wait_ended(CELLCTL_BIN, T.ctl_addr, vm, 30000);
 }
 
 /* The console of vm (all vCPUs) into a malloc'd string. */

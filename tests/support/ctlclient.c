@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ctlclient.h"
 #include "testsupport.h"
@@ -50,6 +51,21 @@ const char *tsc_ctl_field(const char *cellctl, const char *ctl_addr,
 	snprintf(out, len, "%s", v ? v : "none");
 	json_decref(j);
 	return out;
+}
+
+bool tsc_vm_wait_ended(const char *cellctl, const char *ctl_addr,
+		       const char *vm, unsigned timeout_ms)
+{
+	for (unsigned waited = 0; waited <= timeout_ms; waited += 50) {
+		char s[32];
+
+		tsc_ctl_field(cellctl, ctl_addr, "state",
+			      TSC_WORDS("vm", "info", vm), s, sizeof(s));
+		if (strcmp(s, "stopped") == 0 || strcmp(s, "failed") == 0)
+			return true;
+		usleep(50 * 1000);
+	}
+	return false;
 }
 
 void tsc_dir_done(char *dir)

@@ -7,6 +7,7 @@
 #define CELL_CTLCLIENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 /* Runs `cellctl --manager=ctl_addr WORDS...` (NULL-terminated words, at
  * most 20) within 70 s; stdout and stderr into *out when out is not NULL
@@ -25,6 +26,11 @@ json_t *tsc_ctl_json(const char *cellctl, const char *ctl_addr,
 const char *tsc_ctl_field(const char *cellctl, const char *ctl_addr,
 			  const char *key, const char *const *words, char *out,
 			  size_t len);
+
+/* Polls `vm info VM` every 50 ms until the VM is stopped or failed;
+ * false after timeout_ms. */
+bool tsc_vm_wait_ended(const char *cellctl, const char *ctl_addr,
+		       const char *vm, unsigned timeout_ms);
 
 /* A test directory at the end: removed, or kept and named on stderr
  * when CELLMON_KEEP_TEST_DIR is set. Frees dir. */

@@ -261,6 +261,17 @@ char *ts_read_file(const char *path)
 	return buf;
 }
 
+bool ts_file_has(const char *path, const char *text)
+{
+	char *s = ts_read_file(path);
+	bool has = s && strstr(s, text);
+
+	if (!has)
+		printf("# %s lacks \"%s\"\n", path, text);
+	free(s);
+	return has;
+}
+
 /* One "key=value" line's value into out; false if absent. */
 static bool addr_line(const char *text, const char *key, char *out, size_t len)
 {

@@ -44,6 +44,8 @@ bool ts_wait_for(bool (*pred)(void *), void *arg, unsigned timeout_ms);
 
 /* Reads a whole file (malloc'd, NUL-terminated), or NULL. */
 char *ts_read_file(const char *path);
+/* Whether the file (a log) contains text; says on stdout when not. */
+bool ts_file_has(const char *path, const char *text);
 
 uint64_t ts_now_ms(void);
 
