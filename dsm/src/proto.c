@@ -401,14 +401,31 @@ static void home_move(struct dsm__region *r, uint32_t p, uint16_t to)
 
 /* Prefetch: after a read miss on p, pages p+1.. that this home can give
  * right away go to the requester as unsolicited grants. */
+/* Whether the Mirage time window still keeps pg here. */
+static bool in_time_window(const struct dsm__region *r,
+			   const struct dsm__page *pg)
+{
+	return r->cfg.window_ms && r->cfg.ops->now_ms(r->cfg.env) <
+					   pg->acquired_ms + r->cfg.window_ms;
+}
+
+/* Whether prefetch may push page q to `to`: homed here, idle, and not
+ * already held by `to`. */
+static bool can_push(const struct dsm__region *r, uint32_t q, uint16_t to)
+{
+	const struct dsm__dir *d = &r->dirs[q];
+
+	return r->home[q] == r->cfg.self && !d->busy && d->qhead < 0 &&
+	       d->owner != to && !(d->copyset & bit(to));
+}
+
 static void prefetch(struct dsm__region *r, uint32_t p, uint16_t to,
 		     uint32_t window)
 {
 	for (uint32_t q = p + 1; q < r->cfg.npages && q < p + window; q++) {
 		struct dsm__dir *d = &r->dirs[q];
 
-		if (r->home[q] != r->cfg.self || d->busy || d->qhead >= 0 ||
-		    d->owner == to || (d->copyset & bit(to)))
+		if (!can_push(r, q, to))
 			break;
 		d->busy = 1;
 		d->cur = to;
@@ -433,21 +450,14 @@ static void prefetch(struct dsm__region *r, uint32_t p, uint16_t to,
 static void downgrade_run(struct dsm__region *r, uint32_t p, uint16_t to,
 			  uint32_t window)
 {
-	uint64_t now = r->cfg.window_ms ? r->cfg.ops->now_ms(r->cfg.env) : 0;
 	uint32_t q;
 
 	for (q = p; q < r->cfg.npages && q < p + window; q++) {
-		const struct dsm__dir *d = &r->dirs[q];
 		const struct dsm__page *pg = &r->pages[q];
 
 		if (pg->state != DSM_M || pg->pending || pg->has_deferred ||
-		    d->owner != r->cfg.self || d->untouched ||
-		    (r->cfg.window_ms &&
-		     now < pg->acquired_ms + r->cfg.window_ms))
-			break;
-		if (q > p &&
-		    (r->home[q] != r->cfg.self || d->busy || d->qhead >= 0 ||
-		     d->owner == to || (d->copyset & bit(to))))
+		    r->dirs[q].owner != r->cfg.self || in_time_window(r, pg) ||
+		    (q > p && !can_push(r, q, to)))
 			break;
 	}
 	if (q - p < 2)
@@ -591,14 +601,13 @@ static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
 static void holder_msg(struct dsm__region *r, const struct dsm__msg *m)
 {
 	struct dsm__page *pg = &r->pages[m->page];
-	uint64_t until = pg->acquired_ms + r->cfg.window_ms;
 
-	if (r->cfg.window_ms && pg->state != DSM_I && !pg->has_deferred &&
-	    r->cfg.ops->now_ms(r->cfg.env) < until) {
+	if (pg->state != DSM_I && !pg->has_deferred && in_time_window(r, pg)) {
 		pg->deferred = *m;
 		pg->has_deferred = 1;
 		pg->c.deferrals++;
-		r->cfg.ops->defer(r->cfg.env, r, m->page, until);
+		r->cfg.ops->defer(r->cfg.env, r, m->page,
+				  pg->acquired_ms + r->cfg.window_ms);
 		return;
 	}
 	holder_apply(r, m);
