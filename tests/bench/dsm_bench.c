@@ -193,6 +193,19 @@ static void *uffd_handler(void *arg)
 	return NULL;
 }
 
+/* A userfaultfd for the floors: through /dev/userfaultfd when it opens,
+ * else the syscall (as the DSM node does). */
+static int new_uffd(int flags)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
+
+	if (dev < 0)
+		return (int)syscall(SYS_userfaultfd, O_CLOEXEC | flags);
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | flags);
+	close(dev);
+	return fd;
+}
+
 static struct pct floor_uffd(void)
 {
 	struct uffd_floor u = {0};
@@ -202,12 +215,8 @@ static struct pct floor_uffd(void)
 	size_t len = (size_t)samples * DSM_PAGE;
 	uint8_t *own;
 	pthread_t t;
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 
-	u.uffd = dev >= 0 ? ioctl(dev, USERFAULTFD_IOC_NEW,
-				  O_CLOEXEC | O_NONBLOCK)
-			  : (int)syscall(SYS_userfaultfd,
-					 O_CLOEXEC | O_NONBLOCK);
+	u.uffd = new_uffd(O_NONBLOCK);
 	if (u.uffd < 0 || ioctl(u.uffd, UFFDIO_API, &api))
 		exit(1);
 	u.memfd = memfd_create("floor", MFD_CLOEXEC);
@@ -274,7 +283,7 @@ static struct pct floor_wp(bool busy)
 				 .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
 	struct wp_floor w = {.len = (size_t)samples * DSM_PAGE, .busy = busy};
 	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
-	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int uffd = new_uffd(O_NONBLOCK);
 	int fd = memfd_create("floor-wp", MFD_CLOEXEC);
 	pthread_t t;
 
@@ -315,14 +324,10 @@ static double floor_install(void)
 	struct uffdio_api api = {.api = UFFD_API,
 				 .features = UFFD_FEATURE_MINOR_SHMEM};
 	size_t n = (size_t)sweep_pages, len = n * DSM_PAGE;
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), uffd, fd;
+	int uffd = new_uffd(0), fd;
 	uint8_t *map;
 	uint64_t t0, t1;
 
-	uffd = dev >= 0 ? ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC)
-			: (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-	if (dev >= 0)
-		close(dev);
 	fd = memfd_create("floor-install", MFD_CLOEXEC);
 	must(uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
 	     !ftruncate(fd, (off_t)len));
