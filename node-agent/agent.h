@@ -183,8 +183,9 @@ void agent_vm_lease(struct agent *a, uint64_t expiry_ms);
 void agent_vm_fence(struct agent *a);
 /* Releases every VM (a new incarnation must not carry old VMs). */
 void agent_vm_discard_all(struct agent *a, const char *why);
-/* Creates the DSM node with the id the manager gave. 0 or -errno. */
-int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch);
+/* Creates the DSM node with the id the manager gave, stamping
+ * a->dsm_epoch. 0 or -errno. */
+int agent_dsm_start(struct agent *a, uint32_t dsm_id);
 /* Stamps epoch on this node's DSM messages from now on: the incarnation,
  * or 0 while fenced (below every fence, so peers apply nothing). */
 void agent_dsm_set_epoch(struct agent *a, uint32_t epoch);

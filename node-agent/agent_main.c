@@ -163,11 +163,13 @@ static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
 	a->has_lease = true;
 	a->fenced = false;
 	agent_vm_lease(a, a->lease_expiry_ms);
+	/* Holding a lease, our DSM messages carry our epoch (0 once it
+	 * ends, see lease_expired_cb); a no-op unless it changes. */
+	agent_dsm_set_epoch(a, a->dsm_epoch);
 	timer_ms(a->lease_timer, a->lease_expiry_ms > cell_now_ms()
 					 ? a->lease_expiry_ms - cell_now_ms()
 					 : 0);
 	if (was_fenced) {
-		agent_dsm_set_epoch(a, a->dsm_epoch);
 		CELL_INFO(MOD,
 			  "lease granted again; leaving fenced state "
 			  "incarnation=%llu",
@@ -366,8 +368,7 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 		agent_vm_discard_all(a, "the node's incarnation is over");
 	}
 	a->incarnation = r->lease->incarnation;
-	a->dsm_epoch = r->dsm_epoch;
-	agent_dsm_set_epoch(a, a->dsm_epoch);
+	a->dsm_epoch = r->dsm_epoch; /* stamped from grant_lease on */
 	CELL_INFO(MOD,
 		  "registered node=%s incarnation=%llu resumed=%s "
 		  "lease_ms=%u epoch=%llu",
@@ -378,8 +379,7 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 	if (!r->has_dsm_id)
 		CELL_WARN(MOD, "the manager gave no DSM id (more than 64 "
 			       "nodes?); this node cannot run VMs");
-	else if (a->dsm_id < 0 &&
-		 agent_dsm_start(a, r->dsm_id, r->dsm_epoch) == 0)
+	else if (a->dsm_id < 0 && agent_dsm_start(a, r->dsm_id) == 0)
 		send_dsm_addr = true; /* peers need it before any VM */
 	else if ((uint32_t)a->dsm_id != r->dsm_id)
 		CELL_ERROR(MOD,

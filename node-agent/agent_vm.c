@@ -75,7 +75,7 @@ static int handoff_check(int pid, uint64_t region, void *arg)
 
 /* ---- DSM node ---- */
 
-int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch)
+int agent_dsm_start(struct agent *a, uint32_t dsm_id)
 {
 	struct dsm_node_config c = {0};
 	char host[128];
@@ -87,7 +87,7 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch)
 	c.prefetch_max = (uint32_t)a->cfg.dsm_prefetch;
 	c.poll_us = (uint32_t)a->cfg.dsm_poll_us;
 	c.wait_spin_us = (uint32_t)a->cfg.dsm_wait_spin_us;
-	c.epoch = epoch;
+	c.epoch = a->dsm_epoch;
 	c.request_timeout_ms = (uint32_t)a->cfg.dsm_timeout_ms;
 	rc = dsm_node_create(&c, &a->dsm);
 	if (rc) {
@@ -107,13 +107,13 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id, uint32_t epoch)
 		return rc;
 	}
 	a->dsm_id = (int)dsm_id;
-	a->dsm_epoch = a->dsm_epoch_now = epoch;
+	a->dsm_epoch_now = a->dsm_epoch;
 	/* Peers reach us at the advertised host and the bound port. */
 	snprintf(host, sizeof(host), "%s", a->addr);
 	snprintf(a->dsm_addr, sizeof(a->dsm_addr), "%s:%d", host,
 		 dsm_node_port(a->dsm));
 	CELL_INFO(MOD, "DSM node started id=%u epoch=%u addr=%s handoff=%s",
-		  dsm_id, epoch, a->dsm_addr, a->handoff_path);
+		  dsm_id, a->dsm_epoch, a->dsm_addr, a->handoff_path);
 	return 0;
 }
 
