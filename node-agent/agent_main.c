@@ -201,6 +201,9 @@ static void lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 	/* The manager may restart our VMs elsewhere once the lease is
 	 * over: none of them may go on here. */
 	agent_vm_fence(a);
+	/* Nor may pages be granted from here: epoch 0 is below every
+	 * fence. grant_lease stamps the incarnation again. */
+	agent_dsm_set_epoch(a, 0);
 	write_state(a);
 }
 

@@ -923,8 +923,6 @@ void agent_vm_fence(struct agent *a)
 		CELL_WARN(MOD, "vm %s: vCPUs killed: the node is fenced",
 			  vm->name);
 	}
-	/* Nor may its pages be granted from here any more. */
-	agent_dsm_set_epoch(a, 0);
 }
 
 void agent_vm_discard_all(struct agent *a, const char *why)
