@@ -173,13 +173,22 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	for (;;) {
-		r = recv(fd, p->in + p->in_len, DSM_NET_IN_CAP - p->in_len, 0);
+		size_t room = DSM_NET_IN_CAP - p->in_len;
+
+		r = recv(fd, p->in + p->in_len, room, 0);
 		if (r > 0) {
 			p->in_len += (size_t)r;
 			if (consume(n, p)) {
 				peer_disconnect(n, p, "malformed frame");
 				break;
 			}
+			/* A short read that ended on a frame boundary took
+			 * everything there was: stop without the recv() that
+			 * would say EAGAIN (the event is level-triggered). A
+			 * frame cut short is likely being written: try again,
+			 * so a burst of pages goes in as one batch. */
+			if ((size_t)r < room && !p->in_len)
+				break;
 			continue;
 		}
 		if (r == 0)

@@ -497,11 +497,13 @@ static void *node_main(void *arg)
 {
 	struct dsm_node *n = arg;
 	uint64_t serve_until = 0, last_work = 0, now;
+	bool spin = false;
 
+	/* One pass per turn: a blocking one returns after running what
+	 * woke it, so the next turn decides afresh (no extra non-blocking
+	 * pass before sleeping: each epoll_wait is a syscall, ~1 us here). */
 	while (!n->stopping) {
-		/* Flags set by callbacks run in the blocking call below count
-		 * too: they are read here, after the next pass. */
-		event_base_loop(n->base, EVLOOP_NONBLOCK);
+		event_base_loop(n->base, spin ? EVLOOP_NONBLOCK : EVLOOP_ONCE);
 		now = cell_now_us();
 		if (n->did_work)
 			last_work = now;
@@ -509,11 +511,9 @@ static void *node_main(void *arg)
 			serve_until = now + n->cfg.poll_us;
 		n->did_work = false;
 		n->served = false;
-		if (n->stopping ||
-		    (outstanding(n) && now - last_work < n->cfg.wait_spin_us) ||
-		    now < serve_until)
-			continue;
-		event_base_loop(n->base, EVLOOP_ONCE);
+		spin = (outstanding(n) &&
+			now - last_work < n->cfg.wait_spin_us) ||
+		       now < serve_until;
 	}
 	return NULL;
 }
