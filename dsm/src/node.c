@@ -52,11 +52,25 @@ static int env_send(void *env, uint16_t to, const struct dsm__msg *m,
 	return dsm__send(env_region(env)->node, to, m, data);
 }
 
+/*
+ * The bytes come from the memfd with pread(), not through the node's own
+ * mapping: a page this node wrote through its registered mapping (or got
+ * by UFFDIO_COPY) is not mapped there, and reading it would fault it in
+ * (a trap per 16 pages, and on a VM with shadow paging a hidden fault per
+ * page), only for the mapping to be zapped again at the next invalidation.
+ */
 static const void *env_bytes(void *env, struct dsm__region *e, uint32_t page)
 {
+	struct dsm_region *r = env_region(env);
+	size_t off = (size_t)page * DSM_PAGE;
+
 	(void)e;
-	dsm__stage_flush(env_region(env)->node);
-	return env_region(env)->mem + (size_t)page * DSM_PAGE;
+	dsm__stage_flush(r->node);
+	if (pread(r->memfd, r->bytes, DSM_PAGE, (off_t)off) == DSM_PAGE)
+		return r->bytes;
+	CELL_LOG_RL(CELL_LOG_WARN, MOD, "pread page %u of region %llu: %s",
+		    page, (unsigned long long)r->id, strerror(errno));
+	return r->mem + off;
 }
 
 static const uint8_t zero_page[DSM_PAGE] __attribute__((aligned(4096)));
@@ -879,6 +893,7 @@ static void region_free(struct dsm_region *r)
 	dsm__region_fini(&r->eng);
 	free(r->shadow_ok);
 	free(r->stage);
+	free(r->bytes);
 	free(r);
 }
 
@@ -937,7 +952,8 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 		rc = map_memfd("dsm-shadow", c->size, &r->shadowfd, &r->shadow);
 	r->shadow_ok = calloc(r->npages, 1);
 	r->stage = aligned_alloc(DSM_PAGE, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
-	if (!rc && (!r->shadow_ok || !r->stage))
+	r->bytes = aligned_alloc(DSM_PAGE, DSM_PAGE);
+	if (!rc && (!r->shadow_ok || !r->stage || !r->bytes))
 		rc = -ENOMEM;
 	ec.id = c->id;
 	ec.npages = r->npages;

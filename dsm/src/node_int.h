@@ -90,6 +90,7 @@ struct dsm_region {
 	 * one UFFDIO_COPY: stage_n pages from stage_first (dsm__stage_flush).
 	 */
 	uint8_t *stage;
+	uint8_t *bytes; /* one page: env_bytes reads the memfd into it */
 	uint32_t stage_first, stage_n;
 	bool stage_write;
 	struct dsm_mapping maps[DSM_MAX_MAPS];
