@@ -208,8 +208,15 @@ static void env_invalidate(void *env, struct dsm__region *e, uint32_t page)
 
 	(void)e;
 	dsm__stage_flush(r->node);
-	memcpy(r->shadow + off, r->mem + off, DSM_PAGE);
-	r->shadow_ok[page] = 1;
+	/* Read from the memfd, not through r->mem: mapping the page there
+	 * would cost a fault, and the punch would have one more mapping to
+	 * zap. */
+	r->shadow_ok[page] = pread(r->memfd, r->shadow + off, DSM_PAGE,
+				   (off_t)off) == DSM_PAGE;
+	if (!r->shadow_ok[page])
+		CELL_LOG_RL(CELL_LOG_ERROR, MOD,
+			    "pread page %u of region %llu: %s", page,
+			    (unsigned long long)r->id, strerror(errno));
 	/* Unmaps the page from every process mapping the memfd; its next
 	 * access faults, whoever makes it. */
 	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
