@@ -12,9 +12,8 @@
  *
  * Region memory: a memfd the node owns, mapped once unregistered (mem) to
  * read and write pages, and by every user mapping registered with
- * userfaultfd (maps[]). Invalidation copies the bytes to a shadow memfd
- * (so an unchanged page can come back without a transfer) and punches
- * the page out of the memfd, which unmaps it from every process at once.
+ * userfaultfd (maps[]). Invalidation punches the page out of the memfd,
+ * which unmaps it from every process at once and frees it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -154,7 +153,6 @@ static void env_install(void *env, struct dsm__region *e, uint32_t page,
 {
 	struct dsm_region *r = env_region(env);
 	struct dsm_node *n = r->node;
-	size_t off = (size_t)page * DSM_PAGE;
 	const uint8_t *src = NULL;
 
 	if (how == DSM_INSTALL_DATA)
@@ -176,16 +174,6 @@ static void env_install(void *env, struct dsm__region *e, uint32_t page,
 		return;
 	}
 	dsm__stage_flush(n);
-	if (!src && dsm__page_state(e, page) == DSM_I) {
-		/* KEEP: the engine calls this before it updates its state,
-		 * so I means the bytes wait in the shadow. */
-		if (r->shadow_ok[page])
-			src = r->shadow + off;
-		else
-			CELL_LOG_RL(CELL_LOG_ERROR, MOD,
-				    "no shadow for page %u of region %llu",
-				    page, (unsigned long long)r->id);
-	}
 	install_via_mem(r, page, src, write);
 }
 
@@ -208,15 +196,6 @@ static void env_invalidate(void *env, struct dsm__region *e, uint32_t page)
 
 	(void)e;
 	dsm__stage_flush(r->node);
-	/* Read from the memfd, not through r->mem: mapping the page there
-	 * would cost a fault, and the punch would have one more mapping to
-	 * zap. */
-	r->shadow_ok[page] = pread(r->memfd, r->shadow + off, DSM_PAGE,
-				   (off_t)off) == DSM_PAGE;
-	if (!r->shadow_ok[page])
-		CELL_LOG_RL(CELL_LOG_ERROR, MOD,
-			    "pread page %u of region %llu: %s", page,
-			    (unsigned long long)r->id, strerror(errno));
 	/* Unmaps the page from every process mapping the memfd; its next
 	 * access faults, whoever makes it. */
 	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -890,15 +869,10 @@ static void region_free(struct dsm_region *r)
 		munmap(r->app_map, r->size);
 	if (r->mem)
 		munmap(r->mem, r->size);
-	if (r->shadow)
-		munmap(r->shadow, r->size);
 	if (r->memfd >= 0)
 		close(r->memfd);
-	if (r->shadowfd >= 0)
-		close(r->shadowfd);
 	dsm__sync_free(r);
 	dsm__region_fini(&r->eng);
-	free(r->shadow_ok);
 	free(r->stage);
 	free(r->bytes);
 	free(r);
@@ -949,18 +923,15 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 	r->npages = (uint32_t)(c->size / DSM_PAGE);
 	r->nmembers = c->nmembers;
 	memcpy(r->members, c->members, c->nmembers * sizeof(uint16_t));
-	r->memfd = r->shadowfd = -1;
+	r->memfd = -1;
 	for (int i = 0; i < DSM_MAX_MAPS; i++)
 		r->maps[i].uffd = r->maps[i].sock = -1;
 	snprintf(name, sizeof(name), "dsm-region-%llu",
 		 (unsigned long long)c->id);
 	rc = map_memfd(name, c->size, &r->memfd, &r->mem);
-	if (!rc)
-		rc = map_memfd("dsm-shadow", c->size, &r->shadowfd, &r->shadow);
-	r->shadow_ok = calloc(r->npages, 1);
 	r->stage = aligned_alloc(DSM_PAGE, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
 	r->bytes = aligned_alloc(DSM_PAGE, DSM_PAGE);
-	if (!rc && (!r->shadow_ok || !r->stage || !r->bytes))
+	if (!rc && (!r->stage || !r->bytes))
 		rc = -ENOMEM;
 	ec.id = c->id;
 	ec.npages = r->npages;

@@ -1,7 +1,7 @@
 /*
  * libdsm's node runtime, shared by its files:
  *   node.c     the node thread (libevent loop with a short busy-poll),
- *              commands from API threads, regions (memfd, shadow,
+ *              commands from API threads, regions (memfd,
  *              mappings) and the engine's env ops
  *   uffd.c     userfaultfd: creating, registering, fault reading and the
  *              install / protect / zap primitives
@@ -83,9 +83,6 @@ struct dsm_region {
 	uint16_t nmembers;
 	int memfd;
 	uint8_t *mem; /* the node's own, unregistered mapping */
-	int shadowfd;
-	uint8_t *shadow;
-	uint8_t *shadow_ok; /* one byte per page */
 	/* Pages granted with data while in state I, waiting to go in with
 	 * one UFFDIO_COPY: stage_n pages from stage_first (dsm__stage_flush).
 	 */

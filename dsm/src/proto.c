@@ -2,15 +2,19 @@
  * The DSM coherence engine (proto.h).
  *
  * Per page, every node keeps a struct dsm__page (its state I/S/M, the
- * version of the bytes it holds or shadows, a pending request) and the
+ * version of the bytes it holds or last held, a pending request) and the
  * page's home keeps a struct dsm__dir (owner, copyset, version, busy, a
  * queue of waiting requests).
  *
  * Versions: dir.version names the content of a page. It grows by one with
  * every write grant; a node's page.version is the version of the bytes it
- * holds (or shadowed when it was invalidated). Content of a version is
- * frozen once its writer loses M, so a requester whose version equals the
- * current one gets a grant without data (DSM_INSTALL_KEEP).
+ * holds. Content of a version is frozen once its writer loses M, so a
+ * requester whose version equals the current one gets a grant without
+ * data (DSM_INSTALL_KEEP). A node without a copy asks with version 0,
+ * which matches nothing: every invalidation comes with a write grant that
+ * moved the version past the bytes it dropped, so keeping them would never
+ * pay (the simulation never found a case), and a grant can only keep bytes
+ * the requester still maps.
  *
  * Transactions: one per page at a time at its home, from the request to
  * the requester's DONE. Exactly one GRANT answers each transaction and
@@ -667,7 +671,8 @@ static int check_keep(struct dsm__region *r, const struct dsm__msg *m)
 	bool write = m->flags & DSM_GRANT_WRITE;
 	uint64_t base = write ? m->version - 1 : m->version;
 
-	if (install_how(m->flags) != DSM_INSTALL_KEEP || pg->version == base ||
+	if (install_how(m->flags) != DSM_INSTALL_KEEP ||
+	    (pg->state != DSM_I && pg->version == base) ||
 	    (write && pg->state == DSM_M))
 		return 0;
 	CELL_LOG_RL(CELL_LOG_ERROR, MOD,
@@ -897,7 +902,7 @@ static int request(struct dsm__region *r, uint32_t page, bool write,
 			     .from = r->cfg.self,
 			     .page = page,
 			     .window = window,
-			     .version = pg->version};
+			     .version = pg->state == DSM_I ? 0 : pg->version};
 
 	r->npending++;
 	pg->pending = write ? DSM_M : DSM_S;

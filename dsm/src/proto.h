@@ -83,7 +83,7 @@ enum dsm__page_state { DSM_I = 0, DSM_S = 1, DSM_M = 2 };
 enum dsm__install {
 	DSM_INSTALL_DATA, /* copy `data` in */
 	DSM_INSTALL_ZERO, /* zero-fill */
-	DSM_INSTALL_KEEP, /* bytes held or shadowed at this version */
+	DSM_INSTALL_KEEP, /* bytes held at this version (state S or M) */
 };
 
 struct dsm__region;
@@ -106,8 +106,8 @@ struct dsm__env_ops {
 	 * bytes readable. One call for a run (one TLB shootdown). */
 	void (*mem_downgrade)(void *env, struct dsm__region *r, uint32_t page,
 			      uint32_t count);
-	/* -> I: make the page unreadable; keep a shadow of the bytes so a
-	 * later KEEP install at the same version can restore them. */
+	/* -> I: make the page unreadable; its bytes may go (no KEEP install
+	 * ever relies on them: a node in I asks with version 0). */
 	void (*mem_invalidate)(void *env, struct dsm__region *r, uint32_t page);
 	/* The fault on this page is resolved (state now S or M). */
 	void (*fault_done)(void *env, struct dsm__region *r, uint32_t page);

@@ -119,6 +119,32 @@ static void test_dsm_node_writes_seen_both_ways(void **state)
 	assert_int_equal(dsm_region_page_stats(p->r[0], PAGES, &st), -ERANGE);
 }
 
+/*
+ * Versions: a node that still holds the bytes gets write access without
+ * them (an upgrade moves no data); a node whose copy was invalidated gets
+ * the bytes again, and the new ones.
+ */
+static void test_dsm_node_upgrade_moves_no_data(void **state)
+{
+	struct pair *p = *state;
+	struct dsm_page_stats st0, st1;
+
+	p->m[1][WORDS + 3] = 11; /* page 1: homed on node 1, M there */
+	assert_int_equal(p->m[0][WORDS + 3], 11);
+	assert_int_equal(dsm_region_page_stats(p->r[0], 1, &st0), 0);
+	assert_int_equal(st0.transfers, 1);
+	p->m[0][WORDS + 3] = 12; /* upgrade: node 1's copy goes */
+	assert_int_equal(dsm_region_page_stats(p->r[0], 1, &st0), 0);
+	assert_int_equal(st0.transfers, 1);
+	assert_int_equal(st0.state, 2);
+	assert_int_equal(dsm_region_page_stats(p->r[1], 1, &st1), 0);
+	assert_int_equal(st1.invalidations, 1);
+	assert_int_equal(st1.transfers, 0);
+	assert_int_equal(p->m[1][WORDS + 3], 12);
+	assert_int_equal(dsm_region_page_stats(p->r[1], 1, &st1), 0);
+	assert_int_equal(st1.transfers, 1);
+}
+
 /* A moved home is seen by both nodes; a pushed copy arrives unasked. */
 static void test_dsm_node_move_home_and_push(void **state)
 {
@@ -477,6 +503,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_writes_seen_both_ways, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_upgrade_moves_no_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_move_home_and_push, setup, teardown),
 		cmocka_unit_test_setup_teardown(

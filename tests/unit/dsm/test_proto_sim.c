@@ -61,8 +61,6 @@ struct snode {
 	int id;
 	struct dsm__region r;
 	uint8_t mem[MAXP][DSM_PAGE_SIZE];
-	uint8_t shadow[MAXP][DSM_PAGE_SIZE];
-	int shadow_ok[MAXP];
 	enum access acc[MAXP];
 	uint64_t deferred_at[MAXP]; /* 0: none */
 	struct vcpu v[MAXV];
@@ -179,13 +177,10 @@ static void env_install(void *env, struct dsm__region *r, uint32_t p,
 		memset(n->mem[p], 0, DSM_PAGE_SIZE);
 		break;
 	case DSM_INSTALL_KEEP:
-		if (n->acc[p] == NONE) {
-			if (!n->shadow_ok[p])
-				failf("node %d: KEEP install of page %u "
-				      "without bytes",
-				      n->id, p);
-			memcpy(n->mem[p], n->shadow[p], DSM_PAGE_SIZE);
-		}
+		/* An invalidated page's bytes are gone (poisoned below). */
+		if (n->acc[p] == NONE)
+			failf("node %d: KEEP install of page %u without bytes",
+			      n->id, p);
 		break;
 	}
 	n->acc[p] = write ? RW : RO;
@@ -206,10 +201,6 @@ static void env_invalidate(void *env, struct dsm__region *r, uint32_t p)
 	struct snode *n = env_node(env);
 
 	(void)r;
-	if (n->acc[p] != NONE) {
-		memcpy(n->shadow[p], n->mem[p], DSM_PAGE_SIZE);
-		n->shadow_ok[p] = 1;
-	}
 	memset(n->mem[p], POISON, DSM_PAGE_SIZE);
 	n->acc[p] = NONE;
 }
