@@ -174,6 +174,18 @@ static void env_install(void *env, struct dsm__region *e, uint32_t page,
 		return;
 	}
 	dsm__stage_flush(n);
+	if (!src) {
+		/* KEEP (the engine grants it only to a node in S or M): the
+		 * bytes are in place and mapped wherever they were touched;
+		 * only the protection changes, which wakes the waiters. A
+		 * mapping that never touched the page takes a minor fault
+		 * later, resolved as spurious in dsm__uffd_read. */
+		for (int i = 0; i < DSM_MAX_MAPS; i++)
+			if (r->maps[i].uffd >= 0)
+				dsm__uffd_protect(&r->maps[i], page, 1,
+						  !write);
+		return;
+	}
 	install_via_mem(r, page, src, write);
 }
 
