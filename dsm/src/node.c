@@ -57,18 +57,42 @@ static int env_send(void *env, uint16_t to, const struct dsm__msg *m,
  * by UFFDIO_COPY) is not mapped there, and reading it would fault it in
  * (a trap per 16 pages, and on a VM with shadow paging a hidden fault per
  * page), only for the mapping to be zapped again at the next invalidation.
+ *
+ * A holder hands out runs (a prefetch window it downgraded at once): when
+ * the page asked for follows the one asked for last, the read-only (S)
+ * pages from it on come in with one pread and the next calls take them
+ * from r->bytes. Nobody can change an S page while this node holds it;
+ * the run is dropped when the node installs or invalidates a page and
+ * after each batch of work (dsm__after_work).
  */
 static const void *env_bytes(void *env, struct dsm__region *e, uint32_t page)
 {
 	struct dsm_region *r = env_region(env);
 	size_t off = (size_t)page * DSM_PAGE;
+	uint32_t want = 1;
+	bool next = page == r->bytes_last + 1;
+	ssize_t got;
 
-	(void)e;
 	dsm__stage_flush(r->node);
-	if (pread(r->memfd, r->bytes, DSM_PAGE, (off_t)off) == DSM_PAGE)
+	r->bytes_last = page;
+	if (page >= r->bytes_first && page - r->bytes_first < r->bytes_n)
+		return r->bytes + (size_t)(page - r->bytes_first) * DSM_PAGE;
+	r->bytes_n = 0;
+	if (next && dsm__page_state(e, page) == DSM_S)
+		while (want < DSM_STAGE_PAGES && page + want < r->npages &&
+		       dsm__page_state(e, page + want) == DSM_S)
+			want++;
+	got = pread(r->memfd, r->bytes, (size_t)want * DSM_PAGE, (off_t)off);
+	if (got >= (ssize_t)DSM_PAGE) {
+		if (dsm__page_state(e, page) == DSM_S) {
+			r->bytes_first = page;
+			r->bytes_n = (uint32_t)(got / DSM_PAGE);
+		}
 		return r->bytes;
+	}
 	CELL_LOG_RL(CELL_LOG_WARN, MOD, "pread page %u of region %llu: %s",
-		    page, (unsigned long long)r->id, strerror(errno));
+		    page, (unsigned long long)r->id,
+		    got < 0 ? strerror(errno) : "short read");
 	return r->mem + off;
 }
 
@@ -155,6 +179,7 @@ static void env_install(void *env, struct dsm__region *e, uint32_t page,
 	struct dsm_node *n = r->node;
 	const uint8_t *src = NULL;
 
+	r->bytes_n = 0;
 	if (how == DSM_INSTALL_DATA)
 		src = data;
 	else if (how == DSM_INSTALL_ZERO)
@@ -182,8 +207,7 @@ static void env_install(void *env, struct dsm__region *e, uint32_t page,
 		 * later, resolved as spurious in dsm__uffd_read. */
 		for (int i = 0; i < DSM_MAX_MAPS; i++)
 			if (r->maps[i].uffd >= 0)
-				dsm__uffd_protect(&r->maps[i], page, 1,
-						  !write);
+				dsm__uffd_protect(&r->maps[i], page, 1, !write);
 		return;
 	}
 	install_via_mem(r, page, src, write);
@@ -207,6 +231,7 @@ static void env_invalidate(void *env, struct dsm__region *e, uint32_t page)
 	size_t off = (size_t)page * DSM_PAGE;
 
 	(void)e;
+	r->bytes_n = 0;
 	dsm__stage_flush(r->node);
 	/* Unmaps the page from every process mapping the memfd; its next
 	 * access faults, whoever makes it. */
@@ -386,6 +411,9 @@ void dsm__after_work(struct dsm_node *n)
 	 * for the installs, and nobody sees the staged pages before them. */
 	n->tops->flush(n);
 	dsm__stage_flush(n);
+	for (int i = 0; i < DSM_MAX_REGIONS; i++)
+		if (n->regions[i])
+			n->regions[i]->bytes_n = 0;
 }
 
 /* ---- commands and waiters ---- */
@@ -942,7 +970,7 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 		 (unsigned long long)c->id);
 	rc = map_memfd(name, c->size, &r->memfd, &r->mem);
 	r->stage = aligned_alloc(DSM_PAGE, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
-	r->bytes = aligned_alloc(DSM_PAGE, DSM_PAGE);
+	r->bytes = aligned_alloc(DSM_PAGE, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
 	if (!rc && (!r->stage || !r->bytes))
 		rc = -ENOMEM;
 	ec.id = c->id;

@@ -87,7 +87,11 @@ struct dsm_region {
 	 * one UFFDIO_COPY: stage_n pages from stage_first (dsm__stage_flush).
 	 */
 	uint8_t *stage;
-	uint8_t *bytes; /* one page: env_bytes reads the memfd into it */
+	/* env_bytes reads runs of the memfd into bytes (DSM_STAGE_PAGES):
+	 * bytes_n pages from bytes_first, 0 when nothing is held; bytes_last
+	 * is the page asked for last. */
+	uint8_t *bytes;
+	uint32_t bytes_first, bytes_n, bytes_last;
 	uint32_t stage_first, stage_n;
 	bool stage_write;
 	struct dsm_mapping maps[DSM_MAX_MAPS];

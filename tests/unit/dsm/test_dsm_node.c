@@ -42,12 +42,13 @@ struct pair {
 	volatile uint64_t *m[2];
 };
 
-static int setup_with(void **state, enum dsm_transport transport)
+static int setup_with(void **state, enum dsm_transport transport,
+		      enum dsm_home_policy policy)
 {
 	struct pair *p = calloc(1, sizeof(*p));
 	uint16_t members[2] = {0, 1};
-	struct dsm_region_config rc = {
-		9, PAGES * DSM_PAGE, DSM_POLICY_INTERLEAVE, 0, members, 2};
+	struct dsm_region_config rc = {9, PAGES * DSM_PAGE, policy,
+				       1, members,	    2};
 	char addr[64];
 
 	cell_log_set_level(CELL_LOG_ERROR);
@@ -74,12 +75,18 @@ static int setup_with(void **state, enum dsm_transport transport)
 
 static int setup(void **state)
 {
-	return setup_with(state, DSM_TRANSPORT_TCP);
+	return setup_with(state, DSM_TRANSPORT_TCP, DSM_POLICY_INTERLEAVE);
 }
 
 static int setup_loop(void **state)
 {
-	return setup_with(state, DSM_TRANSPORT_LOOP);
+	return setup_with(state, DSM_TRANSPORT_LOOP, DSM_POLICY_INTERLEAVE);
+}
+
+/* Every page homed on node 1: node 0's sequential misses prefetch. */
+static int setup_home1(void **state)
+{
+	return setup_with(state, DSM_TRANSPORT_TCP, DSM_POLICY_ONE);
 }
 
 static int teardown(void **state)
@@ -143,6 +150,34 @@ static void test_dsm_node_upgrade_moves_no_data(void **state)
 	assert_int_equal(p->m[1][WORDS + 3], 12);
 	assert_int_equal(dsm_region_page_stats(p->r[1], 1, &st1), 0);
 	assert_int_equal(st1.transfers, 1);
+}
+
+/*
+ * A holder reads the runs it hands out in one go (env_bytes); a page it
+ * wrote since must come out new. Node 1 (home and writer of every page)
+ * serves node 0's sequential reads, a window at a time, three times over.
+ */
+static void test_dsm_node_prefetched_runs_are_current(void **state)
+{
+	struct pair *p = *state;
+	struct dsm_region_stats rs;
+
+	for (uint64_t round = 1; round <= 3; round++) {
+		for (int pg = 0; pg < PAGES; pg++)
+			p->m[1][pg * WORDS + 5] = round * 100 + (uint64_t)pg;
+		for (int pg = 0; pg < PAGES; pg++)
+			assert_int_equal(p->m[0][pg * WORDS + 5],
+					 round * 100 + (uint64_t)pg);
+	}
+	/* Single pages out of the last run read, each rewritten first. */
+	for (int pg = PAGES - 1; pg >= PAGES - 8; pg--) {
+		p->m[1][pg * WORDS + 5] = 7;
+		assert_int_equal(p->m[0][pg * WORDS + 5], 7);
+	}
+	assert_int_equal(dsm_region_stats(p->r[0], &rs), 0);
+	/* Fewer faults than pages read: the windows did arrive. */
+	assert_true(rs.read_faults < 3 * PAGES + 8);
+	assert_int_equal(rs.transfers, 3 * PAGES + 8);
 }
 
 /* A moved home is seen by both nodes; a pushed copy arrives unasked. */
@@ -505,6 +540,9 @@ int main(void)
 			test_dsm_node_writes_seen_both_ways, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_upgrade_moves_no_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_prefetched_runs_are_current, setup_home1,
+			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_move_home_and_push, setup, teardown),
 		cmocka_unit_test_setup_teardown(
