@@ -356,6 +356,9 @@ static int peer_init(struct dsm_node *n, uint16_t id)
 		p->ev_retry = evtimer_new(n->base, retry_cb, p);
 	if (!p->out || !p->in || !p->ev_retry)
 		return -ENOMEM;
+	/* The whole receive buffer is used by a window of pages; the send
+	 * buffer (4 MiB, for bursts) faults in as far as it is used. */
+	dsm__prefault(p->in, DSM_NET_IN_CAP);
 	p->node = n;
 	p->id = id;
 	p->active = true;

@@ -973,6 +973,10 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 	r->bytes = aligned_alloc(DSM_PAGE, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
 	if (!rc && (!r->stage || !r->bytes))
 		rc = -ENOMEM;
+	if (!rc) {
+		dsm__prefault(r->stage, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
+		dsm__prefault(r->bytes, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
+	}
 	ec.id = c->id;
 	ec.npages = r->npages;
 	ec.self = n->id;
