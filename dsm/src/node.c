@@ -532,7 +532,9 @@ static uint32_t outstanding(const struct dsm_node *n)
  * costs the peer far more on a VM: the peer's write-protects and hole
  * punches send TLB-shootdown IPIs to every CPU that ran its memory, and
  * an IPI to a vCPU that is busy spinning took ~47 us on these machines
- * against ~6-10 us to an idle one, so the default is 0.
+ * against ~6-10 us to an idle one, so the default is 0. A spinning node
+ * yields between passes, so it never holds off a thread woken on its
+ * CPU.
  */
 static void *node_main(void *arg)
 {
