@@ -600,7 +600,9 @@ static void usage(FILE *f)
 		"  --sweep-pages=N  pages per sweep (default 8192)\n"
 		"  --sweep-runs=N   sweeps per figure, median printed "
 		"(default 5, max 64)\n"
-		"  --poll-us=N      node poll_us (default 200)\n"
+		"  --poll-us=N      node poll_us (default 200); the read\n"
+		"                   fault and upgrade are also measured with\n"
+		"                   0, the agent's default (dsm_poll_us)\n"
 		"  --wait-spin-us=N node wait_spin_us (default 0); the read\n"
 		"                   fault and upgrade are also measured with\n"
 		"                   200 us, the old policy, for comparison\n"
@@ -688,6 +690,13 @@ int main(int argc, char **argv)
 	struct pct up1_spin = dsm_upgrade(1);
 
 	wait_spin_us = chosen;
+	unsigned poll_chosen = poll_us;
+
+	poll_us = 0; /* the agent's default: no polling after serving */
+	struct pct rd_nopoll = dsm_read_fault();
+	struct pct up1_nopoll = dsm_upgrade(1);
+
+	poll_us = poll_chosen;
 	double sw_off = sweep_median(1);
 	double sw_on = sweep_median((uint32_t)prefetch_max);
 
@@ -723,6 +732,12 @@ int main(int argc, char **argv)
 	printf("spin   upgrade, wait_spin 200us    p50 %7.1f us  p99 %7.1f "
 	       "us\n",
 	       up1_spin.p50, up1_spin.p99);
+	printf("poll0  read fault, poll_us 0       p50 %7.1f us  p99 %7.1f "
+	       "us   (the agent's default)\n",
+	       rd_nopoll.p50, rd_nopoll.p99);
+	printf("poll0  upgrade, poll_us 0          p50 %7.1f us  p99 %7.1f "
+	       "us\n",
+	       up1_nopoll.p50, up1_nopoll.p99);
 	printf("dsm    sequential sweep, prefetch off %9.0f pages/s\n", sw_off);
 	printf("dsm    sequential sweep, prefetch %-3d %9.0f pages/s"
 	       "   (target >= 150000)\n",
