@@ -62,9 +62,9 @@ static int env_send(void *env, uint16_t to, const struct dsm__msg *m,
  * A holder hands out runs (a prefetch window it downgraded at once): when
  * the page asked for follows the one asked for last, the read-only (S)
  * pages from it on come in with one pread and the next calls take them
- * from r->bytes. Nobody can change an S page while this node holds it;
- * the run is dropped when the node installs or invalidates a page and
- * after each batch of work (dsm__after_work).
+ * from r->bytes. Nobody can change an S page while this node holds it,
+ * and the node changes a page's bytes or state only by installing or
+ * invalidating it, which drops the run.
  */
 static const void *env_bytes(void *env, struct dsm__region *e, uint32_t page)
 {
@@ -72,6 +72,7 @@ static const void *env_bytes(void *env, struct dsm__region *e, uint32_t page)
 	size_t off = (size_t)page * DSM_PAGE;
 	uint32_t want = 1;
 	bool next = page == r->bytes_last + 1;
+	bool shared = dsm__page_state(e, page) == DSM_S;
 	ssize_t got;
 
 	dsm__stage_flush(r->node);
@@ -79,13 +80,13 @@ static const void *env_bytes(void *env, struct dsm__region *e, uint32_t page)
 	if (page >= r->bytes_first && page - r->bytes_first < r->bytes_n)
 		return r->bytes + (size_t)(page - r->bytes_first) * DSM_PAGE;
 	r->bytes_n = 0;
-	if (next && dsm__page_state(e, page) == DSM_S)
-		while (want < DSM_STAGE_PAGES && page + want < r->npages &&
-		       dsm__page_state(e, page + want) == DSM_S)
-			want++;
+	while (next && shared && want < DSM_STAGE_PAGES &&
+	       page + want < r->npages &&
+	       dsm__page_state(e, page + want) == DSM_S)
+		want++;
 	got = pread(r->memfd, r->bytes, (size_t)want * DSM_PAGE, (off_t)off);
 	if (got >= (ssize_t)DSM_PAGE) {
-		if (dsm__page_state(e, page) == DSM_S) {
+		if (shared) { /* an M page may change: not kept */
 			r->bytes_first = page;
 			r->bytes_n = (uint32_t)(got / DSM_PAGE);
 		}
@@ -412,9 +413,6 @@ void dsm__after_work(struct dsm_node *n)
 	 * for the installs, and nobody sees the staged pages before them. */
 	n->tops->flush(n);
 	dsm__stage_flush(n);
-	for (int i = 0; i < DSM_MAX_REGIONS; i++)
-		if (n->regions[i])
-			n->regions[i]->bytes_n = 0;
 }
 
 /* ---- commands and waiters ---- */

@@ -418,8 +418,6 @@ static void home_move(struct dsm__region *r, uint32_t p, uint16_t to)
 		   (unsigned long long)r->cfg.id, p, to);
 }
 
-/* Prefetch: after a read miss on p, pages p+1.. that this home can give
- * right away go to the requester as unsolicited grants. */
 /* Whether the Mirage time window still keeps pg here. */
 static bool in_time_window(const struct dsm__region *r,
 			   const struct dsm__page *pg)
@@ -438,6 +436,8 @@ static bool can_push(const struct dsm__region *r, uint32_t q, uint16_t to)
 	       d->owner != to && !(d->copyset & bit(to));
 }
 
+/* Prefetch: after a read miss on p, pages p+1.. that this home can give
+ * right away go to the requester as unsolicited grants. */
 static void prefetch(struct dsm__region *r, uint32_t p, uint16_t to,
 		     uint32_t window)
 {

@@ -170,12 +170,12 @@ struct dsm__region {
 };
 
 int dsm__region_init(struct dsm__region *r, const struct dsm__region_config *c);
+void dsm__region_fini(struct dsm__region *r);
 
 /* Writes a zero into every page of buf (len bytes, zeroed or not yet
  * initialised), so that later use takes no page fault: memory used on
  * the fault path is faulted in when it is allocated. */
 void dsm__prefault(void *buf, size_t len);
-void dsm__region_fini(struct dsm__region *r);
 
 /* A fault on `page` by this node; `write` for a write or WP fault.
  * Returns 1 if the page already allows the access (spurious fault), 0 if
