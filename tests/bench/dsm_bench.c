@@ -584,6 +584,33 @@ static double sweep_median(uint32_t prefetch)
 	return median(v, sweep_runs);
 }
 
+/* The read fault and the one-sharer upgrade under another polling
+ * policy (the same run's baselines). */
+struct policy_pct {
+	struct pct rd, up;
+};
+
+static struct policy_pct with_policy(unsigned poll, unsigned spin)
+{
+	unsigned poll0 = poll_us, spin0 = wait_spin_us;
+	struct policy_pct r;
+
+	poll_us = poll;
+	wait_spin_us = spin;
+	r.rd = dsm_read_fault();
+	r.up = dsm_upgrade(1);
+	poll_us = poll0;
+	wait_spin_us = spin0;
+	return r;
+}
+
+/* One latency line: label, p50 and p99, and an optional note. */
+static void pct_line(const char *label, struct pct p, const char *note)
+{
+	printf("%-36s p50 %7.1f us  p99 %7.1f us%s%s\n", label, p.p50, p.p99,
+	       note ? "   " : "", note ? note : "");
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -683,61 +710,34 @@ int main(int argc, char **argv)
 	struct pct rd = dsm_read_fault();
 	struct pct up1 = dsm_upgrade(1);
 	struct pct up2 = dsm_upgrade(2);
-	unsigned chosen = wait_spin_us;
-
-	wait_spin_us = 200; /* the same run's baseline: spin for replies */
-	struct pct rd_spin = dsm_read_fault();
-	struct pct up1_spin = dsm_upgrade(1);
-
-	wait_spin_us = chosen;
-	unsigned poll_chosen = poll_us;
-
-	poll_us = 0; /* the agent's default: no polling after serving */
-	struct pct rd_nopoll = dsm_read_fault();
-	struct pct up1_nopoll = dsm_upgrade(1);
-
-	poll_us = poll_chosen;
+	/* Spinning for replies (the old policy); no polling after serving
+	 * (the agent's default). */
+	struct policy_pct spin = with_policy(poll_us, 200);
+	struct policy_pct poll0 = with_policy(0, wait_spin_us);
 	double sw_off = sweep_median(1);
 	double sw_on = sweep_median((uint32_t)prefetch_max);
 
 	printf("dsm-bench: samples=%d sweep_pages=%d sweep_runs=%d "
 	       "poll_us=%u wait_spin_us=%u\n",
 	       samples, sweep_pages, sweep_runs, poll_us, wait_spin_us);
-	printf("floor  tcp 4KiB req/resp rtt      p50 %7.1f us  p99 %7.1f us\n",
-	       tcp.p50, tcp.p99);
-	printf("floor  uffd fault+continue rtt     p50 %7.1f us  p99 %7.1f "
-	       "us\n",
-	       uf.p50, uf.p99);
+	pct_line("floor  tcp 4KiB req/resp rtt", tcp, NULL);
+	pct_line("floor  uffd fault+continue rtt", uf, NULL);
 	printf("floor  UFFDIO_COPY installs, one thread  %9.0f pages/s"
 	       "   (bounds the sweep)\n",
 	       inst);
-	printf("floor  write-protect, other CPU idle p50 %5.1f us  p99 %7.1f "
-	       "us\n",
-	       wp_idle.p50, wp_idle.p99);
-	printf("floor  write-protect, other CPU busy p50 %5.1f us  p99 %7.1f "
-	       "us   (a home's downgrade)\n",
-	       wp_busy.p50, wp_busy.p99);
-	printf("dsm    remote read fault           p50 %7.1f us  p99 %7.1f "
-	       "us\n",
-	       rd.p50, rd.p99);
-	printf("dsm    write upgrade, 1 sharer     p50 %7.1f us  p99 %7.1f us"
-	       "   (target <= 45 us p50)\n",
-	       up1.p50, up1.p99);
-	printf("dsm    invalidation, 2 sharers     p50 %7.1f us  p99 %7.1f "
-	       "us\n",
-	       up2.p50, up2.p99);
-	printf("spin   read fault, wait_spin 200us p50 %7.1f us  p99 %7.1f "
-	       "us   (baseline: spinning for replies)\n",
-	       rd_spin.p50, rd_spin.p99);
-	printf("spin   upgrade, wait_spin 200us    p50 %7.1f us  p99 %7.1f "
-	       "us\n",
-	       up1_spin.p50, up1_spin.p99);
-	printf("poll0  read fault, poll_us 0       p50 %7.1f us  p99 %7.1f "
-	       "us   (the agent's default)\n",
-	       rd_nopoll.p50, rd_nopoll.p99);
-	printf("poll0  upgrade, poll_us 0          p50 %7.1f us  p99 %7.1f "
-	       "us\n",
-	       up1_nopoll.p50, up1_nopoll.p99);
+	pct_line("floor  write-protect, other CPU idle", wp_idle, NULL);
+	pct_line("floor  write-protect, other CPU busy", wp_busy,
+		 "(a home's downgrade)");
+	pct_line("dsm    remote read fault", rd, NULL);
+	pct_line("dsm    write upgrade, 1 sharer", up1,
+		 "(target <= 45 us p50)");
+	pct_line("dsm    invalidation, 2 sharers", up2, NULL);
+	pct_line("spin   read fault, wait_spin 200us", spin.rd,
+		 "(baseline: spinning for replies)");
+	pct_line("spin   upgrade, wait_spin 200us", spin.up, NULL);
+	pct_line("poll0  read fault, poll_us 0", poll0.rd,
+		 "(the agent's default)");
+	pct_line("poll0  upgrade, poll_us 0", poll0.up, NULL);
 	printf("dsm    sequential sweep, prefetch off %9.0f pages/s\n", sw_off);
 	printf("dsm    sequential sweep, prefetch %-3d %9.0f pages/s"
 	       "   (target >= 150000)\n",
