@@ -7,15 +7,11 @@
  *             [--poll-us=N] [--wait-spin-us=N] [--prefetch=N]
  *             [--only=sweep]
  *
- * Floors (the best this machine does, both ends polling):
- *   tcp_rtt     4 KiB request / 4 KiB response over loopback TCP
- *   uffd_rtt    a fault on a registered shmem page resolved by a polling
- *               handler thread with UFFDIO_CONTINUE
- *   install     pages/s that one thread installs with UFFDIO_COPY alone
- *               (what a reader must do per page of a sweep)
- *   wp          UFFDIO_WRITEPROTECT of one page another thread wrote,
- *               that thread asleep or spinning (the TLB shootdown a
- *               home's downgrade costs, by what the other CPU does)
+ * Floors (dsm_floors.c): the best this machine does for each step alone
+ * (TCP and uffd round trips, UFFDIO_COPY installs, a one-page
+ * write-protect with the other CPU idle or busy), and the bare exchanges:
+ * a read miss and an upgrade done by hand with only the steps the
+ * protocol cannot do without, waiting as the nodes wait.
  * DSM (node 0 in this process, nodes 1 and 2 in forked processes, all
  * on loopback TCP; node 0's application thread takes the faults):
  *   read fault  remote read miss, data from the home (prefetch off)
@@ -25,30 +21,22 @@
  *               prefetch off and on; the median of --sweep-runs sweeps
  *   spin        read fault and upgrade again with wait_spin_us=200 (the
  *               nodes spin for replies), as a baseline in the same run
- *   ratio       read fault p50 / (tcp_rtt p50 + uffd_rtt p50)
+ *   ratio       read fault p50 / (tcp_rtt p50 + uffd_rtt p50); the bare
+ *               read miss against the same sum; the read fault and the
+ *               upgrade against their bare exchanges (the engine's cost)
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/userfaultfd.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
-#include "cell/clock.h"
 #include "cell/log.h"
 #include "dsm/dsm.h"
+#include "dsm_floors.h"
 
 #define WORDS (DSM_PAGE / 8)
 
@@ -58,297 +46,6 @@ static int sweep_runs = 5;
 static unsigned poll_us = 200;
 static unsigned wait_spin_us; /* the nodes' wait_spin_us */
 static int prefetch_max = 64;
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-struct pct {
-	double p50, p99;
-};
-
-static struct pct percentiles(uint64_t *ns, int n)
-{
-	struct pct r;
-
-	qsort(ns, (size_t)n, sizeof(*ns), cmp_u64);
-	r.p50 = (double)ns[n / 2] / 1000.0;
-	r.p99 = (double)ns[(n * 99) / 100] / 1000.0;
-	return r;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- floor: TCP 4 KiB request/response, both ends polling ---- */
-
-static int tcp_pair(int *a, int *b)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t sl = sizeof(sa);
-	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, 1) ||
-	    getsockname(l, (struct sockaddr *)&sa, &sl))
-		return -1;
-	*a = socket(AF_INET, SOCK_STREAM, 0);
-	if (connect(*a, (struct sockaddr *)&sa, sizeof(sa)))
-		return -1;
-	*b = accept(l, NULL, NULL);
-	close(l);
-	setsockopt(*a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(*b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return *b < 0 ? -1 : 0;
-}
-
-static void xfer(int fd, void *buf, size_t len, bool send_it)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t r = send_it ? send(fd, (char *)buf + done, len - done,
-					   MSG_DONTWAIT)
-				    : recv(fd, (char *)buf + done, len - done,
-					   MSG_DONTWAIT);
-
-		if (r > 0)
-			done += (size_t)r;
-		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
-			exit(1);
-	}
-}
-
-static void *tcp_echo(void *arg)
-{
-	int fd = *(int *)arg;
-	static char buf[DSM_PAGE];
-
-	for (int i = 0; i < samples + 100; i++) {
-		xfer(fd, buf, sizeof(buf), false);
-		xfer(fd, buf, sizeof(buf), true);
-	}
-	return NULL;
-}
-
-static struct pct floor_tcp(void)
-{
-	static char buf[DSM_PAGE];
-	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
-	pthread_t t;
-	int a, b;
-
-	if (tcp_pair(&a, &b))
-		exit(1);
-	pthread_create(&t, NULL, tcp_echo, &b);
-	for (int i = 0; i < samples + 100; i++) {
-		uint64_t t0 = now_ns();
-
-		xfer(a, buf, sizeof(buf), true);
-		xfer(a, buf, sizeof(buf), false);
-		if (i >= 100)
-			ns[i - 100] = now_ns() - t0;
-	}
-	pthread_join(t, NULL);
-	close(a);
-	close(b);
-	struct pct r = percentiles(ns, samples);
-	free(ns);
-	return r;
-}
-
-/* ---- floor: uffd fault resolved by a polling handler ---- */
-
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
-#endif
-
-struct uffd_floor {
-	int uffd, memfd;
-	uint8_t *map;
-	volatile bool stop;
-};
-
-static void *uffd_handler(void *arg)
-{
-	struct uffd_floor *u = arg;
-	struct uffd_msg msg;
-
-	while (!u->stop) {
-		if (read(u->uffd, &msg, sizeof(msg)) != sizeof(msg))
-			continue;
-		struct uffdio_continue c = {
-			.range = {msg.arg.pagefault.address & ~(DSM_PAGE - 1ul),
-				  DSM_PAGE}};
-		ioctl(u->uffd, UFFDIO_CONTINUE, &c);
-	}
-	return NULL;
-}
-
-/* A userfaultfd for the floors: through /dev/userfaultfd when it opens,
- * else the syscall (as the DSM node does). */
-static int new_uffd(int flags)
-{
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
-
-	if (dev < 0)
-		return (int)syscall(SYS_userfaultfd, O_CLOEXEC | flags);
-	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | flags);
-	close(dev);
-	return fd;
-}
-
-static struct pct floor_uffd(void)
-{
-	struct uffd_floor u = {0};
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_MINOR_SHMEM};
-	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
-	size_t len = (size_t)samples * DSM_PAGE;
-	uint8_t *own;
-	pthread_t t;
-
-	u.uffd = new_uffd(O_NONBLOCK);
-	if (u.uffd < 0 || ioctl(u.uffd, UFFDIO_API, &api))
-		exit(1);
-	u.memfd = memfd_create("floor", MFD_CLOEXEC);
-	if (ftruncate(u.memfd, (off_t)len))
-		exit(1);
-	own = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, u.memfd, 0);
-	u.map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, u.memfd, 0);
-	memset(own, 1, len); /* pages in the page cache: minor faults */
-	struct uffdio_register reg = {.range = {(unsigned long)u.map, len},
-				      .mode = UFFDIO_REGISTER_MODE_MINOR};
-	if (ioctl(u.uffd, UFFDIO_REGISTER, &reg))
-		exit(1);
-	pthread_create(&t, NULL, uffd_handler, &u);
-	for (int i = 0; i < samples; i++) {
-		uint64_t t0 = now_ns();
-
-		(void)*(volatile uint8_t *)(u.map + (size_t)i * DSM_PAGE);
-		ns[i] = now_ns() - t0;
-	}
-	u.stop = true;
-	pthread_join(t, NULL);
-	munmap(u.map, len);
-	munmap(own, len);
-	close(u.memfd);
-	close(u.uffd);
-	struct pct r = percentiles(ns, samples);
-	free(ns);
-	return r;
-}
-
-static void must(bool ok)
-{
-	if (!ok) {
-		perror("dsm-bench");
-		exit(1);
-	}
-}
-
-/* ---- floor: write-protecting a page another thread wrote ---- */
-
-struct wp_floor {
-	uint8_t *map;
-	size_t len;
-	volatile bool busy, stop;
-};
-
-static void *wp_writer(void *arg)
-{
-	struct wp_floor *w = arg;
-
-	memset(w->map, 1, w->len);
-	while (!w->stop)
-		if (!w->busy)
-			usleep(1000);
-	return NULL;
-}
-
-/* UFFDIO_WRITEPROTECT of one page (what a home's downgrade does) while
- * the thread that wrote the pages sleeps, or spins on the other CPU: the
- * TLB shootdown's IPI costs what the target CPU is doing. */
-static struct pct floor_wp(bool busy)
-{
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
-	struct wp_floor w = {.len = (size_t)samples * DSM_PAGE, .busy = busy};
-	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
-	int uffd = new_uffd(O_NONBLOCK);
-	int fd = memfd_create("floor-wp", MFD_CLOEXEC);
-	pthread_t t;
-
-	must(ns && uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
-	     !ftruncate(fd, (off_t)w.len));
-	w.map = mmap(NULL, w.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	must(w.map != MAP_FAILED);
-	struct uffdio_register reg = {.range = {(unsigned long)w.map, w.len},
-				      .mode = UFFDIO_REGISTER_MODE_WP};
-	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
-	pthread_create(&t, NULL, wp_writer, &w);
-	usleep(100 * 1000); /* the writer has written every page */
-	for (int i = 0; i < samples; i++) {
-		struct uffdio_writeprotect p = {
-			.range = {(unsigned long)(w.map + (size_t)i * DSM_PAGE),
-				  DSM_PAGE},
-			.mode = UFFDIO_WRITEPROTECT_MODE_WP};
-		uint64_t t0 = now_ns();
-
-		must(ioctl(uffd, UFFDIO_WRITEPROTECT, &p) == 0);
-		ns[i] = now_ns() - t0;
-	}
-	w.stop = true;
-	pthread_join(t, NULL);
-	munmap(w.map, w.len);
-	close(fd);
-	close(uffd);
-	struct pct r = percentiles(ns, samples);
-	free(ns);
-	return r;
-}
-
-/* ---- floor: installing pages with UFFDIO_COPY, no faults, no network --- */
-
-static double floor_install(void)
-{
-	static uint8_t src[DSM_PAGE] __attribute__((aligned(4096)));
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_MINOR_SHMEM};
-	size_t n = (size_t)sweep_pages, len = n * DSM_PAGE;
-	int uffd = new_uffd(0), fd;
-	uint8_t *map;
-	uint64_t t0, t1;
-
-	fd = memfd_create("floor-install", MFD_CLOEXEC);
-	must(uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
-	     !ftruncate(fd, (off_t)len));
-	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	must(map != MAP_FAILED);
-	struct uffdio_register reg = {.range = {(unsigned long)map, len},
-				      .mode = UFFDIO_REGISTER_MODE_MISSING};
-	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
-	t0 = now_ns();
-	for (size_t i = 0; i < n; i++) {
-		struct uffdio_copy c = {(unsigned long)(map + i * DSM_PAGE),
-					(unsigned long)src, DSM_PAGE, 0, 0};
-
-		must(ioctl(uffd, UFFDIO_COPY, &c) == 0);
-	}
-	t1 = now_ns();
-	munmap(map, len);
-	close(fd);
-	close(uffd);
-	return (double)n / ((double)(t1 - t0) / 1e9);
-}
 
 /* ---- DSM: node 0 here, the other nodes in forked processes ---- */
 
@@ -703,10 +400,13 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	struct pct tcp = floor_tcp();
-	struct pct uf = floor_uffd();
-	double inst = floor_install();
-	struct pct wp_idle = floor_wp(false), wp_busy = floor_wp(true);
+	struct pct tcp = floor_tcp(samples);
+	struct pct uf = floor_uffd(samples);
+	double inst = floor_install(sweep_pages);
+	struct pct wp_idle = floor_wp(samples, false);
+	struct pct wp_busy = floor_wp(samples, true);
+	struct pct bare_rd = floor_bare(samples, BARE_READ);
+	struct pct bare_up = floor_bare(samples / 2, BARE_UPGRADE);
 	struct pct rd = dsm_read_fault();
 	struct pct up1 = dsm_upgrade(1);
 	struct pct up2 = dsm_upgrade(2);
@@ -728,6 +428,10 @@ int main(int argc, char **argv)
 	pct_line("floor  write-protect, other CPU idle", wp_idle, NULL);
 	pct_line("floor  write-protect, other CPU busy", wp_busy,
 		 "(a home's downgrade)");
+	pct_line("floor  bare read miss, no engine", bare_rd,
+		 "(request, downgrade, page, continue)");
+	pct_line("floor  bare upgrade, no engine", bare_up,
+		 "(invalidate, punch, ack, un-protect)");
 	pct_line("dsm    remote read fault", rd, NULL);
 	pct_line("dsm    write upgrade, 1 sharer", up1,
 		 "(target <= 45 us p50)");
@@ -745,5 +449,11 @@ int main(int argc, char **argv)
 	printf("ratio  read fault p50 / (tcp p50 + uffd p50) = %.2f"
 	       "   (target <= 1.25)\n",
 	       rd.p50 / (tcp.p50 + uf.p50));
+	printf("ratio  bare read miss p50 / (tcp p50 + uffd p50) = %.2f"
+	       "   (the same bound, no engine)\n",
+	       bare_rd.p50 / (tcp.p50 + uf.p50));
+	printf("ratio  read fault p50 / bare read miss p50 = %.2f,"
+	       " upgrade p50 / bare upgrade p50 = %.2f   (the engine's cost)\n",
+	       rd.p50 / bare_rd.p50, up1.p50 / bare_up.p50);
 	return 0;
 }

@@ -1,0 +1,513 @@
+/*
+ * dsm-bench's floors, each measured in the run that prints it (see
+ * dsm_floors.h). The first four time one mechanism alone at its best
+ * (polling, so no wake-up is paid); the bare exchanges chain the
+ * mechanisms a read miss or an upgrade cannot do without, with the
+ * waiting done as a DSM node does it, and nothing else: they are what any
+ * protocol built on userfaultfd and TCP pays on this machine, and the
+ * distance from them to the DSM's figures is the engine's own cost.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/userfaultfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dsm/dsm.h"
+#include "dsm_floors.h"
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+struct pct percentiles(uint64_t *ns, int n)
+{
+	struct pct r;
+
+	qsort(ns, (size_t)n, sizeof(*ns), cmp_u64);
+	r.p50 = (double)ns[n / 2] / 1000.0;
+	r.p99 = (double)ns[(n * 99) / 100] / 1000.0;
+	return r;
+}
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void must(bool ok)
+{
+	if (!ok) {
+		perror("dsm-bench");
+		exit(1);
+	}
+}
+
+/* ---- floor: TCP 4 KiB request/response, both ends polling ---- */
+
+static int tcp_pair(int *a, int *b)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof(sa);
+	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, 1) ||
+	    getsockname(l, (struct sockaddr *)&sa, &sl))
+		return -1;
+	*a = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(*a, (struct sockaddr *)&sa, sizeof(sa)))
+		return -1;
+	*b = accept(l, NULL, NULL);
+	close(l);
+	setsockopt(*a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(*b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return *b < 0 ? -1 : 0;
+}
+
+/* How a floor's end waits for its peer: spinning on the socket, spinning
+ * but yielding the CPU between tries (as a polling DSM node does), or
+ * asleep in the call. */
+enum wait_how { SPIN, SPIN_YIELD, SLEEP };
+
+/* Sends or receives len bytes. Exits when the peer has gone. */
+static void xfer(int fd, void *buf, size_t len, bool send_it, enum wait_how how)
+{
+	int flags = how == SLEEP ? 0 : MSG_DONTWAIT;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = send_it ? send(fd, (char *)buf + done, len - done,
+					   flags)
+				    : recv(fd, (char *)buf + done, len - done,
+					   flags);
+
+		if (r > 0)
+			done += (size_t)r;
+		else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+			exit(1);
+		else if (how == SPIN_YIELD)
+			sched_yield();
+	}
+}
+
+struct echo {
+	int fd, rounds;
+};
+
+static void *tcp_echo(void *arg)
+{
+	struct echo *e = arg;
+	static char buf[DSM_PAGE];
+
+	for (int i = 0; i < e->rounds; i++) {
+		xfer(e->fd, buf, sizeof(buf), false, SPIN);
+		xfer(e->fd, buf, sizeof(buf), true, SPIN);
+	}
+	return NULL;
+}
+
+struct pct floor_tcp(int samples)
+{
+	static char buf[DSM_PAGE];
+	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
+	pthread_t t;
+	int a, b;
+
+	if (tcp_pair(&a, &b))
+		exit(1);
+	struct echo e = {b, samples + 100};
+
+	pthread_create(&t, NULL, tcp_echo, &e);
+	for (int i = 0; i < samples + 100; i++) {
+		uint64_t t0 = now_ns();
+
+		xfer(a, buf, sizeof(buf), true, SPIN);
+		xfer(a, buf, sizeof(buf), false, SPIN);
+		if (i >= 100)
+			ns[i - 100] = now_ns() - t0;
+	}
+	pthread_join(t, NULL);
+	close(a);
+	close(b);
+	struct pct r = percentiles(ns, samples);
+	free(ns);
+	return r;
+}
+
+/* ---- floor: uffd fault resolved by a polling handler ---- */
+
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+
+struct uffd_floor {
+	int uffd, memfd;
+	uint8_t *map;
+	volatile bool stop;
+};
+
+static void *uffd_handler(void *arg)
+{
+	struct uffd_floor *u = arg;
+	struct uffd_msg msg;
+
+	while (!u->stop) {
+		if (read(u->uffd, &msg, sizeof(msg)) != sizeof(msg))
+			continue;
+		struct uffdio_continue c = {
+			.range = {msg.arg.pagefault.address & ~(DSM_PAGE - 1ul),
+				  DSM_PAGE}};
+		ioctl(u->uffd, UFFDIO_CONTINUE, &c);
+	}
+	return NULL;
+}
+
+/* A userfaultfd for the floors: through /dev/userfaultfd when it opens,
+ * else the syscall (as the DSM node does). */
+int new_uffd(int flags)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
+
+	if (dev < 0)
+		return (int)syscall(SYS_userfaultfd, O_CLOEXEC | flags);
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | flags);
+	close(dev);
+	return fd;
+}
+
+struct pct floor_uffd(int samples)
+{
+	struct uffd_floor u = {0};
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_MINOR_SHMEM};
+	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
+	size_t len = (size_t)samples * DSM_PAGE;
+	uint8_t *own;
+	pthread_t t;
+
+	u.uffd = new_uffd(O_NONBLOCK);
+	if (u.uffd < 0 || ioctl(u.uffd, UFFDIO_API, &api))
+		exit(1);
+	u.memfd = memfd_create("floor", MFD_CLOEXEC);
+	if (ftruncate(u.memfd, (off_t)len))
+		exit(1);
+	own = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, u.memfd, 0);
+	u.map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, u.memfd, 0);
+	memset(own, 1, len); /* pages in the page cache: minor faults */
+	struct uffdio_register reg = {.range = {(unsigned long)u.map, len},
+				      .mode = UFFDIO_REGISTER_MODE_MINOR};
+	if (ioctl(u.uffd, UFFDIO_REGISTER, &reg))
+		exit(1);
+	pthread_create(&t, NULL, uffd_handler, &u);
+	for (int i = 0; i < samples; i++) {
+		uint64_t t0 = now_ns();
+
+		(void)*(volatile uint8_t *)(u.map + (size_t)i * DSM_PAGE);
+		ns[i] = now_ns() - t0;
+	}
+	u.stop = true;
+	pthread_join(t, NULL);
+	munmap(u.map, len);
+	munmap(own, len);
+	close(u.memfd);
+	close(u.uffd);
+	struct pct r = percentiles(ns, samples);
+	free(ns);
+	return r;
+}
+
+/* ---- floor: write-protecting a page another thread wrote ---- */
+
+struct wp_floor {
+	uint8_t *map;
+	size_t len;
+	volatile bool busy, stop;
+};
+
+static void *wp_writer(void *arg)
+{
+	struct wp_floor *w = arg;
+
+	memset(w->map, 1, w->len);
+	while (!w->stop)
+		if (!w->busy)
+			usleep(1000);
+	return NULL;
+}
+
+/* UFFDIO_WRITEPROTECT of one page (what a home's downgrade does) while
+ * the thread that wrote the pages sleeps, or spins on the other CPU: the
+ * TLB shootdown's IPI costs what the target CPU is doing. */
+struct pct floor_wp(int samples, bool busy)
+{
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+	struct wp_floor w = {.len = (size_t)samples * DSM_PAGE, .busy = busy};
+	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
+	int uffd = new_uffd(O_NONBLOCK);
+	int fd = memfd_create("floor-wp", MFD_CLOEXEC);
+	pthread_t t;
+
+	must(ns && uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
+	     !ftruncate(fd, (off_t)w.len));
+	w.map = mmap(NULL, w.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	must(w.map != MAP_FAILED);
+	struct uffdio_register reg = {.range = {(unsigned long)w.map, w.len},
+				      .mode = UFFDIO_REGISTER_MODE_WP};
+	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
+	pthread_create(&t, NULL, wp_writer, &w);
+	usleep(100 * 1000); /* the writer has written every page */
+	for (int i = 0; i < samples; i++) {
+		struct uffdio_writeprotect p = {
+			.range = {(unsigned long)(w.map + (size_t)i * DSM_PAGE),
+				  DSM_PAGE},
+			.mode = UFFDIO_WRITEPROTECT_MODE_WP};
+		uint64_t t0 = now_ns();
+
+		must(ioctl(uffd, UFFDIO_WRITEPROTECT, &p) == 0);
+		ns[i] = now_ns() - t0;
+	}
+	w.stop = true;
+	pthread_join(t, NULL);
+	munmap(w.map, w.len);
+	close(fd);
+	close(uffd);
+	struct pct r = percentiles(ns, samples);
+	free(ns);
+	return r;
+}
+
+/* ---- floor: installing pages with UFFDIO_COPY, no faults, no network --- */
+
+double floor_install(int pages)
+{
+	static uint8_t src[DSM_PAGE] __attribute__((aligned(4096)));
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_MINOR_SHMEM};
+	size_t n = (size_t)pages, len = n * DSM_PAGE;
+	int uffd = new_uffd(0), fd;
+	uint8_t *map;
+	uint64_t t0, t1;
+
+	fd = memfd_create("floor-install", MFD_CLOEXEC);
+	must(uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
+	     !ftruncate(fd, (off_t)len));
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	must(map != MAP_FAILED);
+	struct uffdio_register reg = {.range = {(unsigned long)map, len},
+				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
+	t0 = now_ns();
+	for (size_t i = 0; i < n; i++) {
+		struct uffdio_copy c = {(unsigned long)(map + i * DSM_PAGE),
+					(unsigned long)src, DSM_PAGE, 0, 0};
+
+		must(ioctl(uffd, UFFDIO_COPY, &c) == 0);
+	}
+	t1 = now_ns();
+	munmap(map, len);
+	close(fd);
+	close(uffd);
+	return (double)n / ((double)(t1 - t0) / 1e9);
+}
+
+/* ---- floor: the bare exchanges, no DSM engine ---- */
+
+/*
+ * A read miss by hand: the faulting thread's handler, asleep in read()
+ * on the uffd as a node sleeps while it waits, sends the page number (8
+ * bytes) over loopback TCP to a server process that polls, as a node
+ * that has just served a peer does. The server write-protects the page
+ * in its own mapping, where it wrote it (a home's downgrade), reads it
+ * with pread() and sends the 4 KiB back; the handler, asleep in recv(),
+ * receives them into the memfd and maps them with UFFDIO_CONTINUE.
+ * An upgrade by hand: the handler of a write-protect fault sends the
+ * page number, the server punches the page out of its memfd (an
+ * invalidation) and sends it back as the ack, and the handler lifts the
+ * write-protect. No directory, versions, DONE, epoll or framing: what
+ * is left is what any protocol on userfaultfd and TCP pays here.
+ */
+struct bare {
+	enum bare_op op;
+	int fd, uffd, n;
+	uint8_t *own, *map; /* the memfd unregistered, and registered */
+};
+
+static void bare_server(int fd, enum bare_op op, int n)
+{
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+	static uint8_t page[DSM_PAGE];
+	size_t len = (size_t)n * DSM_PAGE;
+	int mfd = memfd_create("bare-server", MFD_CLOEXEC);
+	int uffd = new_uffd(O_NONBLOCK);
+	uint64_t pg;
+	uint8_t *map;
+
+	must(mfd >= 0 && uffd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
+	     !ftruncate(mfd, (off_t)len));
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	must(map != MAP_FAILED);
+	struct uffdio_register reg = {.range = {(unsigned long)map, len},
+				      .mode = UFFDIO_REGISTER_MODE_WP};
+	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
+	for (size_t i = 0; i < len; i += DSM_PAGE)
+		map[i] = (uint8_t)(i / DSM_PAGE); /* mapped writable */
+	for (;;) {
+		off_t off;
+
+		xfer(fd, &pg, sizeof(pg), false, SPIN_YIELD);
+		if (pg >= (uint64_t)n)
+			break;
+		off = (off_t)(pg * DSM_PAGE);
+		if (op == BARE_UPGRADE) {
+			must(fallocate(mfd,
+				       FALLOC_FL_PUNCH_HOLE |
+					       FALLOC_FL_KEEP_SIZE,
+				       off, DSM_PAGE) == 0);
+			xfer(fd, &pg, sizeof(pg), true, SPIN_YIELD);
+			continue;
+		}
+		struct uffdio_writeprotect wp = {
+			.range = {(unsigned long)map + (unsigned long)off,
+				  DSM_PAGE},
+			.mode = UFFDIO_WRITEPROTECT_MODE_WP};
+		must(ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
+		must(pread(mfd, page, DSM_PAGE, off) == DSM_PAGE);
+		xfer(fd, page, DSM_PAGE, true, SPIN_YIELD);
+	}
+	_exit(0);
+}
+
+static void *bare_handler(void *arg)
+{
+	struct bare *b = arg;
+	struct uffd_msg msg;
+
+	for (int done = 0; done < b->n;) {
+		must(read(b->uffd, &msg, sizeof(msg)) == sizeof(msg));
+		if (msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		uint64_t pg = (msg.arg.pagefault.address - (uintptr_t)b->map) /
+			      DSM_PAGE;
+		unsigned long at = (unsigned long)(b->map + pg * DSM_PAGE);
+
+		xfer(b->fd, &pg, sizeof(pg), true, SLEEP);
+		if (b->op == BARE_UPGRADE) {
+			struct uffdio_writeprotect wp = {{at, DSM_PAGE}, 0};
+
+			xfer(b->fd, &pg, sizeof(pg), false, SLEEP);
+			must(ioctl(b->uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
+		} else {
+			struct uffdio_continue c = {.range = {at, DSM_PAGE}};
+
+			xfer(b->fd, b->own + pg * DSM_PAGE, DSM_PAGE, false,
+			     SLEEP);
+			must(ioctl(b->uffd, UFFDIO_CONTINUE, &c) == 0);
+		}
+		done++;
+	}
+	return NULL;
+}
+
+/* The client's memfd, its two mappings and its uffd (blocking reads):
+ * missing and minor faults for a read miss; for an upgrade, every page
+ * present and write-protected. */
+static void bare_client_setup(struct bare *b)
+{
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_MINOR_SHMEM |
+					     UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+	size_t len = (size_t)b->n * DSM_PAGE;
+	int mfd = memfd_create("bare-client", MFD_CLOEXEC);
+
+	b->uffd = new_uffd(0);
+	must(mfd >= 0 && b->uffd >= 0 && !ioctl(b->uffd, UFFDIO_API, &api) &&
+	     !ftruncate(mfd, (off_t)len));
+	b->own = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	b->map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	close(mfd);
+	must(b->own != MAP_FAILED && b->map != MAP_FAILED);
+	struct uffdio_register reg = {
+		.range = {(unsigned long)b->map, len},
+		.mode = b->op == BARE_UPGRADE
+				? UFFDIO_REGISTER_MODE_WP
+				: UFFDIO_REGISTER_MODE_MISSING |
+					  UFFDIO_REGISTER_MODE_MINOR};
+	must(ioctl(b->uffd, UFFDIO_REGISTER, &reg) == 0);
+	if (b->op == BARE_UPGRADE) {
+		struct uffdio_writeprotect wp = {{(unsigned long)b->map, len},
+						 UFFDIO_WRITEPROTECT_MODE_WP};
+
+		memset(b->own, 0, len);
+		for (size_t i = 0; i < len; i += DSM_PAGE)
+			(void)*(volatile uint8_t *)(b->map + i);
+		must(ioctl(b->uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
+	}
+}
+
+struct pct floor_bare(int samples, enum bare_op op)
+{
+	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
+	struct bare b = {.op = op, .n = samples};
+	uint64_t quit = UINT64_MAX;
+	int srv;
+	pthread_t t;
+	pid_t pid;
+
+	must(ns != NULL && tcp_pair(&b.fd, &srv) == 0);
+	fflush(NULL);
+	pid = fork();
+	must(pid >= 0);
+	if (pid == 0) {
+		close(b.fd);
+		bare_server(srv, op, samples);
+	}
+	close(srv);
+	bare_client_setup(&b);
+	must(pthread_create(&t, NULL, bare_handler, &b) == 0);
+	for (int i = 0; i < samples; i++) {
+		volatile uint8_t *p = b.map + (size_t)i * DSM_PAGE;
+		uint64_t t0 = now_ns();
+		uint8_t v = 1;
+
+		if (op == BARE_UPGRADE)
+			*p = 1;
+		else
+			v = *p;
+		ns[i] = now_ns() - t0;
+		must(v == (op == BARE_UPGRADE ? 1 : (uint8_t)i));
+	}
+	pthread_join(t, NULL);
+	xfer(b.fd, &quit, sizeof(quit), true, SLEEP);
+	waitpid(pid, NULL, 0);
+	close(b.fd);
+	close(b.uffd);
+	munmap(b.own, (size_t)samples * DSM_PAGE);
+	munmap(b.map, (size_t)samples * DSM_PAGE);
+	struct pct r = percentiles(ns, samples);
+	free(ns);
+	return r;
+}

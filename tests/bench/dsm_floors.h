@@ -1,0 +1,43 @@
+/*
+ * The floors dsm-bench prints next to the DSM's figures: what this
+ * machine does at best for each step of a fault, and the bare exchanges
+ * (a read miss and an upgrade done by hand, with every step the protocol
+ * cannot do without and nothing else), all measured in the same run.
+ */
+#ifndef CELLMON_DSM_FLOORS_H
+#define CELLMON_DSM_FLOORS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pct {
+	double p50, p99; /* microseconds */
+};
+
+/* Sorts ns[0..n) and returns its median and 99th percentile. */
+struct pct percentiles(uint64_t *ns, int n);
+uint64_t now_ns(void);
+/* Exits with perror() when !ok: the benchmark cannot go on. */
+void must(bool ok);
+/* A userfaultfd through /dev/userfaultfd, else the syscall. */
+int new_uffd(int flags);
+
+/* 4 KiB request / 4 KiB response over loopback TCP, both ends polling. */
+struct pct floor_tcp(int samples);
+/* A minor fault resolved by a polling handler with UFFDIO_CONTINUE. */
+struct pct floor_uffd(int samples);
+/* UFFDIO_WRITEPROTECT of one page while the thread that wrote the pages
+ * sleeps (!busy) or spins on the other CPU (busy). */
+struct pct floor_wp(int samples, bool busy);
+/* Pages/s one thread installs with UFFDIO_COPY alone. */
+double floor_install(int pages);
+
+enum bare_op {
+	BARE_READ,    /* request, downgrade, page back, UFFDIO_CONTINUE */
+	BARE_UPGRADE, /* invalidate, punch, ack, write-protect lifted */
+};
+
+/* A read miss or a write upgrade with no DSM engine: see dsm_floors.c. */
+struct pct floor_bare(int samples, enum bare_op op);
+
+#endif
