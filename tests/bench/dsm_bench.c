@@ -112,6 +112,7 @@ static void remote_main(int id, int n, uint32_t prefetch, size_t pages,
 	int ports[3], port;
 	char c;
 
+	pin_host(HOST_REMOTE);
 	must(dsm_node_create(&cfg, &node) == 0);
 	port = dsm_node_port(node);
 	wr_all(wfd, &port, sizeof(port));
@@ -161,6 +162,7 @@ static void cluster_up(struct cluster *c, int n, uint32_t prefetch,
 		c->to[i] = down[1];
 		c->from[i] = up[0];
 	}
+	pin_host(HOST_LOCAL); /* the node thread inherits it */
 	must(dsm_node_create(&cfg, &c->node) == 0);
 	ports[0] = dsm_node_port(c->node);
 	for (int i = 1; i < n; i++)
@@ -189,6 +191,7 @@ static void cluster_down(struct cluster *c)
 	}
 	dsm_region_destroy(c->r);
 	dsm_node_destroy(c->node);
+	pin_host(HOST_ANY);
 	for (int i = 1; i < c->n; i++) {
 		waitpid(c->pid[i], NULL, 0);
 		close(c->to[i]);
@@ -314,7 +317,7 @@ static void usage(FILE *f)
 		"usage: dsm-bench [--samples=N] [--sweep-pages=N] "
 		"[--sweep-runs=N]\n"
 		"                 [--poll-us=N] [--wait-spin-us=N] "
-		"[--prefetch=N] [--only=sweep]\n"
+		"[--prefetch=N] [--only=sweep] [--no-pin]\n"
 		"Prints DSM latencies and sweep throughput on loopback next "
 		"to\n"
 		"the floors measured in the same run (see "
@@ -332,7 +335,11 @@ static void usage(FILE *f)
 		"                   200 us, the old policy, for comparison\n"
 		"  --prefetch=N     prefetch_max of the prefetching sweep "
 		"(default 64)\n"
-		"  --only=sweep     just the sweep figures\n");
+		"  --only=sweep     just the sweep figures\n"
+		"  --no-pin         let the scheduler place the nodes; by\n"
+		"                   default node 0 (and its application\n"
+		"                   thread) runs on the first CPU, the other\n"
+		"                   nodes on the last, as separate hosts\n");
 }
 
 static bool int_arg(const char *a, const char *key, int *out, int lo, int hi)
@@ -366,6 +373,8 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(argv[i], "--only=sweep"))
 			only_sweep = true;
+		else if (!strcmp(argv[i], "--no-pin"))
+			pin_hosts = false;
 		else if (!int_arg(argv[i], "--samples=", &samples, 1,
 				  10000000) &&
 			 !int_arg(argv[i], "--sweep-pages=", &sweep_pages, 2,
@@ -392,8 +401,9 @@ int main(int argc, char **argv)
 	if (only_sweep) {
 		double on = sweep_median((uint32_t)prefetch_max);
 
-		printf("dsm-bench: sweep_pages=%d sweep_runs=%d poll_us=%u\n",
-		       sweep_pages, sweep_runs, poll_us);
+		printf("dsm-bench: sweep_pages=%d sweep_runs=%d poll_us=%u; "
+		       "%s\n",
+		       sweep_pages, sweep_runs, poll_us, pin_desc());
 		printf("dsm    sequential sweep, prefetch %-3d %9.0f pages/s"
 		       "   (target >= 150000)\n",
 		       prefetch_max, on);
@@ -418,8 +428,9 @@ int main(int argc, char **argv)
 	double sw_on = sweep_median((uint32_t)prefetch_max);
 
 	printf("dsm-bench: samples=%d sweep_pages=%d sweep_runs=%d "
-	       "poll_us=%u wait_spin_us=%u\n",
-	       samples, sweep_pages, sweep_runs, poll_us, wait_spin_us);
+	       "poll_us=%u wait_spin_us=%u; %s\n",
+	       samples, sweep_pages, sweep_runs, poll_us, wait_spin_us,
+	       pin_desc());
 	pct_line("floor  tcp 4KiB req/resp rtt", tcp, NULL);
 	pct_line("floor  uffd fault+continue rtt", uf, NULL);
 	printf("floor  UFFDIO_COPY installs, one thread  %9.0f pages/s"

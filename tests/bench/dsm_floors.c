@@ -64,6 +64,56 @@ void must(bool ok)
 	}
 }
 
+/* ---- where the simulated hosts run ---- */
+
+bool pin_hosts = true;
+static cpu_set_t start_cpus;
+static int first_cpu = -1, last_cpu = -1;
+static char pin_text[64];
+
+static void pin_init(void)
+{
+	if (first_cpu >= 0)
+		return;
+	must(sched_getaffinity(0, sizeof(start_cpus), &start_cpus) == 0);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &start_cpus)) {
+			if (first_cpu < 0)
+				first_cpu = c;
+			last_cpu = c;
+		}
+}
+
+void pin_host(enum host_cpu where)
+{
+	cpu_set_t one;
+
+	pin_init();
+	if (!pin_hosts || first_cpu == last_cpu)
+		return;
+	if (where == HOST_ANY) {
+		must(sched_setaffinity(0, sizeof(start_cpus), &start_cpus) ==
+		     0);
+		return;
+	}
+	CPU_ZERO(&one);
+	CPU_SET(where == HOST_LOCAL ? first_cpu : last_cpu, &one);
+	must(sched_setaffinity(0, sizeof(one), &one) == 0);
+}
+
+const char *pin_desc(void)
+{
+	pin_init();
+	if (!pin_hosts)
+		return "not pinned (--no-pin)";
+	if (first_cpu == last_cpu)
+		return "not pinned (one CPU)";
+	snprintf(pin_text, sizeof(pin_text),
+		 "node 0 on cpu %d, other nodes on cpu %d", first_cpu,
+		 last_cpu);
+	return pin_text;
+}
+
 /* ---- floor: TCP 4 KiB request/response, both ends polling ---- */
 
 static int tcp_pair(int *a, int *b)
@@ -482,10 +532,12 @@ struct pct floor_bare(int samples, enum bare_op op)
 	pid = fork();
 	must(pid >= 0);
 	if (pid == 0) {
+		pin_host(HOST_REMOTE);
 		close(b.fd);
 		bare_server(srv, op, samples);
 	}
 	close(srv);
+	pin_host(HOST_LOCAL);
 	bare_client_setup(&b);
 	must(pthread_create(&t, NULL, bare_handler, &b) == 0);
 	for (int i = 0; i < samples; i++) {
@@ -503,6 +555,7 @@ struct pct floor_bare(int samples, enum bare_op op)
 	pthread_join(t, NULL);
 	xfer(b.fd, &quit, sizeof(quit), true, SLEEP);
 	waitpid(pid, NULL, 0);
+	pin_host(HOST_ANY);
 	close(b.fd);
 	close(b.uffd);
 	munmap(b.own, (size_t)samples * DSM_PAGE);

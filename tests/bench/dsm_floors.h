@@ -22,6 +22,20 @@ void must(bool ok);
 /* A userfaultfd through /dev/userfaultfd, else the syscall. */
 int new_uffd(int flags);
 
+/*
+ * Where a simulated host runs. With pin_hosts set and two CPUs or more,
+ * HOST_LOCAL (node 0 and its application thread, or a bare exchange's
+ * client) goes on the first CPU the benchmark may use and HOST_REMOTE
+ * (every other node, or the bare server) on the last, so two hosts never
+ * share a CPU, as on a real cluster; HOST_ANY gives the calling thread
+ * back every CPU it started with. Threads created later inherit it.
+ */
+enum host_cpu { HOST_ANY, HOST_LOCAL, HOST_REMOTE };
+extern bool pin_hosts;
+void pin_host(enum host_cpu where);
+/* "cpu A and cpu B", or why nothing is pinned. */
+const char *pin_desc(void);
+
 /* 4 KiB request / 4 KiB response over loopback TCP, both ends polling. */
 struct pct floor_tcp(int samples);
 /* A minor fault resolved by a polling handler with UFFDIO_CONTINUE. */
