@@ -64,6 +64,59 @@ void must(bool ok)
 	}
 }
 
+/* A userfaultfd for the floors: through /dev/userfaultfd when it opens,
+ * else the syscall (as the DSM node does). */
+int new_uffd(int flags)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
+
+	if (dev < 0)
+		return (int)syscall(SYS_userfaultfd, O_CLOEXEC | flags);
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | flags);
+	close(dev);
+	return fd;
+}
+
+/* A memfd of len bytes, a mapping of it that a new uffd (uffd_flags,
+ * features) watches in mode, and, when own is asked for, a second mapping
+ * that nothing watches (where a handler puts the bytes). */
+struct watched {
+	int memfd, uffd;
+	size_t len;
+	uint8_t *map, *own;
+};
+
+static void watch_memfd(struct watched *w, size_t len, int uffd_flags,
+			uint64_t features, uint64_t mode, bool own)
+{
+	struct uffdio_api api = {.api = UFFD_API, .features = features};
+
+	w->len = len;
+	w->uffd = new_uffd(uffd_flags);
+	w->memfd = memfd_create("dsm-bench", MFD_CLOEXEC);
+	must(w->uffd >= 0 && w->memfd >= 0 &&
+	     !ioctl(w->uffd, UFFDIO_API, &api) &&
+	     !ftruncate(w->memfd, (off_t)len));
+	w->map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, w->memfd,
+		      0);
+	w->own = own ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
+			    w->memfd, 0)
+		     : NULL;
+	must(w->map != MAP_FAILED && w->own != MAP_FAILED);
+	struct uffdio_register reg = {.range = {(unsigned long)w->map, len},
+				      .mode = mode};
+	must(ioctl(w->uffd, UFFDIO_REGISTER, &reg) == 0);
+}
+
+static void unwatch_memfd(struct watched *w)
+{
+	munmap(w->map, w->len);
+	if (w->own)
+		munmap(w->own, w->len);
+	close(w->memfd);
+	close(w->uffd);
+}
+
 /* ---- where the simulated hosts run ---- */
 
 bool pin_hosts = true;
@@ -208,13 +261,8 @@ struct pct floor_tcp(int samples)
 
 /* ---- floor: uffd fault resolved by a polling handler ---- */
 
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
-#endif
-
 struct uffd_floor {
-	int uffd, memfd;
-	uint8_t *map;
+	struct watched w;
 	volatile bool stop;
 };
 
@@ -224,65 +272,36 @@ static void *uffd_handler(void *arg)
 	struct uffd_msg msg;
 
 	while (!u->stop) {
-		if (read(u->uffd, &msg, sizeof(msg)) != sizeof(msg))
+		if (read(u->w.uffd, &msg, sizeof(msg)) != sizeof(msg))
 			continue;
 		struct uffdio_continue c = {
 			.range = {msg.arg.pagefault.address & ~(DSM_PAGE - 1ul),
 				  DSM_PAGE}};
-		ioctl(u->uffd, UFFDIO_CONTINUE, &c);
+		ioctl(u->w.uffd, UFFDIO_CONTINUE, &c);
 	}
 	return NULL;
-}
-
-/* A userfaultfd for the floors: through /dev/userfaultfd when it opens,
- * else the syscall (as the DSM node does). */
-int new_uffd(int flags)
-{
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
-
-	if (dev < 0)
-		return (int)syscall(SYS_userfaultfd, O_CLOEXEC | flags);
-	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | flags);
-	close(dev);
-	return fd;
 }
 
 struct pct floor_uffd(int samples)
 {
 	struct uffd_floor u = {0};
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_MINOR_SHMEM};
 	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
-	size_t len = (size_t)samples * DSM_PAGE;
-	uint8_t *own;
 	pthread_t t;
 
-	u.uffd = new_uffd(O_NONBLOCK);
-	if (u.uffd < 0 || ioctl(u.uffd, UFFDIO_API, &api))
-		exit(1);
-	u.memfd = memfd_create("floor", MFD_CLOEXEC);
-	if (ftruncate(u.memfd, (off_t)len))
-		exit(1);
-	own = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, u.memfd, 0);
-	u.map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, u.memfd, 0);
-	memset(own, 1, len); /* pages in the page cache: minor faults */
-	struct uffdio_register reg = {.range = {(unsigned long)u.map, len},
-				      .mode = UFFDIO_REGISTER_MODE_MINOR};
-	if (ioctl(u.uffd, UFFDIO_REGISTER, &reg))
-		exit(1);
+	must(ns != NULL);
+	watch_memfd(&u.w, (size_t)samples * DSM_PAGE, O_NONBLOCK,
+		    UFFD_FEATURE_MINOR_SHMEM, UFFDIO_REGISTER_MODE_MINOR, true);
+	memset(u.w.own, 1, u.w.len); /* pages in the page cache: minor faults */
 	pthread_create(&t, NULL, uffd_handler, &u);
 	for (int i = 0; i < samples; i++) {
 		uint64_t t0 = now_ns();
 
-		(void)*(volatile uint8_t *)(u.map + (size_t)i * DSM_PAGE);
+		(void)*(volatile uint8_t *)(u.w.map + (size_t)i * DSM_PAGE);
 		ns[i] = now_ns() - t0;
 	}
 	u.stop = true;
 	pthread_join(t, NULL);
-	munmap(u.map, len);
-	munmap(own, len);
-	close(u.memfd);
-	close(u.uffd);
+	unwatch_memfd(&u.w);
 	struct pct r = percentiles(ns, samples);
 	free(ns);
 	return r;
@@ -291,8 +310,7 @@ struct pct floor_uffd(int samples)
 /* ---- floor: write-protecting a page another thread wrote ---- */
 
 struct wp_floor {
-	uint8_t *map;
-	size_t len;
+	struct watched w;
 	volatile bool busy, stop;
 };
 
@@ -300,7 +318,7 @@ static void *wp_writer(void *arg)
 {
 	struct wp_floor *w = arg;
 
-	memset(w->map, 1, w->len);
+	memset(w->w.map, 1, w->w.len);
 	while (!w->stop)
 		if (!w->busy)
 			usleep(1000);
@@ -312,38 +330,30 @@ static void *wp_writer(void *arg)
  * TLB shootdown's IPI costs what the target CPU is doing. */
 struct pct floor_wp(int samples, bool busy)
 {
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
-	struct wp_floor w = {.len = (size_t)samples * DSM_PAGE, .busy = busy};
+	struct wp_floor w = {.busy = busy};
 	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
-	int uffd = new_uffd(O_NONBLOCK);
-	int fd = memfd_create("floor-wp", MFD_CLOEXEC);
 	pthread_t t;
 
-	must(ns && uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
-	     !ftruncate(fd, (off_t)w.len));
-	w.map = mmap(NULL, w.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	must(w.map != MAP_FAILED);
-	struct uffdio_register reg = {.range = {(unsigned long)w.map, w.len},
-				      .mode = UFFDIO_REGISTER_MODE_WP};
-	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
+	must(ns != NULL);
+	watch_memfd(&w.w, (size_t)samples * DSM_PAGE, O_NONBLOCK,
+		    UFFD_FEATURE_WP_HUGETLBFS_SHMEM, UFFDIO_REGISTER_MODE_WP,
+		    false);
 	pthread_create(&t, NULL, wp_writer, &w);
 	usleep(100 * 1000); /* the writer has written every page */
 	for (int i = 0; i < samples; i++) {
 		struct uffdio_writeprotect p = {
-			.range = {(unsigned long)(w.map + (size_t)i * DSM_PAGE),
+			.range = {(unsigned long)(w.w.map +
+						  (size_t)i * DSM_PAGE),
 				  DSM_PAGE},
 			.mode = UFFDIO_WRITEPROTECT_MODE_WP};
 		uint64_t t0 = now_ns();
 
-		must(ioctl(uffd, UFFDIO_WRITEPROTECT, &p) == 0);
+		must(ioctl(w.w.uffd, UFFDIO_WRITEPROTECT, &p) == 0);
 		ns[i] = now_ns() - t0;
 	}
 	w.stop = true;
 	pthread_join(t, NULL);
-	munmap(w.map, w.len);
-	close(fd);
-	close(uffd);
+	unwatch_memfd(&w.w);
 	struct pct r = percentiles(ns, samples);
 	free(ns);
 	return r;
@@ -354,32 +364,21 @@ struct pct floor_wp(int samples, bool busy)
 double floor_install(int pages)
 {
 	static uint8_t src[DSM_PAGE] __attribute__((aligned(4096)));
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_MINOR_SHMEM};
-	size_t n = (size_t)pages, len = n * DSM_PAGE;
-	int uffd = new_uffd(0), fd;
-	uint8_t *map;
+	size_t n = (size_t)pages;
+	struct watched w;
 	uint64_t t0, t1;
 
-	fd = memfd_create("floor-install", MFD_CLOEXEC);
-	must(uffd >= 0 && fd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
-	     !ftruncate(fd, (off_t)len));
-	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	must(map != MAP_FAILED);
-	struct uffdio_register reg = {.range = {(unsigned long)map, len},
-				      .mode = UFFDIO_REGISTER_MODE_MISSING};
-	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
+	watch_memfd(&w, n * DSM_PAGE, 0, UFFD_FEATURE_MINOR_SHMEM,
+		    UFFDIO_REGISTER_MODE_MISSING, false);
 	t0 = now_ns();
 	for (size_t i = 0; i < n; i++) {
-		struct uffdio_copy c = {(unsigned long)(map + i * DSM_PAGE),
+		struct uffdio_copy c = {(unsigned long)(w.map + i * DSM_PAGE),
 					(unsigned long)src, DSM_PAGE, 0, 0};
 
-		must(ioctl(uffd, UFFDIO_COPY, &c) == 0);
+		must(ioctl(w.uffd, UFFDIO_COPY, &c) == 0);
 	}
 	t1 = now_ns();
-	munmap(map, len);
-	close(fd);
-	close(uffd);
+	unwatch_memfd(&w);
 	return (double)n / ((double)(t1 - t0) / 1e9);
 }
 
@@ -401,30 +400,21 @@ double floor_install(int pages)
  */
 struct bare {
 	enum bare_op op;
-	int fd, uffd, n;
-	uint8_t *own, *map; /* the memfd unregistered, and registered */
+	int fd, n;
+	struct watched w;
 };
 
 static void bare_server(int fd, enum bare_op op, int n)
 {
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
 	static uint8_t page[DSM_PAGE];
-	size_t len = (size_t)n * DSM_PAGE;
-	int mfd = memfd_create("bare-server", MFD_CLOEXEC);
-	int uffd = new_uffd(O_NONBLOCK);
+	struct watched w;
 	uint64_t pg;
-	uint8_t *map;
 
-	must(mfd >= 0 && uffd >= 0 && !ioctl(uffd, UFFDIO_API, &api) &&
-	     !ftruncate(mfd, (off_t)len));
-	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-	must(map != MAP_FAILED);
-	struct uffdio_register reg = {.range = {(unsigned long)map, len},
-				      .mode = UFFDIO_REGISTER_MODE_WP};
-	must(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
-	for (size_t i = 0; i < len; i += DSM_PAGE)
-		map[i] = (uint8_t)(i / DSM_PAGE); /* mapped writable */
+	watch_memfd(&w, (size_t)n * DSM_PAGE, O_NONBLOCK,
+		    UFFD_FEATURE_WP_HUGETLBFS_SHMEM, UFFDIO_REGISTER_MODE_WP,
+		    false);
+	for (size_t i = 0; i < w.len; i += DSM_PAGE)
+		w.map[i] = (uint8_t)(i / DSM_PAGE); /* mapped writable */
 	for (;;) {
 		off_t off;
 
@@ -433,7 +423,7 @@ static void bare_server(int fd, enum bare_op op, int n)
 			break;
 		off = (off_t)(pg * DSM_PAGE);
 		if (op == BARE_UPGRADE) {
-			must(fallocate(mfd,
+			must(fallocate(w.memfd,
 				       FALLOC_FL_PUNCH_HOLE |
 					       FALLOC_FL_KEEP_SIZE,
 				       off, DSM_PAGE) == 0);
@@ -441,11 +431,11 @@ static void bare_server(int fd, enum bare_op op, int n)
 			continue;
 		}
 		struct uffdio_writeprotect wp = {
-			.range = {(unsigned long)map + (unsigned long)off,
+			.range = {(unsigned long)w.map + (unsigned long)off,
 				  DSM_PAGE},
 			.mode = UFFDIO_WRITEPROTECT_MODE_WP};
-		must(ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
-		must(pread(mfd, page, DSM_PAGE, off) == DSM_PAGE);
+		must(ioctl(w.uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
+		must(pread(w.memfd, page, DSM_PAGE, off) == DSM_PAGE);
 		xfer(fd, page, DSM_PAGE, true, SPIN_YIELD);
 	}
 	_exit(0);
@@ -457,25 +447,26 @@ static void *bare_handler(void *arg)
 	struct uffd_msg msg;
 
 	for (int done = 0; done < b->n;) {
-		must(read(b->uffd, &msg, sizeof(msg)) == sizeof(msg));
+		must(read(b->w.uffd, &msg, sizeof(msg)) == sizeof(msg));
 		if (msg.event != UFFD_EVENT_PAGEFAULT)
 			continue;
-		uint64_t pg = (msg.arg.pagefault.address - (uintptr_t)b->map) /
-			      DSM_PAGE;
-		unsigned long at = (unsigned long)(b->map + pg * DSM_PAGE);
+		uint64_t pg =
+			(msg.arg.pagefault.address - (uintptr_t)b->w.map) /
+			DSM_PAGE;
+		unsigned long at = (unsigned long)(b->w.map + pg * DSM_PAGE);
 
 		xfer(b->fd, &pg, sizeof(pg), true, SLEEP);
 		if (b->op == BARE_UPGRADE) {
 			struct uffdio_writeprotect wp = {{at, DSM_PAGE}, 0};
 
 			xfer(b->fd, &pg, sizeof(pg), false, SLEEP);
-			must(ioctl(b->uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
+			must(ioctl(b->w.uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
 		} else {
 			struct uffdio_continue c = {.range = {at, DSM_PAGE}};
 
-			xfer(b->fd, b->own + pg * DSM_PAGE, DSM_PAGE, false,
+			xfer(b->fd, b->w.own + pg * DSM_PAGE, DSM_PAGE, false,
 			     SLEEP);
-			must(ioctl(b->uffd, UFFDIO_CONTINUE, &c) == 0);
+			must(ioctl(b->w.uffd, UFFDIO_CONTINUE, &c) == 0);
 		}
 		done++;
 	}
@@ -487,35 +478,26 @@ static void *bare_handler(void *arg)
  * present and write-protected. */
 static void bare_client_setup(struct bare *b)
 {
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_MINOR_SHMEM |
-					     UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
 	size_t len = (size_t)b->n * DSM_PAGE;
-	int mfd = memfd_create("bare-client", MFD_CLOEXEC);
 
-	b->uffd = new_uffd(0);
-	must(mfd >= 0 && b->uffd >= 0 && !ioctl(b->uffd, UFFDIO_API, &api) &&
-	     !ftruncate(mfd, (off_t)len));
-	b->own = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-	b->map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-	close(mfd);
-	must(b->own != MAP_FAILED && b->map != MAP_FAILED);
-	struct uffdio_register reg = {
-		.range = {(unsigned long)b->map, len},
-		.mode = b->op == BARE_UPGRADE
-				? UFFDIO_REGISTER_MODE_WP
-				: UFFDIO_REGISTER_MODE_MISSING |
-					  UFFDIO_REGISTER_MODE_MINOR};
-	must(ioctl(b->uffd, UFFDIO_REGISTER, &reg) == 0);
-	if (b->op == BARE_UPGRADE) {
-		struct uffdio_writeprotect wp = {{(unsigned long)b->map, len},
-						 UFFDIO_WRITEPROTECT_MODE_WP};
-
-		memset(b->own, 0, len);
-		for (size_t i = 0; i < len; i += DSM_PAGE)
-			(void)*(volatile uint8_t *)(b->map + i);
-		must(ioctl(b->uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
+	if (b->op == BARE_READ) {
+		watch_memfd(&b->w, len, 0,
+			    UFFD_FEATURE_MINOR_SHMEM |
+				    UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+			    UFFDIO_REGISTER_MODE_MISSING |
+				    UFFDIO_REGISTER_MODE_MINOR,
+			    true);
+		return;
 	}
+	watch_memfd(&b->w, len, 0, UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+		    UFFDIO_REGISTER_MODE_WP, true);
+	struct uffdio_writeprotect wp = {{(unsigned long)b->w.map, len},
+					 UFFDIO_WRITEPROTECT_MODE_WP};
+
+	memset(b->w.own, 0, len);
+	for (size_t i = 0; i < len; i += DSM_PAGE)
+		(void)*(volatile uint8_t *)(b->w.map + i);
+	must(ioctl(b->w.uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
 }
 
 struct pct floor_bare(int samples, enum bare_op op)
@@ -541,7 +523,7 @@ struct pct floor_bare(int samples, enum bare_op op)
 	bare_client_setup(&b);
 	must(pthread_create(&t, NULL, bare_handler, &b) == 0);
 	for (int i = 0; i < samples; i++) {
-		volatile uint8_t *p = b.map + (size_t)i * DSM_PAGE;
+		volatile uint8_t *p = b.w.map + (size_t)i * DSM_PAGE;
 		uint64_t t0 = now_ns();
 		uint8_t v = 1;
 
@@ -557,9 +539,7 @@ struct pct floor_bare(int samples, enum bare_op op)
 	waitpid(pid, NULL, 0);
 	pin_host(HOST_ANY);
 	close(b.fd);
-	close(b.uffd);
-	munmap(b.own, (size_t)samples * DSM_PAGE);
-	munmap(b.map, (size_t)samples * DSM_PAGE);
+	unwatch_memfd(&b.w);
 	struct pct r = percentiles(ns, samples);
 	free(ns);
 	return r;
