@@ -215,9 +215,7 @@ static struct pct dsm_read_fault(void)
 		must(v == (uint64_t)i);
 	}
 	cluster_down(&c);
-	struct pct r = percentiles(ns, samples);
-	free(ns);
-	return r;
+	return percentiles(ns, samples);
 }
 
 /* Write to pages that `sharers` other nodes also read (home node 0). */
@@ -241,9 +239,7 @@ static struct pct dsm_upgrade(int sharers)
 		ns[i] = now_ns() - t0;
 	}
 	cluster_down(&c);
-	struct pct r = percentiles(ns, n);
-	free(ns);
-	return r;
+	return percentiles(ns, n);
 }
 
 /* Sequential read of pages owned by node 1 and homed on node 1. */

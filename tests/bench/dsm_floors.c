@@ -45,6 +45,7 @@ struct pct percentiles(uint64_t *ns, int n)
 	qsort(ns, (size_t)n, sizeof(*ns), cmp_u64);
 	r.p50 = (double)ns[n / 2] / 1000.0;
 	r.p99 = (double)ns[(n * 99) / 100] / 1000.0;
+	free(ns);
 	return r;
 }
 
@@ -254,9 +255,7 @@ struct pct floor_tcp(int samples)
 	pthread_join(t, NULL);
 	close(a);
 	close(b);
-	struct pct r = percentiles(ns, samples);
-	free(ns);
-	return r;
+	return percentiles(ns, samples);
 }
 
 /* ---- floor: uffd fault resolved by a polling handler ---- */
@@ -302,9 +301,7 @@ struct pct floor_uffd(int samples)
 	u.stop = true;
 	pthread_join(t, NULL);
 	unwatch_memfd(&u.w);
-	struct pct r = percentiles(ns, samples);
-	free(ns);
-	return r;
+	return percentiles(ns, samples);
 }
 
 /* ---- floor: write-protecting a page another thread wrote ---- */
@@ -354,9 +351,7 @@ struct pct floor_wp(int samples, bool busy)
 	w.stop = true;
 	pthread_join(t, NULL);
 	unwatch_memfd(&w.w);
-	struct pct r = percentiles(ns, samples);
-	free(ns);
-	return r;
+	return percentiles(ns, samples);
 }
 
 /* ---- floor: installing pages with UFFDIO_COPY, no faults, no network --- */
@@ -540,7 +535,5 @@ struct pct floor_bare(int samples, enum bare_op op)
 	pin_host(HOST_ANY);
 	close(b.fd);
 	unwatch_memfd(&b.w);
-	struct pct r = percentiles(ns, samples);
-	free(ns);
-	return r;
+	return percentiles(ns, samples);
 }

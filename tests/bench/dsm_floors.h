@@ -14,7 +14,8 @@ struct pct {
 	double p50, p99; /* microseconds */
 };
 
-/* Sorts ns[0..n) and returns its median and 99th percentile. */
+/* The median and 99th percentile of ns[0..n), a calloc()ed array of
+ * nanoseconds, which it sorts and frees. */
 struct pct percentiles(uint64_t *ns, int n);
 uint64_t now_ns(void);
 /* Exits with perror() when !ok: the benchmark cannot go on. */
