@@ -10,8 +10,9 @@
  * Floors (dsm_floors.c): the best this machine does for each step alone
  * (TCP and uffd round trips, UFFDIO_COPY installs, a one-page
  * write-protect with the other CPU idle or busy), and the bare exchanges:
- * a read miss and an upgrade done by hand with only the steps the
- * protocol cannot do without, waiting as the nodes wait.
+ * a read miss (from a home that downgrades, and from one that need not)
+ * and an upgrade done by hand with only the steps the protocol cannot do
+ * without, waiting as the nodes wait.
  * DSM (node 0 in this process, nodes 1 and 2 in forked processes, all
  * on loopback TCP; node 0's application thread takes the faults):
  *   read fault  remote read miss, data from the home (prefetch off)
@@ -412,6 +413,7 @@ int main(int argc, char **argv)
 	struct pct wp_idle = floor_wp(samples, false);
 	struct pct wp_busy = floor_wp(samples, true);
 	struct pct bare_rd = floor_bare(samples, BARE_READ);
+	struct pct bare_clean = floor_bare(samples, BARE_CLEAN);
 	struct pct bare_up = floor_bare(samples / 2, BARE_UPGRADE);
 	struct pct rd = dsm_read_fault();
 	struct pct up1 = dsm_upgrade(1);
@@ -437,6 +439,8 @@ int main(int argc, char **argv)
 		 "(a home's downgrade)");
 	pct_line("floor  bare read miss, no engine", bare_rd,
 		 "(request, downgrade, page, continue)");
+	pct_line("floor  bare read miss, clean page", bare_clean,
+		 "(the same, no downgrade)");
 	pct_line("floor  bare upgrade, no engine", bare_up,
 		 "(invalidate, punch, ack, un-protect)");
 	pct_line("dsm    remote read fault", rd, NULL);
@@ -459,6 +463,9 @@ int main(int argc, char **argv)
 	printf("ratio  bare read miss p50 / (tcp p50 + uffd p50) = %.2f"
 	       "   (the same bound, no engine)\n",
 	       bare_rd.p50 / (tcp.p50 + uf.p50));
+	printf("ratio  bare clean read miss p50 / (tcp p50 + uffd p50) = %.2f"
+	       "   (nor any downgrade)\n",
+	       bare_clean.p50 / (tcp.p50 + uf.p50));
 	printf("ratio  read fault p50 / bare read miss p50 = %.2f,"
 	       " upgrade p50 / bare upgrade p50 = %.2f   (the engine's cost)\n",
 	       rd.p50 / bare_rd.p50, up1.p50 / bare_up.p50);

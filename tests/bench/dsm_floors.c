@@ -391,7 +391,9 @@ double floor_install(int pages)
  * page number, the server punches the page out of its memfd (an
  * invalidation) and sends it back as the ack, and the handler lifts the
  * write-protect. No directory, versions, DONE, epoll or framing: what
- * is left is what any protocol on userfaultfd and TCP pays here.
+ * is left is what any protocol on userfaultfd and TCP pays here. A read
+ * of a clean page skips the write-protect, as a read from a home that
+ * only reads the page would.
  */
 struct bare {
 	enum bare_op op;
@@ -429,7 +431,8 @@ static void bare_server(int fd, enum bare_op op, int n)
 			.range = {(unsigned long)w.map + (unsigned long)off,
 				  DSM_PAGE},
 			.mode = UFFDIO_WRITEPROTECT_MODE_WP};
-		must(ioctl(w.uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
+		if (op == BARE_READ)
+			must(ioctl(w.uffd, UFFDIO_WRITEPROTECT, &wp) == 0);
 		must(pread(w.memfd, page, DSM_PAGE, off) == DSM_PAGE);
 		xfer(fd, page, DSM_PAGE, true, SPIN_YIELD);
 	}
@@ -475,7 +478,7 @@ static void bare_client_setup(struct bare *b)
 {
 	size_t len = (size_t)b->n * DSM_PAGE;
 
-	if (b->op == BARE_READ) {
+	if (b->op != BARE_UPGRADE) {
 		watch_memfd(&b->w, len, 0,
 			    UFFD_FEATURE_MINOR_SHMEM |
 				    UFFD_FEATURE_WP_HUGETLBFS_SHMEM,

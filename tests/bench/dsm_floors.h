@@ -49,6 +49,7 @@ double floor_install(int pages);
 
 enum bare_op {
 	BARE_READ,    /* request, downgrade, page back, UFFDIO_CONTINUE */
+	BARE_CLEAN,   /* the same from a server that never downgrades */
 	BARE_UPGRADE, /* invalidate, punch, ack, write-protect lifted */
 };
 
