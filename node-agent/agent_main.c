@@ -156,7 +156,21 @@ static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
 			uint64_t sent_ms)
 {
 	bool was_fenced = a->fenced;
+	uint64_t now = cell_now_ms();
 
+	/* A lease runs from the request it answers. One that took longer
+	 * than itself to come back (a paused manager answering at last) is
+	 * already over: taking it would leave the fenced state for an
+	 * instant with no lease at all. The next heartbeat's grant is a
+	 * fresh one. */
+	if (sent_ms + lease->lease_ms <= now) {
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "lease answering a request sent %llu ms ago is "
+			    "already over (lease_ms=%u); not taken",
+			    (unsigned long long)(now - sent_ms),
+			    lease->lease_ms);
+		return;
+	}
 	a->lease_ms = lease->lease_ms;
 	a->epoch = lease->epoch;
 	a->lease_expiry_ms = sent_ms + lease->lease_ms;
@@ -166,9 +180,7 @@ static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
 	/* Holding a lease, our DSM messages carry our epoch (0 once it
 	 * ends, see lease_expired_cb); a no-op unless it changes. */
 	agent_dsm_set_epoch(a, a->dsm_epoch);
-	timer_ms(a->lease_timer, a->lease_expiry_ms > cell_now_ms()
-					 ? a->lease_expiry_ms - cell_now_ms()
-					 : 0);
+	timer_ms(a->lease_timer, a->lease_expiry_ms - now);
 	if (was_fenced) {
 		CELL_INFO(MOD,
 			  "lease granted again; leaving fenced state "
