@@ -5,7 +5,7 @@
  *
  *   dsm-bench [--samples=N] [--sweep-pages=N] [--sweep-runs=N]
  *             [--poll-us=N] [--wait-spin-us=N] [--prefetch=N]
- *             [--only=sweep]
+ *             [--only=sweep] [--no-pin]
  *
  * Floors (dsm_floors.c): the best this machine does for each step alone
  * (TCP and uffd round trips, UFFDIO_COPY installs, a one-page
@@ -314,13 +314,16 @@ static void usage(FILE *f)
 		"usage: dsm-bench [--samples=N] [--sweep-pages=N] "
 		"[--sweep-runs=N]\n"
 		"                 [--poll-us=N] [--wait-spin-us=N] "
-		"[--prefetch=N] [--only=sweep] [--no-pin]\n"
+		"[--prefetch=N]\n"
+		"                 [--only=sweep] [--no-pin]\n"
 		"Prints DSM latencies and sweep throughput on loopback next "
 		"to\n"
 		"the floors measured in the same run (see "
 		"docs/benchmarks.md).\n"
 		"  --samples=N      faults per latency figure (default 2000, "
-		"min 100)\n"
+		"min 100,\n"
+		"                   max 1000000: each is a 4 KiB page that\n"
+		"                   every node and bare server touches)\n"
 		"  --sweep-pages=N  pages per sweep (default 8192)\n"
 		"  --sweep-runs=N   sweeps per figure, median printed "
 		"(default 5, max 64)\n"
@@ -373,7 +376,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--no-pin"))
 			pin_hosts = false;
 		else if (!int_arg(argv[i], "--samples=", &samples, 1,
-				  10000000) &&
+				  1000000) &&
 			 !int_arg(argv[i], "--sweep-pages=", &sweep_pages, 2,
 				  1 << 22) &&
 			 !int_arg(argv[i], "--sweep-runs=", &sweep_runs, 1,
