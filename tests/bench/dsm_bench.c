@@ -5,7 +5,7 @@
  *
  *   dsm-bench [--samples=N] [--sweep-pages=N] [--sweep-runs=N]
  *             [--poll-us=N] [--wait-spin-us=N] [--prefetch=N]
- *             [--only=sweep] [--no-pin]
+ *             [--only=sweep] [--no-pin] [--json]
  *
  * Floors (dsm_floors.c): the best this machine does for each step alone
  * (TCP and uffd round trips, UFFDIO_COPY installs, a one-page
@@ -34,6 +34,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "cell/log.h"
 #include "dsm/dsm.h"
@@ -301,11 +303,90 @@ static struct policy_pct with_policy(unsigned poll, unsigned spin)
 	return r;
 }
 
-/* One latency line: label, p50 and p99, and an optional note. */
-static void pct_line(const char *label, struct pct p, const char *note)
+/* With --json the figures go into this object, printed at the end;
+ * without, each is a line of text as it is measured. */
+static json_t *report;
+
+/* A latency: key in JSON; label, p50, p99 and an optional note in text. */
+static void fig_pct(const char *key, const char *label, struct pct p,
+		    const char *note)
 {
+	if (report) {
+		json_object_set_new(report, key,
+				    json_pack("{s:f, s:f}", "p50_us", p.p50,
+					      "p99_us", p.p99));
+		return;
+	}
 	printf("%-36s p50 %7.1f us  p99 %7.1f us%s%s\n", label, p.p50, p.p99,
 	       note ? "   " : "", note ? note : "");
+}
+
+/* A rate or a ratio: key in JSON; in text, line is a printf format with
+ * one conversion for v. */
+static void fig_num(const char *key, const char *line, double v)
+{
+	if (report)
+		json_object_set_new(report, key, json_real(v));
+	else
+		printf(line, v);
+}
+
+/* The sweep with prefetch, its line naming --prefetch. */
+static void fig_sweep_on(double v)
+{
+	char line[128];
+
+	snprintf(line, sizeof(line),
+		 "dsm    sequential sweep, prefetch %-3d %%9.0f pages/s"
+		 "   (target >= 150000)\n",
+		 prefetch_max);
+	fig_num("sweep_prefetch_on_pages_per_s", line, v);
+}
+
+/* The run's settings: the first line of text, "config" in JSON. */
+static void fig_config(bool only_sweep)
+{
+	if (report) {
+		json_object_set_new(
+			report, "config",
+			json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:s}",
+				  "samples", samples, "sweep_pages",
+				  sweep_pages, "sweep_runs", sweep_runs,
+				  "poll_us", (int)poll_us, "wait_spin_us",
+				  (int)wait_spin_us, "prefetch_max",
+				  prefetch_max, "placement", pin_desc()));
+		json_object_set_new(
+			report, "targets",
+			json_pack("{s:f, s:f, s:f}", "ratio_read_fault_max",
+				  1.25, "upgrade_p50_us_max", 45.0,
+				  "sweep_pages_per_s_min", 150000.0));
+		return;
+	}
+	if (only_sweep)
+		printf("dsm-bench: sweep_pages=%d sweep_runs=%d poll_us=%u; "
+		       "%s\n",
+		       sweep_pages, sweep_runs, poll_us, pin_desc());
+	else
+		printf("dsm-bench: samples=%d sweep_pages=%d sweep_runs=%d "
+		       "poll_us=%u wait_spin_us=%u; %s\n",
+		       samples, sweep_pages, sweep_runs, poll_us, wait_spin_us,
+		       pin_desc());
+}
+
+/* Prints the --json object, if there is one. */
+static int fig_end(void)
+{
+	if (report) {
+		char *text = json_dumps(report, JSON_INDENT(2) |
+							JSON_REAL_PRECISION(6));
+
+		if (!text)
+			return 1;
+		puts(text);
+		free(text);
+		json_decref(report);
+	}
+	return 0;
 }
 
 static void usage(FILE *f)
@@ -315,7 +396,7 @@ static void usage(FILE *f)
 		"[--sweep-runs=N]\n"
 		"                 [--poll-us=N] [--wait-spin-us=N] "
 		"[--prefetch=N]\n"
-		"                 [--only=sweep] [--no-pin]\n"
+		"                 [--only=sweep] [--no-pin] [--json]\n"
 		"Prints DSM latencies and sweep throughput on loopback next "
 		"to\n"
 		"the floors measured in the same run (see "
@@ -339,7 +420,10 @@ static void usage(FILE *f)
 		"  --no-pin         let the scheduler place the nodes; by\n"
 		"                   default node 0 (and its application\n"
 		"                   thread) runs on the first CPU, the other\n"
-		"                   nodes on the last, as separate hosts\n");
+		"                   nodes on the last, as separate hosts\n"
+		"  --json           print the figures as one JSON object\n"
+		"                   (latencies as p50_us/p99_us, rates in\n"
+		"                   pages/s, ratios) instead of lines\n");
 }
 
 static bool int_arg(const char *a, const char *key, int *out, int lo, int hi)
@@ -364,7 +448,7 @@ static bool int_arg(const char *a, const char *key, int *out, int lo, int hi)
 int main(int argc, char **argv)
 {
 	int p = (int)poll_us, ws = 0;
-	bool only_sweep = false;
+	bool only_sweep = false, json = false;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -375,6 +459,8 @@ int main(int argc, char **argv)
 			only_sweep = true;
 		else if (!strcmp(argv[i], "--no-pin"))
 			pin_hosts = false;
+		else if (!strcmp(argv[i], "--json"))
+			json = true;
 		else if (!int_arg(argv[i], "--samples=", &samples, 1,
 				  1000000) &&
 			 !int_arg(argv[i], "--sweep-pages=", &sweep_pages, 2,
@@ -397,17 +483,17 @@ int main(int argc, char **argv)
 	if (samples < 100)
 		samples = 100;
 	cell_log_set_level(CELL_LOG_ERROR);
+	if (json) {
+		report = json_object();
+		must(report != NULL);
+	}
 
 	if (only_sweep) {
 		double on = sweep_median((uint32_t)prefetch_max);
 
-		printf("dsm-bench: sweep_pages=%d sweep_runs=%d poll_us=%u; "
-		       "%s\n",
-		       sweep_pages, sweep_runs, poll_us, pin_desc());
-		printf("dsm    sequential sweep, prefetch %-3d %9.0f pages/s"
-		       "   (target >= 150000)\n",
-		       prefetch_max, on);
-		return 0;
+		fig_config(true);
+		fig_sweep_on(on);
+		return fig_end();
 	}
 
 	struct pct tcp = floor_tcp(samples);
@@ -427,50 +513,60 @@ int main(int argc, char **argv)
 	struct policy_pct poll0 = with_policy(0, wait_spin_us);
 	double sw_off = sweep_median(1);
 	double sw_on = sweep_median((uint32_t)prefetch_max);
+	double floors = tcp.p50 + uf.p50;
 
-	printf("dsm-bench: samples=%d sweep_pages=%d sweep_runs=%d "
-	       "poll_us=%u wait_spin_us=%u; %s\n",
-	       samples, sweep_pages, sweep_runs, poll_us, wait_spin_us,
-	       pin_desc());
-	pct_line("floor  tcp 4KiB req/resp rtt", tcp, NULL);
-	pct_line("floor  uffd fault+continue rtt", uf, NULL);
-	printf("floor  UFFDIO_COPY installs, one thread  %9.0f pages/s"
-	       "   (bounds the sweep)\n",
-	       inst);
-	pct_line("floor  write-protect, other CPU idle", wp_idle, NULL);
-	pct_line("floor  write-protect, other CPU busy", wp_busy,
-		 "(a home's downgrade)");
-	pct_line("floor  bare read miss, no engine", bare_rd,
-		 "(request, downgrade, page, continue)");
-	pct_line("floor  bare read miss, clean page", bare_clean,
-		 "(the same, no downgrade)");
-	pct_line("floor  bare upgrade, no engine", bare_up,
-		 "(invalidate, punch, ack, un-protect)");
-	pct_line("dsm    remote read fault", rd, NULL);
-	pct_line("dsm    write upgrade, 1 sharer", up1,
-		 "(target <= 45 us p50)");
-	pct_line("dsm    invalidation, 2 sharers", up2, NULL);
-	pct_line("spin   read fault, wait_spin 200us", spin.rd,
-		 "(baseline: spinning for replies)");
-	pct_line("spin   upgrade, wait_spin 200us", spin.up, NULL);
-	pct_line("poll0  read fault, poll_us 0", poll0.rd,
-		 "(the agent's default)");
-	pct_line("poll0  upgrade, poll_us 0", poll0.up, NULL);
-	printf("dsm    sequential sweep, prefetch off %9.0f pages/s\n", sw_off);
-	printf("dsm    sequential sweep, prefetch %-3d %9.0f pages/s"
-	       "   (target >= 150000)\n",
-	       prefetch_max, sw_on);
-	printf("ratio  read fault p50 / (tcp p50 + uffd p50) = %.2f"
-	       "   (target <= 1.25)\n",
-	       rd.p50 / (tcp.p50 + uf.p50));
-	printf("ratio  bare read miss p50 / (tcp p50 + uffd p50) = %.2f"
-	       "   (the same bound, no engine)\n",
-	       bare_rd.p50 / (tcp.p50 + uf.p50));
-	printf("ratio  bare clean read miss p50 / (tcp p50 + uffd p50) = %.2f"
-	       "   (nor any downgrade)\n",
-	       bare_clean.p50 / (tcp.p50 + uf.p50));
-	printf("ratio  read fault p50 / bare read miss p50 = %.2f,"
-	       " upgrade p50 / bare upgrade p50 = %.2f   (the engine's cost)\n",
-	       rd.p50 / bare_rd.p50, up1.p50 / bare_up.p50);
-	return 0;
+	fig_config(false);
+	fig_pct("floor_tcp_rtt", "floor  tcp 4KiB req/resp rtt", tcp, NULL);
+	fig_pct("floor_uffd_rtt", "floor  uffd fault+continue rtt", uf, NULL);
+	fig_num("floor_install_pages_per_s",
+		"floor  UFFDIO_COPY installs, one thread  %9.0f pages/s"
+		"   (bounds the sweep)\n",
+		inst);
+	fig_pct("floor_wp_other_cpu_idle",
+		"floor  write-protect, other CPU idle", wp_idle, NULL);
+	fig_pct("floor_wp_other_cpu_busy",
+		"floor  write-protect, other CPU busy", wp_busy,
+		"(a home's downgrade)");
+	fig_pct("floor_bare_read", "floor  bare read miss, no engine", bare_rd,
+		"(request, downgrade, page, continue)");
+	fig_pct("floor_bare_read_clean", "floor  bare read miss, clean page",
+		bare_clean, "(the same, no downgrade)");
+	fig_pct("floor_bare_upgrade", "floor  bare upgrade, no engine", bare_up,
+		"(invalidate, punch, ack, un-protect)");
+	fig_pct("read_fault", "dsm    remote read fault", rd, NULL);
+	fig_pct("upgrade_1_sharer", "dsm    write upgrade, 1 sharer", up1,
+		"(target <= 45 us p50)");
+	fig_pct("invalidation_2_sharers", "dsm    invalidation, 2 sharers", up2,
+		NULL);
+	fig_pct("spin_read_fault", "spin   read fault, wait_spin 200us",
+		spin.rd, "(baseline: spinning for replies)");
+	fig_pct("spin_upgrade", "spin   upgrade, wait_spin 200us", spin.up,
+		NULL);
+	fig_pct("poll0_read_fault", "poll0  read fault, poll_us 0", poll0.rd,
+		"(the agent's default)");
+	fig_pct("poll0_upgrade", "poll0  upgrade, poll_us 0", poll0.up, NULL);
+	fig_num("sweep_prefetch_off_pages_per_s",
+		"dsm    sequential sweep, prefetch off %9.0f pages/s\n",
+		sw_off);
+	fig_sweep_on(sw_on);
+	fig_num("ratio_read_fault_to_floors",
+		"ratio  read fault p50 / (tcp p50 + uffd p50) = %.2f"
+		"   (target <= 1.25)\n",
+		rd.p50 / floors);
+	fig_num("ratio_bare_read_to_floors",
+		"ratio  bare read miss p50 / (tcp p50 + uffd p50) = %.2f"
+		"   (the same bound, no engine)\n",
+		bare_rd.p50 / floors);
+	fig_num("ratio_bare_clean_read_to_floors",
+		"ratio  bare clean read miss p50 / (tcp p50 + uffd p50) = %.2f"
+		"   (nor any downgrade)\n",
+		bare_clean.p50 / floors);
+	fig_num("ratio_read_fault_to_bare",
+		"ratio  read fault p50 / bare read miss p50 = %.2f"
+		"   (the engine's cost)\n",
+		rd.p50 / bare_rd.p50);
+	fig_num("ratio_upgrade_to_bare",
+		"ratio  upgrade p50 / bare upgrade p50 = %.2f\n",
+		up1.p50 / bare_up.p50);
+	return fig_end();
 }
