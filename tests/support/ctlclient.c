@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ctlclient.h"
 #include "testsupport.h"
@@ -53,19 +52,26 @@ const char *tsc_ctl_field(const char *cellctl, const char *ctl_addr,
 	return out;
 }
 
+struct vm_wait {
+	const char *cellctl, *ctl_addr, *vm;
+};
+
+static bool vm_ended(void *arg)
+{
+	const struct vm_wait *w = arg;
+	char s[32];
+
+	tsc_ctl_field(w->cellctl, w->ctl_addr, "state",
+		      TSC_WORDS("vm", "info", w->vm), s, sizeof(s));
+	return strcmp(s, "stopped") == 0 || strcmp(s, "failed") == 0;
+}
+
 bool tsc_vm_wait_ended(const char *cellctl, const char *ctl_addr,
 		       const char *vm, unsigned timeout_ms)
 {
-	for (unsigned waited = 0; waited <= timeout_ms; waited += 50) {
-		char s[32];
+	struct vm_wait w = {cellctl, ctl_addr, vm};
 
-		tsc_ctl_field(cellctl, ctl_addr, "state",
-			      TSC_WORDS("vm", "info", vm), s, sizeof(s));
-		if (strcmp(s, "stopped") == 0 || strcmp(s, "failed") == 0)
-			return true;
-		usleep(50 * 1000);
-	}
-	return false;
+	return ts_wait_for(vm_ended, &w, timeout_ms);
 }
 
 void tsc_dir_done(char *dir)

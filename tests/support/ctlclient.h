@@ -27,7 +27,7 @@ const char *tsc_ctl_field(const char *cellctl, const char *ctl_addr,
 			  const char *key, const char *const *words, char *out,
 			  size_t len);
 
-/* Polls `vm info VM` every 50 ms until the VM is stopped or failed;
+/* Polls `vm info VM` (ts_wait_for) until the VM is stopped or failed;
  * false after timeout_ms. */
 bool tsc_vm_wait_ended(const char *cellctl, const char *ctl_addr,
 		       const char *vm, unsigned timeout_ms);
