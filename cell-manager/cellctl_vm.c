@@ -11,14 +11,14 @@
 #include "cell/config.h"
 #include "cellctl.h"
 
-static const char *const vm_state_names[] = {
-	"unknown",  "pending", "starting", "running",
-	"stopping", "stopped", "failed",
-};
-
 static const char *vm_state(Cellmon__VmState s)
 {
-	return (unsigned)s < 7 ? vm_state_names[s] : "unknown";
+	return cellproto_name(&cellproto_vm_states, s);
+}
+
+static const char *vcpu_state(Cellmon__VcpuState s)
+{
+	return cellproto_name(&cellproto_vcpu_states, s);
 }
 
 static const char *opt(const struct ctl_opts *o, const char *key)
@@ -27,6 +27,20 @@ static const char *opt(const struct ctl_opts *o, const char *key)
 		if (strcmp(o->key[i], key) == 0)
 			return o->val[i];
 	return NULL;
+}
+
+/* --KEY=NAME as a value of the set e; says what is known if not. */
+static int opt_enum(const struct ctl_opts *o, const char *key,
+		    const struct cellproto_enum *e, int *v)
+{
+	const char *s = opt(o, key);
+	char names[200];
+
+	if (!s || cellproto_parse(e, s, v) == 0)
+		return 0;
+	cellproto_names_list(e, names, sizeof(names));
+	fprintf(stderr, "cellctl: --%s '%s' is not %s\n", key, s, names);
+	return -EINVAL;
 }
 
 static const char *const create_keys[] = {
@@ -79,6 +93,7 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 	Cellmon__VmSpec *s;
 	const char *v;
 	int64_t n;
+	int e = 0, p = 0, h = 0; /* the *_DEFAULT values */
 
 	if (nargs != 1 || check_keys(o, create_keys, "vm create"))
 		return -EINVAL;
@@ -139,14 +154,15 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 		cr->rp.max_restarts = (uint32_t)n;
 		s->restart = &cr->rp;
 	}
-	if ((v = opt(o, "engine")))
-		s->engine = (char *)v;
+	if (opt_enum(o, "engine", &cellproto_engines, &e) ||
+	    opt_enum(o, "placement", &cellproto_placements, &p) ||
+	    opt_enum(o, "home", &cellproto_homes, &h))
+		goto bad;
+	s->engine = (Cellmon__Engine)e;
+	s->placement = (Cellmon__Placement)p;
+	s->home = (Cellmon__HomePolicy)h;
 	if ((v = opt(o, "node")))
 		s->node = (char *)v;
-	if ((v = opt(o, "placement")))
-		s->placement = (char *)v;
-	if ((v = opt(o, "home")))
-		s->home = (char *)v;
 	if ((v = opt(o, "anti-affinity")))
 		s->anti_affinity = (char *)v;
 	s->args = o->guest_args;
@@ -212,10 +228,12 @@ static json_t *spec_json(const Cellmon__VmSpec *s)
 			 "s:s, s:o}",
 			 "name", s->name, "cell", s->cell, "memory_mb",
 			 (json_int_t)s->memory_mb, "vcpus", (int)s->vcpus,
-			 "engine", s->engine, "image", s->image, "args", args,
-			 "node", s->node, "placement", s->placement, "home",
-			 s->home, "anti_affinity", s->anti_affinity, "disks",
-			 disks);
+			 "engine",
+			 cellproto_name(&cellproto_engines, s->engine), "image",
+			 s->image, "args", args, "node", s->node, "placement",
+			 cellproto_name(&cellproto_placements, s->placement),
+			 "home", cellproto_name(&cellproto_homes, s->home),
+			 "anti_affinity", s->anti_affinity, "disks", disks);
 }
 
 static json_t *vm_json(const Cellmon__VmInfo *v)
@@ -226,11 +244,11 @@ static json_t *vm_json(const Cellmon__VmInfo *v)
 		const Cellmon__VcpuInfo *c = v->vcpus[i];
 
 		json_array_append_new(
-			vcpus,
-			json_pack("{s:i, s:s, s:s, s:i, s:i, s:i}", "vcpu",
-				  (int)c->vcpu, "node", c->node, "state",
-				  c->state, "exit_code", c->exit_code, "signal",
-				  c->signal, "pid", c->pid));
+			vcpus, json_pack("{s:i, s:s, s:s, s:i, s:i, s:i}",
+					 "vcpu", (int)c->vcpu, "node", c->node,
+					 "state", vcpu_state(c->state),
+					 "exit_code", c->exit_code, "signal",
+					 c->signal, "pid", c->pid));
 	}
 	for (size_t i = 0; deps && i < v->n_deps; i++)
 		json_array_append_new(deps, json_string(v->deps[i]));
@@ -254,15 +272,15 @@ static void print_vcpus(const Cellmon__VmInfo *v)
 		const Cellmon__VcpuInfo *c = v->vcpus[i];
 		char end[64] = "", pid[16] = "-"; /* no pid reported yet */
 
-		if (strcmp(c->state, "exited") == 0)
+		if (c->state == CELLMON__VCPU_STATE__VCPU_EXITED)
 			snprintf(end, sizeof(end), "status %d", c->exit_code);
-		else if (strcmp(c->state, "killed") == 0)
+		else if (c->state == CELLMON__VCPU_STATE__VCPU_KILLED)
 			snprintf(end, sizeof(end), "signal %d (%s)", c->signal,
 				 strsignal(c->signal));
 		if (c->pid > 0)
 			snprintf(pid, sizeof(pid), "%d", c->pid);
-		printf("%-5u %-16s %-8s %7s  %s\n", c->vcpu, c->node, c->state,
-		       pid, end);
+		printf("%-5u %-16s %-8s %7s  %s\n", c->vcpu, c->node,
+		       vcpu_state(c->state), pid, end);
 	}
 }
 
@@ -289,16 +307,17 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 	       v->reason[0] ? " (" : "", v->reason, v->reason[0] ? ")" : "");
 	printf("cell:      %s\nvcpus:     %u\nmemory:    %llu MB\n"
 	       "engine:    %s\nimage:     %s",
-	       s->cell, s->vcpus, (unsigned long long)s->memory_mb, s->engine,
-	       s->image);
+	       s->cell, s->vcpus, (unsigned long long)s->memory_mb,
+	       cellproto_name(&cellproto_engines, s->engine), s->image);
 	for (size_t i = 0; i < s->n_args; i++)
 		printf(" %s", s->args[i]);
 	printf("\nrestarts:  %u of %u after node failures\n", v->restarts,
 	       s->restart ? s->restart->max_restarts : 3);
 	printf("placement: %s%s%s%s%s\nhome:      %s\nruns:      %u\n",
-	       s->placement, s->node[0] ? ", node " : "", s->node,
+	       cellproto_name(&cellproto_placements, s->placement),
+	       s->node[0] ? ", node " : "", s->node,
 	       s->anti_affinity[0] ? ", anti-affinity " : "", s->anti_affinity,
-	       s->home, v->runs);
+	       cellproto_name(&cellproto_homes, s->home), v->runs);
 	printf("disks:     ");
 	for (size_t i = 0; i < s->n_disks; i++)
 		printf("%s%zu=%s", i ? " " : "", i, s->disks[i]);

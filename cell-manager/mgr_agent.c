@@ -12,6 +12,7 @@
 #include "cell/clock.h"
 #include "cell/log.h"
 #include "cellproto/cellproto.h"
+#include "dsm/dsm.h"
 #include "mgr_int.h"
 
 #define MOD "mgr"
@@ -157,7 +158,7 @@ static void on_heartbeat(struct cell_rpc_call *call,
 	const Cellmon__HeartbeatRequest *hb = (const void *)msg;
 	Cellmon__HeartbeatReply reply = CELLMON__HEARTBEAT_REPLY__INIT;
 	Cellmon__Lease lease = CELLMON__LEASE__INIT;
-	Cellmon__DsmFence fences[64], *fp[64];
+	Cellmon__DsmFence fences[DSM_MAX_NODES], *fp[DSM_MAX_NODES];
 	struct mgr_node *n;
 	int rc = mgr_members_heartbeat(m->members, hb->node_id, hb->incarnation,
 				       &n);

@@ -45,7 +45,7 @@ struct mgr_cell {
 /* One vCPU of a VM's current (or last) run. */
 struct mgr_vcpu {
 	char node[CELL_NAME_MAX + 1];
-	char state[12]; /* "placed" "running" "exited" "killed" "lost" */
+	Cellmon__VcpuState state;
 	int32_t exit_code, signal, pid;
 };
 

@@ -39,6 +39,7 @@
 #include "cell/clock.h"
 #include "cell/log.h"
 #include "mgr_int.h"
+#include "dsm/dsm.h"
 #include "placement.h"
 
 #define MOD "mgr"
@@ -157,11 +158,7 @@ static int vm_persist(struct mgr *m, const struct mgr_vm *vm)
 
 static const char *state_name(Cellmon__VmState s)
 {
-	static const char *const names[] = {"unknown", "pending",  "starting",
-					    "running", "stopping", "stopped",
-					    "failed"};
-
-	return (unsigned)s < 7 ? names[s] : "unknown";
+	return cellproto_name(&cellproto_vm_states, s);
 }
 
 static void set_state(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
@@ -216,7 +213,7 @@ static int info_fill(const struct mgr *m, const struct mgr_vm *vm,
 		cellmon__vcpu_info__init(c);
 		c->vcpu = i;
 		c->node = (char *)vm->vcpus[i].node;
-		c->state = (char *)vm->vcpus[i].state;
+		c->state = vm->vcpus[i].state;
 		c->exit_code = vm->vcpus[i].exit_code;
 		c->signal = vm->vcpus[i].signal;
 		c->pid = vm->vcpus[i].pid;
@@ -277,8 +274,7 @@ struct fan_res {
 	char node[CELL_NAME_MAX + 1];
 	int status;
 	char msg[300];
-	uint8_t *data;
-	size_t len;
+	ProtobufCMessage *result; /* owned: the ack's console or stats */
 };
 
 struct fan {
@@ -303,8 +299,35 @@ static void fan_finish(struct fan *f)
 	if (f->done)
 		f->done(f->m, vm, f);
 	for (size_t i = 0; i < f->n; i++)
-		free(f->res[i].data);
+		if (f->res[i].result)
+			protobuf_c_message_free_unpacked(f->res[i].result,
+							 NULL);
 	free(f);
+}
+
+/* Whether an answer to `kind` carries a result (agent.proto). */
+static bool ack_wants_result(Cellmon__CommandKind kind)
+{
+	return kind == CELLMON__COMMAND_KIND__CMD_VM_CONSOLE ||
+	       kind == CELLMON__COMMAND_KIND__CMD_VM_STATS;
+}
+
+/* A copy of the result the ack carries for `kind`, or NULL when it has
+ * none (or carries another kind's). */
+static ProtobufCMessage *ack_result_copy(const Cellmon__CommandAck *ack,
+					 Cellmon__CommandKind kind)
+{
+	const ProtobufCMessage *res = NULL;
+
+	if (ack->status)
+		return NULL;
+	if (kind == CELLMON__COMMAND_KIND__CMD_VM_CONSOLE &&
+	    ack->result_case == CELLMON__COMMAND_ACK__RESULT_CONSOLE)
+		res = &ack->console->base;
+	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_STATS &&
+		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_STATS)
+		res = &ack->stats->base;
+	return res ? cellproto_copy(res) : NULL;
 }
 
 static void fan_reply(int status, const ProtobufCMessage *msg,
@@ -323,9 +346,11 @@ static void fan_reply(int status, const ProtobufCMessage *msg,
 		r->status = ack->status;
 		snprintf(r->msg, sizeof(r->msg), "%s",
 			 ack->message ? ack->message : "");
-		if (ack->result.len && (r->data = malloc(ack->result.len))) {
-			memcpy(r->data, ack->result.data, ack->result.len);
-			r->len = ack->result.len;
+		r->result = ack_result_copy(ack, f->kind);
+		if (!r->status && !r->result && ack_wants_result(f->kind)) {
+			r->status = -EBADMSG;
+			snprintf(r->msg, sizeof(r->msg),
+				 "answered without a result");
 		}
 	}
 	if (--f->left == 0)
@@ -348,8 +373,10 @@ static size_t vm_nodes(const struct mgr_vm *vm, const char **out)
 	return k;
 }
 
+/* Fills the argument of the command to `node` into cmd; what it
+ * allocates goes into *own (freed by the caller with free()). */
 typedef int (*fan_args_fn)(struct mgr *m, struct mgr_vm *vm, const char *node,
-			   ProtobufCBinaryData *args);
+			   Cellmon__Command *cmd, void **own);
 
 /* Sends `kind` to every node of vm (args built per node); `done` runs
  * once all have answered (errors included), possibly before this
@@ -375,6 +402,7 @@ static int fan_out_call(struct mgr *m, struct mgr_vm *vm,
 		struct mgr_node *node = mgr_members_find(m->members, nodes[i]);
 		Cellmon__Command cmd = CELLMON__COMMAND__INIT;
 		struct fan_one *o = calloc(1, sizeof(*o));
+		void *own = NULL;
 		int rc = o ? 0 : -ENOMEM;
 
 		snprintf(r->node, sizeof(r->node), "%s", nodes[i]);
@@ -387,7 +415,7 @@ static int fan_out_call(struct mgr *m, struct mgr_vm *vm,
 		if (!rc && node->state != MGR_NODE_UP)
 			rc = -ENOTCONN;
 		if (!rc)
-			rc = build(m, vm, nodes[i], &cmd.args);
+			rc = build(m, vm, nodes[i], &cmd, &own);
 		if (!rc) {
 			cmd.incarnation = node->incarnation;
 			cmd.kind = kind;
@@ -395,7 +423,7 @@ static int fan_out_call(struct mgr *m, struct mgr_vm *vm,
 			rc = mgr_agent_command(m, node, &cmd.base, fan_reply,
 					       o);
 		}
-		free(cmd.args.data);
+		free(own);
 		if (rc) {
 			free(o);
 			r->status = rc;
@@ -427,74 +455,78 @@ static const struct fan_res *fan_error(const struct fan *f)
 	return NULL;
 }
 
-static int pack_target(const struct mgr_vm *vm, ProtobufCBinaryData *args)
+static int build_target(struct mgr *m, struct mgr_vm *vm, const char *node,
+			Cellmon__Command *cmd, void **own)
 {
-	Cellmon__VmTarget t = CELLMON__VM_TARGET__INIT;
+	Cellmon__VmTarget *t = malloc(sizeof(*t));
 
-	t.name = (char *)vm->name;
-	t.region = vm->region;
-	args->len = cellmon__vm_target__get_packed_size(&t);
-	args->data = malloc(args->len + 1);
-	if (!args->data)
+	(void)m;
+	(void)node;
+	if (!t)
 		return -ENOMEM;
-	cellmon__vm_target__pack(&t, args->data);
+	cellmon__vm_target__init(t);
+	t->name = (char *)vm->name;
+	t->region = vm->region;
+	cmd->args_case = CELLMON__COMMAND__ARGS_TARGET;
+	cmd->target = t;
+	*own = t;
 	return 0;
 }
 
-static int build_target(struct mgr *m, struct mgr_vm *vm, const char *node,
-			ProtobufCBinaryData *args)
-{
-	(void)m;
-	(void)node;
-	return pack_target(vm, args);
-}
+/* The VmStart of one node and everything it points to, in one block
+ * the caller frees once the command is sent. */
+struct start_args {
+	Cellmon__VmStart st;
+	Cellmon__VmMember mem[DSM_MAX_NODES], *pm[DSM_MAX_NODES];
+	Cellmon__DsmFence fences[DSM_MAX_NODES], *fp[DSM_MAX_NODES];
+	uint32_t mine[];
+};
 
 /* VmStart for one node: members are every node of the VM. */
 static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
-		       ProtobufCBinaryData *args)
+		       Cellmon__Command *cmd, void **own)
 {
-	Cellmon__VmStart st = CELLMON__VM_START__INIT;
 	const char *nodes[VM_MAX_VCPUS];
-	Cellmon__VmMember mem[64], *pm[64];
-	Cellmon__DsmFence fences[64], *fp[64];
-	uint32_t *mine = calloc(vm->nvcpus + 1, sizeof(*mine));
 	size_t n = vm_nodes(vm, nodes);
+	struct start_args *a;
+	Cellmon__VmStart *st;
 
-	if (!mine)
-		return -ENOMEM;
-	if (n > 64) { /* placement keeps VMs on nodes with DSM ids (< 64) */
-		free(mine);
+	/* placement keeps VMs on nodes with DSM ids */
+	if (n > DSM_MAX_NODES)
 		return -E2BIG;
-	}
+	a = calloc(1, sizeof(*a) + (vm->nvcpus + 1) * sizeof(a->mine[0]));
+	if (!a)
+		return -ENOMEM;
+	st = &a->st;
+	cellmon__vm_start__init(st);
 	for (uint32_t i = 0; i < vm->nvcpus; i++)
 		if (strcmp(vm->vcpus[i].node, node) == 0)
-			mine[st.n_vcpus++] = i;
+			a->mine[st->n_vcpus++] = i;
 	for (size_t j = 0; j < n; j++) {
 		struct mgr_node *mn = mgr_members_find(m->members, nodes[j]);
 
-		cellmon__vm_member__init(&mem[j]);
-		mem[j].node = (char *)nodes[j];
-		mem[j].dsm_id = mn ? (uint32_t)mgr_node_dsm_id(m, mn) : 64;
-		mem[j].dsm_addr = mn ? mn->dsm_addr : "";
-		pm[j] = &mem[j];
+		cellmon__vm_member__init(&a->mem[j]);
+		a->mem[j].node = (char *)nodes[j];
+		a->mem[j].dsm_id =
+			mn ? (uint32_t)mgr_node_dsm_id(m, mn) : DSM_MAX_NODES;
+		a->mem[j].dsm_addr = mn ? mn->dsm_addr : "";
+		a->pm[j] = &a->mem[j];
 	}
-	st.spec = vm->spec;
-	st.region = vm->region;
-	st.members = pm;
-	st.n_members = n;
-	st.vcpus = mine;
-	st.home_dsm_id = mem[0].dsm_id;
-	st.vdiskd = m->cfg.vdiskd;
-	st.write_epoch = vm->write_epoch;
-	st.n_fences = mgr_dsm_fences(m, mgr_members_find(m->members, node),
-				     fences, fp);
-	st.fences = fp;
-	args->len = cellmon__vm_start__get_packed_size(&st);
-	args->data = malloc(args->len + 1);
-	if (args->data)
-		cellmon__vm_start__pack(&st, args->data);
-	free(mine);
-	return args->data ? 0 : -ENOMEM;
+	st->spec = vm->spec;
+	st->region = vm->region;
+	st->members = a->pm;
+	st->n_members = n;
+	st->vcpus = a->mine;
+	st->home_dsm_id = a->mem[0].dsm_id;
+	st->vdiskd = m->cfg.vdiskd;
+	st->write_epoch = vm->write_epoch;
+	st->n_fences = mgr_dsm_fences(m, mgr_members_find(m->members, node),
+				      a->fences, a->fp);
+	st->fences = a->fp;
+	cmd->args_case = CELLMON__COMMAND__ARGS_START;
+	cmd->start = st;
+	*own = a;
+	return 0;
 }
 
 /* ---- ending a run ---- */
@@ -526,16 +558,11 @@ static void stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 		return;
 	stats_free(vm);
 	vm->stats = calloc(f->n + 1, sizeof(*vm->stats));
-	for (size_t i = 0; vm->stats && i < f->n; i++) {
-		Cellmon__VmNodeStats *s =
-			f->res[i].status
-				? NULL
-				: cellmon__vm_node_stats__unpack(
-					  NULL, f->res[i].len, f->res[i].data);
-
-		if (s)
-			vm->stats[vm->nstats++] = s;
-	}
+	for (size_t i = 0; vm->stats && i < f->n; i++)
+		if (f->res[i].result) {
+			vm->stats[vm->nstats++] = (void *)f->res[i].result;
+			f->res[i].result = NULL; /* now the VM's */
+		}
 	if (fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_RELEASE, build_target,
 		    release_done))
 		release_done(m, vm, f);
@@ -600,41 +627,45 @@ static void evaluate(struct mgr *m, struct mgr_vm *vm)
 		return;
 	for (uint32_t i = 0; i < vm->nvcpus; i++) {
 		const struct mgr_vcpu *c = &vm->vcpus[i];
-		bool exited = strcmp(c->state, "exited") == 0;
-		bool killed = strcmp(c->state, "killed") == 0;
-		bool fenced = strcmp(c->state, "fenced") == 0;
-		bool lost = strcmp(c->state, "lost") == 0;
+		bool node_fault = false;
 
-		ended += exited || killed || fenced || lost;
-		if (vm->state != CELLMON__VM_STATE__VM_RUNNING)
-			continue;
-		if (lost) {
+		switch (c->state) {
+		case CELLMON__VCPU_STATE__VCPU_LOST:
 			snprintf(why, sizeof(why),
 				 "vcpu %u on %s was ended: a DSM page request "
 				 "went unanswered",
 				 i, c->node);
-			fail_node(m, vm, why);
-			return;
-		}
-		if (fenced) {
+			node_fault = true;
+			break;
+		case CELLMON__VCPU_STATE__VCPU_FENCED:
 			snprintf(why, sizeof(why),
 				 "vcpu %u on %s was fenced (its node lost its "
 				 "lease)",
 				 i, c->node);
-			fail_node(m, vm, why);
-			return;
-		}
-		if (exited && c->exit_code) {
+			node_fault = true;
+			break;
+		case CELLMON__VCPU_STATE__VCPU_EXITED:
 			snprintf(why, sizeof(why),
 				 "vcpu %u on %s exited with status %d", i,
 				 c->node, c->exit_code);
-			finish(m, vm, CELLMON__VM_STATE__VM_FAILED, why);
-			return;
-		}
-		if (killed) {
+			break;
+		case CELLMON__VCPU_STATE__VCPU_KILLED:
 			snprintf(why, sizeof(why),
 				 "vcpu %u on %s was killed by signal %d (%s)",
 				 i, c->node, c->signal, strsignal(c->signal));
+			break;
+		default: /* not ended */
+			continue;
+		}
+		ended++;
+		if (vm->state != CELLMON__VM_STATE__VM_RUNNING)
+			continue;
+		if (node_fault) {
+			fail_node(m, vm, why);
+			return;
+		}
+		if (c->state != CELLMON__VCPU_STATE__VCPU_EXITED ||
+		    c->exit_code) {
 			finish(m, vm, CELLMON__VM_STATE__VM_FAILED, why);
 			return;
 		}
@@ -673,9 +704,8 @@ static void run_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 		return;
 	}
 	for (uint32_t i = 0; i < vm->nvcpus; i++)
-		if (strcmp(vm->vcpus[i].state, "placed") == 0)
-			snprintf(vm->vcpus[i].state, sizeof(vm->vcpus[0].state),
-				 "running");
+		if (vm->vcpus[i].state == CELLMON__VCPU_STATE__VCPU_PLACED)
+			vm->vcpus[i].state = CELLMON__VCPU_STATE__VCPU_RUNNING;
 	vm->busy = false;
 	set_state(m, vm, CELLMON__VM_STATE__VM_RUNNING, "");
 	answer_waiter(m, vm, 0);
@@ -757,7 +787,8 @@ static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
 		      uint32_t *out, const char **names, char *why, size_t len)
 {
 	struct mgr_place_req q = {s->vcpus, s->memory_mb, hint ? s->node : NULL,
-				  strcmp(s->placement, "pack") == 0,
+				  s->placement ==
+					  CELLMON__PLACEMENT__PLACEMENT_PACK,
 				  HEADROOM_PCT};
 	size_t n;
 	struct mgr_place_node *t = place_table(m, s, self, empty, &n);
@@ -781,10 +812,18 @@ static int place(struct mgr *m, const Cellmon__VmSpec *s,
 
 /* ---- validation ---- */
 
-static bool one_of(const char *s, const char *a, const char *b, const char *c)
+/* Whether v is a value of the set; err names the known ones if not (a
+ * newer cellctl may send a value this manager does not have). */
+static bool known(const struct cellproto_enum *e, int v, char *err, size_t len)
 {
-	return strcmp(s, a) == 0 || strcmp(s, b) == 0 ||
-	       (c && strcmp(s, c) == 0);
+	char names[200];
+
+	if (cellproto_known(e, v))
+		return true;
+	cellproto_names_list(e, names, sizeof(names));
+	snprintf(err, len, "unknown %s %d: this manager knows %s", e->what, v,
+		 names);
+	return false;
 }
 
 static bool disk_name_ok(const char *d, size_t n)
@@ -886,33 +925,12 @@ static int validate(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 			 (unsigned long long)s->memory_mb);
 		return -EINVAL;
 	}
-	if (strcmp(s->engine, "kvm") == 0) {
-		snprintf(err, len,
-			 "engine 'kvm' is not available yet; use "
-			 "'native'");
-		return -EOPNOTSUPP;
-	}
-	if (strcmp(s->engine, "native") != 0) {
-		snprintf(err, len, "unknown engine '%.32s' (native, kvm)",
-			 s->engine);
+	if (!known(&cellproto_engines, (int)s->engine, err, len) ||
+	    !known(&cellproto_placements, (int)s->placement, err, len) ||
+	    !known(&cellproto_homes, (int)s->home, err, len))
 		return -EINVAL;
-	}
 	if (!cell_name_valid(s->image)) {
 		snprintf(err, len, "invalid image name '%.64s'", s->image);
-		return -EINVAL;
-	}
-	if (!one_of(s->placement, "spread", "pack", NULL)) {
-		snprintf(err, len,
-			 "placement must be spread or pack, not "
-			 "'%.32s'",
-			 s->placement);
-		return -EINVAL;
-	}
-	if (!one_of(s->home, "interleave", "first-touch", "one")) {
-		snprintf(err, len,
-			 "home must be interleave, first-touch or one, "
-			 "not '%.32s'",
-			 s->home);
 		return -EINVAL;
 	}
 	if (s->node[0] && !mgr_members_find(m->members, s->node)) {
@@ -952,16 +970,15 @@ static int validate(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 	return 0;
 }
 
-/* Unset strings point at protobuf-c's shared "" (never freed); the
- * defaults are heap strings, which free_unpacked() frees. */
+/* The *_DEFAULT values of a request become what they stand for. */
 static int defaults(Cellmon__VmSpec *s)
 {
-	if (!s->engine[0] && !(s->engine = strdup("native")))
-		return -ENOMEM;
-	if (!s->placement[0] && !(s->placement = strdup("spread")))
-		return -ENOMEM;
-	if (!s->home[0] && !(s->home = strdup("interleave")))
-		return -ENOMEM;
+	if (s->engine == CELLMON__ENGINE__ENGINE_DEFAULT)
+		s->engine = CELLMON__ENGINE__ENGINE_NATIVE;
+	if (s->placement == CELLMON__PLACEMENT__PLACEMENT_DEFAULT)
+		s->placement = CELLMON__PLACEMENT__PLACEMENT_SPREAD;
+	if (s->home == CELLMON__HOME_POLICY__HOME_DEFAULT)
+		s->home = CELLMON__HOME_POLICY__HOME_INTERLEAVE;
 	return 0;
 }
 
@@ -999,8 +1016,7 @@ static void reply_plan(struct mgr *m, struct cell_rpc_call *call,
 	for (uint32_t i = 0; i < s->vcpus; i++) {
 		snprintf(plan.vcpus[i].node, sizeof(plan.vcpus[0].node), "%s",
 			 names[i]);
-		snprintf(plan.vcpus[i].state, sizeof(plan.vcpus[0].state),
-			 "planned");
+		plan.vcpus[i].state = CELLMON__VCPU_STATE__VCPU_PLANNED;
 	}
 	snprintf(plan.reason, sizeof(plan.reason), "dry run: nothing done");
 	reply_vm(m, call, &plan);
@@ -1068,10 +1084,13 @@ void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	}
 	CELL_INFO(MOD,
 		  "vm created name=%s id=%llu cell=%s vcpus=%u memory_mb=%llu "
-		  "image=%s placement=%s home=%s",
+		  "engine=%s image=%s placement=%s home=%s",
 		  vm->name, (unsigned long long)vm->id, vm->spec->cell,
 		  vm->spec->vcpus, (unsigned long long)vm->spec->memory_mb,
-		  vm->spec->image, vm->spec->placement, vm->spec->home);
+		  cellproto_name(&cellproto_engines, vm->spec->engine),
+		  vm->spec->image,
+		  cellproto_name(&cellproto_placements, vm->spec->placement),
+		  cellproto_name(&cellproto_homes, vm->spec->home));
 	reply_vm(m, call, vm);
 	vm = NULL;
 out:
@@ -1097,7 +1116,7 @@ static int start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 	}
 	for (uint32_t i = 0; i < vm->spec->vcpus; i++) {
 		snprintf(v[i].node, sizeof(v[i].node), "%s", names[i]);
-		snprintf(v[i].state, sizeof(v[i].state), "placed");
+		v[i].state = CELLMON__VCPU_STATE__VCPU_PLACED;
 	}
 	free(vm->vcpus);
 	vm->vcpus = v;
@@ -1317,10 +1336,7 @@ static void console_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 	(void)m;
 	(void)vm;
 	for (size_t i = 0; parts && i < f->n; i++) {
-		if (f->res[i].status)
-			continue;
-		parts[i] = cellmon__vm_console_reply__unpack(
-			NULL, f->res[i].len, f->res[i].data);
+		parts[i] = (Cellmon__VmConsoleReply *)f->res[i].result;
 		total += parts[i] ? parts[i]->n_consoles : 0;
 	}
 	r.consoles = calloc(total + f->n + 1, sizeof(*r.consoles));
@@ -1340,11 +1356,7 @@ static void console_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 	else
 		cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_VM_CONSOLE_REPLY,
 			       &r.base);
-	for (size_t i = 0; parts && i < f->n; i++)
-		if (parts[i])
-			cellmon__vm_console_reply__free_unpacked(parts[i],
-								 NULL);
-	free(parts);
+	free(parts); /* the parts are the fan's results, freed with it */
 	free(r.consoles);
 }
 
@@ -1387,9 +1399,7 @@ static void live_stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 
 	(void)m;
 	for (size_t i = 0; s && errs && i < f->n; i++) {
-		if (!f->res[i].status)
-			s[i] = cellmon__vm_node_stats__unpack(
-				NULL, f->res[i].len, f->res[i].data);
+		s[i] = (Cellmon__VmNodeStats *)f->res[i].result;
 		if (!s[i]) {
 			cellmon__vm_node_stats__init(&errs[i]);
 			errs[i].node = f->res[i].node;
@@ -1409,10 +1419,7 @@ static void live_stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 			cell_rpc_reply_error(call, -ENOMEM, "out of memory");
 		free(all);
 	}
-	for (size_t i = 0; s && i < f->n; i++)
-		if (s[i])
-			cellmon__vm_node_stats__free_unpacked(s[i], NULL);
-	free(s);
+	free(s); /* the stats are the fan's results, freed with it */
 	free(errs);
 }
 
@@ -1456,12 +1463,11 @@ static void release_orphan(struct mgr *m, struct mgr_node *n, uint64_t region)
 {
 	Cellmon__VmTarget t = CELLMON__VM_TARGET__INIT;
 	Cellmon__Command cmd = CELLMON__COMMAND__INIT;
-	uint8_t buf[64];
 
 	t.name = "";
 	t.region = region;
-	cmd.args.len = cellmon__vm_target__pack(&t, buf);
-	cmd.args.data = buf;
+	cmd.args_case = CELLMON__COMMAND__ARGS_TARGET;
+	cmd.target = &t;
 	cmd.incarnation = n->incarnation;
 	cmd.kind = CELLMON__COMMAND_KIND__CMD_VM_RELEASE;
 	CELL_LOG_RL(CELL_LOG_WARN, MOD,
@@ -1495,8 +1501,17 @@ void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
 		if (v[i]->vcpu >= vm->nvcpus ||
 		    strcmp(vm->vcpus[v[i]->vcpu].node, n->id) != 0)
 			continue;
+		if (!cellproto_known(&cellproto_vcpu_states, v[i]->state)) {
+			CELL_LOG_RL(CELL_LOG_WARN, MOD,
+				    "node %s reports vcpu %u of vm %s in state "
+				    "%d, which this manager does not know; "
+				    "ignored",
+				    n->id, v[i]->vcpu, vm->name,
+				    (int)v[i]->state);
+			continue;
+		}
 		c = &vm->vcpus[v[i]->vcpu];
-		snprintf(c->state, sizeof(c->state), "%s", v[i]->state);
+		c->state = v[i]->state;
 		c->exit_code = v[i]->exit_code;
 		c->signal = v[i]->signal;
 		c->pid = v[i]->pid;
@@ -1516,10 +1531,10 @@ void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why)
 		for (uint32_t i = 0; i < vm->nvcpus; i++)
 			if (strcmp(vm->vcpus[i].node, n->id) == 0) {
 				dep = true;
-				if (strcmp(vm->vcpus[i].state, "exited"))
-					snprintf(vm->vcpus[i].state,
-						 sizeof(vm->vcpus[0].state),
-						 "lost");
+				if (vm->vcpus[i].state !=
+				    CELLMON__VCPU_STATE__VCPU_EXITED)
+					vm->vcpus[i].state =
+						CELLMON__VCPU_STATE__VCPU_LOST;
 			}
 		if (!dep || !vm_active(vm))
 			continue;
@@ -1532,7 +1547,7 @@ int mgr_node_dsm_id(struct mgr *m, const struct mgr_node *n)
 {
 	size_t count = mgr_members_count(m->members);
 
-	for (size_t i = 0; i < count && i < 64; i++)
+	for (size_t i = 0; i < count && i < DSM_MAX_NODES; i++)
 		if (mgr_members_at(m->members, i) == n)
 			return (int)i;
 	return -1;
@@ -1543,7 +1558,7 @@ size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
 {
 	size_t count = mgr_members_count(m->members), k = 0;
 
-	for (size_t i = 0; i < count && i < 64; i++) {
+	for (size_t i = 0; i < count && i < DSM_MAX_NODES; i++) {
 		const struct mgr_node *p = mgr_members_at(m->members, i);
 
 		if (p == n || !p->incarnation)
@@ -1562,6 +1577,53 @@ size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
 
 /* ---- restore ---- */
 
+/* The legacy string field `tag` of a spec stored before protocol 2, as
+ * one of e's values; 0 when absent, -EINVAL when it names no value. */
+static int legacy_field(const Cellmon__VmSpec *s, uint32_t tag,
+			const struct cellproto_enum *e, int *v)
+{
+	for (unsigned i = 0; i < s->base.n_unknown_fields; i++) {
+		const ProtobufCMessageUnknownField *u =
+			&s->base.unknown_fields[i];
+		char name[40];
+
+		if (u->tag != tag ||
+		    u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
+			continue;
+		if (u->len >= sizeof(name))
+			return -EINVAL;
+		memcpy(name, u->data, u->len);
+		name[u->len] = '\0';
+		return cellproto_parse(e, name, v);
+	}
+	return 0;
+}
+
+/* A spec stored by a manager of protocol 1 held engine (5), placement
+ * (9) and home (11) as strings; they come back as unknown fields and are
+ * turned into the enums here, so an upgrade loses none of them. 0, or
+ * -EINVAL when one names nothing this manager knows. */
+static int spec_upgrade(Cellmon__VmSpec *s)
+{
+	int e = s->engine, p = s->placement, h = s->home;
+
+	if (legacy_field(s, 5, &cellproto_engines, &e) ||
+	    legacy_field(s, 9, &cellproto_placements, &p) ||
+	    legacy_field(s, 11, &cellproto_homes, &h))
+		return -EINVAL;
+	s->engine = (Cellmon__Engine)e;
+	s->placement = (Cellmon__Placement)p;
+	s->home = (Cellmon__HomePolicy)h;
+	/* Not packed again: the next save holds the enums alone. The
+	 * message came from unpack with the default allocator. */
+	for (unsigned i = 0; i < s->base.n_unknown_fields; i++)
+		free(s->base.unknown_fields[i].data);
+	free(s->base.unknown_fields);
+	s->base.unknown_fields = NULL;
+	s->base.n_unknown_fields = 0;
+	return defaults(s);
+}
+
 static int restore_vm(const struct mgr_vm_row *row, void *arg)
 {
 	struct mgr *m = arg;
@@ -1571,6 +1633,16 @@ static int restore_vm(const struct mgr_vm_row *row, void *arg)
 	if (!vm)
 		return -ENOMEM;
 	vm->spec = cellmon__vm_spec__unpack(NULL, row->spec_len, row->spec);
+	if (vm->spec && spec_upgrade(vm->spec)) {
+		CELL_ERROR(MOD,
+			   "stored vm %s names an engine, placement or home "
+			   "this manager does not know; skipped",
+			   row->name);
+		cellmon__vm_spec__free_unpacked(vm->spec, NULL);
+		vm->spec = NULL;
+		free(vm);
+		return 0;
+	}
 	if (!vm->spec) {
 		CELL_ERROR(MOD, "stored vm %s has an unreadable spec; skipped",
 			   row->name);
@@ -1594,8 +1666,7 @@ static int restore_vm(const struct mgr_vm_row *row, void *arg)
 
 			snprintf(vm->vcpus[i].node, sizeof(vm->vcpus[0].node),
 				 "%.*s", (int)len, p);
-			snprintf(vm->vcpus[i].state, sizeof(vm->vcpus[0].state),
-				 "unknown");
+			vm->vcpus[i].state = CELLMON__VCPU_STATE__VCPU_UNKNOWN;
 			vm->nvcpus = i + 1;
 			p += len + (p[len] == ',');
 		}

@@ -4,6 +4,7 @@
  *                    lease, fencing), the command dispatcher
  *   agent_vm.c       the VMs of this node: DSM regions, vCPUs through an
  *                    engine, the guest service threads, commands
+ *   agent_engine.c   the table of engines, looked up by a VM's spec
  *   engine_native.c  the native engine: a guest program per vCPU
  *
  * Threads: the libevent loop runs everything, except the DSM node's own
@@ -24,6 +25,7 @@
 #include "cell/rpc.h"
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
+#include "dsm/dsm.h"
 
 struct dsm_node;
 struct dsm_region;
@@ -61,22 +63,17 @@ enum agent_state {
 	AGENT_REGISTERED,
 };
 
-enum agent_vcpu_state {
-	VCPU_STARTING, /* not started yet (or its start failed) */
-	VCPU_RUNNING,
-	VCPU_EXITED, /* exit_code */
-	VCPU_KILLED, /* signal */
-	VCPU_FENCED, /* killed because the node lost its lease */
-	VCPU_LOST,   /* killed because its memory cannot be served */
-};
-
 struct agent_vm;
 
 struct agent_vcpu {
 	struct agent_vm *vm;
-	uint32_t index;		     /* vCPU number in the VM */
-	enum agent_vcpu_state state; /* under vm_mu */
-	pid_t pid;		     /* under vm_mu; 0 when none */
+	uint32_t index; /* vCPU number in the VM */
+	/* under vm_mu: STARTING (not started, or its start failed),
+	 * RUNNING, EXITED (exit_code), KILLED (signal), FENCED (killed
+	 * because the node lost its lease), LOST (killed because its memory
+	 * cannot be served) */
+	Cellmon__VcpuState state;
+	pid_t pid; /* under vm_mu; 0 when none */
 	int exit_code, signal;
 	int ctl;	  /* agent's end of the service socket */
 	int guest_fd;	  /* guest's end, until the engine starts */
@@ -87,6 +84,7 @@ struct agent_vcpu {
 struct agent_vm {
 	struct agent_vm *next;
 	char name[CELL_NAME_MAX + 1];
+	const struct agent_engine_ops *engine; /* chosen at PREPARE */
 	uint64_t region_id;
 	Cellmon__VmSpec *spec; /* a private unpacked copy */
 	struct dsm_region *region;
@@ -128,10 +126,10 @@ struct agent {
 	char dsm_addr[160]; /* advertised host:port */
 	char handoff_path[1100];
 	uint64_t dsm_peers; /* ids added as peers */
-	char peer_addr[64][160];
-	uint32_t peer_fence[64]; /* lowest DSM epoch accepted from each id */
-	uint32_t dsm_epoch;	 /* the manager's: this incarnation */
-	uint32_t dsm_epoch_now;	 /* stamped now: 0 while fenced */
+	char peer_addr[DSM_MAX_NODES][160];
+	uint32_t peer_fence[DSM_MAX_NODES]; /* lowest DSM epoch accepted */
+	uint32_t dsm_epoch;	/* the manager's: this incarnation */
+	uint32_t dsm_epoch_now; /* stamped now: 0 while fenced */
 	/* the lease page handed to guests (cellguest_wire.h) */
 	int lease_fd;
 	struct cg_lease_page *lease_page;
@@ -143,15 +141,22 @@ struct agent {
 	struct event *sigchld;
 };
 
-/* The engine a vCPU runs on. The native engine is a process per vCPU;
- * the KVM engine (a VMM process per VM) implements the same members.
- * Status needs no member: every engine's vCPUs are processes of the
- * agent, so their end comes from waitpid() (agent_vm.c, SIGCHLD) and is
- * kept in struct agent_vcpu for the heartbeat. */
+/* The engine a VM runs on, looked up by its spec's Engine once at
+ * PREPARE (agent_engine.c) and kept on the VM. The native engine is a
+ * process per vCPU; an engine that runs a VMM process per VM implements
+ * the same members. Status needs no member: every engine's vCPUs are
+ * processes of the agent, so their end comes from waitpid() (agent_vm.c,
+ * SIGCHLD) and is kept in struct agent_vcpu for the heartbeat. */
 struct agent_engine_ops {
-	const char *name;
+	Cellmon__Engine id; /* the spec's value that selects it */
+	const char *name;   /* for logs and messages */
+	/* At PREPARE, before the region exists: can this node run the spec
+	 * (its image is there, the engine's own limits)? 0, or -errno with
+	 * err set to a one-line reason. NULL: anything goes. */
+	int (*check)(struct agent *a, const Cellmon__VmSpec *s, char *err,
+		     size_t len);
 	/* Starts vCPU v of its VM; sets v->pid under vm_mu. 0, or -errno
-	 * with err set to a one-line reason. */
+	 * with err set to a one-line reason. Never NULL. */
 	int (*start)(struct agent *a, struct agent_vcpu *v, char *err,
 		     size_t len);
 	/* Asks the vCPU to end (it may clean up). Never NULL. */
@@ -164,6 +169,10 @@ struct agent_engine_ops {
  * The agent keeps it and reads it back for cellctl (agent_vm.c). */
 void agent_console_path(const struct agent_vcpu *v, char *out, size_t len);
 
+/* agent_engine.c: the engine for e, or NULL with err naming the engines
+ * this agent has. */
+const struct agent_engine_ops *agent_engine_find(Cellmon__Engine e, char *err,
+						 size_t len);
 extern const struct agent_engine_ops agent_native_engine;
 
 /* agent_vm.c */

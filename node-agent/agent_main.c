@@ -321,7 +321,8 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	for (size_t i = 0; i < hb.n_vcpus; i++)
-		load.vcpus += strcmp(hb.vcpus[i]->state, "running") == 0;
+		load.vcpus +=
+			hb.vcpus[i]->state == CELLMON__VCPU_STATE__VCPU_RUNNING;
 	if (a->cache) {
 		struct agent_cache_stats cs;
 
@@ -392,8 +393,10 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 		  (unsigned long long)r->lease->epoch);
 	grant_lease(a, r->lease, sent);
 	if (!r->has_dsm_id)
-		CELL_WARN(MOD, "the manager gave no DSM id (more than 64 "
-			       "nodes?); this node cannot run VMs");
+		CELL_WARN(MOD,
+			  "the manager gave no DSM id (more than %d "
+			  "nodes?); this node cannot run VMs",
+			  DSM_MAX_NODES);
 	else if (a->dsm_id < 0 && agent_dsm_start(a, r->dsm_id) == 0)
 		send_dsm_addr = true; /* peers need it before any VM */
 	else if ((uint32_t)a->dsm_id != r->dsm_id)

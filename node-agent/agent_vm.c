@@ -67,7 +67,8 @@ static int handoff_check(int pid, uint64_t region, void *arg)
 		for (size_t i = 0; vm->region_id == region && i < vm->nvcpus;
 		     i++)
 			if (vm->vcpus[i].pid == pid &&
-			    vm->vcpus[i].state == VCPU_RUNNING)
+			    vm->vcpus[i].state ==
+				    CELLMON__VCPU_STATE__VCPU_RUNNING)
 				rc = 0;
 	pthread_mutex_unlock(&a->vm_mu);
 	return rc;
@@ -131,7 +132,8 @@ void agent_dsm_set_epoch(struct agent *a, uint32_t epoch)
 static void fence_peer(struct agent *a, uint32_t id, uint32_t epoch,
 		       const char *node)
 {
-	if (id >= 64 || (int)id == a->dsm_id || a->peer_fence[id] == epoch ||
+	if (id >= DSM_MAX_NODES || (int)id == a->dsm_id ||
+	    a->peer_fence[id] == epoch ||
 	    dsm_node_fence_peer(a->dsm, (uint16_t)id, epoch))
 		return;
 	/* Only a change after the first is news: that node's incarnation
@@ -152,7 +154,8 @@ void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n)
 		fence_peer(a, id, f[i]->epoch, f[i]->node);
 		/* No more dialing a dead node: it is added again by the
 		 * next VM that has it as a member. */
-		if (f[i]->down && id < 64 && a->dsm_peers & (1ull << id)) {
+		if (f[i]->down && id < DSM_MAX_NODES &&
+		    a->dsm_peers & (1ull << id)) {
 			dsm_node_remove_peer(a->dsm, (uint16_t)id);
 			a->dsm_peers &= ~(1ull << id);
 			CELL_INFO(MOD, "DSM peer dropped node=%s id=%u: down",
@@ -171,7 +174,7 @@ static int add_peers(struct agent *a, const Cellmon__VmStart *st, char *err,
 
 		if ((int)m->dsm_id == a->dsm_id)
 			continue;
-		if (m->dsm_id >= 64 || !m->dsm_addr[0]) {
+		if (m->dsm_id >= DSM_MAX_NODES || !m->dsm_addr[0]) {
 			snprintf(err, len, "member %s has no DSM address",
 				 m->node);
 			return -EINVAL;
@@ -296,10 +299,11 @@ static void vm_free(struct agent_vm *vm)
 
 static void signal_vcpus(struct agent_vm *vm, bool hard)
 {
-	const struct agent_engine_ops *e = &agent_native_engine;
+	const struct agent_engine_ops *e = vm->engine;
 
 	for (size_t i = 0; i < vm->nvcpus; i++)
-		if (vm->vcpus[i].state == VCPU_RUNNING && vm->vcpus[i].pid) {
+		if (vm->vcpus[i].state == CELLMON__VCPU_STATE__VCPU_RUNNING &&
+		    vm->vcpus[i].pid) {
 			if (hard)
 				e->kill(&vm->vcpus[i]);
 			else
@@ -347,38 +351,45 @@ static void vm_release(struct agent *a, struct agent_vm *vm)
 	vm_free(vm);
 }
 
-static enum dsm_home_policy home_policy(const char *home)
+/* The region's home policy for the spec's; -EINVAL for a value this
+ * agent does not know. */
+static int home_policy(Cellmon__HomePolicy home, enum dsm_home_policy *out)
 {
-	if (strcmp(home, "one") == 0)
-		return DSM_POLICY_ONE;
-	if (strcmp(home, "first-touch") == 0)
-		return DSM_POLICY_FIRST_TOUCH;
-	return DSM_POLICY_INTERLEAVE;
-}
-
-static int check_image(struct agent *a, const Cellmon__VmSpec *s, char *err,
-		       size_t len)
-{
-	char path[1200];
-	struct stat st;
-
-	if (strcmp(s->engine, "native") != 0) {
-		snprintf(err, len, "engine '%.32s' is not available on %s",
-			 s->engine, a->cfg.node_id);
-		return -EOPNOTSUPP;
-	}
-	if (!cell_name_valid(s->image)) {
-		snprintf(err, len, "invalid image name '%.64s'", s->image);
+	switch (home) {
+	case CELLMON__HOME_POLICY__HOME_DEFAULT:
+	case CELLMON__HOME_POLICY__HOME_INTERLEAVE:
+		*out = DSM_POLICY_INTERLEAVE;
+		return 0;
+	case CELLMON__HOME_POLICY__HOME_FIRST_TOUCH:
+		*out = DSM_POLICY_FIRST_TOUCH;
+		return 0;
+	case CELLMON__HOME_POLICY__HOME_ONE:
+		*out = DSM_POLICY_ONE;
+		return 0;
+	default:
 		return -EINVAL;
 	}
-	snprintf(path, sizeof(path), "%s/%s", a->cfg.image_dir, s->image);
-	if (stat(path, &st) || !S_ISREG(st.st_mode) || access(path, X_OK)) {
-		snprintf(err, len,
-			 "image '%s' not found as an executable in %s",
-			 s->image, a->cfg.image_dir);
-		return -ENOENT;
+}
+
+/* The engine and home policy of the spec, and whether the engine can run
+ * it here. */
+static int check_spec(struct agent *a, const Cellmon__VmSpec *s,
+		      const struct agent_engine_ops **engine,
+		      enum dsm_home_policy *home, char *err, size_t len)
+{
+	char why[200];
+
+	*engine = agent_engine_find(s->engine, why, sizeof(why));
+	if (!*engine) {
+		snprintf(err, len, "node %s: %s", a->cfg.node_id, why);
+		return -EOPNOTSUPP;
 	}
-	return 0;
+	if (home_policy(s->home, home)) {
+		snprintf(err, len, "node %s does not know home policy %d",
+			 a->cfg.node_id, (int)s->home);
+		return -EINVAL;
+	}
+	return (*engine)->check ? (*engine)->check(a, s, err, len) : 0;
 }
 
 /* Opens the VM's disks ("NAME" or "NAME:ro") through the node cache. */
@@ -430,7 +441,8 @@ static void region_failed(struct dsm_region *r, uint16_t peer, void *arg)
 	__atomic_store_n(&vm->dsm_failed, 1, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&vm->agent->vm_mu);
 	for (size_t i = 0; i < vm->nvcpus; i++)
-		if (vm->vcpus[i].state == VCPU_RUNNING && vm->vcpus[i].pid)
+		if (vm->vcpus[i].state == CELLMON__VCPU_STATE__VCPU_RUNNING &&
+		    vm->vcpus[i].pid)
 			kill(-vm->vcpus[i].pid, SIGKILL);
 	pthread_mutex_unlock(&vm->agent->vm_mu);
 	CELL_ERROR(MOD,
@@ -442,14 +454,16 @@ static void region_failed(struct dsm_region *r, uint16_t peer, void *arg)
 static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		      size_t len)
 {
-	uint16_t members[64];
+	uint16_t members[DSM_MAX_NODES];
 	struct dsm_region_config rc = {0};
+	const struct agent_engine_ops *engine;
+	enum dsm_home_policy home;
 	struct agent_vm *vm;
 	int r;
 
 	if (!st->spec || !st->spec->vcpus || !st->spec->memory_mb ||
 	    !cell_name_valid(st->spec->name) || !st->n_members ||
-	    st->n_members > 64) {
+	    st->n_members > DSM_MAX_NODES) {
 		snprintf(err, len, "malformed VM start request");
 		return -EINVAL;
 	}
@@ -459,7 +473,7 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		snprintf(err, len, "node %s has no DSM node", a->cfg.node_id);
 		return -ENODEV;
 	}
-	if ((r = check_image(a, st->spec, err, len)) ||
+	if ((r = check_spec(a, st->spec, &engine, &home, err, len)) ||
 	    (r = add_peers(a, st, err, len)))
 		return r;
 	/* Before the region exists: a restarted VM's nodes refuse the
@@ -475,13 +489,14 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		return -ENOMEM;
 	}
 	vm->agent = a;
+	vm->engine = engine;
 	vm->region_id = st->region;
 	snprintf(vm->name, sizeof(vm->name), "%s", st->spec->name);
 	snprintf(vm->dir, sizeof(vm->dir), "%s/vms/%s", a->cfg.state_dir,
 		 vm->name);
 	rc.id = st->region;
 	rc.size = (size_t)st->spec->memory_mb << 20;
-	rc.policy = home_policy(st->spec->home);
+	rc.policy = home;
 	rc.home_node = (uint16_t)st->home_dsm_id;
 	rc.members = members;
 	rc.nmembers = (uint16_t)st->n_members;
@@ -508,10 +523,11 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	pthread_mutex_unlock(&a->vm_mu);
 	CELL_INFO(MOD,
 		  "vm prepared name=%s region=%llu memory_mb=%llu "
-		  "members=%zu home=%s",
+		  "members=%zu engine=%s home=%s",
 		  vm->name, (unsigned long long)vm->region_id,
 		  (unsigned long long)st->spec->memory_mb, st->n_members,
-		  st->spec->home);
+		  engine->name,
+		  cellproto_name(&cellproto_homes, st->spec->home));
 	return 0;
 }
 
@@ -552,7 +568,7 @@ static int vm_run(struct agent *a, const Cellmon__VmStart *st, char *err,
 		}
 		v->ctl = sv[0];
 		v->guest_fd = sv[1]; /* the engine passes it on, closes it */
-		rc = agent_native_engine.start(a, v, err, len);
+		rc = vm->engine->start(a, v, err, len);
 		if (!rc)
 			rc = -pthread_create(&v->thread, NULL, serve_vcpu, v);
 		if (!rc)
@@ -604,11 +620,17 @@ void agent_console_path(const struct agent_vcpu *v, char *out, size_t len)
 }
 
 /* Reads the consoles from the files, so they outlive the VM's run. */
+/* What a CONSOLE ack points to until agent_vm_ack_free(). */
+struct console_result {
+	Cellmon__VmConsoleReply r;
+	Cellmon__VcpuConsole c[256], *p[256];
+};
+
 static int vm_console(struct agent *a, const char *name,
 		      Cellmon__CommandAck *ack)
 {
-	Cellmon__VmConsoleReply r = CELLMON__VM_CONSOLE_REPLY__INIT;
-	Cellmon__VcpuConsole c[256], *p[256];
+	struct console_result *cr;
+	Cellmon__VmConsoleReply *r;
 	char dir[1100], path[1400];
 	struct dirent *de;
 	DIR *d;
@@ -621,8 +643,18 @@ static int vm_console(struct agent *a, const char *name,
 	d = opendir(dir);
 	if (!d)
 		return errno == ENOENT ? -ENOENT : -errno;
-	while (!rc && (de = readdir(d)) && r.n_consoles < 256) {
-		Cellmon__VcpuConsole *e = &c[r.n_consoles];
+	cr = calloc(1, sizeof(*cr));
+	if (!cr) {
+		closedir(d);
+		return -ENOMEM;
+	}
+	r = &cr->r;
+	cellmon__vm_console_reply__init(r);
+	r->consoles = cr->p;
+	ack->result_case = CELLMON__COMMAND_ACK__RESULT_CONSOLE;
+	ack->console = r; /* freed by agent_vm_ack_free() */
+	while (!rc && (de = readdir(d)) && r->n_consoles < 256) {
+		Cellmon__VcpuConsole *e = &cr->c[r->n_consoles];
 
 		char *end;
 
@@ -638,47 +670,36 @@ static int vm_console(struct agent *a, const char *name,
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		rc = read_tail(path, (size_t)a->cfg.console_max, &e->text.data,
 			       &e->text.len, (bool *)&e->truncated);
-		p[r.n_consoles++] = e;
+		cr->p[r->n_consoles++] = e;
 	}
 	closedir(d);
-	r.consoles = p;
-	if (!rc) {
-		ack->result.len =
-			cellmon__vm_console_reply__get_packed_size(&r);
-		ack->result.data = malloc(ack->result.len + 1);
-		if (ack->result.data)
-			cellmon__vm_console_reply__pack(&r, ack->result.data);
-		else
-			rc = -ENOMEM;
-	}
-	for (size_t i = 0; i < r.n_consoles; i++)
-		free(c[i].text.data);
 	return rc;
 }
 
 static int vm_stats(struct agent *a, struct agent_vm *vm,
 		    Cellmon__CommandAck *ack)
 {
-	Cellmon__VmNodeStats r = CELLMON__VM_NODE_STATS__INIT;
+	Cellmon__VmNodeStats *r;
 	struct dsm_region_stats st;
 	int rc = dsm_region_stats(vm->region, &st);
 
 	if (rc)
 		return rc;
-	r.node = a->cfg.node_id;
-	r.read_faults = st.read_faults;
-	r.write_faults = st.write_faults;
-	r.local_faults = st.local_faults;
-	r.remote_faults = st.remote_faults;
-	r.invalidations = st.invalidations;
-	r.transfers = st.transfers;
-	r.bytes_in = st.transfers * DSM_PAGE;
-	r.pages_homed = st.pages_homed;
-	ack->result.len = cellmon__vm_node_stats__get_packed_size(&r);
-	ack->result.data = malloc(ack->result.len + 1);
-	if (!ack->result.data)
+	r = malloc(sizeof(*r));
+	if (!r)
 		return -ENOMEM;
-	cellmon__vm_node_stats__pack(&r, ack->result.data);
+	cellmon__vm_node_stats__init(r);
+	r->node = a->cfg.node_id;
+	r->read_faults = st.read_faults;
+	r->write_faults = st.write_faults;
+	r->local_faults = st.local_faults;
+	r->remote_faults = st.remote_faults;
+	r->invalidations = st.invalidations;
+	r->transfers = st.transfers;
+	r->bytes_in = st.transfers * DSM_PAGE;
+	r->pages_homed = st.pages_homed;
+	ack->result_case = CELLMON__COMMAND_ACK__RESULT_STATS;
+	ack->stats = r;
 	return 0;
 }
 
@@ -687,15 +708,10 @@ static int vm_stats(struct agent *a, struct agent_vm *vm,
 static int target_command(struct agent *a, const Cellmon__Command *cmd,
 			  Cellmon__CommandAck *ack, char *err, size_t len)
 {
-	Cellmon__VmTarget *t =
-		cellmon__vm_target__unpack(NULL, cmd->args.len, cmd->args.data);
+	const Cellmon__VmTarget *t = cmd->target;
 	struct agent_vm *vm;
 	int rc = 0;
 
-	if (!t) {
-		snprintf(err, len, "malformed VM target");
-		return -EBADMSG;
-	}
 	if (cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_CONSOLE) {
 		rc = vm_console(a, t->name, ack);
 		if (rc == -ENOENT)
@@ -741,37 +757,40 @@ static int target_command(struct agent *a, const Cellmon__Command *cmd,
 	if (rc && !err[0])
 		snprintf(err, len, "%s", strerror(-rc));
 out:
-	cellmon__vm_target__free_unpacked(t, NULL);
 	return rc;
 }
 
 void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 		      Cellmon__CommandAck *ack, char *err, size_t len)
 {
-	Cellmon__VmStart *st;
+	bool has_start = cmd->args_case == CELLMON__COMMAND__ARGS_START;
+	bool has_target = cmd->args_case == CELLMON__COMMAND__ARGS_TARGET;
 	int rc;
 
 	err[0] = '\0';
 	switch (cmd->kind) {
 	case CELLMON__COMMAND_KIND__CMD_VM_PREPARE:
 	case CELLMON__COMMAND_KIND__CMD_VM_RUN:
-		st = cellmon__vm_start__unpack(NULL, cmd->args.len,
-					       cmd->args.data);
-		if (!st) {
-			snprintf(err, len, "malformed VM start request");
+		if (!has_start) {
+			snprintf(err, len,
+				 "VM start request without a VmStart");
 			rc = -EBADMSG;
 			break;
 		}
 		rc = cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_PREPARE
-			     ? vm_prepare(a, st, err, len)
-			     : vm_run(a, st, err, len);
-		cellmon__vm_start__free_unpacked(st, NULL);
+			     ? vm_prepare(a, cmd->start, err, len)
+			     : vm_run(a, cmd->start, err, len);
 		break;
 	case CELLMON__COMMAND_KIND__CMD_VM_STOP:
 	case CELLMON__COMMAND_KIND__CMD_VM_KILL:
 	case CELLMON__COMMAND_KIND__CMD_VM_RELEASE:
 	case CELLMON__COMMAND_KIND__CMD_VM_CONSOLE:
 	case CELLMON__COMMAND_KIND__CMD_VM_STATS:
+		if (!has_target) {
+			snprintf(err, len, "VM command without a VmTarget");
+			rc = -EBADMSG;
+			break;
+		}
 		rc = target_command(a, cmd, ack, err, len);
 		break;
 	default:
@@ -783,39 +802,37 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 	if (rc && !err[0])
 		snprintf(err, len, "%s", strerror(-rc));
 	ack->message = err;
+	/* A result goes only with success (agent.proto); it stays allocated
+	 * until agent_vm_ack_free(). */
+	if (rc)
+		agent_vm_ack_free(ack);
 }
 
 void agent_vm_ack_free(Cellmon__CommandAck *ack)
 {
-	free(ack->result.data);
-	ack->result.data = NULL;
-	ack->result.len = 0;
+	/* console and stats share a union: result_case says which is set */
+	switch (ack->result_case) {
+	case CELLMON__COMMAND_ACK__RESULT_CONSOLE:
+		for (size_t i = 0; i < ack->console->n_consoles; i++)
+			free(ack->console->consoles[i]->text.data);
+		free(ack->console); /* the start of its console_result */
+		break;
+	case CELLMON__COMMAND_ACK__RESULT_STATS:
+		free(ack->stats);
+		break;
+	default:
+		break;
+	}
+	ack->result_case = CELLMON__COMMAND_ACK__RESULT__NOT_SET;
+	ack->console = NULL;
 }
 
 /* ---- vCPU ends and status ---- */
 
-static const char *vcpu_state_name(enum agent_vcpu_state s)
-{
-	switch (s) {
-	case VCPU_RUNNING:
-		return "running";
-	case VCPU_EXITED:
-		return "exited";
-	case VCPU_KILLED:
-		return "killed";
-	case VCPU_FENCED:
-		return "fenced";
-	case VCPU_LOST:
-		return "lost";
-	default:
-		return "starting";
-	}
-}
-
 static bool vm_all_ended(const struct agent_vm *vm)
 {
 	for (size_t i = 0; i < vm->nvcpus; i++)
-		if (vm->vcpus[i].state == VCPU_RUNNING)
+		if (vm->vcpus[i].state == CELLMON__VCPU_STATE__VCPU_RUNNING)
 			return false;
 	return true;
 }
@@ -826,18 +843,21 @@ static bool reap_one(struct agent *a, pid_t pid, int ws)
 		for (size_t i = 0; i < vm->nvcpus; i++) {
 			struct agent_vcpu *v = &vm->vcpus[i];
 
-			if (v->pid != pid || v->state != VCPU_RUNNING)
+			if (v->pid != pid ||
+			    v->state != CELLMON__VCPU_STATE__VCPU_RUNNING)
 				continue;
 			pthread_mutex_lock(&a->vm_mu);
 			if (WIFEXITED(ws)) {
-				v->state = VCPU_EXITED;
+				v->state = CELLMON__VCPU_STATE__VCPU_EXITED;
 				v->exit_code = WEXITSTATUS(ws);
 			} else {
-				v->state = vm->fenced ? VCPU_FENCED
-					   : __atomic_load_n(&vm->dsm_failed,
-							     __ATOMIC_ACQUIRE)
-						   ? VCPU_LOST
-						   : VCPU_KILLED;
+				v->state =
+					vm->fenced
+						? CELLMON__VCPU_STATE__VCPU_FENCED
+					: __atomic_load_n(&vm->dsm_failed,
+							  __ATOMIC_ACQUIRE)
+						? CELLMON__VCPU_STATE__VCPU_LOST
+						: CELLMON__VCPU_STATE__VCPU_KILLED;
 				v->signal = WTERMSIG(ws);
 			}
 			pthread_mutex_unlock(&a->vm_mu);
@@ -845,9 +865,12 @@ static bool reap_one(struct agent *a, pid_t pid, int ws)
 				evtimer_del(vm->grace_timer);
 			CELL_INFO(MOD, "vcpu ended vm=%s vcpu=%u pid=%d %s=%d",
 				  vm->name, v->index, (int)pid,
-				  v->state == VCPU_EXITED ? "status" : "signal",
-				  v->state == VCPU_EXITED ? v->exit_code
-							  : v->signal);
+				  v->state == CELLMON__VCPU_STATE__VCPU_EXITED
+					  ? "status"
+					  : "signal",
+				  v->state == CELLMON__VCPU_STATE__VCPU_EXITED
+					  ? v->exit_code
+					  : v->signal);
 			return true;
 		}
 	return false;
@@ -890,9 +913,11 @@ int agent_vm_status(struct agent *a, Cellmon__VcpuStatus ***out, size_t *n)
 			cellmon__vcpu_status__init(s);
 			s->region = vm->region_id;
 			s->vcpu = c->index;
-			s->state = (char *)vcpu_state_name(c->state);
+			s->state = c->state;
 			s->exit_code =
-				c->state == VCPU_EXITED ? c->exit_code : 0;
+				c->state == CELLMON__VCPU_STATE__VCPU_EXITED
+					? c->exit_code
+					: 0;
 			s->signal = c->signal;
 			s->pid = (int32_t)c->pid;
 			v[k++] = s;
@@ -915,7 +940,8 @@ void agent_vm_fence(struct agent *a)
 		bool any = false;
 
 		for (size_t i = 0; i < vm->nvcpus; i++)
-			any |= vm->vcpus[i].state == VCPU_RUNNING;
+			any |= vm->vcpus[i].state ==
+			       CELLMON__VCPU_STATE__VCPU_RUNNING;
 		if (!any)
 			continue;
 		vm->fenced = true;

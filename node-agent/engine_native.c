@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -126,7 +127,7 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 	setpgid(pid, pid); /* both sides set it: no race with kill(-pid) */
 	pthread_mutex_lock(&a->vm_mu);
 	v->pid = pid;
-	v->state = VCPU_RUNNING;
+	v->state = CELLMON__VCPU_STATE__VCPU_RUNNING;
 	pthread_mutex_unlock(&a->vm_mu);
 	if (write(go[1], "g", 1) != 1)
 		kill(pid, SIGKILL); /* reaped and reported as killed */
@@ -155,8 +156,31 @@ static void native_kill(struct agent_vcpu *v)
 	kill(-v->pid, SIGKILL);
 }
 
+/* The image must be an executable file in image_dir. */
+static int native_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
+			size_t len)
+{
+	char path[1200];
+	struct stat st;
+
+	if (!cell_name_valid(s->image)) {
+		snprintf(err, len, "invalid image name '%.64s'", s->image);
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/%s", a->cfg.image_dir, s->image);
+	if (stat(path, &st) || !S_ISREG(st.st_mode) || access(path, X_OK)) {
+		snprintf(err, len,
+			 "image '%s' not found as an executable in %s",
+			 s->image, a->cfg.image_dir);
+		return -ENOENT;
+	}
+	return 0;
+}
+
 const struct agent_engine_ops agent_native_engine = {
+	.id = CELLMON__ENGINE__ENGINE_NATIVE,
 	.name = "native",
+	.check = native_check,
 	.start = native_start,
 	.stop = native_stop,
 	.kill = native_kill,

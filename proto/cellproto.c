@@ -1,10 +1,15 @@
 /*
  * The type-number -> descriptor registry of libcellproto (cellproto.h).
  * Adding a message: give it a number in common.proto's MsgType and a line
- * here; the fuzz target and every daemon then know it.
+ * here; the fuzz target and every daemon then know it. Also the names of
+ * vm.proto's enums (cellproto_name() and friends), kept in the same order
+ * as the .proto values.
  */
+#include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cellproto/cellproto.h"
 
@@ -93,4 +98,60 @@ ProtobufCMessage *cellproto_copy(const ProtobufCMessage *m)
 	c = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
 	free(buf);
 	return c;
+}
+
+#define ENUM(var, what_, ...)                                         \
+	static const char *const var##_names[] = {__VA_ARGS__};       \
+	const struct cellproto_enum var = {                           \
+		.what = what_,                                        \
+		.names = var##_names,                                 \
+		.count = (int)(sizeof(var##_names) / sizeof(char *)), \
+	}
+
+ENUM(cellproto_engines, "engine", NULL, "native");
+ENUM(cellproto_placements, "placement", NULL, "spread", "pack");
+ENUM(cellproto_homes, "home", NULL, "interleave", "first-touch", "one");
+ENUM(cellproto_vm_states, "VM state", "unknown", "pending", "starting",
+     "running", "stopping", "stopped", "failed");
+ENUM(cellproto_vcpu_states, "vCPU state", "unknown", "planned", "placed",
+     "starting", "running", "exited", "killed", "fenced", "lost");
+
+bool cellproto_known(const struct cellproto_enum *e, int v)
+{
+	return v >= 0 && v < e->count && e->names[v];
+}
+
+const char *cellproto_name(const struct cellproto_enum *e, int v)
+{
+	return cellproto_known(e, v) ? e->names[v] : "unknown";
+}
+
+int cellproto_parse(const struct cellproto_enum *e, const char *s, int *v)
+{
+	for (int i = 0; i < e->count; i++)
+		if (e->names[i] && strcmp(e->names[i], s) == 0) {
+			*v = i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+void cellproto_names_list(const struct cellproto_enum *e, char *out, size_t len)
+{
+	size_t off = 0;
+	int n = 0, k = 0;
+
+	for (int i = 0; i < e->count; i++)
+		n += e->names[i] != NULL;
+	out[0] = '\0';
+	for (int i = 0; i < e->count && off < len; i++) {
+		if (!e->names[i])
+			continue;
+		k++;
+		off += (size_t)snprintf(out + off, len - off, "%s%s",
+					k == 1	 ? ""
+					: k == n ? " or "
+						 : ", ",
+					e->names[i]);
+	}
 }

@@ -28,6 +28,9 @@
 #include <stdint.h>
 
 #define DSM_PAGE 4096u
+/* Node ids are 0..DSM_MAX_NODES-1: a copyset is one 64-bit mask. The
+ * manager hands out ids below it; further nodes get no DSM id. */
+#define DSM_MAX_NODES 64
 
 struct dsm_node;
 struct dsm_region;
@@ -38,7 +41,7 @@ enum dsm_transport {
 };
 
 struct dsm_node_config {
-	uint16_t id;	       /* 0..63, unique among the peers */
+	uint16_t id;	       /* < DSM_MAX_NODES, unique among peers */
 	const char *listen;    /* "host:port" for peer traffic; port 0: any */
 	uint32_t window_ms;    /* Mirage time window; 0: off */
 	uint32_t prefetch_max; /* pages per read miss (1: none; at most 64) */
