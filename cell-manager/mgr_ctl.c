@@ -1,7 +1,7 @@
 /*
- * cellctl-facing side of the manager: status, node queries, node ping and
- * the cell changes. Every change is written to the store before it is
- * applied in memory and acknowledged.
+ * cellctl-facing side of the manager: status, node queries and node ping
+ * here, and the table of every cellctl method, whose cell, disk and VM
+ * methods live in mgr_cell.c, mgr_disk.c and mgr_vm_ctl.c.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -116,16 +116,6 @@ out:
 	free(caches);
 }
 
-static struct mgr_node *node_or_error(struct mgr *m, struct cell_rpc_call *call,
-				      const char *id)
-{
-	struct mgr_node *n = mgr_members_find(m->members, id);
-
-	if (!n)
-		cell_rpc_reply_error(call, -ENOENT, "no node '%.64s'", id);
-	return n;
-}
-
 static void on_node_info(struct cell_rpc_call *call,
 			 const ProtobufCMessage *msg, void *arg)
 {
@@ -136,7 +126,7 @@ static void on_node_info(struct cell_rpc_call *call,
 	Cellmon__Capacity cap;
 	Cellmon__Load load;
 	Cellmon__CacheStats cache;
-	struct mgr_node *n = node_or_error(m, call, req->id);
+	struct mgr_node *n = mgr_node_or_error(m, call, req->id);
 
 	if (!n)
 		return;
@@ -178,7 +168,7 @@ static void on_node_ping(struct cell_rpc_call *call,
 	struct mgr *m = arg;
 	const Cellmon__NodePingRequest *req = (const void *)msg;
 	Cellmon__Command cmd = CELLMON__COMMAND__INIT;
-	struct mgr_node *n = node_or_error(m, call, req->id);
+	struct mgr_node *n = mgr_node_or_error(m, call, req->id);
 	struct ping *p;
 	int rc;
 
@@ -203,221 +193,6 @@ static void on_node_ping(struct cell_rpc_call *call,
 	}
 }
 
-/* A CellInfo for cell c; names points into the nodes (caller frees). */
-static int fill_cell(struct mgr *m, const struct mgr_cell *c,
-		     Cellmon__CellInfo *ci)
-{
-	size_t n = mgr_members_count(m->members), k = 0;
-
-	cellmon__cell_info__init(ci);
-	ci->name = (char *)c->name;
-	ci->created_ms = c->created_ms;
-	ci->nodes = calloc(n ? n : 1, sizeof(char *));
-	if (!ci->nodes)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		struct mgr_node *node = mgr_members_at(m->members, i);
-
-		if (strcmp(node->cell, c->name) != 0)
-			continue;
-		ci->nodes[k++] = node->id;
-		if (node->state == MGR_NODE_UP)
-			ci->nodes_up++;
-	}
-	ci->n_nodes = k;
-	return 0;
-}
-
-static void reply_cell(struct mgr *m, struct cell_rpc_call *call,
-		       const struct mgr_cell *c)
-{
-	Cellmon__CellReply r = CELLMON__CELL_REPLY__INIT;
-	Cellmon__CellInfo ci;
-
-	if (c) {
-		if (fill_cell(m, c, &ci)) {
-			cell_rpc_reply_error(call, -ENOMEM, "out of memory");
-			return;
-		}
-		r.cell = &ci;
-	}
-	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_CELL_REPLY, &r.base);
-	if (c)
-		free(ci.nodes);
-}
-
-static struct mgr_cell *cell_or_error(struct mgr *m, struct cell_rpc_call *call,
-				      const char *name)
-{
-	struct mgr_cell *c = mgr_cell_find(m, name);
-
-	if (!c)
-		cell_rpc_reply_error(call, -ENOENT, "no cell '%.64s'", name);
-	return c;
-}
-
-static void on_cell_create(struct cell_rpc_call *call,
-			   const ProtobufCMessage *msg, void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__CellRequest *req = (const void *)msg;
-	uint64_t now = cell_wall_ms();
-	int rc;
-
-	if (!cell_name_valid(req->name)) {
-		cell_rpc_reply_error(call, -EINVAL,
-				     "invalid cell name '%.64s': use 1-63 of "
-				     "[a-z0-9_.-], starting with a letter or "
-				     "digit",
-				     req->name);
-		return;
-	}
-	if (mgr_cell_find(m, req->name)) {
-		cell_rpc_reply_error(call, -EEXIST, "cell '%s' exists",
-				     req->name);
-		return;
-	}
-	rc = mgr_store_cell_create(m->store, req->name, now);
-	if (!rc)
-		rc = mgr_cell_add(m, req->name, now);
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "cannot create cell '%s': %s",
-				     req->name, strerror(-rc));
-		return;
-	}
-	CELL_INFO(MOD, "cell created name=%s", req->name);
-	reply_cell(m, call, mgr_cell_find(m, req->name));
-}
-
-static void on_cell_delete(struct cell_rpc_call *call,
-			   const ProtobufCMessage *msg, void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__CellRequest *req = (const void *)msg;
-	struct mgr_cell *c = cell_or_error(m, call, req->name);
-	Cellmon__CellInfo ci;
-	int rc;
-
-	if (!c)
-		return;
-	if (fill_cell(m, c, &ci) == 0) {
-		size_t n = ci.n_nodes;
-
-		free(ci.nodes);
-		if (n) {
-			cell_rpc_reply_error(call, -EBUSY,
-					     "cell '%s' still has %zu node(s); "
-					     "remove them first",
-					     c->name, n);
-			return;
-		}
-	}
-	rc = mgr_store_cell_delete(m->store, req->name);
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "cannot delete cell '%s': %s",
-				     req->name, strerror(-rc));
-		return;
-	}
-	mgr_cell_remove(m, req->name);
-	CELL_INFO(MOD, "cell deleted name=%s", req->name);
-	reply_cell(m, call, NULL);
-}
-
-static void on_cell_info(struct cell_rpc_call *call,
-			 const ProtobufCMessage *msg, void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__CellRequest *req = (const void *)msg;
-	struct mgr_cell *c = cell_or_error(m, call, req->name);
-
-	if (c)
-		reply_cell(m, call, c);
-}
-
-/* add-node and remove-node: both change one node's cell, store first. */
-static void set_node_cell(struct mgr *m, struct cell_rpc_call *call,
-			  const Cellmon__CellRequest *req, bool add)
-{
-	struct mgr_cell *c = cell_or_error(m, call, req->name);
-	struct mgr_node *n;
-	bool member;
-	int rc;
-
-	if (!c || !(n = node_or_error(m, call, req->node)))
-		return;
-	member = strcmp(n->cell, c->name) == 0;
-	if (add && member) {
-		reply_cell(m, call, c);
-		return;
-	}
-	if (add && n->cell[0]) {
-		cell_rpc_reply_error(call, -EBUSY,
-				     "node '%s' is in cell '%s'; remove it "
-				     "there first",
-				     n->id, n->cell);
-		return;
-	}
-	if (!add && !member) {
-		cell_rpc_reply_error(call, -ENOENT,
-				     "node '%s' is not in cell '%s'", n->id,
-				     c->name);
-		return;
-	}
-	rc = mgr_store_node_set_cell(m->store, n->id, add ? c->name : "");
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "cannot %s node: %s",
-				     add ? "add" : "remove", strerror(-rc));
-		return;
-	}
-	snprintf(n->cell, sizeof(n->cell), "%s", add ? c->name : "");
-	CELL_INFO(MOD, "node %s cell node=%s cell=%s",
-		  add ? "added to" : "removed from", n->id, c->name);
-	reply_cell(m, call, c);
-}
-
-static void on_cell_add_node(struct cell_rpc_call *call,
-			     const ProtobufCMessage *msg, void *arg)
-{
-	set_node_cell(arg, call, (const void *)msg, true);
-}
-
-static void on_cell_remove_node(struct cell_rpc_call *call,
-				const ProtobufCMessage *msg, void *arg)
-{
-	set_node_cell(arg, call, (const void *)msg, false);
-}
-
-static void on_cell_list(struct cell_rpc_call *call,
-			 const ProtobufCMessage *msg, void *arg)
-{
-	struct mgr *m = arg;
-	Cellmon__CellListReply r = CELLMON__CELL_LIST_REPLY__INIT;
-	Cellmon__CellInfo *infos = calloc(m->ncells + 1, sizeof(*infos));
-	Cellmon__CellInfo **ptrs = calloc(m->ncells + 1, sizeof(*ptrs));
-	size_t i = 0;
-
-	(void)msg;
-	if (!infos || !ptrs) {
-		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
-		goto out;
-	}
-	for (i = 0; i < m->ncells; i++) {
-		if (fill_cell(m, &m->cells[i], &infos[i])) {
-			cell_rpc_reply_error(call, -ENOMEM, "out of memory");
-			goto out;
-		}
-		ptrs[i] = &infos[i];
-	}
-	r.n_cells = m->ncells;
-	r.cells = ptrs;
-	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_CELL_LIST_REPLY, &r.base);
-out:
-	while (infos && i-- > 0)
-		free(infos[i].nodes);
-	free(infos);
-	free(ptrs);
-}
-
 void mgr_ctl_accept(struct cell_rpc_conn *c, void *arg)
 {
 	(void)arg;
@@ -429,12 +204,12 @@ const struct cell_rpc_method mgr_ctl_methods[] = {
 	{CELLMON__MSG_TYPE__MSG_NODE_LIST, on_node_list},
 	{CELLMON__MSG_TYPE__MSG_NODE_INFO, on_node_info},
 	{CELLMON__MSG_TYPE__MSG_NODE_PING, on_node_ping},
-	{CELLMON__MSG_TYPE__MSG_CELL_CREATE, on_cell_create},
-	{CELLMON__MSG_TYPE__MSG_CELL_DELETE, on_cell_delete},
-	{CELLMON__MSG_TYPE__MSG_CELL_INFO, on_cell_info},
-	{CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, on_cell_add_node},
-	{CELLMON__MSG_TYPE__MSG_CELL_REMOVE_NODE, on_cell_remove_node},
-	{CELLMON__MSG_TYPE__MSG_CELL_LIST, on_cell_list},
+	{CELLMON__MSG_TYPE__MSG_CELL_CREATE, mgr_cell_create},
+	{CELLMON__MSG_TYPE__MSG_CELL_DELETE, mgr_cell_delete},
+	{CELLMON__MSG_TYPE__MSG_CELL_INFO, mgr_cell_info},
+	{CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, mgr_cell_add_node},
+	{CELLMON__MSG_TYPE__MSG_CELL_REMOVE_NODE, mgr_cell_remove_node},
+	{CELLMON__MSG_TYPE__MSG_CELL_LIST, mgr_cell_list},
 	{CELLMON__MSG_TYPE__MSG_DISK_CREATE, mgr_disk_create},
 	{CELLMON__MSG_TYPE__MSG_DISK_CLONE, mgr_disk_clone},
 	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, mgr_disk_delete},

@@ -1,13 +1,20 @@
 /*
  * The cell manager's daemon state, shared by its source files:
- *   mgr_main.c   config, start-up, the event loop, the membership tick
- *   mgr_agent.c  the agent-facing methods (Register, Heartbeat) and
- *                commands sent to agents
- *   mgr_ctl.c    the cellctl-facing methods (status, nodes, cells)
- *   mgr_disk.c   disk requests, passed on to cellmon-vdiskd
- *   mgr_vm.c     VMs: records, placement, the state machine and the
- *                commands it sends agents
- * Everything runs on the one event-loop thread.
+ *   mgr_main.c     config, start-up, the event loop, the membership tick
+ *   mgr_agent.c    the agent-facing methods (Register, Heartbeat) and
+ *                  mgr_agent_command, which sends one command to an agent
+ *   mgr_ctl.c      the cellctl method table; status, node queries, ping
+ *   mgr_cell.c     cells: records and their cellctl methods
+ *   mgr_node.c     node rows in the store, DSM ids and fences
+ *   mgr_disk.c     disk requests, passed on to cellmon-vdiskd
+ *   mgr_fanout.c   one command kind to several nodes, one callback
+ *   mgr_vm.c       VMs: records, placement and the state machine
+ *   mgr_vm_spec.c  what a VM spec may say, its defaults, disk sharing
+ *   mgr_vm_ctl.c   cellctl's VM methods
+ * Calls go down that list's dependency order, never back up: main ->
+ * agent, ctl -> cell, vm_ctl -> vm -> fanout, vm_spec, node; fanout
+ * reaches agents only through m->send_command. Everything runs on the
+ * one event-loop thread.
  */
 #ifndef MGR_INT_H
 #define MGR_INT_H
@@ -70,8 +77,19 @@ struct mgr_vm {
 	size_t nstats;
 };
 
+struct mgr;
+struct mgr_fan;
+
+/* Sends one command to a node's agent; cb as for cell_rpc_request. */
+typedef int (*mgr_send_command_fn)(struct mgr *m, struct mgr_node *n,
+				   const ProtobufCMessage *cmd,
+				   cell_rpc_reply_fn cb, void *arg);
+
 struct mgr {
 	struct mgr_config cfg;
+	/* every command to an agent goes through here: mgr_agent_command
+	 * in the daemon, a fake in unit tests */
+	mgr_send_command_fn send_command;
 	struct event_base *base;
 	struct mgr_store *store;
 	struct mgr_members *members;
@@ -100,8 +118,124 @@ void mgr_disk_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 void mgr_disk_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		   void *arg);
 
-/* VMs (mgr_vm.c). */
-/* cellctl's VM requests. */
+/* ---- mgr_fanout.c ---- */
+
+/* One node's answer to a fan-out. */
+struct mgr_fan_res {
+	char node[CELL_NAME_MAX + 1];
+	int status; /* 0 or -errno: the command's, or why it was not sent */
+	char msg[300];
+	ProtobufCMessage *result; /* the ack's console or stats; the fan
+				   * frees it unless `done` takes it (NULL) */
+};
+
+typedef void (*mgr_fan_done_fn)(struct mgr *m, struct mgr_fan *f);
+/* Fills the argument of the command to `node` into cmd (the oneof);
+ * what it allocates goes into *own, freed with free() once sent. */
+typedef int (*mgr_fan_args_fn)(struct mgr *m, void *arg, const char *node,
+			       Cellmon__Command *cmd, void **own);
+
+struct mgr_fan {
+	struct mgr *m;
+	uint64_t tag; /* what `done` finds its object by (a VM id) */
+	Cellmon__CommandKind kind;
+	size_t n, left;
+	mgr_fan_done_fn done;
+	struct cell_rpc_call *call; /* a cellctl call `done` answers, or NULL */
+	struct mgr_fan_res res[];   /* one per node, in the order given */
+};
+
+/* Sends `kind` to the n nodes (args built per node by build(arg)); done
+ * (may be NULL) runs once all have answered, errors included, possibly
+ * before this returns. 0, or -ENOMEM when nothing was sent (done never
+ * runs then). */
+int mgr_fan_out(struct mgr *m, const char *const *nodes, size_t n,
+		Cellmon__CommandKind kind, mgr_fan_args_fn build, void *arg,
+		uint64_t tag, mgr_fan_done_fn done, struct cell_rpc_call *call);
+/* The first node that failed, or NULL. */
+const struct mgr_fan_res *mgr_fan_error(const struct mgr_fan *f);
+
+/* ---- mgr_vm.c: records and the state machine ---- */
+
+#define VM_MAX_VCPUS	 256
+#define VM_MAX_MEMORY_MB (1ull << 20) /* 1 TiB */
+
+/* Starting, running or stopping: it holds nodes. */
+static inline bool mgr_vm_active(const struct mgr_vm *vm)
+{
+	return vm->state == CELLMON__VM_STATE__VM_STARTING ||
+	       vm->state == CELLMON__VM_STATE__VM_RUNNING ||
+	       vm->state == CELLMON__VM_STATE__VM_STOPPING;
+}
+
+struct mgr_vm *mgr_vm_find(struct mgr *m, const char *name);
+struct mgr_vm *mgr_vm_by_id(struct mgr *m, uint64_t id);
+const char *mgr_vm_state_name(Cellmon__VmState s);
+/* Adds a record to m->vms (not the store). 0 or -ENOMEM. */
+int mgr_vm_add(struct mgr *m, struct mgr_vm *vm);
+/* Drops the record from m->vms and frees it (not the store). */
+void mgr_vm_remove(struct mgr *m, struct mgr_vm *vm);
+void mgr_vm_free(struct mgr_vm *vm);
+/* Writes the record to the store; logs and returns -errno on failure. */
+int mgr_vm_persist(struct mgr *m, const struct mgr_vm *vm);
+/* Moves to state s (reason kept when NULL), persists, logs. */
+void mgr_vm_set_state(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
+		      const char *reason);
+/* A VmInfo pointing into vm; free with mgr_vm_info_free(). */
+int mgr_vm_info_fill(const struct mgr *m, const struct mgr_vm *vm,
+		     Cellmon__VmInfo *vi);
+void mgr_vm_info_free(Cellmon__VmInfo *vi);
+/* Answers call with the VM (NULL: deleted). */
+void mgr_vm_reply(struct mgr *m, struct cell_rpc_call *call,
+		  const struct mgr_vm *vm);
+/* Answers the call waiting on vm, if any: the VM, or rc's error. */
+void mgr_vm_answer_waiter(struct mgr *m, struct mgr_vm *vm, int rc);
+/* The distinct nodes of a VM's vCPUs, in vCPU order. */
+size_t mgr_vm_nodes(const struct mgr_vm *vm, const char **out);
+/* Places a spec's vCPUs (names: node ids, per vCPU). `empty` ignores
+ * what other VMs use; self is not counted. 0, -ENOSPC with why. */
+int mgr_vm_place(struct mgr *m, const Cellmon__VmSpec *s,
+		 const struct mgr_vm *self, bool empty, const char **names,
+		 char *why, size_t len);
+/* A new run on the nodes named per vCPU: starting, PREPARE everywhere,
+ * then RUN; vm->waiter is answered at the end. 0 or -errno (nothing
+ * sent). */
+int mgr_vm_start_run(struct mgr *m, struct mgr_vm *vm, const char **names);
+/* Ends the run in state s: snapshot the counters, release everywhere,
+ * then answer the waiting call. */
+void mgr_vm_finish(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
+		   const char *reason);
+/* Decides what the vCPU states mean for a running or stopping VM. */
+void mgr_vm_evaluate(struct mgr *m, struct mgr_vm *vm);
+/* Sends a VmTarget command (STOP, KILL, RELEASE, CONSOLE, STATS) to
+ * every node of vm; as mgr_fan_out, with f->tag the VM's id. */
+int mgr_vm_command(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
+		   mgr_fan_done_fn done, struct cell_rpc_call *call);
+int mgr_vm_restore(struct mgr *m);
+void mgr_vm_free_all(struct mgr *m);
+/* vCPU states from a heartbeat of node n. */
+void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
+		      Cellmon__VcpuStatus *const *v, size_t count);
+/* Node n's VMs lost their vCPUs (down, or a new incarnation). */
+void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why);
+
+/* ---- mgr_vm_spec.c ---- */
+
+/* Checks a spec with its defaults filled in; err says what is wrong.
+ * 0, -EINVAL or -ENOENT (no such cell or node). */
+int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len);
+/* The *_DEFAULT values of a request become what they stand for. */
+int mgr_vm_spec_defaults(Cellmon__VmSpec *s);
+/* Converts a spec stored by a protocol-1 manager (strings in fields 5, 9
+ * and 11) and fills defaults. 0, or -EINVAL for a name it cannot map. */
+int mgr_vm_spec_upgrade(Cellmon__VmSpec *s);
+/* One active writer per disk: 0, or -EBUSY with the other writer named. */
+int mgr_vm_check_writers(struct mgr *m, const struct mgr_vm *self, char *err,
+			 size_t len);
+/* The name of an active VM that uses disk `disk`, or NULL. */
+const char *mgr_vm_disk_user(struct mgr *m, const char *disk);
+
+/* ---- mgr_vm_ctl.c: cellctl's VM requests ---- */
 void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		   void *arg);
 void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
@@ -120,33 +254,48 @@ void mgr_vm_console(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		    void *arg);
 void mgr_vm_stats(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		  void *arg);
-int mgr_vm_restore(struct mgr *m);
-void mgr_vm_free_all(struct mgr *m);
-/* vCPU states from a heartbeat of node n. */
-void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
-		      Cellmon__VcpuStatus *const *v, size_t count);
-/* Node n's VMs lost their vCPUs (down, or a new incarnation). */
-void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why);
-/* The name of an active VM that uses disk `disk`, or NULL. */
-const char *mgr_vm_disk_user(struct mgr *m, const char *disk);
-/* The node's DSM id (its index among known nodes), or -1 past 63. */
+
+/* ---- mgr_node.c ---- */
+
+/* Persists a node's row (and the counters). Logs on failure. */
+int mgr_node_persist(struct mgr *m, const struct mgr_node *n);
+/* The node, or NULL after answering call with -ENOENT. */
+struct mgr_node *mgr_node_or_error(struct mgr *m, struct cell_rpc_call *call,
+				   const char *id);
+/* The node's DSM id (its index among known nodes), or -1 past
+ * DSM_MAX_NODES. */
 int mgr_node_dsm_id(struct mgr *m, const struct mgr_node *n);
 /* The DSM fences for n's peers (DsmFence in vm.proto): every other node
- * with a DSM id (the first 64 known nodes). Returns how many. */
+ * with a DSM id. Returns how many (at most DSM_MAX_NODES). */
 size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
 		      Cellmon__DsmFence *f, Cellmon__DsmFence **fp);
+
+/* ---- mgr_cell.c ---- */
+
+struct mgr_cell *mgr_cell_find(struct mgr *m, const char *name);
+/* Adds a record (not the store). 0 or -ENOMEM. */
+int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms);
+void mgr_cell_remove(struct mgr *m, const char *name);
+void mgr_cell_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		     void *arg);
+void mgr_cell_delete(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		     void *arg);
+void mgr_cell_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		   void *arg);
+void mgr_cell_add_node(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		       void *arg);
+void mgr_cell_remove_node(struct cell_rpc_call *call,
+			  const ProtobufCMessage *msg, void *arg);
+void mgr_cell_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		   void *arg);
+
+/* ---- mgr_agent.c, mgr_ctl.c ---- */
 
 void mgr_agent_accept(struct cell_rpc_conn *c, void *arg);
 void mgr_ctl_accept(struct cell_rpc_conn *c, void *arg);
 
-/* Persists a node's row (and the counters). Logs on failure. */
-int mgr_node_persist(struct mgr *m, const struct mgr_node *n);
-
-struct mgr_cell *mgr_cell_find(struct mgr *m, const char *name);
-int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms);
-void mgr_cell_remove(struct mgr *m, const char *name);
-
-/* Sends a command to a node's agent; cb as for cell_rpc_request. */
+/* Sends a command to a node's agent; cb as for cell_rpc_request. The
+ * daemon's m->send_command. */
 int mgr_agent_command(struct mgr *m, struct mgr_node *n,
 		      const ProtobufCMessage *cmd, cell_rpc_reply_fn cb,
 		      void *arg);

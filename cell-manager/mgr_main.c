@@ -101,53 +101,6 @@ static void usage(FILE *out)
 	      out);
 }
 
-int mgr_node_persist(struct mgr *m, const struct mgr_node *n)
-{
-	int rc = mgr_store_node_save(m->store, n,
-				     mgr_members_next_incarnation(m->members),
-				     mgr_members_epoch(m->members));
-
-	if (rc)
-		CELL_ERROR(MOD, "cannot persist node id=%s: %s", n->id,
-			   strerror(-rc));
-	return rc;
-}
-
-struct mgr_cell *mgr_cell_find(struct mgr *m, const char *name)
-{
-	for (size_t i = 0; i < m->ncells; i++) {
-		if (strcmp(m->cells[i].name, name) == 0)
-			return &m->cells[i];
-	}
-	return NULL;
-}
-
-int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms)
-{
-	if (m->ncells == m->capcells) {
-		size_t cap = m->capcells ? m->capcells * 2 : 8;
-		struct mgr_cell *v = realloc(m->cells, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		m->cells = v;
-		m->capcells = cap;
-	}
-	snprintf(m->cells[m->ncells].name, sizeof(m->cells[0].name), "%s",
-		 name);
-	m->cells[m->ncells++].created_ms = created_ms;
-	return 0;
-}
-
-void mgr_cell_remove(struct mgr *m, const char *name)
-{
-	struct mgr_cell *c = mgr_cell_find(m, name);
-
-	if (!c)
-		return;
-	*c = m->cells[--m->ncells];
-}
-
 static void on_member_change(struct mgr_node *n, enum mgr_node_state old,
 			     void *arg)
 {
@@ -360,6 +313,7 @@ int main(int argc, char **argv)
 	int nrest = 0, rc;
 
 	signal(SIGPIPE, SIG_IGN);
+	m.send_command = mgr_agent_command;
 	if (cell_config_defaults(mgr_config_table, &m.cfg, err, sizeof(err)))
 		abort(); /* a bad default is a bug in the table */
 	rc = cell_config_parse_args(mgr_config_table, &m.cfg, argc, argv,

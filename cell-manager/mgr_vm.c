@@ -44,13 +44,11 @@
 
 #define MOD "mgr"
 
-#define VM_MAX_VCPUS	 256
-#define VM_MAX_MEMORY_MB (1ull << 20) /* 1 TiB */
-#define HEADROOM_PCT	 10
+#define HEADROOM_PCT 10
 
 /* ---- records ---- */
 
-static struct mgr_vm *vm_find(struct mgr *m, const char *name)
+struct mgr_vm *mgr_vm_find(struct mgr *m, const char *name)
 {
 	for (size_t i = 0; i < m->nvms; i++)
 		if (strcmp(m->vms[i]->name, name) == 0)
@@ -58,19 +56,12 @@ static struct mgr_vm *vm_find(struct mgr *m, const char *name)
 	return NULL;
 }
 
-static struct mgr_vm *vm_by_id(struct mgr *m, uint64_t id)
+struct mgr_vm *mgr_vm_by_id(struct mgr *m, uint64_t id)
 {
 	for (size_t i = 0; i < m->nvms; i++)
 		if (m->vms[i]->id == id)
 			return m->vms[i];
 	return NULL;
-}
-
-static bool vm_active(const struct mgr_vm *vm)
-{
-	return vm->state == CELLMON__VM_STATE__VM_STARTING ||
-	       vm->state == CELLMON__VM_STATE__VM_RUNNING ||
-	       vm->state == CELLMON__VM_STATE__VM_STOPPING;
 }
 
 static void stats_free(struct mgr_vm *vm)
@@ -82,7 +73,7 @@ static void stats_free(struct mgr_vm *vm)
 	vm->nstats = 0;
 }
 
-static void vm_free(struct mgr_vm *vm)
+void mgr_vm_free(struct mgr_vm *vm)
 {
 	if (!vm)
 		return;
@@ -93,7 +84,7 @@ static void vm_free(struct mgr_vm *vm)
 	free(vm);
 }
 
-static int vm_add(struct mgr *m, struct mgr_vm *vm)
+int mgr_vm_add(struct mgr *m, struct mgr_vm *vm)
 {
 	if (m->nvms == m->capvms) {
 		size_t cap = m->capvms ? m->capvms * 2 : 16;
@@ -108,7 +99,7 @@ static int vm_add(struct mgr *m, struct mgr_vm *vm)
 	return 0;
 }
 
-static void vm_remove(struct mgr *m, struct mgr_vm *vm)
+void mgr_vm_remove(struct mgr *m, struct mgr_vm *vm)
 {
 	for (size_t i = 0; i < m->nvms; i++)
 		if (m->vms[i] == vm) {
@@ -117,11 +108,11 @@ static void vm_remove(struct mgr *m, struct mgr_vm *vm)
 			m->nvms--;
 			break;
 		}
-	vm_free(vm);
+	mgr_vm_free(vm);
 }
 
 /* Writes the record; logs and returns -errno on failure. */
-static int vm_persist(struct mgr *m, const struct mgr_vm *vm)
+int mgr_vm_persist(struct mgr *m, const struct mgr_vm *vm)
 {
 	size_t len = cellmon__vm_spec__get_packed_size(vm->spec), off = 0;
 	uint8_t *spec = malloc(len ? len : 1);
@@ -156,12 +147,12 @@ static int vm_persist(struct mgr *m, const struct mgr_vm *vm)
 	return rc;
 }
 
-static const char *state_name(Cellmon__VmState s)
+const char *mgr_vm_state_name(Cellmon__VmState s)
 {
 	return cellproto_name(&cellproto_vm_states, s);
 }
 
-static void set_state(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
+void mgr_vm_set_state(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 		      const char *reason)
 {
 	Cellmon__VmState old = vm->state;
@@ -170,22 +161,21 @@ static void set_state(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 	vm->state_since_ms = cell_wall_ms();
 	if (reason)
 		snprintf(vm->reason, sizeof(vm->reason), "%s", reason);
-	vm_persist(m, vm);
+	mgr_vm_persist(m, vm);
 	if (s == CELLMON__VM_STATE__VM_FAILED)
 		CELL_WARN(MOD, "vm failed name=%s was=%s reason=\"%s\"",
-			  vm->name, state_name(old), vm->reason);
+			  vm->name, mgr_vm_state_name(old), vm->reason);
 	else
-		CELL_INFO(MOD, "vm %s name=%s was=%s%s%s%s", state_name(s),
-			  vm->name, state_name(old), reason ? " reason=\"" : "",
+		CELL_INFO(MOD, "vm %s name=%s was=%s%s%s%s",
+			  mgr_vm_state_name(s), vm->name,
+			  mgr_vm_state_name(old), reason ? " reason=\"" : "",
 			  reason ? reason : "", reason ? "\"" : "");
 }
 
 /* ---- replies ---- */
 
-static size_t vm_nodes(const struct mgr_vm *vm, const char **out);
-
-/* A VmInfo pointing into vm; free with info_free(). */
-static int info_fill(const struct mgr *m, const struct mgr_vm *vm,
+/* A VmInfo pointing into vm; free with mgr_vm_info_free(). */
+int mgr_vm_info_fill(const struct mgr *m, const struct mgr_vm *vm,
 		     Cellmon__VmInfo *vi)
 {
 	cellmon__vm_info__init(vi);
@@ -204,7 +194,7 @@ static int info_fill(const struct mgr *m, const struct mgr_vm *vm,
 	vi->deps = calloc(vm->nvcpus + 1, sizeof(*vi->deps));
 	if (!vi->vcpus || !vi->deps)
 		return -ENOMEM;
-	vi->n_deps = vm_nodes(vm, (const char **)vi->deps);
+	vi->n_deps = mgr_vm_nodes(vm, (const char **)vi->deps);
 	for (uint32_t i = 0; i < vm->nvcpus; i++) {
 		Cellmon__VcpuInfo *c = calloc(1, sizeof(*c));
 
@@ -222,7 +212,7 @@ static int info_fill(const struct mgr *m, const struct mgr_vm *vm,
 	return 0;
 }
 
-static void info_free(Cellmon__VmInfo *vi)
+void mgr_vm_info_free(Cellmon__VmInfo *vi)
 {
 	for (size_t i = 0; vi->vcpus && i < vi->n_vcpus; i++)
 		free(vi->vcpus[i]);
@@ -230,15 +220,15 @@ static void info_free(Cellmon__VmInfo *vi)
 	free(vi->deps);
 }
 
-static void reply_vm(struct mgr *m, struct cell_rpc_call *call,
-		     const struct mgr_vm *vm)
+void mgr_vm_reply(struct mgr *m, struct cell_rpc_call *call,
+		  const struct mgr_vm *vm)
 {
 	Cellmon__VmReply r = CELLMON__VM_REPLY__INIT;
 	Cellmon__VmInfo vi;
 
 	if (vm) {
-		if (info_fill(m, vm, &vi)) {
-			info_free(&vi);
+		if (mgr_vm_info_fill(m, vm, &vi)) {
+			mgr_vm_info_free(&vi);
 			cell_rpc_reply_error(call, -ENOMEM, "out of memory");
 			return;
 		}
@@ -246,12 +236,12 @@ static void reply_vm(struct mgr *m, struct cell_rpc_call *call,
 	}
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_VM_REPLY, &r.base);
 	if (vm)
-		info_free(&vi);
+		mgr_vm_info_free(&vi);
 }
 
 /* Answers the cellctl call waiting on vm, if any: with the VM, or with
  * the error when rc is not 0. */
-static void answer_waiter(struct mgr *m, struct mgr_vm *vm, int rc)
+void mgr_vm_answer_waiter(struct mgr *m, struct mgr_vm *vm, int rc)
 {
 	struct cell_rpc_call *call = vm->waiter;
 
@@ -262,103 +252,11 @@ static void answer_waiter(struct mgr *m, struct mgr_vm *vm, int rc)
 		cell_rpc_reply_error(call, rc, "vm %s: %s", vm->name,
 				     vm->reason);
 	else
-		reply_vm(m, call, vm);
-}
-
-/* ---- fan-out of one command kind to several nodes ---- */
-
-struct fan;
-typedef void (*fan_done_fn)(struct mgr *m, struct mgr_vm *vm, struct fan *f);
-
-struct fan_res {
-	char node[CELL_NAME_MAX + 1];
-	int status;
-	char msg[300];
-	ProtobufCMessage *result; /* owned: the ack's console or stats */
-};
-
-struct fan {
-	struct mgr *m;
-	uint64_t vm_id;
-	Cellmon__CommandKind kind;
-	size_t n, left;
-	fan_done_fn done;
-	struct cell_rpc_call *call; /* a cellctl call `done` answers, or NULL */
-	struct fan_res res[];
-};
-
-struct fan_one {
-	struct fan *f;
-	size_t i;
-};
-
-static void fan_finish(struct fan *f)
-{
-	struct mgr_vm *vm = vm_by_id(f->m, f->vm_id);
-
-	if (f->done)
-		f->done(f->m, vm, f);
-	for (size_t i = 0; i < f->n; i++)
-		if (f->res[i].result)
-			protobuf_c_message_free_unpacked(f->res[i].result,
-							 NULL);
-	free(f);
-}
-
-/* Whether an answer to `kind` carries a result (agent.proto). */
-static bool ack_wants_result(Cellmon__CommandKind kind)
-{
-	return kind == CELLMON__COMMAND_KIND__CMD_VM_CONSOLE ||
-	       kind == CELLMON__COMMAND_KIND__CMD_VM_STATS;
-}
-
-/* A copy of the result the ack carries for `kind`, or NULL when it has
- * none (or carries another kind's). */
-static ProtobufCMessage *ack_result_copy(const Cellmon__CommandAck *ack,
-					 Cellmon__CommandKind kind)
-{
-	const ProtobufCMessage *res = NULL;
-
-	if (ack->status)
-		return NULL;
-	if (kind == CELLMON__COMMAND_KIND__CMD_VM_CONSOLE &&
-	    ack->result_case == CELLMON__COMMAND_ACK__RESULT_CONSOLE)
-		res = &ack->console->base;
-	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_STATS &&
-		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_STATS)
-		res = &ack->stats->base;
-	return res ? cellproto_copy(res) : NULL;
-}
-
-static void fan_reply(int status, const ProtobufCMessage *msg,
-		      const char *errmsg, void *arg)
-{
-	struct fan_one *o = arg;
-	struct fan *f = o->f;
-	struct fan_res *r = &f->res[o->i];
-	const Cellmon__CommandAck *ack = (const void *)msg;
-
-	free(o);
-	if (status) {
-		r->status = status;
-		snprintf(r->msg, sizeof(r->msg), "%s", errmsg);
-	} else {
-		r->status = ack->status;
-		snprintf(r->msg, sizeof(r->msg), "%s",
-			 ack->message ? ack->message : "");
-		r->result = ack_result_copy(ack, f->kind);
-		if (!r->status && !r->result && ack_wants_result(f->kind)) {
-			r->status = -EBADMSG;
-			snprintf(r->msg, sizeof(r->msg),
-				 "answered without a result");
-		}
-	}
-	if (--f->left == 0)
-		fan_finish(f);
+		mgr_vm_reply(m, call, vm);
 }
 
 /* The distinct nodes of a VM's vCPUs, in vCPU order. */
-static size_t vm_nodes(const struct mgr_vm *vm, const char **out)
+size_t mgr_vm_nodes(const struct mgr_vm *vm, const char **out)
 {
 	size_t k = 0;
 
@@ -373,91 +271,24 @@ static size_t vm_nodes(const struct mgr_vm *vm, const char **out)
 	return k;
 }
 
-/* Fills the argument of the command to `node` into cmd; what it
- * allocates goes into *own (freed by the caller with free()). */
-typedef int (*fan_args_fn)(struct mgr *m, struct mgr_vm *vm, const char *node,
-			   Cellmon__Command *cmd, void **own);
+/* ---- commands to the VM's nodes ---- */
 
-/* Sends `kind` to every node of vm (args built per node); `done` runs
- * once all have answered (errors included), possibly before this
- * returns, with `call` (a cellctl call to answer, may be NULL) in the
- * fan. */
-static int fan_out_call(struct mgr *m, struct mgr_vm *vm,
-			Cellmon__CommandKind kind, fan_args_fn build,
-			fan_done_fn done, struct cell_rpc_call *call)
+/* Sends kind to every node of vm, the argument built by build(vm);
+ * done finds vm again by its id (mgr_fanout.c). */
+static int vm_fan_out(struct mgr *m, struct mgr_vm *vm,
+		      Cellmon__CommandKind kind, mgr_fan_args_fn build,
+		      mgr_fan_done_fn done, struct cell_rpc_call *call)
 {
-	const char **nodes = calloc(vm->nvcpus + 1, sizeof(*nodes));
-	size_t n = nodes ? vm_nodes(vm, nodes) : 0;
-	struct fan *f =
-		nodes ? calloc(1, sizeof(*f) + (n + 1) * sizeof(f->res[0]))
-		      : NULL;
+	const char *nodes[VM_MAX_VCPUS];
+	size_t n = mgr_vm_nodes(vm, nodes);
 
-	if (!f) {
-		free(nodes);
-		return -ENOMEM;
-	}
-	*f = (struct fan){m, vm->id, kind, n, n + 1, done, call};
-	for (size_t i = 0; i < n; i++) {
-		struct fan_res *r = &f->res[i];
-		struct mgr_node *node = mgr_members_find(m->members, nodes[i]);
-		Cellmon__Command cmd = CELLMON__COMMAND__INIT;
-		struct fan_one *o = calloc(1, sizeof(*o));
-		void *own = NULL;
-		int rc = o ? 0 : -ENOMEM;
-
-		snprintf(r->node, sizeof(r->node), "%s", nodes[i]);
-		if (!rc && !node)
-			rc = -ENOENT;
-		/* Nothing waits for a node that is not up (placement never
-		 * picks one): a suspect node fences itself, and what it
-		 * still holds is released as an orphan when it is heard
-		 * from again. */
-		if (!rc && node->state != MGR_NODE_UP)
-			rc = -ENOTCONN;
-		if (!rc)
-			rc = build(m, vm, nodes[i], &cmd, &own);
-		if (!rc) {
-			cmd.incarnation = node->incarnation;
-			cmd.kind = kind;
-			*o = (struct fan_one){f, i};
-			rc = mgr_agent_command(m, node, &cmd.base, fan_reply,
-					       o);
-		}
-		free(own);
-		if (rc) {
-			free(o);
-			r->status = rc;
-			snprintf(r->msg, sizeof(r->msg), "node %s: %s",
-				 nodes[i],
-				 rc == -ENOTCONN ? "not connected"
-						 : strerror(-rc));
-			f->left--;
-		}
-	}
-	free(nodes);
-	if (--f->left == 0) /* the extra count keeps f alive until here */
-		fan_finish(f);
-	return 0;
+	return mgr_fan_out(m, nodes, n, kind, build, vm, vm->id, done, call);
 }
 
-static int fan_out(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
-		   fan_args_fn build, fan_done_fn done)
-{
-	return fan_out_call(m, vm, kind, build, done, NULL);
-}
-
-/* The first error of a fan-out as "node: message", or NULL. */
-static const struct fan_res *fan_error(const struct fan *f)
-{
-	for (size_t i = 0; i < f->n; i++)
-		if (f->res[i].status)
-			return &f->res[i];
-	return NULL;
-}
-
-static int build_target(struct mgr *m, struct mgr_vm *vm, const char *node,
+static int build_target(struct mgr *m, void *arg, const char *node,
 			Cellmon__Command *cmd, void **own)
 {
+	struct mgr_vm *vm = arg;
 	Cellmon__VmTarget *t = malloc(sizeof(*t));
 
 	(void)m;
@@ -473,6 +304,12 @@ static int build_target(struct mgr *m, struct mgr_vm *vm, const char *node,
 	return 0;
 }
 
+int mgr_vm_command(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
+		   mgr_fan_done_fn done, struct cell_rpc_call *call)
+{
+	return vm_fan_out(m, vm, kind, build_target, done, call);
+}
+
 /* The VmStart of one node and everything it points to, in one block
  * the caller frees once the command is sent. */
 struct start_args {
@@ -483,11 +320,12 @@ struct start_args {
 };
 
 /* VmStart for one node: members are every node of the VM. */
-static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
+static int build_start(struct mgr *m, void *arg, const char *node,
 		       Cellmon__Command *cmd, void **own)
 {
+	struct mgr_vm *vm = arg;
 	const char *nodes[VM_MAX_VCPUS];
-	size_t n = vm_nodes(vm, nodes);
+	size_t n = mgr_vm_nodes(vm, nodes);
 	struct start_args *a;
 	Cellmon__VmStart *st;
 
@@ -533,9 +371,10 @@ static int build_start(struct mgr *m, struct mgr_vm *vm, const char *node,
 
 static void restart(struct mgr *m, struct mgr_vm *vm);
 
-static void release_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
+static void release_done(struct mgr *m, struct mgr_fan *f)
 {
-	const struct fan_res *e = fan_error(f);
+	struct mgr_vm *vm = mgr_vm_by_id(m, f->tag);
+	const struct mgr_fan_res *e = mgr_fan_error(f);
 
 	if (e && e->status != -ENOTCONN)
 		CELL_WARN(MOD, "vm release incomplete node=%s: %s", e->node,
@@ -544,16 +383,18 @@ static void release_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 		return;
 	vm->busy = false;
 	if (vm->state != CELLMON__VM_STATE__VM_FAILED)
-		answer_waiter(m, vm, 0);
+		mgr_vm_answer_waiter(m, vm, 0);
 	else
-		answer_waiter(m, vm, vm->start_err ? vm->start_err : -EIO);
+		mgr_vm_answer_waiter(m, vm,
+				     vm->start_err ? vm->start_err : -EIO);
 	vm->start_err = 0;
 	if (vm->restart_pending)
 		restart(m, vm);
 }
 
-static void stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
+static void stats_done(struct mgr *m, struct mgr_fan *f)
 {
+	struct mgr_vm *vm = mgr_vm_by_id(m, f->tag);
 	if (!vm)
 		return;
 	stats_free(vm);
@@ -563,23 +404,23 @@ static void stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 			vm->stats[vm->nstats++] = (void *)f->res[i].result;
 			f->res[i].result = NULL; /* now the VM's */
 		}
-	if (fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_RELEASE, build_target,
-		    release_done))
-		release_done(m, vm, f);
+	if (vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_RELEASE,
+		       build_target, release_done, NULL))
+		release_done(m, f); /* f is this VM's too */
 }
 
 /* Ends the run in state s: snapshot the counters, release everywhere,
  * then answer the waiting call. */
-static void finish(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
+void mgr_vm_finish(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 		   const char *reason)
 {
-	set_state(m, vm, s, reason);
+	mgr_vm_set_state(m, vm, s, reason);
 	vm->busy = true;
-	if (fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STATS, build_target,
-		    stats_done)) {
+	if (vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STATS, build_target,
+		       stats_done, NULL)) {
 		vm->busy = false;
-		answer_waiter(m, vm,
-			      s == CELLMON__VM_STATE__VM_FAILED ? -EIO : 0);
+		mgr_vm_answer_waiter(
+			m, vm, s == CELLMON__VM_STATE__VM_FAILED ? -EIO : 0);
 	}
 }
 
@@ -599,7 +440,7 @@ static void fail_node(struct mgr *m, struct mgr_vm *vm, const char *why)
 		/* The operator was stopping it: the node's end ends it. */
 		snprintf(reason, sizeof(reason), "stopped (%s)", why);
 		vm->busy = false;
-		finish(m, vm, CELLMON__VM_STATE__VM_STOPPED, reason);
+		mgr_vm_finish(m, vm, CELLMON__VM_STATE__VM_STOPPED, reason);
 		return;
 	}
 	if (vm->restarts < max_restarts(vm)) {
@@ -613,11 +454,11 @@ static void fail_node(struct mgr *m, struct mgr_vm *vm, const char *why)
 			 why, vm->restarts);
 	}
 	vm->busy = false;
-	finish(m, vm, CELLMON__VM_STATE__VM_FAILED, reason);
+	mgr_vm_finish(m, vm, CELLMON__VM_STATE__VM_FAILED, reason);
 }
 
 /* Decides what the vCPU states mean for a running or stopping VM. */
-static void evaluate(struct mgr *m, struct mgr_vm *vm)
+void mgr_vm_evaluate(struct mgr *m, struct mgr_vm *vm)
 {
 	char why[300];
 	uint32_t ended = 0;
@@ -666,36 +507,37 @@ static void evaluate(struct mgr *m, struct mgr_vm *vm)
 		}
 		if (c->state != CELLMON__VCPU_STATE__VCPU_EXITED ||
 		    c->exit_code) {
-			finish(m, vm, CELLMON__VM_STATE__VM_FAILED, why);
+			mgr_vm_finish(m, vm, CELLMON__VM_STATE__VM_FAILED, why);
 			return;
 		}
 	}
 	if (ended < vm->nvcpus)
 		return;
 	if (vm->state == CELLMON__VM_STATE__VM_STOPPING)
-		finish(m, vm, CELLMON__VM_STATE__VM_STOPPED,
-		       "stopped by request");
+		mgr_vm_finish(m, vm, CELLMON__VM_STATE__VM_STOPPED,
+			      "stopped by request");
 	else
-		finish(m, vm, CELLMON__VM_STATE__VM_STOPPED,
-		       "every vCPU exited with status 0");
+		mgr_vm_finish(m, vm, CELLMON__VM_STATE__VM_STOPPED,
+			      "every vCPU exited with status 0");
 }
 
 /* ---- starting ---- */
 
 static void fail_start(struct mgr *m, struct mgr_vm *vm, const char *what,
-		       const struct fan_res *e)
+		       const struct mgr_fan_res *e)
 {
 	char why[400];
 
 	snprintf(why, sizeof(why), "%s on %s: %s", what, e->node, e->msg);
 	vm->start_err = e->status;
 	vm->busy = false;
-	finish(m, vm, CELLMON__VM_STATE__VM_FAILED, why);
+	mgr_vm_finish(m, vm, CELLMON__VM_STATE__VM_FAILED, why);
 }
 
-static void run_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
+static void run_done(struct mgr *m, struct mgr_fan *f)
 {
-	const struct fan_res *e = fan_error(f);
+	struct mgr_vm *vm = mgr_vm_by_id(m, f->tag);
+	const struct mgr_fan_res *e = mgr_fan_error(f);
 
 	if (!vm || vm->state != CELLMON__VM_STATE__VM_STARTING)
 		return;
@@ -707,14 +549,16 @@ static void run_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 		if (vm->vcpus[i].state == CELLMON__VCPU_STATE__VCPU_PLACED)
 			vm->vcpus[i].state = CELLMON__VCPU_STATE__VCPU_RUNNING;
 	vm->busy = false;
-	set_state(m, vm, CELLMON__VM_STATE__VM_RUNNING, "");
-	answer_waiter(m, vm, 0);
-	evaluate(m, vm); /* vCPUs that ended before every node answered */
+	mgr_vm_set_state(m, vm, CELLMON__VM_STATE__VM_RUNNING, "");
+	mgr_vm_answer_waiter(m, vm, 0);
+	mgr_vm_evaluate(m,
+			vm); /* vCPUs that ended before every node answered */
 }
 
-static void prepare_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
+static void prepare_done(struct mgr *m, struct mgr_fan *f)
 {
-	const struct fan_res *e = fan_error(f);
+	struct mgr_vm *vm = mgr_vm_by_id(m, f->tag);
+	const struct mgr_fan_res *e = mgr_fan_error(f);
 
 	if (!vm || vm->state != CELLMON__VM_STATE__VM_STARTING)
 		return;
@@ -722,10 +566,10 @@ static void prepare_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
 		fail_start(m, vm, "prepare", e);
 		return;
 	}
-	if (fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_RUN, build_start,
-		    run_done)) {
-		struct fan_res oom = {.status = -ENOMEM,
-				      .msg = "out of memory"};
+	if (vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_RUN, build_start,
+		       run_done, NULL)) {
+		struct mgr_fan_res oom = {.status = -ENOMEM,
+					  .msg = "out of memory"};
 
 		snprintf(oom.node, sizeof(oom.node), "manager");
 		fail_start(m, vm, "start", &oom);
@@ -759,7 +603,7 @@ static struct mgr_place_node *place_table(struct mgr *m,
 			size_t k;
 			bool here = false;
 
-			if (o == self || !vm_active(o))
+			if (o == self || !mgr_vm_active(o))
 				continue;
 			for (uint32_t c = 0; c < o->nvcpus; c++)
 				if (strcmp(o->vcpus[c].node, node->id) == 0) {
@@ -768,7 +612,7 @@ static struct mgr_place_node *place_table(struct mgr *m,
 				}
 			if (!here)
 				continue;
-			k = vm_nodes(o, nodes);
+			k = mgr_vm_nodes(o, nodes);
 			t[i].used_mb += (o->spec->memory_mb + k - 1) / k;
 			if (s->anti_affinity[0] &&
 			    strcmp(s->anti_affinity, o->spec->anti_affinity) ==
@@ -784,8 +628,9 @@ static struct mgr_place_node *place_table(struct mgr *m,
  * anywhere in the cell). */
 static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
 		      const struct mgr_vm *self, bool empty, bool hint,
-		      uint32_t *out, const char **names, char *why, size_t len)
+		      const char **names, char *why, size_t len)
 {
+	uint32_t out[VM_MAX_VCPUS];
 	struct mgr_place_req q = {s->vcpus, s->memory_mb, hint ? s->node : NULL,
 				  s->placement ==
 					  CELLMON__PLACEMENT__PLACEMENT_PACK,
@@ -803,303 +648,18 @@ static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
 	return rc;
 }
 
-static int place(struct mgr *m, const Cellmon__VmSpec *s,
-		 const struct mgr_vm *self, bool empty, uint32_t *out,
-		 const char **names, char *why, size_t len)
+int mgr_vm_place(struct mgr *m, const Cellmon__VmSpec *s,
+		 const struct mgr_vm *self, bool empty, const char **names,
+		 char *why, size_t len)
 {
-	return place_hint(m, s, self, empty, true, out, names, why, len);
+	return place_hint(m, s, self, empty, true, names, why, len);
 }
 
 /* ---- validation ---- */
 
-/* Whether v is a value of the set; err names the known ones if not (a
- * newer cellctl may send a value this manager does not have). */
-static bool known(const struct cellproto_enum *e, int v, char *err, size_t len)
-{
-	char names[200];
-
-	if (cellproto_known(e, v))
-		return true;
-	cellproto_names_list(e, names, sizeof(names));
-	snprintf(err, len, "unknown %s %d: this manager knows %s", e->what, v,
-		 names);
-	return false;
-}
-
-static bool disk_name_ok(const char *d, size_t n)
-{
-	if (n == 0 || n > 63 || d[0] == '.')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)d[i]) && !strchr("._-", d[i]))
-			return false;
-	return true;
-}
-
-/* The disk name of spec entry i and whether it is writable. */
-static size_t disk_of(const Cellmon__VmSpec *s, size_t i, bool *rw)
-{
-	size_t n = strcspn(s->disks[i], ":");
-
-	*rw = s->disks[i][n] == '\0';
-	return n;
-}
-
-const char *mgr_vm_disk_user(struct mgr *m, const char *disk)
-{
-	for (size_t v = 0; v < m->nvms; v++) {
-		const struct mgr_vm *vm = m->vms[v];
-		bool rw;
-
-		for (size_t i = 0; vm_active(vm) && i < vm->spec->n_disks;
-		     i++) {
-			size_t n = disk_of(vm->spec, i, &rw);
-
-			if (strlen(disk) == n &&
-			    strncmp(vm->spec->disks[i], disk, n) == 0)
-				return vm->name;
-		}
-	}
-	return NULL;
-}
-
-/* NFS-style sharing: one active writer per disk, any number of readers.
- * 0, or -EBUSY with the other writer named. */
-static int check_writers(struct mgr *m, const struct mgr_vm *self, char *err,
-			 size_t len)
-{
-	for (size_t i = 0; i < self->spec->n_disks; i++) {
-		bool rw, orw;
-		size_t n = disk_of(self->spec, i, &rw);
-
-		for (size_t v = 0; rw && v < m->nvms; v++) {
-			const struct mgr_vm *o = m->vms[v];
-
-			for (size_t j = 0;
-			     o != self && vm_active(o) && j < o->spec->n_disks;
-			     j++) {
-				size_t on = disk_of(o->spec, j, &orw);
-
-				if (orw && on == n &&
-				    strncmp(o->spec->disks[j],
-					    self->spec->disks[i], n) == 0) {
-					snprintf(
-						err, len,
-						"disk %.*s is written by vm "
-						"%s; one writer at a time (use "
-						"%.*s:ro to read it)",
-						(int)n, self->spec->disks[i],
-						o->name, (int)n,
-						self->spec->disks[i]);
-					return -EBUSY;
-				}
-			}
-		}
-	}
-	return 0;
-}
-
-/* Fills defaults into s and checks it; err says what is wrong. */
-static int validate(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
-{
-	if (!cell_name_valid(s->name)) {
-		snprintf(err, len,
-			 "invalid VM name '%.64s': use 1-63 of [a-z0-9_.-], "
-			 "starting with a letter or digit",
-			 s->name);
-		return -EINVAL;
-	}
-	if (!s->cell[0] || !mgr_cell_find(m, s->cell)) {
-		snprintf(err, len, "no cell '%.64s'", s->cell);
-		return -ENOENT;
-	}
-	if (s->vcpus == 0 || s->vcpus > VM_MAX_VCPUS) {
-		snprintf(err, len, "vcpus must be 1-%d, not %u", VM_MAX_VCPUS,
-			 s->vcpus);
-		return -EINVAL;
-	}
-	if (s->memory_mb == 0 || s->memory_mb > VM_MAX_MEMORY_MB) {
-		snprintf(err, len,
-			 "memory must be 1 MB to %llu MB, not %llu MB",
-			 (unsigned long long)VM_MAX_MEMORY_MB,
-			 (unsigned long long)s->memory_mb);
-		return -EINVAL;
-	}
-	if (!known(&cellproto_engines, (int)s->engine, err, len) ||
-	    !known(&cellproto_placements, (int)s->placement, err, len) ||
-	    !known(&cellproto_homes, (int)s->home, err, len))
-		return -EINVAL;
-	if (!cell_name_valid(s->image)) {
-		snprintf(err, len, "invalid image name '%.64s'", s->image);
-		return -EINVAL;
-	}
-	if (s->node[0] && !mgr_members_find(m->members, s->node)) {
-		snprintf(err, len, "no node '%.64s'", s->node);
-		return -ENOENT;
-	}
-	for (size_t i = 0; i < s->n_disks; i++) {
-		const char *d = s->disks[i];
-		size_t n = strcspn(d, ":");
-
-		if (!disk_name_ok(d, n) || (d[n] && strcmp(d + n, ":ro"))) {
-			snprintf(err, len,
-				 "bad disk '%.80s': NAME or NAME:ro, NAME 1-63 "
-				 "of [A-Za-z0-9._-] not starting with '.'",
-				 d);
-			return -EINVAL;
-		}
-		for (size_t j = 0; j < i; j++)
-			if (strncmp(s->disks[j], d, n) == 0 &&
-			    strcspn(s->disks[j], ":") == n) {
-				snprintf(err, len, "disk %.*s given twice",
-					 (int)n, d);
-				return -EINVAL;
-			}
-	}
-	if (s->n_disks && !m->cfg.vdiskd[0]) {
-		snprintf(err, len,
-			 "the VM has disks but no disk server is "
-			 "configured (manager option vdiskd)");
-		return -EINVAL;
-	}
-	if (s->anti_affinity[0] && !cell_name_valid(s->anti_affinity)) {
-		snprintf(err, len, "invalid anti-affinity group '%.64s'",
-			 s->anti_affinity);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* The *_DEFAULT values of a request become what they stand for. */
-static int defaults(Cellmon__VmSpec *s)
-{
-	if (s->engine == CELLMON__ENGINE__ENGINE_DEFAULT)
-		s->engine = CELLMON__ENGINE__ENGINE_NATIVE;
-	if (s->placement == CELLMON__PLACEMENT__PLACEMENT_DEFAULT)
-		s->placement = CELLMON__PLACEMENT__PLACEMENT_SPREAD;
-	if (s->home == CELLMON__HOME_POLICY__HOME_DEFAULT)
-		s->home = CELLMON__HOME_POLICY__HOME_INTERLEAVE;
-	return 0;
-}
-
 /* ---- cellctl methods ---- */
 
-static struct mgr_vm *vm_or_error(struct mgr *m, struct cell_rpc_call *call,
-				  const char *name)
-{
-	struct mgr_vm *vm = vm_find(m, name);
-
-	if (!vm)
-		cell_rpc_reply_error(call, -ENOENT, "no vm '%.64s'", name);
-	return vm;
-}
-
-/* A not-persisted VM carrying a plan, for --dry-run answers. */
-static void reply_plan(struct mgr *m, struct cell_rpc_call *call,
-		       const struct mgr_vm *base, const Cellmon__VmSpec *s,
-		       const char **names)
-{
-	struct mgr_vm plan = {0};
-
-	if (base)
-		plan = *base;
-	else
-		plan.state = CELLMON__VM_STATE__VM_PENDING;
-	plan.spec = (Cellmon__VmSpec *)s;
-	snprintf(plan.name, sizeof(plan.name), "%s", s->name);
-	plan.nvcpus = s->vcpus;
-	plan.vcpus = calloc(s->vcpus, sizeof(*plan.vcpus));
-	if (!plan.vcpus) {
-		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
-		return;
-	}
-	for (uint32_t i = 0; i < s->vcpus; i++) {
-		snprintf(plan.vcpus[i].node, sizeof(plan.vcpus[0].node), "%s",
-			 names[i]);
-		plan.vcpus[i].state = CELLMON__VCPU_STATE__VCPU_PLANNED;
-	}
-	snprintf(plan.reason, sizeof(plan.reason), "dry run: nothing done");
-	reply_vm(m, call, &plan);
-	free(plan.vcpus);
-}
-
-void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		   void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__VmRequest *req = (const void *)msg;
-	Cellmon__VmSpec *s =
-		req->spec ? (Cellmon__VmSpec *)cellproto_copy(&req->spec->base)
-			  : NULL;
-	uint32_t out[VM_MAX_VCPUS];
-	const char *names[VM_MAX_VCPUS];
-	struct mgr_vm *vm = NULL;
-	char why[600];
-	int rc;
-
-	if (!s) {
-		cell_rpc_reply_error(call, -EINVAL, "no VM spec");
-		return;
-	}
-	rc = defaults(s);
-	if (rc)
-		snprintf(why, sizeof(why), "out of memory");
-	else
-		rc = validate(m, s, why, sizeof(why));
-	if (!rc && vm_find(m, s->name)) {
-		snprintf(why, sizeof(why), "vm '%s' exists", s->name);
-		rc = -EEXIST;
-	}
-	/* Refuse what even an empty cell could not hold. */
-	if (!rc)
-		rc = place(m, s, NULL, true, out, names, why, sizeof(why));
-	if (!rc && req->dry_run)
-		rc = place(m, s, NULL, false, out, names, why, sizeof(why));
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "%s", why);
-		goto out;
-	}
-	if (req->dry_run) {
-		reply_plan(m, call, NULL, s, names);
-		goto out;
-	}
-	vm = calloc(1, sizeof(*vm));
-	if (!vm || (rc = mgr_store_vm_next_id(m->store, &vm->id))) {
-		cell_rpc_reply_error(call, vm ? rc : -ENOMEM,
-				     "cannot record the VM");
-		goto out;
-	}
-	snprintf(vm->name, sizeof(vm->name), "%s", s->name);
-	vm->spec = s;
-	s = NULL;
-	vm->state = CELLMON__VM_STATE__VM_PENDING;
-	vm->created_ms = vm->state_since_ms = cell_wall_ms();
-	rc = vm_persist(m, vm);
-	if (!rc)
-		rc = vm_add(m, vm);
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "cannot record the VM: %s",
-				     strerror(-rc));
-		goto out;
-	}
-	CELL_INFO(MOD,
-		  "vm created name=%s id=%llu cell=%s vcpus=%u memory_mb=%llu "
-		  "engine=%s image=%s placement=%s home=%s",
-		  vm->name, (unsigned long long)vm->id, vm->spec->cell,
-		  vm->spec->vcpus, (unsigned long long)vm->spec->memory_mb,
-		  cellproto_name(&cellproto_engines, vm->spec->engine),
-		  vm->spec->image,
-		  cellproto_name(&cellproto_placements, vm->spec->placement),
-		  cellproto_name(&cellproto_homes, vm->spec->home));
-	reply_vm(m, call, vm);
-	vm = NULL;
-out:
-	vm_free(vm);
-	if (s)
-		cellmon__vm_spec__free_unpacked(s, NULL);
-}
-
-static int start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
+int mgr_vm_start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 {
 	struct mgr_vcpu *v = calloc(vm->spec->vcpus, sizeof(*v));
 	int rc;
@@ -1126,324 +686,32 @@ static int start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 	vm->reason[0] = '\0';
 	stats_free(vm);
 	vm->busy = true;
-	set_state(m, vm, CELLMON__VM_STATE__VM_STARTING, NULL);
-	return fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_PREPARE,
-		       build_start, prepare_done);
+	mgr_vm_set_state(m, vm, CELLMON__VM_STATE__VM_STARTING, NULL);
+	return vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_PREPARE,
+			  build_start, prepare_done, NULL);
 }
 
 /* Starts the VM again after a node failure, placed on what is up now. */
 static void restart(struct mgr *m, struct mgr_vm *vm)
 {
-	uint32_t out[VM_MAX_VCPUS];
 	const char *names[VM_MAX_VCPUS];
 	char why[600], reason[700];
 	int rc;
 
 	vm->restart_pending = false;
 	vm->restarts++;
-	rc = place_hint(m, vm->spec, vm, false, false, out, names, why,
-			sizeof(why));
+	rc = place_hint(m, vm->spec, vm, false, false, names, why, sizeof(why));
 	if (!rc)
-		rc = start_run(m, vm, names);
+		rc = mgr_vm_start_run(m, vm, names);
 	if (rc) {
 		vm->busy = false;
 		snprintf(reason, sizeof(reason), "restart %u failed: %s",
 			 vm->restarts, rc == -ENOSPC ? why : strerror(-rc));
-		set_state(m, vm, CELLMON__VM_STATE__VM_FAILED, reason);
+		mgr_vm_set_state(m, vm, CELLMON__VM_STATE__VM_FAILED, reason);
 		return;
 	}
 	CELL_WARN(MOD, "vm restarted name=%s restart=%u of %u run=%u", vm->name,
 		  vm->restarts, max_restarts(vm), vm->runs);
-}
-
-void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		  void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__VmRequest *req = (const void *)msg;
-	struct mgr_vm *vm = vm_or_error(m, call, req->name);
-	uint32_t out[VM_MAX_VCPUS];
-	const char *names[VM_MAX_VCPUS];
-	char why[600];
-	int rc;
-
-	if (!vm)
-		return;
-	if (vm_active(vm) || vm->busy) {
-		cell_rpc_reply_error(call, -EBUSY, "vm %s is %s", vm->name,
-				     state_name(vm->state));
-		return;
-	}
-	rc = check_writers(m, vm, why, sizeof(why));
-	if (!rc)
-		rc = place(m, vm->spec, vm, false, out, names, why,
-			   sizeof(why));
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "%s", why);
-		return;
-	}
-	if (req->dry_run) {
-		reply_plan(m, call, vm, vm->spec, names);
-		return;
-	}
-	vm->waiter = call;
-	vm->restarts = 0; /* an operator's start begins a new count */
-	rc = start_run(m, vm, names);
-	if (rc) {
-		vm->busy = false;
-		snprintf(vm->reason, sizeof(vm->reason), "cannot start: %s",
-			 strerror(-rc));
-		set_state(m, vm, CELLMON__VM_STATE__VM_FAILED, NULL);
-		answer_waiter(m, vm, rc);
-	}
-}
-
-void mgr_vm_stop(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		 void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__VmRequest *req = (const void *)msg;
-	struct mgr_vm *vm = vm_or_error(m, call, req->name);
-
-	if (!vm)
-		return;
-	if (vm->state != CELLMON__VM_STATE__VM_RUNNING || vm->busy ||
-	    vm->waiter) {
-		if (!vm_active(vm))
-			reply_vm(m, call, vm); /* already stopped: done */
-		else
-			cell_rpc_reply_error(call, -EBUSY,
-					     "vm %s is %s; try again or use "
-					     "vm kill",
-					     vm->name, state_name(vm->state));
-		return;
-	}
-	vm->waiter = call;
-	set_state(m, vm, CELLMON__VM_STATE__VM_STOPPING, NULL);
-	if (fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STOP, build_target,
-		    NULL))
-		finish(m, vm, CELLMON__VM_STATE__VM_FAILED, "cannot send stop");
-	evaluate(m, vm);
-}
-
-void mgr_vm_kill(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		 void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__VmRequest *req = (const void *)msg;
-	struct mgr_vm *vm = vm_or_error(m, call, req->name);
-	struct cell_rpc_call *old;
-
-	if (!vm)
-		return;
-	if (!vm_active(vm) && !vm->busy) {
-		reply_vm(m, call, vm);
-		return;
-	}
-	/* A start or stop waiting for an answer gets one now. */
-	old = vm->waiter;
-	vm->waiter = NULL;
-	if (old)
-		cell_rpc_reply_error(old, -ECANCELED, "vm %s was killed",
-				     vm->name);
-	vm->waiter = call;
-	finish(m, vm, CELLMON__VM_STATE__VM_STOPPED, "killed by request");
-}
-
-void mgr_vm_delete(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		   void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__VmRequest *req = (const void *)msg;
-	struct mgr_vm *vm = vm_or_error(m, call, req->name);
-	int rc;
-
-	if (!vm)
-		return;
-	if (vm_active(vm) || vm->busy) {
-		cell_rpc_reply_error(call, -EBUSY,
-				     "vm %s is %s; stop or kill it first",
-				     vm->name, state_name(vm->state));
-		return;
-	}
-	rc = mgr_store_vm_delete(m->store, vm->id);
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "cannot delete vm %s: %s",
-				     vm->name, strerror(-rc));
-		return;
-	}
-	CELL_INFO(MOD, "vm deleted name=%s id=%llu", vm->name,
-		  (unsigned long long)vm->id);
-	vm_remove(m, vm);
-	reply_vm(m, call, NULL);
-}
-
-void mgr_vm_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		 void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__VmRequest *req = (const void *)msg;
-	struct mgr_vm *vm = vm_or_error(m, call, req->name);
-
-	if (vm)
-		reply_vm(m, call, vm);
-}
-
-void mgr_vm_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		 void *arg)
-{
-	struct mgr *m = arg;
-	Cellmon__VmListReply r = CELLMON__VM_LIST_REPLY__INIT;
-	Cellmon__VmInfo *infos = calloc(m->nvms + 1, sizeof(*infos));
-	Cellmon__VmInfo **ptrs = calloc(m->nvms + 1, sizeof(*ptrs));
-	size_t i = 0;
-	int rc = infos && ptrs ? 0 : -ENOMEM;
-
-	(void)msg;
-	for (i = 0; !rc && i < m->nvms; i++) {
-		rc = info_fill(m, m->vms[i], &infos[i]);
-		ptrs[i] = &infos[i];
-	}
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "out of memory");
-	} else {
-		r.n_vms = m->nvms;
-		r.vms = ptrs;
-		cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_VM_LIST_REPLY,
-			       &r.base);
-	}
-	while (infos && i-- > 0)
-		info_free(&infos[i]);
-	free(infos);
-	free(ptrs);
-}
-
-static int by_vcpu(const void *a, const void *b)
-{
-	const Cellmon__VcpuConsole *x = *(Cellmon__VcpuConsole *const *)a;
-	const Cellmon__VcpuConsole *y = *(Cellmon__VcpuConsole *const *)b;
-
-	return x->vcpu < y->vcpu ? -1 : x->vcpu > y->vcpu;
-}
-
-static void console_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
-{
-	struct cell_rpc_call *call = f->call;
-	Cellmon__VmConsoleReply r = CELLMON__VM_CONSOLE_REPLY__INIT;
-	Cellmon__VmConsoleReply **parts = calloc(f->n + 1, sizeof(*parts));
-	size_t total = 0, k = 0;
-
-	(void)m;
-	(void)vm;
-	for (size_t i = 0; parts && i < f->n; i++) {
-		parts[i] = (Cellmon__VmConsoleReply *)f->res[i].result;
-		total += parts[i] ? parts[i]->n_consoles : 0;
-	}
-	r.consoles = calloc(total + f->n + 1, sizeof(*r.consoles));
-	for (size_t i = 0; r.consoles && i < f->n; i++)
-		for (size_t j = 0; parts[i] && j < parts[i]->n_consoles; j++)
-			r.consoles[k++] = parts[i]->consoles[j];
-	if (r.consoles)
-		qsort(r.consoles, k, sizeof(*r.consoles), by_vcpu);
-	r.n_consoles = k;
-	if (!call)
-		;
-	else if (!parts || !r.consoles)
-		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
-	else if (!k && fan_error(f))
-		cell_rpc_reply_error(call, fan_error(f)->status, "%s: %s",
-				     fan_error(f)->node, fan_error(f)->msg);
-	else
-		cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_VM_CONSOLE_REPLY,
-			       &r.base);
-	free(parts); /* the parts are the fan's results, freed with it */
-	free(r.consoles);
-}
-
-void mgr_vm_console(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		    void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__VmRequest *req = (const void *)msg;
-	struct mgr_vm *vm = vm_or_error(m, call, req->name);
-
-	if (!vm)
-		return;
-	if (!vm->nvcpus) {
-		cell_rpc_reply_error(call, -ENOENT,
-				     "vm %s has never run: no console",
-				     vm->name);
-		return;
-	}
-	if (fan_out_call(m, vm, CELLMON__COMMAND_KIND__CMD_VM_CONSOLE,
-			 build_target, console_done, call))
-		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
-}
-
-static void reply_stats(struct cell_rpc_call *call, const struct mgr_vm *vm,
-			Cellmon__VmNodeStats **s, size_t n)
-{
-	Cellmon__VmStatsReply r = CELLMON__VM_STATS_REPLY__INIT;
-
-	r.name = (char *)vm->name;
-	r.nodes = s;
-	r.n_nodes = n;
-	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_VM_STATS_REPLY, &r.base);
-}
-
-static void live_stats_done(struct mgr *m, struct mgr_vm *vm, struct fan *f)
-{
-	struct cell_rpc_call *call = f->call;
-	Cellmon__VmNodeStats **s = calloc(f->n + 1, sizeof(*s));
-	Cellmon__VmNodeStats *errs = calloc(f->n + 1, sizeof(*errs));
-
-	(void)m;
-	for (size_t i = 0; s && errs && i < f->n; i++) {
-		s[i] = (Cellmon__VmNodeStats *)f->res[i].result;
-		if (!s[i]) {
-			cellmon__vm_node_stats__init(&errs[i]);
-			errs[i].node = f->res[i].node;
-			errs[i].error = f->res[i].msg;
-		}
-	}
-	if (call && (!vm || !s || !errs))
-		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
-	else if (call) {
-		Cellmon__VmNodeStats **all = calloc(f->n + 1, sizeof(*all));
-
-		for (size_t i = 0; all && i < f->n; i++)
-			all[i] = s[i] ? s[i] : &errs[i];
-		if (all)
-			reply_stats(call, vm, all, f->n);
-		else
-			cell_rpc_reply_error(call, -ENOMEM, "out of memory");
-		free(all);
-	}
-	free(s); /* the stats are the fan's results, freed with it */
-	free(errs);
-}
-
-void mgr_vm_stats(struct cell_rpc_call *call, const ProtobufCMessage *msg,
-		  void *arg)
-{
-	struct mgr *m = arg;
-	const Cellmon__VmRequest *req = (const void *)msg;
-	struct mgr_vm *vm = vm_or_error(m, call, req->name);
-
-	if (!vm)
-		return;
-	if (!vm_active(vm) || vm->state == CELLMON__VM_STATE__VM_STARTING) {
-		if (!vm->nvcpus)
-			cell_rpc_reply_error(call, -ENOENT,
-					     "vm %s has never run: no stats",
-					     vm->name);
-		else
-			reply_stats(call, vm, vm->stats, vm->nstats);
-		return;
-	}
-	if (fan_out_call(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STATS,
-			 build_target, live_stats_done, call))
-		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
 }
 
 /* ---- agents' reports ---- */
@@ -1474,7 +742,7 @@ static void release_orphan(struct mgr *m, struct mgr_node *n, uint64_t region)
 		    "node %s runs vCPUs of region %llu, which no active VM "
 		    "owns; releasing it",
 		    n->id, (unsigned long long)region);
-	mgr_agent_command(m, n, &cmd.base, orphan_released, NULL);
+	m->send_command(m, n, &cmd.base, orphan_released, NULL);
 }
 
 void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
@@ -1486,7 +754,7 @@ void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
 
 		for (size_t j = 0; j < m->nvms && !vm; j++)
 			if (m->vms[j]->region == v[i]->region &&
-			    vm_active(m->vms[j]))
+			    mgr_vm_active(m->vms[j]))
 				vm = m->vms[j];
 		if (!vm) {
 			bool busy = false;
@@ -1517,7 +785,7 @@ void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
 		c->pid = v[i]->pid;
 	}
 	for (size_t j = 0; j < m->nvms; j++)
-		evaluate(m, m->vms[j]);
+		mgr_vm_evaluate(m, m->vms[j]);
 }
 
 void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why)
@@ -1536,93 +804,14 @@ void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why)
 					vm->vcpus[i].state =
 						CELLMON__VCPU_STATE__VCPU_LOST;
 			}
-		if (!dep || !vm_active(vm))
+		if (!dep || !mgr_vm_active(vm))
 			continue;
 		snprintf(reason, sizeof(reason), "node %s %s", n->id, why);
 		fail_node(m, vm, reason);
 	}
 }
 
-int mgr_node_dsm_id(struct mgr *m, const struct mgr_node *n)
-{
-	size_t count = mgr_members_count(m->members);
-
-	for (size_t i = 0; i < count && i < DSM_MAX_NODES; i++)
-		if (mgr_members_at(m->members, i) == n)
-			return (int)i;
-	return -1;
-}
-
-size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
-		      Cellmon__DsmFence *f, Cellmon__DsmFence **fp)
-{
-	size_t count = mgr_members_count(m->members), k = 0;
-
-	for (size_t i = 0; i < count && i < DSM_MAX_NODES; i++) {
-		const struct mgr_node *p = mgr_members_at(m->members, i);
-
-		if (p == n || !p->incarnation)
-			continue;
-		cellmon__dsm_fence__init(&f[k]);
-		f[k].dsm_id = (uint32_t)i;
-		f[k].epoch =
-			(uint32_t)p->incarnation + (p->state == MGR_NODE_DOWN);
-		f[k].node = (char *)p->id;
-		f[k].down = p->state == MGR_NODE_DOWN;
-		fp[k] = &f[k];
-		k++;
-	}
-	return k;
-}
-
 /* ---- restore ---- */
-
-/* The legacy string field `tag` of a spec stored before protocol 2, as
- * one of e's values; 0 when absent, -EINVAL when it names no value. */
-static int legacy_field(const Cellmon__VmSpec *s, uint32_t tag,
-			const struct cellproto_enum *e, int *v)
-{
-	for (unsigned i = 0; i < s->base.n_unknown_fields; i++) {
-		const ProtobufCMessageUnknownField *u =
-			&s->base.unknown_fields[i];
-		char name[40];
-
-		if (u->tag != tag ||
-		    u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
-			continue;
-		if (u->len >= sizeof(name))
-			return -EINVAL;
-		memcpy(name, u->data, u->len);
-		name[u->len] = '\0';
-		return cellproto_parse(e, name, v);
-	}
-	return 0;
-}
-
-/* A spec stored by a manager of protocol 1 held engine (5), placement
- * (9) and home (11) as strings; they come back as unknown fields and are
- * turned into the enums here, so an upgrade loses none of them. 0, or
- * -EINVAL when one names nothing this manager knows. */
-static int spec_upgrade(Cellmon__VmSpec *s)
-{
-	int e = s->engine, p = s->placement, h = s->home;
-
-	if (legacy_field(s, 5, &cellproto_engines, &e) ||
-	    legacy_field(s, 9, &cellproto_placements, &p) ||
-	    legacy_field(s, 11, &cellproto_homes, &h))
-		return -EINVAL;
-	s->engine = (Cellmon__Engine)e;
-	s->placement = (Cellmon__Placement)p;
-	s->home = (Cellmon__HomePolicy)h;
-	/* Not packed again: the next save holds the enums alone. The
-	 * message came from unpack with the default allocator. */
-	for (unsigned i = 0; i < s->base.n_unknown_fields; i++)
-		free(s->base.unknown_fields[i].data);
-	free(s->base.unknown_fields);
-	s->base.unknown_fields = NULL;
-	s->base.n_unknown_fields = 0;
-	return defaults(s);
-}
 
 static int restore_vm(const struct mgr_vm_row *row, void *arg)
 {
@@ -1633,7 +822,7 @@ static int restore_vm(const struct mgr_vm_row *row, void *arg)
 	if (!vm)
 		return -ENOMEM;
 	vm->spec = cellmon__vm_spec__unpack(NULL, row->spec_len, row->spec);
-	if (vm->spec && spec_upgrade(vm->spec)) {
+	if (vm->spec && mgr_vm_spec_upgrade(vm->spec)) {
 		CELL_ERROR(MOD,
 			   "stored vm %s names an engine, placement or home "
 			   "this manager does not know; skipped",
@@ -1671,14 +860,15 @@ static int restore_vm(const struct mgr_vm_row *row, void *arg)
 			p += len + (p[len] == ',');
 		}
 	}
-	if (vm_add(m, vm)) {
-		vm_free(vm);
+	if (mgr_vm_add(m, vm)) {
+		mgr_vm_free(vm);
 		return -ENOMEM;
 	}
 	/* A start cut short by the restart cannot be finished. */
 	if (vm->state == CELLMON__VM_STATE__VM_STARTING)
-		set_state(m, vm, CELLMON__VM_STATE__VM_FAILED,
-			  "the manager restarted while the VM was starting");
+		mgr_vm_set_state(
+			m, vm, CELLMON__VM_STATE__VM_FAILED,
+			"the manager restarted while the VM was starting");
 	return 0;
 }
 
@@ -1690,7 +880,7 @@ int mgr_vm_restore(struct mgr *m)
 void mgr_vm_free_all(struct mgr *m)
 {
 	while (m->nvms)
-		vm_remove(m, m->vms[m->nvms - 1]);
+		mgr_vm_remove(m, m->vms[m->nvms - 1]);
 	free(m->vms);
 	m->vms = NULL;
 }
