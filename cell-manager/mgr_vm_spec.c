@@ -200,10 +200,13 @@ static int legacy_field(const Cellmon__VmSpec *s, uint32_t tag,
 		if (u->tag != tag ||
 		    u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
 			continue;
-		if (u->len >= sizeof(name))
+		/* the data is the field's bytes after the tag: a one-byte
+		 * length (names are short), then the string */
+		if (u->len < 1 || u->data[0] >= sizeof(name) ||
+		    u->data[0] != u->len - 1)
 			return -EINVAL;
-		memcpy(name, u->data, u->len);
-		name[u->len] = '\0';
+		memcpy(name, u->data + 1, u->len - 1);
+		name[u->len - 1] = '\0';
 		return cellproto_parse(e, name, v);
 	}
 	return 0;
