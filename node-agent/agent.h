@@ -2,13 +2,16 @@
  * cellmon-agent's state, shared by its files:
  *   agent_main.c     config, start-up, membership (register, heartbeat,
  *                    lease, fencing), the command dispatcher
- *   agent_vm.c       the VMs of this node: DSM regions, vCPUs through an
- *                    engine, the guest service threads, commands
+ *   agent_vm.c       the VMs of this node: records, commands (prepare,
+ *                    run, stop, release, console, stats), vCPU ends
+ *   agent_dsm.c      the DSM node: start, epoch, fences, peers, hand-off
+ *                    check
+ *   agent_guest.c    the guest service threads and the lease page
  *   agent_engine.c   the table of engines, looked up by a VM's spec
  *   engine_native.c  the native engine: a guest program per vCPU
  *
  * Threads: the libevent loop runs everything, except the DSM node's own
- * threads and one service thread per native vCPU (agent_vm.c). vm_mu
+ * threads and one service thread per native vCPU (agent_guest.c). vm_mu
  * guards what those threads and the DSM hand-off check read: the VM list
  * and each vCPU's pid.
  */
@@ -192,6 +195,16 @@ void agent_vm_lease(struct agent *a, uint64_t expiry_ms);
 void agent_vm_fence(struct agent *a);
 /* Releases every VM (a new incarnation must not carry old VMs). */
 void agent_vm_discard_all(struct agent *a, const char *why);
+/* agent_guest.c */
+/* The service thread of one vCPU (arg: its struct agent_vcpu). */
+void *agent_guest_serve(void *arg);
+/* Creates the lease page guests map (a->lease_fd, a->lease_page). */
+int agent_guest_lease_create(struct agent *a);
+
+/* agent_dsm.c */
+/* Adds (or re-points) the DSM peers a VM needs; err says which failed. */
+int agent_dsm_add_peers(struct agent *a, const Cellmon__VmStart *st, char *err,
+			size_t len);
 /* Creates the DSM node with the id the manager gave, stamping
  * a->dsm_epoch. 0 or -errno. */
 int agent_dsm_start(struct agent *a, uint32_t dsm_id);

@@ -14,10 +14,11 @@
  * The region stays until RELEASE: a vCPU that exits early may still be
  * the home of pages the others use.
  *
- * Each native vCPU has a service thread answering its lock and barrier
- * requests (cellguest_wire.h) with dsm_lock()/dsm_barrier(), which block.
- * RELEASE ends them in order: kill the processes, cancel the region's
- * waits, shut the sockets, join the threads, destroy the region.
+ * Each native vCPU has a service thread (agent_guest.c) answering its
+ * lock, barrier and disk requests. RELEASE ends them in order: kill the
+ * processes, cancel the region's waits, shut the sockets, join the
+ * threads, destroy the region. The VM's engine is looked up at PREPARE
+ * (agent_engine.c) and every vCPU of the VM goes through its ops.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,9 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,7 +37,6 @@
 #include "agent.h"
 #include "agent_disk.h"
 #include "cell/log.h"
-#include "cellguest_wire.h"
 #include "dsm/dsm.h"
 
 #define MOD "agent"
@@ -55,227 +53,9 @@ static struct agent_vm *vm_find(struct agent *a, const char *name,
 	return NULL;
 }
 
-/* The DSM hand-off check: only a vCPU process of the VM that owns a
- * region may map it. Runs on the hand-off thread. */
-static int handoff_check(int pid, uint64_t region, void *arg)
-{
-	struct agent *a = arg;
-	int rc = -EACCES;
-
-	pthread_mutex_lock(&a->vm_mu);
-	for (struct agent_vm *vm = a->vms; vm && rc; vm = vm->next)
-		for (size_t i = 0; vm->region_id == region && i < vm->nvcpus;
-		     i++)
-			if (vm->vcpus[i].pid == pid &&
-			    vm->vcpus[i].state ==
-				    CELLMON__VCPU_STATE__VCPU_RUNNING)
-				rc = 0;
-	pthread_mutex_unlock(&a->vm_mu);
-	return rc;
-}
-
 /* ---- DSM node ---- */
 
-int agent_dsm_start(struct agent *a, uint32_t dsm_id)
-{
-	struct dsm_node_config c = {0};
-	char host[128];
-	int rc;
-
-	c.id = (uint16_t)dsm_id;
-	c.listen = a->cfg.dsm_listen;
-	c.window_ms = (uint32_t)a->cfg.dsm_window_ms;
-	c.prefetch_max = (uint32_t)a->cfg.dsm_prefetch;
-	c.poll_us = (uint32_t)a->cfg.dsm_poll_us;
-	c.wait_spin_us = (uint32_t)a->cfg.dsm_wait_spin_us;
-	c.epoch = a->dsm_epoch;
-	c.request_timeout_ms = (uint32_t)a->cfg.dsm_timeout_ms;
-	rc = dsm_node_create(&c, &a->dsm);
-	if (rc) {
-		CELL_ERROR(MOD, "cannot start the DSM node id=%u listen=%s: %s",
-			   dsm_id, a->cfg.dsm_listen, strerror(-rc));
-		return rc;
-	}
-	dsm_node_set_handoff_check(a->dsm, handoff_check, a);
-	snprintf(a->handoff_path, sizeof(a->handoff_path), "%s/dsm.sock",
-		 a->cfg.state_dir);
-	rc = dsm_node_serve_handoff(a->dsm, a->handoff_path);
-	if (rc) {
-		CELL_ERROR(MOD, "cannot serve DSM hand-offs at %s: %s",
-			   a->handoff_path, strerror(-rc));
-		dsm_node_destroy(a->dsm);
-		a->dsm = NULL;
-		return rc;
-	}
-	a->dsm_id = (int)dsm_id;
-	a->dsm_epoch_now = a->dsm_epoch;
-	/* Peers reach us at the advertised host and the bound port. */
-	snprintf(host, sizeof(host), "%s", a->addr);
-	snprintf(a->dsm_addr, sizeof(a->dsm_addr), "%s:%d", host,
-		 dsm_node_port(a->dsm));
-	CELL_INFO(MOD, "DSM node started id=%u epoch=%u addr=%s handoff=%s",
-		  dsm_id, a->dsm_epoch, a->dsm_addr, a->handoff_path);
-	return 0;
-}
-
-void agent_dsm_set_epoch(struct agent *a, uint32_t epoch)
-{
-	if (!a->dsm || a->dsm_epoch_now == epoch)
-		return;
-	dsm_node_set_epoch(a->dsm, epoch);
-	a->dsm_epoch_now = epoch;
-	CELL_INFO(MOD, "DSM epoch now %u%s", epoch,
-		  epoch ? "" : " (fenced: peers apply nothing from us)");
-}
-
-/* Refuses DSM messages from peer id stamped below epoch. */
-static void fence_peer(struct agent *a, uint32_t id, uint32_t epoch,
-		       const char *node)
-{
-	if (id >= DSM_MAX_NODES || (int)id == a->dsm_id ||
-	    a->peer_fence[id] == epoch ||
-	    dsm_node_fence_peer(a->dsm, (uint16_t)id, epoch))
-		return;
-	/* Only a change after the first is news: that node's incarnation
-	 * ended, or a new one began. */
-	if (a->peer_fence[id])
-		CELL_INFO(MOD,
-			  "DSM peer fenced node=%s id=%u: epochs below %u "
-			  "refused",
-			  node, id, epoch);
-	a->peer_fence[id] = epoch;
-}
-
-void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n)
-{
-	for (size_t i = 0; a->dsm && i < n; i++) {
-		uint32_t id = f[i]->dsm_id;
-
-		fence_peer(a, id, f[i]->epoch, f[i]->node);
-		/* No more dialing a dead node: it is added again by the
-		 * next VM that has it as a member. */
-		if (f[i]->down && id < DSM_MAX_NODES &&
-		    a->dsm_peers & (1ull << id)) {
-			dsm_node_remove_peer(a->dsm, (uint16_t)id);
-			a->dsm_peers &= ~(1ull << id);
-			CELL_INFO(MOD, "DSM peer dropped node=%s id=%u: down",
-				  f[i]->node, id);
-		}
-	}
-}
-
-/* Adds (or re-points) the peers a VM needs. */
-static int add_peers(struct agent *a, const Cellmon__VmStart *st, char *err,
-		     size_t len)
-{
-	for (size_t i = 0; i < st->n_members; i++) {
-		const Cellmon__VmMember *m = st->members[i];
-		int rc;
-
-		if ((int)m->dsm_id == a->dsm_id)
-			continue;
-		if (m->dsm_id >= DSM_MAX_NODES || !m->dsm_addr[0]) {
-			snprintf(err, len, "member %s has no DSM address",
-				 m->node);
-			return -EINVAL;
-		}
-		if (a->dsm_peers & (1ull << m->dsm_id) &&
-		    strcmp(a->peer_addr[m->dsm_id], m->dsm_addr) == 0)
-			continue;
-		if (a->dsm_peers & (1ull << m->dsm_id))
-			dsm_node_remove_peer(a->dsm, (uint16_t)m->dsm_id);
-		rc = dsm_node_add_peer(a->dsm, (uint16_t)m->dsm_id,
-				       m->dsm_addr);
-		if (rc) {
-			snprintf(err, len, "cannot add DSM peer %s at %s: %s",
-				 m->node, m->dsm_addr, strerror(-rc));
-			return rc;
-		}
-		a->dsm_peers |= 1ull << m->dsm_id;
-		snprintf(a->peer_addr[m->dsm_id], sizeof(a->peer_addr[0]), "%s",
-			 m->dsm_addr);
-		CELL_INFO(MOD, "DSM peer added node=%s id=%u addr=%s", m->node,
-			  m->dsm_id, m->dsm_addr);
-	}
-	return 0;
-}
-
 /* ---- guest service threads ---- */
-
-/* A disk request; data for a read lands in out (r->len set). */
-static int disk_op(struct agent_vm *vm, const struct cg_req *q, size_t n,
-		   const uint8_t *in, uint8_t *out, struct cg_rep *r)
-{
-	struct agent_disk *d = q->id < vm->ndisks ? vm->disks[q->id] : NULL;
-
-	if (!d)
-		return -ENODEV;
-	if (q->len > CG_IO_MAX)
-		return -EINVAL;
-	switch (q->op) {
-	case CG_OP_DISK_SIZE:
-		r->value = agent_disk_size(d);
-		return 0;
-	case CG_OP_DISK_READ:
-		r->len = q->len;
-		return agent_disk_read(d, q->off, out, q->len);
-	case CG_OP_DISK_WRITE:
-		if (n != sizeof(*q) + q->len)
-			return -EBADMSG;
-		return agent_disk_write(d, q->off, in, q->len);
-	default:
-		return agent_disk_flush(d);
-	}
-}
-
-/* Serves one vCPU's requests (cellguest_wire.h) until its socket closes. */
-static void *serve_vcpu(void *arg)
-{
-	struct agent_vcpu *v = arg;
-	struct agent_vm *vm = v->vm;
-	size_t cap = sizeof(struct cg_req) + CG_IO_MAX;
-	uint8_t *in = malloc(cap), *out = malloc(CG_IO_MAX);
-	struct cg_req q;
-	ssize_t n;
-
-	while (in && out &&
-	       ((n = recv(v->ctl, in, cap, 0)) > 0 ||
-		(n < 0 && errno == EINTR))) {
-		struct cg_rep r = {0};
-		struct iovec iov[2] = {{&r, sizeof(r)}, {out, 0}};
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-
-		if (n < (ssize_t)sizeof(q)) {
-			r.status = n < 0 ? 0 : -EBADMSG;
-			if (n < 0)
-				continue;
-		} else {
-			memcpy(&q, in, sizeof(q));
-			if (q.op == CG_OP_LOCK)
-				r.status = dsm_lock(vm->region, q.id);
-			else if (q.op == CG_OP_UNLOCK)
-				r.status = dsm_unlock(vm->region, q.id);
-			else if (q.op == CG_OP_BARRIER)
-				r.status = dsm_barrier(vm->region, q.id,
-						       vm->spec->vcpus);
-			else if (q.op >= CG_OP_DISK_SIZE &&
-				 q.op <= CG_OP_DISK_FLUSH)
-				r.status = disk_op(vm, &q, (size_t)n,
-						   in + sizeof(q), out, &r);
-			else
-				r.status = -EOPNOTSUPP;
-		}
-		if (r.status)
-			r.len = 0;
-		iov[1].iov_len = r.len;
-		if (sendmsg(v->ctl, &mh, MSG_NOSIGNAL) !=
-		    (ssize_t)(sizeof(r) + r.len))
-			break;
-	}
-	free(in);
-	free(out);
-	return NULL;
-}
 
 /* ---- VM records ---- */
 
@@ -474,7 +254,7 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		return -ENODEV;
 	}
 	if ((r = check_spec(a, st->spec, &engine, &home, err, len)) ||
-	    (r = add_peers(a, st, err, len)))
+	    (r = agent_dsm_add_peers(a, st, err, len)))
 		return r;
 	/* Before the region exists: a restarted VM's nodes refuse the
 	 * failed node's old incarnation from its first page on. */
@@ -570,7 +350,8 @@ static int vm_run(struct agent *a, const Cellmon__VmStart *st, char *err,
 		v->guest_fd = sv[1]; /* the engine passes it on, closes it */
 		rc = vm->engine->start(a, v, err, len);
 		if (!rc)
-			rc = -pthread_create(&v->thread, NULL, serve_vcpu, v);
+			rc = -pthread_create(&v->thread, NULL,
+					     agent_guest_serve, v);
 		if (!rc)
 			v->has_thread = true;
 	}
@@ -959,36 +740,13 @@ void agent_vm_discard_all(struct agent *a, const char *why)
 		vm_release(a, a->vms);
 }
 
-void agent_vm_lease(struct agent *a, uint64_t expiry_ms)
-{
-	if (a->lease_page)
-		__atomic_store_n(&a->lease_page->expiry_ms, expiry_ms,
-				 __ATOMIC_RELEASE);
-}
-
-/* The lease page: a memfd every guest maps read-only. */
-static int lease_page_create(struct agent *a)
-{
-	a->lease_fd = memfd_create("cellmon-lease", MFD_CLOEXEC);
-	if (a->lease_fd < 0 || ftruncate(a->lease_fd, 4096))
-		return -errno;
-	a->lease_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
-			     a->lease_fd, 0);
-	if (a->lease_page == MAP_FAILED) {
-		a->lease_page = NULL;
-		return -errno;
-	}
-	a->lease_page->magic = CG_LEASE_MAGIC;
-	return 0;
-}
-
 int agent_vm_init(struct agent *a)
 {
 	int rc;
 
 	a->dsm_id = -1;
 	a->lease_fd = -1;
-	rc = lease_page_create(a);
+	rc = agent_guest_lease_create(a);
 	if (rc)
 		return rc;
 	pthread_mutex_init(&a->vm_mu, NULL);
