@@ -23,7 +23,7 @@
 
 #include "cell/endian.h"
 #include "cell/log.h"
-#include "cell/rpc.h"
+#include "cell/net.h"
 #include "node_int.h"
 
 #define MOD	      "dsm"

@@ -1,10 +1,12 @@
 /*
  * libdsm's node runtime, shared by its files:
  *   node.c     the node thread (libevent loop with a short busy-poll),
- *              commands from API threads, regions (memfd,
- *              mappings) and the engine's env ops
- *   uffd.c     userfaultfd: creating, registering, fault reading and the
- *              install / protect / zap primitives
+ *              commands from API threads, messages in and out, peers
+ *   region.c   regions (memfd, mappings), the fault loop, page ops
+ *   env.c      the engine's env ops: bytes, staged installs, protection,
+ *              invalidation, deferrals
+ *   uffd.c     userfaultfd ioctl wrappers: creating, registering, fault
+ *              reading, install / protect / copy / wake
  *   net.c      the TCP transport: one connection per peer pair, frames
  *              of a fixed 48-byte header plus an optional page
  *   sync.c     the lock and barrier service
@@ -75,7 +77,7 @@ struct dsm_barrier {
 
 struct dsm_region {
 	struct dsm_node *node;
-	struct dsm__region eng;
+	struct dsm__engine eng;
 	uint64_t id;
 	size_t size;
 	uint32_t npages;
@@ -209,21 +211,40 @@ int dsm__send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
 int dsm__waiter_get(struct dsm_node *n, uint64_t region);
 void dsm__waiter_wake(struct dsm_node *n, uint32_t token, int rc);
 int dsm__waiter_wait(struct dsm_node *n, int slot);
+
+/* region.c */
 int dsm__map_add(struct dsm_region *r, uint8_t *base, int uffd, int sock,
 		 pid_t pid);
 void dsm__map_remove(struct dsm_region *r, int slot);
+/* Frees a region and everything it holds; NULL is a no-op. */
+void dsm__region_free(struct dsm_region *r);
+
+/* env.c */
+extern const struct dsm__env_ops dsm__node_env;
+/* Installs the staged run of pages (see env.c); every env op that reads
+ * or changes a page, and the node after each batch of work, calls it. */
+void dsm__stage_flush(struct dsm_node *n);
+/* The deferral timer: retries the deferred pages whose time came. */
+void dsm__defer_cb(evutil_socket_t fd, short what, void *arg);
 
 /* uffd.c */
+struct dsm__uffd_fault {
+	uint64_t addr;
+	bool write; /* a write or write-protect fault */
+};
+
 int dsm__uffd_open(char *err, size_t errlen);
 int dsm__uffd_register(int uffd, void *base, size_t len);
-void dsm__uffd_read(struct dsm_region *r, struct dsm_mapping *m);
+/* Reads up to max (<= 16) queued events; the page faults among them go
+ * to out (*nfaults of them). Returns the events read, 0 when none. */
+int dsm__uffd_read_faults(int uffd, struct dsm__uffd_fault *out, int max,
+			  int *nfaults);
 void dsm__uffd_install(struct dsm_mapping *m, uint32_t page, bool write);
 void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, uint32_t count,
 		       bool wp);
 void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page);
 int64_t dsm__uffd_copy_run(struct dsm_mapping *m, uint32_t first,
 			   const void *src, uint32_t count, bool write);
-void dsm__stage_flush(struct dsm_node *n);
 
 /*
  * A transport moves page messages between nodes. Every member is called

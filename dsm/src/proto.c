@@ -1,5 +1,7 @@
 /*
- * The DSM coherence engine (proto.h).
+ * The DSM coherence engine (proto.h): a node's pages as requester and
+ * holder, and the entry point of every message; the home's directory is
+ * in proto_home.c.
  *
  * Per page, every node keeps a struct dsm__page (its state I/S/M, the
  * version of the bytes it holds or last held, a pending request) and the
@@ -27,53 +29,11 @@
 
 #include "cell/endian.h"
 #include "cell/log.h"
-#include "proto.h"
+#include "proto_int.h"
 
 #define MOD "dsm"
 
-struct dsm__page {
-	uint8_t state;	     /* enum dsm__page_state */
-	uint8_t pending;     /* our request out: 0, DSM_S (read), DSM_M */
-	uint8_t got_grant;   /* its GRANT arrived (acks may be missing) */
-	uint8_t grant_write; /* ... and it was for M */
-	uint8_t has_deferred;
-	uint16_t acks_needed;
-	uint16_t acks_got;
-	uint16_t done_to; /* home running the transaction of our grant */
-	uint64_t version;
-	uint64_t acquired_ms;
-	uint64_t requested_ms;	  /* when our request (pending) went out */
-	struct dsm__msg deferred; /* FWD_* or INV held by the time window */
-	struct dsm__page_counters c;
-};
-
-struct dsm__dir {
-	uint16_t owner; /* DSM_NO_NODE when no M holder */
-	uint8_t busy;
-	uint8_t untouched;
-	uint64_t copyset;
-	uint64_t version;
-	uint16_t cur;	      /* requester of the running transaction */
-	uint32_t home_seq;    /* moves of this page's home so far */
-	int32_t qhead, qtail; /* waiting requests (home) */
-};
-
-struct dsm__qent {
-	struct dsm__msg m;
-	int32_t next;
-};
-
-static uint64_t bit(uint16_t node)
-{
-	return (uint64_t)1 << node;
-}
-
-static int lowest(uint64_t set)
-{
-	return set ? __builtin_ctzll(set) : -1;
-}
-
-static uint16_t initial_home(const struct dsm__region_config *c, uint32_t p)
+static uint16_t initial_home(const struct dsm__engine_config *c, uint32_t p)
 {
 	switch (c->policy) {
 	case DSM_HOME_ONE:
@@ -95,7 +55,7 @@ void dsm__prefault(void *buf, size_t len)
 		b[len - 1] = 0;
 }
 
-int dsm__region_init(struct dsm__region *r, const struct dsm__region_config *c)
+int dsm__engine_init(struct dsm__engine *r, const struct dsm__engine_config *c)
 {
 	uint32_t slots = c->queue_slots ? c->queue_slots : 4096;
 
@@ -123,7 +83,7 @@ int dsm__region_init(struct dsm__region *r, const struct dsm__region_config *c)
 	r->req_by_node = calloc((size_t)c->npages * c->nmembers,
 				sizeof(*r->req_by_node));
 	if (!r->pages || !r->dirs || !r->home || !r->queue || !r->req_by_node) {
-		dsm__region_fini(r);
+		dsm__engine_fini(r);
 		return -ENOMEM;
 	}
 	/* calloc hands out untouched zero pages: without this, a sweep took
@@ -147,7 +107,7 @@ int dsm__region_init(struct dsm__region *r, const struct dsm__region_config *c)
 	return 0;
 }
 
-void dsm__region_fini(struct dsm__region *r)
+void dsm__engine_fini(struct dsm__engine *r)
 {
 	free(r->pages);
 	free(r->dirs);
@@ -157,26 +117,26 @@ void dsm__region_fini(struct dsm__region *r)
 	memset(r, 0, sizeof(*r));
 }
 
-static int send(struct dsm__region *r, uint16_t to, struct dsm__msg *m,
-		const void *data)
+int dsm__proto_send(struct dsm__engine *r, uint16_t to, struct dsm__msg *m,
+		    const void *data)
 {
 	m->region = r->cfg.id;
 	m->epoch = r->epoch;
 	return r->cfg.ops->send(r->cfg.env, to, m, data);
 }
 
-static int send_simple(struct dsm__region *r, uint16_t to, uint8_t type,
-		       uint32_t page, uint16_t node)
+int dsm__proto_send_simple(struct dsm__engine *r, uint16_t to, uint8_t type,
+			   uint32_t page, uint16_t node)
 {
 	struct dsm__msg m = {
 		.type = type, .from = r->cfg.self, .node = node, .page = page};
 
-	return send(r, to, &m, NULL);
+	return dsm__proto_send(r, to, &m, NULL);
 }
 
 /* Appends m to a list (queue or parked). -ENOBUFS when the pool is out. */
-static int list_push(struct dsm__region *r, int32_t *head, int32_t *tail,
-		     const struct dsm__msg *m)
+int dsm__proto_list_push(struct dsm__engine *r, int32_t *head, int32_t *tail,
+			 const struct dsm__msg *m)
 {
 	int32_t i = r->queue_free;
 
@@ -197,8 +157,8 @@ static int list_push(struct dsm__region *r, int32_t *head, int32_t *tail,
 	return 0;
 }
 
-static bool list_pop(struct dsm__region *r, int32_t *head, int32_t *tail,
-		     struct dsm__msg *out)
+bool dsm__proto_list_pop(struct dsm__engine *r, int32_t *head, int32_t *tail,
+			 struct dsm__msg *out)
 {
 	int32_t i = *head;
 
@@ -213,362 +173,8 @@ static bool list_pop(struct dsm__region *r, int32_t *head, int32_t *tail,
 	return true;
 }
 
-static void count_request(struct dsm__region *r, uint32_t p, uint16_t node)
-{
-	for (uint16_t i = 0; i < r->cfg.nmembers; i++) {
-		if (r->cfg.members[i] == node) {
-			r->req_by_node[(size_t)p * r->cfg.nmembers + i]++;
-			return;
-		}
-	}
-}
-
-/* A GRANT from the home itself (untouched pages, or no data needed). */
-static void grant(struct dsm__region *r, uint32_t p, uint16_t to, uint8_t flags,
-		  uint64_t version, uint16_t acks)
-{
-	struct dsm__msg m = {.type = DSM_MSG_GRANT,
-			     .flags = flags,
-			     .from = r->cfg.self,
-			     .node = r->cfg.self,
-			     .acks = acks,
-			     .page = p,
-			     .version = version};
-
-	send(r, to, &m, NULL);
-}
-
-static void fwd(struct dsm__region *r, uint32_t p, uint8_t type, uint16_t to,
-		uint16_t target, uint64_t new_version, uint64_t req_version,
-		uint16_t acks, uint8_t flags)
-{
-	struct dsm__msg m = {.type = type,
-			     .flags = flags,
-			     .from = r->cfg.self,
-			     .node = target,
-			     .acks = acks,
-			     .page = p,
-			     .version = new_version,
-			     .copyset = req_version};
-
-	send(r, to, &m, NULL);
-}
-
-/*
- * Points p at its new home and tells everyone else. Every home pointer
- * carries the move count it was learned at and only a later one replaces
- * it, so stale updates cannot point the page backwards or into a cycle.
- */
-static void set_home(struct dsm__region *r, uint32_t p, uint16_t home)
-{
-	struct dsm__msg m = {.type = DSM_MSG_HOME_UPDATE,
-			     .from = r->cfg.self,
-			     .node = home,
-			     .page = p};
-
-	r->home[p] = home;
-	m.window = ++r->dirs[p].home_seq;
-	for (uint16_t i = 0; i < r->cfg.nmembers; i++) {
-		uint16_t n = r->cfg.members[i];
-
-		if (n != r->cfg.self && n != home)
-			send(r, n, &m, NULL);
-	}
-}
-
-/* Sends every queued request of p on to its new home. */
-static void forward_queue(struct dsm__region *r, uint32_t p)
-{
-	struct dsm__dir *d = &r->dirs[p];
-	struct dsm__msg m;
-
-	while (list_pop(r, &d->qhead, &d->qtail, &m))
-		send(r, r->home[p], &m, NULL);
-}
-
-/* Untouched page: the target gets it exclusively, zero-filled. Under the
- * first-touch policy the directory goes along with it. */
-static void grant_untouched(struct dsm__region *r, uint32_t p, uint16_t to,
-			    uint8_t extra)
-{
-	struct dsm__dir *d = &r->dirs[p];
-	uint8_t flags = DSM_GRANT_ZERO | DSM_GRANT_WRITE | extra;
-
-	d->untouched = 0;
-	d->version = 1;
-	d->owner = to;
-	d->copyset = 0;
-	if (r->cfg.policy == DSM_HOME_FIRST_TOUCH && to != r->cfg.self) {
-		struct dsm__msg g = {.type = DSM_MSG_GRANT,
-				     .flags = flags | DSM_GRANT_NEWHOME,
-				     .from = r->cfg.self,
-				     .node = to,
-				     .page = p,
-				     .version = 1,
-				     .window = d->home_seq + 1};
-
-		d->busy = 0;
-		send(r, to, &g, NULL);
-		set_home(r, p, to);
-		forward_queue(r, p);
-		return;
-	}
-	grant(r, p, to, flags, 1, 0);
-}
-
-/* A read (or push/prefetch: push set) of p for `to`. Returns false when
- * there was nothing to do (no transaction started). */
-static bool home_read(struct dsm__region *r, uint32_t p, uint16_t to,
-		      uint64_t to_version, bool push)
-{
-	struct dsm__dir *d = &r->dirs[p];
-	uint8_t pf = push ? DSM_GRANT_PUSH : 0;
-	int src;
-
-	if (d->untouched) {
-		if (!push)
-			grant_untouched(r, p, to, 0);
-		return !push;
-	}
-	if (d->owner != DSM_NO_NODE) {
-		if (d->owner == to) {
-			if (push)
-				return false;
-			grant(r, p, to, DSM_GRANT_WRITE, ++d->version, 0);
-			return true;
-		}
-		fwd(r, p, DSM_MSG_FWD_READ, d->owner, to, d->version,
-		    to_version, 0, pf);
-		d->copyset = bit(d->owner) | bit(to);
-		d->owner = DSM_NO_NODE;
-		return true;
-	}
-	if (d->copyset & bit(to)) {
-		if (push)
-			return false;
-		grant(r, p, to, 0, d->version, 0);
-		return true;
-	}
-	src = (d->copyset & bit(r->cfg.self)) ? r->cfg.self
-					      : lowest(d->copyset);
-	fwd(r, p, DSM_MSG_FWD_READ, (uint16_t)src, to, d->version, to_version,
-	    0, pf);
-	d->copyset |= bit(to);
-	return true;
-}
-
-static void home_write(struct dsm__region *r, uint32_t p, uint16_t w,
-		       uint64_t w_version)
-{
-	struct dsm__dir *d = &r->dirs[p];
-	uint64_t others;
-	uint16_t n;
-	int src;
-
-	if (d->untouched) {
-		grant_untouched(r, p, w, 0);
-		return;
-	}
-	d->version++;
-	if (d->owner != DSM_NO_NODE) {
-		if (d->owner == w)
-			grant(r, p, w, DSM_GRANT_WRITE, d->version, 0);
-		else
-			fwd(r, p, DSM_MSG_FWD_WRITE, d->owner, w, d->version,
-			    w_version, 0, 0);
-		d->owner = w;
-		return;
-	}
-	others = d->copyset & ~bit(w);
-	n = (uint16_t)__builtin_popcountll(others);
-	if (d->copyset & bit(w)) {
-		/* Upgrade: w has the bytes; the others ack to w directly. */
-		grant(r, p, w, DSM_GRANT_WRITE, d->version, n);
-	} else {
-		src = (others & bit(r->cfg.self)) ? r->cfg.self
-						  : lowest(others);
-		others &= ~bit((uint16_t)src);
-		fwd(r, p, DSM_MSG_FWD_WRITE, (uint16_t)src, w, d->version,
-		    w_version, (uint16_t)(n - 1), 0);
-	}
-	for (int s; (s = lowest(others)) >= 0; others &= others - 1)
-		send_simple(r, (uint16_t)s, DSM_MSG_INV, p, w);
-	d->owner = w;
-	d->copyset = 0;
-}
-
-static void home_move(struct dsm__region *r, uint32_t p, uint16_t to)
-{
-	struct dsm__dir *d = &r->dirs[p];
-	struct dsm__msg m = {.type = DSM_MSG_DIR_XFER,
-			     .flags = d->untouched,
-			     .from = r->cfg.self,
-			     .node = d->owner,
-			     .page = p,
-			     .window = d->home_seq + 1,
-			     .version = d->version,
-			     .copyset = d->copyset};
-
-	if (to == r->cfg.self || !(r->members_mask & bit(to)))
-		return;
-	send(r, to, &m, NULL);
-	set_home(r, p, to);
-	forward_queue(r, p);
-	CELL_DEBUG(MOD, "home moved region=%llu page=%u to=%u",
-		   (unsigned long long)r->cfg.id, p, to);
-}
-
-/* Whether the Mirage time window still keeps pg here. */
-static bool in_time_window(const struct dsm__region *r,
-			   const struct dsm__page *pg)
-{
-	return r->cfg.window_ms && r->cfg.ops->now_ms(r->cfg.env) <
-					   pg->acquired_ms + r->cfg.window_ms;
-}
-
-/* Whether prefetch may push page q to `to`: homed here, idle, and not
- * already held by `to`. */
-static bool can_push(const struct dsm__region *r, uint32_t q, uint16_t to)
-{
-	const struct dsm__dir *d = &r->dirs[q];
-
-	return r->home[q] == r->cfg.self && !d->busy && d->qhead < 0 &&
-	       d->owner != to && !(d->copyset & bit(to));
-}
-
-/* Prefetch: after a read miss on p, pages p+1.. that this home can give
- * right away go to the requester as unsolicited grants. */
-static void prefetch(struct dsm__region *r, uint32_t p, uint16_t to,
-		     uint32_t window)
-{
-	for (uint32_t q = p + 1; q < r->cfg.npages && q < p + window; q++) {
-		struct dsm__dir *d = &r->dirs[q];
-
-		if (!can_push(r, q, to))
-			break;
-		d->busy = 1;
-		d->cur = to;
-		if (d->untouched)
-			grant_untouched(r, q, to, DSM_GRANT_PUSH);
-		else
-			home_read(r, q, to, 0, true);
-		if (r->home[q] != r->cfg.self)
-			break; /* handed to `to` by first touch */
-	}
-}
-
-/*
- * A read miss on p with a window, at a home that also holds p and the
- * pages after it in M (a writer's pages read by a sequential reader):
- * each FWD_READ to ourselves would downgrade its page alone, one TLB
- * shootdown per page. Instead the run that home_read and prefetch() are
- * about to hand out goes read-only in one call, and the FWD_READs find
- * the pages in S. A page pending, deferred, inside the time window, or
- * one prefetch() would stop at, ends the run.
- */
-static void downgrade_run(struct dsm__region *r, uint32_t p, uint16_t to,
-			  uint32_t window)
-{
-	uint32_t q;
-
-	for (q = p; q < r->cfg.npages && q < p + window; q++) {
-		const struct dsm__page *pg = &r->pages[q];
-
-		if (pg->state != DSM_M || pg->pending || pg->has_deferred ||
-		    r->dirs[q].owner != r->cfg.self || in_time_window(r, pg) ||
-		    (q > p && !can_push(r, q, to)))
-			break;
-	}
-	if (q - p < 2)
-		return; /* one page: its FWD_READ does it */
-	r->cfg.ops->mem_downgrade(r->cfg.env, r, p, q - p);
-	for (uint32_t i = p; i < q; i++)
-		r->pages[i].state = DSM_S;
-}
-
-/* Starts the transaction of request m on an idle page at its home. */
-static void home_start(struct dsm__region *r, const struct dsm__msg *m)
-{
-	uint32_t p = m->page;
-	struct dsm__dir *d = &r->dirs[p];
-
-	d->busy = 1;
-	d->cur = m->type == DSM_MSG_PUSH ? m->node : m->from;
-	switch (m->type) {
-	case DSM_MSG_READ_REQ:
-		count_request(r, p, m->from);
-		if (m->window > 1 && m->from != r->cfg.self)
-			downgrade_run(r, p, m->from, m->window);
-		home_read(r, p, m->from, m->version, false);
-		if (m->window > 1)
-			prefetch(r, p, m->from, m->window);
-		break;
-	case DSM_MSG_WRITE_REQ:
-		count_request(r, p, m->from);
-		home_write(r, p, m->from, m->version);
-		break;
-	case DSM_MSG_PUSH:
-		if (!home_read(r, p, m->node, 0, true))
-			d->busy = 0;
-		break;
-	case DSM_MSG_MOVE_HOME:
-		d->busy = 0;
-		home_move(r, p, m->node);
-		break;
-	}
-	if (r->home[p] != r->cfg.self)
-		d->busy = 0;
-}
-
-/* Runs queued requests of p while the page is idle and still ours. */
-static void home_drain(struct dsm__region *r, uint32_t p)
-{
-	struct dsm__dir *d = &r->dirs[p];
-	struct dsm__msg m;
-
-	while (!d->busy && r->home[p] == r->cfg.self &&
-	       list_pop(r, &d->qhead, &d->qtail, &m))
-		home_start(r, &m);
-	if (r->home[p] != r->cfg.self)
-		forward_queue(r, p);
-}
-
-static void home_request(struct dsm__region *r, const struct dsm__msg *m)
-{
-	uint32_t p = m->page;
-	struct dsm__dir *d = &r->dirs[p];
-
-	if (r->home[p] != r->cfg.self) {
-		/* Not (or not yet) ours: on to the home we know of. A home
-		 * that passed the page on forwards it behind the transfer, so
-		 * a request overtaking a transfer bounces at most once. */
-		send(r, r->home[p], (struct dsm__msg *)m, NULL);
-		return;
-	}
-	if (d->busy || d->qhead >= 0) {
-		list_push(r, &d->qhead, &d->qtail, m);
-		return;
-	}
-	home_start(r, m);
-}
-
-static void on_done(struct dsm__region *r, const struct dsm__msg *m)
-{
-	uint32_t p = m->page;
-	struct dsm__dir *d = &r->dirs[p];
-
-	if (r->home[p] != r->cfg.self || !d->busy || d->cur != m->from) {
-		CELL_LOG_RL(CELL_LOG_WARN, MOD,
-			    "unexpected DONE region=%llu page=%u from=%u",
-			    (unsigned long long)r->cfg.id, p, m->from);
-		return;
-	}
-	d->busy = 0;
-	home_drain(r, p);
-}
-
 /* The holder side of FWD_READ, FWD_WRITE and INV. */
-static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
+static void holder_apply(struct dsm__engine *r, const struct dsm__msg *m)
 {
 	uint32_t p = m->page;
 	struct dsm__page *pg = &r->pages[p];
@@ -583,7 +189,7 @@ static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
 		r->cfg.ops->mem_invalidate(r->cfg.env, r, p);
 		pg->state = DSM_I;
 		pg->c.invalidations++;
-		send_simple(r, m->node, DSM_MSG_INV_ACK, p, m->node);
+		dsm__proto_send_simple(r, m->node, DSM_MSG_INV_ACK, p, m->node);
 		return;
 	}
 	if (pg->state == DSM_I) {
@@ -605,23 +211,24 @@ static void holder_apply(struct dsm__region *r, const struct dsm__msg *m)
 	if (m->type == DSM_MSG_FWD_READ) {
 		g.flags |= m->flags & DSM_GRANT_PUSH;
 		g.version = pg->version;
-		send(r, m->node, &g, data);
+		dsm__proto_send(r, m->node, &g, data);
 		return;
 	}
 	g.flags |= DSM_GRANT_WRITE;
 	g.version = m->version;
 	g.acks = m->acks;
-	send(r, m->node, &g, data);
+	dsm__proto_send(r, m->node, &g, data);
 	r->cfg.ops->mem_invalidate(r->cfg.env, r, p);
 	pg->state = DSM_I;
 	pg->c.invalidations++;
 }
 
-static void holder_msg(struct dsm__region *r, const struct dsm__msg *m)
+static void holder_msg(struct dsm__engine *r, const struct dsm__msg *m)
 {
 	struct dsm__page *pg = &r->pages[m->page];
 
-	if (pg->state != DSM_I && !pg->has_deferred && in_time_window(r, pg)) {
+	if (pg->state != DSM_I && !pg->has_deferred &&
+	    dsm__in_time_window(r, pg)) {
 		pg->deferred = *m;
 		pg->has_deferred = 1;
 		pg->c.deferrals++;
@@ -632,7 +239,7 @@ static void holder_msg(struct dsm__region *r, const struct dsm__msg *m)
 	holder_apply(r, m);
 }
 
-void dsm__region_retry(struct dsm__region *r, uint32_t page)
+void dsm__engine_retry(struct dsm__engine *r, uint32_t page)
 {
 	struct dsm__page *pg;
 	uint64_t until;
@@ -653,7 +260,7 @@ void dsm__region_retry(struct dsm__region *r, uint32_t page)
 
 /* The pending request of p is satisfied: expose, wake, tell the home.
  * unprotect: a write grant whose page is still read-only. */
-static void complete(struct dsm__region *r, uint32_t p, bool unprotect)
+static void complete(struct dsm__engine *r, uint32_t p, bool unprotect)
 {
 	struct dsm__page *pg = &r->pages[p];
 
@@ -666,7 +273,7 @@ static void complete(struct dsm__region *r, uint32_t p, bool unprotect)
 	pg->got_grant = 0;
 	r->npending--;
 	pg->acquired_ms = r->cfg.ops->now_ms(r->cfg.env);
-	send_simple(r, pg->done_to, DSM_MSG_DONE, p, r->cfg.self);
+	dsm__proto_send_simple(r, pg->done_to, DSM_MSG_DONE, p, r->cfg.self);
 	r->cfg.ops->fault_done(r->cfg.env, r, p);
 }
 
@@ -680,7 +287,7 @@ static enum dsm__install install_how(uint8_t flags)
 }
 
 /* A KEEP grant must find the bytes it relies on. */
-static int check_keep(struct dsm__region *r, const struct dsm__msg *m)
+static int check_keep(struct dsm__engine *r, const struct dsm__msg *m)
 {
 	const struct dsm__page *pg = &r->pages[m->page];
 	bool write = m->flags & DSM_GRANT_WRITE;
@@ -698,7 +305,7 @@ static int check_keep(struct dsm__region *r, const struct dsm__msg *m)
 	return -EPROTO;
 }
 
-static void take_home(struct dsm__region *r, const struct dsm__msg *m)
+static void take_home(struct dsm__engine *r, const struct dsm__msg *m)
 {
 	struct dsm__dir *d = &r->dirs[m->page];
 
@@ -712,11 +319,11 @@ static void take_home(struct dsm__region *r, const struct dsm__msg *m)
 	d->cur = r->cfg.self;
 }
 
-static void read_ahead(struct dsm__region *r, uint32_t page);
+static void read_ahead(struct dsm__engine *r, uint32_t page);
 
 /* A pushed or prefetched copy: never the answer to our own request
  * (that one still comes), but it may wake readers now. Always DONE. */
-static void grant_pushed(struct dsm__region *r, const struct dsm__msg *m,
+static void grant_pushed(struct dsm__engine *r, const struct dsm__msg *m,
 			 const void *data)
 {
 	struct dsm__page *pg = &r->pages[m->page];
@@ -729,7 +336,7 @@ static void grant_pushed(struct dsm__region *r, const struct dsm__msg *m,
 		pg->version = m->version;
 		pg->acquired_ms = r->cfg.ops->now_ms(r->cfg.env);
 	}
-	send_simple(r, m->node, DSM_MSG_DONE, m->page, r->cfg.self);
+	dsm__proto_send_simple(r, m->node, DSM_MSG_DONE, m->page, r->cfg.self);
 	r->cfg.ops->fault_done(r->cfg.env, r, m->page);
 	read_ahead(r, m->page);
 }
@@ -739,7 +346,7 @@ static void grant_pushed(struct dsm__region *r, const struct dsm__msg *m,
  * has out on the page. It may find the page already readable (pushed, or
  * an upgrade): the bytes stay, the version and mode are the grant's.
  */
-static int on_grant(struct dsm__region *r, const struct dsm__msg *m,
+static int on_grant(struct dsm__engine *r, const struct dsm__msg *m,
 		    const void *data)
 {
 	uint32_t p = m->page;
@@ -783,7 +390,7 @@ static int on_grant(struct dsm__region *r, const struct dsm__msg *m,
 	return 0;
 }
 
-static int on_ack(struct dsm__region *r, const struct dsm__msg *m)
+static int on_ack(struct dsm__engine *r, const struct dsm__msg *m)
 {
 	struct dsm__page *pg = &r->pages[m->page];
 
@@ -799,7 +406,7 @@ static int on_ack(struct dsm__region *r, const struct dsm__msg *m)
 	return 0;
 }
 
-static void on_dir_xfer(struct dsm__region *r, const struct dsm__msg *m)
+static void on_dir_xfer(struct dsm__engine *r, const struct dsm__msg *m)
 {
 	struct dsm__dir *d = &r->dirs[m->page];
 
@@ -812,14 +419,14 @@ static void on_dir_xfer(struct dsm__region *r, const struct dsm__msg *m)
 	d->busy = 0;
 }
 
-static bool member(const struct dsm__region *r, uint16_t node)
+static bool member(const struct dsm__engine *r, uint16_t node)
 {
 	return node < DSM_MAX_NODES && (r->members_mask & bit(node));
 }
 
 /* Fields a message type relies on must name members and stay in bounds,
  * whoever sent it: nothing is applied otherwise. */
-static int check_fields(const struct dsm__region *r, const struct dsm__msg *m)
+static int check_fields(const struct dsm__engine *r, const struct dsm__msg *m)
 {
 	switch (m->type) {
 	case DSM_MSG_FWD_READ:
@@ -843,7 +450,7 @@ static int check_fields(const struct dsm__region *r, const struct dsm__msg *m)
 	return 0;
 }
 
-int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,
+int dsm__engine_receive(struct dsm__engine *r, const struct dsm__msg *m,
 			const void *data)
 {
 	if (m->page >= r->cfg.npages || !member(r, m->from))
@@ -855,7 +462,7 @@ int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,
 	case DSM_MSG_WRITE_REQ:
 	case DSM_MSG_MOVE_HOME:
 	case DSM_MSG_PUSH:
-		home_request(r, m);
+		dsm__home_request(r, m);
 		return 0;
 	case DSM_MSG_FWD_READ:
 	case DSM_MSG_FWD_WRITE:
@@ -869,7 +476,7 @@ int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,
 			return -EINVAL;
 		return on_grant(r, m, data);
 	case DSM_MSG_DONE:
-		on_done(r, m);
+		dsm__home_done(r, m);
 		return 0;
 	case DSM_MSG_DIR_XFER:
 		on_dir_xfer(r, m);
@@ -891,7 +498,7 @@ int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,
  * (the reader overtook the pushes), so it asks for that page alone and
  * keeps the window; anything else starts over at 1.
  */
-static uint32_t read_window(struct dsm__region *r, uint32_t page)
+static uint32_t read_window(struct dsm__engine *r, uint32_t page)
 {
 	uint32_t max = r->cfg.prefetch_max ? r->cfg.prefetch_max : 1;
 
@@ -908,7 +515,7 @@ static uint32_t read_window(struct dsm__region *r, uint32_t page)
 
 /* Sends this node's request for `page`; the caller checked that the page
  * lacks the access and has no request out. */
-static int request(struct dsm__region *r, uint32_t page, bool write,
+static int request(struct dsm__engine *r, uint32_t page, bool write,
 		   uint32_t window)
 {
 	struct dsm__page *pg = &r->pages[page];
@@ -925,10 +532,10 @@ static int request(struct dsm__region *r, uint32_t page, bool write,
 	pg->got_grant = 0;
 	pg->acks_got = 0;
 	pg->acks_needed = 0;
-	return send(r, r->home[page], &m, NULL);
+	return dsm__proto_send(r, r->home[page], &m, NULL);
 }
 
-int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
+int dsm__engine_fault(struct dsm__engine *r, uint32_t page, bool write)
 {
 	struct dsm__page *pg;
 
@@ -957,7 +564,7 @@ int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write)
  * is an ordinary READ_REQ: the reader's fault on that page, if it comes
  * first, is coalesced with it.
  */
-static void read_ahead(struct dsm__region *r, uint32_t page)
+static void read_ahead(struct dsm__engine *r, uint32_t page)
 {
 	uint32_t max = r->cfg.prefetch_max;
 	uint32_t next = r->last_miss + r->window;
@@ -973,7 +580,7 @@ static void read_ahead(struct dsm__region *r, uint32_t page)
 }
 
 /* MOVE_HOME and PUSH: a request to the page's home about `node`. */
-static int home_op(struct dsm__region *r, uint8_t type, uint32_t page,
+static int home_op(struct dsm__engine *r, uint8_t type, uint32_t page,
 		   uint16_t node)
 {
 	struct dsm__msg m = {
@@ -982,46 +589,46 @@ static int home_op(struct dsm__region *r, uint8_t type, uint32_t page,
 	if (page >= r->cfg.npages || node >= DSM_MAX_NODES ||
 	    !(r->members_mask & bit(node)))
 		return -EINVAL;
-	return send(r, r->home[page], &m, NULL);
+	return dsm__proto_send(r, r->home[page], &m, NULL);
 }
 
-int dsm__region_move_home(struct dsm__region *r, uint32_t page, uint16_t node)
+int dsm__engine_move_home(struct dsm__engine *r, uint32_t page, uint16_t node)
 {
 	return home_op(r, DSM_MSG_MOVE_HOME, page, node);
 }
 
-int dsm__region_push(struct dsm__region *r, uint32_t page, uint16_t node)
+int dsm__engine_push(struct dsm__engine *r, uint32_t page, uint16_t node)
 {
 	return home_op(r, DSM_MSG_PUSH, page, node);
 }
 
-enum dsm__page_state dsm__page_state(const struct dsm__region *r, uint32_t page)
+enum dsm__page_state dsm__page_state(const struct dsm__engine *r, uint32_t page)
 {
 	return (enum dsm__page_state)r->pages[page].state;
 }
 
-uint64_t dsm__page_version(const struct dsm__region *r, uint32_t page)
+uint64_t dsm__page_version(const struct dsm__engine *r, uint32_t page)
 {
 	return r->pages[page].version;
 }
 
-bool dsm__page_pending(const struct dsm__region *r, uint32_t page)
+bool dsm__page_pending(const struct dsm__engine *r, uint32_t page)
 {
 	return r->pages[page].pending != 0;
 }
 
-uint16_t dsm__page_home(const struct dsm__region *r, uint32_t page)
+uint16_t dsm__page_home(const struct dsm__engine *r, uint32_t page)
 {
 	return r->home[page];
 }
 
-const struct dsm__page_counters *dsm__page_counters(const struct dsm__region *r,
+const struct dsm__page_counters *dsm__page_counters(const struct dsm__engine *r,
 						    uint32_t page)
 {
 	return &r->pages[page].c;
 }
 
-bool dsm__dir_get(const struct dsm__region *r, uint32_t page, uint16_t *owner,
+bool dsm__dir_get(const struct dsm__engine *r, uint32_t page, uint16_t *owner,
 		  uint64_t *copyset, uint64_t *version, bool *busy)
 {
 	const struct dsm__dir *d = &r->dirs[page];
@@ -1090,7 +697,7 @@ const char *dsm__msg_name(uint8_t type)
 	return type < DSM_MSG_MAX && names[type] ? names[type] : "?";
 }
 
-int dsm__region_stuck(const struct dsm__region *r, uint64_t limit_ms,
+int dsm__engine_stuck(const struct dsm__engine *r, uint64_t limit_ms,
 		      uint32_t *page, uint16_t *home)
 {
 	uint64_t now;

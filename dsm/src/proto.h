@@ -17,7 +17,7 @@
  * interleave in any order.
  *
  * Threads: one engine instance (struct dsm__engine) is driven by one
- * thread at a time. No allocation after dsm__region_init.
+ * thread at a time. No allocation after dsm__engine_init.
  */
 #ifndef DSM_PROTO_H
 #define DSM_PROTO_H
@@ -26,8 +26,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DSM_PAGE_SIZE 4096u
-#define DSM_MAX_NODES 64
+#include "dsm/dsm.h" /* DSM_PAGE, DSM_MAX_NODES */
+
+#define DSM_PAGE_SIZE DSM_PAGE
 #define DSM_NO_NODE   0xffffu
 
 enum dsm__msg_type {
@@ -86,7 +87,7 @@ enum dsm__install {
 	DSM_INSTALL_KEEP, /* bytes held at this version (state S or M) */
 };
 
-struct dsm__region;
+struct dsm__engine;
 
 struct dsm__env_ops {
 	/* Queues m (and data, one page, when non-NULL) to node `to`, which may
@@ -95,24 +96,24 @@ struct dsm__env_ops {
 		    const void *data);
 	/* This node's bytes of the page (state S or M), valid until the next
 	 * env call: send copies them, so a grant costs no copy of its own. */
-	const void *(*mem_bytes)(void *env, struct dsm__region *r,
+	const void *(*mem_bytes)(void *env, struct dsm__engine *r,
 				 uint32_t page);
 	/* Makes the page readable (and writable if `write`) with the given
 	 * bytes. Wakes nobody: fault_done does that. */
-	void (*mem_install)(void *env, struct dsm__region *r, uint32_t page,
+	void (*mem_install)(void *env, struct dsm__engine *r, uint32_t page,
 			    enum dsm__install how, const void *data,
 			    bool write);
 	/* M -> S for pages page..page+count-1: drop write access, keep the
 	 * bytes readable. One call for a run (one TLB shootdown). */
-	void (*mem_downgrade)(void *env, struct dsm__region *r, uint32_t page,
+	void (*mem_downgrade)(void *env, struct dsm__engine *r, uint32_t page,
 			      uint32_t count);
 	/* -> I: make the page unreadable; its bytes may go (no KEEP install
 	 * ever relies on them: a node in I asks with version 0). */
-	void (*mem_invalidate)(void *env, struct dsm__region *r, uint32_t page);
+	void (*mem_invalidate)(void *env, struct dsm__engine *r, uint32_t page);
 	/* The fault on this page is resolved (state now S or M). */
-	void (*fault_done)(void *env, struct dsm__region *r, uint32_t page);
-	/* Call dsm__region_retry(r, page) again at or after `when_ms`. */
-	void (*defer)(void *env, struct dsm__region *r, uint32_t page,
+	void (*fault_done)(void *env, struct dsm__engine *r, uint32_t page);
+	/* Call dsm__engine_retry(r, page) again at or after `when_ms`. */
+	void (*defer)(void *env, struct dsm__engine *r, uint32_t page,
 		      uint64_t when_ms);
 	uint64_t (*now_ms)(void *env);
 };
@@ -131,7 +132,7 @@ struct dsm__page_counters {
 	uint32_t deferrals;	/* requests held back by the time window */
 };
 
-struct dsm__region_config {
+struct dsm__engine_config {
 	uint64_t id;
 	uint32_t npages;
 	uint16_t self;
@@ -150,8 +151,8 @@ struct dsm__page;
 struct dsm__dir;
 struct dsm__qent;
 
-struct dsm__region {
-	struct dsm__region_config cfg; /* cfg.members points at members */
+struct dsm__engine {
+	struct dsm__engine_config cfg; /* cfg.members points at members */
 	uint16_t members[DSM_MAX_NODES];
 	uint64_t members_mask;
 	struct dsm__page *pages;
@@ -169,8 +170,8 @@ struct dsm__region {
 	uint32_t npending; /* pages with a request of ours out */
 };
 
-int dsm__region_init(struct dsm__region *r, const struct dsm__region_config *c);
-void dsm__region_fini(struct dsm__region *r);
+int dsm__engine_init(struct dsm__engine *r, const struct dsm__engine_config *c);
+void dsm__engine_fini(struct dsm__engine *r);
 
 /* Writes a zero into every page of buf (len bytes, zeroed or not yet
  * initialised), so that later use takes no page fault: memory used on
@@ -180,36 +181,36 @@ void dsm__prefault(void *buf, size_t len);
 /* A fault on `page` by this node; `write` for a write or WP fault.
  * Returns 1 if the page already allows the access (spurious fault), 0 if
  * a request is under way (fault_done follows), -errno on error. */
-int dsm__region_fault(struct dsm__region *r, uint32_t page, bool write);
+int dsm__engine_fault(struct dsm__engine *r, uint32_t page, bool write);
 
 /* A request of ours that has waited at least limit_ms: 1 with its page
  * and the page's home (where it went), else 0. */
-int dsm__region_stuck(const struct dsm__region *r, uint64_t limit_ms,
+int dsm__engine_stuck(const struct dsm__engine *r, uint64_t limit_ms,
 		      uint32_t *page, uint16_t *home);
 
 /* An incoming message (already checked for region, range and epoch).
  * data is the page for DSM_GRANT with DSM_GRANT_DATA. 0 or -errno. */
-int dsm__region_receive(struct dsm__region *r, const struct dsm__msg *m,
+int dsm__engine_receive(struct dsm__engine *r, const struct dsm__msg *m,
 			const void *data);
 
 /* Re-runs deferred work on a page (see env defer). */
-void dsm__region_retry(struct dsm__region *r, uint32_t page);
+void dsm__engine_retry(struct dsm__engine *r, uint32_t page);
 
 /* Policy mechanisms: ask the page's home to move it / push a copy. */
-int dsm__region_move_home(struct dsm__region *r, uint32_t page, uint16_t node);
-int dsm__region_push(struct dsm__region *r, uint32_t page, uint16_t node);
+int dsm__engine_move_home(struct dsm__engine *r, uint32_t page, uint16_t node);
+int dsm__engine_push(struct dsm__engine *r, uint32_t page, uint16_t node);
 
 /* Introspection for tests, stats and the invariant checker. */
-enum dsm__page_state dsm__page_state(const struct dsm__region *r,
+enum dsm__page_state dsm__page_state(const struct dsm__engine *r,
 				     uint32_t page);
-uint64_t dsm__page_version(const struct dsm__region *r, uint32_t page);
-bool dsm__page_pending(const struct dsm__region *r, uint32_t page);
-uint16_t dsm__page_home(const struct dsm__region *r, uint32_t page);
-const struct dsm__page_counters *dsm__page_counters(const struct dsm__region *r,
+uint64_t dsm__page_version(const struct dsm__engine *r, uint32_t page);
+bool dsm__page_pending(const struct dsm__engine *r, uint32_t page);
+uint16_t dsm__page_home(const struct dsm__engine *r, uint32_t page);
+const struct dsm__page_counters *dsm__page_counters(const struct dsm__engine *r,
 						    uint32_t page);
 /* Directory at this node (valid when it is the page's home): owner or
  * DSM_NO_NODE, copyset, version, busy. Returns false if not home. */
-bool dsm__dir_get(const struct dsm__region *r, uint32_t page, uint16_t *owner,
+bool dsm__dir_get(const struct dsm__engine *r, uint32_t page, uint16_t *owner,
 		  uint64_t *copyset, uint64_t *version, bool *busy);
 
 #endif

@@ -1,10 +1,11 @@
 /*
- * userfaultfd for the DSM node: opening one that traps kernel-mode faults
- * too (KVM's), registering a shmem mapping for missing, minor and
- * write-protect faults, reading fault events, and the primitives the
- * engine's env uses to expose a page (UFFDIO_CONTINUE, read-only with
- * MODE_WP), to change its protection (UFFDIO_WRITEPROTECT) and to wake
- * waiters. No mprotect, no SIGSEGV.
+ * userfaultfd for the DSM node, as thin wrappers of its ioctls: opening
+ * one that traps kernel-mode faults too (KVM's), registering a shmem
+ * mapping for missing, minor and write-protect faults, reading fault
+ * events, and the primitives the engine's env uses to expose a page
+ * (UFFDIO_CONTINUE, read-only with MODE_WP; UFFDIO_COPY for runs), to
+ * change its protection (UFFDIO_WRITEPROTECT) and to wake waiters. A
+ * leaf: it calls nothing else of the DSM. No mprotect, no SIGSEGV.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -147,45 +148,29 @@ void dsm__uffd_wake(struct dsm_mapping *m, uint32_t page)
 	ioctl(m->uffd, UFFDIO_WAKE, &r);
 }
 
-/* Handles every queued fault event of one mapping. */
-void dsm__uffd_read(struct dsm_region *r, struct dsm_mapping *m)
+int dsm__uffd_read_faults(int uffd, struct dsm__uffd_fault *out, int max,
+			  int *nfaults)
 {
 	struct uffd_msg msgs[16];
-	ssize_t n = sizeof(msgs);
+	ssize_t n;
+	int k = 0;
 
-	dsm__stage_flush(r->node); /* a staged page is an installed one */
-	/* Until a short read: that one drained the queue (the event is
-	 * level-triggered, later faults fire it again). */
-	while (n == (ssize_t)sizeof(msgs) &&
-	       (n = read(m->uffd, msgs, sizeof(msgs))) > 0) {
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
-			uint64_t addr = msgs[i].arg.pagefault.address;
-			uint64_t flags = msgs[i].arg.pagefault.flags;
-			bool write = flags & (UFFD_PAGEFAULT_FLAG_WRITE |
-					      UFFD_PAGEFAULT_FLAG_WP);
-			uint32_t page;
-			int rc;
+	if (max > 16)
+		max = 16;
+	n = read(uffd, msgs, (size_t)max * sizeof(msgs[0]));
+	*nfaults = 0;
+	if (n <= 0)
+		return 0;
+	for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+		uint64_t flags = msgs[i].arg.pagefault.flags;
 
-			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
-				continue;
-			page = (uint32_t)((addr -
-					   (uint64_t)(uintptr_t)m->base) /
-					  DSM_PAGE);
-			r->node->stats.faults++;
-			rc = dsm__region_fault(&r->eng, page, write);
-			if (rc == 1) {
-				/* Already allowed (e.g. installed while this
-				 * fault was queued): map it here too. */
-				dsm__uffd_install(
-					m, page,
-					dsm__page_state(&r->eng, page) ==
-						DSM_M);
-				dsm__uffd_wake(m, page);
-			} else if (rc < 0) {
-				CELL_LOG_RL(CELL_LOG_ERROR, MOD,
-					    "fault on page %u: %s", page,
-					    strerror(-rc));
-			}
-		}
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		out[k].addr = msgs[i].arg.pagefault.address;
+		out[k].write = flags & (UFFD_PAGEFAULT_FLAG_WRITE |
+					UFFD_PAGEFAULT_FLAG_WP);
+		k++;
 	}
+	*nfaults = k;
+	return (int)(n / (ssize_t)sizeof(msgs[0]));
 }

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "cell/endian.h"
-#include "cell/rpc.h"
+#include "cell/net.h"
 #include "vdisk/nbdc.h"
 
 static int xfer(int fd, void *buf, size_t len, bool send_it)

@@ -33,6 +33,7 @@
 
 #include "cell/config.h"
 #include "cell/log.h"
+#include "cell/net.h"
 #include "cell/rpc.h"
 #include "cellproto/cellproto.h"
 #include "cell/util.h"

@@ -145,9 +145,4 @@ int cell_rpc_call_sync(const char *hostport, const struct cell_rpc_config *cfg,
 		       uint16_t reply_type, unsigned timeout_ms,
 		       ProtobufCMessage **reply, char *err, size_t errlen);
 
-/* "host:port" -> sockaddr, numeric or via getaddrinfo. 0 or -EINVAL. */
-struct sockaddr_storage;
-int cell_parse_hostport(const char *hostport, struct sockaddr_storage *ss,
-			int *sslen);
-
 #endif

@@ -59,7 +59,7 @@ struct vcpu {
 
 struct snode {
 	int id;
-	struct dsm__region r;
+	struct dsm__engine r;
 	uint8_t mem[MAXP][DSM_PAGE_SIZE];
 	enum access acc[MAXP];
 	uint64_t deferred_at[MAXP]; /* 0: none */
@@ -152,7 +152,7 @@ static int env_send(void *env, uint16_t to, const struct dsm__msg *m,
 	return 0;
 }
 
-static const void *env_bytes(void *env, struct dsm__region *r, uint32_t p)
+static const void *env_bytes(void *env, struct dsm__engine *r, uint32_t p)
 {
 	struct snode *n = env_node(env);
 
@@ -162,7 +162,7 @@ static const void *env_bytes(void *env, struct dsm__region *r, uint32_t p)
 	return n->mem[p];
 }
 
-static void env_install(void *env, struct dsm__region *r, uint32_t p,
+static void env_install(void *env, struct dsm__engine *r, uint32_t p,
 			enum dsm__install how, const void *data, bool write)
 {
 	struct snode *n = env_node(env);
@@ -186,7 +186,7 @@ static void env_install(void *env, struct dsm__region *r, uint32_t p,
 	n->acc[p] = write ? RW : RO;
 }
 
-static void env_downgrade(void *env, struct dsm__region *r, uint32_t p,
+static void env_downgrade(void *env, struct dsm__engine *r, uint32_t p,
 			  uint32_t count)
 {
 	struct snode *n = env_node(env);
@@ -196,7 +196,7 @@ static void env_downgrade(void *env, struct dsm__region *r, uint32_t p,
 		n->acc[q] = RO;
 }
 
-static void env_invalidate(void *env, struct dsm__region *r, uint32_t p)
+static void env_invalidate(void *env, struct dsm__engine *r, uint32_t p)
 {
 	struct snode *n = env_node(env);
 
@@ -205,7 +205,7 @@ static void env_invalidate(void *env, struct dsm__region *r, uint32_t p)
 	n->acc[p] = NONE;
 }
 
-static void env_fault_done(void *env, struct dsm__region *r, uint32_t p)
+static void env_fault_done(void *env, struct dsm__engine *r, uint32_t p)
 {
 	struct snode *n = env_node(env);
 
@@ -216,7 +216,7 @@ static void env_fault_done(void *env, struct dsm__region *r, uint32_t p)
 	}
 }
 
-static void env_defer(void *env, struct dsm__region *r, uint32_t p,
+static void env_defer(void *env, struct dsm__engine *r, uint32_t p,
 		      uint64_t when)
 {
 	(void)r;
@@ -266,7 +266,7 @@ static void check_invariants(void)
 /* One vCPU step: do its access if allowed, else fault and block. */
 static void vcpu_step(struct snode *n, struct vcpu *v)
 {
-	struct dsm__region *r = &n->r;
+	struct dsm__engine *r = &n->r;
 	int rc;
 
 	if (v->page < 0) {
@@ -278,10 +278,10 @@ static void vcpu_step(struct snode *n, struct vcpu *v)
 		v->write = (x >> 20) % (S.sequential ? 6 : 3) == 0;
 		/* Now and then the policy layer moves a home or pushes. */
 		if ((x >> 30) % 40 == 0)
-			dsm__region_move_home(r, (uint32_t)v->page,
+			dsm__engine_move_home(r, (uint32_t)v->page,
 					      (uint16_t)((x >> 40) % S.n));
 		else if ((x >> 30) % 40 == 1)
-			dsm__region_push(r, (uint32_t)v->page,
+			dsm__engine_push(r, (uint32_t)v->page,
 					 (uint16_t)((x >> 40) % S.n));
 	}
 	if (n->acc[v->page] == RW || (!v->write && n->acc[v->page] == RO)) {
@@ -305,7 +305,7 @@ static void vcpu_step(struct snode *n, struct vcpu *v)
 	if (S.trace == v->page)
 		printf("  %ld: node %d faults %s\n", S.steps, n->id,
 		       v->write ? "write" : "read");
-	rc = dsm__region_fault(r, (uint32_t)v->page, v->write);
+	rc = dsm__engine_fault(r, (uint32_t)v->page, v->write);
 	if (rc < 0)
 		failf("fault returned %d", rc);
 	else if (rc == 1)
@@ -331,7 +331,7 @@ static int deliver(int from, int to)
 		       S.steps, from, to, dsm__msg_name(s->m.type), s->m.flags,
 		       s->m.node, s->m.acks, (unsigned long long)s->m.version,
 		       (unsigned long long)s->m.copyset);
-	rc = dsm__region_receive(&S.nodes[to].r, &s->m,
+	rc = dsm__engine_receive(&S.nodes[to].r, &s->m,
 				 s->has_data ? s->data : NULL);
 	if (rc)
 		failf("node %d refused %s from %d: %d", to,
@@ -359,10 +359,10 @@ static void drop_all_messages(void)
 static void setup_sim(uint64_t seed)
 {
 	uint16_t members[MAXN];
-	struct dsm__region_config c = {0};
+	struct dsm__engine_config c = {0};
 
 	for (int i = 0; i < MAXN; i++)
-		dsm__region_fini(&S.nodes[i].r);
+		dsm__engine_fini(&S.nodes[i].r);
 	drop_all_messages();
 	memset(&S, 0, sizeof(S));
 	S.rng = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -388,7 +388,7 @@ static void setup_sim(uint64_t seed)
 		n->id = i;
 		c.self = (uint16_t)i;
 		c.env = n;
-		assert_int_equal(dsm__region_init(&n->r, &c), 0);
+		assert_int_equal(dsm__engine_init(&n->r, &c), 0);
 		for (int p = 0; p < S.npages; p++)
 			memset(n->mem[p], POISON, DSM_PAGE_SIZE);
 		for (int k = 0; k < S.nv; k++) {
@@ -452,7 +452,7 @@ static int step(void)
 		int p = (pick - 2000) % MAXP;
 
 		n->deferred_at[p] = 0;
-		dsm__region_retry(&n->r, (uint32_t)p);
+		dsm__engine_retry(&n->r, (uint32_t)p);
 	}
 	if (rnd() % 16 == 0)
 		S.now++;
@@ -660,7 +660,7 @@ static void test_proto_random_messages_no_crash(void **state)
 			if (rnd() % 2)
 				m.acks = (uint16_t)(rnd() % 3);
 		}
-		if (dsm__region_receive(&n->r, &m,
+		if (dsm__engine_receive(&n->r, &m,
 					(m.flags & DSM_GRANT_DATA) ? page
 								   : NULL))
 			refused++;
