@@ -36,6 +36,7 @@
 
 #include "agent.h"
 #include "agent_disk.h"
+#include "cell/fault.h"
 #include "cell/log.h"
 #include "dsm/dsm.h"
 
@@ -252,6 +253,11 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	if (!a->dsm) {
 		snprintf(err, len, "node %s has no DSM node", a->cfg.node_id);
 		return -ENODEV;
+	}
+	if ((r = CELL_FAULT("agent.prepare"))) {
+		snprintf(err, len, "node %s: fault point agent.prepare",
+			 a->cfg.node_id);
+		return r;
 	}
 	if ((r = check_spec(a, st->spec, &engine, &home, err, len)) ||
 	    (r = agent_dsm_add_peers(a, st, err, len)))

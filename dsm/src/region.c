@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "cell/fault.h"
 #include "cell/log.h"
 #include "node_int.h"
 
@@ -213,6 +214,8 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 	ec.env = r;
 	if (!rc)
 		rc = dsm__engine_init(&r->eng, &ec);
+	if (!rc) /* a test build's region that cannot be made */
+		rc = CELL_FAULT("dsm.region-create");
 	if (rc) {
 		dsm__region_free(r);
 		return rc;

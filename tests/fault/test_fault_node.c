@@ -41,6 +41,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "cluster.h"
 #include "ctlclient.h"
 #include "testsupport.h"
 
@@ -48,40 +49,13 @@
 #define STEP_MS "100"
 #define NSTEPS	50
 
-static struct {
-	char *dir;
-	char agent_addr[64], ctl_addr[64];
-	pid_t manager;
-	pid_t agents[3];
-} T;
+static struct tsc_cluster T;
 
-#define CTL(out, ...) \
-	tsc_ctl(CELLCTL_BIN, T.ctl_addr, out, TSC_WORDS(__VA_ARGS__))
+#define CTL(out, ...) TSC_CTL(&T, out, __VA_ARGS__)
 
 static json_t *ctl_json(const char *a, const char *b, const char *c)
 {
 	return tsc_ctl_json(CELLCTL_BIN, T.ctl_addr, TSC_WORDS(a, b, c));
-}
-
-static pid_t start_agent(int i)
-{
-	char id[40], mgr[100], sd[700], img[700], log[700];
-	char *argv[] = {AGENT_BIN,
-			id,
-			mgr,
-			sd,
-			img,
-			"--cpus=4",
-			"--dsm-listen=127.0.0.1:0",
-			"--reconnect-max=300ms",
-			NULL};
-
-	snprintf(id, sizeof(id), "--node-id=node%d", i + 1);
-	snprintf(mgr, sizeof(mgr), "--manager=%s", T.agent_addr);
-	snprintf(sd, sizeof(sd), "--state-dir=%s/agent%d", T.dir, i + 1);
-	snprintf(img, sizeof(img), "--image-dir=%s", GUEST_IMAGES);
-	snprintf(log, sizeof(log), "%s/agent%d.log", T.dir, i + 1);
-	return ts_spawn(argv, log);
 }
 
 static const char *node_state(const char *node)
@@ -111,52 +85,23 @@ static int nodes_with_dsm(void)
 	return k;
 }
 
-/* Starts the manager on its state dir: agents' address agent_listen
- * (port 0 the first time, the bound one after a restart so agents find
- * it again), a new ctl port; extra: one more option or NULL. */
-static void start_manager(const char *agent_listen, const char *extra)
-{
-	char sd[700], log[700], al[100];
-	char *margv[] = {MANAGER_BIN,	sd,  al, "--ctl-listen=127.0.0.1:0",
-			 (char *)extra, NULL};
-
-	snprintf(sd, sizeof(sd), "%s/manager/manager.addr", T.dir);
-	unlink(sd); /* a restart must not read the old addresses */
-	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
-	snprintf(al, sizeof(al), "--agent-listen=%s", agent_listen);
-	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
-	T.manager = ts_spawn(margv, log);
-	assert_true(T.manager > 0);
-	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
-	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
-				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
-}
-
 static int setup(void **state)
 {
-	(void)state;
-	T.dir = ts_tmpdir("cellmon-fault");
-	start_manager("127.0.0.1:0", NULL);
-	for (int i = 0; i < 3; i++)
-		T.agents[i] = start_agent(i);
-	for (int i = 0; i < 100 && nodes_with_dsm() < 3; i++)
-		usleep(100 * 1000);
-	assert_int_equal(nodes_with_dsm(), 3);
-	assert_int_equal(CTL(NULL, "cell", "create", "c"), 0);
-	for (int i = 1; i <= 3; i++) {
-		char node[16];
+	struct tsc_cluster_opts o = {
+		.nodes = 3,
+		.cell = "c",
+		.agent_args = {"--cpus=4", "--reconnect-max=300ms"},
+	};
 
-		snprintf(node, sizeof(node), "node%d", i);
-		assert_int_equal(CTL(NULL, "cell", "add-node", "c", node), 0);
-	}
+	(void)state;
+	tsc_cluster_start(&T, "cellmon-fault", &o);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	ts_kill_all();
-	tsc_dir_done(T.dir);
+	tsc_cluster_stop(&T);
 	return 0;
 }
 
@@ -358,7 +303,7 @@ static void kill_agent_round(int round)
 	snprintf(dropped, sizeof(dropped), "DSM peer dropped node=%s", victim);
 	assert_true(log_has(node_index(survivor) + 1, dropped));
 	/* The node comes back as a new incarnation. */
-	T.agents[node_index(victim)] = start_agent(node_index(victim));
+	tsc_cluster_agent(&T, node_index(victim), NULL);
 	for (int i = 0; i < 100 && strcmp(node_state(victim), "up"); i++)
 		usleep(100 * 1000);
 	assert_string_equal(node_state(victim), "up");
@@ -488,7 +433,7 @@ static void test_fault_dsm_peer_killed_mid_storm(void **state)
 	assert_int_equal(CTL(&out, "vm", "console", "storm"), 0);
 	assert_non_null(strstr(out, want));
 	free(out);
-	T.agents[node_index(victim)] = start_agent(node_index(victim));
+	tsc_cluster_agent(&T, node_index(victim), NULL);
 	for (int i = 0; i < 100 && strcmp(node_state(victim), "up"); i++)
 		usleep(100 * 1000);
 	assert_string_equal(node_state(victim), "up");
@@ -498,7 +443,6 @@ static void test_fault_dsm_peer_killed_mid_storm(void **state)
  * right; the restarted manager has every VM. */
 static void test_fault_manager_killed_vms_run_on(void **state)
 {
-	char agent_addr[64];
 	struct vminfo before, after;
 
 	(void)state;
@@ -508,8 +452,7 @@ static void test_fault_manager_killed_vms_run_on(void **state)
 	usleep(1500 * 1000); /* longer than a lease: agents keep VMs */
 	for (int i = 0; i < before.nvcpus; i++)
 		assert_false(pid_gone(before.pids[i]));
-	snprintf(agent_addr, sizeof(agent_addr), "%s", T.agent_addr);
-	start_manager(agent_addr, NULL);
+	tsc_cluster_manager(&T, NULL);
 	assert_true(wait_pids("orphan", &after));
 	assert_memory_equal(before.pids, after.pids, sizeof(before.pids));
 	assert_finished_right("orphan", 2);
@@ -525,15 +468,14 @@ static void test_fault_manager_killed_vms_run_on(void **state)
  * checksum is right. */
 static void test_fault_dsm_peer_silent_request_timeout(void **state)
 {
-	char agent_addr[64], want[40], victim[32], *out = NULL;
+	char want[40], victim[32], *out = NULL;
 	struct vminfo in;
 	uint64_t t0, t_restart = 0;
 	pid_t agent;
 
 	(void)state;
 	ts_stop(T.manager, SIGTERM, 5000);
-	snprintf(agent_addr, sizeof(agent_addr), "%s", T.agent_addr);
-	start_manager(agent_addr, "--down-after=60s");
+	tsc_cluster_manager(&T, "--down-after=60s");
 	for (int i = 0; i < 100 && nodes_with_dsm() < 3; i++)
 		usleep(100 * 1000);
 	reference("256", "4000", want, sizeof(want));

@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include "cell/endian.h"
+#include "cell/fault.h"
 #include "cell/log.h"
 #include "dsm/dsm.h"
 #include "proto.h"
@@ -99,6 +100,42 @@ static int teardown(void **state)
 	}
 	free(p);
 	return 0;
+}
+
+/* A region the node cannot make (the dsm.region-create fault point in
+ * a test build) fails with the error and leaves nothing behind: the same
+ * id is made right after, and the pair still shares memory through it. */
+static void test_dsm_node_region_create_error_leaves_nothing(void **state)
+{
+	struct pair *p = *state;
+	uint16_t members[2] = {0, 1};
+	struct dsm_region_config rc = {.id = 10,
+				       .size = PAGES * DSM_PAGE,
+				       .policy = DSM_POLICY_INTERLEAVE,
+				       .members = members,
+				       .nmembers = 2};
+	struct dsm_region *r[2] = {NULL, NULL};
+	volatile uint64_t *m[2];
+
+	if (!cell_fault_points_built()) {
+		printf("# SKIP: built without fault points "
+		       "(-DCELLMON_FAULT_POINTS=ON, as tests/run builds)\n");
+		skip();
+	}
+	setenv("CELLMON_FAULT", "dsm.region-create", 1);
+	setenv("CELLMON_FAULT_ACTION", "error", 1);
+	assert_int_equal(dsm_region_create(p->n[0], &rc, &r[0]), -EIO);
+	unsetenv("CELLMON_FAULT");
+	unsetenv("CELLMON_FAULT_ACTION");
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(dsm_region_create(p->n[i], &rc, &r[i]), 0);
+		m[i] = dsm_region_map(r[i]);
+		assert_non_null((void *)m[i]);
+	}
+	m[0][5 * WORDS] = 77;
+	assert_int_equal(m[1][5 * WORDS], 77);
+	for (int i = 0; i < 2; i++)
+		dsm_region_destroy(r[i]);
 }
 
 /* Writes on either node are read back on the other, for every page. */
@@ -559,6 +596,9 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_region_stats_sum_pages, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_region_create_error_leaves_nothing, setup,
+			teardown),
 		cmocka_unit_test(test_dsm_node_request_timeout_fails_region),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_stale_hello_refused, setup, teardown),

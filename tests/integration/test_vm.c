@@ -31,66 +31,16 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "cell/fault.h"
+#include "cluster.h"
 #include "ctlclient.h"
 #include "testsupport.h"
 
-struct cluster {
-	char *dir;
-	char agent_addr[64], ctl_addr[64];
-	pid_t manager;
-	pid_t agents[3];
-};
-
-static struct cluster cl;
-
-/* agent_listen: "127.0.0.1:0" the first time, the bound address after a
- * restart so the agents find the manager again. */
-static pid_t start_manager(const char *agent_listen)
-{
-	char sd[600], log[600], al[100];
-	char *argv[] = {MANAGER_BIN, sd, al, "--ctl-listen=127.0.0.1:0", NULL};
-
-	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", cl.dir);
-	snprintf(al, sizeof(al), "--agent-listen=%s", agent_listen);
-	snprintf(log, sizeof(log), "%s/manager.log", cl.dir);
-	return ts_spawn(argv, log);
-}
-
-static pid_t start_agent(int i)
-{
-	char id[64], mgr[100], sd[600], log[600], img[600];
-	char *argv[] = {AGENT_BIN,
-			id,
-			mgr,
-			sd,
-			img,
-			"--cpus=4",
-			"--dsm-listen=127.0.0.1:0",
-			"--reconnect-max=300ms",
-			"--stop-grace=1s",
-			NULL};
-
-	snprintf(id, sizeof(id), "--node-id=node%d", i + 1);
-	snprintf(mgr, sizeof(mgr), "--manager=%s", cl.agent_addr);
-	snprintf(sd, sizeof(sd), "--state-dir=%s/agent%d", cl.dir, i + 1);
-	snprintf(img, sizeof(img), "--image-dir=%s", GUEST_IMAGES);
-	snprintf(log, sizeof(log), "%s/agent%d.log", cl.dir, i + 1);
-	return ts_spawn(argv, log);
-}
-
-static bool addr_ready(void)
-{
-	char sd[600];
-
-	snprintf(sd, sizeof(sd), "%s/manager", cl.dir);
-	return ts_manager_addrs(sd, cl.agent_addr, sizeof(cl.agent_addr),
-				cl.ctl_addr, sizeof(cl.ctl_addr), 5000);
-}
+static struct tsc_cluster cl;
 
 /* cellctl with up to 12 words; returns its exit code, output in *out. */
 
-#define CTL(out, ...) \
-	tsc_ctl(CELLCTL_BIN, cl.ctl_addr, out, TSC_WORDS(__VA_ARGS__))
+#define CTL(out, ...) TSC_CTL(&cl, out, __VA_ARGS__)
 
 static json_t *vm_json(const char *name)
 {
@@ -118,64 +68,24 @@ static bool wait_vm(const char *name, const char *state, unsigned ms)
 	return ts_wait_for(vm_in_state, NULL, ms);
 }
 
-static bool nodes_ready(void *arg)
-{
-	char *out = NULL;
-	int up = 0;
-
-	(void)arg;
-	if (CTL(&out, "node", "list") == 0)
-		for (char *p = out; (p = strstr(p, " up ")); p++)
-			up++;
-	free(out);
-	return up == 3;
-}
-
-static bool dsm_ready(void *arg)
-{
-	char *out = NULL;
-	int n = 0;
-
-	(void)arg;
-	if (CTL(&out, "-o", "json", "node", "list") == 0)
-		for (char *p = out; (p = strstr(p, "\"dsm_addr\": \"1")); p++)
-			n++;
-	free(out);
-	return n == 3;
-}
-
-static void start_cluster(void)
-{
-	cl.manager = start_manager("127.0.0.1:0");
-	assert_true(cl.manager > 0);
-	assert_true(addr_ready());
-	for (int i = 0; i < 3; i++)
-		cl.agents[i] = start_agent(i);
-	assert_true(ts_wait_for(nodes_ready, NULL, 10000));
-}
-
 static int setup(void **state)
 {
-	(void)state;
-	cl.dir = ts_tmpdir("cellmon-vm");
-	start_cluster();
-	assert_int_equal(CTL(NULL, "cell", "create", "c1"), 0);
-	for (int i = 0; i < 3; i++) {
-		char node[16];
+	struct tsc_cluster_opts o = {
+		.nodes = 3,
+		.cell = "c1",
+		.agent_args = {"--cpus=4", "--reconnect-max=300ms",
+			       "--stop-grace=1s"},
+	};
 
-		snprintf(node, sizeof(node), "node%d", i + 1);
-		assert_int_equal(CTL(NULL, "cell", "add-node", "c1", node), 0);
-	}
-	/* The DSM addresses arrive with the first heartbeats. */
-	assert_true(ts_wait_for(dsm_ready, NULL, 10000));
+	(void)state;
+	tsc_cluster_start(&cl, "cellmon-vm", &o);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	ts_kill_all();
-	tsc_dir_done(cl.dir);
+	tsc_cluster_stop(&cl);
 	return 0;
 }
 
@@ -452,7 +362,6 @@ static void test_vm_guest_crash_marks_failed(void **state)
 static void test_vm_manager_restart_keeps_vm_running(void **state)
 {
 	pid_t before[2], after[2];
-	char path[600], agent_addr[64];
 
 	(void)state;
 	assert_int_equal(CTL(NULL, "vm", "create", "survivor", "--cell=c1",
@@ -461,19 +370,54 @@ static void test_vm_manager_restart_keeps_vm_running(void **state)
 			 0);
 	assert_int_equal(wait_pids("survivor", before, 2), 2);
 	ts_stop(cl.manager, SIGKILL, 5000);
-	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
-	unlink(path);
-	snprintf(agent_addr, sizeof(agent_addr), "%s", cl.agent_addr);
-	cl.manager = start_manager(agent_addr);
-	assert_true(cl.manager > 0);
-	assert_true(addr_ready());
-	assert_true(ts_wait_for(nodes_ready, NULL, 10000));
-	assert_true(ts_wait_for(dsm_ready, NULL, 10000));
+	tsc_cluster_manager(&cl, NULL);
+	assert_true(tsc_cluster_wait_dsm(&cl, 3, 10000));
 	assert_true(wait_vm("survivor", "running", 5000));
 	assert_int_equal(wait_pids("survivor", after, 2), 2);
 	assert_memory_equal(before, after, sizeof(before));
 	assert_false(pids_gone(before, 2));
 	assert_int_equal(CTL(NULL, "vm", "kill", "survivor"), 0);
+}
+
+/* A node whose agent refuses PREPARE (the agent.prepare fault point of a
+ * test build) fails the start: cellctl exits 1, the VM is failed with the
+ * node and its reason, no vCPU runs anywhere, and once the node is fixed
+ * the same VM starts. */
+static void test_vm_prepare_refused_fails_with_node_reason(void **state)
+{
+	const char *const env[] = {"CELLMON_FAULT=agent.prepare",
+				   "CELLMON_FAULT_ACTION=error", NULL};
+	json_t *j;
+	char *out = NULL;
+	pid_t none[3];
+	int rc;
+
+	(void)state;
+	if (!cell_fault_points_built()) {
+		printf("# SKIP: built without fault points "
+		       "(-DCELLMON_FAULT_POINTS=ON, as tests/run builds)\n");
+		skip();
+	}
+	tsc_cluster_agent_restart(&cl, 2, env);
+	rc = CTL(&out, "vm", "create", "refused", "--cell=c1",
+		 "--image=testguest", "--vcpus=3", "--start", "--", "sleep",
+		 "300");
+	if (rc != 1)
+		fail_msg("cellctl exit %d: %s", rc, out);
+	assert_non_null(strstr(out, "fault point agent.prepare"));
+	free(out);
+	j = vm_json("refused");
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "state")),
+			    "failed");
+	assert_non_null(strstr(json_string_value(json_object_get(j, "reason")),
+			       "prepare on node3"));
+	json_decref(j);
+	assert_int_equal(vm_pids("refused", none, 3), 0);
+	tsc_cluster_agent_restart(&cl, 2, NULL);
+	assert_int_equal(CTL(NULL, "vm", "start", "refused"), 0);
+	assert_true(wait_vm("refused", "running", 5000));
+	assert_int_equal(CTL(NULL, "vm", "kill", "refused"), 0);
 }
 
 int main(void)
@@ -486,6 +430,8 @@ int main(void)
 		cmocka_unit_test(test_vm_guest_crash_marks_failed),
 		cmocka_unit_test(test_vm_guest_cannot_map_other_vm),
 		cmocka_unit_test(test_vm_manager_restart_keeps_vm_running),
+		cmocka_unit_test(
+			test_vm_prepare_refused_fails_with_node_reason),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

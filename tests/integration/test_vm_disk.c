@@ -30,26 +30,25 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "cluster.h"
 #include "ctlclient.h"
 #include "testsupport.h"
 
 #define BASE_BYTES (4u << 20)
 
+static struct tsc_cluster C;
+
+/* The base image every disk of the tests is made over. */
 static struct {
-	char *dir;
-	char store[600];
-	char nbd[64], admin[64];
-	char agent_addr[64], ctl_addr[64];
 	char base_id[80];
 	uint64_t base_fnv;
 } T;
 
-#define CTL(out, ...) \
-	tsc_ctl(CELLCTL_BIN, T.ctl_addr, out, TSC_WORDS(__VA_ARGS__))
+#define CTL(out, ...) TSC_CTL(&C, out, __VA_ARGS__)
 
 static json_t *ctl_json(const char *a, const char *b, const char *c)
 {
-	return tsc_ctl_json(CELLCTL_BIN, T.ctl_addr, TSC_WORDS(a, b, c));
+	return tsc_ctl_json(CELLCTL_BIN, C.ctl_addr, TSC_WORDS(a, b, c));
 }
 
 static uint64_t bytes_served(void)
@@ -79,13 +78,13 @@ static const char *vm_state(const char *vm)
 {
 	static char state[32];
 
-	return tsc_ctl_field(CELLCTL_BIN, T.ctl_addr, "state",
+	return tsc_ctl_field(CELLCTL_BIN, C.ctl_addr, "state",
 			     TSC_WORDS("vm", "info", vm), state, sizeof(state));
 }
 
 static bool wait_ended(const char *vm)
 {
-	return tsc_vm_wait_ended(CELLCTL_BIN, T.ctl_addr, vm, 30000);
+	return tsc_vm_wait_ended(CELLCTL_BIN, C.ctl_addr, vm, 30000);
 }
 
 /* The console of vm (all vCPUs) into a malloc'd string. */
@@ -95,32 +94,6 @@ static char *console(const char *vm)
 
 	assert_int_equal(CTL(&out, "vm", "console", vm), 0);
 	return out;
-}
-
-static bool dsm_ready(void *arg)
-{
-	char *out = NULL;
-	int n = 0;
-
-	(void)arg;
-	if (CTL(&out, "-o", "json", "node", "list") == 0)
-		for (char *p = out; (p = strstr(p, "\"dsm_addr\": \"1")); p++)
-			n++;
-	free(out);
-	return n == 2;
-}
-
-static bool vdiskd_ready(void *arg)
-{
-	char path[700], *s;
-	bool ok;
-
-	(void)arg;
-	snprintf(path, sizeof(path), "%s/vdiskd.addr", T.store);
-	s = ts_read_file(path);
-	ok = s && sscanf(s, "nbd=%63s admin=%63s", T.nbd, T.admin) == 2;
-	free(s);
-	return ok;
 }
 
 static uint64_t fnv(const uint8_t *p, size_t n)
@@ -134,9 +107,9 @@ static uint64_t fnv(const uint8_t *p, size_t n)
 	return h;
 }
 
-static void make_base(void)
+static void make_base(struct tsc_cluster *c)
 {
-	char img[700], st[700], *out = NULL;
+	char img[800], st[800], *out = NULL;
 	char *argv[] = {VDISKD_BIN, st, "base", "import", img, NULL};
 	uint8_t *b = malloc(BASE_BYTES);
 	int fd;
@@ -144,12 +117,12 @@ static void make_base(void)
 	for (size_t i = 0; i < BASE_BYTES; i++)
 		b[i] = (uint8_t)(i * 2654435761u >> 13);
 	T.base_fnv = fnv(b, BASE_BYTES);
-	snprintf(img, sizeof(img), "%s/base.img", T.dir);
+	snprintf(img, sizeof(img), "%s/base.img", c->dir);
 	fd = open(img, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	assert_int_equal(write(fd, b, BASE_BYTES), BASE_BYTES);
 	close(fd);
 	free(b);
-	snprintf(st, sizeof(st), "--store=%s", T.store);
+	snprintf(st, sizeof(st), "--store=%s", c->store);
 	assert_int_equal(ts_run(argv, 30000, &out, false), 0);
 	snprintf(T.base_id, sizeof(T.base_id), "base:%.64s", out);
 	free(out);
@@ -157,62 +130,23 @@ static void make_base(void)
 
 static int setup(void **state)
 {
-	char st[700], sd[700], vd[120], log[700];
-	char *vargv[] = {VDISKD_BIN, st, "--listen=127.0.0.1:0",
-			 "--admin-listen=127.0.0.1:0", NULL};
-	char *margv[] = {MANAGER_BIN,
-			 sd,
-			 "--agent-listen=127.0.0.1:0",
-			 "--ctl-listen=127.0.0.1:0",
-			 vd,
-			 NULL};
+	struct tsc_cluster_opts o = {
+		.nodes = 2,
+		.cell = "c",
+		.vdiskd = true,
+		.agent_args = {"--cpus=8", "--cache-size=16M"},
+		.before = make_base,
+	};
 
 	(void)state;
-	T.dir = ts_tmpdir("cellmon-vmdisk");
-	snprintf(T.store, sizeof(T.store), "%s/store", T.dir);
-	make_base();
-	snprintf(st, sizeof(st), "--store=%s", T.store);
-	snprintf(log, sizeof(log), "%s/vdiskd.log", T.dir);
-	assert_true(ts_spawn(vargv, log) > 0);
-	assert_true(ts_wait_for(vdiskd_ready, NULL, 5000));
-	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", T.dir);
-	snprintf(vd, sizeof(vd), "--vdiskd=%s", T.admin);
-	snprintf(log, sizeof(log), "%s/manager.log", T.dir);
-	assert_true(ts_spawn(margv, log) > 0);
-	snprintf(sd, sizeof(sd), "%s/manager", T.dir);
-	assert_true(ts_manager_addrs(sd, T.agent_addr, sizeof(T.agent_addr),
-				     T.ctl_addr, sizeof(T.ctl_addr), 5000));
-	for (int i = 1; i <= 2; i++) {
-		char id[40], mgr[100], asd[700], img[700];
-		char *aargv[] = {AGENT_BIN,
-				 id,
-				 mgr,
-				 asd,
-				 img,
-				 "--cpus=8",
-				 "--cache-size=16M",
-				 "--dsm-listen=127.0.0.1:0",
-				 NULL};
-
-		snprintf(id, sizeof(id), "--node-id=node%d", i);
-		snprintf(mgr, sizeof(mgr), "--manager=%s", T.agent_addr);
-		snprintf(asd, sizeof(asd), "--state-dir=%s/agent%d", T.dir, i);
-		snprintf(img, sizeof(img), "--image-dir=%s", GUEST_IMAGES);
-		snprintf(log, sizeof(log), "%s/agent%d.log", T.dir, i);
-		assert_true(ts_spawn(aargv, log) > 0);
-	}
-	assert_true(ts_wait_for(dsm_ready, NULL, 10000));
-	assert_int_equal(CTL(NULL, "cell", "create", "c"), 0);
-	assert_int_equal(CTL(NULL, "cell", "add-node", "c", "node1"), 0);
-	assert_int_equal(CTL(NULL, "cell", "add-node", "c", "node2"), 0);
+	tsc_cluster_start(&C, "cellmon-vmdisk", &o);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	ts_kill_all();
-	tsc_dir_done(T.dir);
+	tsc_cluster_stop(&C);
 	return 0;
 }
 
@@ -300,11 +234,11 @@ static void test_vm_disk_write_then_read_back(void **state)
 	/* The disk server is in its dependency set. */
 	j = ctl_json("vm", "info", "writer");
 	assert_string_equal(
-		json_string_value(json_object_get(j, "disk_server")), T.admin);
+		json_string_value(json_object_get(j, "disk_server")), C.admin);
 	json_decref(j);
 	j = ctl_json("cell", "deps", "c");
 	json_array_foreach(json_object_get(j, "vms"), i, v) assert_string_equal(
-		json_string_value(json_object_get(v, "disk_server")), T.admin);
+		json_string_value(json_object_get(v, "disk_server")), C.admin);
 	assert_true(i > 0);
 	json_decref(j);
 	run_diskio("checker", "node1", "w1:ro", "check", "7");

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cell/endian.h"
+#include "cell/fault.h"
 #include "vdisk/vdisk.h"
 
 #define META_LEN     512
@@ -88,21 +89,6 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 		va_end(ap);
 	}
 	return rc;
-}
-
-/* ---- fault points (crash tests) ---- */
-
-static void fault_point(const char *step)
-{
-	static long hits;
-	const char *f = getenv("VDISK_FAULT");
-	const char *after = getenv("VDISK_FAULT_AFTER");
-
-	if (!f || strcmp(f, step) != 0)
-		return;
-	if (__atomic_add_fetch(&hits, 1, __ATOMIC_SEQ_CST) >=
-	    (after ? atol(after) : 1))
-		_exit(99);
 }
 
 /* ---- small file helpers ---- */
@@ -1083,8 +1069,10 @@ static int journal_add(struct vdisk *d, uint16_t type, uint64_t vb,
 	int rc;
 
 	if (d->jlen + REC_LEN > JBUF_CAP) {
-		fault_point("journal-write");
-		rc = full_pwrite(d->journal_fd, d->jbuf, d->jlen, d->jend);
+		rc = CELL_FAULT("vdisk.journal-write");
+		if (!rc)
+			rc = full_pwrite(d->journal_fd, d->jbuf, d->jlen,
+					 d->jend);
 		if (rc)
 			return rc;
 		d->jend += d->jlen;
@@ -1104,8 +1092,10 @@ static int write_blocks(struct vdisk *d, const uint8_t *buf, uint64_t b,
 	struct layer *l = &d->layers[0];
 	int rc;
 
-	fault_point("data-write");
-	rc = full_pwrite(l->data_fd, buf, n * VDISK_BLOCK, idx * VDISK_BLOCK);
+	rc = CELL_FAULT("vdisk.data-write");
+	if (!rc)
+		rc = full_pwrite(l->data_fd, buf, n * VDISK_BLOCK,
+				 idx * VDISK_BLOCK);
 	if (rc)
 		return rc;
 	d->data_next += n;
@@ -1129,23 +1119,28 @@ static int flush_locked(struct vdisk *d)
 	int rc;
 
 	if (d->jlen) {
-		fault_point("journal-write");
-		rc = full_pwrite(d->journal_fd, d->jbuf, d->jlen, d->jend);
+		rc = CELL_FAULT("vdisk.journal-write");
+		if (!rc)
+			rc = full_pwrite(d->journal_fd, d->jbuf, d->jlen,
+					 d->jend);
 		if (rc)
 			return rc;
 		d->jend += d->jlen;
 		d->jlen = 0;
 	}
-	fault_point("data-sync");
+	if ((rc = CELL_FAULT("vdisk.data-sync")))
+		return rc;
 	if (fdatasync(d->layers[0].data_fd))
 		return -errno;
 	rec_pack(mark, REC_MARK, 0, 0, 0);
-	fault_point("mark-write");
-	rc = full_pwrite(d->journal_fd, mark, REC_LEN, d->jend);
+	rc = CELL_FAULT("vdisk.mark-write");
+	if (!rc)
+		rc = full_pwrite(d->journal_fd, mark, REC_LEN, d->jend);
 	if (rc)
 		return rc;
 	d->jend += REC_LEN;
-	fault_point("journal-sync");
+	if ((rc = CELL_FAULT("vdisk.journal-sync")))
+		return rc;
 	if (fdatasync(d->journal_fd))
 		return -errno;
 	return 0;

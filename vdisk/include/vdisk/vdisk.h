@@ -138,11 +138,10 @@ int vdisk_map_get(struct vdisk *d, struct vdisk_map *out);
 void vdisk_map_free(struct vdisk_map *m);
 
 /*
- * Fault points for the crash tests: when the environment variable
- * VDISK_FAULT names one ("data-write", "journal-write", "data-sync",
- * "mark-write", "journal-sync") and VDISK_FAULT_AFTER=N, the process
- * exits with status 99 (as if killed) just before the N-th time it
- * reaches that step (counting from 1).
+ * Fault points of the write path, in a test build (cell/fault.h):
+ * "vdisk.data-write", "vdisk.journal-write", "vdisk.data-sync",
+ * "vdisk.mark-write" and "vdisk.journal-sync", each just before that
+ * step; the crash tests exit there, as if killed.
  */
 
 uint32_t vdisk_crc32c(uint32_t crc, const void *buf, size_t len);

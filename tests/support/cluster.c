@@ -1,0 +1,237 @@
+/*
+ * The test cluster (cluster.h): argv building, start-up order and the
+ * waits. Assertions are cmocka's, so a setup that cannot start the cell
+ * fails the test that asked for it.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "cluster.h"
+#include "ctlclient.h"
+#include "testsupport.h"
+
+/* Appends the NULL-terminated extras to argv at *n (bounded by max). */
+static void add_args(char **argv, int *n, int max, const char *const *extra)
+{
+	for (int i = 0; extra && extra[i] && *n < max - 1; i++)
+		argv[(*n)++] = (char *)extra[i];
+	argv[*n] = NULL;
+}
+
+void tsc_cluster_manager(struct tsc_cluster *c, const char *extra)
+{
+	char sd[800], log[800], al[100], vd[100];
+	char *argv[8 + TSC_MAX_ARGS] = {MANAGER_BIN, sd, al,
+					"--ctl-listen=127.0.0.1:0"};
+	int n = 4;
+
+	snprintf(sd, sizeof(sd), "%s/manager/manager.addr", c->dir);
+	unlink(sd); /* a restart must not read the old addresses */
+	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", c->dir);
+	snprintf(al, sizeof(al), "--agent-listen=%s",
+		 c->agent_addr[0] ? c->agent_addr : "127.0.0.1:0");
+	if (c->o.vdiskd) {
+		snprintf(vd, sizeof(vd), "--vdiskd=%s", c->admin);
+		argv[n++] = vd;
+	}
+	if (extra)
+		argv[n++] = (char *)extra;
+	add_args(argv, &n, (int)(sizeof(argv) / sizeof(argv[0])),
+		 c->o.manager_args);
+	snprintf(log, sizeof(log), "%s/manager.log", c->dir);
+	c->manager = ts_spawn(argv, log);
+	assert_true(c->manager > 0);
+	snprintf(sd, sizeof(sd), "%s/manager", c->dir);
+	assert_true(ts_manager_addrs(sd, c->agent_addr, sizeof(c->agent_addr),
+				     c->ctl_addr, sizeof(c->ctl_addr), 5000));
+}
+
+pid_t tsc_cluster_agent(struct tsc_cluster *c, int i, const char *const *env)
+{
+	char id[40], mgr[100], sd[800], img[800], log[800];
+	char *argv[8 + TSC_MAX_ARGS] = {
+		AGENT_BIN, id, mgr, sd, img, "--dsm-listen=127.0.0.1:0"};
+	int n = 6;
+	pid_t pid;
+
+	snprintf(id, sizeof(id), "--node-id=node%d", i + 1);
+	snprintf(mgr, sizeof(mgr), "--manager=%s", c->agent_addr);
+	snprintf(sd, sizeof(sd), "--state-dir=%s/agent%d", c->dir, i + 1);
+	snprintf(img, sizeof(img), "--image-dir=%s", GUEST_IMAGES);
+	snprintf(log, sizeof(log), "%s/agent%d.log", c->dir, i + 1);
+	add_args(argv, &n, (int)(sizeof(argv) / sizeof(argv[0])),
+		 c->o.agent_args);
+	/* The child inherits the environment at fork: set, spawn, unset. */
+	for (int k = 0; env && env[k]; k++)
+		putenv((char *)env[k]);
+	pid = ts_spawn(argv, log);
+	for (int k = 0; env && env[k]; k++) {
+		char key[64];
+
+		snprintf(key, sizeof(key), "%.*s", (int)strcspn(env[k], "="),
+			 env[k]);
+		unsetenv(key);
+	}
+	c->agents[i] = pid;
+	return pid;
+}
+
+struct node_wait {
+	struct tsc_cluster *c;
+	char node[16];
+	long long old_incarnation;
+};
+
+static bool node_renewed(void *arg)
+{
+	struct node_wait *w = arg;
+	json_t *j = tsc_ctl_json(CELLCTL_BIN, w->c->ctl_addr,
+				 TSC_WORDS("node", "info", w->node));
+	const char *st = json_string_value(json_object_get(j, "state"));
+	const char *dsm = json_string_value(json_object_get(j, "dsm_addr"));
+	bool ok = st && strcmp(st, "up") == 0 && dsm && dsm[0] &&
+		  json_integer_value(json_object_get(j, "incarnation")) !=
+			  w->old_incarnation;
+
+	json_decref(j);
+	return ok;
+}
+
+void tsc_cluster_agent_restart(struct tsc_cluster *c, int i,
+			       const char *const *env)
+{
+	struct node_wait w = {.c = c};
+	json_t *j;
+
+	snprintf(w.node, sizeof(w.node), "node%d", i + 1);
+	j = tsc_ctl_json(CELLCTL_BIN, c->ctl_addr,
+			 TSC_WORDS("node", "info", w.node));
+	w.old_incarnation =
+		json_integer_value(json_object_get(j, "incarnation"));
+	json_decref(j);
+	ts_stop(c->agents[i], SIGTERM, 5000);
+	assert_true(tsc_cluster_agent(c, i, env) > 0);
+	assert_true(ts_wait_for(node_renewed, &w, 10000));
+}
+
+static bool vdiskd_listening(void *arg)
+{
+	struct tsc_cluster *c = arg;
+	char path[800], *s;
+	bool ok;
+
+	snprintf(path, sizeof(path), "%s/vdiskd.addr", c->store);
+	s = ts_read_file(path);
+	ok = s && sscanf(s, "nbd=%63s admin=%63s", c->nbd, c->admin) == 2;
+	free(s);
+	return ok;
+}
+
+pid_t tsc_cluster_vdiskd(struct tsc_cluster *c)
+{
+	char st[800], li[100], ad[100], log[800];
+	char *argv[] = {VDISKD_BIN, st, li, ad, NULL};
+
+	snprintf(st, sizeof(st), "%s/vdiskd.addr", c->store);
+	unlink(st);
+	snprintf(st, sizeof(st), "--store=%s", c->store);
+	snprintf(li, sizeof(li), "--listen=%s",
+		 c->nbd[0] ? c->nbd : "127.0.0.1:0");
+	snprintf(ad, sizeof(ad), "--admin-listen=%s",
+		 c->admin[0] ? c->admin : "127.0.0.1:0");
+	snprintf(log, sizeof(log), "%s/vdiskd.log", c->dir);
+	c->vdiskd = ts_spawn(argv, log);
+	assert_true(c->vdiskd > 0);
+	assert_true(ts_wait_for(vdiskd_listening, c, 5000));
+	return c->vdiskd;
+}
+
+struct dsm_wait {
+	struct tsc_cluster *c;
+	int n;
+};
+
+static bool dsm_up(void *arg)
+{
+	struct dsm_wait *w = arg;
+	json_t *j = tsc_ctl_json(CELLCTL_BIN, w->c->ctl_addr,
+				 TSC_WORDS("node", "list")),
+	       *node;
+	size_t i;
+	int k = 0;
+
+	json_array_foreach(json_object_get(j, "nodes"), i, node)
+	{
+		const char *a =
+			json_string_value(json_object_get(node, "dsm_addr"));
+		const char *s =
+			json_string_value(json_object_get(node, "state"));
+
+		k += a && a[0] && s && strcmp(s, "up") == 0;
+	}
+	json_decref(j);
+	return k >= w->n;
+}
+
+bool tsc_cluster_wait_dsm(struct tsc_cluster *c, int n, unsigned timeout_ms)
+{
+	struct dsm_wait w = {c, n};
+
+	return ts_wait_for(dsm_up, &w, timeout_ms);
+}
+
+static bool disks_reachable(void *arg)
+{
+	struct tsc_cluster *c = arg;
+
+	return TSC_CTL(c, NULL, "disk", "list") == 0;
+}
+
+void tsc_cluster_start(struct tsc_cluster *c, const char *prefix,
+		       const struct tsc_cluster_opts *o)
+{
+	memset(c, 0, sizeof(*c));
+	c->o = *o;
+	assert_true(o->nodes >= 1 && o->nodes <= TSC_MAX_NODES);
+	c->dir = ts_tmpdir(prefix);
+	snprintf(c->store, sizeof(c->store), "%s/store", c->dir);
+	if (o->before)
+		o->before(c);
+	if (o->vdiskd)
+		tsc_cluster_vdiskd(c);
+	tsc_cluster_manager(c, NULL);
+	for (int i = 0; i < o->nodes; i++)
+		assert_true(tsc_cluster_agent(c, i, NULL) > 0);
+	/* The DSM addresses arrive with the first heartbeats. */
+	assert_true(tsc_cluster_wait_dsm(c, o->nodes, 10000));
+	if (o->cell) {
+		assert_int_equal(TSC_CTL(c, NULL, "cell", "create", o->cell),
+				 0);
+		for (int i = 0; i < o->nodes; i++) {
+			char node[16];
+
+			snprintf(node, sizeof(node), "node%d", i + 1);
+			assert_int_equal(TSC_CTL(c, NULL, "cell", "add-node",
+						 o->cell, node),
+					 0);
+		}
+	}
+	if (o->vdiskd)
+		assert_true(ts_wait_for(disks_reachable, c, 5000));
+}
+
+void tsc_cluster_stop(struct tsc_cluster *c)
+{
+	ts_kill_all();
+	tsc_dir_done(c->dir);
+	c->dir = NULL;
+}
