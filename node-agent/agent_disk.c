@@ -218,8 +218,8 @@ static int nbd_io(struct agent_disk *d, uint16_t type, uint64_t off,
 	pthread_mutex_lock(&d->mu);
 	rc = d->fd >= 0 ? nbdc_request(d->fd, type, 0, off, len, buf,
 				       NBDC_REQUEST_MAGIC)
-			: -1;
-	if (rc < 0 && reconnect(d) == 0)
+			: -ECONNRESET;
+	if (rc == -ECONNRESET && reconnect(d) == 0)
 		rc = nbdc_request(d->fd, type, 0, off, len, buf,
 				  NBDC_REQUEST_MAGIC);
 	if (rc == 0 && type == NBDC_FLUSH)
@@ -244,9 +244,9 @@ static int nbd_io(struct agent_disk *d, uint16_t type, uint64_t off,
 		}
 	}
 	pthread_mutex_unlock(&d->mu);
-	if (rc < 0)
+	if (rc == -ECONNRESET)
 		return -EIO; /* the disk server is gone for good */
-	return rc ? -rc : 0;
+	return rc;
 }
 
 static int fill_run(void *arg, uint64_t first, uint32_t n, void *buf)

@@ -28,6 +28,7 @@
 
 #include <cmocka.h>
 
+#include "cell/fault.h"
 #include "vdisk/nbdc.h"
 #include "testsupport.h"
 
@@ -331,31 +332,32 @@ static void test_vdiskd_malformed_requests(void **state)
 	assert_true(fd >= 0);
 	/* Errors that keep the connection. */
 	assert_int_equal(request(fd, 0, 0, 1 << 20, B, buf, REQ_MAGIC),
-			 22); /* read past the end */
+			 -EINVAL); /* read past the end */
 	assert_int_equal(request(fd, 0, 0, (1 << 20) - 10, 20, buf, REQ_MAGIC),
-			 22); /* read across the end */
+			 -EINVAL); /* read across the end */
 	assert_int_equal(request(fd, 0, 0, 0, 64u << 20, buf, REQ_MAGIC),
-			 22); /* huge read */
+			 -EINVAL); /* huge read */
 	memset(buf, 7, B);
 	assert_int_equal(request(fd, 1, 0, (1 << 20) - 100, B, buf, REQ_MAGIC),
-			 22); /* write past the end, payload skipped */
+			 -EINVAL); /* write past the end, payload skipped */
 	assert_int_equal(request(fd, 99, 0, 0, 0, NULL, REQ_MAGIC),
-			 22); /* unknown command */
+			 -EINVAL); /* unknown command */
 	assert_int_equal(request(fd, 0, 0x100, 0, B, buf, REQ_MAGIC),
-			 22); /* unknown flag */
+			 -EINVAL); /* unknown flag */
 	assert_int_equal(request(fd, 4, 0, 1 << 20, B, NULL, REQ_MAGIC),
-			 22); /* trim past the end */
+			 -EINVAL); /* trim past the end */
 	/* ...and it still works. */
 	assert_int_equal(request(fd, 1, 1, 0, B, buf, REQ_MAGIC), 0);
 	assert_int_equal(request(fd, 0, 0, 0, B, buf, REQ_MAGIC), 0);
 	assert_int_equal(buf[100], 7);
 	/* Bad magic: closed. */
-	assert_int_equal(request(fd, 0, 0, 0, B, buf, 0xdeadbeef), -1);
+	assert_int_equal(request(fd, 0, 0, 0, B, buf, 0xdeadbeef), -ECONNRESET);
 	close(fd);
 	/* A write announcing 1 GiB: closed before reading it. */
 	fd = nbd_connect("m");
 	assert_true(fd >= 0);
-	assert_int_equal(request(fd, 1, 0, 0, 1u << 30, NULL, REQ_MAGIC), -1);
+	assert_int_equal(request(fd, 1, 0, 0, 1u << 30, NULL, REQ_MAGIC),
+			 -ECONNRESET);
 	close(fd);
 	/* Garbage instead of a request. */
 	fd = nbd_connect("m");
@@ -466,10 +468,10 @@ static void test_vdiskd_write_epochs_fence_old_writers(void **state)
 			 0);
 	cur = nbdc_connect(T.addr, "f@7");
 	assert_true(cur >= 0);
-	/* EPERM (1) for the passed writer; reads still work. */
+	/* EPERM for the passed writer; reads still work. */
 	assert_int_equal(nbdc_request(old, NBDC_WRITE, 0, 0, sizeof(b), b,
 				      NBDC_REQUEST_MAGIC),
-			 1);
+			 -EPERM);
 	assert_int_equal(nbdc_request(old, NBDC_READ, 0, 0, sizeof(b), b,
 				      NBDC_REQUEST_MAGIC),
 			 0);
@@ -495,6 +497,64 @@ static void test_vdiskd_write_epochs_fence_old_writers(void **state)
 	close(cur);
 	/* Deleting the disk removes its fence with it. */
 	assert_int_equal(admin(NULL, "disk", "delete", "f", NULL), 0);
+}
+
+/* One disk's slow flush (the vdisk.flush fault point stalls every flush
+ * 3 s) holds up nothing of another disk: while the last client of disk
+ * "slow" leaves and its flush-on-close stalls, a fenced writer of disk
+ * "fast" writes, and a third disk opens, each in well under the stall.
+ * With the daemon-wide lock held across that flush both waited for it. */
+static void test_vdiskd_slow_flush_blocks_no_other_disk(void **state)
+{
+	uint8_t b[B];
+	uint64_t t0, write_ms, open_ms;
+	int slow, fast, other;
+
+	(void)state;
+	if (!cell_fault_points_built()) {
+		printf("# SKIP: built without fault points "
+		       "(-DCELLMON_FAULT_POINTS=ON, as tests/run builds)\n");
+		skip();
+	}
+	memset(b, 0x5a, sizeof(b));
+	for (const char *const *n =
+		     (const char *const[]){"slow", "fast", "other", NULL};
+	     *n; n++)
+		assert_int_equal(admin(NULL, "disk", "create", *n, "1M", NULL),
+				 0);
+	ts_stop(T.pid, SIGTERM, 5000);
+	setenv("CELLMON_FAULT", "vdisk.flush", 1);
+	setenv("CELLMON_FAULT_ACTION", "sleep:3000", 1);
+	start_server("127.0.0.1:0");
+	unsetenv("CELLMON_FAULT");
+	unsetenv("CELLMON_FAULT_ACTION");
+	fast = nbdc_connect(T.addr, "fast@3");
+	assert_true(fast >= 0);
+	slow = nbdc_connect(T.addr, "slow");
+	assert_true(slow >= 0);
+	assert_int_equal(
+		nbdc_request(slow, NBDC_WRITE, 0, 0, B, b, NBDC_REQUEST_MAGIC),
+		0);
+	/* The last client of "slow" leaves: its flush starts and stalls. */
+	nbdc_request(slow, NBDC_DISC, 0, 0, 0, NULL, NBDC_REQUEST_MAGIC);
+	close(slow);
+	usleep(300 * 1000);
+	t0 = ts_now_ms();
+	assert_int_equal(
+		nbdc_request(fast, NBDC_WRITE, 0, 0, B, b, NBDC_REQUEST_MAGIC),
+		0);
+	write_ms = ts_now_ms() - t0;
+	t0 = ts_now_ms();
+	other = nbdc_connect(T.addr, "other");
+	open_ms = ts_now_ms() - t0;
+	assert_true(other >= 0);
+	printf("# during a 3 s flush of another disk: write %llu ms, open "
+	       "%llu ms\n",
+	       (unsigned long long)write_ms, (unsigned long long)open_ms);
+	assert_true(write_ms < 1500);
+	assert_true(open_ms < 1500);
+	close(other);
+	close(fast);
 }
 
 /* ---- through the manager: cellctl disk ... ---- */
@@ -633,6 +693,9 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_vdiskd_cellctl_through_manager, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_vdiskd_slow_flush_blocks_no_other_disk, setup,
+			teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

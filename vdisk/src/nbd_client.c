@@ -106,6 +106,25 @@ bad:
 	return -1;
 }
 
+/* An NBD error from the wire as -errno: the protocol's values are Linux
+ * errno numbers; anything else is an I/O error. */
+static int nbd_errno(uint32_t e)
+{
+	switch (e) {
+	case 1:	  /* EPERM */
+	case 5:	  /* EIO */
+	case 12:  /* ENOMEM */
+	case 22:  /* EINVAL */
+	case 28:  /* ENOSPC */
+	case 75:  /* EOVERFLOW */
+	case 95:  /* ENOTSUP */
+	case 108: /* ESHUTDOWN */
+		return -(int)e;
+	default:
+		return -EIO;
+	}
+}
+
 int nbdc_request(int fd, uint16_t type, uint16_t flags, uint64_t off,
 		 uint32_t len, void *data, uint32_t magic)
 {
@@ -120,16 +139,16 @@ int nbdc_request(int fd, uint16_t type, uint16_t flags, uint64_t off,
 	cell_put64(h + 16, off);
 	cell_put32(h + 24, len);
 	if (xfer(fd, h, 28, true))
-		return -1;
+		return -ECONNRESET;
 	if (type == NBDC_WRITE && data && xfer(fd, data, len, true))
-		return -1;
+		return -ECONNRESET;
 	if (type == NBDC_DISC)
 		return 0;
 	if (xfer(fd, r, 16, false) || cell_get32(r) != 0x67446698u)
-		return -1;
+		return -ECONNRESET;
 	if (cell_get32(r + 4))
-		return (int)cell_get32(r + 4);
+		return nbd_errno(cell_get32(r + 4));
 	if (type == NBDC_READ && xfer(fd, data, len, false))
-		return -1;
+		return -ECONNRESET;
 	return 0;
 }

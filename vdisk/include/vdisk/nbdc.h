@@ -34,8 +34,10 @@ int nbdc_open(const char *hostport, const char *export, uint64_t *size);
 
 /* Sends one request (magic normally NBDC_REQUEST_MAGIC; a WRITE sends
  * len bytes of data) and waits for its simple reply (none for DISC).
- * Returns the reply's NBD error (0 ok, 22 EINVAL...), or -1 when the
- * connection is gone. A READ's data lands in data. */
+ * Returns 0, the reply's NBD error as -errno (-EINVAL, -EPERM, -ENOSPC,
+ * ...; a value the protocol does not define is -EIO), or -ECONNRESET when
+ * the connection is gone (the server never sends that one). A READ's
+ * data lands in data. */
 int nbdc_request(int fd, uint16_t type, uint16_t flags, uint64_t off,
 		 uint32_t len, void *data, uint32_t magic);
 

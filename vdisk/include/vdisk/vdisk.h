@@ -141,7 +141,8 @@ void vdisk_map_free(struct vdisk_map *m);
  * Fault points of the write path, in a test build (cell/fault.h):
  * "vdisk.data-write", "vdisk.journal-write", "vdisk.data-sync",
  * "vdisk.mark-write" and "vdisk.journal-sync", each just before that
- * step; the crash tests exit there, as if killed.
+ * step; the crash tests exit there, as if killed. "vdisk.flush" at the
+ * start of every flush (a slow disk, with sleep:MS).
  */
 
 uint32_t vdisk_crc32c(uint32_t crc, const void *buf, size_t len);
