@@ -24,8 +24,6 @@
  * admin RPC on the main thread.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -4,9 +4,6 @@
  * and delete, with -o json. Exit codes as cellctl's: 0 done, 1 failed,
  * 2 usage, 4 not found, 5 exists or in use.
  */
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
