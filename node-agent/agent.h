@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include <event2/event.h>
@@ -138,6 +139,9 @@ struct agent {
 	struct cg_lease_page *lease_page;
 	/* the node-wide disk block cache, shared by every VM's disks */
 	struct agent_cache *cache;
+	/* sends a heartbeat at once (agent_main.c): agent_vm.c calls it
+	 * when a vCPU ended, so the manager hears of it without delay */
+	void (*heartbeat_now)(struct agent *a);
 	/* VMs */
 	pthread_mutex_t vm_mu;
 	struct agent_vm *vms;
@@ -170,7 +174,11 @@ struct agent_engine_ops {
 
 /* Where every engine writes a vCPU's console: <vm dir>/vcpu<N>.console.
  * The agent keeps it and reads it back for cellctl (agent_vm.c). */
-void agent_console_path(const struct agent_vcpu *v, char *out, size_t len);
+static inline void agent_console_path(const struct agent_vcpu *v, char *out,
+				      size_t len)
+{
+	snprintf(out, len, "%s/vcpu%u.console", v->vm->dir, v->index);
+}
 
 /* agent_engine.c: the engine for e, or NULL with err naming the engines
  * this agent has. */
@@ -213,7 +221,5 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id);
 void agent_dsm_set_epoch(struct agent *a, uint32_t epoch);
 /* Applies the manager's fences (HeartbeatReply.fences). */
 void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n);
-/* Runs when a vCPU ended (agent_main.c sends a heartbeat at once). */
-void agent_heartbeat_now(struct agent *a);
 
 #endif

@@ -349,7 +349,8 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	a->hb_outstanding = true;
 }
 
-void agent_heartbeat_now(struct agent *a)
+/* a->heartbeat_now: agent_vm.c calls it when a vCPU ended. */
+static void heartbeat_now(struct agent *a)
 {
 	heartbeat_cb(-1, 0, a);
 }
@@ -612,6 +613,7 @@ static int run(struct agent *a)
 		  (unsigned long long)a->memory_mb,
 		  (long long)a->cfg.heartbeat_ms, (int)getpid(),
 		  CELLMON_VERSION);
+	a->heartbeat_now = heartbeat_now;
 	rc = agent_vm_init(a);
 	if (rc) {
 		CELL_ERROR(MOD, "cannot set up VM handling: %s", strerror(-rc));

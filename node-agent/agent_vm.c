@@ -401,11 +401,6 @@ static int read_tail(const char *path, size_t max, uint8_t **out, size_t *len,
 	return 0;
 }
 
-void agent_console_path(const struct agent_vcpu *v, char *out, size_t len)
-{
-	snprintf(out, len, "%s/vcpu%u.console", v->vm->dir, v->index);
-}
-
 /* Reads the consoles from the files, so they outlive the VM's run. */
 /* What a CONSOLE ack points to until agent_vm_ack_free(). */
 struct console_result {
@@ -675,7 +670,7 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
 	while ((pid = waitpid(-1, &ws, WNOHANG)) > 0)
 		any |= reap_one(a, pid, ws);
 	if (any)
-		agent_heartbeat_now(a);
+		a->heartbeat_now(a);
 }
 
 int agent_vm_status(struct agent *a, Cellmon__VcpuStatus ***out, size_t *n)

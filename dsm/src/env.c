@@ -12,7 +12,6 @@
  * Node thread only, as the engine itself.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>

@@ -17,12 +17,8 @@
  * of work: the local ring, the transport's flush, the staged installs.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <event2/thread.h>

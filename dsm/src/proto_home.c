@@ -13,8 +13,6 @@
  * dsm__home_done) and the holder's time-window check; the same thread
  * rules as the engine (proto.h).
  */
-#include <errno.h>
-#include <string.h>
 
 #include "cell/log.h"
 #include "proto_int.h"

@@ -1,8 +1,10 @@
 /*
- * What the engine's two files share (proto.c: requester, holder, the
- * message entry point; proto_home.c: the directory at a page's home):
- * the per-page records, the queue of waiting requests, and the helpers
- * both sides send and queue with. Not for use outside the engine.
+ * What the engine's files share (proto.c: requester, holder, the message
+ * entry point; proto_home.c: the directory at a page's home;
+ * proto_msg.c: sending, the message pool, the wire header): the per-page
+ * records and the helpers both sides send and queue with. Calls go
+ * proto.c -> proto_home.c -> proto_msg.c. Not for use outside the
+ * engine.
  */
 #ifndef DSM_PROTO_INT_H
 #define DSM_PROTO_INT_H
@@ -51,7 +53,7 @@ static inline int lowest(uint64_t set)
 	return set ? __builtin_ctzll(set) : -1;
 }
 
-/* proto.c */
+/* proto_msg.c */
 /* Stamps m with the region and this node's epoch and sends it. */
 int dsm__proto_send(struct dsm__engine *r, uint16_t to, struct dsm__msg *m,
 		    const void *data);

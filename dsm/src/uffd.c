@@ -8,10 +8,8 @@
  * leaf: it calls nothing else of the DSM. No mprotect, no SIGSEGV.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>

@@ -1,8 +1,8 @@
 /*
  * libvdisk's internals, shared by its files:
  *   vdisk_store.c    the store: bases (named by SHA-256), disks as meta +
- *                    data + journal; create, clone, delete, list, info;
- *                    small file helpers
+ *                    data + journal; create, clone, delete, list, info
+ *   vdisk_file.c     file helpers, names, a disk's meta file (a leaf)
  *   vdisk_journal.c  journal records, the replay on open, the flush
  *   vdisk.c          open disks: layers, reads through the chain, writes,
  *                    zeroes, flushes, stats, the map for caching clients
@@ -67,7 +67,7 @@ struct vdisk {
 	struct vdisk_stats st; /* counters updated atomically */
 };
 
-/* vdisk_store.c */
+/* vdisk_file.c */
 /* Formats err (when not NULL) and returns rc. */
 int vdisk__fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -81,6 +81,11 @@ int vdisk__meta_read(const char *store, const char *name, struct meta *m,
 		     char *err, size_t errlen);
 /* The frozen disk m was cloned from, into cur; false for a base. */
 bool vdisk__parent_disk(const struct meta *m, char cur[VDISK_NAME_MAX + 1]);
+/* Writes meta into dir atomically (temporary file, rename, fsyncs). */
+int vdisk__meta_write(const char *dir, const struct meta *m);
+int vdisk__fsync_dir(const char *dir);
+/* A base image id: VDISK_ID_LEN hex digits. */
+bool vdisk__id_ok(const char *id);
 
 /* vdisk_journal.c */
 /* Replays layer l's journal (jfd) on open, over data_blocks blocks of

@@ -3,16 +3,14 @@
  * bytes, imported once and never changed; disks as a directory each
  * (meta, data, journal) over a base or a frozen disk; create, clone
  * (which freezes the source), delete (refused while something is cloned
- * from it), list and info; and the small file helpers the other files
- * share. Every change is made durable (file and directory fsyncs) before
- * it returns.
+ * from it), list and info. Every change is made durable (file and
+ * directory fsyncs) before it returns. Files and meta: vdisk_file.c.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <nettle/sha2.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,206 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cell/endian.h"
-#include "cell/fault.h"
 #include "vdisk_int.h"
-
-int vdisk__fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
-
-/* All of len bytes at off, or -errno; a read past the end of the file
- * is -EIO. */
-static int full_io(int fd, void *buf, size_t len, uint64_t off, bool write)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t r = write ? pwrite(fd, p, len, (off_t)off)
-				  : pread(fd, p, len, (off_t)off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -EIO;
-		p += r;
-		len -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return 0;
-}
-
-int vdisk__full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
-{
-	return full_io(fd, (void *)buf, len, off, true);
-}
-
-int vdisk__full_pread(int fd, void *buf, size_t len, uint64_t off)
-{
-	return full_io(fd, buf, len, off, false);
-}
-
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd))
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
-bool vdisk__name_ok(const char *name)
-{
-	size_t n = strlen(name);
-
-	if (n == 0 || n > VDISK_NAME_MAX || name[0] == '.')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-		      c == '-'))
-			return false;
-	}
-	return true;
-}
-
-static bool id_ok(const char *id)
-{
-	if (strlen(id) != VDISK_ID_LEN)
-		return false;
-	for (int i = 0; i < VDISK_ID_LEN; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') ||
-		      (id[i] >= 'a' && id[i] <= 'f')))
-			return false;
-	return true;
-}
-
-void vdisk__disk_path(char *out, size_t len, const char *store,
-		      const char *name, const char *file)
-{
-	snprintf(out, len, "%s/disks/%s%s%s", store, name, file ? "/" : "",
-		 file ? file : "");
-}
-
-static void meta_pack(const struct meta *m, uint8_t out[META_LEN])
-{
-	memset(out, 0, META_LEN);
-	memcpy(out, META_MAGIC, 8);
-	cell_put32(out + 8, META_VERSION);
-	cell_put32(out + 12, m->flags);
-	cell_put64(out + 16, m->size);
-	memcpy(out + 24, m->parent, strnlen(m->parent, PARENT_LEN - 1));
-	cell_put64(out + 120, m->base_size);
-	cell_put64(out + 128, m->uid);
-	cell_put32(out + META_LEN - 4, vdisk_crc32c(0, out, META_LEN - 4));
-}
-
-int vdisk__meta_read(const char *store, const char *name, struct meta *m,
-		     char *err, size_t errlen)
-{
-	char path[4200];
-	uint8_t b[META_LEN];
-	struct stat st;
-	int fd, rc;
-
-	vdisk__disk_path(path, sizeof(path), store, name, "meta");
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		if (rc == -ENOENT)
-			return vdisk__fail(err, errlen, rc,
-					   "no disk named '%s'", name);
-		return vdisk__fail(err, errlen, rc, "%s: %s", path,
-				   strerror(-rc));
-	}
-	if (fstat(fd, &st) == 0 && st.st_size != META_LEN) {
-		close(fd);
-		return vdisk__fail(
-			err, errlen, -EINVAL,
-			"%s: %lld bytes, a meta file has %d (truncated "
-			"or not a cellmon disk)",
-			path, (long long)st.st_size, META_LEN);
-	}
-	rc = vdisk__full_pread(fd, b, META_LEN, 0);
-	close(fd);
-	if (rc)
-		return vdisk__fail(err, errlen, rc, "%s: %s", path,
-				   strerror(-rc));
-	if (memcmp(b, META_MAGIC, 8) != 0)
-		return vdisk__fail(err, errlen, -EINVAL, "%s: bad magic", path);
-	if (cell_get32(b + META_LEN - 4) != vdisk_crc32c(0, b, META_LEN - 4))
-		return vdisk__fail(err, errlen, -EINVAL, "%s: bad checksum",
-				   path);
-	if (cell_get32(b + 8) != META_VERSION)
-		return vdisk__fail(err, errlen, -EINVAL,
-				   "%s: version %u unknown", path,
-				   cell_get32(b + 8));
-	m->flags = cell_get32(b + 12);
-	m->size = cell_get64(b + 16);
-	memcpy(m->parent, b + 24, PARENT_LEN);
-	m->parent[PARENT_LEN - 1] = 0;
-	m->base_size = cell_get64(b + 120);
-	m->uid = cell_get64(b + 128);
-	if (m->size == 0 || m->size % VDISK_BLOCK || m->size > VDISK_MAX_SIZE)
-		return vdisk__fail(err, errlen, -EINVAL, "%s: bad size %llu",
-				   path, (unsigned long long)m->size);
-	return 0;
-}
-
-/* The name of m's parent disk into cur; false if m's parent is not a
- * disk or names none validly. */
-bool vdisk__parent_disk(const struct meta *m, char cur[VDISK_NAME_MAX + 1])
-{
-	size_t n;
-
-	if (strncmp(m->parent, "disk:", 5) != 0)
-		return false;
-	n = strnlen(m->parent + 5, VDISK_NAME_MAX + 1);
-	if (n > VDISK_NAME_MAX)
-		return false;
-	memcpy(cur, m->parent + 5, n + 1);
-	return vdisk__name_ok(cur);
-}
-
-/* Replaces dir/meta atomically (write, fsync, rename, fsync dir). */
-static int meta_write(const char *dir, const struct meta *m)
-{
-	char path[4200], tmp[4200];
-	uint8_t b[META_LEN];
-	int fd, rc;
-
-	meta_pack(m, b);
-	snprintf(path, sizeof(path), "%s/meta", dir);
-	snprintf(tmp, sizeof(tmp), "%s/meta.new", dir);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	rc = vdisk__full_pwrite(fd, b, META_LEN, 0);
-	if (!rc && fsync(fd))
-		rc = -errno;
-	close(fd);
-	if (!rc && rename(tmp, path))
-		rc = -errno;
-	if (!rc)
-		rc = fsync_dir(dir);
-	return rc;
-}
 
 int vdisk_store_init(const char *store, char *err, size_t errlen)
 {
@@ -311,7 +110,7 @@ int vdisk_base_import(const char *store, const char *path,
 	}
 	chmod(dst, 0444);
 	snprintf(dst, sizeof(dst), "%s/bases", store);
-	rc = fsync_dir(dst);
+	rc = vdisk__fsync_dir(dst);
 	if (rc)
 		vdisk__fail(err, errlen, rc, "%s: %s", dst, strerror(-rc));
 done:
@@ -336,7 +135,7 @@ static int check_parent(const char *store, const char *parent, uint64_t *size,
 	if (!parent || !parent[0])
 		return 0;
 	if (strncmp(parent, "base:", 5) == 0) {
-		if (!id_ok(parent + 5))
+		if (!vdisk__id_ok(parent + 5))
 			return vdisk__fail(
 				err, errlen, -EINVAL,
 				"'%s' is not a base id (64 hex digits)",
@@ -411,7 +210,7 @@ int vdisk_create(const char *store, const char *name, uint64_t size,
 	while (!m.uid)
 		if (getrandom(&m.uid, sizeof(m.uid), 0) != sizeof(m.uid))
 			m.uid = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid();
-	rc = meta_write(tmp, &m);
+	rc = vdisk__meta_write(tmp, &m);
 	for (int i = 0; !rc && i < 2; i++) {
 		int fd;
 
@@ -424,12 +223,12 @@ int vdisk_create(const char *store, const char *name, uint64_t size,
 			close(fd);
 	}
 	if (!rc)
-		rc = fsync_dir(tmp);
+		rc = vdisk__fsync_dir(tmp);
 	if (!rc && rename(tmp, dst))
 		rc = -errno;
 	if (!rc) {
 		snprintf(path, sizeof(path), "%s/disks", store);
-		rc = fsync_dir(path);
+		rc = vdisk__fsync_dir(path);
 	}
 	if (rc) {
 		for (int i = 0; i < 3; i++) {
@@ -472,7 +271,7 @@ int vdisk_clone(const char *store, const char *src, const char *name, char *err,
 					   src, strerror(-rc));
 		m.flags |= META_FROZEN;
 		vdisk__disk_path(dir, sizeof(dir), store, src, NULL);
-		rc = meta_write(dir, &m);
+		rc = vdisk__meta_write(dir, &m);
 		if (rc)
 			return vdisk__fail(err, errlen, rc, "freeze '%s': %s",
 					   src, strerror(-rc));
@@ -553,7 +352,7 @@ int vdisk_delete(const char *store, const char *name, char *err, size_t errlen)
 		return vdisk__fail(err, errlen, -errno, "%s: %s", dir,
 				   strerror(errno));
 	snprintf(path, sizeof(path), "%s/disks", store);
-	return fsync_dir(path);
+	return vdisk__fsync_dir(path);
 }
 
 static uint64_t file_size(const char *path)
