@@ -543,8 +543,8 @@ int main(int argc, char **argv)
 	cell_log_set_level(CELL_LOG_ERROR);
 	ctl.manager = env && *env ? env : "127.0.0.1:7401";
 	ctl.timeout_ms = 5000;
-	ctl.rpc = (struct cell_rpc_config){cellproto_types, NULL, NULL, 0,
-					   "cellctl"};
+	ctl.rpc = (struct cell_rpc_config){.types = cellproto_types,
+					   .log_module = "cellctl"};
 	rc = parse_opts(&ctl, argc, argv, args, &nargs);
 	if (rc == 1) {
 		usage(stdout);

@@ -251,8 +251,10 @@ static int start_listeners(struct mgr *m)
 
 static int run(struct mgr *m)
 {
-	struct mgr_members_config mc = {(uint64_t)m->cfg.suspect_after_ms,
-					(uint64_t)m->cfg.down_after_ms};
+	struct mgr_members_config mc = {
+		.suspect_after_ms = (uint64_t)m->cfg.suspect_after_ms,
+		.down_after_ms = (uint64_t)m->cfg.down_after_ms,
+	};
 	struct timeval tick = {m->cfg.tick_ms / 1000,
 			       (m->cfg.tick_ms % 1000) * 1000};
 	struct event *ev_tick, *ev_int, *ev_term;
@@ -266,12 +268,15 @@ static int run(struct mgr *m)
 				&m->members);
 	if (rc)
 		return rc;
-	m->agent_rpc =
-		(struct cell_rpc_config){cellproto_types, mgr_agent_methods, m,
-					 (uint32_t)m->cfg.max_frame, MOD};
-	m->ctl_rpc =
-		(struct cell_rpc_config){cellproto_types, mgr_ctl_methods, m,
-					 (uint32_t)m->cfg.max_frame, MOD};
+	m->agent_rpc = (struct cell_rpc_config){
+		.types = cellproto_types,
+		.methods = mgr_agent_methods,
+		.arg = m,
+		.max_frame = (uint32_t)m->cfg.max_frame,
+		.log_module = MOD,
+	};
+	m->ctl_rpc = m->agent_rpc;
+	m->ctl_rpc.methods = mgr_ctl_methods;
 	rc = open_state(m);
 	if (!rc)
 		rc = start_listeners(m);

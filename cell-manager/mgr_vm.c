@@ -125,18 +125,20 @@ int mgr_vm_persist(struct mgr *m, const struct mgr_vm *vm)
 		for (uint32_t i = 0; i < vm->nvcpus; i++)
 			off += (size_t)sprintf(placement + off, "%s%s",
 					       i ? "," : "", vm->vcpus[i].node);
-		row = (struct mgr_vm_row){vm->id,
-					  vm->name,
-					  spec,
-					  len,
-					  vm->state,
-					  vm->reason,
-					  vm->runs,
-					  vm->region,
-					  placement,
-					  vm->created_ms,
-					  vm->state_since_ms,
-					  vm->restarts};
+		row = (struct mgr_vm_row){
+			.id = vm->id,
+			.name = vm->name,
+			.spec = spec,
+			.spec_len = len,
+			.state = vm->state,
+			.reason = vm->reason,
+			.runs = vm->runs,
+			.region = vm->region,
+			.placement = placement,
+			.created_ms = vm->created_ms,
+			.state_since_ms = vm->state_since_ms,
+			.restarts = vm->restarts,
+		};
 		rc = mgr_store_vm_save(m->store, &row);
 	}
 	if (rc)
@@ -631,10 +633,13 @@ static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
 		      const char **names, char *why, size_t len)
 {
 	uint32_t out[VM_MAX_VCPUS];
-	struct mgr_place_req q = {s->vcpus, s->memory_mb, hint ? s->node : NULL,
-				  s->placement ==
-					  CELLMON__PLACEMENT__PLACEMENT_PACK,
-				  HEADROOM_PCT};
+	struct mgr_place_req q = {
+		.vcpus = s->vcpus,
+		.memory_mb = s->memory_mb,
+		.node = hint ? s->node : NULL,
+		.pack = s->placement == CELLMON__PLACEMENT__PLACEMENT_PACK,
+		.headroom_pct = HEADROOM_PCT,
+	};
 	size_t n;
 	struct mgr_place_node *t = place_table(m, s, self, empty, &n);
 	int rc;

@@ -48,7 +48,8 @@ struct agent_disk {
 static int fetch_map(struct agent_disk *d, const char *admin, char *server,
 		     size_t slen, char *err, size_t len)
 {
-	struct cell_rpc_config cfg = {cellproto_types, NULL, NULL, 0, "agent"};
+	struct cell_rpc_config cfg = {.types = cellproto_types,
+				      .log_module = "agent"};
 	Cellmon__DiskRequest q = CELLMON__DISK_REQUEST__INIT;
 	Cellmon__DiskMapReply *r = NULL;
 	char why[600];

@@ -596,8 +596,13 @@ static int run(struct agent *a)
 	a->base = event_base_new();
 	if (!a->base)
 		return -ENOMEM;
-	a->rpc = (struct cell_rpc_config){cellproto_types, agent_methods, a,
-					  (uint32_t)a->cfg.max_frame, MOD};
+	a->rpc = (struct cell_rpc_config){
+		.types = cellproto_types,
+		.methods = agent_methods,
+		.arg = a,
+		.max_frame = (uint32_t)a->cfg.max_frame,
+		.log_module = MOD,
+	};
 	a->hb_timer = event_new(a->base, -1, EV_PERSIST, heartbeat_cb, a);
 	a->lease_timer = evtimer_new(a->base, lease_expired_cb, a);
 	a->retry_timer = evtimer_new(a->base, retry_cb, a);

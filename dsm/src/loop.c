@@ -183,6 +183,10 @@ static void loop_close(struct dsm_node *n)
 }
 
 const struct dsm_transport_ops dsm__loop_ops = {
-	loop_listen, loop_add_peer, loop_remove_peer,
-	loop_send,   loop_flush,    loop_close,
+	.listen = loop_listen,
+	.add_peer = loop_add_peer,
+	.remove_peer = loop_remove_peer,
+	.send = loop_send,
+	.flush = loop_flush,
+	.close = loop_close,
 };

@@ -536,6 +536,10 @@ static void dsm__net_close(struct dsm_node *n)
 }
 
 const struct dsm_transport_ops dsm__tcp_ops = {
-	dsm__net_listen, dsm__net_add_peer, dsm__net_remove_peer,
-	dsm__net_send,	 dsm__net_flush,    dsm__net_close,
+	.listen = dsm__net_listen,
+	.add_peer = dsm__net_add_peer,
+	.remove_peer = dsm__net_remove_peer,
+	.send = dsm__net_send,
+	.flush = dsm__net_flush,
+	.close = dsm__net_close,
 };

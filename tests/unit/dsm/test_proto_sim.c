@@ -230,8 +230,14 @@ static uint64_t env_now(void *env)
 }
 
 static const struct dsm__env_ops sim_ops = {
-	env_send,	env_bytes,	env_install, env_downgrade,
-	env_invalidate, env_fault_done, env_defer,   env_now,
+	.send = env_send,
+	.mem_bytes = env_bytes,
+	.mem_install = env_install,
+	.mem_downgrade = env_downgrade,
+	.mem_invalidate = env_invalidate,
+	.fault_done = env_fault_done,
+	.defer = env_defer,
+	.now_ms = env_now,
 };
 
 /* Every accessible copy equals the latest value; one writer excludes
