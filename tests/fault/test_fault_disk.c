@@ -35,26 +35,10 @@ static struct tsc_cluster T;
 
 static int setup(void **state)
 {
-	struct tsc_cluster_opts o = {.nodes = 1, .cell = "c", .vdiskd = true};
+	static const struct tsc_cluster_opts o = {
+		.nodes = 1, .cell = "c", .vdiskd = true};
 
-	(void)state;
-	tsc_cluster_start(&T, "cellmon-faultdisk", &o);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tsc_cluster_stop(&T);
-	return 0;
-}
-
-static const char *vm_state(const char *vm)
-{
-	static char s[32];
-
-	return tsc_ctl_field(CELLCTL_BIN, T.ctl_addr, "state",
-			     TSC_WORDS("vm", "info", vm), s, sizeof(s));
+	return tsc_cluster_setup(state, &T, "cellmon-faultdisk", &o);
 }
 
 static bool wait_end(const char *vm)
@@ -98,7 +82,7 @@ static void test_fault_disk_server_killed_mid_write(void **state)
 	assert_true(wait_end("writer"));
 	printf("# disk server killed after %d flushed rounds; the VM went on\n",
 	       before);
-	assert_string_equal(vm_state("writer"), "stopped");
+	assert_string_equal(tsc_cluster_vm_state(&T, "writer"), "stopped");
 	assert_int_equal(CTL(&out, "vm", "console", "writer"), 0);
 	assert_non_null(strstr(out, "rounds=" ROUNDS " done"));
 	free(out);
@@ -119,5 +103,5 @@ int main(void)
 		cmocka_unit_test(test_fault_disk_server_killed_mid_write),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tsc_cluster_teardown);
 }

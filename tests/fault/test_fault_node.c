@@ -87,22 +87,13 @@ static int nodes_with_dsm(void)
 
 static int setup(void **state)
 {
-	struct tsc_cluster_opts o = {
+	static const struct tsc_cluster_opts o = {
 		.nodes = 3,
 		.cell = "c",
 		.agent_args = {"--cpus=4", "--reconnect-max=300ms"},
 	};
 
-	(void)state;
-	tsc_cluster_start(&T, "cellmon-fault", &o);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tsc_cluster_stop(&T);
-	return 0;
+	return tsc_cluster_setup(state, &T, "cellmon-fault", &o);
 }
 
 struct vminfo {
@@ -528,5 +519,5 @@ int main(void)
 	 * CELLMON_FAULT_SEED. CELLMON_SOAK=N repeats the agent kill. */
 	printf("# fault seed=%u (replay: CELLMON_FAULT_SEED=%u)\n", seed, seed);
 	srand(seed);
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tsc_cluster_teardown);
 }

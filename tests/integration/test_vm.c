@@ -70,23 +70,14 @@ static bool wait_vm(const char *name, const char *state, unsigned ms)
 
 static int setup(void **state)
 {
-	struct tsc_cluster_opts o = {
+	static const struct tsc_cluster_opts o = {
 		.nodes = 3,
 		.cell = "c1",
 		.agent_args = {"--cpus=4", "--reconnect-max=300ms",
 			       "--stop-grace=1s"},
 	};
 
-	(void)state;
-	tsc_cluster_start(&cl, "cellmon-vm", &o);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tsc_cluster_stop(&cl);
-	return 0;
+	return tsc_cluster_setup(state, &cl, "cellmon-vm", &o);
 }
 
 /* The checksum line's value in text, or "". */
@@ -434,5 +425,5 @@ int main(void)
 			test_vm_prepare_refused_fails_with_node_reason),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tsc_cluster_teardown);
 }

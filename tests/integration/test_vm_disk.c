@@ -74,14 +74,6 @@ static uint64_t cache_stat(const char *node, const char *key)
 	return v;
 }
 
-static const char *vm_state(const char *vm)
-{
-	static char state[32];
-
-	return tsc_ctl_field(CELLCTL_BIN, C.ctl_addr, "state",
-			     TSC_WORDS("vm", "info", vm), state, sizeof(state));
-}
-
 static bool wait_ended(const char *vm)
 {
 	return tsc_vm_wait_ended(CELLCTL_BIN, C.ctl_addr, vm, 30000);
@@ -130,7 +122,7 @@ static void make_base(struct tsc_cluster *c)
 
 static int setup(void **state)
 {
-	struct tsc_cluster_opts o = {
+	static const struct tsc_cluster_opts o = {
 		.nodes = 2,
 		.cell = "c",
 		.vdiskd = true,
@@ -138,16 +130,7 @@ static int setup(void **state)
 		.before = make_base,
 	};
 
-	(void)state;
-	tsc_cluster_start(&C, "cellmon-vmdisk", &o);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tsc_cluster_stop(&C);
-	return 0;
+	return tsc_cluster_setup(state, &C, "cellmon-vmdisk", &o);
 }
 
 static void run_diskio(const char *vm, const char *node, const char *disk,
@@ -168,7 +151,7 @@ static void assert_read_base(const char *vm)
 	char want[80], *out;
 
 	assert_true(wait_ended(vm));
-	assert_string_equal(vm_state(vm), "stopped");
+	assert_string_equal(tsc_cluster_vm_state(&C, vm), "stopped");
 	snprintf(want, sizeof(want), "bytes=%u checksum=%016llx", BASE_BYTES,
 		 (unsigned long long)T.base_fnv);
 	out = console(vm);
@@ -230,7 +213,7 @@ static void test_vm_disk_write_then_read_back(void **state)
 	assert_int_equal(CTL(NULL, "disk", "create", "w1", "0", T.base_id), 0);
 	run_diskio("writer", "node1", "w1", "write", "7");
 	assert_true(wait_ended("writer"));
-	assert_string_equal(vm_state("writer"), "stopped");
+	assert_string_equal(tsc_cluster_vm_state(&C, "writer"), "stopped");
 	/* The disk server is in its dependency set. */
 	j = ctl_json("vm", "info", "writer");
 	assert_string_equal(
@@ -268,7 +251,7 @@ static void test_vm_disk_close_to_open_sharing(void **state)
 		snprintf(seed, sizeof(seed), "%d", round * 11);
 		run_diskio(w, "node1", "shared", "write", seed);
 		assert_true(wait_ended(w));
-		assert_string_equal(vm_state(w), "stopped");
+		assert_string_equal(tsc_cluster_vm_state(&C, w), "stopped");
 		run_diskio(r, "node2", "shared:ro", "check", seed);
 		assert_true(wait_ended(r));
 		out = console(r);
@@ -310,7 +293,7 @@ static void test_vm_disk_missing_fails_start(void **state)
 			 4);
 	assert_non_null(strstr(out, "nosuch"));
 	free(out);
-	assert_string_equal(vm_state("lost"), "failed");
+	assert_string_equal(tsc_cluster_vm_state(&C, "lost"), "failed");
 	assert_int_equal(CTL(&out, "vm", "create", "bad", "--cell=c",
 			     "--image=diskio", "--disk=../x"),
 			 1);
@@ -327,5 +310,5 @@ int main(void)
 		cmocka_unit_test(test_vm_disk_missing_fails_start),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tsc_cluster_teardown);
 }

@@ -235,3 +235,25 @@ void tsc_cluster_stop(struct tsc_cluster *c)
 	tsc_dir_done(c->dir);
 	c->dir = NULL;
 }
+
+int tsc_cluster_setup(void **state, struct tsc_cluster *c, const char *prefix,
+		      const struct tsc_cluster_opts *o)
+{
+	tsc_cluster_start(c, prefix, o);
+	*state = c;
+	return 0;
+}
+
+int tsc_cluster_teardown(void **state)
+{
+	tsc_cluster_stop(*state);
+	return 0;
+}
+
+const char *tsc_cluster_vm_state(struct tsc_cluster *c, const char *vm)
+{
+	static char s[32];
+
+	return tsc_ctl_field(CELLCTL_BIN, c->ctl_addr, "state",
+			     TSC_WORDS("vm", "info", vm), s, sizeof(s));
+}

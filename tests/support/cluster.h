@@ -49,6 +49,14 @@ void tsc_cluster_start(struct tsc_cluster *c, const char *prefix,
 /* Kills every process and removes the directory (kept when
  * CELLMON_KEEP_TEST_DIR is set). */
 void tsc_cluster_stop(struct tsc_cluster *c);
+/* As cmocka group setup and teardown: setup starts c and keeps it in
+ * *state; teardown stops the cluster in *state. */
+int tsc_cluster_setup(void **state, struct tsc_cluster *c, const char *prefix,
+		      const struct tsc_cluster_opts *o);
+int tsc_cluster_teardown(void **state);
+/* `vm info VM`'s state ("none" when the command failed); a static
+ * buffer, overwritten by the next call. */
+const char *tsc_cluster_vm_state(struct tsc_cluster *c, const char *vm);
 
 /* (Re)starts the manager on its state dir, at the agent address it had
  * (the first time: a new one), a new ctl port; extra: one more option or

@@ -152,22 +152,29 @@ out:
 	return rc;
 }
 
+/* Writes the queued records out, after the ones on file. */
+static int queue_out(struct vdisk *d)
+{
+	int rc = CELL_FAULT("vdisk.journal-write");
+
+	if (!rc)
+		rc = vdisk__full_pwrite(d->journal_fd, d->jbuf, d->jlen,
+					d->jend);
+	if (rc)
+		return rc;
+	d->jend += d->jlen;
+	d->jlen = 0;
+	return 0;
+}
+
 /* Queues a record; writes the queue out when full. Write lock held. */
 int vdisk__journal_add(struct vdisk *d, uint16_t type, uint64_t vb,
 		       uint64_t idx, uint32_t crc)
 {
 	int rc;
 
-	if (d->jlen + REC_LEN > JBUF_CAP) {
-		rc = CELL_FAULT("vdisk.journal-write");
-		if (!rc)
-			rc = vdisk__full_pwrite(d->journal_fd, d->jbuf, d->jlen,
-						d->jend);
-		if (rc)
-			return rc;
-		d->jend += d->jlen;
-		d->jlen = 0;
-	}
+	if (d->jlen + REC_LEN > JBUF_CAP && (rc = queue_out(d)))
+		return rc;
 	rec_pack(d->jbuf + d->jlen, type, vb, idx, crc);
 	d->jlen += REC_LEN;
 	return 0;
@@ -179,16 +186,8 @@ int vdisk__flush_locked(struct vdisk *d)
 	uint8_t mark[REC_LEN];
 	int rc;
 
-	if (d->jlen) {
-		rc = CELL_FAULT("vdisk.journal-write");
-		if (!rc)
-			rc = vdisk__full_pwrite(d->journal_fd, d->jbuf, d->jlen,
-						d->jend);
-		if (rc)
-			return rc;
-		d->jend += d->jlen;
-		d->jlen = 0;
-	}
+	if (d->jlen && (rc = queue_out(d)))
+		return rc;
 	if ((rc = CELL_FAULT("vdisk.data-sync")))
 		return rc;
 	if (fdatasync(d->layers[0].data_fd))

@@ -89,38 +89,39 @@ static int do_delete(void *arg, char *err, size_t len)
 	return vdisk_delete(D.cfg.store, q->name, err, len);
 }
 
-static void on_disk_clone(struct cell_rpc_call *call,
-			  const ProtobufCMessage *msg, void *arg)
+/* Clone and delete: op on a disk nobody has open, then the answer. */
+static void when_unused_reply(struct cell_rpc_call *call,
+			      const Cellmon__DiskRequest *q, bool clone)
 {
-	const Cellmon__DiskRequest *q = (const void *)msg;
 	char err[600];
-	int rc = vdiskd_export_when_unused(q->src, do_clone, (void *)q, err,
-					   sizeof(err));
+	int rc = vdiskd_export_when_unused(clone ? q->src : q->name,
+					   clone ? do_clone : do_delete,
+					   (void *)q, err, sizeof(err));
 
-	(void)arg;
 	if (rc) {
 		cell_rpc_reply_error(call, rc, "%s", err);
 		return;
 	}
-	CELL_INFO(MOD, "cloned disk %s from %s (now frozen)", q->name, q->src);
-	reply_disk(call, q->name);
+	if (clone)
+		CELL_INFO(MOD, "cloned disk %s from %s (now frozen)", q->name,
+			  q->src);
+	else
+		CELL_INFO(MOD, "deleted disk %s", q->name);
+	reply_disk(call, clone ? q->name : NULL);
+}
+
+static void on_disk_clone(struct cell_rpc_call *call,
+			  const ProtobufCMessage *msg, void *arg)
+{
+	(void)arg;
+	when_unused_reply(call, (const void *)msg, true);
 }
 
 static void on_disk_delete(struct cell_rpc_call *call,
 			   const ProtobufCMessage *msg, void *arg)
 {
-	const Cellmon__DiskRequest *q = (const void *)msg;
-	char err[600];
-	int rc = vdiskd_export_when_unused(q->name, do_delete, (void *)q, err,
-					   sizeof(err));
-
 	(void)arg;
-	if (rc) {
-		cell_rpc_reply_error(call, rc, "%s", err);
-		return;
-	}
-	CELL_INFO(MOD, "deleted disk %s", q->name);
-	reply_disk(call, NULL);
+	when_unused_reply(call, (const void *)msg, false);
 }
 
 static void on_disk_info(struct cell_rpc_call *call,
