@@ -39,7 +39,8 @@ static int opt_enum(const struct ctl_opts *o, const char *key,
 	if (!s || cellproto_parse(e, s, v) == 0)
 		return 0;
 	cellproto_names_list(e, names, sizeof(names));
-	fprintf(stderr, "cellctl: --%s '%s' is not %s\n", key, s, names);
+	fprintf(stderr, "cellctl: unknown %s '%s' for --%s; use %s\n", e->what,
+		s, key, names);
 	return -EINVAL;
 }
 

@@ -7,7 +7,8 @@
  *   +------+-------+-------+-------+----------+-------+-------+---------+
  *
  * All fields big-endian. magic is 0xCE11; version is CELL_FRAME_VERSION;
- * type names the protobuf message in the payload (see proto/cellmon.proto);
+ * type names the protobuf message in the payload (MsgType in
+ * proto/common.proto; proto/cellproto.c maps each to its message);
  * id pairs a reply with its request; len is the payload length and is
  * checked against the receiver's cap before any payload byte is buffered
  * or allocated. An error reply (flags REPLY|ERROR) carries a 4-byte errno
