@@ -1,7 +1,9 @@
 /*
  * VMs in the manager: records (persisted in the store before any change
- * is acknowledged), placement (placement.c), and the state machine that
- * drives agents.
+ * is acknowledged), placement glue (the pure placement is placement.c),
+ * and the state machine that drives agents. cellctl's methods are
+ * mgr_vm_ctl.c's, the spec rules mgr_vm_spec.c's; commands go out through
+ * mgr_fanout.c.
  *
  *   create            pending (validated; refused if even an empty cell
  *                     could not hold it)
@@ -15,8 +17,10 @@
  *   stop              stopping: STOP (SIGTERM, then SIGKILL after the
  *                     agent's grace); stopped when every vCPU has ended
  *   kill              RELEASE everywhere at once; stopped
- *   node down or      failed ("node X is down"), its other nodes released
- *   new incarnation
+ *   node down or      failed ("node X is down"), its other nodes released,
+ *   new incarnation,  then started again on the nodes left (a new run),
+ *   a fenced or lost  up to the spec's max_restarts; a guest's own
+ *   vCPU              failure is never restarted
  *
  * Ending a run ("finish") snapshots the region's counters on every node
  * (vm stats after the end) and then RELEASEs the region everywhere.

@@ -16,7 +16,8 @@
  * and back to registered when a new lease is granted. An "incarnation
  * over" answer makes the agent register again as a new incarnation.
  *
- * One thread: the libevent loop.
+ * The libevent loop thread runs all of this; the agent's other threads
+ * (DSM node, hand-off, guest service) are listed in docs/design/threads.md.
  */
 #include <errno.h>
 #include <signal.h>
