@@ -214,7 +214,9 @@ void mgr_members_tick(struct mgr_members *m)
 
 		if (n->state == MGR_NODE_DOWN)
 			continue;
-		if (quiet >= m->cfg.down_after_ms)
+		if (quiet >= m->cfg.down_after_ms &&
+		    (!m->cfg.may_declare_down ||
+		     m->cfg.may_declare_down(n, m->arg)))
 			set_state(m, n, MGR_NODE_DOWN, cell_wall_ms());
 		else if (quiet >= m->cfg.suspect_after_ms &&
 			 n->state == MGR_NODE_UP)

@@ -19,6 +19,7 @@
 #ifndef MGR_MEMBERSHIP_H
 #define MGR_MEMBERSHIP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,9 +56,15 @@ struct mgr_node {
 	} cache;
 };
 
+struct mgr_node;
+
 struct mgr_members_config {
 	uint64_t suspect_after_ms;
 	uint64_t down_after_ms;
+	/* Silent for down_after, may n be declared down now? NULL: yes.
+	 * Called on every tick until it says yes (the manager's quorum
+	 * rule, quorum.h); arg is the on_change arg. */
+	bool (*may_declare_down)(const struct mgr_node *n, void *arg);
 };
 
 /* Runs on every state change, after the node was updated. */

@@ -23,6 +23,7 @@ static void fill_lease(struct mgr *m, const struct mgr_node *n,
 	lease->incarnation = n->incarnation;
 	lease->lease_ms = (uint32_t)m->cfg.lease_ms;
 	lease->epoch = mgr_members_epoch(m->members);
+	lease->peer_lease_ms = (uint32_t)m->cfg.peer_lease_ms;
 }
 
 static void agent_closed(struct cell_rpc_conn *c, int reason, void *arg)
@@ -137,6 +138,7 @@ static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 			  "is %lld ms, expect false suspicions",
 			  n->id, r->heartbeat_ms,
 			  (long long)m->cfg.suspect_after_ms);
+	mgr_node_quorum_sync(m, n);
 	if (!resumed && old_inc)
 		mgr_vm_node_lost(m, n, "restarted as a new incarnation");
 	fill_lease(m, n, &lease);
@@ -197,6 +199,7 @@ static void on_heartbeat(struct cell_rpc_call *call,
 		n->cache.entries = hb->cache->entries;
 		n->cache.capacity = hb->cache->capacity;
 	}
+	mgr_node_quorum_heard(m, n, hb);
 	fill_lease(m, n, &lease);
 	reply.lease = &lease;
 	reply.n_fences = mgr_dsm_fences(m, n, fences, fp);

@@ -8,7 +8,8 @@
  *   mgr_node.c     node rows in the store, DSM ids and fences
  *   mgr_disk.c     disk requests, passed on to cellmon-vdiskd
  *   mgr_fanout.c   one command kind to several nodes, one callback
- *   mgr_vm.c       VMs: records, placement and the state machine
+ *   mgr_vm.c       VMs: records and the state machine
+ *   mgr_vm_place.c the candidate table for placement (placement.c)
  *   mgr_vm_spec.c  what a VM spec may say, its defaults, disk sharing
  *   mgr_vm_ctl.c   cellctl's VM methods
  * Calls go down that list's dependency order, never back up: main ->
@@ -28,6 +29,7 @@
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
 #include "membership.h"
+#include "quorum.h"
 #include "store.h"
 
 struct mgr_config {
@@ -37,6 +39,7 @@ struct mgr_config {
 	int64_t suspect_after_ms;
 	int64_t down_after_ms;
 	int64_t lease_ms;
+	int64_t peer_lease_ms;
 	int64_t tick_ms;
 	int64_t command_timeout_ms;
 	int64_t max_frame;
@@ -70,8 +73,11 @@ struct mgr_vm {
 	bool busy;	   /* a start, finish or kill is in flight */
 	int start_err;	   /* -errno of a failed start, for the waiting call */
 	uint32_t restarts; /* after node failures (persisted) */
-	uint64_t write_epoch;	      /* of the current run, for its disks */
-	bool restart_pending;	      /* restart once this run is released */
+	uint64_t write_epoch; /* of the current run, for its disks */
+	bool restart_pending; /* restart once this run is released */
+	uint64_t unreleased;  /* DSM ids of the run's nodes that have not
+			       * released it and are not down: a restart
+			       * waits for them (no VM runs twice) */
 	struct cell_rpc_call *waiter; /* cellctl call answered at the end */
 	Cellmon__VmNodeStats **stats; /* last snapshot, taken at the end */
 	size_t nstats;
@@ -93,6 +99,7 @@ struct mgr {
 	struct event_base *base;
 	struct mgr_store *store;
 	struct mgr_members *members;
+	struct mgr_quorum quorum; /* fence rounds (quorum.h), by DSM id */
 	struct mgr_cell *cells;
 	size_t ncells, capcells;
 	struct cell_rpc_config agent_rpc, ctl_rpc;
@@ -192,11 +199,15 @@ void mgr_vm_reply(struct mgr *m, struct cell_rpc_call *call,
 void mgr_vm_answer_waiter(struct mgr *m, struct mgr_vm *vm, int rc);
 /* The distinct nodes of a VM's vCPUs, in vCPU order. */
 size_t mgr_vm_nodes(const struct mgr_vm *vm, const char **out);
-/* Places a spec's vCPUs (names: node ids, per vCPU). `empty` ignores
- * what other VMs use; self is not counted. 0, -ENOSPC with why. */
+/* mgr_vm_place.c: places a spec's vCPUs (names: node ids, per vCPU).
+ * `empty` ignores what other VMs use; self is not counted. 0, -ENOSPC
+ * with why. The restart variant places on what is up now, ignoring the
+ * node hint. */
 int mgr_vm_place(struct mgr *m, const Cellmon__VmSpec *s,
 		 const struct mgr_vm *self, bool empty, const char **names,
 		 char *why, size_t len);
+int mgr_vm_place_restart(struct mgr *m, const struct mgr_vm *vm,
+			 const char **names, char *why, size_t len);
 /* A new run on the nodes named per vCPU: starting, PREPARE everywhere,
  * then RUN; vm->waiter is answered at the end. 0 or -errno (nothing
  * sent). */
@@ -216,6 +227,13 @@ void mgr_vm_free_all(struct mgr *m);
 /* vCPU states from a heartbeat of node n. */
 void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
 		      Cellmon__VcpuStatus *const *v, size_t count);
+/* On the manager's tick: restarts that waited for a node whose leases
+ * are now over (mgr_node_settled) go ahead. */
+void mgr_vm_tick(struct mgr *m);
+/* Node n cannot be running anything: down, or silent past its lease with
+ * a quorum's refusals at least a peer vote old (quorum.h), as when it
+ * may be declared down, down_after aside. */
+bool mgr_node_settled(struct mgr *m, const struct mgr_node *n);
 /* Node n's VMs lost their vCPUs (down, or a new incarnation). */
 void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why);
 
@@ -262,6 +280,15 @@ int mgr_node_persist(struct mgr *m, const struct mgr_node *n);
 /* The node, or NULL after answering call with -ENOENT. */
 struct mgr_node *mgr_node_or_error(struct mgr *m, struct cell_rpc_call *call,
 				   const char *id);
+/* Tells the quorum a node's incarnation and whether it is down (after
+ * registration and every state change); a suspect node's fence round
+ * starts, a node heard again ends it. */
+void mgr_node_quorum_sync(struct mgr *m, struct mgr_node *n);
+/* A heartbeat's report of the refusals its agent holds and its view. */
+void mgr_node_quorum_heard(struct mgr *m, const struct mgr_node *n,
+			   const Cellmon__HeartbeatRequest *hb);
+/* Membership's may_declare_down: the quorum rule (quorum.h). */
+bool mgr_node_may_declare_down(const struct mgr_node *n, void *arg);
 /* The node's DSM id (its index among known nodes), or -1 past
  * DSM_MAX_NODES. */
 int mgr_node_dsm_id(struct mgr *m, const struct mgr_node *n);

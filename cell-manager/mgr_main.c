@@ -42,6 +42,11 @@ static const struct cell_config_key mgr_config_table[] = {
 	 "3s", "silence after which a node is declared down"},
 	{"lease", CELL_CFG_DURATION, CFG(lease_ms), 0, 50, 3600000, "2s",
 	 "lease granted to agents; must be shorter than down_after"},
+	{"peer_lease", CELL_CFG_DURATION, CFG(peer_lease_ms), 0, 50, 3600000,
+	 "1s",
+	 "how long a peer's vote keeps an agent that does not hear the "
+	 "manager running; a node is declared down at least this long "
+	 "after a quorum refused it"},
 	{"tick", CELL_CFG_DURATION, CFG(tick_ms), 0, 5, 1000, "100ms",
 	 "how often membership timeouts are checked"},
 	{"command_timeout", CELL_CFG_DURATION, CFG(command_timeout_ms), 0, 10,
@@ -107,6 +112,7 @@ static void on_member_change(struct mgr_node *n, enum mgr_node_state old,
 	struct mgr *m = arg;
 	uint64_t quiet = mgr_members_now(m->members) - n->last_seen_ms;
 
+	mgr_node_quorum_sync(m, n);
 	if (n->state == MGR_NODE_UP)
 		CELL_INFO(MOD, "node up id=%s incarnation=%llu was=%s", n->id,
 			  (unsigned long long)n->incarnation,
@@ -137,6 +143,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	mgr_members_tick(m->members);
+	mgr_vm_tick(m);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -152,10 +159,13 @@ static int restore_node(const struct mgr_node *n, void *arg)
 {
 	struct mgr *m = arg;
 	int rc = mgr_members_restore(m->members, n);
+	struct mgr_node *r = rc ? NULL : mgr_members_find(m->members, n->id);
 
 	if (rc)
 		CELL_WARN(MOD, "skipping stored node id=%s: %s", n->id,
 			  strerror(-rc));
+	if (r)
+		mgr_node_quorum_sync(m, r);
 	return 0;
 }
 
@@ -254,6 +264,7 @@ static int run(struct mgr *m)
 	struct mgr_members_config mc = {
 		.suspect_after_ms = (uint64_t)m->cfg.suspect_after_ms,
 		.down_after_ms = (uint64_t)m->cfg.down_after_ms,
+		.may_declare_down = mgr_node_may_declare_down,
 	};
 	struct timeval tick = {m->cfg.tick_ms / 1000,
 			       (m->cfg.tick_ms % 1000) * 1000};

@@ -66,8 +66,79 @@ size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
 			(uint32_t)p->incarnation + (p->state == MGR_NODE_DOWN);
 		f[k].node = (char *)p->id;
 		f[k].down = p->state == MGR_NODE_DOWN;
+		f[k].dsm_addr = (char *)p->dsm_addr;
+		f[k].vouch_min = mgr_quorum_vouch_min(&m->quorum, (uint32_t)i);
 		fp[k] = &f[k];
 		k++;
 	}
 	return k;
+}
+
+void mgr_node_quorum_sync(struct mgr *m, struct mgr_node *n)
+{
+	int id = mgr_node_dsm_id(m, n);
+
+	if (id < 0)
+		return;
+	mgr_quorum_set_node(&m->quorum, (uint32_t)id, (uint32_t)n->incarnation,
+			    n->state == MGR_NODE_DOWN);
+	if (n->state == MGR_NODE_SUSPECT)
+		mgr_quorum_round_start(&m->quorum, (uint32_t)id);
+	else if (n->state == MGR_NODE_UP)
+		mgr_quorum_round_end(&m->quorum, (uint32_t)id);
+}
+
+void mgr_node_quorum_heard(struct mgr *m, const struct mgr_node *n,
+			   const Cellmon__HeartbeatRequest *hb)
+{
+	uint32_t v[MGR_QUORUM_MAX];
+	int id = mgr_node_dsm_id(m, n);
+
+	if (id < 0)
+		return;
+	for (uint32_t i = 0; i < MGR_QUORUM_MAX; i++)
+		v[i] = 0;
+	for (size_t i = 0; i < hb->n_vouching; i++)
+		if (hb->vouching[i]->dsm_id < MGR_QUORUM_MAX)
+			v[hb->vouching[i]->dsm_id] = hb->vouching[i]->vouch_min;
+	mgr_quorum_heard(&m->quorum, (uint32_t)id, v, MGR_QUORUM_MAX,
+			 hb->view_nodes, mgr_members_now(m->members));
+}
+
+/* Whether a quorum has refused n's peer lease long enough ago. */
+static bool quorum_refused(struct mgr *m, const struct mgr_node *n)
+{
+	int id = mgr_node_dsm_id(m, n);
+	/* the peer vote's length, and a tenth for clocks that run apart */
+	uint64_t wait = (uint64_t)m->cfg.peer_lease_ms +
+			(uint64_t)m->cfg.peer_lease_ms / 10;
+
+	if (id < 0)
+		return true; /* no DSM id: it cannot hold a peer lease */
+	return mgr_quorum_may_declare(&m->quorum, (uint32_t)id,
+				      mgr_members_now(m->members), wait);
+}
+
+bool mgr_node_may_declare_down(const struct mgr_node *n, void *arg)
+{
+	struct mgr *m = arg;
+	bool ok = quorum_refused(m, n);
+
+	if (!ok)
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "node %s silent but not declared down: no quorum "
+			    "of the cell has refused its peer lease yet",
+			    n->id);
+	return ok;
+}
+
+bool mgr_node_settled(struct mgr *m, const struct mgr_node *n)
+{
+	uint64_t silent = mgr_members_now(m->members) - n->last_seen_ms;
+
+	if (n->state == MGR_NODE_DOWN)
+		return true;
+	if (n->state != MGR_NODE_SUSPECT || silent < (uint64_t)m->cfg.lease_ms)
+		return false;
+	return quorum_refused(m, n);
 }

@@ -44,11 +44,8 @@
 #include "cell/log.h"
 #include "mgr_int.h"
 #include "dsm/dsm.h"
-#include "placement.h"
 
 #define MOD "mgr"
-
-#define HEADROOM_PCT 10
 
 /* ---- records ---- */
 
@@ -377,6 +374,35 @@ static int build_start(struct mgr *m, void *arg, const char *node,
 
 static void restart(struct mgr *m, struct mgr_vm *vm);
 
+/* Restarts vm once every node of its last run released it or is down;
+ * until then it says which it waits for. */
+static void restart_when_released(struct mgr *m, struct mgr_vm *vm)
+{
+	char names[400] = "";
+	size_t off = 0;
+
+	if (!vm->restart_pending || vm->busy)
+		return;
+	if (!vm->unreleased) {
+		restart(m, vm);
+		return;
+	}
+	for (size_t i = 0; i < mgr_members_count(m->members); i++) {
+		struct mgr_node *n = mgr_members_at(m->members, i);
+		int id = mgr_node_dsm_id(m, n);
+
+		if (id >= 0 && (vm->unreleased & (1ull << id)) &&
+		    off < sizeof(names))
+			off += (size_t)snprintf(names + off,
+						sizeof(names) - off, "%s%s",
+						off ? ", " : "", n->id);
+	}
+	CELL_WARN(MOD,
+		  "vm %s: restart waits until %s released run %u or is "
+		  "declared down",
+		  vm->name, names, vm->runs);
+}
+
 static void release_done(struct mgr *m, struct mgr_fan *f)
 {
 	struct mgr_vm *vm = mgr_vm_by_id(m, f->tag);
@@ -387,6 +413,17 @@ static void release_done(struct mgr *m, struct mgr_fan *f)
 			  e->msg);
 	if (!vm)
 		return;
+	vm->unreleased = 0;
+	for (size_t i = 0; i < f->n; i++) {
+		struct mgr_node *n =
+			mgr_members_find(m->members, f->res[i].node);
+		int id = n ? mgr_node_dsm_id(m, n) : -1;
+
+		/* a node not released may still run the vCPUs, unless it
+		 * is down (and so fenced) */
+		if (f->res[i].status && id >= 0 && n->state != MGR_NODE_DOWN)
+			vm->unreleased |= 1ull << id;
+	}
 	vm->busy = false;
 	if (vm->state != CELLMON__VM_STATE__VM_FAILED)
 		mgr_vm_answer_waiter(m, vm, 0);
@@ -394,8 +431,7 @@ static void release_done(struct mgr *m, struct mgr_fan *f)
 		mgr_vm_answer_waiter(m, vm,
 				     vm->start_err ? vm->start_err : -EIO);
 	vm->start_err = 0;
-	if (vm->restart_pending)
-		restart(m, vm);
+	restart_when_released(m, vm);
 }
 
 static void stats_done(struct mgr *m, struct mgr_fan *f)
@@ -582,88 +618,6 @@ static void prepare_done(struct mgr *m, struct mgr_fan *f)
 	}
 }
 
-/* ---- placement ---- */
-
-/* Fills the candidate table; `empty` ignores what other VMs use. */
-static struct mgr_place_node *place_table(struct mgr *m,
-					  const Cellmon__VmSpec *s,
-					  const struct mgr_vm *self, bool empty,
-					  size_t *count)
-{
-	size_t n = mgr_members_count(m->members);
-	struct mgr_place_node *t = calloc(n ? n : 1, sizeof(*t));
-
-	for (size_t i = 0; t && i < n; i++) {
-		struct mgr_node *node = mgr_members_at(m->members, i);
-
-		t[i].id = node->id;
-		t[i].up = empty || node->state == MGR_NODE_UP;
-		t[i].in_cell = strcmp(node->cell, s->cell) == 0;
-		t[i].has_dsm = empty || (node->dsm_addr[0] &&
-					 mgr_node_dsm_id(m, node) >= 0);
-		t[i].cpus = node->cpus;
-		t[i].memory_mb = node->memory_mb;
-		for (size_t v = 0; !empty && v < m->nvms; v++) {
-			const struct mgr_vm *o = m->vms[v];
-			const char *nodes[VM_MAX_VCPUS];
-			size_t k;
-			bool here = false;
-
-			if (o == self || !mgr_vm_active(o))
-				continue;
-			for (uint32_t c = 0; c < o->nvcpus; c++)
-				if (strcmp(o->vcpus[c].node, node->id) == 0) {
-					t[i].used_cpus++;
-					here = true;
-				}
-			if (!here)
-				continue;
-			k = mgr_vm_nodes(o, nodes);
-			t[i].used_mb += (o->spec->memory_mb + k - 1) / k;
-			if (s->anti_affinity[0] &&
-			    strcmp(s->anti_affinity, o->spec->anti_affinity) ==
-				    0)
-				t[i].anti_conflict = true;
-		}
-	}
-	*count = n;
-	return t;
-}
-
-/* hint: obey the spec's node hint (restarts after a node failure go
- * anywhere in the cell). */
-static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
-		      const struct mgr_vm *self, bool empty, bool hint,
-		      const char **names, char *why, size_t len)
-{
-	uint32_t out[VM_MAX_VCPUS];
-	struct mgr_place_req q = {
-		.vcpus = s->vcpus,
-		.memory_mb = s->memory_mb,
-		.node = hint ? s->node : NULL,
-		.pack = s->placement == CELLMON__PLACEMENT__PLACEMENT_PACK,
-		.headroom_pct = HEADROOM_PCT,
-	};
-	size_t n;
-	struct mgr_place_node *t = place_table(m, s, self, empty, &n);
-	int rc;
-
-	if (!t)
-		return -ENOMEM;
-	rc = mgr_place(&q, t, n, out, why, len);
-	for (uint32_t v = 0; !rc && names && v < s->vcpus; v++)
-		names[v] = t[out[v]].id; /* node ids outlive the table */
-	free(t);
-	return rc;
-}
-
-int mgr_vm_place(struct mgr *m, const Cellmon__VmSpec *s,
-		 const struct mgr_vm *self, bool empty, const char **names,
-		 char *why, size_t len)
-{
-	return place_hint(m, s, self, empty, true, names, why, len);
-}
-
 /* ---- validation ---- */
 
 /* ---- cellctl methods ---- */
@@ -709,7 +663,7 @@ static void restart(struct mgr *m, struct mgr_vm *vm)
 
 	vm->restart_pending = false;
 	vm->restarts++;
-	rc = place_hint(m, vm->spec, vm, false, false, names, why, sizeof(why));
+	rc = mgr_vm_place_restart(m, vm, names, why, sizeof(why));
 	if (!rc)
 		rc = mgr_vm_start_run(m, vm, names);
 	if (rc) {
@@ -754,6 +708,45 @@ static void release_orphan(struct mgr *m, struct mgr_node *n, uint64_t region)
 	m->send_command(m, n, &cmd.base, orphan_released, NULL);
 }
 
+void mgr_vm_tick(struct mgr *m)
+{
+	for (size_t j = 0; j < m->nvms; j++) {
+		struct mgr_vm *vm = m->vms[j];
+		uint64_t before = vm->unreleased;
+
+		if (!vm->unreleased || !vm->restart_pending || vm->busy)
+			continue;
+		for (size_t i = 0; i < mgr_members_count(m->members); i++) {
+			struct mgr_node *n = mgr_members_at(m->members, i);
+			int id = mgr_node_dsm_id(m, n);
+
+			if (id >= 0 && (vm->unreleased & (1ull << id)) &&
+			    mgr_node_settled(m, n))
+				vm->unreleased &= ~(1ull << id);
+		}
+		if (vm->unreleased != before)
+			restart_when_released(m, vm);
+	}
+}
+
+/* Node n, which had not released vm's last run, reports its vCPUs: if
+ * none is of that run's region any more, the run is released there. */
+static void released_by(struct mgr *m, struct mgr_vm *vm, struct mgr_node *n,
+			Cellmon__VcpuStatus *const *v, size_t count)
+{
+	int id = mgr_node_dsm_id(m, n);
+
+	if (id < 0 || !(vm->unreleased & (1ull << id)))
+		return;
+	for (size_t i = 0; i < count; i++)
+		if (v[i]->region == vm->region)
+			return;
+	vm->unreleased &= ~(1ull << id);
+	CELL_INFO(MOD, "vm %s: node %s released run %u", vm->name, n->id,
+		  vm->runs);
+	restart_when_released(m, vm);
+}
+
 void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
 		      Cellmon__VcpuStatus *const *v, size_t count)
 {
@@ -794,11 +787,14 @@ void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
 		c->pid = v[i]->pid;
 	}
 	for (size_t j = 0; j < m->nvms; j++)
+		released_by(m, m->vms[j], n, v, count);
+	for (size_t j = 0; j < m->nvms; j++)
 		mgr_vm_evaluate(m, m->vms[j]);
 }
 
 void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why)
 {
+	int id = mgr_node_dsm_id(m, n);
 	char reason[300];
 
 	for (size_t j = 0; j < m->nvms; j++) {
@@ -813,10 +809,16 @@ void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why)
 					vm->vcpus[i].state =
 						CELLMON__VCPU_STATE__VCPU_LOST;
 			}
-		if (!dep || !mgr_vm_active(vm))
-			continue;
-		snprintf(reason, sizeof(reason), "node %s %s", n->id, why);
-		fail_node(m, vm, reason);
+		if (dep && mgr_vm_active(vm)) {
+			snprintf(reason, sizeof(reason), "node %s %s", n->id,
+				 why);
+			fail_node(m, vm, reason);
+		} else if (id >= 0 && (vm->unreleased & (1ull << id))) {
+			/* down (fenced) or a new incarnation: that node runs
+			 * nothing of the old run any more */
+			vm->unreleased &= ~(1ull << id);
+			restart_when_released(m, vm);
+		}
 	}
 }
 

@@ -104,6 +104,22 @@ struct agent_vm {
 	struct agent *agent;
 };
 
+#define AGENT_WITNESS_RING 16
+
+/* The peer lease (agent_witness.c). Atomics where the DSM thread reads or
+ * writes them: vouch_min, last_reply_ms, vote_until, sent_*. */
+struct agent_witness {
+	bool in_view[DSM_MAX_NODES]; /* the other nodes of the cell */
+	uint32_t view;		     /* how many, this one included */
+	uint32_t vouch_min[DSM_MAX_NODES];
+	uint64_t last_reply_ms; /* the manager's last answer */
+	uint64_t vote_until[DSM_MAX_NODES];
+	uint64_t sent_ms[AGENT_WITNESS_RING], sent_seq[AGENT_WITNESS_RING];
+	uint32_t seq;
+	uint32_t peer_lease_ms, silence_ms;
+	bool peer_mode; /* said once */
+};
+
 struct agent {
 	struct agent_config cfg;
 	struct event_base *base;
@@ -115,7 +131,10 @@ struct agent {
 	bool has_lease;
 	bool fenced;
 	bool stopped;
-	uint64_t lease_expiry_ms;
+	uint64_t lease_expiry_ms; /* the manager's lease */
+	uint64_t peer_until_ms;	  /* the peer lease (agent_witness.c) */
+	struct agent_witness witness;
+	struct event *witness_timer;
 	uint32_t lease_ms;
 	uint64_t hb_seq;
 	bool hb_outstanding;
@@ -208,6 +227,21 @@ void agent_vm_discard_all(struct agent *a, const char *why);
 void *agent_guest_serve(void *arg);
 /* Creates the lease page guests map (a->lease_fd, a->lease_page). */
 int agent_guest_lease_create(struct agent *a);
+
+/* agent_witness.c */
+/* Takes notes on the DSM node (after it started). */
+void agent_witness_init(struct agent *a);
+/* The manager answered (any reply); its peer-lease length, 0: keep. */
+void agent_witness_heard(struct agent *a, uint32_t peer_lease_ms);
+/* The view of the cell and the refusals, from a heartbeat reply. */
+void agent_witness_view(struct agent *a, Cellmon__DsmFence *const *f, size_t n);
+/* The refusals this agent holds, for a heartbeat (v, vp: DSM_MAX_NODES
+ * entries). Returns how many. */
+size_t agent_witness_report(struct agent *a, Cellmon__VouchState *v,
+			    Cellmon__VouchState **vp);
+/* Every heartbeat period: asks for votes while the manager is silent;
+ * returns the end of the peer lease (0: none). */
+uint64_t agent_witness_tick(struct agent *a);
 
 /* agent_dsm.c */
 /* Adds (or re-points) the DSM peers a VM needs; err says which failed. */

@@ -78,6 +78,7 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id)
 		 dsm_node_port(a->dsm));
 	CELL_INFO(MOD, "DSM node started id=%u epoch=%u addr=%s handoff=%s",
 		  dsm_id, a->dsm_epoch, a->dsm_addr, a->handoff_path);
+	agent_witness_init(a);
 	return 0;
 }
 
@@ -109,14 +110,33 @@ static void fence_peer(struct agent *a, uint32_t id, uint32_t epoch,
 	a->peer_fence[id] = epoch;
 }
 
+/* Adds peer id at addr, or re-points it there. 0 or -errno. */
+static int peer_ensure(struct agent *a, uint32_t id, const char *addr,
+		       const char *node)
+{
+	int rc;
+
+	if (a->dsm_peers & (1ull << id) && strcmp(a->peer_addr[id], addr) == 0)
+		return 0;
+	if (a->dsm_peers & (1ull << id))
+		dsm_node_remove_peer(a->dsm, (uint16_t)id);
+	rc = dsm_node_add_peer(a->dsm, (uint16_t)id, addr);
+	if (rc)
+		return rc;
+	a->dsm_peers |= 1ull << id;
+	snprintf(a->peer_addr[id], sizeof(a->peer_addr[0]), "%s", addr);
+	CELL_INFO(MOD, "DSM peer added node=%s id=%u addr=%s", node, id, addr);
+	return 0;
+}
+
 void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n)
 {
 	for (size_t i = 0; a->dsm && i < n; i++) {
 		uint32_t id = f[i]->dsm_id;
 
 		fence_peer(a, id, f[i]->epoch, f[i]->node);
-		/* No more dialing a dead node: it is added again by the
-		 * next VM that has it as a member. */
+		/* No more dialing a dead node: it is added again when it
+		 * comes back up. */
 		if (f[i]->down && id < DSM_MAX_NODES &&
 		    a->dsm_peers & (1ull << id)) {
 			dsm_node_remove_peer(a->dsm, (uint16_t)id);
@@ -124,7 +144,16 @@ void agent_dsm_fence(struct agent *a, Cellmon__DsmFence *const *f, size_t n)
 			CELL_INFO(MOD, "DSM peer dropped node=%s id=%u: down",
 				  f[i]->node, id);
 		}
+		/* Every node that is up is a peer: it may vouch for us (and
+		 * we for it) while the manager is away, agent_witness.c. */
+		if (!f[i]->down && id < DSM_MAX_NODES && (int)id != a->dsm_id &&
+		    f[i]->dsm_addr[0] &&
+		    peer_ensure(a, id, f[i]->dsm_addr, f[i]->node))
+			CELL_LOG_RL(CELL_LOG_WARN, MOD,
+				    "cannot add DSM peer %s at %s", f[i]->node,
+				    f[i]->dsm_addr);
 	}
+	agent_witness_view(a, f, n);
 }
 
 /* Adds (or re-points) the peers a VM needs. */
@@ -142,23 +171,12 @@ int agent_dsm_add_peers(struct agent *a, const Cellmon__VmStart *st, char *err,
 				 m->node);
 			return -EINVAL;
 		}
-		if (a->dsm_peers & (1ull << m->dsm_id) &&
-		    strcmp(a->peer_addr[m->dsm_id], m->dsm_addr) == 0)
-			continue;
-		if (a->dsm_peers & (1ull << m->dsm_id))
-			dsm_node_remove_peer(a->dsm, (uint16_t)m->dsm_id);
-		rc = dsm_node_add_peer(a->dsm, (uint16_t)m->dsm_id,
-				       m->dsm_addr);
+		rc = peer_ensure(a, m->dsm_id, m->dsm_addr, m->node);
 		if (rc) {
 			snprintf(err, len, "cannot add DSM peer %s at %s: %s",
 				 m->node, m->dsm_addr, strerror(-rc));
 			return rc;
 		}
-		a->dsm_peers |= 1ull << m->dsm_id;
-		snprintf(a->peer_addr[m->dsm_id], sizeof(a->peer_addr[0]), "%s",
-			 m->dsm_addr);
-		CELL_INFO(MOD, "DSM peer added node=%s id=%u addr=%s", m->node,
-			  m->dsm_id, m->dsm_addr);
 	}
 	return 0;
 }

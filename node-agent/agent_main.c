@@ -61,8 +61,10 @@ static const struct cell_config_key agent_config_table[] = {
 	 "250ms", "heartbeat period"},
 	{"reconnect_min", CELL_CFG_DURATION, CFG(reconnect_min_ms), 0, 10,
 	 60000, "100ms", "first retry delay after losing the manager"},
-	{"reconnect_max", CELL_CFG_DURATION, CFG(reconnect_max_ms), 0, 10,
-	 600000, "2s", "longest retry delay (the delay doubles up to it)"},
+	{"reconnect_max", CELL_CFG_DURATION, CFG(reconnect_max_ms), 0, 10, 1000,
+	 "250ms",
+	 "longest retry delay (the delay doubles up to it); at most 1s, well "
+	 "under the lease, so a manager that comes back is found at once"},
 	{"max_frame", CELL_CFG_SIZE, CFG(max_frame), 0, 4096, 64 << 20, "1M",
 	 "largest frame payload accepted"},
 	{"dsm_listen", CELL_CFG_STRING, STR(dsm_listen), 0, 0, "0.0.0.0:0",
@@ -127,12 +129,14 @@ static void write_state(struct agent *a)
 	char *text;
 	int rc;
 
-	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i, s:i, s:I}",
+	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i, s:i, s:I, s:i, s:b}",
 		      "node_id", a->cfg.node_id, "state", state_name(a),
 		      "incarnation", (json_int_t)a->incarnation, "epoch",
 		      (json_int_t)a->epoch, "has_lease", a->has_lease,
 		      "manager", a->cfg.manager, "pid", (int)getpid(), "dsm_id",
-		      a->dsm_id, "dsm_epoch", (json_int_t)a->dsm_epoch_now);
+		      a->dsm_id, "dsm_epoch", (json_int_t)a->dsm_epoch_now,
+		      "view_nodes", (int)a->witness.view, "peer_lease",
+		      a->witness.peer_mode);
 	text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
 	json_decref(j);
 	if (!text)
@@ -151,6 +155,14 @@ static void timer_ms(struct event *ev, uint64_t ms)
 			     (suseconds_t)(ms % 1000) * 1000};
 
 	evtimer_add(ev, &tv);
+}
+
+/* The later of the manager's lease and the peer lease: what the node
+ * runs on, and what its guests' watchdogs see. */
+static uint64_t lease_end(const struct agent *a)
+{
+	return a->lease_expiry_ms > a->peer_until_ms ? a->lease_expiry_ms
+						     : a->peer_until_ms;
 }
 
 static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
@@ -177,7 +189,9 @@ static void grant_lease(struct agent *a, const Cellmon__Lease *lease,
 	a->lease_expiry_ms = sent_ms + lease->lease_ms;
 	a->has_lease = true;
 	a->fenced = false;
-	agent_vm_lease(a, a->lease_expiry_ms);
+	a->witness.silence_ms = lease->lease_ms / 2;
+	agent_witness_heard(a, lease->peer_lease_ms);
+	agent_vm_lease(a, lease_end(a));
 	/* Holding a lease, our DSM messages carry our epoch (0 once it
 	 * ends, see lease_expired_cb); a no-op unless it changes. */
 	agent_dsm_set_epoch(a, a->dsm_epoch);
@@ -201,16 +215,22 @@ static void lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (!a->has_lease)
 		return;
-	/* libevent's timer clock is coarse and may fire a few ms early. */
-	if (now < a->lease_expiry_ms) {
-		timer_ms(a->lease_timer, a->lease_expiry_ms - now);
+	/* libevent's timer clock is coarse and may fire a few ms early;
+	 * and a peer lease may hold past the manager's. */
+	if (now < lease_end(a)) {
+		timer_ms(a->lease_timer, lease_end(a) - now);
 		return;
 	}
 	a->has_lease = false;
 	a->fenced = true;
 	agent_vm_lease(a, 0);
-	CELL_WARN(MOD, "lease expired; fenced incarnation=%llu lease_ms=%u",
-		  (unsigned long long)a->incarnation, a->lease_ms);
+	CELL_WARN(MOD, "lease expired; fenced incarnation=%llu lease_ms=%u: %s",
+		  (unsigned long long)a->incarnation, a->lease_ms,
+		  a->peer_until_ms ? "the manager is silent and no quorum of "
+				     "the cell vouches any more"
+				   : "the manager is silent and no quorum of "
+				     "the cell vouches (others still hear it, "
+				     "or too few are reachable)");
 	/* The manager may restart our VMs elsewhere once the lease is
 	 * over: none of them may go on here. */
 	agent_vm_fence(a);
@@ -279,13 +299,18 @@ static void heartbeat_reply(int status, const ProtobufCMessage *msg,
 		CELL_LOG_RL(CELL_LOG_WARN, MOD, "heartbeat failed: %s", errmsg);
 		/* A connection that cannot even renew a lease is treated as
 		 * dead (half-open after a partition): start over. */
-		if (!a->has_lease)
+		if (cell_now_ms() >= a->lease_expiry_ms)
 			drop_connection(a, "heartbeats unanswered");
 		return;
 	}
+	uint32_t view = a->witness.view;
+
+	agent_witness_heard(a, 0);
 	if (r->lease)
 		grant_lease(a, r->lease, sent);
 	agent_dsm_fence(a, r->fences, r->n_fences);
+	if (a->witness.view != view)
+		write_state(a);
 }
 
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
@@ -295,6 +320,7 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	Cellmon__Capacity cap = CELLMON__CAPACITY__INIT;
 	Cellmon__Load load = CELLMON__LOAD__INIT;
 	Cellmon__CacheStats cache = CELLMON__CACHE_STATS__INIT;
+	Cellmon__VouchState vouch[DSM_MAX_NODES], *vouchp[DSM_MAX_NODES];
 	struct hb_ctx *ctx;
 	int rc;
 
@@ -317,6 +343,9 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	hb.load = &load;
 	hb.seq = ++a->hb_seq;
 	hb.dsm_addr = a->dsm_addr;
+	hb.n_vouching = agent_witness_report(a, vouch, vouchp);
+	hb.vouching = vouchp;
+	hb.view_nodes = a->witness.view;
 	if (agent_vm_status(a, &hb.vcpus, &hb.n_vcpus)) {
 		free(ctx);
 		return;
@@ -348,6 +377,26 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	a->hb_outstanding = true;
+}
+
+/* Every heartbeat period, connected or not: the peer lease. */
+static void witness_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct agent *a = arg;
+	uint64_t now = cell_now_ms();
+	bool peer_mode = a->witness.peer_mode;
+
+	(void)fd;
+	(void)what;
+	a->peer_until_ms = agent_witness_tick(a);
+	if (a->witness.peer_mode != peer_mode)
+		write_state(a);
+	if (!a->has_lease || a->fenced)
+		return;
+	/* the guests see the longer end; the lease timer waits for it */
+	agent_vm_lease(a, lease_end(a));
+	if (lease_end(a) > now)
+		timer_ms(a->lease_timer, lease_end(a) - now);
 }
 
 /* a->heartbeat_now: agent_vm.c calls it when a vCPU ended. */
@@ -607,11 +656,20 @@ static int run(struct agent *a)
 	a->hb_timer = event_new(a->base, -1, EV_PERSIST, heartbeat_cb, a);
 	a->lease_timer = evtimer_new(a->base, lease_expired_cb, a);
 	a->retry_timer = evtimer_new(a->base, retry_cb, a);
+	a->witness_timer = event_new(a->base, -1, EV_PERSIST, witness_cb, a);
 	ev_int = evsignal_new(a->base, SIGINT, signal_cb, a);
 	ev_term = evsignal_new(a->base, SIGTERM, signal_cb, a);
 	event_add(ev_int, NULL);
 	event_add(ev_term, NULL);
 	a->backoff_ms = (unsigned)a->cfg.reconnect_min_ms;
+	a->witness.silence_ms = 1000; /* half the lease, once one is held */
+	a->witness.peer_lease_ms = 1000;
+	{
+		struct timeval tv = {a->cfg.heartbeat_ms / 1000,
+				     (a->cfg.heartbeat_ms % 1000) * 1000};
+
+		event_add(a->witness_timer, &tv);
+	}
 	CELL_INFO(MOD,
 		  "starting node=%s manager=%s cpus=%u memory_mb=%llu "
 		  "heartbeat_ms=%lld pid=%d version=%s",
@@ -635,6 +693,7 @@ static int run(struct agent *a)
 	event_free(a->hb_timer);
 	event_free(a->lease_timer);
 	event_free(a->retry_timer);
+	event_free(a->witness_timer);
 	event_free(ev_int);
 	event_free(ev_term);
 	event_base_free(a->base);

@@ -57,13 +57,9 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
 				    "node %u: message from unknown node %u",
 				    n->id, q->m.from);
 		} else if (q->m.epoch < p->fence_epoch) {
-			n->stats.refused++;
-			CELL_LOG_RL(CELL_LOG_WARN, MOD,
-				    "node %u: refused %s from node %u: epoch "
-				    "%u below fence %u",
-				    n->id, dsm__msg_name(q->m.type), q->m.from,
-				    q->m.epoch, p->fence_epoch);
+			dsm__refused(n, p, &q->m);
 		} else {
+			dsm__accepted(n, p);
 			dsm__deliver(n, &q->m, q->has_data ? q->data : NULL);
 		}
 		free(q);
@@ -137,7 +133,7 @@ static int loop_send(struct dsm_node *n, uint16_t to, const struct dsm__msg *m,
 		free(q);
 		CELL_LOG_RL(CELL_LOG_WARN, MOD,
 			    "node %u: %s to absent node %u dropped", n->id,
-			    dsm__msg_name(m->type), to);
+			    dsm__type_name(m->type), to);
 		return -ENOTCONN;
 	}
 	in = t->inbox;

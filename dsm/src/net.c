@@ -105,7 +105,7 @@ static int peer_attach_fd(struct dsm_node *n, struct dsm_peer *p, int fd)
 static int check_header(struct dsm_peer *p, const struct dsm__msg *m)
 {
 	bool engine = m->type >= DSM_MSG_READ_REQ && m->type < DSM_MSG_MAX;
-	bool sync = m->type >= DSM_MSG_LOCK_ACQ && m->type <= DSM_MSG_PONG;
+	bool sync = m->type >= DSM_MSG_LOCK_ACQ && m->type < DSM_MSG_NODE_MAX;
 
 	if (!engine && !sync)
 		return -EBADMSG;
@@ -146,13 +146,9 @@ static int consume(struct dsm_node *n, struct dsm_peer *p)
 		if (p->in_len - off < len)
 			break;
 		if (m.epoch < p->fence_epoch) {
-			n->stats.refused++;
-			CELL_LOG_RL(CELL_LOG_WARN, MOD,
-				    "node %u: refused %s from node %u: epoch "
-				    "%u below fence %u",
-				    n->id, dsm__msg_name(m.type), p->id,
-				    m.epoch, p->fence_epoch);
+			dsm__refused(n, p, &m);
 		} else {
+			dsm__accepted(n, p);
 			dsm__deliver(n, &m,
 				     len > DSM_MSG_WIRE_LEN
 					     ? p->in + off + DSM_MSG_WIRE_LEN
@@ -285,7 +281,7 @@ static int dsm__net_send(struct dsm_node *n, uint16_t to,
 	if (!p || !p->active || !p->out) {
 		CELL_LOG_RL(CELL_LOG_WARN, MOD,
 			    "node %u: %s to unknown node %u dropped", n->id,
-			    dsm__msg_name(m->type), to);
+			    dsm__type_name(m->type), to);
 		return -ENOTCONN;
 	}
 	if (p->out_len + DSM_MSG_WIRE_LEN + (data ? DSM_PAGE_SIZE : 0) +

@@ -75,6 +75,12 @@ int dsm__deliver(struct dsm_node *n, const struct dsm__msg *m, const void *data)
 
 	if (m->from < DSM_MAX_NODES)
 		n->peers[m->from].heard = true;
+	if (m->type == DSM_MSG_NOTE) {
+		if (n->note_fn)
+			n->note_fn(m->from, m->epoch, (uint8_t)m->node, m->page,
+				   m->window, n->note_arg);
+		return 0;
+	}
 	if (m->type == DSM_MSG_PING || m->type == DSM_MSG_PONG) {
 		struct dsm__msg pong = {
 			.type = DSM_MSG_PONG, .from = n->id, .epoch = n->epoch};
@@ -104,7 +110,7 @@ int dsm__deliver(struct dsm_node *n, const struct dsm__msg *m, const void *data)
 		n->stats.refused++;
 		CELL_LOG_RL(CELL_LOG_WARN, MOD,
 			    "refused %s from node %u region=%llu page=%u: %s",
-			    dsm__msg_name(m->type), m->from,
+			    dsm__type_name(m->type), m->from,
 			    (unsigned long long)m->region, m->page,
 			    strerror(-rc));
 	}
@@ -540,4 +546,91 @@ static int stats_cmd(struct dsm_node *n, void *arg)
 void dsm_node_stats(struct dsm_node *n, struct dsm_node_stats *out)
 {
 	dsm__run_on_node(n, stats_cmd, out);
+}
+
+const char *dsm__type_name(uint8_t type)
+{
+	static const char *const names[] = {
+		[DSM_MSG_LOCK_ACQ - DSM_MSG_LOCK_ACQ] = "LOCK_ACQ",
+		[DSM_MSG_LOCK_GRANT - DSM_MSG_LOCK_ACQ] = "LOCK_GRANT",
+		[DSM_MSG_LOCK_REL - DSM_MSG_LOCK_ACQ] = "LOCK_REL",
+		[DSM_MSG_BARRIER_ENTER - DSM_MSG_LOCK_ACQ] = "BARRIER_ENTER",
+		[DSM_MSG_BARRIER_GO - DSM_MSG_LOCK_ACQ] = "BARRIER_GO",
+		[DSM_MSG_PING - DSM_MSG_LOCK_ACQ] = "PING",
+		[DSM_MSG_PONG - DSM_MSG_LOCK_ACQ] = "PONG",
+		[DSM_MSG_NOTE - DSM_MSG_LOCK_ACQ] = "NOTE",
+	};
+
+	if (type >= DSM_MSG_LOCK_ACQ && type < DSM_MSG_NODE_MAX)
+		return names[type - DSM_MSG_LOCK_ACQ];
+	return dsm__msg_name(type);
+}
+
+void dsm__refused(struct dsm_node *n, struct dsm_peer *p,
+		  const struct dsm__msg *m)
+{
+	n->stats.refused++;
+	if (p->refused_fence == p->fence_epoch &&
+	    p->refused_epoch == m->epoch) {
+		p->refused_quiet++;
+		return;
+	}
+	CELL_WARN(MOD,
+		  "node %u: refusing node %u's messages (first: %s): its "
+		  "epoch %u is below its fence %u, %s; said once until that "
+		  "changes",
+		  n->id, p->id, dsm__type_name(m->type), m->epoch,
+		  p->fence_epoch,
+		  m->epoch ? "an incarnation that is over"
+			   : "it is fenced (its lease is over)");
+	p->refused_fence = p->fence_epoch;
+	p->refused_epoch = m->epoch;
+	p->refused_quiet = 0;
+}
+
+void dsm__refusals_over(struct dsm_node *n, struct dsm_peer *p)
+{
+	CELL_INFO(MOD,
+		  "node %u: accepting node %u's messages again (epoch at or "
+		  "above %u) after %llu more refused",
+		  n->id, p->id, p->fence_epoch,
+		  (unsigned long long)p->refused_quiet);
+	p->refused_fence = p->refused_epoch = 0;
+	p->refused_quiet = 0;
+}
+
+void dsm_node_on_note(struct dsm_node *n, dsm_note_fn fn, void *arg)
+{
+	n->note_fn = fn;
+	n->note_arg = arg;
+}
+
+struct note_arg {
+	uint16_t to;
+	uint8_t kind;
+	uint32_t a, b;
+};
+
+static int note_cmd(struct dsm_node *n, void *arg)
+{
+	const struct note_arg *na = arg;
+	struct dsm__msg m = {.type = DSM_MSG_NOTE,
+			     .node = na->kind,
+			     .from = n->id,
+			     .epoch = n->epoch,
+			     .page = na->a,
+			     .window = na->b};
+
+	if (na->to >= DSM_MAX_NODES || na->to == n->id ||
+	    !n->peers[na->to].active)
+		return -ENOENT;
+	return dsm__send(n, na->to, &m, NULL);
+}
+
+int dsm_node_send_note(struct dsm_node *n, uint16_t to, uint8_t kind,
+		       uint32_t a, uint32_t b)
+{
+	struct note_arg na = {.to = to, .kind = kind, .a = a, .b = b};
+
+	return dsm__run_on_node(n, note_cmd, &na);
 }

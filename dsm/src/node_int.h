@@ -49,6 +49,9 @@ enum {
 	DSM_MSG_BARRIER_GO,
 	DSM_MSG_PING, /* liveness, when request_timeout_ms is set */
 	DSM_MSG_PONG,
+	DSM_MSG_NOTE, /* for the embedding program: node = kind, page = a,
+		       * window = b (dsm_node_send_note) */
+	DSM_MSG_NODE_MAX,
 };
 
 struct dsm_mapping {
@@ -119,6 +122,9 @@ struct dsm_peer {
 	uint8_t *in; /* DSM_NET_IN_CAP */
 	size_t in_len;
 	uint32_t fence_epoch;
+	/* refusals below the fence are logged once per (epoch, fence) */
+	uint32_t refused_epoch, refused_fence;
+	uint64_t refused_quiet; /* refused since that line */
 	/* Liveness: deliveries only set `heard` (no clock read on the fault
 	 * path); the watch timer turns it into last_heard_ms. */
 	bool heard;
@@ -194,12 +200,28 @@ struct dsm_node {
 	dsm_handoff_check_fn handoff_check;
 	void *handoff_check_arg;
 	struct dsm_node_stats stats;
+	dsm_note_fn note_fn; /* set before peers send */
+	void *note_arg;
 	const struct dsm_transport_ops *tops;
 	struct event *ev_inbox; /* loop transport */
 	void *inbox;
 };
 
 /* node.c */
+/* A message below its sender's fence: counted, and said once per sender
+ * epoch and fence (then again when either changes). */
+void dsm__refused(struct dsm_node *n, struct dsm_peer *p,
+		  const struct dsm__msg *m);
+/* The first message of p accepted after refusals: says so. */
+void dsm__refusals_over(struct dsm_node *n, struct dsm_peer *p);
+/* A message of p accepted (every message: one branch). */
+static inline void dsm__accepted(struct dsm_node *n, struct dsm_peer *p)
+{
+	if (p->refused_fence)
+		dsm__refusals_over(n, p);
+}
+/* Every message type's name, the node's own types too. */
+const char *dsm__type_name(uint8_t type);
 int dsm__run_on_node(struct dsm_node *n, int (*fn)(struct dsm_node *, void *),
 		     void *arg);
 struct dsm_region *dsm__region_find(struct dsm_node *n, uint64_t id);

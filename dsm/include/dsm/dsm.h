@@ -57,9 +57,25 @@ struct dsm_node_config {
 				* (docs/benchmarks.md). */
 };
 
+/*
+ * Notes: small messages between nodes for the program the DSM runs in
+ * (the agent's peer votes, docs/fault-tolerance.md), over the peer
+ * connections and checked like page traffic (a sender below its fence is
+ * refused). A note is a kind and two 32-bit values; fn runs on the node
+ * thread for each note received, with the sender's id and epoch, and must
+ * not block (it may send notes). Set fn before peers may send.
+ */
+typedef void (*dsm_note_fn)(uint16_t from, uint32_t epoch, uint8_t kind,
+			    uint32_t a, uint32_t b, void *arg);
+
 /* Starts a node and its thread. Fails with a clear log line (and
  * -EPERM) when userfaultfd cannot trap kernel-mode faults here. */
 int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out);
+void dsm_node_on_note(struct dsm_node *n, dsm_note_fn fn, void *arg);
+/* Queues a note for peer `to`; from any thread, the note callback too.
+ * 0, or -errno (unknown peer, buffer full). */
+int dsm_node_send_note(struct dsm_node *n, uint16_t to, uint8_t kind,
+		       uint32_t a, uint32_t b);
 /* Stops the thread, closes peers and regions. NULL is a no-op. */
 void dsm_node_destroy(struct dsm_node *n);
 /* The bound peer port (after listen port 0). */

@@ -387,6 +387,57 @@ static void test_mgr_vm_node_lost_fails_dependents_only(void **state)
 	assert_int_equal(b->state, CELLMON__VM_STATE__VM_RUNNING);
 }
 
+/* A run's node that could not release it (not up: it may still run the
+ * vCPUs, on a peer lease) holds the restart back until it is declared
+ * down; the VM then starts again on the nodes that are up. */
+static void test_mgr_vm_restart_waits_for_unreleased_node(void **state)
+{
+	struct mgr_vm *vm = define("a", 2, 3);
+	struct mgr_node *n2;
+	const char *other;
+
+	(void)state;
+	start_ok(vm);
+	other = vm->vcpus[1].node;
+	n2 = mgr_members_find(fx.m.members, other);
+	n2->state = MGR_NODE_SUSPECT; /* silent: commands cannot reach it */
+	heartbeat(vm, vm->vcpus[0].node, CELLMON__VCPU_STATE__VCPU_LOST, 0);
+	assert_int_equal(vm->state, CELLMON__VM_STATE__VM_FAILED);
+	answer_end();
+	assert_true(vm->restart_pending);
+	assert_int_equal(vm->runs, 1); /* not restarted yet */
+	assert_int_equal(queued(CELLMON__COMMAND_KIND__CMD_VM_PREPARE), 0);
+	n2->state = MGR_NODE_DOWN;
+	mgr_vm_node_lost(&fx.m, n2, "is down");
+	assert_int_equal(vm->runs, 2);
+	assert_int_equal(vm->state, CELLMON__VM_STATE__VM_STARTING);
+	for (uint32_t i = 0; i < vm->nvcpus; i++)
+		assert_string_not_equal(vm->vcpus[i].node, other);
+}
+
+/* The same node heard again with nothing of the old run: released, and
+ * the restart goes ahead. */
+static void test_mgr_vm_restart_after_node_reports_release(void **state)
+{
+	struct mgr_vm *vm = define("a", 2, 3);
+	struct mgr_node *n2;
+
+	(void)state;
+	start_ok(vm);
+	n2 = mgr_members_find(fx.m.members, vm->vcpus[1].node);
+	n2->state = MGR_NODE_SUSPECT;
+	heartbeat(vm, vm->vcpus[0].node, CELLMON__VCPU_STATE__VCPU_LOST, 0);
+	answer_end();
+	assert_int_equal(vm->runs, 1);
+	n2->state = MGR_NODE_UP;
+	/* still holds a vCPU of the run: no */
+	heartbeat(vm, n2->id, CELLMON__VCPU_STATE__VCPU_RUNNING, 0);
+	assert_int_equal(vm->runs, 1);
+	/* reports nothing of it any more: released */
+	mgr_vm_heartbeat(&fx.m, n2, NULL, 0);
+	assert_int_equal(vm->runs, 2);
+}
+
 /* A vCPU state this manager does not know (a newer agent) changes
  * nothing. */
 static void test_mgr_vm_unknown_vcpu_state_ignored(void **state)
@@ -495,6 +546,8 @@ int main(void)
 		T(test_mgr_vm_fenced_vcpu_restarts_new_run),
 		T(test_mgr_vm_node_lost_fails_dependents_only),
 		T(test_mgr_vm_unknown_vcpu_state_ignored),
+		T(test_mgr_vm_restart_waits_for_unreleased_node),
+		T(test_mgr_vm_restart_after_node_reports_release),
 		T(test_mgr_vm_stop_ends_stopped),
 		T(test_mgr_vm_unsendable_command_fails_start),
 		T(test_mgr_vm_spec_upgrade_reads_legacy_strings),

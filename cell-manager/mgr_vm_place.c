@@ -1,0 +1,100 @@
+/*
+ * Where a VM's vCPUs go, as the manager sees it: the candidate table
+ * (every node with its state, cell, DSM address and what the other
+ * active VMs use) handed to the pure placement (placement.c). Used by
+ * the cellctl methods (create, start, dry runs) and by restarts, which
+ * ignore the spec's node hint.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mgr_int.h"
+#include "placement.h"
+
+#define HEADROOM_PCT 10
+
+/* Fills the candidate table; `empty` ignores what other VMs use. */
+static struct mgr_place_node *place_table(struct mgr *m,
+					  const Cellmon__VmSpec *s,
+					  const struct mgr_vm *self, bool empty,
+					  size_t *count)
+{
+	size_t n = mgr_members_count(m->members);
+	struct mgr_place_node *t = calloc(n ? n : 1, sizeof(*t));
+
+	for (size_t i = 0; t && i < n; i++) {
+		struct mgr_node *node = mgr_members_at(m->members, i);
+
+		t[i].id = node->id;
+		t[i].up = empty || node->state == MGR_NODE_UP;
+		t[i].in_cell = strcmp(node->cell, s->cell) == 0;
+		t[i].has_dsm = empty || (node->dsm_addr[0] &&
+					 mgr_node_dsm_id(m, node) >= 0);
+		t[i].cpus = node->cpus;
+		t[i].memory_mb = node->memory_mb;
+		for (size_t v = 0; !empty && v < m->nvms; v++) {
+			const struct mgr_vm *o = m->vms[v];
+			const char *nodes[VM_MAX_VCPUS];
+			size_t k;
+			bool here = false;
+
+			if (o == self || !mgr_vm_active(o))
+				continue;
+			for (uint32_t c = 0; c < o->nvcpus; c++)
+				if (strcmp(o->vcpus[c].node, node->id) == 0) {
+					t[i].used_cpus++;
+					here = true;
+				}
+			if (!here)
+				continue;
+			k = mgr_vm_nodes(o, nodes);
+			t[i].used_mb += (o->spec->memory_mb + k - 1) / k;
+			if (s->anti_affinity[0] &&
+			    strcmp(s->anti_affinity, o->spec->anti_affinity) ==
+				    0)
+				t[i].anti_conflict = true;
+		}
+	}
+	*count = n;
+	return t;
+}
+
+/* hint: obey the spec's node hint (restarts after a node failure go
+ * anywhere in the cell). */
+static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
+		      const struct mgr_vm *self, bool empty, bool hint,
+		      const char **names, char *why, size_t len)
+{
+	uint32_t out[VM_MAX_VCPUS];
+	struct mgr_place_req q = {
+		.vcpus = s->vcpus,
+		.memory_mb = s->memory_mb,
+		.node = hint ? s->node : NULL,
+		.pack = s->placement == CELLMON__PLACEMENT__PLACEMENT_PACK,
+		.headroom_pct = HEADROOM_PCT,
+	};
+	size_t n;
+	struct mgr_place_node *t = place_table(m, s, self, empty, &n);
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	rc = mgr_place(&q, t, n, out, why, len);
+	for (uint32_t v = 0; !rc && names && v < s->vcpus; v++)
+		names[v] = t[out[v]].id; /* node ids outlive the table */
+	free(t);
+	return rc;
+}
+
+int mgr_vm_place(struct mgr *m, const Cellmon__VmSpec *s,
+		 const struct mgr_vm *self, bool empty, const char **names,
+		 char *why, size_t len)
+{
+	return place_hint(m, s, self, empty, true, names, why, len);
+}
+
+int mgr_vm_place_restart(struct mgr *m, const struct mgr_vm *vm,
+			 const char **names, char *why, size_t len)
+{
+	return place_hint(m, vm->spec, vm, false, false, names, why, len);
+}
