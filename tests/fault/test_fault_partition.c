@@ -11,6 +11,13 @@
  *    comes back as a new incarnation; meanwhile its DSM messages were
  *    stamped 0 (fenced) and the other agents fenced its old epoch.
  *
+ *  - node2 cut from the manager only: the others, which hear the manager,
+ *    do not vouch for it, so it fences before it is declared down and its
+ *    VM restarted elsewhere;
+ *  - the manager and node1 cut from node2 and node3: those two are a
+ *    quorum of the three, vouch for each other and run on; nobody is
+ *    declared down; joined again, every VM is the run it was.
+ *
  * Needs root and network namespaces; skips with a message otherwise (the
  * same fencing is tested without namespaces by test_fault_node's paused
  * agent).
@@ -173,7 +180,7 @@ static bool pid_running(pid_t p)
 	return paren && paren[2] != 'Z' && paren[2] != 'X';
 }
 
-static void assert_finished(const char *vm)
+static void assert_finished_steps(const char *vm, int steps)
 {
 	char want[64], *out = NULL;
 
@@ -185,10 +192,15 @@ static void assert_finished(const char *vm)
 		usleep(50 * 1000);
 	}
 	assert_string_equal(state_of("vm", vm), "stopped");
-	snprintf(want, sizeof(want), "steps=%d total=%d", NSTEPS, NSTEPS);
+	snprintf(want, sizeof(want), "steps=%d total=%d", steps, steps);
 	assert_int_equal(NS(&out, "ctl", "vm", "console", vm), 0);
 	assert_non_null(strstr(out, want));
 	free(out);
+}
+
+static void assert_finished(const char *vm)
+{
+	assert_finished_steps(vm, NSTEPS);
 }
 
 /* Whether the log of a process of the cluster (node1, manager) has text. */
@@ -261,6 +273,112 @@ static void test_fault_partition_fences_and_restarts(void **state)
 	assert_true(log_has(node, "DSM peer fenced node=node2"));
 }
 
+static void start_on(const char *vm, const char *node, const char *steps)
+{
+	char n[32];
+
+	snprintf(n, sizeof(n), "--node=%s", node);
+	assert_int_equal(NS(NULL, "ctl", "vm", "create", vm, "--cell=local",
+			    "--image=testguest", n, "--start", "--", "steps",
+			    steps, "100"),
+			 0);
+}
+
+/* node2 cut off from the manager only (its links to node1 and node3
+ * stay): they still hear the manager, so they refuse to vouch for it and
+ * it fences when its lease ends, before the manager declares it down and
+ * restarts its VM elsewhere; the others run on. */
+static void test_fault_partition_manager_only_fences(void **state)
+{
+	uint64_t t0, t_gone = 0, t_down = 0, t_restart = 0;
+	pid_t old;
+
+	(void)state;
+	assert_true(cluster_up);
+	start_on("lone", "node2", "60");
+	start_on("calm2", "node1", "60");
+	old = vm_pid("lone");
+	assert_true(old > 0 && pid_running(old));
+	usleep(500 * 1000);
+	t0 = ts_now_ms();
+	assert_int_equal(NS(NULL, "cut", "manager", "node2"), 0);
+	for (int i = 0; i < 300 && (!t_gone || !t_down || !t_restart); i++) {
+		if (!t_gone && !pid_running(old))
+			t_gone = ts_now_ms();
+		if (!t_down && strcmp(state_of("node", "node2"), "down") == 0)
+			t_down = ts_now_ms();
+		if (!t_restart && vm_int("lone", "restarts") == 1 &&
+		    strcmp(state_of("vm", "lone"), "running") == 0)
+			t_restart = ts_now_ms();
+		usleep(20 * 1000);
+	}
+	assert_int_equal(NS(NULL, "join", "manager", "node2"), 0);
+	printf("# cut from the manager only: its vCPU ended after %llu ms, "
+	       "node down after %llu ms, VM running elsewhere after %llu ms\n",
+	       (unsigned long long)(t_gone ? t_gone - t0 : 0),
+	       (unsigned long long)(t_down ? t_down - t0 : 0),
+	       (unsigned long long)(t_restart ? t_restart - t0 : 0));
+	assert_true(t_gone && t_down && t_restart);
+	assert_true(t_gone < t_down);
+	assert_true(t_gone <= t_restart);
+	assert_false(log_has("node2", "running on a peer lease"));
+	assert_finished("lone");
+	assert_finished("calm2");
+	assert_int_equal(vm_int("calm2", "runs"), 1);
+	for (int i = 0; i < 100 && strcmp(state_of("node", "node2"), "up"); i++)
+		usleep(100 * 1000);
+	assert_string_equal(state_of("node", "node2"), "up");
+}
+
+/* The manager and node1 cut off from node2 and node3 for 8 s: node2 and
+ * node3 are two of three, a quorum, so they vouch for each other and
+ * their VMs run on; the manager, with one node of three, cannot declare
+ * them down. Joined again, every VM is the run it was and finishes. */
+static void test_fault_partition_majority_runs_on(void **state)
+{
+	static const char *const cuts[][2] = {{"manager", "node2"},
+					      {"manager", "node3"},
+					      {"node1", "node2"},
+					      {"node1", "node3"}};
+	pid_t pa, pb;
+	uint64_t t0;
+
+	(void)state;
+	assert_true(cluster_up);
+	start_on("maj2", "node2", "150");
+	start_on("maj3", "node3", "150");
+	start_on("min1", "node1", "150");
+	pa = vm_pid("maj2");
+	pb = vm_pid("maj3");
+	assert_true(pa > 0 && pb > 0);
+	usleep(500 * 1000);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(NS(NULL, "cut", cuts[i][0], cuts[i][1]), 0);
+	t0 = ts_now_ms();
+	while (ts_now_ms() - t0 < 8000) {
+		if (!pid_running(pa) || !pid_running(pb))
+			break;
+		usleep(200 * 1000);
+	}
+	printf("# node2+node3 cut from the manager and node1: their VMs ran "
+	       "%llu ms of 8000; node2 %s, node3 %s at the manager\n",
+	       (unsigned long long)(ts_now_ms() - t0),
+	       state_of("node", "node2"), state_of("node", "node3"));
+	assert_true(pid_running(pa) && pid_running(pb));
+	assert_string_not_equal(state_of("node", "node2"), "down");
+	assert_string_not_equal(state_of("node", "node3"), "down");
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(NS(NULL, "join", cuts[i][0], cuts[i][1]), 0);
+	assert_true(log_has("node2", "running on a peer lease"));
+	assert_finished_steps("maj2", 150);
+	assert_finished_steps("maj3", 150);
+	assert_finished_steps("min1", 150);
+	assert_int_equal(vm_int("maj2", "runs"), 1);
+	assert_int_equal(vm_int("maj3", "runs"), 1);
+	assert_int_equal(vm_int("maj2", "restarts"), 0);
+	assert_int_equal(vm_int("maj3", "restarts"), 0);
+}
+
 int main(void)
 {
 	/* ctest reports exit 77 as skipped (SKIP_RETURN_CODE). */
@@ -272,6 +390,8 @@ int main(void)
 	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fault_partition_fences_and_restarts),
+		cmocka_unit_test(test_fault_partition_manager_only_fences),
+		cmocka_unit_test(test_fault_partition_majority_runs_on),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
