@@ -272,16 +272,7 @@ static uint64_t env_now(void *env)
 	return cell_now_ms();
 }
 
-const struct dsm__env_ops dsm__node_env = {
-	.send = env_send,
-	.mem_bytes = env_bytes,
-	.mem_install = env_install,
-	.mem_downgrade = env_downgrade,
-	.mem_invalidate = env_invalidate,
-	.fault_done = env_fault_done,
-	.defer = env_defer,
-	.now_ms = env_now,
-};
+const struct dsm__env_ops dsm__node_env = DSM_ENV_OPS(env);
 
 void dsm__defer_cb(evutil_socket_t fd, short what, void *arg)
 {

@@ -178,11 +178,4 @@ static void loop_close(struct dsm_node *n)
 	n->inbox = NULL;
 }
 
-const struct dsm_transport_ops dsm__loop_ops = {
-	.listen = loop_listen,
-	.add_peer = loop_add_peer,
-	.remove_peer = loop_remove_peer,
-	.send = loop_send,
-	.flush = loop_flush,
-	.close = loop_close,
-};
+const struct dsm_transport_ops dsm__loop_ops = DSM_TRANSPORT_OPS(loop);

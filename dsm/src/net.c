@@ -531,11 +531,4 @@ static void dsm__net_close(struct dsm_node *n)
 	n->listen_fd = -1;
 }
 
-const struct dsm_transport_ops dsm__tcp_ops = {
-	.listen = dsm__net_listen,
-	.add_peer = dsm__net_add_peer,
-	.remove_peer = dsm__net_remove_peer,
-	.send = dsm__net_send,
-	.flush = dsm__net_flush,
-	.close = dsm__net_close,
-};
+const struct dsm_transport_ops dsm__tcp_ops = DSM_TRANSPORT_OPS(dsm__net);

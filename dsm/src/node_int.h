@@ -291,6 +291,15 @@ struct dsm_transport_ops {
 	void (*close)(struct dsm_node *n);
 };
 
+/* A transport's ops table, its functions named PREFIX_listen ...
+ * PREFIX_close (every member filled). */
+#define DSM_TRANSPORT_OPS(prefix)                                           \
+	{                                                                   \
+		.listen = prefix##_listen, .add_peer = prefix##_add_peer,   \
+		.remove_peer = prefix##_remove_peer, .send = prefix##_send, \
+		.flush = prefix##_flush, .close = prefix##_close,           \
+	}
+
 /* net.c: TCP, one connection per pair. */
 extern const struct dsm_transport_ops dsm__tcp_ops;
 /* loop.c: nodes of one process, for deterministic tests. */

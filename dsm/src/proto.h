@@ -89,6 +89,18 @@ enum dsm__install {
 
 struct dsm__engine;
 
+/* An env ops table whose functions are named PREFIX_send ... PREFIX_now
+ * (the node's env.c and the simulation's). */
+#define DSM_ENV_OPS(prefix)                                                 \
+	{                                                                   \
+		.send = prefix##_send, .mem_bytes = prefix##_bytes,         \
+		.mem_install = prefix##_install,                            \
+		.mem_downgrade = prefix##_downgrade,                        \
+		.mem_invalidate = prefix##_invalidate,                      \
+		.fault_done = prefix##_fault_done, .defer = prefix##_defer, \
+		.now_ms = prefix##_now,                                     \
+	}
+
 struct dsm__env_ops {
 	/* Queues m (and data, one page, when non-NULL) to node `to`, which may
 	 * be this node. Must not call back into the engine. 0 or -errno. */

@@ -212,6 +212,24 @@ static bool log_has(const char *who, const char *text)
 	return ts_file_has(path, text);
 }
 
+/* After node was cut off under vm (whose vCPU was pid old): when the
+ * vCPU ended, the node was declared down and vm ran again elsewhere
+ * (ts_now_ms; 0: not within 6 s). */
+static void failover(const char *vm, pid_t old, const char *node,
+		     uint64_t *t_gone, uint64_t *t_down, uint64_t *t_restart)
+{
+	for (int i = 0; i < 300 && (!*t_gone || !*t_down || !*t_restart); i++) {
+		if (!*t_gone && !pid_running(old))
+			*t_gone = ts_now_ms();
+		if (!*t_down && strcmp(state_of("node", node), "down") == 0)
+			*t_down = ts_now_ms();
+		if (!*t_restart && vm_int(vm, "restarts") == 1 &&
+		    strcmp(state_of("vm", vm), "running") == 0)
+			*t_restart = ts_now_ms();
+		usleep(20 * 1000);
+	}
+}
+
 /* node2 cut off under a VM: fenced, restarted elsewhere, rejoins. */
 static void test_fault_partition_fences_and_restarts(void **state)
 {
@@ -235,16 +253,7 @@ static void test_fault_partition_fences_and_restarts(void **state)
 	usleep(300 * 1000);
 	t0 = ts_now_ms();
 	assert_int_equal(NS(NULL, "partition", "node2"), 0);
-	for (int i = 0; i < 300 && (!t_gone || !t_down || !t_restart); i++) {
-		if (!t_gone && !pid_running(old))
-			t_gone = ts_now_ms();
-		if (!t_down && strcmp(state_of("node", "node2"), "down") == 0)
-			t_down = ts_now_ms();
-		if (!t_restart && vm_int("cut", "restarts") == 1 &&
-		    strcmp(state_of("vm", "cut"), "running") == 0)
-			t_restart = ts_now_ms();
-		usleep(20 * 1000);
-	}
+	failover("cut", old, "node2", &t_gone, &t_down, &t_restart);
 	assert_int_equal(NS(NULL, "heal", "node2"), 0);
 	printf("# partition: the cut-off node's vCPU ended after %llu ms, node "
 	       "down after %llu ms, VM running elsewhere after %llu ms\n",
@@ -302,16 +311,7 @@ static void test_fault_partition_manager_only_fences(void **state)
 	usleep(500 * 1000);
 	t0 = ts_now_ms();
 	assert_int_equal(NS(NULL, "cut", "manager", "node2"), 0);
-	for (int i = 0; i < 300 && (!t_gone || !t_down || !t_restart); i++) {
-		if (!t_gone && !pid_running(old))
-			t_gone = ts_now_ms();
-		if (!t_down && strcmp(state_of("node", "node2"), "down") == 0)
-			t_down = ts_now_ms();
-		if (!t_restart && vm_int("lone", "restarts") == 1 &&
-		    strcmp(state_of("vm", "lone"), "running") == 0)
-			t_restart = ts_now_ms();
-		usleep(20 * 1000);
-	}
+	failover("lone", old, "node2", &t_gone, &t_down, &t_restart);
 	assert_int_equal(NS(NULL, "join", "manager", "node2"), 0);
 	printf("# cut from the manager only: its vCPU ended after %llu ms, "
 	       "node down after %llu ms, VM running elsewhere after %llu ms\n",

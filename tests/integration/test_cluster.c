@@ -298,24 +298,26 @@ static long long agent_state_int(int i, const char *key)
 	return n;
 }
 
+/* Whether agent i's agent.state says state `want`. */
+static bool agent_in_state(int i, const char *want)
+{
+	char path[600];
+	json_t *j;
+	bool ok;
+
+	snprintf(path, sizeof(path), "%s/agent%d/agent.state", cl.dir, i + 1);
+	j = json_load_file(path, 0, NULL);
+	ok = j &&
+	     strcmp(json_string_value(json_object_get(j, "state")), want) == 0;
+	json_decref(j);
+	return ok;
+}
+
 static bool agents_in_state(void *arg)
 {
-	const char *want = arg;
-
-	for (int i = 0; i < 3; i++) {
-		char path[600];
-		json_t *j;
-		bool ok;
-
-		snprintf(path, sizeof(path), "%s/agent%d/agent.state", cl.dir,
-			 i + 1);
-		j = json_load_file(path, 0, NULL);
-		ok = j && strcmp(json_string_value(json_object_get(j, "state")),
-				 want) == 0;
-		json_decref(j);
-		if (!ok)
+	for (int i = 0; i < 3; i++)
+		if (!agent_in_state(i, arg))
 			return false;
-	}
 	return true;
 }
 
@@ -336,22 +338,11 @@ static bool agents_stamp_incarnation(void *arg)
  * messages. */
 static bool none_fenced(void)
 {
-	for (int i = 0; i < 3; i++) {
-		char path[600];
-		json_t *j;
-		bool fenced;
-
-		snprintf(path, sizeof(path), "%s/agent%d/agent.state", cl.dir,
-			 i + 1);
-		j = json_load_file(path, 0, NULL);
-		fenced = !j ||
-			 strcmp(json_string_value(json_object_get(j, "state")),
-				"fenced") == 0;
-		json_decref(j);
-		if (fenced || agent_state_int(i, "dsm_epoch") !=
-				      agent_state_int(i, "incarnation"))
+	for (int i = 0; i < 3; i++)
+		if (agent_in_state(i, "fenced") ||
+		    agent_state_int(i, "dsm_epoch") !=
+			    agent_state_int(i, "incarnation"))
 			return false;
-	}
 	return true;
 }
 

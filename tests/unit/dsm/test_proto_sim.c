@@ -229,16 +229,7 @@ static uint64_t env_now(void *env)
 	return S.now;
 }
 
-static const struct dsm__env_ops sim_ops = {
-	.send = env_send,
-	.mem_bytes = env_bytes,
-	.mem_install = env_install,
-	.mem_downgrade = env_downgrade,
-	.mem_invalidate = env_invalidate,
-	.fault_done = env_fault_done,
-	.defer = env_defer,
-	.now_ms = env_now,
-};
+static const struct dsm__env_ops sim_ops = DSM_ENV_OPS(env);
 
 /* Every accessible copy equals the latest value; one writer excludes
  * every other copy. */
