@@ -197,7 +197,7 @@ void mgr_vm_reply(struct mgr *m, struct cell_rpc_call *call,
 		  const struct mgr_vm *vm);
 /* Answers the call waiting on vm, if any: the VM, or rc's error. */
 void mgr_vm_answer_waiter(struct mgr *m, struct mgr_vm *vm, int rc);
-/* The distinct nodes of a VM's vCPUs, in vCPU order. */
+/* The distinct nodes of a VM's vCPUs, in vCPU order (mgr_vm_place.c). */
 size_t mgr_vm_nodes(const struct mgr_vm *vm, const char **out);
 /* mgr_vm_place.c: places a spec's vCPUs (names: node ids, per vCPU).
  * `empty` ignores what other VMs use; self is not counted. 0, -ENOSPC

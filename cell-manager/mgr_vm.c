@@ -258,22 +258,6 @@ void mgr_vm_answer_waiter(struct mgr *m, struct mgr_vm *vm, int rc)
 		mgr_vm_reply(m, call, vm);
 }
 
-/* The distinct nodes of a VM's vCPUs, in vCPU order. */
-size_t mgr_vm_nodes(const struct mgr_vm *vm, const char **out)
-{
-	size_t k = 0;
-
-	for (uint32_t i = 0; i < vm->nvcpus; i++) {
-		bool seen = false;
-
-		for (size_t j = 0; j < k; j++)
-			seen |= strcmp(out[j], vm->vcpus[i].node) == 0;
-		if (!seen)
-			out[k++] = vm->vcpus[i].node;
-	}
-	return k;
-}
-
 /* ---- commands to the VM's nodes ---- */
 
 /* Sends kind to every node of vm, the argument built by build(vm);

@@ -1,5 +1,6 @@
 /*
- * Where a VM's vCPUs go, as the manager sees it: the candidate table
+ * Where a VM's vCPUs are (mgr_vm_nodes) and where they go, as the
+ * manager sees it: the candidate table
  * (every node with its state, cell, DSM address and what the other
  * active VMs use) handed to the pure placement (placement.c). Used by
  * the cellctl methods (create, start, dry runs) and by restarts, which
@@ -12,6 +13,22 @@
 #include "placement.h"
 
 #define HEADROOM_PCT 10
+
+/* The distinct nodes of a VM's vCPUs, in vCPU order. */
+size_t mgr_vm_nodes(const struct mgr_vm *vm, const char **out)
+{
+	size_t k = 0;
+
+	for (uint32_t i = 0; i < vm->nvcpus; i++) {
+		bool seen = false;
+
+		for (size_t j = 0; j < k; j++)
+			seen |= strcmp(out[j], vm->vcpus[i].node) == 0;
+		if (!seen)
+			out[k++] = vm->vcpus[i].node;
+	}
+	return k;
+}
 
 /* Fills the candidate table; `empty` ignores what other VMs use. */
 static struct mgr_place_node *place_table(struct mgr *m,
