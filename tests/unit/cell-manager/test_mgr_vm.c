@@ -394,11 +394,12 @@ static void test_mgr_vm_restart_waits_for_unreleased_node(void **state)
 {
 	struct mgr_vm *vm = define("a", 2, 3);
 	struct mgr_node *n2;
-	const char *other;
+	char other[CELL_NAME_MAX + 1];
 
 	(void)state;
 	start_ok(vm);
-	other = vm->vcpus[1].node;
+	/* a copy: the restart replaces the vCPU table */
+	snprintf(other, sizeof(other), "%s", vm->vcpus[1].node);
 	n2 = mgr_members_find(fx.m.members, other);
 	n2->state = MGR_NODE_SUSPECT; /* silent: commands cannot reach it */
 	heartbeat(vm, vm->vcpus[0].node, CELLMON__VCPU_STATE__VCPU_LOST, 0);
