@@ -147,9 +147,16 @@ static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
 
 	if (!cmd->build && (o->n || o->dry_run || o->start || o->nguest)) {
 		fprintf(stderr,
-			"cellctl: %s %s takes no such option (see "
-			"cellctl --help)\n",
-			cmd->noun, cmd->verb ? cmd->verb : "");
+			"cellctl: %s%s%s takes no %s%s (see cellctl --help)\n",
+			cmd->noun, cmd->verb ? " " : "",
+			cmd->verb ? cmd->verb : "",
+			o->n	    ? "option --"
+			: o->nguest ? "guest arguments"
+				    : "option ",
+			o->n	     ? o->key[0]
+			: o->nguest  ? ""
+			: o->dry_run ? "--dry-run"
+				     : "--start");
 		return EXIT_USAGE;
 	}
 	if (o->start && !cmd->then) {
@@ -430,7 +437,8 @@ static void usage(FILE *out)
 		else
 			fprintf(out, "  %-28s %s\n", left, c->help);
 	}
-	fputs("\nOptions (anywhere on the line):\n"
+	fputs("\nA command's options are written --key=value.\n"
+	      "\nOptions (anywhere on the line):\n"
 	      "  --manager=HOST:PORT   manager ctl address (default "
 	      "$CELLMON_MANAGER,\n"
 	      "                        else 127.0.0.1:7401)\n"
@@ -486,13 +494,27 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 		}
 		const char *eq = strchr(a, '=');
 		size_t n = eq ? (size_t)(eq - a) : strlen(a);
+		/* Only cellctl's own options take their value as the next
+		 * word; a command's are --key=value, so that an unknown
+		 * option never swallows the command after it. */
+		bool global = (n == 9 && strncmp(a, "--manager", 9) == 0) ||
+			      (n == 2 && strncmp(a, "-o", 2) == 0) ||
+			      (n == 8 && strncmp(a, "--output", 8) == 0) ||
+			      (n == 9 && strncmp(a, "--timeout", 9) == 0);
 
 		if (eq)
 			val = eq + 1;
-		else if (i + 1 < argc)
+		else if (global && i + 1 < argc)
 			val = argv[++i];
-		if (!val) {
+		if (!val && global) {
 			fprintf(stderr, "cellctl: %s needs a value\n", a);
+			return -1;
+		}
+		if (!val) {
+			fprintf(stderr,
+				"cellctl: unknown option '%s' (command options "
+				"are --key=value; see cellctl --help)\n",
+				a);
 			return -1;
 		}
 		if (strncmp(a, "--manager", n) == 0 && n == 9) {
@@ -564,9 +586,17 @@ int main(int argc, char **argv)
 			continue;
 		if (nargs - words < c->nargs ||
 		    nargs - words > c->nargs + c->nopt) {
-			fprintf(stderr, "cellctl: usage: cellctl %s%s%s %s\n",
+			fprintf(stderr,
+				"cellctl: %s%s%s takes %s; usage: cellctl "
+				"%s%s%s%s%s\n",
 				c->noun, c->verb ? " " : "",
-				c->verb ? c->verb : "", c->args);
+				c->verb ? c->verb : "",
+				nargs - words < c->nargs  ? "more arguments"
+				: c->nargs + c->nopt == 0 ? "no arguments"
+							  : "fewer arguments",
+				c->noun, c->verb ? " " : "",
+				c->verb ? c->verb : "", c->args[0] ? " " : "",
+				c->args);
 			free(args);
 			return EXIT_USAGE;
 		}
@@ -581,7 +611,8 @@ int main(int argc, char **argv)
 		return rc;
 	}
 	if (nargs == 0)
-		usage(stderr);
+		fprintf(stderr, "cellctl: no command given (see cellctl "
+				"--help)\n");
 	else
 		fprintf(stderr,
 			"cellctl: unknown command '%s%s%s' (see "

@@ -395,6 +395,38 @@ static void test_cluster_manager_paused_agents_keep_running(void **state)
 	}
 }
 
+/* A misuse of cellctl: exit 2 and one line on stderr that contains
+ * `names`. */
+static void misuse(const char *a, const char *b, const char *c,
+		   const char *names)
+{
+	char *argv[] = {CELLCTL_BIN, "--manager=127.0.0.1:1",
+			(char *)a,   (char *)b,
+			(char *)c,   NULL};
+	char *out = NULL;
+
+	assert_int_equal(ts_run(argv, 5000, &out, true), 2);
+	if (!strstr(out, names) || strchr(out, '\n') != out + strlen(out) - 1)
+		fail_msg("cellctl %s %s %s printed '%s', not one line naming "
+			 "'%s'",
+			 a ? a : "", b ? b : "", c ? c : "", out, names);
+	free(out);
+}
+
+/* Every misuse prints one line naming what was wrong and exits 2. */
+static void test_cluster_cellctl_misuse_one_line(void **state)
+{
+	(void)state;
+	misuse("--bogus", "status", NULL, "unknown option '--bogus'");
+	misuse("node", "list", "--bogus", "unknown option '--bogus'");
+	misuse("--bogus=1", "status", NULL, "status takes no option --bogus");
+	misuse("status", "extra", NULL, "status takes no arguments");
+	misuse("vm", "info", NULL, "vm info takes more arguments");
+	misuse(NULL, NULL, NULL, "no command given");
+	misuse("node", "frobnicate", NULL, "unknown command 'node frobnicate'");
+	misuse("--timeout", NULL, NULL, "--timeout needs a value");
+}
+
 /* cellctl against a dead manager exits 3 naming the address; usage
  * errors exit 2; unknown names exit 4. */
 static void test_cluster_cellctl_errors_exit_codes(void **state)
@@ -432,6 +464,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_cluster_manager_paused_agents_keep_running, setup,
 			teardown),
+		cmocka_unit_test(test_cluster_cellctl_misuse_one_line),
 		cmocka_unit_test_setup_teardown(
 			test_cluster_cellctl_errors_exit_codes, setup,
 			teardown),
