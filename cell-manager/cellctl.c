@@ -115,8 +115,9 @@ static int build_request(const struct ctl_cmd *cmd, char **args, int nargs,
 		} else if (f && f->type == PROTOBUF_C_TYPE_UINT64) {
 			if (cell_parse_size(args[i], &v) || v < 0) {
 				fprintf(stderr,
-					"cellctl: '%s' is not a size (e.g. "
-					"4096, 64M, 2G)\n",
+					"cellctl: '%s' is not a size (bytes, "
+					"or with binary K, M, G or T: 4096, "
+					"64M, 2G, 1T)\n",
 					args[i]);
 				free(req);
 				return -EINVAL;

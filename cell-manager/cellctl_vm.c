@@ -2,6 +2,7 @@
  * cellctl's VM commands: the request builders that take options
  * (vm create --cell=... -- guest args) and the renderers of VM replies.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +43,22 @@ static int opt_enum(const struct ctl_opts *o, const char *key,
 	fprintf(stderr, "cellctl: unknown %s '%s' for --%s; use %s\n", e->what,
 		s, key, names);
 	return -EINVAL;
+}
+
+/* A whole number 0..max, digits only. 0 or -EINVAL. */
+static int parse_count(const char *s, int64_t max, int64_t *out)
+{
+	char *end;
+	long long v;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
 }
 
 static const char *const create_keys[] = {
@@ -119,7 +136,7 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 	s->vcpus = 1;
 	s->memory_mb = 64;
 	if ((v = opt(o, "vcpus"))) {
-		if (cell_parse_size(v, &n) || n <= 0 || n > 1 << 20) {
+		if (parse_count(v, 1 << 20, &n) || n <= 0) {
 			fprintf(stderr,
 				"cellctl: --vcpus '%s' is not a count\n", v);
 			goto bad;
@@ -127,25 +144,21 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 		s->vcpus = (uint32_t)n;
 	}
 	if ((v = opt(o, "memory"))) {
-		/* A plain number is MB; suffixes as everywhere else. */
-		char *end;
+		/* Sizes as everywhere (binary K, M, G, T); a bare number
+		 * would be bytes, never what is meant for memory. */
+		bool bare = v[0] && v[strspn(v, "0123456789")] == '\0';
 
-		n = (int64_t)strtoull(v, &end, 10);
-		if (*end == '\0' && end != v)
-			n <<= 20;
-		else if (cell_parse_size(v, &n))
-			n = -1;
-		if (n <= 0) {
+		if (bare || cell_parse_size(v, &n) || n <= 0) {
 			fprintf(stderr,
-				"cellctl: --memory '%s' is not a size "
-				"(e.g. 64M, 1G; a plain number is MB)\n",
-				v);
+				"cellctl: --memory '%s' %s (e.g. 64M, 1G, "
+				"1T: binary units)\n",
+				v, bare ? "needs a unit" : "is not a size");
 			goto bad;
 		}
 		s->memory_mb = ((uint64_t)n + (1 << 20) - 1) >> 20;
 	}
 	if ((v = opt(o, "max-restarts"))) {
-		if (cell_parse_size(v, &n) || n < 0 || n > 1000) {
+		if (parse_count(v, 1000, &n)) {
 			fprintf(stderr,
 				"cellctl: --max-restarts '%s' is not 0-1000\n",
 				v);

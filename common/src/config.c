@@ -61,10 +61,11 @@ int cell_parse_duration_ms(const char *s, int64_t *out)
 
 int cell_parse_size(const char *s, int64_t *out)
 {
-	static const char *const units[] = {"",	   "K",	  "M",	 "G",
-					    "KiB", "MiB", "GiB", NULL};
-	static const int64_t scale[] = {1,	 1 << 10, 1 << 20, 1 << 30,
-					1 << 10, 1 << 20, 1 << 30};
+	static const char *const units[] = {"",	   "K",	  "M",	 "G",	"T",
+					    "KiB", "MiB", "GiB", "TiB", NULL};
+	static const int64_t scale[] = {
+		1,	 1 << 10, 1 << 20, 1 << 30,	    (int64_t)1 << 40,
+		1 << 10, 1 << 20, 1 << 30, (int64_t)1 << 40};
 
 	return parse_scaled(s, units, scale, out);
 }

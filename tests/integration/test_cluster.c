@@ -427,6 +427,59 @@ static void test_cluster_cellctl_misuse_one_line(void **state)
 	misuse("--timeout", NULL, NULL, "--timeout needs a value");
 }
 
+/* Runs cellctl against a dead manager: exit 3 means the words parsed
+ * (the request was about to go out). */
+static int against_dead(const char *const *words, char **out)
+{
+	char *argv[16] = {CELLCTL_BIN, "--manager=127.0.0.1:1"};
+	int n = 2;
+
+	for (; *words && n < 15; words++)
+		argv[n++] = (char *)*words;
+	argv[n] = NULL;
+	return ts_run(argv, 5000, out, true);
+}
+
+/* Sizes: 1T is a size for --memory and for disks (binary units, up to
+ * the limits the manager checks); a bare number is bytes for a disk and
+ * refused for --memory; counts are plain numbers. */
+static void test_cluster_cellctl_sizes(void **state)
+{
+	char *out = NULL;
+
+	(void)state;
+	assert_int_equal(
+		against_dead((const char *const[]){"vm", "create", "x",
+						   "--cell=c", "--image=i",
+						   "--memory=1T", NULL},
+			     NULL),
+		3);
+	assert_int_equal(against_dead((const char *const[]){"disk", "create",
+							    "d4", "1T", NULL},
+				      NULL),
+			 3);
+	assert_int_equal(against_dead((const char *const[]){"disk", "create",
+							    "d5", "4096", NULL},
+				      NULL),
+			 3);
+	assert_int_equal(
+		against_dead((const char *const[]){"vm", "create", "x",
+						   "--cell=c", "--image=i",
+						   "--memory=64", NULL},
+			     &out),
+		2);
+	assert_non_null(strstr(out, "--memory '64' needs a unit"));
+	free(out);
+	assert_int_equal(
+		against_dead((const char *const[]){"vm", "create", "x",
+						   "--cell=c", "--image=i",
+						   "--vcpus=4K", NULL},
+			     &out),
+		2);
+	assert_non_null(strstr(out, "--vcpus '4K' is not a count"));
+	free(out);
+}
+
 /* cellctl against a dead manager exits 3 naming the address; usage
  * errors exit 2; unknown names exit 4. */
 static void test_cluster_cellctl_errors_exit_codes(void **state)
@@ -465,6 +518,7 @@ int main(void)
 			test_cluster_manager_paused_agents_keep_running, setup,
 			teardown),
 		cmocka_unit_test(test_cluster_cellctl_misuse_one_line),
+		cmocka_unit_test(test_cluster_cellctl_sizes),
 		cmocka_unit_test_setup_teardown(
 			test_cluster_cellctl_errors_exit_codes, setup,
 			teardown),

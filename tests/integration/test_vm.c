@@ -186,7 +186,7 @@ static void test_vm_bad_input_refused_nothing_left(void **state)
 	assert_non_null(strstr(out, "total: the usable nodes have 12 free"));
 	free(out);
 	assert_int_equal(CTL(&out, "vm", "create", "fat", "--cell=c1",
-			     "--image=spmd", "--memory=2000000"),
+			     "--image=spmd", "--memory=2T"),
 			 1);
 	assert_non_null(strstr(out, "memory must be"));
 	free(out);

@@ -114,8 +114,9 @@ int vdiskd_offline(int argc, char **argv)
 		   !strcmp(argv[1], "create")) {
 		if (cell_parse_size(argv[3], &size) || size < 0) {
 			fprintf(stderr,
-				"cellmon-vdiskd: bad size '%s' (e.g. 4096, "
-				"64M, 2G)\n",
+				"cellmon-vdiskd: bad size '%s' (bytes, or "
+				"with binary K, M, G or T: 4096, 64M, 2G, "
+				"1T)\n",
 				argv[3]);
 			return 2;
 		}

@@ -116,6 +116,27 @@ static char *write_tmp(const char *dir, const char *text)
 }
 
 /* A file is read with comments and blanks; an error names file:line. */
+/* One size syntax everywhere: bytes, or binary K, M, G, T (also KiB ...
+ * TiB); nothing else. */
+static void test_config_sizes_binary_up_to_tebibytes(void **state)
+{
+	int64_t v;
+
+	(void)state;
+	assert_int_equal(cell_parse_size("4096", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(cell_parse_size("64M", &v), 0);
+	assert_int_equal(v, 64ll << 20);
+	assert_int_equal(cell_parse_size("1T", &v), 0);
+	assert_int_equal(v, 1ll << 40);
+	assert_int_equal(cell_parse_size("4TiB", &v), 0);
+	assert_int_equal(v, 4ll << 40);
+	assert_int_equal(cell_parse_size("1P", &v), -EINVAL);
+	assert_int_equal(cell_parse_size("", &v), -EINVAL);
+	assert_int_equal(cell_parse_size("-1M", &v), -EINVAL);
+	assert_int_equal(cell_parse_size("9999999999T", &v), -EINVAL);
+}
+
 static void test_config_file_errors_located(void **state)
 {
 	char *dir = ts_tmpdir("cfgtest");
@@ -224,6 +245,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config_defaults_applied),
 		cmocka_unit_test(test_config_bad_values_refused),
+		cmocka_unit_test(test_config_sizes_binary_up_to_tebibytes),
 		cmocka_unit_test(test_config_file_errors_located),
 		cmocka_unit_test(test_config_args_override_file),
 		cmocka_unit_test(test_config_example_roundtrips),
