@@ -174,6 +174,20 @@ void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	}
 }
 
+/* A VM that has never run has nothing to stop or kill: says so (exit 1
+ * in cellctl) instead of answering as if it had done something. */
+static bool never_started(struct cell_rpc_call *call, const struct mgr_vm *vm,
+			  const char *verb)
+{
+	if (vm->state != CELLMON__VM_STATE__VM_PENDING || vm->busy)
+		return false;
+	cell_rpc_reply_error(call, -EINVAL,
+			     "vm %s has never been started: nothing to %s "
+			     "(vm start starts it)",
+			     vm->name, verb);
+	return true;
+}
+
 void mgr_vm_stop(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		 void *arg)
 {
@@ -181,7 +195,7 @@ void mgr_vm_stop(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	const Cellmon__VmRequest *req = (const void *)msg;
 	struct mgr_vm *vm = vm_or_error(m, call, req->name);
 
-	if (!vm)
+	if (!vm || never_started(call, vm, "stop"))
 		return;
 	if (vm->state != CELLMON__VM_STATE__VM_RUNNING || vm->busy ||
 	    vm->waiter) {
@@ -212,7 +226,7 @@ void mgr_vm_kill(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	struct mgr_vm *vm = vm_or_error(m, call, req->name);
 	struct cell_rpc_call *old;
 
-	if (!vm)
+	if (!vm || never_started(call, vm, "kill"))
 		return;
 	if (!mgr_vm_active(vm) && !vm->busy) {
 		mgr_vm_reply(m, call, vm);

@@ -213,6 +213,13 @@ static void test_vm_bad_input_refused_nothing_left(void **state)
 		5);
 	assert_non_null(strstr(out, "exists"));
 	free(out);
+	/* a pending VM has nothing to stop or kill: said, not done */
+	assert_int_equal(CTL(&out, "vm", "stop", "dup"), 1);
+	assert_non_null(strstr(out, "never been started: nothing to stop"));
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "kill", "dup"), 1);
+	assert_non_null(strstr(out, "nothing to kill"));
+	free(out);
 	assert_int_equal(CTL(&out, "vm", "start", "nosuchvm"), 4);
 	free(out);
 	assert_false(has_vm("huge"));
