@@ -569,6 +569,8 @@ int main(int argc, char **argv)
 	ctl.rpc = (struct cell_rpc_config){.types = cellproto_types,
 					   .log_module = "cellctl"};
 	rc = parse_opts(&ctl, argc, argv, args, &nargs);
+	if (rc)
+		free(args);
 	if (rc == 1) {
 		usage(stdout);
 		return EXIT_OK;

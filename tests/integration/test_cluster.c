@@ -405,7 +405,12 @@ static void misuse(const char *a, const char *b, const char *c,
 			(char *)c,   NULL};
 	char *out = NULL;
 
-	assert_int_equal(ts_run(argv, 5000, &out, true), 2);
+	int rc = ts_run(argv, 5000, &out, true);
+
+	if (rc != 2) {
+		fail_msg("cellctl %s %s %s exited %d: %s", a ? a : "",
+			 b ? b : "", c ? c : "", rc, out);
+	}
 	if (!strstr(out, names) || strchr(out, '\n') != out + strlen(out) - 1)
 		fail_msg("cellctl %s %s %s printed '%s', not one line naming "
 			 "'%s'",
