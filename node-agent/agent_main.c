@@ -224,13 +224,11 @@ static void lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 	a->has_lease = false;
 	a->fenced = true;
 	agent_vm_lease(a, 0);
-	CELL_WARN(MOD, "lease expired; fenced incarnation=%llu lease_ms=%u: %s",
-		  (unsigned long long)a->incarnation, a->lease_ms,
-		  a->peer_until_ms ? "the manager is silent and no quorum of "
-				     "the cell vouches any more"
-				   : "the manager is silent and no quorum of "
-				     "the cell vouches (others still hear it, "
-				     "or too few are reachable)");
+	CELL_WARN(MOD,
+		  "lease expired; fenced incarnation=%llu lease_ms=%u: the "
+		  "manager is silent and no quorum of the cell vouches (the "
+		  "others still hear it, or too few of them answer)",
+		  (unsigned long long)a->incarnation, a->lease_ms);
 	/* The manager may restart our VMs elsewhere once the lease is
 	 * over: none of them may go on here. */
 	agent_vm_fence(a);
@@ -664,12 +662,8 @@ static int run(struct agent *a)
 	a->backoff_ms = (unsigned)a->cfg.reconnect_min_ms;
 	a->witness.silence_ms = 1000; /* half the lease, once one is held */
 	a->witness.peer_lease_ms = 1000;
-	{
-		struct timeval tv = {a->cfg.heartbeat_ms / 1000,
-				     (a->cfg.heartbeat_ms % 1000) * 1000};
-
-		event_add(a->witness_timer, &tv);
-	}
+	timer_ms(a->witness_timer,
+		 (uint64_t)a->cfg.heartbeat_ms); /* persists */
 	CELL_INFO(MOD,
 		  "starting node=%s manager=%s cpus=%u memory_mb=%llu "
 		  "heartbeat_ms=%lld pid=%d version=%s",

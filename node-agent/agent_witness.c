@@ -128,7 +128,7 @@ size_t agent_witness_report(struct agent *a, Cellmon__VouchState *v,
 
 /* The end of the peer lease: yeses from a quorum of the view (this node
  * one of them) count until the (quorum-1)-th latest vote ends. */
-static uint64_t peer_until(struct agent *a, uint64_t now)
+static uint64_t peer_until(struct agent *a)
 {
 	struct agent_witness *w = &a->witness;
 	/* quorum - 1: the others' yeses; never none, so a node that knows
@@ -139,16 +139,15 @@ static uint64_t peer_until(struct agent *a, uint64_t now)
 	uint64_t best[DSM_MAX_NODES];
 	uint32_t k = 0;
 
-	(void)now;
 	for (uint32_t id = 0; id < DSM_MAX_NODES; id++) {
-		uint64_t u = w->in_view[id] ? load64(&w->vote_until[id]) : 0;
-		uint32_t j = k++;
+		uint64_t u = load64(&w->vote_until[id]);
+		uint32_t j = k;
 
-		/* insertion sort, latest first */
-		while (j > 0 && best[j - 1] < u) {
+		if (!w->in_view[id])
+			continue;
+		/* insertion sort of the view's votes, latest first */
+		for (k++; j > 0 && best[j - 1] < u; j--)
 			best[j] = best[j - 1];
-			j--;
-		}
 		best[j] = u;
 	}
 	return k >= need ? best[need - 1] : 0;
@@ -163,7 +162,7 @@ uint64_t agent_witness_tick(struct agent *a)
 	if (!a->dsm || a->dsm_epoch_now == 0)
 		return 0; /* fenced, or no DSM: no votes to ask for */
 	if (now - load64(&w->last_reply_ms) < w->silence_ms)
-		return peer_until(a, now);
+		return peer_until(a);
 	seq = ++w->seq;
 	__atomic_store_n(&w->sent_seq[seq % AGENT_WITNESS_RING], seq,
 			 __ATOMIC_RELEASE);
@@ -173,7 +172,7 @@ uint64_t agent_witness_tick(struct agent *a)
 		if (w->in_view[id] && (a->dsm_peers & (1ull << id)))
 			dsm_node_send_note(a->dsm, (uint16_t)id, NOTE_VOUCH_REQ,
 					   seq, 0);
-	until = peer_until(a, now);
+	until = peer_until(a);
 	if (until > now && !w->peer_mode) {
 		CELL_WARN(MOD,
 			  "manager silent for %llu ms; running on a peer "
