@@ -60,6 +60,9 @@ static ProtobufCMessage *ack_result_copy(const Cellmon__CommandAck *ack,
 	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_STATS &&
 		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_STATS)
 		res = &ack->stats->base;
+	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_RUN &&
+		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_RUN)
+		res = &ack->run->base;
 	return res ? cellproto_copy(res) : NULL;
 }
 

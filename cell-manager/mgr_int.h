@@ -132,7 +132,7 @@ struct mgr_fan_res {
 	char node[CELL_NAME_MAX + 1];
 	int status; /* 0 or -errno: the command's, or why it was not sent */
 	char msg[300];
-	ProtobufCMessage *result; /* the ack's console or stats; the fan
+	ProtobufCMessage *result; /* the ack's console, stats or run; the fan
 				   * frees it unless `done` takes it (NULL) */
 };
 

@@ -560,6 +560,21 @@ static void fail_start(struct mgr *m, struct mgr_vm *vm, const char *what,
 	mgr_vm_finish(m, vm, CELLMON__VM_STATE__VM_FAILED, why);
 }
 
+/* The pids a node's RUN ack reports for the vCPUs placed on it, so that
+ * the answer to `vm start` shows them (heartbeats keep them after). */
+static void run_pids(struct mgr_vm *vm, const struct mgr_fan_res *r)
+{
+	const Cellmon__VmRunReply *run = (const void *)r->result;
+
+	for (size_t i = 0; run && i < run->n_vcpus; i++) {
+		const Cellmon__VcpuStatus *s = run->vcpus[i];
+
+		if (s->region == vm->region && s->vcpu < vm->nvcpus &&
+		    strcmp(vm->vcpus[s->vcpu].node, r->node) == 0)
+			vm->vcpus[s->vcpu].pid = s->pid;
+	}
+}
+
 static void run_done(struct mgr *m, struct mgr_fan *f)
 {
 	struct mgr_vm *vm = mgr_vm_by_id(m, f->tag);
@@ -574,6 +589,8 @@ static void run_done(struct mgr *m, struct mgr_fan *f)
 	for (uint32_t i = 0; i < vm->nvcpus; i++)
 		if (vm->vcpus[i].state == CELLMON__VCPU_STATE__VCPU_PLACED)
 			vm->vcpus[i].state = CELLMON__VCPU_STATE__VCPU_RUNNING;
+	for (size_t i = 0; i < f->n; i++)
+		run_pids(vm, &f->res[i]);
 	vm->busy = false;
 	mgr_vm_set_state(m, vm, CELLMON__VM_STATE__VM_RUNNING, "");
 	mgr_vm_answer_waiter(m, vm, 0);

@@ -317,8 +317,50 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	return 0;
 }
 
-static int vm_run(struct agent *a, const Cellmon__VmStart *st, char *err,
-		  size_t len)
+/* One vCPU as a heartbeat (and the RUN ack) reports it; NULL without
+ * memory. */
+static Cellmon__VcpuStatus *vcpu_status(const struct agent_vcpu *c)
+{
+	Cellmon__VcpuStatus *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	cellmon__vcpu_status__init(s);
+	s->region = c->vm->region_id;
+	s->vcpu = c->index;
+	s->state = c->state;
+	s->exit_code =
+		c->state == CELLMON__VCPU_STATE__VCPU_EXITED ? c->exit_code : 0;
+	s->signal = c->signal;
+	s->pid = (int32_t)c->pid;
+	return s;
+}
+
+/* The RUN ack's result: every vCPU of vm here, with its pid. Freed by
+ * agent_vm_ack_free(). */
+static int run_reply(const struct agent_vm *vm, Cellmon__CommandAck *ack)
+{
+	Cellmon__VmRunReply *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	cellmon__vm_run_reply__init(r);
+	ack->result_case = CELLMON__COMMAND_ACK__RESULT_RUN;
+	ack->run = r;
+	r->vcpus = calloc(vm->nvcpus + 1, sizeof(*r->vcpus));
+	if (!r->vcpus)
+		return -ENOMEM;
+	for (size_t i = 0; i < vm->nvcpus; i++) {
+		r->vcpus[i] = vcpu_status(&vm->vcpus[i]);
+		if (!r->vcpus[i])
+			return -ENOMEM;
+		r->n_vcpus++;
+	}
+	return 0;
+}
+
+static int vm_run(struct agent *a, const Cellmon__VmStart *st,
+		  Cellmon__CommandAck *ack, char *err, size_t len)
 {
 	struct agent_vm *vm =
 		st->spec ? vm_find(a, st->spec->name, st->region) : NULL;
@@ -329,7 +371,7 @@ static int vm_run(struct agent *a, const Cellmon__VmStart *st, char *err,
 		return -ENOENT;
 	}
 	if (vm->vcpus)
-		return 0; /* a retried RUN */
+		return run_reply(vm, ack); /* a retried RUN */
 	vm->vcpus = calloc(st->n_vcpus ? st->n_vcpus : 1, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
 		return -ENOMEM;
@@ -368,7 +410,7 @@ static int vm_run(struct agent *a, const Cellmon__VmStart *st, char *err,
 	}
 	CELL_INFO(MOD, "vm running name=%s region=%llu vcpus_here=%zu",
 		  vm->name, (unsigned long long)vm->region_id, vm->nvcpus);
-	return 0;
+	return run_reply(vm, ack);
 }
 
 /* ---- console and stats ---- */
@@ -561,7 +603,7 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 		}
 		rc = cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_PREPARE
 			     ? vm_prepare(a, cmd->start, err, len)
-			     : vm_run(a, cmd->start, err, len);
+			     : vm_run(a, cmd->start, ack, err, len);
 		break;
 	case CELLMON__COMMAND_KIND__CMD_VM_STOP:
 	case CELLMON__COMMAND_KIND__CMD_VM_KILL:
@@ -592,7 +634,7 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 
 void agent_vm_ack_free(Cellmon__CommandAck *ack)
 {
-	/* console and stats share a union: result_case says which is set */
+	/* the results share a union: result_case says which is set */
 	switch (ack->result_case) {
 	case CELLMON__COMMAND_ACK__RESULT_CONSOLE:
 		for (size_t i = 0; i < ack->console->n_consoles; i++)
@@ -601,6 +643,10 @@ void agent_vm_ack_free(Cellmon__CommandAck *ack)
 		break;
 	case CELLMON__COMMAND_ACK__RESULT_STATS:
 		free(ack->stats);
+		break;
+	case CELLMON__COMMAND_ACK__RESULT_RUN:
+		agent_vm_status_free(ack->run->vcpus, ack->run->n_vcpus);
+		free(ack->run);
 		break;
 	default:
 		break;
@@ -685,23 +731,12 @@ int agent_vm_status(struct agent *a, Cellmon__VcpuStatus ***out, size_t *n)
 		return -ENOMEM;
 	for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
 		for (size_t i = 0; i < vm->nvcpus; i++) {
-			const struct agent_vcpu *c = &vm->vcpus[i];
-			Cellmon__VcpuStatus *s = calloc(1, sizeof(*s));
+			Cellmon__VcpuStatus *s = vcpu_status(&vm->vcpus[i]);
 
 			if (!s) {
 				agent_vm_status_free(v, k);
 				return -ENOMEM;
 			}
-			cellmon__vcpu_status__init(s);
-			s->region = vm->region_id;
-			s->vcpu = c->index;
-			s->state = c->state;
-			s->exit_code =
-				c->state == CELLMON__VCPU_STATE__VCPU_EXITED
-					? c->exit_code
-					: 0;
-			s->signal = c->signal;
-			s->pid = (int32_t)c->pid;
 			v[k++] = s;
 		}
 	*out = v;
