@@ -59,7 +59,7 @@ static int check_register(const Cellmon__RegisterRequest *r, char *why,
 	}
 	if (!cell_name_valid(r->node_id)) {
 		snprintf(why, len,
-			 "invalid node id '%.64s': use 1-63 of [a-z0-9_.-]",
+			 "invalid node id '%.64s': use " CELL_NAME_RULE,
 			 r->node_id);
 		return -EINVAL;
 	}

@@ -118,11 +118,10 @@ void mgr_cell_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	int rc;
 
 	if (!cell_name_valid(req->name)) {
-		cell_rpc_reply_error(call, -EINVAL,
-				     "invalid cell name '%.64s': use 1-63 of "
-				     "[a-z0-9_.-], starting with a letter or "
-				     "digit",
-				     req->name);
+		cell_rpc_reply_error(
+			call, -EINVAL,
+			"invalid cell name '%.64s': use " CELL_NAME_RULE,
+			req->name);
 		return;
 	}
 	if (mgr_cell_find(m, req->name)) {

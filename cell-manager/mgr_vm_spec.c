@@ -31,14 +31,16 @@ static bool known(const struct cellproto_enum *e, int v, char *err, size_t len)
 	return false;
 }
 
+/* The first n bytes of d as a disk name. */
 static bool disk_name_ok(const char *d, size_t n)
 {
-	if (n == 0 || n > 63 || d[0] == '.')
+	char name[CELL_NAME_MAX + 1];
+
+	if (n > CELL_NAME_MAX)
 		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)d[i]) && !strchr("._-", d[i]))
-			return false;
-	return true;
+	memcpy(name, d, n);
+	name[n] = '\0';
+	return cell_name_valid(name);
 }
 
 /* The disk name of spec entry i and whether it is writable. */
@@ -109,8 +111,7 @@ int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 {
 	if (!cell_name_valid(s->name)) {
 		snprintf(err, len,
-			 "invalid VM name '%.64s': use 1-63 of [a-z0-9_.-], "
-			 "starting with a letter or digit",
+			 "invalid VM name '%.64s': use " CELL_NAME_RULE,
 			 s->name);
 		return -EINVAL;
 	}
@@ -135,7 +136,9 @@ int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 	    !known(&cellproto_homes, (int)s->home, err, len))
 		return -EINVAL;
 	if (!cell_name_valid(s->image)) {
-		snprintf(err, len, "invalid image name '%.64s'", s->image);
+		snprintf(err, len,
+			 "invalid image name '%.64s': use " CELL_NAME_RULE,
+			 s->image);
 		return -EINVAL;
 	}
 	if (s->node[0] && !mgr_members_find(m->members, s->node)) {
@@ -148,8 +151,8 @@ int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 
 		if (!disk_name_ok(d, n) || (d[n] && strcmp(d + n, ":ro"))) {
 			snprintf(err, len,
-				 "bad disk '%.80s': NAME or NAME:ro, NAME 1-63 "
-				 "of [A-Za-z0-9._-] not starting with '.'",
+				 "bad disk '%.80s': NAME or NAME:ro, "
+				 "NAME " CELL_NAME_RULE,
 				 d);
 			return -EINVAL;
 		}

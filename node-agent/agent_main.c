@@ -45,7 +45,7 @@
 
 static const struct cell_config_key agent_config_table[] = {
 	{"node_id", CELL_CFG_STRING, STR(node_id), 0, 0, "",
-	 "this node's id, 1-63 of [a-z0-9_.-]; empty: the host name"},
+	 "this node's id, " CELL_NAME_RULE "; empty: the host name"},
 	{"manager", CELL_CFG_STRING, STR(manager), 0, 0, "127.0.0.1:7400",
 	 "the manager's agent address host:port"},
 	{"addr", CELL_CFG_STRING, STR(addr), 0, 0, "",
@@ -607,8 +607,7 @@ static int finish_config(struct agent *a, char *err, size_t len)
 	c->node_id[sizeof(c->node_id) - 1] = '\0';
 	if (!cell_name_valid(c->node_id)) {
 		snprintf(err, len,
-			 "node_id '%s' is invalid: use 1-63 of "
-			 "[a-z0-9_.-], starting with a letter or digit",
+			 "node_id '%s' is invalid: use " CELL_NAME_RULE,
 			 c->node_id);
 		return -EINVAL;
 	}

@@ -19,8 +19,9 @@ int cell_name_valid(const char *s)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		char ch = s[i];
-		int alnum =
-			(ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+		int alnum = (ch >= 'a' && ch <= 'z') ||
+			    (ch >= 'A' && ch <= 'Z') ||
+			    (ch >= '0' && ch <= '9');
 
 		if (!alnum && (i == 0 || (ch != '-' && ch != '_' && ch != '.')))
 			return 0;

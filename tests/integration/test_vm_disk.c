@@ -30,6 +30,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "cell/util.h"
 #include "cluster.h"
 #include "ctlclient.h"
 #include "testsupport.h"
@@ -301,6 +302,43 @@ static void test_vm_disk_missing_fails_start(void **state)
 	free(out);
 }
 
+/* VMs, cells, disks and images follow one name rule (cell/util.h), with
+ * one message; mixed case is a name like any other (issue 17). */
+static void test_vm_disk_one_name_rule(void **state)
+{
+	static const char *const bad[][7] = {
+		{"cell", "create", "a/b"},
+		{"disk", "create", "a/b", "1M"},
+		{"vm", "create", "a/b", "--cell=c", "--image=diskio"},
+		{"vm", "create", "ok", "--cell=c", "--image=../diskio"},
+		{"vm", "create", "ok", "--cell=c", "--image=diskio",
+		 "--disk=_x"},
+	};
+	char *out = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *const *a = bad[i];
+
+		assert_int_not_equal(TSC_CTL(&C, &out, a[0], a[1], a[2], a[3],
+					     a[4], a[5], a[6]),
+				     0);
+		if (!strstr(out, CELL_NAME_RULE))
+			fail_msg("%s %s %s: no name rule in '%s'", a[0], a[1],
+				 a[2], out);
+		free(out);
+		out = NULL;
+	}
+	assert_int_equal(CTL(NULL, "cell", "create", "Web-2"), 0);
+	assert_int_equal(CTL(NULL, "disk", "create", "Data.1", "1M"), 0);
+	assert_int_equal(CTL(NULL, "vm", "create", "Mixed_Case", "--cell=c",
+			     "--image=diskio", "--disk=Data.1"),
+			 0);
+	assert_int_equal(CTL(NULL, "vm", "delete", "Mixed_Case"), 0);
+	assert_int_equal(CTL(NULL, "disk", "delete", "Data.1"), 0);
+	assert_int_equal(CTL(NULL, "cell", "delete", "Web-2"), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -308,6 +346,7 @@ int main(void)
 		cmocka_unit_test(test_vm_disk_write_then_read_back),
 		cmocka_unit_test(test_vm_disk_close_to_open_sharing),
 		cmocka_unit_test(test_vm_disk_missing_fails_start),
+		cmocka_unit_test(test_vm_disk_one_name_rule),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tsc_cluster_teardown);

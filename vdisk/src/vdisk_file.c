@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cell/endian.h"
+#include "cell/util.h"
 #include "vdisk_int.h"
 
 int vdisk__fail(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -77,19 +78,7 @@ int vdisk__fsync_dir(const char *dir)
 
 bool vdisk__name_ok(const char *name)
 {
-	size_t n = strlen(name);
-
-	if (n == 0 || n > VDISK_NAME_MAX || name[0] == '.')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-		      c == '-'))
-			return false;
-	}
-	return true;
+	return cell_name_valid(name);
 }
 
 bool vdisk__id_ok(const char *id)

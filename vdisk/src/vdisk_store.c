@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cell/util.h"
 #include "vdisk_int.h"
 
 int vdisk_store_init(const char *store, char *err, size_t errlen)
@@ -183,11 +184,9 @@ int vdisk_create(const char *store, const char *name, uint64_t size,
 	int rc;
 
 	if (!vdisk__name_ok(name))
-		return vdisk__fail(
-			err, errlen, -EINVAL,
-			"bad disk name '%s': 1-63 of [A-Za-z0-9._-], not "
-			"starting with '.'",
-			name);
+		return vdisk__fail(err, errlen, -EINVAL,
+				   "bad disk name '%s': use " CELL_NAME_RULE,
+				   name);
 	rc = check_parent(store, parent, &size, &m.base_size, err, errlen);
 	if (rc)
 		return rc;

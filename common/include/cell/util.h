@@ -10,8 +10,9 @@
 
 #define CELL_NAME_MAX 63
 
-/* Node ids and cell names: 1..63 bytes of [a-z0-9_.-], starting with a
- * letter or digit. Returns 1 when valid. */
+/* The one rule for every name a user gives: node ids, cells, VMs,
+ * images and disks. Returns 1 when s follows it. */
+#define CELL_NAME_RULE "1-63 of [A-Za-z0-9_.-], starting with a letter or digit"
 int cell_name_valid(const char *s);
 
 /* Writes data to path through a temporary file, fsync and rename, so a

@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 #define VDISK_BLOCK	4096u
-#define VDISK_NAME_MAX	63	     /* [A-Za-z0-9._-], not starting with '.' */
+#define VDISK_NAME_MAX	63	     /* CELL_NAME_RULE (cell/util.h) */
 #define VDISK_ID_LEN	64	     /* hex SHA-256 */
 #define VDISK_MAX_CHAIN 32	     /* disks in a chain above the base */
 #define VDISK_MAX_SIZE	(1ull << 42) /* 4 TiB */
