@@ -458,10 +458,14 @@ static void usage(FILE *out)
 	      "  2  usage error (unknown command, wrong arguments)\n"
 	      "  3  manager unreachable, timed out, or speaks another "
 	      "protocol\n"
-	      "  4  the named node, cell, disk or VM does not exist\n"
+	      "  4  the named node, cell, disk, VM or image does not exist "
+	      "(an image:\n"
+	      "     no node of the VM's cell has it; the VM is not "
+	      "recorded)\n"
 	      "  5  conflict: already exists, or still in use\n"
 	      "  6  no room: placement found no node for the VM (the message\n"
-	      "     names each filter that rejected nodes)\n",
+	      "     names each filter that rejected nodes; 'image': nodes of\n"
+	      "     the cell that lack it while others have it)\n",
 	      out);
 }
 

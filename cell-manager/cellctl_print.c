@@ -59,9 +59,16 @@ static void human_age(uint64_t ms, char *out, size_t len)
 static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 {
 	char since[32];
+	json_t *o, *images = NULL;
 
 	iso_time(n->state_since_ms, since, sizeof(since));
-	return json_pack(
+	if (n->capacity && n->capacity->images_known) {
+		images = json_array();
+		for (size_t i = 0; images && i < n->capacity->n_images; i++)
+			json_array_append_new(
+				images, json_string(n->capacity->images[i]));
+	}
+	o = json_pack(
 		"{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:f, s:I, s:i, s:I, "
 		"s:s, s:i, s:b, s:s, s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, "
 		"s:I}}",
@@ -83,6 +90,10 @@ static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 		(json_int_t)(n->cache ? n->cache->zero_reads : 0), "entries",
 		(json_int_t)(n->cache ? n->cache->entries : 0), "capacity",
 		(json_int_t)(n->cache ? n->cache->capacity : 0));
+	/* node info only: the images, absent when the node did not say */
+	if (o && images)
+		json_object_set_new(o, "images", images);
+	return o;
 }
 
 static json_t *ctl_cell_json(const Cellmon__CellInfo *c)
@@ -159,6 +170,12 @@ static void ctl_print_node(const Cellmon__NodeInfo *n)
 	printf("connected:     %s\n", n->connected ? "yes" : "no");
 	printf("capacity:      %u cpus, %s memory\n",
 	       n->capacity ? n->capacity->cpus : 0, mem);
+	if (n->capacity && n->capacity->images_known) {
+		printf("images:       ");
+		for (size_t i = 0; i < n->capacity->n_images; i++)
+			printf(" %s", n->capacity->images[i]);
+		printf("%s\n", n->capacity->n_images ? "" : " (none)");
+	}
 	printf("load:          %.2f (1 min), %s memory free, %u vcpus\n",
 	       n->load ? n->load->load1 : 0.0, freem,
 	       n->load ? n->load->vcpus : 0);

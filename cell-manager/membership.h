@@ -33,6 +33,8 @@ enum mgr_node_state {
 	MGR_NODE_DOWN = 3,
 };
 
+#define MGR_NODE_IMAGES 128
+
 struct mgr_node {
 	char id[CELL_NAME_MAX + 1];
 	char addr[128];
@@ -54,6 +56,11 @@ struct mgr_node {
 		uint64_t hits, misses, evictions, waits, zero_reads;
 		uint64_t entries, capacity;
 	} cache;
+	/* the images a VM can name there (Capacity.images), sorted; not
+	 * known until the agent says, and then no filter applies */
+	bool images_known;
+	uint32_t nimages;
+	char images[MGR_NODE_IMAGES][CELL_NAME_MAX + 1];
 };
 
 struct mgr_node;

@@ -45,11 +45,11 @@ static void on_status(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_STATUS_REPLY, &r.base);
 }
 
-/* A NodeInfo pointing into n; cap, load and cache are the caller's
- * storage. */
+/* A NodeInfo pointing into n; cap, load, cache and images (NULL: the
+ * list is left out, as in node list) are the caller's storage. */
 static void fill_node(struct mgr *m, struct mgr_node *n, Cellmon__NodeInfo *ni,
 		      Cellmon__Capacity *cap, Cellmon__Load *load,
-		      Cellmon__CacheStats *cache)
+		      Cellmon__CacheStats *cache, char *images[MGR_NODE_IMAGES])
 {
 	cellmon__node_info__init(ni);
 	cellmon__capacity__init(cap);
@@ -60,6 +60,10 @@ static void fill_node(struct mgr *m, struct mgr_node *n, Cellmon__NodeInfo *ni,
 	ni->incarnation = n->incarnation;
 	cap->cpus = n->cpus;
 	cap->memory_mb = n->memory_mb;
+	cap->images_known = images && n->images_known;
+	for (uint32_t i = 0; cap->images_known && i < n->nimages; i++)
+		images[cap->n_images++] = n->images[i];
+	cap->images = images;
 	ni->capacity = cap;
 	load->load1 = n->load1;
 	load->mem_free_mb = n->mem_free_mb;
@@ -102,7 +106,7 @@ static void on_node_list(struct cell_rpc_call *call,
 	}
 	for (size_t i = 0; i < n; i++) {
 		fill_node(m, mgr_members_at(m->members, i), &infos[i], &caps[i],
-			  &loads[i], &caches[i]);
+			  &loads[i], &caches[i], NULL);
 		ptrs[i] = &infos[i];
 	}
 	r.n_nodes = n;
@@ -126,11 +130,12 @@ static void on_node_info(struct cell_rpc_call *call,
 	Cellmon__Capacity cap;
 	Cellmon__Load load;
 	Cellmon__CacheStats cache;
+	char *images[MGR_NODE_IMAGES];
 	struct mgr_node *n = mgr_node_or_error(m, call, req->id);
 
 	if (!n)
 		return;
-	fill_node(m, n, &ni, &cap, &load, &cache);
+	fill_node(m, n, &ni, &cap, &load, &cache, images);
 	r.node = &ni;
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_NODE_INFO_REPLY, &r.base);
 }

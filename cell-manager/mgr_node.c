@@ -142,3 +142,23 @@ bool mgr_node_settled(struct mgr *m, const struct mgr_node *n)
 		return false;
 	return quorum_refused(m, n);
 }
+
+void mgr_node_set_images(struct mgr_node *n, const Cellmon__Capacity *cap)
+{
+	n->nimages = 0;
+	n->images_known = cap->images_known && cap->n_images <= MGR_NODE_IMAGES;
+	for (size_t i = 0; n->images_known && i < cap->n_images; i++)
+		if (cell_name_valid(cap->images[i]))
+			memcpy(n->images[n->nimages++], cap->images[i],
+			       strlen(cap->images[i]) + 1);
+}
+
+bool mgr_node_has_image(const struct mgr_node *n, const char *image)
+{
+	if (!n->images_known)
+		return true;
+	for (uint32_t i = 0; i < n->nimages; i++)
+		if (strcmp(n->images[i], image) == 0)
+			return true;
+	return false;
+}

@@ -6,6 +6,8 @@
  * the cellctl methods (create, start, dry runs) and by restarts, which
  * ignore the spec's node hint.
  */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +47,7 @@ static struct mgr_place_node *place_table(struct mgr *m,
 		t[i].id = node->id;
 		t[i].up = empty || node->state == MGR_NODE_UP;
 		t[i].in_cell = strcmp(node->cell, s->cell) == 0;
+		t[i].no_image = !mgr_node_has_image(node, s->image);
 		t[i].has_dsm = empty || (node->dsm_addr[0] &&
 					 mgr_node_dsm_id(m, node) >= 0);
 		t[i].cpus = node->cpus;
@@ -103,11 +106,45 @@ static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
 	return rc;
 }
 
+/* -ENOENT when every node of the cell listed its images and none has the
+ * spec's: the image does not exist there, which no amount of room would
+ * change (exit 4 in cellctl, and the VM is not recorded). */
+static int image_check(struct mgr *m, const Cellmon__VmSpec *s, char *why,
+		       size_t len)
+{
+	size_t n = mgr_members_count(m->members), off;
+	const struct mgr_node *first = NULL; /* a node that listed them */
+
+	for (size_t i = 0; i < n; i++) {
+		const struct mgr_node *node = mgr_members_at(m->members, i);
+
+		if (strcmp(node->cell, s->cell) != 0)
+			continue;
+		if (mgr_node_has_image(node, s->image)) /* or did not say */
+			return 0;
+		if (!first)
+			first = node;
+	}
+	if (!first)
+		return 0;
+	off = (size_t)snprintf(why, len,
+			       "no image '%s' on any node of cell %s (%s has:",
+			       s->image, s->cell, first->id);
+	for (uint32_t k = 0; k < first->nimages && off < len; k++)
+		off += (size_t)snprintf(why + off, len - off, " %s",
+					first->images[k]);
+	if (off < len)
+		snprintf(why + off, len - off, ")");
+	return -ENOENT;
+}
+
 int mgr_vm_place(struct mgr *m, const Cellmon__VmSpec *s,
 		 const struct mgr_vm *self, bool empty, const char **names,
 		 char *why, size_t len)
 {
-	return place_hint(m, s, self, empty, true, names, why, len);
+	int rc = image_check(m, s, why, len);
+
+	return rc ? rc : place_hint(m, s, self, empty, true, names, why, len);
 }
 
 int mgr_vm_place_restart(struct mgr *m, const struct mgr_vm *vm,

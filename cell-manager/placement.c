@@ -13,6 +13,7 @@ enum {
 	F_STATE,
 	F_CELL,
 	F_NODE,
+	F_IMAGE,
 	F_ANTI,
 	F_DSM,
 	F_CPUS,
@@ -21,13 +22,15 @@ enum {
 };
 
 static const char *const filter_name[F_COUNT] = {
-	"state", "cell", "node", "anti-affinity", "dsm", "cpus", "memory",
+	"state",	 "cell", "node", "image",
+	"anti-affinity", "dsm",	 "cpus", "memory",
 };
 
 static const char *const filter_what[F_COUNT] = {
 	"not up",
 	"outside the cell",
 	"not the requested node",
+	"without the image",
 	"running a VM of the same anti-affinity group",
 	"without a DSM address yet",
 	"without a free cpu",
@@ -55,6 +58,8 @@ static int rejects(const struct mgr_place_req *q,
 		return F_CELL;
 	if (q->node && q->node[0] && strcmp(q->node, p->id) != 0)
 		return F_NODE;
+	if (p->no_image)
+		return F_IMAGE;
 	if (p->anti_conflict)
 		return F_ANTI;
 	if (!p->has_dsm)

@@ -32,6 +32,7 @@ struct mgr_place_node {
 	bool anti_conflict; /* runs a VM of the same anti-affinity group */
 	bool has_dsm;
 	bool has_pages; /* the VM's pages already live here */
+	bool no_image;	/* the node said it lacks the VM's image */
 	uint32_t cpus, used_cpus;
 	uint64_t memory_mb, used_mb;
 };

@@ -105,6 +105,7 @@ struct agent_vm {
 };
 
 #define AGENT_WITNESS_RING 16
+#define AGENT_IMAGES_MAX   128 /* listed to the manager; more: unknown */
 
 /* The peer lease (agent_witness.c). Atomics where the DSM thread reads or
  * writes them: vouch_min, last_reply_ms, vote_until, sent_*. */
@@ -141,6 +142,13 @@ struct agent {
 	unsigned backoff_ms;
 	unsigned cpus;
 	uint64_t memory_mb;
+	/* the images in image_dir (agent_engine.c), rescanned at most
+	 * once a second for registration and heartbeats */
+	char images[AGENT_IMAGES_MAX][CELL_NAME_MAX + 1];
+	char *image_ptr[AGENT_IMAGES_MAX];
+	size_t nimages;
+	bool images_known;
+	uint64_t images_scanned_ms;
 	char addr[128]; /* advertised address */
 	struct event *hb_timer, *lease_timer, *retry_timer;
 	/* DSM: created once the manager gave this node a DSM id */
@@ -204,6 +212,8 @@ static inline void agent_console_path(const struct agent_vcpu *v, char *out,
 const struct agent_engine_ops *agent_engine_find(Cellmon__Engine e, char *err,
 						 size_t len);
 extern const struct agent_engine_ops agent_native_engine;
+/* Fills cap with this node's cpus, memory and images (pointing into a). */
+void agent_capacity(struct agent *a, Cellmon__Capacity *cap);
 
 /* agent_vm.c */
 int agent_vm_init(struct agent *a);

@@ -4,9 +4,15 @@
  * PREPARE and keeps the ops on the VM; nothing else names an engine. A
  * new engine is an ops struct (agent.h) and a line here.
  */
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent.h"
+#include "cell/clock.h"
 
 static const struct agent_engine_ops *const engines[] = {
 	&agent_native_engine,
@@ -28,4 +34,65 @@ const struct agent_engine_ops *agent_engine_find(Cellmon__Engine e, char *err,
 					i ? ", " : "this agent has ",
 					engines[i]->name);
 	return NULL;
+}
+
+static int by_name(const void *x, const void *y)
+{
+	return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* The images: executable regular files of image_dir whose names follow
+ * the name rule (what the native engine's check accepts). Unknown when
+ * the directory cannot be read or holds more than AGENT_IMAGES_MAX. */
+static void scan_images(struct agent *a)
+{
+	DIR *d = opendir(a->cfg.image_dir);
+	struct dirent *de;
+	size_t n = 0;
+	bool over = false;
+
+	a->images_known = false;
+	a->nimages = 0;
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char path[2200];
+		struct stat st;
+
+		if (!cell_name_valid(de->d_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", a->cfg.image_dir,
+			 de->d_name);
+		if (stat(path, &st) || !S_ISREG(st.st_mode) ||
+		    access(path, X_OK))
+			continue;
+		if (n == AGENT_IMAGES_MAX) {
+			over = true;
+			break;
+		}
+		memcpy(a->images[n], de->d_name, strlen(de->d_name) + 1);
+		a->image_ptr[n] = a->images[n];
+		n++;
+	}
+	closedir(d);
+	if (over)
+		return;
+	qsort(a->image_ptr, n, sizeof(a->image_ptr[0]), by_name);
+	a->nimages = n;
+	a->images_known = true;
+}
+
+void agent_capacity(struct agent *a, Cellmon__Capacity *cap)
+{
+	uint64_t now = cell_now_ms();
+
+	if (!a->images_scanned_ms || now - a->images_scanned_ms >= 1000) {
+		scan_images(a);
+		a->images_scanned_ms = now;
+	}
+	cap->cpus = a->cpus;
+	cap->memory_mb = a->memory_mb;
+	cap->images = a->image_ptr;
+	cap->n_images = a->nimages;
+	cap->images_known = a->images_known;
 }

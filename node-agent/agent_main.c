@@ -333,8 +333,7 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	ctx->sent_ms = cell_now_ms();
 	hb.node_id = a->cfg.node_id;
 	hb.incarnation = a->incarnation;
-	cap.cpus = a->cpus;
-	cap.memory_mb = a->memory_mb;
+	agent_capacity(a, &cap);
 	hb.capacity = &cap;
 	load.load1 = cell_host_load1();
 	load.mem_free_mb = cell_host_mem_avail_mb();
@@ -476,8 +475,7 @@ static void send_register(struct agent *a)
 	req.protocol_version = CELLPROTO_VERSION;
 	req.node_id = a->cfg.node_id;
 	req.addr = a->addr;
-	cap.cpus = a->cpus;
-	cap.memory_mb = a->memory_mb;
+	agent_capacity(a, &cap);
 	req.capacity = &cap;
 	req.prev_incarnation = a->incarnation;
 	req.heartbeat_ms = (uint32_t)a->cfg.heartbeat_ms;

@@ -195,6 +195,14 @@ static void test_vm_bad_input_refused_nothing_left(void **state)
 			 4);
 	assert_non_null(strstr(out, "no cell 'nope'"));
 	free(out);
+	/* an image no node of the cell has: not found, not recorded */
+	assert_int_equal(CTL(&out, "vm", "create", "ghost", "--cell=c1",
+			     "--image=nosuch", "--start"),
+			 4);
+	assert_non_null(
+		strstr(out, "no image 'nosuch' on any node of cell c1"));
+	assert_non_null(strstr(out, " spmd"));
+	free(out);
 	assert_int_equal(CTL(NULL, "vm", "create", "zero", "--cell=c1",
 			     "--image=spmd", "--memory=0"),
 			 2);
@@ -226,6 +234,7 @@ static void test_vm_bad_input_refused_nothing_left(void **state)
 	assert_false(has_vm("fat"));
 	assert_false(has_vm("nocell"));
 	assert_false(has_vm("zero"));
+	assert_false(has_vm("ghost"));
 	assert_int_equal(CTL(NULL, "vm", "delete", "dup"), 0);
 	assert_false(has_vm("dup"));
 }

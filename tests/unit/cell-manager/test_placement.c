@@ -64,12 +64,13 @@ static void test_place_pack_fills_one_node_first(void **state)
 	assert_int_equal(nodes_used(out, 5), 2);
 }
 
-/* Down, foreign, anti-affine and DSM-less nodes are never chosen. */
+/* Down, foreign, anti-affine, DSM-less and image-less nodes are never
+ * chosen. */
 static void test_place_filters_exclude_nodes(void **state)
 {
-	struct mgr_place_node n[5] = {NODE("a", 8, 1024), NODE("b", 8, 1024),
+	struct mgr_place_node n[6] = {NODE("a", 8, 1024), NODE("b", 8, 1024),
 				      NODE("c", 8, 1024), NODE("d", 8, 1024),
-				      NODE("e", 8, 1024)};
+				      NODE("f", 8, 1024), NODE("e", 8, 1024)};
 	struct mgr_place_req q = {.vcpus = 4, .memory_mb = 64};
 	uint32_t out[4];
 	char why[256];
@@ -79,9 +80,13 @@ static void test_place_filters_exclude_nodes(void **state)
 	n[1].in_cell = false;
 	n[2].anti_conflict = true;
 	n[3].has_dsm = false;
-	assert_int_equal(mgr_place(&q, n, 5, out, why, sizeof(why)), 0);
+	n[4].no_image = true;
+	assert_int_equal(mgr_place(&q, n, 6, out, why, sizeof(why)), 0);
 	for (int i = 0; i < 4; i++)
-		assert_int_equal(out[i], 4);
+		assert_int_equal(out[i], 5);
+	n[5].no_image = true;
+	assert_int_equal(mgr_place(&q, n, 6, out, why, sizeof(why)), -ENOSPC);
+	assert_non_null(strstr(why, "image: 2 nodes without the image"));
 }
 
 /* A hint keeps every vCPU on the named node. */
