@@ -7,6 +7,7 @@
  * accepted on any connection as long as (node id, incarnation) is current.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cell/clock.h"
@@ -150,8 +151,13 @@ static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	reply.dsm_epoch = (uint32_t)n->incarnation;
 	reply.lease = &lease;
 	reply.resumed = resumed;
+	reply.vm_ids = calloc(m->nvms + 1, sizeof(*reply.vm_ids));
+	reply.vm_ids_known = reply.vm_ids != NULL; /* else: remove nothing */
+	for (size_t i = 0; reply.vm_ids && i < m->nvms; i++)
+		reply.vm_ids[reply.n_vm_ids++] = m->vms[i]->id;
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_REGISTER_REPLY,
 		       &reply.base);
+	free(reply.vm_ids);
 }
 
 static void on_heartbeat(struct cell_rpc_call *call,

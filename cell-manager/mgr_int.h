@@ -218,6 +218,9 @@ void mgr_vm_finish(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 		   const char *reason);
 /* Decides what the vCPU states mean for a running or stopping VM. */
 void mgr_vm_evaluate(struct mgr *m, struct mgr_vm *vm);
+/* Has every up node remove the files of vm, which is being deleted; the
+ * nodes that are not up do it when they register. 0 or -ENOMEM. */
+int mgr_vm_forget(struct mgr *m, struct mgr_vm *vm);
 /* Sends a VmTarget command (STOP, KILL, RELEASE, CONSOLE, STATS) to
  * every node of vm; as mgr_fan_out, with f->tag the VM's id. */
 int mgr_vm_command(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,

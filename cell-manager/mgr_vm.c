@@ -291,6 +291,44 @@ static int build_target(struct mgr *m, void *arg, const char *node,
 	return 0;
 }
 
+static void forget_done(struct mgr *m, struct mgr_fan *f)
+{
+	(void)m;
+	for (size_t i = 0; i < f->n; i++)
+		if (f->res[i].status)
+			CELL_WARN(MOD,
+				  "vm id %llu: node %s did not remove its "
+				  "files: %s (it will when it registers "
+				  "again)",
+				  (unsigned long long)f->tag, f->res[i].node,
+				  f->res[i].msg);
+}
+
+int mgr_vm_forget(struct mgr *m, struct mgr_vm *vm)
+{
+	size_t n = mgr_members_count(m->members), k = 0;
+	const char **nodes = calloc(n + 1, sizeof(*nodes));
+	int rc;
+
+	if (!nodes)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const struct mgr_node *node = mgr_members_at(m->members, i);
+
+		if (node->state == MGR_NODE_UP)
+			nodes[k++] = node->id;
+	}
+	/* the target's region names the VM (its id in the high bits); one
+	 * that never ran has no files anywhere */
+	rc = k && vm->region
+		     ? mgr_fan_out(m, nodes, k,
+				   CELLMON__COMMAND_KIND__CMD_VM_FORGET,
+				   build_target, vm, vm->id, forget_done, NULL)
+		     : 0;
+	free(nodes);
+	return rc;
+}
+
 int mgr_vm_command(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
 		   mgr_fan_done_fn done, struct cell_rpc_call *call)
 {

@@ -267,6 +267,11 @@ void mgr_vm_delete(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	}
 	CELL_INFO(MOD, "vm deleted name=%s id=%llu", vm->name,
 		  (unsigned long long)vm->id);
+	if (mgr_vm_forget(m, vm))
+		CELL_WARN(MOD,
+			  "vm %s: out of memory telling the nodes to "
+			  "remove its files; they will when they register",
+			  vm->name);
 	mgr_vm_remove(m, vm);
 	mgr_vm_reply(m, call, NULL);
 }

@@ -221,6 +221,9 @@ void agent_vm_fini(struct agent *a);
 /* Handles a CMD_VM_* command: fills ack (status, message, result). */
 void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 		      Cellmon__CommandAck *ack, char *msgbuf, size_t msglen);
+/* Removes the files of every VM not in ids (the manager's, at
+ * registration) that this agent does not hold. */
+void agent_vm_sweep(struct agent *a, const uint64_t *ids, size_t n);
 /* Frees what agent_vm_command put in ack->result. */
 void agent_vm_ack_free(Cellmon__CommandAck *ack);
 /* The vCPU list for a heartbeat; free with agent_vm_status_free(). */

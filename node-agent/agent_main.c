@@ -440,6 +440,8 @@ static void register_reply(int status, const ProtobufCMessage *msg,
 		  r->resumed ? "yes" : "no", r->lease->lease_ms,
 		  (unsigned long long)r->lease->epoch);
 	grant_lease(a, r->lease, sent);
+	if (r->vm_ids_known)
+		agent_vm_sweep(a, r->vm_ids, r->n_vm_ids);
 	if (!r->has_dsm_id)
 		CELL_WARN(MOD,
 			  "the manager gave no DSM id (more than %d "

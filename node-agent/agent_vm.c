@@ -103,6 +103,105 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 	signal_vcpus(vm, true);
 }
 
+/* ---- a VM's files: <state_dir>/vms/<vm id>/run<run>/ ---- */
+
+/* The VM id and run a region stands for (vm.proto, VmStart.region). */
+static uint64_t region_vm_id(uint64_t region)
+{
+	return region >> 16;
+}
+
+static void vm_id_dir(const struct agent *a, uint64_t vm_id, char *out,
+		      size_t len)
+{
+	snprintf(out, len, "%s/vms/%llu", a->cfg.state_dir,
+		 (unsigned long long)vm_id);
+}
+
+static void run_dir(const struct agent *a, uint64_t region, char *out,
+		    size_t len)
+{
+	snprintf(out, len, "%s/vms/%llu/run%u", a->cfg.state_dir,
+		 (unsigned long long)region_vm_id(region),
+		 (unsigned)(region & 0xffff));
+}
+
+/* Makes the run's directory, notes the VM's name beside it for people,
+ * and removes the VM's runs here but this one and the one before (kept
+ * to show what a restarted VM printed before). 0 or -errno. */
+static int make_run_dir(const struct agent *a, const struct agent_vm *vm)
+{
+	char dir[1100], path[1400];
+	unsigned run = (unsigned)(vm->region_id & 0xffff), n;
+	struct dirent *de;
+	DIR *d;
+	int rc = cell_mkdir_p(vm->dir);
+
+	if (rc)
+		return rc;
+	vm_id_dir(a, region_vm_id(vm->region_id), dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/name", dir);
+	cell_write_file_atomic(path, vm->name, strlen(vm->name));
+	d = opendir(dir);
+	while (d && (de = readdir(d))) {
+		char *end;
+
+		if (strncmp(de->d_name, "run", 3) != 0)
+			continue;
+		n = (unsigned)strtoul(de->d_name + 3, &end, 10);
+		if (*end || n == run || n + 1 == run)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		cell_remove_tree(path);
+	}
+	if (d)
+		closedir(d);
+	return 0;
+}
+
+/* Removes every file of VM vm_id here, unless this agent holds one of
+ * its runs. */
+static void forget_vm(struct agent *a, uint64_t vm_id, const char *why)
+{
+	char dir[1100];
+	int rc;
+
+	for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
+		if (region_vm_id(vm->region_id) == vm_id)
+			return;
+	vm_id_dir(a, vm_id, dir, sizeof(dir));
+	rc = cell_remove_tree(dir);
+	if (rc)
+		CELL_WARN(MOD, "cannot remove %s: %s", dir, strerror(-rc));
+	else
+		CELL_INFO(MOD, "removed the files of vm id %llu (%s)",
+			  (unsigned long long)vm_id, why);
+}
+
+void agent_vm_sweep(struct agent *a, const uint64_t *ids, size_t n)
+{
+	char dir[1100];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/vms", a->cfg.state_dir);
+	d = opendir(dir);
+	while (d && (de = readdir(d))) {
+		char *end;
+		uint64_t id = strtoull(de->d_name, &end, 10);
+		bool known = false;
+
+		if (!isdigit((unsigned char)de->d_name[0]) || *end)
+			continue;
+		for (size_t i = 0; i < n && !known; i++)
+			known = ids[i] == id;
+		if (!known && id)
+			forget_vm(a, id, "deleted while this node was away");
+	}
+	if (d)
+		closedir(d);
+}
+
 /* Kills, ends the service threads and drops the region; the VM leaves
  * the list. Processes are reaped by the SIGCHLD handler. */
 static void vm_release(struct agent *a, struct agent_vm *vm)
@@ -278,8 +377,7 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	vm->engine = engine;
 	vm->region_id = st->region;
 	snprintf(vm->name, sizeof(vm->name), "%s", st->spec->name);
-	snprintf(vm->dir, sizeof(vm->dir), "%s/vms/%s", a->cfg.state_dir,
-		 vm->name);
+	run_dir(a, st->region, vm->dir, sizeof(vm->dir));
 	rc.id = st->region;
 	rc.size = (size_t)st->spec->memory_mb << 20;
 	rc.policy = home;
@@ -291,7 +389,7 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 		vm_free(vm);
 		return r;
 	}
-	r = cell_mkdir_p(vm->dir);
+	r = make_run_dir(a, vm);
 	if (!r)
 		r = dsm_region_create(a->dsm, &rc, &vm->region);
 	if (r) {
@@ -450,7 +548,7 @@ struct console_result {
 	Cellmon__VcpuConsole c[256], *p[256];
 };
 
-static int vm_console(struct agent *a, const char *name,
+static int vm_console(struct agent *a, const Cellmon__VmTarget *t,
 		      Cellmon__CommandAck *ack)
 {
 	struct console_result *cr;
@@ -461,9 +559,10 @@ static int vm_console(struct agent *a, const char *name,
 	unsigned idx;
 	int rc = 0;
 
-	if (!cell_name_valid(name))
+	if (!cell_name_valid(t->name) || !region_vm_id(t->region))
 		return -EINVAL;
-	snprintf(dir, sizeof(dir), "%s/vms/%s", a->cfg.state_dir, name);
+	run_dir(a, t->region, dir, sizeof(dir)); /* that run's, not a
+						  * namesake's */
 	d = opendir(dir);
 	if (!d)
 		return errno == ENOENT ? -ENOENT : -errno;
@@ -537,10 +636,16 @@ static int target_command(struct agent *a, const Cellmon__Command *cmd,
 	int rc = 0;
 
 	if (cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_CONSOLE) {
-		rc = vm_console(a, t->name, ack);
+		rc = vm_console(a, t, ack);
 		if (rc == -ENOENT)
 			snprintf(err, len, "no console of vm %s on %s", t->name,
 				 a->cfg.node_id);
+		goto out;
+	}
+	if (cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_FORGET) {
+		if (region_vm_id(t->region))
+			forget_vm(a, region_vm_id(t->region),
+				  "the VM was deleted");
 		goto out;
 	}
 	vm = vm_find(a, t->name[0] ? t->name : NULL, t->region);
@@ -610,6 +715,7 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 	case CELLMON__COMMAND_KIND__CMD_VM_RELEASE:
 	case CELLMON__COMMAND_KIND__CMD_VM_CONSOLE:
 	case CELLMON__COMMAND_KIND__CMD_VM_STATS:
+	case CELLMON__COMMAND_KIND__CMD_VM_FORGET:
 		if (!has_target) {
 			snprintf(err, len, "VM command without a VmTarget");
 			rc = -EBADMSG;

@@ -101,13 +101,6 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 	argv[0] = s->image;
 	for (size_t i = 0; i < s->n_args; i++)
 		argv[i + 1] = s->args[i];
-	/* A new run starts a new console; the previous one is kept once. */
-	{
-		char old[1300];
-
-		snprintf(old, sizeof(old), "%s.prev", cpath);
-		rename(cpath, old);
-	}
 	console = open(cpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (console < 0 || pipe2(go, O_CLOEXEC)) {
 		rc = -errno;

@@ -1,8 +1,10 @@
 /*
  * Helpers of cell/util.h. Any thread.
  */
+#define _GNU_SOURCE /* nftw */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +85,24 @@ int cell_mkdir_p(const char *path)
 	if (mkdir(buf, 0755) && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+static int remove_one(const char *path, const struct stat *st, int type,
+		      struct FTW *ftw)
+{
+	(void)st;
+	(void)type;
+	(void)ftw;
+	return remove(path) ? -errno : 0;
+}
+
+int cell_remove_tree(const char *path)
+{
+	int rc = nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+
+	if (rc == -1)
+		return errno == ENOENT ? 0 : -errno;
+	return rc;
 }
 
 unsigned cell_host_cpus(void)

@@ -454,6 +454,85 @@ static void test_vm_prepare_refused_fails_with_node_reason(void **state)
 	assert_int_equal(CTL(NULL, "vm", "kill", "refused"), 0);
 }
 
+/* Run r of VM id on agent i (0-based): its directory exists. */
+static bool run_dir_on(int i, long long id, int r)
+{
+	char path[1200];
+
+	snprintf(path, sizeof(path), "%s/agent%d/vms/%lld/run%d", cl.dir, i + 1,
+		 id, r);
+	return access(path, F_OK) == 0;
+}
+
+static long long vm_id;
+
+static bool no_files_anywhere(void *arg)
+{
+	char path[1200];
+
+	(void)arg;
+	for (int i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/agent%d/vms/%lld", cl.dir,
+			 i + 1, vm_id);
+		if (access(path, F_OK) == 0)
+			return false;
+	}
+	return true;
+}
+
+/* A 3-vCPU testguest VM `name` run to its end; its id. */
+static long long run_to_end(const char *name)
+{
+	json_t *j;
+	long long id;
+
+	assert_int_equal(CTL(NULL, "vm", "create", name, "--cell=c1",
+			     "--image=testguest", "--vcpus=3", "--start", "--",
+			     "sleep", "1"),
+			 0);
+	assert_true(wait_vm(name, "stopped", 10000));
+	j = vm_json(name);
+	id = json_integer_value(json_object_get(j, "id"));
+	json_decref(j);
+	return id;
+}
+
+/* Consoles belong to one run of one VM (by id), and deleting a VM
+ * removes its files on every node: at once on the nodes that are up,
+ * and on a node that was away when it registers again. A new VM of the
+ * same name shows only its own runs (issue 17: a new `w` showed a
+ * deleted `w`'s vCPU 1 console). */
+static void test_vm_delete_removes_files_on_every_node(void **state)
+{
+	char *out = NULL;
+
+	(void)state;
+	vm_id = run_to_end("w");
+	for (int i = 0; i < 3; i++)
+		if (!run_dir_on(i, vm_id, 1))
+			fail_msg("no run directory of vm %lld on node%d", vm_id,
+				 i + 1);
+	/* a second run keeps the first (the run before), shows its own */
+	assert_int_equal(CTL(NULL, "vm", "start", "w"), 0);
+	assert_true(wait_vm("w", "stopped", 10000));
+	assert_true(run_dir_on(0, vm_id, 1) && run_dir_on(0, vm_id, 2));
+	assert_int_equal(CTL(&out, "vm", "console", "w"), 0);
+	assert_non_null(strstr(out, "testguest: vcpu 2 awake 0"));
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "delete", "w"), 0);
+	assert_true(ts_wait_for(no_files_anywhere, NULL, 5000));
+
+	/* node3 is away (killed) when the next one is deleted */
+	vm_id = run_to_end("w");
+	assert_true(run_dir_on(2, vm_id, 1));
+	ts_stop(cl.agents[2], SIGKILL, 5000);
+	assert_int_equal(CTL(NULL, "vm", "delete", "w"), 0);
+	assert_true(run_dir_on(2, vm_id, 1));
+	assert_true(tsc_cluster_agent(&cl, 2, NULL) > 0);
+	assert_true(tsc_cluster_wait_dsm(&cl, 3, 15000));
+	assert_true(ts_wait_for(no_files_anywhere, NULL, 5000));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -466,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_vm_manager_restart_keeps_vm_running),
 		cmocka_unit_test(
 			test_vm_prepare_refused_fails_with_node_reason),
+		cmocka_unit_test(test_vm_delete_removes_files_on_every_node),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tsc_cluster_teardown);

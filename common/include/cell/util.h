@@ -22,6 +22,10 @@ int cell_write_file_atomic(const char *path, const void *data, size_t len);
 /* mkdir -p with mode 0755. 0 or -errno. */
 int cell_mkdir_p(const char *path);
 
+/* rm -r path (symbolic links are removed, not followed). 0 (also when
+ * path does not exist) or the first -errno. */
+int cell_remove_tree(const char *path);
+
 /* Online CPUs and MemTotal/MemAvailable of this host; 0 when unknown. */
 unsigned cell_host_cpus(void);
 uint64_t cell_host_mem_total_mb(void);
