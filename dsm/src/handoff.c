@@ -28,59 +28,7 @@
 #include "cell/log.h"
 #include "node_int.h"
 
-#define MOD   "dsm"
-#define MAGIC "DSMATTCH"
-
-struct req {
-	char magic[8];
-	uint64_t region;
-};
-
-struct reply {
-	int32_t status;
-	uint32_t pad;
-	uint64_t value;
-};
-
-static int send_fd(int sock, const void *buf, size_t len, int fd)
-{
-	char ctl[CMSG_SPACE(sizeof(int))] = {0};
-	struct iovec iov = {(void *)buf, len};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	struct cmsghdr *c;
-
-	if (fd >= 0) {
-		mh.msg_control = ctl;
-		mh.msg_controllen = sizeof(ctl);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -EIO;
-}
-
-static int recv_fd(int sock, void *buf, size_t len, int *fd)
-{
-	char ctl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = {buf, len};
-	struct msghdr mh = {.msg_iov = &iov,
-			    .msg_iovlen = 1,
-			    .msg_control = ctl,
-			    .msg_controllen = sizeof(ctl)};
-	struct cmsghdr *c;
-	ssize_t r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-
-	if (fd)
-		*fd = -1;
-	if (r != (ssize_t)len)
-		return r < 0 ? -errno : -EPROTO;
-	for (c = CMSG_FIRSTHDR(&mh); c && fd; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_type == SCM_RIGHTS)
-			memcpy(fd, CMSG_DATA(c), sizeof(int));
-	return 0;
-}
+#define MOD "dsm"
 
 static void client_gone_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -147,8 +95,8 @@ static void attach(struct dsm_node *n, int sock)
 {
 	struct timeval tv = {2, 0};
 	struct lookup l = {.memfd = -1, .uffd = -1, .sock = sock};
-	struct req q;
-	struct reply rep = {0};
+	struct dsm__attach_req q;
+	struct dsm__attach_reply rep = {0};
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
 	uint64_t base;
@@ -158,7 +106,8 @@ static void attach(struct dsm_node *n, int sock)
 	l.pid = getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &cl)
 			? 0
 			: cred.pid;
-	if (recv_fd(sock, &q, sizeof(q), NULL) || memcmp(q.magic, MAGIC, 8))
+	if (dsm__recv_fd(sock, &q, sizeof(q), NULL) ||
+	    memcmp(q.magic, DSM__ATTACH_MAGIC, 8))
 		goto drop;
 	l.id = q.region;
 	rep.status = n->handoff_check ? n->handoff_check((int)l.pid, l.id,
@@ -172,16 +121,16 @@ static void attach(struct dsm_node *n, int sock)
 	else
 		rep.status = dsm__run_on_node(n, lookup_cmd, &l);
 	rep.value = l.size;
-	rc = send_fd(sock, &rep, sizeof(rep), l.memfd);
+	rc = dsm__send_fd(sock, &rep, sizeof(rep), l.memfd);
 	if (l.memfd >= 0)
 		close(l.memfd);
 	if (rc || rep.status)
 		goto drop;
-	if (recv_fd(sock, &base, sizeof(base), &l.uffd) || l.uffd < 0)
+	if (dsm__recv_fd(sock, &base, sizeof(base), &l.uffd) || l.uffd < 0)
 		goto drop;
 	l.base = (uint8_t *)(uintptr_t)base;
 	rep.status = dsm__run_on_node(n, add_cmd, &l);
-	send_fd(sock, &rep, sizeof(rep), -1);
+	dsm__send_fd(sock, &rep, sizeof(rep), -1);
 	if (rep.status)
 		goto drop;
 	return; /* the mapping owns sock and uffd now */
@@ -262,75 +211,4 @@ int dsm_node_serve_handoff(struct dsm_node *n, const char *unix_path)
 	if (pthread_equal(pthread_self(), n->thread))
 		return -EDEADLK;
 	return dsm__handoff_listen(n, unix_path);
-}
-
-int dsm_attach(const char *unix_path, uint64_t id, void *addr, void **base,
-	       size_t *size, int *sockp)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct req q = {MAGIC, id};
-	struct reply rep;
-	char err[256];
-	uint64_t b;
-	size_t len = 0;
-	void *map = MAP_FAILED;
-	int sock, memfd = -1, uffd = -1, rc;
-
-	if (strlen(unix_path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, unix_path);
-	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (sock < 0)
-		return -errno;
-	if (connect(sock, (struct sockaddr *)&sa, sizeof(sa))) {
-		rc = -errno;
-		goto err;
-	}
-	rc = send_fd(sock, &q, sizeof(q), -1);
-	if (!rc)
-		rc = recv_fd(sock, &rep, sizeof(rep), &memfd);
-	if (!rc && rep.status)
-		rc = rep.status;
-	if (rc || memfd < 0) {
-		rc = rc ? rc : -EPROTO;
-		goto err;
-	}
-	len = rep.value;
-	map = mmap(addr, len, PROT_READ | PROT_WRITE,
-		   MAP_SHARED | (addr ? MAP_FIXED_NOREPLACE : 0), memfd, 0);
-	if (map == MAP_FAILED) {
-		rc = -errno;
-		goto err;
-	}
-	uffd = dsm__uffd_open(err, sizeof(err));
-	if (uffd < 0) {
-		CELL_ERROR(MOD, "%s", err);
-		rc = uffd;
-		goto err;
-	}
-	rc = dsm__uffd_register(uffd, map, len);
-	b = (uint64_t)(uintptr_t)map;
-	if (!rc)
-		rc = send_fd(sock, &b, sizeof(b), uffd);
-	if (!rc)
-		rc = recv_fd(sock, &rep, sizeof(rep), NULL);
-	if (!rc)
-		rc = rep.status;
-	if (rc)
-		goto err;
-	close(uffd);
-	close(memfd);
-	*base = map;
-	*size = len;
-	*sockp = sock;
-	return 0;
-err:
-	if (map != MAP_FAILED)
-		munmap(map, len);
-	if (uffd >= 0)
-		close(uffd);
-	if (memfd >= 0)
-		close(memfd);
-	close(sock);
-	return rc;
 }

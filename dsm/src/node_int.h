@@ -23,6 +23,7 @@
 
 #include <event2/event.h>
 
+#include "attach.h"
 #include "dsm/dsm.h"
 #include "proto.h"
 
@@ -255,8 +256,6 @@ struct dsm__uffd_fault {
 	bool write; /* a write or write-protect fault */
 };
 
-int dsm__uffd_open(char *err, size_t errlen);
-int dsm__uffd_register(int uffd, void *base, size_t len);
 /* Reads up to max (<= 16) queued events; the page faults among them go
  * to out (*nfaults of them). Returns the events read, 0 when none. */
 int dsm__uffd_read_faults(int uffd, struct dsm__uffd_fault *out, int max,

@@ -1,9 +1,8 @@
 /*
- * userfaultfd for the DSM node, as thin wrappers of its ioctls: opening
- * one that traps kernel-mode faults too (KVM's), registering a shmem
- * mapping for missing, minor and write-protect faults, reading fault
- * events, and the primitives the engine's env uses to expose a page
- * (UFFDIO_CONTINUE, read-only with MODE_WP; UFFDIO_COPY for runs), to
+ * userfaultfd for the DSM node, as thin wrappers of its ioctls (opening
+ * and registering are in attach.c, shared with the hand-off's client):
+ * reading fault events, and the primitives the engine's env uses to expose a
+ * page (UFFDIO_CONTINUE, read-only with MODE_WP; UFFDIO_COPY for runs), to
  * change its protection (UFFDIO_WRITEPROTECT) and to wake waiters. A
  * leaf: it calls nothing else of the DSM. No mprotect, no SIGSEGV.
  */
@@ -20,68 +19,9 @@
 
 #define MOD "dsm"
 
-/* Newer than Debian 12's kernel headers; the running kernel has them. */
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
-#endif
 #ifndef UFFDIO_CONTINUE_MODE_WP
 #define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
 #endif
-
-#define NEED_FEATURES                                                 \
-	(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | \
-	 UFFD_FEATURE_WP_UNPOPULATED)
-
-int dsm__uffd_open(char *err, size_t errlen)
-{
-	struct uffdio_api api = {.api = UFFD_API, .features = NEED_FEATURES};
-	int dev, fd;
-
-	/* Through the device (its permission decides), else the syscall,
-	 * never with UFFD_USER_MODE_ONLY: KVM faults in kernel mode. */
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-	} else {
-		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	}
-	if (fd < 0) {
-		int e = errno;
-
-		snprintf(err, errlen,
-			 "userfaultfd that traps kernel-mode faults is not "
-			 "available (%s): run as root, give access to "
-			 "/dev/userfaultfd, or set "
-			 "vm.unprivileged_userfaultfd=1",
-			 strerror(e));
-		return -(e == EPERM || e == EACCES ? EPERM : e);
-	}
-	if (ioctl(fd, UFFDIO_API, &api)) {
-		int e = errno;
-
-		snprintf(err, errlen,
-			 "userfaultfd lacks MINOR_SHMEM, WP_HUGETLBFS_SHMEM or "
-			 "WP_UNPOPULATED (kernel 6.4 or later needed): %s",
-			 strerror(e));
-		close(fd);
-		return -ENOTSUP;
-	}
-	return fd;
-}
-
-int dsm__uffd_register(int uffd, void *base, size_t len)
-{
-	struct uffdio_register reg = {
-		.range = {(unsigned long)base, len},
-		.mode = UFFDIO_REGISTER_MODE_MISSING |
-			UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_WP,
-	};
-
-	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
-		return -errno;
-	return 0;
-}
 
 void dsm__uffd_protect(struct dsm_mapping *m, uint32_t page, uint32_t count,
 		       bool wp)

@@ -193,5 +193,10 @@ void dsm_node_set_handoff_check(struct dsm_node *n, dsm_handoff_check_fn fn,
  * open for the life of the mapping; closing it detaches. */
 int dsm_attach(const char *unix_path, uint64_t id, void *addr, void **base,
 	       size_t *size, int *sock);
+/* As dsm_attach, for a mapping the process already made of its own fd of
+ * the region's memfd (a VMM's guest RAM): len must be the region's size.
+ * err says what failed. */
+int dsm_attach_mapping(const char *unix_path, uint64_t id, void *map,
+		       size_t len, int *sock, char *err, size_t errlen);
 
 #endif
