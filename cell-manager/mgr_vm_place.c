@@ -91,6 +91,7 @@ static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
 		.memory_mb = s->memory_mb,
 		.node = hint ? s->node : NULL,
 		.pack = s->placement == CELLMON__PLACEMENT__PLACEMENT_PACK,
+		.one_node = s->engine == CELLMON__ENGINE__ENGINE_QEMU,
 		.headroom_pct = HEADROOM_PCT,
 	};
 	size_t n;

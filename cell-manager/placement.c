@@ -184,6 +184,8 @@ int mgr_place(const struct mgr_place_req *q, const struct mgr_place_node *nodes,
 	maxk = q->vcpus < c ? q->vcpus : (uint32_t)c;
 	if (maxk > 64)
 		maxk = 64;
+	if (q->one_node && maxk > 1)
+		maxk = 1;
 	for (uint32_t t = 1; q->vcpus && t <= maxk && rc; t++) {
 		uint32_t k = q->pack ? t : maxk + 1 - t;
 

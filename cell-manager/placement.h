@@ -42,6 +42,7 @@ struct mgr_place_req {
 	uint64_t memory_mb;
 	const char *node; /* hint, or NULL / "" */
 	bool pack;
+	bool one_node;	       /* every vCPU on one node (a VMM process) */
 	uint32_t headroom_pct; /* extra memory kept free on each node */
 };
 

@@ -55,6 +55,9 @@ struct agent_config {
 	int64_t dsm_wait_spin_us;
 	int64_t dsm_timeout_ms;
 	char image_dir[1024];
+	char qemu_binary[512];
+	char qemu_accel[8];
+	char qemu_preload[1024];
 	int64_t stop_grace_ms;
 	int64_t console_max;
 	int64_t cache_size;
@@ -212,6 +215,9 @@ static inline void agent_console_path(const struct agent_vcpu *v, char *out,
 const struct agent_engine_ops *agent_engine_find(Cellmon__Engine e, char *err,
 						 size_t len);
 extern const struct agent_engine_ops agent_native_engine;
+extern const struct agent_engine_ops agent_qemu_engine;
+/* engine_qemu.c: the -accel QEMU gets here (qemu_accel, resolved). */
+const char *agent_qemu_accel(const struct agent *a);
 /* Fills cap with this node's cpus, memory and images (pointing into a). */
 void agent_capacity(struct agent *a, Cellmon__Capacity *cap);
 

@@ -16,6 +16,7 @@
 
 static const struct agent_engine_ops *const engines[] = {
 	&agent_native_engine,
+	&agent_qemu_engine,
 };
 
 const struct agent_engine_ops *agent_engine_find(Cellmon__Engine e, char *err,
@@ -41,9 +42,10 @@ static int by_name(const void *x, const void *y)
 	return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
-/* The images: executable regular files of image_dir whose names follow
- * the name rule (what the native engine's check accepts). Unknown when
- * the directory cannot be read or holds more than AGENT_IMAGES_MAX. */
+/* The images: the entries of image_dir whose names follow the name rule
+ * and that an engine can run: executable regular files (native) and
+ * directories with a vmlinuz (qemu). Unknown when the directory cannot
+ * be read or holds more than AGENT_IMAGES_MAX. */
 static void scan_images(struct agent *a)
 {
 	DIR *d = opendir(a->cfg.image_dir);
@@ -63,9 +65,16 @@ static void scan_images(struct agent *a)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", a->cfg.image_dir,
 			 de->d_name);
-		if (stat(path, &st) || !S_ISREG(st.st_mode) ||
-		    access(path, X_OK))
+		if (stat(path, &st))
 			continue;
+		if (S_ISDIR(st.st_mode)) {
+			strncat(path, "/vmlinuz",
+				sizeof(path) - strlen(path) - 1);
+			if (access(path, R_OK))
+				continue;
+		} else if (!S_ISREG(st.st_mode) || access(path, X_OK)) {
+			continue;
+		}
 		if (n == AGENT_IMAGES_MAX) {
 			over = true;
 			break;

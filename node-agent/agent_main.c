@@ -43,6 +43,8 @@
 #define CFG(field) offsetof(struct agent_config, field)
 #define STR(field) CFG(field), sizeof(((struct agent_config *)0)->field)
 
+static const char *const qemu_accels[] = {"auto", "kvm", "tcg", NULL};
+
 static const struct cell_config_key agent_config_table[] = {
 	{"node_id", CELL_CFG_STRING, STR(node_id), 0, 0, "",
 	 "this node's id, " CELL_NAME_RULE "; empty: the host name"},
@@ -87,10 +89,23 @@ static const struct cell_config_key agent_config_table[] = {
 	 "(they are restarted elsewhere); 0: wait for ever"},
 	{"image_dir", CELL_CFG_STRING, STR(image_dir), 0, 0,
 	 "/usr/lib/cellmon/guests",
-	 "directory of native guest programs; a VM's image is a file name "
-	 "in it"},
+	 "directory of guest images: a native VM's image is a program in it, "
+	 "a qemu VM's a directory with vmlinuz and initrd.img"},
+	{"qemu_binary", CELL_CFG_STRING, STR(qemu_binary), 0, 0,
+	 "qemu-system-x86_64",
+	 "QEMU for qemu-engine VMs: a path, or a name looked up in PATH"},
+	{"qemu_accel", CELL_CFG_ENUM, STR(qemu_accel), 0, 0, "auto",
+	 "QEMU accelerator: kvm, tcg, or auto (kvm with hardware "
+	 "virtualization, else multi-threaded tcg)",
+	 qemu_accels},
+	{"qemu_preload", CELL_CFG_STRING, STR(qemu_preload), 0, 0, "",
+	 "the library preloaded into QEMU to hand its guest RAM to the DSM; "
+	 "empty: libcellmon-qemu-preload.so beside the agent's binary, else "
+	 "in /usr/lib/cellmon"},
 	{"stop_grace", CELL_CFG_DURATION, CFG(stop_grace_ms), 0, 0, 600000,
-	 "2s", "time a stopping vCPU gets after SIGTERM before SIGKILL"},
+	 "2s",
+	 "time a stopping vCPU gets (after SIGTERM, or a qemu VM after its "
+	 "ACPI power-down) before SIGKILL"},
 	{"console_max", CELL_CFG_SIZE, CFG(console_max), 0, 1024, 16 << 20,
 	 "64K", "console bytes per vCPU returned by cellctl vm console"},
 	{"cache_size", CELL_CFG_SIZE, CFG(cache_size), 0, 0, (int64_t)1 << 40,

@@ -773,6 +773,8 @@ static bool vm_all_ended(const struct agent_vm *vm)
 
 static bool reap_one(struct agent *a, pid_t pid, int ws)
 {
+	bool found = false;
+
 	for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
 		for (size_t i = 0; i < vm->nvcpus; i++) {
 			struct agent_vcpu *v = &vm->vcpus[i];
@@ -805,9 +807,9 @@ static bool reap_one(struct agent *a, pid_t pid, int ws)
 				  v->state == CELLMON__VCPU_STATE__VCPU_EXITED
 					  ? v->exit_code
 					  : v->signal);
-			return true;
+			found = true; /* a qemu VM's vCPUs share one pid */
 		}
-	return false;
+	return found;
 }
 
 static void sigchld_cb(evutil_socket_t fd, short what, void *arg)

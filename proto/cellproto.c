@@ -108,7 +108,7 @@ ProtobufCMessage *cellproto_copy(const ProtobufCMessage *m)
 		.count = (int)(sizeof(var##_names) / sizeof(char *)), \
 	}
 
-ENUM(cellproto_engines, "engine", NULL, "native");
+ENUM(cellproto_engines, "engine", NULL, "native", "qemu");
 ENUM(cellproto_placements, "placement", NULL, "spread", "pack");
 ENUM(cellproto_homes, "home", NULL, "interleave", "first-touch", "one");
 ENUM(cellproto_vm_states, "VM state", "unknown", "pending", "starting",

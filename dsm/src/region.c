@@ -15,6 +15,7 @@
  * the node thread.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -397,6 +398,14 @@ static int region_stats_cmd(struct dsm_node *n, void *arg)
 	}
 	st->readaheads = e->readaheads;
 	return 0;
+}
+
+int dsm_region_memfd(const struct dsm_region *r)
+{
+	/* the memfd never changes once the region exists */
+	int fd = fcntl(r->memfd, F_DUPFD_CLOEXEC, 0);
+
+	return fd < 0 ? -errno : fd;
 }
 
 int dsm_region_stats(struct dsm_region *r, struct dsm_region_stats *out)

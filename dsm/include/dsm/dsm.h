@@ -110,6 +110,11 @@ void dsm_region_destroy(struct dsm_region *r);
 size_t dsm_region_size(const struct dsm_region *r);
 /* An in-process mapping of the region (created on first call). */
 void *dsm_region_map(struct dsm_region *r);
+/* A new descriptor (close-on-exec) of the region's memfd, for a process
+ * that maps it itself and hands the mapping over with
+ * dsm_attach_mapping() (a VMM's guest RAM); -errno on failure. Mapping
+ * it without the hand-off bypasses coherence: never do that. */
+int dsm_region_memfd(const struct dsm_region *r);
 
 /*
  * A page request of this node that stays unanswered for the node's
