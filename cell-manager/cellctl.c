@@ -393,7 +393,8 @@ static const struct ctl_cmd commands[] = {
 	VM_THEN("create", 1,
 		"VM --cell=C --image=I [--vcpus=N] [--memory=SIZE] "
 		"[--placement=spread|pack] [--node=N] [--anti-affinity=G] "
-		"[--home=interleave|first-touch|one] [--engine=native] "
+		"[--home=interleave|first-touch|one] [--home-node=N] "
+		"[--engine=native|qemu] "
 		"[--disk=NAME[:ro] ...] [--max-restarts=N] "
 		"[--dry-run] [--start] [-- ARGS]",
 		"define a VM (pending); --dry-run shows the placement only, "

@@ -62,8 +62,9 @@ static int parse_count(const char *s, int64_t max, int64_t *out)
 }
 
 static const char *const create_keys[] = {
-	"cell",	     "vcpus", "memory",	       "image", "engine",	"node",
-	"placement", "home",  "anti-affinity", "disk",	"max-restarts", NULL,
+	"cell",		"vcpus",     "memory", "image",		"engine",
+	"node",		"placement", "home",   "anti-affinity", "disk",
+	"max-restarts", "home-node", NULL,
 };
 
 static int check_keys(const struct ctl_opts *o, const char *const *allowed,
@@ -179,6 +180,16 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 		s->node = (char *)v;
 	if ((v = opt(o, "anti-affinity")))
 		s->anti_affinity = (char *)v;
+	if ((v = opt(o, "home-node"))) {
+		if (h != CELLMON__HOME_POLICY__HOME_DEFAULT &&
+		    h != CELLMON__HOME_POLICY__HOME_ONE) {
+			fprintf(stderr, "cellctl: --home-node goes with "
+					"--home=one only\n");
+			goto bad;
+		}
+		s->home_node = (char *)v;
+		s->home = CELLMON__HOME_POLICY__HOME_ONE;
+	}
 	s->args = o->guest_args;
 	s->n_args = (size_t)o->nguest;
 	/* --disk may be given several times: disks 0, 1, ... in order

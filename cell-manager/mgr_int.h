@@ -31,6 +31,7 @@
 #include "membership.h"
 #include "quorum.h"
 #include "store.h"
+#include "dsm/dsm.h" /* DSM_MAX_NODES only */
 
 struct mgr_config {
 	char agent_listen[128];
@@ -70,6 +71,11 @@ struct mgr_vm {
 	uint64_t created_ms, state_since_ms;
 	struct mgr_vcpu *vcpus; /* spec->vcpus entries once placed */
 	uint32_t nvcpus;
+	/* nodes of the run that home pages without running a vCPU (a qemu
+	 * VM's cell, a home node): members of its region and of its
+	 * dependency set (mgr_vm_nodes) */
+	char mem_nodes[DSM_MAX_NODES][CELL_NAME_MAX + 1];
+	uint32_t nmem;
 	bool busy;	   /* a start, finish or kill is in flight */
 	int start_err;	   /* -errno of a failed start, for the waiting call */
 	uint32_t restarts; /* after node failures (persisted) */
@@ -221,6 +227,9 @@ void mgr_vm_evaluate(struct mgr *m, struct mgr_vm *vm);
 /* Has every up node remove the files of vm, which is being deleted; the
  * nodes that are not up do it when they register. 0 or -ENOMEM. */
 int mgr_vm_forget(struct mgr *m, struct mgr_vm *vm);
+/* mgr_vm_place.c: the run's memory nodes (vm->mem_nodes) from the spec
+ * and the cell's nodes that are up now. */
+void mgr_vm_choose_mem_nodes(struct mgr *m, struct mgr_vm *vm);
 /* Sends a VmTarget command (STOP, KILL, RELEASE, CONSOLE, STATS) to
  * every node of vm; as mgr_fan_out, with f->tag the VM's id. */
 int mgr_vm_command(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,

@@ -117,7 +117,7 @@ int mgr_vm_persist(struct mgr *m, const struct mgr_vm *vm)
 {
 	size_t len = cellmon__vm_spec__get_packed_size(vm->spec), off = 0;
 	uint8_t *spec = malloc(len ? len : 1);
-	char *placement = calloc(vm->nvcpus + 1, CELL_NAME_MAX + 2);
+	char *placement = calloc(vm->nvcpus + vm->nmem + 2, CELL_NAME_MAX + 2);
 	struct mgr_vm_row row;
 	int rc = -ENOMEM;
 
@@ -126,6 +126,10 @@ int mgr_vm_persist(struct mgr *m, const struct mgr_vm *vm)
 		for (uint32_t i = 0; i < vm->nvcpus; i++)
 			off += (size_t)sprintf(placement + off, "%s%s",
 					       i ? "," : "", vm->vcpus[i].node);
+		/* then ";" and the memory nodes, comma-separated */
+		for (uint32_t i = 0; i < vm->nmem; i++)
+			off += (size_t)sprintf(placement + off, "%s%s",
+					       i ? "," : ";", vm->mem_nodes[i]);
 		row = (struct mgr_vm_row){
 			.id = vm->id,
 			.name = vm->name,
@@ -380,7 +384,10 @@ static int build_start(struct mgr *m, void *arg, const char *node,
 	st->members = a->pm;
 	st->n_members = n;
 	st->vcpus = a->mine;
-	st->home_dsm_id = a->mem[0].dsm_id;
+	st->home_dsm_id = a->mem[0].dsm_id; /* vCPU 0's node */
+	for (size_t j = 0; vm->spec->home_node[0] && j < n; j++)
+		if (strcmp(nodes[j], vm->spec->home_node) == 0)
+			st->home_dsm_id = a->mem[j].dsm_id;
 	st->vdiskd = m->cfg.vdiskd;
 	st->write_epoch = vm->write_epoch;
 	st->n_fences = mgr_dsm_fences(m, mgr_members_find(m->members, node),
@@ -683,6 +690,7 @@ int mgr_vm_start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 	free(vm->vcpus);
 	vm->vcpus = v;
 	vm->nvcpus = vm->spec->vcpus;
+	mgr_vm_choose_mem_nodes(m, vm);
 	vm->runs++;
 	vm->region = vm->id << 16 | (vm->runs & 0xffff);
 	vm->reason[0] = '\0';
@@ -848,6 +856,8 @@ void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why)
 					vm->vcpus[i].state =
 						CELLMON__VCPU_STATE__VCPU_LOST;
 			}
+		for (uint32_t i = 0; i < vm->nmem; i++)
+			dep |= strcmp(vm->mem_nodes[i], n->id) == 0;
 		if (dep && mgr_vm_active(vm)) {
 			snprintf(reason, sizeof(reason), "node %s %s", n->id,
 				 why);
@@ -897,11 +907,12 @@ static int restore_vm(const struct mgr_vm_row *row, void *arg)
 	vm->created_ms = row->created_ms;
 	vm->state_since_ms = row->state_since_ms;
 	vm->restarts = row->restarts;
-	if (*p) {
+	/* "vCPU nodes[;memory nodes]", each comma-separated */
+	if (*p && *p != ';') {
 		vm->vcpus = calloc(vm->spec->vcpus, sizeof(*vm->vcpus));
-		for (uint32_t i = 0; vm->vcpus && *p && i < vm->spec->vcpus;
-		     i++) {
-			size_t len = strcspn(p, ",");
+		for (uint32_t i = 0;
+		     vm->vcpus && *p && *p != ';' && i < vm->spec->vcpus; i++) {
+			size_t len = strcspn(p, ",;");
 
 			snprintf(vm->vcpus[i].node, sizeof(vm->vcpus[0].node),
 				 "%.*s", (int)len, p);
@@ -909,6 +920,15 @@ static int restore_vm(const struct mgr_vm_row *row, void *arg)
 			vm->nvcpus = i + 1;
 			p += len + (p[len] == ',');
 		}
+	}
+	p += strcspn(p, ";");
+	while (*p == ';' || *p == ',') {
+		size_t len = strcspn(++p, ",");
+
+		if (len && vm->nmem < DSM_MAX_NODES)
+			snprintf(vm->mem_nodes[vm->nmem++],
+				 sizeof(vm->mem_nodes[0]), "%.*s", (int)len, p);
+		p += len;
 	}
 	if (mgr_vm_add(m, vm)) {
 		mgr_vm_free(vm);

@@ -16,20 +16,51 @@
 
 #define HEADROOM_PCT 10
 
-/* The distinct nodes of a VM's vCPUs, in vCPU order. */
+static size_t add_node(const char **out, size_t k, const char *node)
+{
+	for (size_t j = 0; j < k; j++)
+		if (strcmp(out[j], node) == 0)
+			return k;
+	out[k] = node;
+	return k + 1;
+}
+
+/* The distinct nodes of a VM's vCPUs, in vCPU order, then its memory
+ * nodes. */
 size_t mgr_vm_nodes(const struct mgr_vm *vm, const char **out)
 {
 	size_t k = 0;
 
-	for (uint32_t i = 0; i < vm->nvcpus; i++) {
-		bool seen = false;
-
-		for (size_t j = 0; j < k; j++)
-			seen |= strcmp(out[j], vm->vcpus[i].node) == 0;
-		if (!seen)
-			out[k++] = vm->vcpus[i].node;
-	}
+	for (uint32_t i = 0; i < vm->nvcpus; i++)
+		k = add_node(out, k, vm->vcpus[i].node);
+	for (uint32_t i = 0; i < vm->nmem; i++)
+		k = add_node(out, k, vm->mem_nodes[i]);
 	return k;
+}
+
+void mgr_vm_choose_mem_nodes(struct mgr *m, struct mgr_vm *vm)
+{
+	const Cellmon__VmSpec *s = vm->spec;
+	size_t n = mgr_members_count(m->members);
+
+	vm->nmem = 0;
+	if (s->home_node[0])
+		snprintf(vm->mem_nodes[vm->nmem++], sizeof(vm->mem_nodes[0]),
+			 "%s", s->home_node);
+	if (s->engine != CELLMON__ENGINE__ENGINE_QEMU ||
+	    s->home == CELLMON__HOME_POLICY__HOME_ONE)
+		return;
+	/* a qemu VM's pages are spread over its cell, as on a cc-NUMA
+	 * machine whose memory is on every node */
+	for (size_t i = 0; i < n && vm->nmem < DSM_MAX_NODES; i++) {
+		struct mgr_node *node = mgr_members_at(m->members, i);
+
+		if (strcmp(node->cell, s->cell) == 0 &&
+		    node->state == MGR_NODE_UP && node->dsm_addr[0] &&
+		    mgr_node_dsm_id(m, node) >= 0)
+			snprintf(vm->mem_nodes[vm->nmem++],
+				 sizeof(vm->mem_nodes[0]), "%s", node->id);
+	}
 }
 
 /* Fills the candidate table; `empty` ignores what other VMs use. */

@@ -170,6 +170,25 @@ int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 			 "configured (manager option vdiskd)");
 		return -EINVAL;
 	}
+	if (s->home_node[0]) {
+		const struct mgr_node *hn =
+			mgr_members_find(m->members, s->home_node);
+
+		if (s->home != CELLMON__HOME_POLICY__HOME_ONE) {
+			snprintf(err, len, "home_node goes with home one only");
+			return -EINVAL;
+		}
+		if (!hn) {
+			snprintf(err, len, "no node '%.64s' (home node)",
+				 s->home_node);
+			return -ENOENT;
+		}
+		if (strcmp(hn->cell, s->cell) != 0) {
+			snprintf(err, len, "home node %s is not in cell %s",
+				 hn->id, s->cell);
+			return -EINVAL;
+		}
+	}
 	if (s->anti_affinity[0] && !cell_name_valid(s->anti_affinity)) {
 		snprintf(err, len, "invalid anti-affinity group '%.64s'",
 			 s->anti_affinity);

@@ -252,9 +252,9 @@ static int home_policy(Cellmon__HomePolicy home, enum dsm_home_policy *out)
 }
 
 /* The engine and home policy of the spec, and whether the engine can run
- * it here. */
+ * it here (not asked of a node that only homes pages: vcpus_here 0). */
 static int check_spec(struct agent *a, const Cellmon__VmSpec *s,
-		      const struct agent_engine_ops **engine,
+		      size_t vcpus_here, const struct agent_engine_ops **engine,
 		      enum dsm_home_policy *home, char *err, size_t len)
 {
 	char why[200];
@@ -269,7 +269,9 @@ static int check_spec(struct agent *a, const Cellmon__VmSpec *s,
 			 a->cfg.node_id, (int)s->home);
 		return -EINVAL;
 	}
-	return (*engine)->check ? (*engine)->check(a, s, err, len) : 0;
+	if (!vcpus_here || !(*engine)->check)
+		return 0;
+	return (*engine)->check(a, s, err, len);
 }
 
 /* Opens the VM's disks ("NAME" or "NAME:ro") through the node cache. */
@@ -358,7 +360,8 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 			 a->cfg.node_id);
 		return r;
 	}
-	if ((r = check_spec(a, st->spec, &engine, &home, err, len)) ||
+	if ((r = check_spec(a, st->spec, st->n_vcpus, &engine, &home, err,
+			    len)) ||
 	    (r = agent_dsm_add_peers(a, st, err, len)))
 		return r;
 	/* Before the region exists: a restarted VM's nodes refuse the
