@@ -58,6 +58,7 @@ struct mgr_vcpu {
 	char node[CELL_NAME_MAX + 1];
 	Cellmon__VcpuState state;
 	int32_t exit_code, signal, pid;
+	char detail[240]; /* VcpuStatus.detail: the engine's word on its end */
 };
 
 struct mgr_vm {
@@ -65,7 +66,7 @@ struct mgr_vm {
 	char name[CELL_NAME_MAX + 1];
 	Cellmon__VmSpec *spec; /* owned, unpacked */
 	Cellmon__VmState state;
-	char reason[300];
+	char reason[512];
 	uint32_t runs;
 	uint64_t region; /* DSM region of the current run: id << 16 | run */
 	uint64_t created_ms, state_since_ms;

@@ -531,7 +531,7 @@ static void fail_node(struct mgr *m, struct mgr_vm *vm, const char *why)
 /* Decides what the vCPU states mean for a running or stopping VM. */
 void mgr_vm_evaluate(struct mgr *m, struct mgr_vm *vm)
 {
-	char why[300];
+	char why[512];
 	uint32_t ended = 0;
 
 	if (vm->busy || (vm->state != CELLMON__VM_STATE__VM_RUNNING &&
@@ -558,13 +558,16 @@ void mgr_vm_evaluate(struct mgr *m, struct mgr_vm *vm)
 			break;
 		case CELLMON__VCPU_STATE__VCPU_EXITED:
 			snprintf(why, sizeof(why),
-				 "vcpu %u on %s exited with status %d", i,
-				 c->node, c->exit_code);
+				 "vcpu %u on %s exited with status %d%s%s", i,
+				 c->node, c->exit_code,
+				 c->detail[0] ? ": " : "", c->detail);
 			break;
 		case CELLMON__VCPU_STATE__VCPU_KILLED:
 			snprintf(why, sizeof(why),
-				 "vcpu %u on %s was killed by signal %d (%s)",
-				 i, c->node, c->signal, strsignal(c->signal));
+				 "vcpu %u on %s was killed by signal %d "
+				 "(%s)%s%s",
+				 i, c->node, c->signal, strsignal(c->signal),
+				 c->detail[0] ? ": " : "", c->detail);
 			break;
 		default: /* not ended */
 			continue;
@@ -832,6 +835,8 @@ void mgr_vm_heartbeat(struct mgr *m, struct mgr_node *n,
 		c->exit_code = v[i]->exit_code;
 		c->signal = v[i]->signal;
 		c->pid = v[i]->pid;
+		snprintf(c->detail, sizeof(c->detail), "%s",
+			 v[i]->detail ? v[i]->detail : "");
 	}
 	for (size_t j = 0; j < m->nvms; j++)
 		released_by(m, m->vms[j], n, v, count);

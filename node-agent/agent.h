@@ -82,6 +82,7 @@ struct agent_vcpu {
 	Cellmon__VcpuState state;
 	pid_t pid; /* under vm_mu; 0 when none */
 	int exit_code, signal;
+	char detail[240]; /* the engine's word on a bad end (ended op) */
 	int ctl;	  /* agent's end of the service socket */
 	int guest_fd;	  /* guest's end, until the engine starts */
 	pthread_t thread; /* serves ctl */
@@ -95,7 +96,7 @@ struct agent_vm {
 	uint64_t region_id;
 	Cellmon__VmSpec *spec; /* a private unpacked copy */
 	struct dsm_region *region;
-	char dir[1100]; /* <state_dir>/vms/<name> */
+	char dir[1100]; /* <state_dir>/vms/<vm id>/run<run> */
 	struct agent_vcpu *vcpus;
 	size_t nvcpus; /* on this node */
 	struct agent_disk **disks;
@@ -200,6 +201,9 @@ struct agent_engine_ops {
 	void (*stop)(struct agent_vcpu *v);
 	/* Ends it at once. Never NULL. */
 	void (*kill)(struct agent_vcpu *v);
+	/* After it ended with a non-zero status or a signal: a one-line
+	 * account for the VM's reason (into v->detail). May be NULL. */
+	void (*ended)(struct agent_vcpu *v);
 };
 
 /* Where every engine writes a vCPU's console: <vm dir>/vcpu<N>.console.

@@ -44,8 +44,8 @@ static int by_name(const void *x, const void *y)
 
 /* The images: the entries of image_dir whose names follow the name rule
  * and that an engine can run: executable regular files (native) and
- * directories with a vmlinuz (qemu). Unknown when the directory cannot
- * be read or holds more than AGENT_IMAGES_MAX. */
+ * directories with a vmlinuz and an initrd.img (qemu). Unknown when the
+ * directory cannot be read or holds more than AGENT_IMAGES_MAX. */
 static void scan_images(struct agent *a)
 {
 	DIR *d = opendir(a->cfg.image_dir);
@@ -68,9 +68,14 @@ static void scan_images(struct agent *a)
 		if (stat(path, &st))
 			continue;
 		if (S_ISDIR(st.st_mode)) {
-			strncat(path, "/vmlinuz",
-				sizeof(path) - strlen(path) - 1);
-			if (access(path, R_OK))
+			size_t end = strlen(path);
+			bool whole;
+
+			strncat(path, "/vmlinuz", sizeof(path) - end - 1);
+			whole = access(path, R_OK) == 0;
+			path[end] = '\0';
+			strncat(path, "/initrd.img", sizeof(path) - end - 1);
+			if (!whole || access(path, R_OK))
 				continue;
 		} else if (!S_ISREG(st.st_mode) || access(path, X_OK)) {
 			continue;

@@ -434,6 +434,7 @@ static Cellmon__VcpuStatus *vcpu_status(const struct agent_vcpu *c)
 		c->state == CELLMON__VCPU_STATE__VCPU_EXITED ? c->exit_code : 0;
 	s->signal = c->signal;
 	s->pid = (int32_t)c->pid;
+	s->detail = (char *)c->detail; /* lives as long as the VM */
 	return s;
 }
 
@@ -800,6 +801,10 @@ static bool reap_one(struct agent *a, pid_t pid, int ws)
 				v->signal = WTERMSIG(ws);
 			}
 			pthread_mutex_unlock(&a->vm_mu);
+			if (vm->engine->ended &&
+			    (v->state != CELLMON__VCPU_STATE__VCPU_EXITED ||
+			     v->exit_code))
+				vm->engine->ended(v);
 			if (vm_all_ended(vm))
 				evtimer_del(vm->grace_timer);
 			CELL_INFO(MOD, "vcpu ended vm=%s vcpu=%u pid=%d %s=%d",

@@ -148,7 +148,7 @@ static int qemu_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
 			 "QEMU '%s' not found on %s (install Debian's "
 			 "qemu-system-x86, or set qemu_binary)",
 			 a->cfg.qemu_binary, a->cfg.node_id);
-		return -ENOENT;
+		return -EOPNOTSUPP; /* the node cannot; the image is fine */
 	}
 	for (int i = 0; i < 2; i++) {
 		snprintf(path, sizeof(path), "%s/%s/%s", a->cfg.image_dir,
@@ -168,7 +168,7 @@ static int qemu_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
 			 "the QEMU preload library %s is missing (set "
 			 "qemu_preload)",
 			 path);
-		return -ENOENT;
+		return -EOPNOTSUPP;
 	}
 	return 0;
 }
@@ -422,6 +422,41 @@ static void qemu_kill(struct agent_vcpu *v)
 		kill(-v->pid, SIGKILL);
 }
 
+/* The last lines of qemu.log, "a / b", for the VM's reason: QEMU says
+ * there why it refused its arguments or stopped. */
+static void qemu_ended(struct agent_vcpu *v)
+{
+	char path[1200], buf[2048], *lines[3] = {NULL};
+	int fd, k = 0;
+	ssize_t n;
+	off_t end;
+
+	v->detail[0] = '\0';
+	if (v != &v->vm->vcpus[0])
+		return;
+	snprintf(path, sizeof(path), "%s/qemu.log", v->vm->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	end = lseek(fd, 0, SEEK_END);
+	n = pread(fd, buf, sizeof(buf) - 1,
+		  end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1
+					       : 0);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	/* the last two non-empty lines, oldest first */
+	for (char *p = strtok(buf, "\n"); p; p = strtok(NULL, "\n")) {
+		lines[k % 3] = p;
+		k++;
+	}
+	for (int i = k >= 2 ? k - 2 : 0, off = 0; i < k; i++)
+		off += snprintf(v->detail + off,
+				sizeof(v->detail) - (size_t)off, "%s%s",
+				off ? " / " : "QEMU: ", lines[i % 3]);
+}
+
 const struct agent_engine_ops agent_qemu_engine = {
 	.id = CELLMON__ENGINE__ENGINE_QEMU,
 	.name = "qemu",
@@ -429,4 +464,5 @@ const struct agent_engine_ops agent_qemu_engine = {
 	.start = qemu_start,
 	.stop = qemu_stop,
 	.kill = qemu_kill,
+	.ended = qemu_ended,
 };

@@ -1,0 +1,407 @@
+/*
+ * The qemu engine end to end (issue 18): Linux VMs under QEMU's TCG (no
+ * /dev/kvm needed) whose RAM is the VM's DSM region, on a two-node cell.
+ *
+ * - every page homed on the other node: the guest's memory tester prints
+ *   the checksum the same program computes on the host, and the faults
+ *   are remote in vm stats;
+ * - vm stop is an ACPI power-down the guest obeys (stopped, status 0);
+ * - kill -9 of QEMU fails the VM with the signal in its reason;
+ * - kill -9 of the agent leaves no QEMU running;
+ * - bad input: an image that is not there or has no initrd (refused
+ *   before it is recorded), a kernel QEMU cannot load (failed, QEMU's own
+ *   words in the reason), an agent without QEMU (the start fails naming
+ *   it), an unknown accelerator (the agent does not start).
+ *
+ * Skips, saying why, when the linux image was not built (deploy/
+ * install-deps fetches its packages) or QEMU is not installed.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "cluster.h"
+#include "ctlclient.h"
+#include "testsupport.h"
+
+static struct tsc_cluster cl;
+static char images[700], image_arg[800], why_skip[300];
+
+#define CTL(out, ...) TSC_CTL(&cl, out, __VA_ARGS__)
+
+static json_t *vm_json(const char *name)
+{
+	return tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+			    TSC_WORDS("vm", "info", name));
+}
+
+static const char *want_vm, *want_text;
+
+static bool vm_ended(void *arg)
+{
+	json_t *j = vm_json(want_vm);
+	const char *s = j ? json_string_value(json_object_get(j, "state")) : "";
+	bool ok = s && (strcmp(s, "stopped") == 0 || strcmp(s, "failed") == 0);
+
+	(void)arg;
+	json_decref(j);
+	return ok;
+}
+
+/* Waits until the VM stopped or failed; returns its state (static). */
+static const char *wait_end(const char *vm, unsigned ms)
+{
+	static char state[32];
+	json_t *j;
+
+	want_vm = vm;
+	ts_wait_for(vm_ended, NULL, ms);
+	j = vm_json(vm);
+	snprintf(state, sizeof(state), "%s",
+		 j ? json_string_value(json_object_get(j, "state")) : "none");
+	json_decref(j);
+	return state;
+}
+
+static bool console_has(void *arg)
+{
+	char *out = NULL;
+	bool ok;
+
+	(void)arg;
+	ok = CTL(&out, "vm", "console", want_vm) == 0 &&
+	     strstr(out, want_text) != NULL;
+	free(out);
+	return ok;
+}
+
+static bool wait_console(const char *vm, const char *text, unsigned ms)
+{
+	want_vm = vm;
+	want_text = text;
+	return ts_wait_for(console_has, NULL, ms);
+}
+
+static const char *reason_of(const char *vm)
+{
+	static char reason[600];
+	json_t *j = vm_json(vm);
+
+	snprintf(reason, sizeof(reason), "%s",
+		 j ? json_string_value(json_object_get(j, "reason")) : "");
+	json_decref(j);
+	return reason;
+}
+
+static pid_t pid_of(const char *vm)
+{
+	json_t *j = vm_json(vm);
+	pid_t pid = (pid_t)json_integer_value(json_object_get(
+		json_array_get(json_object_get(j, "vcpus"), 0), "pid"));
+
+	json_decref(j);
+	return pid;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* The agents' image_dir: the built linux image, and two bad ones. */
+static void make_images(void)
+{
+	char path[900];
+
+	snprintf(path, sizeof(path), "%s/linux", images);
+	assert_int_equal(symlink(GUEST_IMAGES "/linux", path), 0);
+	snprintf(path, sizeof(path), "%s/bogus", images);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/bogus/vmlinuz", images);
+	write_file(path, "not a kernel\n");
+	snprintf(path, sizeof(path), "%s/bogus/initrd.img", images);
+	write_file(path, "not an initrd\n");
+	snprintf(path, sizeof(path), "%s/noinitrd", images);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/noinitrd/vmlinuz", images);
+	write_file(path, "a kernel without its initrd\n");
+}
+
+static int setup(void **state)
+{
+	static struct tsc_cluster_opts o = {.nodes = 2, .cell = "c"};
+	char *dir;
+
+	(void)state;
+	if (access(GUEST_IMAGES "/linux/vmlinuz", R_OK) ||
+	    access(GUEST_IMAGES "/linux/initrd.img", R_OK)) {
+		snprintf(why_skip, sizeof(why_skip),
+			 "the linux guest image was not built (%s/linux): "
+			 "deploy/install-deps fetches its packages",
+			 GUEST_IMAGES);
+		return 0;
+	}
+	if (system("command -v qemu-system-x86_64 >/dev/null") != 0) {
+		snprintf(why_skip, sizeof(why_skip),
+			 "qemu-system-x86_64 is not installed (Debian's "
+			 "qemu-system-x86; deploy/install-deps installs it)");
+		return 0;
+	}
+	dir = ts_tmpdir("cellmon-qemu-img");
+	snprintf(images, sizeof(images), "%s", dir);
+	free(dir);
+	make_images();
+	snprintf(image_arg, sizeof(image_arg), "--image-dir=%s", images);
+	o.agent_args[0] = image_arg;
+	tsc_cluster_start(&cl, "cellmon-qemu", &o);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (why_skip[0])
+		return 0;
+	tsc_cluster_stop(&cl);
+	ts_rmtree(images);
+	return 0;
+}
+
+#define NEED_QEMU()                                       \
+	do {                                              \
+		if (why_skip[0]) {                        \
+			printf("# SKIP: %s\n", why_skip); \
+			skip();                           \
+		}                                         \
+	} while (0)
+
+/* What memtest prints on the host for the same size and seed. */
+static char *host_checksum(const char *mib)
+{
+	char *argv[] = {MEMTEST_BIN, (char *)mib, NULL}, *out = NULL, *nl;
+
+	assert_int_equal(ts_run(argv, 30000, &out, false), 0);
+	nl = strchr(out, '\n');
+	if (nl)
+		*nl = '\0';
+	return out;
+}
+
+/* All of a Linux VM's pages homed on the other node: it boots, and its
+ * memory tester gets the host's checksum through remote faults. */
+static void test_qemu_remote_pages_checksum(void **state)
+{
+	char *want, *out = NULL;
+	json_t *j, *nodes, *n;
+	size_t i;
+	uint64_t t0 = ts_now_ms();
+	long long remote = -1, homed1 = -1, homed2 = -1;
+
+	(void)state;
+	NEED_QEMU();
+	want = host_checksum("32");
+	assert_int_equal(CTL(&out, "vm", "create", "far", "--cell=c",
+			     "--engine=qemu", "--image=linux", "--memory=256M",
+			     "--node=node1", "--home-node=node2", "--start",
+			     "--", "cellmon.job=memtest:32"),
+			 0);
+	free(out);
+	assert_string_equal(wait_end("far", 180000), "stopped");
+	printf("# boot + memtest 32 MiB with every page on node2: %llu ms\n",
+	       (unsigned long long)(ts_now_ms() - t0));
+	assert_int_equal(CTL(&out, "vm", "console", "far"), 0);
+	if (!strstr(out, want))
+		fail_msg("the guest did not print the host's '%s':\n%s", want,
+			 out);
+	free(out);
+	j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+			 TSC_WORDS("vm", "stats", "far"));
+	nodes = json_object_get(j, "nodes");
+	json_array_foreach(nodes, i, n)
+	{
+		const char *id = json_string_value(json_object_get(n, "node"));
+		long long h =
+			json_integer_value(json_object_get(n, "pages_homed"));
+
+		if (strcmp(id, "node1") == 0) {
+			remote = json_integer_value(
+				json_object_get(n, "remote_faults"));
+			homed1 = h;
+		} else if (strcmp(id, "node2") == 0) {
+			homed2 = h;
+		}
+	}
+	json_decref(j);
+	printf("# remote faults on node1: %lld\n", remote);
+	assert_true(remote > 8192); /* at least the 32 MiB tested */
+	assert_int_equal(homed1, 0);
+	assert_int_equal(homed2, 256 * 256); /* 256 MiB of 4 KiB pages */
+	free(want);
+	assert_int_equal(CTL(NULL, "vm", "delete", "far"), 0);
+}
+
+/* vm stop presses the ACPI power button; the guest powers off. */
+static void test_qemu_stop_is_acpi_powerdown(void **state)
+{
+	json_t *j, *c;
+
+	(void)state;
+	NEED_QEMU();
+	assert_int_equal(CTL(NULL, "vm", "create", "sh", "--cell=c",
+			     "--engine=qemu", "--image=linux", "--memory=256M",
+			     "--start", "--", "cellmon.job=shell"),
+			 0);
+	assert_true(wait_console("sh", "cellmon-guest: shell", 180000));
+	assert_int_equal(CTL(NULL, "vm", "stop", "sh"), 0);
+	j = vm_json("sh");
+	c = json_array_get(json_object_get(j, "vcpus"), 0);
+	assert_string_equal(json_string_value(json_object_get(j, "state")),
+			    "stopped");
+	/* powered off by the guest, not killed after the grace */
+	assert_string_equal(json_string_value(json_object_get(c, "state")),
+			    "exited");
+	assert_int_equal(json_integer_value(json_object_get(c, "exit_code")),
+			 0);
+	json_decref(j);
+	assert_int_equal(CTL(NULL, "vm", "delete", "sh"), 0);
+}
+
+/* kill -9 of QEMU: the VM fails and says so. */
+static void test_qemu_killed_fails_vm(void **state)
+{
+	pid_t pid;
+
+	(void)state;
+	NEED_QEMU();
+	assert_int_equal(CTL(NULL, "vm", "create", "k9", "--cell=c",
+			     "--engine=qemu", "--image=linux", "--memory=256M",
+			     "--start", "--", "cellmon.job=shell"),
+			 0);
+	pid = pid_of("k9");
+	assert_true(pid > 0);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_string_equal(wait_end("k9", 10000), "failed");
+	if (!strstr(reason_of("k9"), "killed by signal 9"))
+		fail_msg("reason: %s", reason_of("k9"));
+	assert_int_equal(CTL(NULL, "vm", "delete", "k9"), 0);
+}
+
+static pid_t gone_pid;
+
+static bool pid_gone(void *arg)
+{
+	(void)arg;
+	return kill(gone_pid, 0) && errno == ESRCH;
+}
+
+/* kill -9 of the agent: its QEMU goes too (parent-death signal, and the
+ * preload library sees the hand-off close). */
+static void test_qemu_agent_killed_leaves_no_qemu(void **state)
+{
+	(void)state;
+	NEED_QEMU();
+	assert_int_equal(CTL(NULL, "vm", "create", "orphan", "--cell=c",
+			     "--engine=qemu", "--image=linux", "--memory=256M",
+			     "--node=node2", "--max-restarts=0", "--start",
+			     "--", "cellmon.job=shell"),
+			 0);
+	gone_pid = pid_of("orphan");
+	assert_true(gone_pid > 0);
+	ts_stop(cl.agents[1], SIGKILL, 5000);
+	assert_true(ts_wait_for(pid_gone, NULL, 5000));
+	assert_true(tsc_cluster_agent(&cl, 1, NULL) > 0);
+	assert_true(tsc_cluster_wait_dsm(&cl, 2, 15000));
+	assert_string_equal(wait_end("orphan", 15000), "failed");
+	assert_int_equal(CTL(NULL, "vm", "delete", "orphan"), 0);
+}
+
+/* Images that are not there, not whole, or not a kernel. */
+static void test_qemu_bad_images(void **state)
+{
+	char *out = NULL;
+
+	(void)state;
+	NEED_QEMU();
+	assert_int_equal(CTL(&out, "vm", "create", "x1", "--cell=c",
+			     "--engine=qemu", "--image=nosuch",
+			     "--memory=256M"),
+			 4);
+	assert_non_null(strstr(out, "no image 'nosuch'"));
+	free(out);
+	/* a directory without initrd.img is no image: not listed */
+	assert_int_equal(CTL(&out, "vm", "create", "x2", "--cell=c",
+			     "--engine=qemu", "--image=noinitrd",
+			     "--memory=256M", "--start"),
+			 4);
+	if (!strstr(out, "no image 'noinitrd'"))
+		fail_msg("cellctl said: %s", out);
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "create", "x3", "--cell=c",
+			     "--engine=qemu", "--image=bogus", "--memory=256M",
+			     "--start"),
+			 0);
+	assert_string_equal(wait_end("x3", 30000), "failed");
+	if (!strstr(reason_of("x3"), "QEMU: "))
+		fail_msg("no word of QEMU's in the reason: %s",
+			 reason_of("x3"));
+	printf("# reason: %s\n", reason_of("x3"));
+	assert_int_equal(CTL(NULL, "vm", "delete", "x3"), 0);
+}
+
+/* An agent whose QEMU is not there refuses the VM naming it; an unknown
+ * accelerator stops the agent at start-up. */
+static void test_qemu_agent_config_errors(void **state)
+{
+	char *bad_accel[] = {AGENT_BIN, "--qemu-accel=warp", "--state-dir=/x",
+			     NULL};
+	char *out = NULL;
+	char arg[] = "--qemu-binary=/nonexistent/qemu-system-x86_64";
+
+	(void)state;
+	NEED_QEMU();
+	assert_int_equal(ts_run(bad_accel, 5000, &out, true), 2);
+	if (!strstr(out, "warp") || !strstr(out, "tcg"))
+		fail_msg("agent said: %s", out);
+	free(out);
+	/* node2 again, without QEMU */
+	cl.o.agent_args[1] = arg;
+	tsc_cluster_agent_restart(&cl, 1, NULL);
+	cl.o.agent_args[1] = NULL;
+	assert_int_equal(CTL(&out, "vm", "create", "noq", "--cell=c",
+			     "--engine=qemu", "--image=linux", "--memory=256M",
+			     "--node=node2", "--start"),
+			 1);
+	if (!strstr(out, "not found on node2"))
+		fail_msg("cellctl said: %s", out);
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "delete", "noq"), 0);
+	tsc_cluster_agent_restart(&cl, 1, NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_qemu_remote_pages_checksum),
+		cmocka_unit_test(test_qemu_stop_is_acpi_powerdown),
+		cmocka_unit_test(test_qemu_killed_fails_vm),
+		cmocka_unit_test(test_qemu_agent_killed_leaves_no_qemu),
+		cmocka_unit_test(test_qemu_bad_images),
+		cmocka_unit_test(test_qemu_agent_config_errors),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
