@@ -263,7 +263,7 @@ static json_t *spec_json(const Cellmon__VmSpec *s)
 
 static json_t *vm_json(const Cellmon__VmInfo *v)
 {
-	json_t *vcpus = json_array(), *deps = json_array();
+	json_t *vcpus = json_array(), *deps = json_array(), *o;
 
 	for (size_t i = 0; vcpus && i < v->n_vcpus; i++) {
 		const Cellmon__VcpuInfo *c = v->vcpus[i];
@@ -277,7 +277,7 @@ static json_t *vm_json(const Cellmon__VmInfo *v)
 	}
 	for (size_t i = 0; deps && i < v->n_deps; i++)
 		json_array_append_new(deps, json_string(v->deps[i]));
-	return json_pack(
+	o = json_pack(
 		"{s:s, s:I, s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:I, s:i, "
 		"s:I, s:i}",
 		"name", v->spec ? v->spec->name : "", "id", (json_int_t)v->id,
@@ -287,6 +287,9 @@ static json_t *vm_json(const Cellmon__VmInfo *v)
 		(json_int_t)v->created_ms, "state_since_ms",
 		(json_int_t)v->state_since_ms, "runs", (int)v->runs, "region",
 		(json_int_t)v->region, "restarts", (int)v->restarts);
+	if (o && v->accel[0]) /* qemu VMs */
+		json_object_set_new(o, "accel", json_string(v->accel));
+	return o;
 }
 
 static void print_vcpus(const Cellmon__VmInfo *v)
@@ -336,6 +339,8 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 	       cellproto_name(&cellproto_engines, s->engine), s->image);
 	for (size_t i = 0; i < s->n_args; i++)
 		printf(" %s", s->args[i]);
+	if (v->accel[0])
+		printf("\naccel:     %s", v->accel);
 	printf("\nrestarts:  %u of %u after node failures\n", v->restarts,
 	       s->restart ? s->restart->max_restarts : 3);
 	printf("placement: %s%s%s%s%s\nhome:      %s\nruns:      %u\n",

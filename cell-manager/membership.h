@@ -60,6 +60,7 @@ struct mgr_node {
 	 * known until the agent says, and then no filter applies */
 	bool images_known;
 	uint32_t nimages;
+	char qemu_accel[32]; /* Capacity.qemu_accel */
 	char images[MGR_NODE_IMAGES][CELL_NAME_MAX + 1];
 };
 

@@ -139,7 +139,7 @@ static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 			  "is %lld ms, expect false suspicions",
 			  n->id, r->heartbeat_ms,
 			  (long long)m->cfg.suspect_after_ms);
-	mgr_node_set_images(n, r->capacity);
+	mgr_node_set_capacity(n, r->capacity);
 	mgr_node_quorum_sync(m, n);
 	if (!resumed && old_inc)
 		mgr_vm_node_lost(m, n, "restarted as a new incarnation");
@@ -194,7 +194,7 @@ static void on_heartbeat(struct cell_rpc_call *call,
 	if (hb->capacity && hb->capacity->cpus && hb->capacity->memory_mb) {
 		n->cpus = hb->capacity->cpus;
 		n->memory_mb = hb->capacity->memory_mb;
-		mgr_node_set_images(n, hb->capacity);
+		mgr_node_set_capacity(n, hb->capacity);
 	}
 	if (hb->dsm_addr)
 		snprintf(n->dsm_addr, sizeof(n->dsm_addr), "%s", hb->dsm_addr);

@@ -247,8 +247,9 @@ void mgr_vm_tick(struct mgr *m);
  * a quorum's refusals at least a peer vote old (quorum.h), as when it
  * may be declared down, down_after aside. */
 bool mgr_node_settled(struct mgr *m, const struct mgr_node *n);
-/* The images node n reported (register, heartbeat). */
-void mgr_node_set_images(struct mgr_node *n, const Cellmon__Capacity *cap);
+/* The images and QEMU accelerator node n reported (register,
+ * heartbeat). */
+void mgr_node_set_capacity(struct mgr_node *n, const Cellmon__Capacity *cap);
 /* Whether a VM may name image on n: true when n did not say. */
 bool mgr_node_has_image(const struct mgr_node *n, const char *image);
 /* Node n's VMs lost their vCPUs (down, or a new incarnation). */

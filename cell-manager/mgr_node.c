@@ -143,8 +143,10 @@ bool mgr_node_settled(struct mgr *m, const struct mgr_node *n)
 	return quorum_refused(m, n);
 }
 
-void mgr_node_set_images(struct mgr_node *n, const Cellmon__Capacity *cap)
+void mgr_node_set_capacity(struct mgr_node *n, const Cellmon__Capacity *cap)
 {
+	snprintf(n->qemu_accel, sizeof(n->qemu_accel), "%s",
+		 cap->qemu_accel ? cap->qemu_accel : "");
 	n->nimages = 0;
 	n->images_known = cap->images_known && cap->n_images <= MGR_NODE_IMAGES;
 	for (size_t i = 0; n->images_known && i < cap->n_images; i++)

@@ -197,6 +197,12 @@ int mgr_vm_info_fill(const struct mgr *m, const struct mgr_vm *vm,
 	vi->restarts = vm->restarts;
 	if (vm->spec->n_disks)
 		vi->disk_server = (char *)m->cfg.vdiskd;
+	if (vm->spec->engine == CELLMON__ENGINE__ENGINE_QEMU && vm->nvcpus) {
+		const struct mgr_node *n =
+			mgr_members_find(m->members, vm->vcpus[0].node);
+
+		vi->accel = n ? (char *)n->qemu_accel : "";
+	}
 	vi->vcpus = calloc(vm->nvcpus + 1, sizeof(*vi->vcpus));
 	vi->deps = calloc(vm->nvcpus + 1, sizeof(*vi->deps));
 	if (!vi->vcpus || !vi->deps)

@@ -153,7 +153,8 @@ struct agent {
 	size_t nimages;
 	bool images_known;
 	uint64_t images_scanned_ms;
-	char addr[128]; /* advertised address */
+	char qemu_accel[32]; /* agent_qemu_accel(), resolved once */
+	char addr[128];	     /* advertised address */
 	struct event *hb_timer, *lease_timer, *retry_timer;
 	/* DSM: created once the manager gave this node a DSM id */
 	struct dsm_node *dsm;
@@ -221,7 +222,7 @@ const struct agent_engine_ops *agent_engine_find(Cellmon__Engine e, char *err,
 extern const struct agent_engine_ops agent_native_engine;
 extern const struct agent_engine_ops agent_qemu_engine;
 /* engine_qemu.c: the -accel QEMU gets here (qemu_accel, resolved). */
-const char *agent_qemu_accel(const struct agent *a);
+const char *agent_qemu_accel(struct agent *a);
 /* Fills cap with this node's cpus, memory and images (pointing into a). */
 void agent_capacity(struct agent *a, Cellmon__Capacity *cap);
 

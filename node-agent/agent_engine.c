@@ -109,4 +109,5 @@ void agent_capacity(struct agent *a, Cellmon__Capacity *cap)
 	cap->images = a->image_ptr;
 	cap->n_images = a->nimages;
 	cap->images_known = a->images_known;
+	cap->qemu_accel = (char *)agent_qemu_accel(a);
 }

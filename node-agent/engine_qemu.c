@@ -76,14 +76,16 @@ static bool hw_kvm(void)
 	return hw;
 }
 
-/* The -accel argument for this host (qemu_accel). */
-const char *agent_qemu_accel(const struct agent *a)
+/* The -accel argument for this host (qemu_accel), resolved once. */
+const char *agent_qemu_accel(struct agent *a)
 {
-	if (strcmp(a->cfg.qemu_accel, "kvm") == 0)
-		return "kvm";
-	if (strcmp(a->cfg.qemu_accel, "tcg") == 0)
-		return "tcg,thread=multi";
-	return hw_kvm() ? "kvm" : "tcg,thread=multi";
+	if (!a->qemu_accel[0])
+		snprintf(a->qemu_accel, sizeof(a->qemu_accel), "%s",
+			 strcmp(a->cfg.qemu_accel, "kvm") == 0 ? "kvm"
+			 : strcmp(a->cfg.qemu_accel, "tcg") == 0 || !hw_kvm()
+				 ? "tcg,thread=multi"
+				 : "kvm");
+	return a->qemu_accel;
 }
 
 /* The preload library: qemu_preload, else beside the agent's binary,
@@ -142,6 +144,13 @@ static int qemu_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
 	if (!cell_name_valid(s->image)) {
 		snprintf(err, len, "invalid image name '%.64s'", s->image);
 		return -EINVAL;
+	}
+	if (s->n_disks) {
+		snprintf(err, len,
+			 "disks for qemu VMs are not served yet (the agent's "
+			 "NBD export of them is to come); start it without "
+			 "--disk");
+		return -EOPNOTSUPP;
 	}
 	if (!find_binary(a->cfg.qemu_binary, bin, sizeof(bin))) {
 		snprintf(err, len,

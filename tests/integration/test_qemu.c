@@ -221,6 +221,13 @@ static void test_qemu_remote_pages_checksum(void **state)
 			 0);
 	free(out);
 	assert_string_equal(wait_end("far", 180000), "stopped");
+	j = vm_json("far");
+	/* the accelerator QEMU got on node1 is shown */
+	if (!json_string_value(json_object_get(j, "accel")) ||
+	    !json_string_value(json_object_get(j, "accel"))[0])
+		fail_msg("vm info shows no accelerator");
+	printf("# accel: %s\n", json_string_value(json_object_get(j, "accel")));
+	json_decref(j);
 	printf("# boot + memtest 32 MiB with every page on node2: %llu ms\n",
 	       (unsigned long long)(ts_now_ms() - t0));
 	assert_int_equal(CTL(&out, "vm", "console", "far"), 0);
@@ -349,6 +356,12 @@ static void test_qemu_bad_images(void **state)
 			 4);
 	if (!strstr(out, "no image 'noinitrd'"))
 		fail_msg("cellctl said: %s", out);
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "create", "x4", "--cell=c",
+			     "--engine=qemu", "--image=linux", "--memory=256M",
+			     "--disk=d"),
+			 1);
+	assert_non_null(strstr(out, "disks for qemu VMs are not served yet"));
 	free(out);
 	assert_int_equal(CTL(NULL, "vm", "create", "x3", "--cell=c",
 			     "--engine=qemu", "--image=bogus", "--memory=256M",
