@@ -1,0 +1,342 @@
+/*
+ * qemu-bench: what a Linux VM costs on cellmon's DSM, against QEMU with
+ * its own RAM, measured in one run on this machine.
+ *
+ *   qemu-bench [--runs=N] [--mib=M] [--json]
+ *
+ * Four configurations boot the `linux` image (256 MiB, one vCPU, the
+ * accelerator the agent picks: TCG without hardware virtualization) and
+ * run its memory tester over M MiB (default 64), N times each (default
+ * 3):
+ *   alone      qemu-system-x86_64 by itself, RAM its own (the baseline)
+ *   local      a cellmon qemu VM, every page homed on its node
+ *   default    a cellmon qemu VM as a user gets it: pages interleaved
+ *              over the cell's two nodes
+ *   remote     a cellmon qemu VM, every page homed on the other node
+ * and prints for each the medians of: boot (start to the guest's first
+ * line, "cellmon-guest: up"), the memory test (as the guest times it) and
+ * the whole run (start to the VM's end), with the ratios to `alone`, and
+ * the DSM faults of one run. Figures only: it never fails on time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "cluster.h"
+#include "ctlclient.h"
+#include "testsupport.h"
+
+#define MAXRUNS 20
+
+enum { C_ALONE, C_LOCAL, C_DEFAULT, C_REMOTE, C_COUNT };
+
+static const char *const cname[C_COUNT] = {"alone", "local", "default",
+					   "remote"};
+
+struct sample {
+	double boot_s, test_s, total_s;
+};
+
+struct result {
+	struct sample s[MAXRUNS];
+	int n;
+	long long local_faults, remote_faults;
+};
+
+static struct tsc_cluster cl;
+static char tmp[700];
+static int mib = 64;
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(const struct result *r, size_t off)
+{
+	double v[MAXRUNS];
+
+	for (int i = 0; i < r->n; i++)
+		v[i] = *(const double *)((const char *)&r->s[i] + off);
+	qsort(v, (size_t)r->n, sizeof(v[0]), cmp_double);
+	return r->n ? v[r->n / 2] : 0;
+}
+
+/* The guest's "memtest took X s", or -1. */
+static double test_time(const char *console)
+{
+	const char *p = console ? strstr(console, "memtest took ") : NULL;
+
+	return p ? strtod(p + strlen("memtest took "), NULL) : -1;
+}
+
+static bool has_up(const char *path)
+{
+	char *text = ts_read_file(path);
+	bool up = text && strstr(text, "cellmon-guest: up");
+
+	free(text);
+	return up;
+}
+
+/* QEMU by itself, with the same kernel, initrd and command line. */
+static struct sample run_alone(void)
+{
+	char con[800], serial[900], append[200], m[16];
+	char *argv[] = {"qemu-system-x86_64",
+			"-accel",
+			"tcg,thread=multi",
+			"-m",
+			"256M",
+			"-smp",
+			"1",
+			"-nodefaults",
+			"-no-user-config",
+			"-display",
+			"none",
+			"-no-reboot",
+			"-serial",
+			serial,
+			"-kernel",
+			GUEST_IMAGES "/linux/vmlinuz",
+			"-initrd",
+			GUEST_IMAGES "/linux/initrd.img",
+			"-append",
+			append,
+			NULL};
+	struct sample s = {0};
+	uint64_t t0 = ts_now_ms(), up = 0;
+	char *text;
+	pid_t pid;
+	int ws;
+
+	if (access("/dev/kvm", R_OK | W_OK) == 0 &&
+	    system("grep -qE ' (vmx|svm)' /proc/cpuinfo") == 0)
+		argv[2] = "kvm";
+	snprintf(m, sizeof(m), "%d", mib);
+	snprintf(con, sizeof(con), "%s/alone.console", tmp);
+	unlink(con);
+	snprintf(serial, sizeof(serial), "file:%s", con);
+	snprintf(append, sizeof(append),
+		 "console=ttyS0 quiet panic=-1 cellmon.job=memtest:%s", m);
+	pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &ws, WNOHANG) == 0) {
+		if (!up && has_up(con))
+			up = ts_now_ms();
+		usleep(10 * 1000);
+	}
+	s.total_s = (double)(ts_now_ms() - t0) / 1000;
+	if (!up && has_up(con))
+		up = ts_now_ms();
+	s.boot_s = up ? (double)(up - t0) / 1000 : -1;
+	text = ts_read_file(con);
+	s.test_s = test_time(text);
+	free(text);
+	return s;
+}
+
+static json_t *vm_json(const char *name)
+{
+	return tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+			    TSC_WORDS("vm", "info", name));
+}
+
+static const char *vm_state(const char *name)
+{
+	static char st[32];
+	json_t *j = vm_json(name);
+
+	snprintf(st, sizeof(st), "%s",
+		 j ? json_string_value(json_object_get(j, "state")) : "none");
+	json_decref(j);
+	return st;
+}
+
+/* A cellmon qemu VM on node1 with the home options given. */
+static struct sample run_vm(int c, struct result *r)
+{
+	char job[64], con[1000], *out = NULL;
+	const char *home = c == C_LOCAL	   ? "--home-node=node1"
+			   : c == C_REMOTE ? "--home-node=node2"
+					   : "--home=interleave";
+	struct sample s = {0};
+	uint64_t t0 = ts_now_ms(), up = 0;
+	long long id;
+	json_t *j, *n;
+	size_t i;
+
+	snprintf(job, sizeof(job), "cellmon.job=memtest:%d", mib);
+	/* the last run's VM: deletable once its nodes released it */
+	for (int k = 0; k < 500 && strcmp(vm_state("b"), "none") != 0; k++) {
+		TSC_CTL(&cl, NULL, "vm", "delete", "b");
+		usleep(10 * 1000);
+	}
+	if (TSC_CTL(&cl, &out, "vm", "create", "b", "--cell=c", "--engine=qemu",
+		    "--image=linux", "--memory=256M", "--node=node1", home,
+		    "--start", "--", job) != 0) {
+		fprintf(stderr, "qemu-bench: vm create: %s\n", out);
+		exit(1);
+	}
+	free(out);
+	j = vm_json("b");
+	id = json_integer_value(json_object_get(j, "id"));
+	json_decref(j);
+	snprintf(con, sizeof(con), "%s/agent1/vms/%lld/run1/vcpu0.console",
+		 cl.dir, id);
+	for (;;) {
+		const char *st = vm_state("b");
+
+		if (!up && has_up(con))
+			up = ts_now_ms();
+		if (strcmp(st, "stopped") == 0 || strcmp(st, "failed") == 0)
+			break;
+		usleep(10 * 1000);
+	}
+	s.total_s = (double)(ts_now_ms() - t0) / 1000;
+	s.boot_s = up ? (double)(up - t0) / 1000 : -1;
+	out = ts_read_file(con);
+	s.test_s = test_time(out);
+	free(out);
+	j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+			 TSC_WORDS("vm", "stats", "b"));
+	r->local_faults = r->remote_faults = 0;
+	json_array_foreach(json_object_get(j, "nodes"), i, n)
+	{
+		r->local_faults +=
+			json_integer_value(json_object_get(n, "local_faults"));
+		r->remote_faults +=
+			json_integer_value(json_object_get(n, "remote_faults"));
+	}
+	json_decref(j);
+	return s;
+}
+
+int main(int argc, char **argv)
+{
+	static struct tsc_cluster_opts o = {.nodes = 2, .cell = "c"};
+	struct result res[C_COUNT] = {0};
+	int runs = 3;
+	bool json = false;
+	char *dir;
+
+	for (int i = 1; i < argc; i++) {
+		if (strncmp(argv[i], "--runs=", 7) == 0)
+			runs = atoi(argv[i] + 7);
+		else if (strncmp(argv[i], "--mib=", 6) == 0)
+			mib = atoi(argv[i] + 6);
+		else if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else {
+			fprintf(stderr,
+				"usage: qemu-bench [--runs=N (1-%d)] "
+				"[--mib=M (1-192)] [--json]\n",
+				MAXRUNS);
+			return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+		}
+	}
+	if (runs < 1 || runs > MAXRUNS || mib < 1 || mib > 192) {
+		fprintf(stderr, "qemu-bench: --runs 1-%d, --mib 1-192\n",
+			MAXRUNS);
+		return 2;
+	}
+	if (access(GUEST_IMAGES "/linux/initrd.img", R_OK)) {
+		fprintf(stderr,
+			"qemu-bench: no linux image in %s/linux "
+			"(deploy/install-deps, then build)\n",
+			GUEST_IMAGES);
+		return 1;
+	}
+	dir = ts_tmpdir("cellmon-qemu-bench");
+	snprintf(tmp, sizeof(tmp), "%s", dir);
+	free(dir);
+	tsc_cluster_start(&cl, "cellmon-qemu-bench", &o);
+	/* interleaved: the configurations see the same machine state */
+	for (int r = 0; r < runs; r++)
+		for (int c = 0; c < C_COUNT; c++) {
+			struct result *x = &res[c];
+
+			x->s[x->n++] =
+				c == C_ALONE ? run_alone() : run_vm(c, x);
+			if (!json)
+				fprintf(stderr,
+					"# run %d %-8s boot %.2f s, memtest "
+					"%.2f s, total %.2f s\n",
+					r + 1, cname[c], x->s[x->n - 1].boot_s,
+					x->s[x->n - 1].test_s,
+					x->s[x->n - 1].total_s);
+		}
+	tsc_cluster_stop(&cl);
+	ts_rmtree(tmp);
+	if (json) {
+		json_t *top = json_object(), *arr = json_array();
+
+		for (int c = 0; c < C_COUNT; c++)
+			json_array_append_new(
+				arr,
+				json_pack(
+					"{s:s, s:f, s:f, s:f, s:I, s:I}",
+					"config", cname[c], "boot_s",
+					median(&res[c],
+					       offsetof(struct sample, boot_s)),
+					"memtest_s",
+					median(&res[c],
+					       offsetof(struct sample, test_s)),
+					"total_s",
+					median(&res[c], offsetof(struct sample,
+								 total_s)),
+					"local_faults",
+					(json_int_t)res[c].local_faults,
+					"remote_faults",
+					(json_int_t)res[c].remote_faults));
+		json_object_set_new(top, "runs", json_integer(runs));
+		json_object_set_new(top, "mib", json_integer(mib));
+		json_object_set_new(top, "configs", arr);
+		json_dumpf(top, stdout, JSON_INDENT(2));
+		printf("\n");
+		json_decref(top);
+		return 0;
+	}
+	printf("qemu-bench: linux image, 256 MiB, 1 vCPU, memtest %d MiB, "
+	       "medians of %d runs\n",
+	       mib, runs);
+	printf("%-8s %8s %8s %8s %9s %9s %9s %9s\n", "config", "boot_s",
+	       "test_s", "total_s", "boot_x", "test_x", "local_f", "remote_f");
+	for (int c = 0; c < C_COUNT; c++) {
+		double b = median(&res[c], offsetof(struct sample, boot_s));
+		double t = median(&res[c], offsetof(struct sample, test_s));
+		double a = median(&res[c], offsetof(struct sample, total_s));
+		double b0 = median(&res[0], offsetof(struct sample, boot_s));
+		double t0 = median(&res[0], offsetof(struct sample, test_s));
+
+		printf("%-8s %8.2f %8.2f %8.2f %8.2fx %8.2fx %9lld %9lld\n",
+		       cname[c], b, t, a, b0 > 0 ? b / b0 : 0,
+		       t0 > 0 ? t / t0 : 0, res[c].local_faults,
+		       res[c].remote_faults);
+	}
+	printf("(boot: start to the guest's first line; test: the guest's "
+	       "own timing of memtest; x: ratio to alone; faults: one run)\n");
+	return 0;
+}
