@@ -23,7 +23,7 @@
 static struct vdisk *disk;
 static char store[256];
 
-static struct vdisk *get(void *ctx, const char *name, char *err, size_t errlen)
+static void *get(void *ctx, const char *name, char *err, size_t errlen)
 {
 	(void)ctx;
 	if (strcmp(name, "f") != 0) {
@@ -33,7 +33,7 @@ static struct vdisk *get(void *ctx, const char *name, char *err, size_t errlen)
 	return disk;
 }
 
-static void put(void *ctx, struct vdisk *d)
+static void put(void *ctx, void *d)
 {
 	(void)ctx;
 	(void)d;
@@ -48,7 +48,8 @@ static int list(void *ctx, char ***names, size_t *count)
 	return 0;
 }
 
-static const struct nbd_exports ex = {get, put, list, NULL};
+static const struct nbd_exports ex = {&nbd_vdisk_ops, get,  put,
+				      list,	      NULL, NULL};
 
 static void cleanup(void)
 {

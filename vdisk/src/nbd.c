@@ -76,7 +76,8 @@ struct conn {
 	int fd;
 	const struct nbd_exports *ex;
 	struct nbd_conn_stats *st;
-	struct vdisk *disk;
+	void *disk;
+	const struct nbd_disk_ops *ops;
 	char export[NBD_EXPORT_MAX + 1];
 	bool no_zeroes;
 	uint8_t *buf; /* NBD_MAX_PAYLOAD */
@@ -186,13 +187,14 @@ static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
 	return opt_reply(c, opt, type, msg, (uint32_t)strlen(msg));
 }
 
-static uint16_t tflags(const struct vdisk *d)
+static uint16_t tflags(const struct conn *c, void *d)
 {
 	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
-		     NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
-		     NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN;
+		     NBD_FLAG_SEND_FUA | NBD_FLAG_CAN_MULTI_CONN;
 
-	if (vdisk_readonly(d))
+	if (c->ops->zero)
+		f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
+	if (c->ops->readonly(d))
 		f |= NBD_FLAG_READ_ONLY;
 	return f;
 }
@@ -211,8 +213,8 @@ static int opt_list(struct conn *c, uint32_t len)
 		return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_UNSUP,
 				 "cannot list disks");
 	for (size_t i = 0; i < n; i++) {
-		uint8_t b[4 + VDISK_NAME_MAX];
-		uint32_t l = (uint32_t)strnlen(names[i], VDISK_NAME_MAX);
+		uint8_t b[4 + NBD_EXPORT_MAX];
+		uint32_t l = (uint32_t)strnlen(names[i], NBD_EXPORT_MAX);
 
 		cell_put32(b, l);
 		memcpy(b + 4, names[i], l);
@@ -235,7 +237,7 @@ static int opt_go(struct conn *c, uint32_t opt, const uint8_t *data,
 	uint16_t ninfo;
 	uint8_t info[14];
 	bool want_bs = false;
-	struct vdisk *d;
+	void *d;
 	int rc;
 
 	if (len < 6 || (nl = cell_get32(data)) > len - 6 ||
@@ -253,14 +255,15 @@ static int opt_go(struct conn *c, uint32_t opt, const uint8_t *data,
 	if (!d)
 		return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, why);
 	cell_put16(info, NBD_INFO_EXPORT);
-	cell_put64(info + 2, vdisk_size(d));
-	cell_put16(info + 10, tflags(d));
+	cell_put64(info + 2, c->ops->size(d));
+	cell_put16(info + 10, tflags(c, d));
 	rc = opt_reply(c, opt, NBD_REP_INFO, info, 12);
 	if (!rc && want_bs) {
-		/* Any offset and length work; 4 KiB is the block. */
+		/* min_block (1: any offset and length); 4 KiB preferred */
 		cell_put16(info, NBD_INFO_BLOCK_SIZE);
-		cell_put32(info + 2, 1);
-		cell_put32(info + 6, VDISK_BLOCK);
+		cell_put32(info + 2, c->ops->min_block);
+		cell_put32(info + 6,
+			   c->ops->min_block > 4096 ? c->ops->min_block : 4096);
 		cell_put32(info + 10, NBD_MAX_PAYLOAD);
 		rc = opt_reply(c, opt, NBD_REP_INFO, info, 14);
 	}
@@ -288,8 +291,8 @@ static int opt_export_name(struct conn *c, const uint8_t *data, uint32_t len)
 	if (!c->disk)
 		return cfail(c, -ENOENT, "export '%s': %s", name, why);
 	snprintf(c->export, sizeof(c->export), "%s", name);
-	cell_put64(out, vdisk_size(c->disk));
-	cell_put16(out + 8, tflags(c->disk));
+	cell_put64(out, c->ops->size(c->disk));
+	cell_put16(out + 8, tflags(c, c->disk));
 	return send_all(c, out, c->no_zeroes ? 10 : sizeof(out));
 }
 
@@ -406,9 +409,11 @@ static int reply(struct conn *c, uint64_t cookie, int rc, const void *data,
 
 static bool in_range(struct conn *c, uint64_t off, uint64_t len)
 {
-	uint64_t size = vdisk_size(c->disk);
+	uint64_t size = c->ops->size(c->disk);
+	uint64_t mask = c->ops->min_block - 1;
 
-	return off <= size && len <= size - off;
+	return off <= size && len <= size - off && !(off & mask) &&
+	       !(len & mask);
 }
 
 static int may_write(struct conn *c)
@@ -457,7 +462,7 @@ static int transmission(struct conn *c)
 			if (len > NBD_MAX_PAYLOAD || !in_range(c, off, len))
 				rc = -EINVAL;
 			else
-				rc = vdisk_read(c->disk, c->buf, off, len);
+				rc = c->ops->read(c->disk, c->buf, off, len);
 			if (!rc)
 				__atomic_fetch_add(&c->st->bytes_read, len,
 						   __ATOMIC_RELAXED);
@@ -470,8 +475,8 @@ static int transmission(struct conn *c)
 			if (!in_range(c, off, len))
 				rc = -EINVAL;
 			else if (!(rc = may_write(c)))
-				rc = vdisk_write(c->disk, c->buf, off, len,
-						 fua);
+				rc = c->ops->write(c->disk, c->buf, off, len,
+						   fua);
 			if (!rc)
 				__atomic_fetch_add(&c->st->bytes_written, len,
 						   __ATOMIC_RELAXED);
@@ -480,13 +485,15 @@ static int transmission(struct conn *c)
 		case NBD_CMD_DISC:
 			return 0;
 		case NBD_CMD_FLUSH:
-			rc = reply(c, cookie, vdisk_flush(c->disk), NULL, 0);
+			rc = reply(c, cookie, c->ops->flush(c->disk), NULL, 0);
 			break;
 		case NBD_CMD_TRIM:
 		case NBD_CMD_WRITE_ZEROES:
-			rc = !in_range(c, off, len) ? -EINVAL : may_write(c);
+			rc = !c->ops->zero || !in_range(c, off, len)
+				     ? -EINVAL
+				     : may_write(c);
 			if (!rc)
-				rc = vdisk_zero(c->disk, off, len, fua);
+				rc = c->ops->zero(c->disk, off, len, fua);
 			rc = reply(c, cookie, rc, NULL, 0);
 			break;
 		default:
@@ -501,8 +508,12 @@ static int transmission(struct conn *c)
 int nbd_serve(int fd, const struct nbd_exports *ex, struct nbd_conn_stats *st,
 	      char *err, size_t errlen)
 {
-	struct conn c = {
-		.fd = fd, .ex = ex, .st = st, .err = err, .errlen = errlen};
+	struct conn c = {.fd = fd,
+			 .ex = ex,
+			 .ops = ex->ops,
+			 .st = st,
+			 .err = err,
+			 .errlen = errlen};
 	int rc;
 
 	if (err && errlen)

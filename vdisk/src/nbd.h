@@ -1,7 +1,8 @@
 /*
- * The NBD server side of cellmon-vdiskd: fixed newstyle handshake and the
- * transmission phase with simple replies, on one blocking socket. Export
- * names are disk names.
+ * An NBD server: fixed newstyle handshake and the transmission phase with
+ * simple replies, on one blocking socket, over any disk the caller's ops
+ * reach: cellmon-vdiskd's stores (vdiskd_export.c, export names are disk
+ * names) and the agent's disks of a qemu VM (node-agent/agent_nbd.c).
  *
  * Options: EXPORT_NAME, GO, INFO, LIST, ABORT; every other option gets
  * NBD_REP_ERR_UNSUP (so clients fall back to simple replies). Commands:
@@ -16,25 +17,45 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vdisk/vdisk.h"
+#include <stdbool.h>
+
+#include "cell/util.h"
 
 #define NBD_MAX_PAYLOAD (32u << 20)
 /* An export name: a disk name, optionally "@<write epoch>" (vdiskd). */
-#define NBD_EXPORT_MAX (VDISK_NAME_MAX + 21)
+#define NBD_EXPORT_MAX (CELL_NAME_MAX + 21)
 #define NBD_MAX_OPTION (64u << 10)
 
+/* A disk as the server uses it; off and len are inside the disk and, if
+ * min_block > 1, multiples of it (the server announces it and refuses
+ * other requests). 0 or -errno. */
+struct nbd_disk_ops {
+	uint64_t (*size)(void *d);
+	bool (*readonly)(void *d);
+	int (*read)(void *d, void *buf, uint64_t off, uint32_t len);
+	int (*write)(void *d, const void *buf, uint64_t off, uint32_t len,
+		     bool fua);
+	int (*flush)(void *d);
+	/* zeros (TRIM and WRITE_ZEROES); NULL: neither is offered */
+	int (*zero)(void *d, uint64_t off, uint64_t len, bool fua);
+	uint32_t min_block; /* 1, or the smallest request (power of 2) */
+};
+
+/* A vdisk (vdisk.h) as such a disk: nbd_vdisk.c, library cellnbdvdisk. */
+extern const struct nbd_disk_ops nbd_vdisk_ops;
+
 struct nbd_exports {
+	const struct nbd_disk_ops *ops;
 	/* The open disk named `name`, with a reference; NULL and err set
 	 * when there is none or it cannot be opened. */
-	struct vdisk *(*get)(void *ctx, const char *name, char *err,
-			     size_t errlen);
-	void (*put)(void *ctx, struct vdisk *d);
+	void *(*get)(void *ctx, const char *name, char *err, size_t errlen);
+	void (*put)(void *ctx, void *d);
 	/* Export names for NBD_OPT_LIST; 0 or -errno. */
 	int (*list)(void *ctx, char ***names, size_t *count);
 	/* Before each request that changes the disk (WRITE, TRIM,
 	 * WRITE_ZEROES) of a connection opened as `export`: 0, or -errno
 	 * to refuse it (a fenced writer). May be NULL. */
-	int (*may_write)(void *ctx, struct vdisk *d, const char *export);
+	int (*may_write)(void *ctx, void *d, const char *export);
 	void *ctx;
 };
 

@@ -55,12 +55,12 @@ extern struct vdiskd D;
 
 /* vdiskd_export.c */
 extern const struct nbd_exports vdiskd_exports;
-/* The disk named by an export ("NAME" or "NAME@EPOCH", fenced), with a
- * reference; NULL with err set. */
-struct vdisk *vdiskd_export_get(void *ctx, const char *export, char *err,
-				size_t errlen);
+/* The disk (a struct vdisk) named by an export ("NAME" or "NAME@EPOCH",
+ * fenced), with a reference; NULL with err set. */
+void *vdiskd_export_get(void *ctx, const char *export, char *err,
+			size_t errlen);
 /* Drops a reference; the last one flushes and closes the disk. */
-void vdiskd_export_put(void *ctx, struct vdisk *d);
+void vdiskd_export_put(void *ctx, void *d);
 /* NBD clients that have disk `name` open now. */
 int vdiskd_export_clients(const char *name);
 /* Runs op(arg) unless the disk has NBD clients (-EBUSY, err says so);

@@ -228,8 +228,7 @@ static int fence_raise(struct export *e, uint64_t epoch, char *err,
 	return rc;
 }
 
-struct vdisk *vdiskd_export_get(void *ctx, const char *export, char *err,
-				size_t errlen)
+void *vdiskd_export_get(void *ctx, const char *export, char *err, size_t errlen)
 {
 	char name[VDISK_NAME_MAX + 1];
 	uint64_t epoch;
@@ -252,7 +251,7 @@ struct vdisk *vdiskd_export_get(void *ctx, const char *export, char *err,
 	return d;
 }
 
-static int may_write(void *ctx, struct vdisk *d, const char *export)
+static int may_write(void *ctx, void *d, const char *export)
 {
 	char name[VDISK_NAME_MAX + 1];
 	uint64_t epoch;
@@ -275,7 +274,7 @@ static int may_write(void *ctx, struct vdisk *d, const char *export)
 	return rc;
 }
 
-void vdiskd_export_put(void *ctx, struct vdisk *d)
+void vdiskd_export_put(void *ctx, void *d)
 {
 	struct export *e;
 
@@ -302,6 +301,7 @@ static int export_list(void *ctx, char ***names, size_t *count)
 }
 
 const struct nbd_exports vdiskd_exports = {
+	.ops = &nbd_vdisk_ops,
 	.get = vdiskd_export_get,
 	.put = vdiskd_export_put,
 	.list = export_list,
