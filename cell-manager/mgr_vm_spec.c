@@ -164,12 +164,6 @@ int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 				return -EINVAL;
 			}
 	}
-	if (s->n_disks && s->engine == CELLMON__ENGINE__ENGINE_QEMU) {
-		snprintf(err, len,
-			 "disks for qemu VMs are not served yet; create it "
-			 "without --disk");
-		return -EOPNOTSUPP;
-	}
 	if (s->n_disks && !m->cfg.vdiskd[0]) {
 		snprintf(err, len,
 			 "the VM has disks but no disk server is "

@@ -101,6 +101,7 @@ struct agent_vm {
 	size_t nvcpus; /* on this node */
 	struct agent_disk **disks;
 	size_t ndisks;
+	struct agent_nbd *nbd; /* a qemu VM's disks served to QEMU */
 	bool stopping;
 	bool fenced;	/* vCPUs killed for a lost lease */
 	int dsm_failed; /* a DSM request timed out (set on the DSM thread) */
@@ -225,6 +226,12 @@ extern const struct agent_engine_ops agent_qemu_engine;
 const char *agent_qemu_accel(struct agent *a);
 /* Fills cap with this node's cpus, memory and images (pointing into a). */
 void agent_capacity(struct agent *a, Cellmon__Capacity *cap);
+
+/* agent_nbd.c: a qemu VM's disks as NBD exports disk0.. on a unix
+ * socket (agent_nbd_path) for its QEMU; stop joins every thread. */
+int agent_nbd_start(struct agent_vm *vm, char *err, size_t len);
+void agent_nbd_stop(struct agent_vm *vm);
+void agent_nbd_path(const struct agent_vm *vm, char *out, size_t len);
 
 /* agent_vm.c */
 int agent_vm_init(struct agent *a);

@@ -208,6 +208,11 @@ uint64_t agent_disk_size(const struct agent_disk *d)
 	return d->size;
 }
 
+bool agent_disk_readonly(const struct agent_disk *d)
+{
+	return d->ro;
+}
+
 /* One request; a lost connection is made again (and the request sent
  * again: reads, writes at an offset and flushes may be repeated). An
  * acknowledged write is kept until a flush covers it; a flush clears. */

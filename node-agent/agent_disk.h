@@ -80,6 +80,7 @@ int agent_disk_open(struct agent_cache *c, const char *admin, const char *name,
 /* Flushes (when writable) and closes. NULL is a no-op. */
 void agent_disk_close(struct agent_disk *d);
 uint64_t agent_disk_size(const struct agent_disk *d);
+bool agent_disk_readonly(const struct agent_disk *d);
 /* off and len multiples of AGENT_BLOCK, inside the disk. 0 or -errno
  * (-EINVAL bad range, -EROFS write to a read-only disk, -EIO server). */
 int agent_disk_read(struct agent_disk *d, uint64_t off, void *buf,

@@ -69,6 +69,7 @@ static void vm_free(struct agent_vm *vm)
 	for (size_t i = 0; i < vm->nvcpus; i++)
 		if (vm->vcpus[i].ctl >= 0)
 			close(vm->vcpus[i].ctl);
+	agent_nbd_stop(vm); /* QEMU's connections, before the disks close */
 	for (size_t i = 0; i < vm->ndisks; i++)
 		agent_disk_close(vm->disks[i]);
 	free(vm->disks);
@@ -280,7 +281,7 @@ static int open_disks(struct agent *a, struct agent_vm *vm,
 {
 	const Cellmon__VmSpec *s = st->spec;
 
-	if (!s->n_disks)
+	if (!s->n_disks || !st->n_vcpus) /* a node that only homes pages */
 		return 0;
 	if (!st->vdiskd[0]) {
 		snprintf(err, len,

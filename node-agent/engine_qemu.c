@@ -16,6 +16,9 @@
  * hand-off, which the agent grants to this VM's QEMU pid alone. Never
  * prealloc: that would fault in every page at start.
  *
+ * Disks: the VM's disks (opened at PREPARE, agent_disk.c) are NBD exports
+ * disk0.. on <run dir>/disks.sock (agent_nbd.c), each a virtio disk.
+ *
  * The process: a child of the agent in its own process group, SIGKILL
  * when the agent dies, stdin /dev/null, stdout and stderr appended to
  * <run dir>/qemu.log, the serial console to <run dir>/vcpu0.console
@@ -49,6 +52,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "agent_disk.h"
 #include "cell/log.h"
 
 #define MOD "agent"
@@ -144,13 +148,6 @@ static int qemu_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
 	if (!cell_name_valid(s->image)) {
 		snprintf(err, len, "invalid image name '%.64s'", s->image);
 		return -EINVAL;
-	}
-	if (s->n_disks) {
-		snprintf(err, len,
-			 "disks for qemu VMs are not served yet (the agent's "
-			 "NBD export of them is to come); start it without "
-			 "--disk");
-		return -EOPNOTSUPP;
 	}
 	if (!find_binary(a->cfg.qemu_binary, bin, sizeof(bin))) {
 		snprintf(err, len,
@@ -294,6 +291,20 @@ static int start_qemu(struct agent *a, struct agent_vcpu *v, char *err,
 	add(q, "%s/%s/initrd.img", a->cfg.image_dir, s->image);
 	add(q, "-append");
 	add(q, "%s", cmdline);
+	/* disk N: the agent's NBD export disk<N> (agent_nbd.c) */
+	rc = agent_nbd_start(vm, err, len);
+	if (rc)
+		goto out;
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		char sock[1200];
+
+		agent_nbd_path(vm, sock, sizeof(sock));
+		add(q, "-drive");
+		add(q,
+		    "file=nbd+unix:///disk%zu?socket=%s,format=raw,if=virtio%s",
+		    i, sock,
+		    agent_disk_readonly(vm->disks[i]) ? ",readonly=on" : "");
+	}
 	snprintf(env[0], sizeof(env[0]), "LD_PRELOAD=%s", pre);
 	snprintf(env[1], sizeof(env[1]), "CELLMON_QEMU_RAM_FD=3");
 	snprintf(env[2], sizeof(env[2]), "CELLMON_REGION=%llu",
