@@ -380,6 +380,64 @@ static void test_qemu_disk_write_then_read_back(void **state)
 	assert_int_equal(CTL(NULL, "disk", "delete", "d1"), 0);
 }
 
+/* Whether vm's dependency set names node. */
+static bool depends_on(const char *vm, const char *node)
+{
+	json_t *j = vm_json(vm), *d;
+	size_t i;
+	bool found = false;
+
+	json_array_foreach(json_object_get(j, "deps"), i, d) found |=
+		strcmp(json_string_value(d), node) == 0;
+	json_decref(j);
+	return found;
+}
+
+static bool second_run_up(void *arg)
+{
+	json_t *j = vm_json("ha");
+	bool ok = j && json_integer_value(json_object_get(j, "runs")) == 2 &&
+		  strcmp(json_string_value(json_object_get(j, "state")),
+			 "running") == 0;
+
+	(void)arg;
+	json_decref(j);
+	return ok;
+}
+
+/* Fault containment: a qemu VM whose pages are interleaved over both
+ * nodes loses node2 (its agent killed): the run ends and the VM restarts
+ * on node1 with every page there, from its disk. */
+static void test_qemu_restarted_when_a_page_node_dies(void **state)
+{
+	char *out = NULL;
+
+	(void)state;
+	NEED_QEMU();
+	assert_int_equal(CTL(NULL, "disk", "create", "hd", "4M"), 0);
+	assert_int_equal(CTL(NULL, "vm", "create", "ha", "--cell=c",
+			     "--engine=qemu", "--image=linux", "--memory=256M",
+			     "--node=node1", "--disk=hd", "--start", "--",
+			     "cellmon.job=shell"),
+			 0);
+	if (!depends_on("ha", "node2"))
+		fail_msg("node2 homes pages but is not a dependency");
+	assert_true(wait_console("ha", "cellmon-guest: shell", 180000));
+	ts_stop(cl.agents[1], SIGKILL, 5000);
+	assert_true(ts_wait_for(second_run_up, NULL, 30000));
+	assert_true(wait_console("ha", "cellmon-guest: shell", 180000));
+	if (depends_on("ha", "node2"))
+		fail_msg("the restarted run still depends on node2");
+	assert_int_equal(CTL(&out, "vm", "stats", "ha"), 0);
+	printf("# after the restart:\n%s", out);
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "kill", "ha"), 0);
+	assert_int_equal(CTL(NULL, "vm", "delete", "ha"), 0);
+	assert_int_equal(CTL(NULL, "disk", "delete", "hd"), 0);
+	assert_true(tsc_cluster_agent(&cl, 1, NULL) > 0);
+	assert_true(tsc_cluster_wait_dsm(&cl, 2, 15000));
+}
+
 /* Images that are not there, not whole, or not a kernel. */
 static void test_qemu_bad_images(void **state)
 {
@@ -451,6 +509,7 @@ int main(void)
 		cmocka_unit_test(test_qemu_killed_fails_vm),
 		cmocka_unit_test(test_qemu_agent_killed_leaves_no_qemu),
 		cmocka_unit_test(test_qemu_disk_write_then_read_back),
+		cmocka_unit_test(test_qemu_restarted_when_a_page_node_dies),
 		cmocka_unit_test(test_qemu_bad_images),
 		cmocka_unit_test(test_qemu_agent_config_errors),
 	};
