@@ -141,10 +141,41 @@ static void make_images(void)
 	write_file(path, "a kernel without its initrd\n");
 }
 
+#define BASE_BYTES (1u << 20)
+static char base_id[80], base_md5[40];
+
+/* A 1 MiB base image in the disk server's store, before it starts; its
+ * md5 as the host computes it. */
+static void make_base(struct tsc_cluster *c)
+{
+	char img[800], st[800], cmd[900], *out = NULL;
+	char *argv[] = {VDISKD_BIN, st, "base", "import", img, NULL};
+	uint8_t *b = malloc(BASE_BYTES);
+	FILE *f;
+
+	for (size_t i = 0; i < BASE_BYTES; i++)
+		b[i] = (uint8_t)(i * 2654435761u >> 13);
+	snprintf(img, sizeof(img), "%s/base.img", c->dir);
+	f = fopen(img, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(b, 1, BASE_BYTES, f), BASE_BYTES);
+	fclose(f);
+	free(b);
+	snprintf(st, sizeof(st), "--store=%s", c->store);
+	assert_int_equal(ts_run(argv, 30000, &out, false), 0);
+	snprintf(base_id, sizeof(base_id), "base:%.64s", out);
+	free(out);
+	snprintf(cmd, sizeof(cmd), "md5sum %s", img);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%32s", base_md5), 1);
+	pclose(f);
+}
+
 static int setup(void **state)
 {
 	static struct tsc_cluster_opts o = {
-		.nodes = 2, .cell = "c", .vdiskd = true};
+		.nodes = 2, .cell = "c", .vdiskd = true, .before = make_base};
 	char *dir;
 
 	(void)state;
@@ -168,6 +199,7 @@ static int setup(void **state)
 	make_images();
 	snprintf(image_arg, sizeof(image_arg), "--image-dir=%s", images);
 	o.agent_args[0] = image_arg;
+	o.agent_args[1] = "--cpus=8"; /* four VMs on one node at once */
 	tsc_cluster_start(&cl, "cellmon-qemu", &o);
 	return 0;
 }
@@ -438,6 +470,65 @@ static void test_qemu_restarted_when_a_page_node_dies(void **state)
 	assert_true(tsc_cluster_wait_dsm(&cl, 2, 15000));
 }
 
+static uint64_t bytes_served(void)
+{
+	json_t *j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+				 TSC_WORDS("disk", "list"));
+	uint64_t v =
+		(uint64_t)json_integer_value(json_object_get(j, "bytes_read"));
+
+	json_decref(j);
+	return v;
+}
+
+/* Disco's shared buffer cache: four Linux VMs on node1, each reading all
+ * of its own clone of one base, get the base's bytes from the disk
+ * server once. */
+static void test_qemu_clones_read_base_once(void **state)
+{
+	char vm[16], disk[16], disk_arg[32], want[80], *out = NULL;
+	uint64_t before, after;
+
+	(void)state;
+	NEED_QEMU();
+	for (int i = 1; i <= 4; i++) {
+		snprintf(disk, sizeof(disk), "c%d", i);
+		assert_int_equal(
+			CTL(NULL, "disk", "create", disk, "0", base_id), 0);
+	}
+	before = bytes_served();
+	for (int i = 1; i <= 4; i++) {
+		snprintf(vm, sizeof(vm), "clone%d", i);
+		snprintf(disk_arg, sizeof(disk_arg), "--disk=c%d", i);
+		assert_int_equal(CTL(NULL, "vm", "create", vm, "--cell=c",
+				     "--engine=qemu", "--image=linux",
+				     "--memory=256M", "--node=node1",
+				     "--home-node=node1", disk_arg, "--start",
+				     "--", "cellmon.job=disk-sum"),
+				 0);
+	}
+	snprintf(want, sizeof(want), "/dev/vda md5 %s", base_md5);
+	for (int i = 1; i <= 4; i++) {
+		snprintf(vm, sizeof(vm), "clone%d", i);
+		assert_string_equal(wait_end(vm, 300000), "stopped");
+		assert_int_equal(CTL(&out, "vm", "console", vm), 0);
+		if (!strstr(out, want))
+			fail_msg("%s did not print '%s':\n%s", vm, want, out);
+		free(out);
+	}
+	after = bytes_served();
+	printf("# 4 VMs on node1 read all of a %u-byte base; the server "
+	       "sent %llu bytes\n",
+	       BASE_BYTES, (unsigned long long)(after - before));
+	assert_int_equal(after - before, BASE_BYTES);
+	for (int i = 1; i <= 4; i++) {
+		snprintf(vm, sizeof(vm), "clone%d", i);
+		snprintf(disk, sizeof(disk), "c%d", i);
+		assert_int_equal(CTL(NULL, "vm", "delete", vm), 0);
+		assert_int_equal(CTL(NULL, "disk", "delete", disk), 0);
+	}
+}
+
 /* Images that are not there, not whole, or not a kernel. */
 static void test_qemu_bad_images(void **state)
 {
@@ -487,9 +578,9 @@ static void test_qemu_agent_config_errors(void **state)
 		fail_msg("agent said: %s", out);
 	free(out);
 	/* node2 again, without QEMU */
-	cl.o.agent_args[1] = arg;
+	cl.o.agent_args[2] = arg;
 	tsc_cluster_agent_restart(&cl, 1, NULL);
-	cl.o.agent_args[1] = NULL;
+	cl.o.agent_args[2] = NULL;
 	assert_int_equal(CTL(&out, "vm", "create", "noq", "--cell=c",
 			     "--engine=qemu", "--image=linux", "--memory=256M",
 			     "--node=node2", "--start"),
@@ -509,6 +600,7 @@ int main(void)
 		cmocka_unit_test(test_qemu_killed_fails_vm),
 		cmocka_unit_test(test_qemu_agent_killed_leaves_no_qemu),
 		cmocka_unit_test(test_qemu_disk_write_then_read_back),
+		cmocka_unit_test(test_qemu_clones_read_base_once),
 		cmocka_unit_test(test_qemu_restarted_when_a_page_node_dies),
 		cmocka_unit_test(test_qemu_bad_images),
 		cmocka_unit_test(test_qemu_agent_config_errors),
