@@ -171,7 +171,9 @@ const struct mgr_fan_res *mgr_fan_error(const struct mgr_fan *f);
 
 /* ---- mgr_vm.c: records and the state machine ---- */
 
-#define VM_MAX_VCPUS	 256
+#define VM_MAX_VCPUS 256
+/* the most mgr_vm_nodes() returns: vCPU nodes and memory nodes */
+#define MGR_VM_MAX_NODES (VM_MAX_VCPUS + DSM_MAX_NODES)
 #define VM_MAX_MEMORY_MB (1ull << 20) /* 1 TiB */
 
 /* Starting, running or stopping: it holds nodes. */

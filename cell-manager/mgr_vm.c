@@ -204,7 +204,7 @@ int mgr_vm_info_fill(const struct mgr *m, const struct mgr_vm *vm,
 		vi->accel = n ? (char *)n->qemu_accel : "";
 	}
 	vi->vcpus = calloc(vm->nvcpus + 1, sizeof(*vi->vcpus));
-	vi->deps = calloc(vm->nvcpus + 1, sizeof(*vi->deps));
+	vi->deps = calloc(vm->nvcpus + vm->nmem + 1, sizeof(*vi->deps));
 	if (!vi->vcpus || !vi->deps)
 		return -ENOMEM;
 	vi->n_deps = mgr_vm_nodes(vm, (const char **)vi->deps);
@@ -276,7 +276,7 @@ static int vm_fan_out(struct mgr *m, struct mgr_vm *vm,
 		      Cellmon__CommandKind kind, mgr_fan_args_fn build,
 		      mgr_fan_done_fn done, struct cell_rpc_call *call)
 {
-	const char *nodes[VM_MAX_VCPUS];
+	const char *nodes[MGR_VM_MAX_NODES];
 	size_t n = mgr_vm_nodes(vm, nodes);
 
 	return mgr_fan_out(m, nodes, n, kind, build, vm, vm->id, done, call);
@@ -359,7 +359,7 @@ static int build_start(struct mgr *m, void *arg, const char *node,
 		       Cellmon__Command *cmd, void **own)
 {
 	struct mgr_vm *vm = arg;
-	const char *nodes[VM_MAX_VCPUS];
+	const char *nodes[MGR_VM_MAX_NODES];
 	size_t n = mgr_vm_nodes(vm, nodes);
 	struct start_args *a;
 	Cellmon__VmStart *st;

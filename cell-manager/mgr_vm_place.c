@@ -85,7 +85,7 @@ static struct mgr_place_node *place_table(struct mgr *m,
 		t[i].memory_mb = node->memory_mb;
 		for (size_t v = 0; !empty && v < m->nvms; v++) {
 			const struct mgr_vm *o = m->vms[v];
-			const char *nodes[VM_MAX_VCPUS];
+			const char *nodes[MGR_VM_MAX_NODES];
 			size_t k;
 			bool here = false;
 

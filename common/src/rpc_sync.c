@@ -52,6 +52,22 @@ static void sync_reply_cb(int status, const ProtobufCMessage *reply,
 	}
 }
 
+/* The peer closed the connection (or it broke): it is freed once this
+ * returns, so the caller must not close it again. */
+static void sync_closed_cb(struct cell_rpc_conn *c, int reason, void *arg)
+{
+	struct sync_call *s = arg;
+
+	(void)c;
+	s->conn_gone = 1;
+	if (!s->done) {
+		s->done = 1;
+		s->status = reason ? reason : -ECONNRESET;
+		snprintf(s->err, s->errlen, "%s closed the connection",
+			 s->hostport);
+	}
+}
+
 static void sync_connect_cb(struct cell_rpc_conn *c, int status, void *arg)
 {
 	struct sync_call *s = arg;
@@ -65,6 +81,7 @@ static void sync_connect_cb(struct cell_rpc_conn *c, int status, void *arg)
 			 strerror(-status));
 		return;
 	}
+	cell_rpc_conn_set_close_cb(c, sync_closed_cb, s);
 	rc = cell_rpc_request(c, s->type, s->msg, s->reply_type, s->timeout_ms,
 			      sync_reply_cb, s);
 	if (rc) {

@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -449,6 +452,50 @@ static void test_rpc_error_reply_delivered(void **state)
 	cell_rpc_conn_close(c);
 }
 
+static void *accept_read_close(void *arg)
+{
+	int lfd = *(int *)arg, fd = accept(lfd, NULL, NULL);
+	char b[64];
+
+	if (fd >= 0) {
+		(void)!read(fd, b, sizeof(b)); /* the request, unanswered */
+		close(fd);
+	}
+	return NULL;
+}
+
+/* A synchronous call whose peer closes the connection without answering
+ * fails with a message; the connection, freed when it closed, is not
+ * touched again (ASan caught cellctl doing so). */
+static void test_rpc_call_sync_peer_closes(void **state)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	Cellmon__NodePingRequest req = CELLMON__NODE_PING_REQUEST__INIT;
+	struct cell_rpc_config cfg = {.types = cellproto_types};
+	ProtobufCMessage *reply = NULL;
+	char addr[64], err[200];
+	pthread_t t;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), rc;
+
+	(void)state;
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(sa.sin_port));
+	assert_int_equal(pthread_create(&t, NULL, accept_read_close, &lfd), 0);
+	req.id = "x";
+	rc = cell_rpc_call_sync(addr, &cfg, T_DEFER, &req.base, T_DREPLY, 5000,
+				&reply, err, sizeof(err));
+	pthread_join(t, NULL);
+	close(lfd);
+	assert_int_not_equal(rc, 0);
+	assert_null(reply);
+	assert_true(err[0] != '\0');
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -470,6 +517,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_rpc_timeout_and_close_fail_pending, setup,
 			teardown),
+		cmocka_unit_test(test_rpc_call_sync_peer_closes),
 		cmocka_unit_test_setup_teardown(test_rpc_error_reply_delivered,
 						setup, teardown),
 	};
