@@ -416,6 +416,10 @@ static const struct ctl_cmd commands[] = {
 	VM("console", 1, "VM", "console output of every vCPU (last run)",
 	   VM_CONSOLE, VM_CONSOLE_REPLY, ctl_render_vm_console,
 	   ctl_build_vm_request),
+	VM("migrate", 1, "VM --to=NODE",
+	   "move a running qemu VM's vCPUs to NODE of its cell; its memory "
+	   "stays where it is (pages follow on demand); prints the pause",
+	   VM_MIGRATE, VM_REPLY, ctl_render_vm, ctl_build_vm_migrate),
 	VM("stats", 1, "VM",
 	   "memory counters per node: faults by kind, local vs remote, "
 	   "transfers, bytes (live, or from the end of the last run)",

@@ -217,6 +217,26 @@ int ctl_vm_then_start(const struct ctl_opts *o, ProtobufCMessage *req,
 	return 1;
 }
 
+int ctl_build_vm_migrate(const struct ctl_opts *o, char **args, int nargs,
+			 ProtobufCMessage **out)
+{
+	static const char *const keys[] = {"to", NULL};
+	Cellmon__VmRequest *r;
+
+	if (nargs != 1 || check_keys(o, keys, "vm migrate"))
+		return -EINVAL;
+	if (!opt(o, "to")) {
+		fprintf(stderr, "cellctl: vm migrate needs --to=NODE\n");
+		return -EINVAL;
+	}
+	r = new_request(args[0]);
+	if (!r)
+		return -ENOMEM;
+	r->to_node = (char *)opt(o, "to");
+	*out = &r->base;
+	return 0;
+}
+
 int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
 			 ProtobufCMessage **out)
 {
@@ -326,9 +346,21 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 		return;
 	}
 	if (json) {
-		ctl_emit_json(vm_json(v));
+		json_t *o = vm_json(v);
+
+		if (o && r->migrate_ms) /* after vm migrate */
+			json_object_set_new(o, "migration",
+					    json_pack("{s:i, s:i}", "pause_ms",
+						      (int)r->pause_ms,
+						      "migrate_ms",
+						      (int)r->migrate_ms));
+		ctl_emit_json(o);
 		return;
 	}
+	if (r->migrate_ms)
+		printf("migrated: guest paused %u ms (QEMU's downtime), %u ms "
+		       "in all\n",
+		       r->pause_ms, r->migrate_ms);
 	s = v->spec;
 	printf("vm:        %s (id %llu)\nstate:     %s%s%s%s\n", s->name,
 	       (unsigned long long)v->id, vm_state(v->state),

@@ -60,9 +60,13 @@ static ProtobufCMessage *ack_result_copy(const Cellmon__CommandAck *ack,
 	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_STATS &&
 		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_STATS)
 		res = &ack->stats->base;
-	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_RUN &&
+	else if ((kind == CELLMON__COMMAND_KIND__CMD_VM_RUN ||
+		  kind == CELLMON__COMMAND_KIND__CMD_VM_MIGRATE_IN) &&
 		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_RUN)
 		res = &ack->run->base;
+	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_MIGRATE_OUT &&
+		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_MIGRATED)
+		res = &ack->migrated->base;
 	return res ? cellproto_copy(res) : NULL;
 }
 

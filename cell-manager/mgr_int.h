@@ -77,6 +77,13 @@ struct mgr_vm {
 	 * dependency set (mgr_vm_nodes) */
 	char mem_nodes[DSM_MAX_NODES][CELL_NAME_MAX + 1];
 	uint32_t nmem;
+	/* a migration in flight (mgr_vm_migrate.c; busy): its target, the
+	 * target QEMU's pid and address, attempts, start */
+	char migrate_to[CELL_NAME_MAX + 1];
+	char migrate_addr[160];
+	int32_t migrate_pid;
+	uint32_t migrate_tries;
+	uint64_t migrate_t0;
 	bool busy;	   /* a start, finish or kill is in flight */
 	int start_err;	   /* -errno of a failed start, for the waiting call */
 	uint32_t restarts; /* after node failures (persisted) */
@@ -230,6 +237,12 @@ void mgr_vm_evaluate(struct mgr *m, struct mgr_vm *vm);
 /* Has every up node remove the files of vm, which is being deleted; the
  * nodes that are not up do it when they register. 0 or -ENOMEM. */
 int mgr_vm_forget(struct mgr *m, struct mgr_vm *vm);
+/* Command arguments of vm for a node (mgr_fan_args_fn; arg is the VM):
+ * its VmStart (with every vCPU for a migration's target), its VmTarget. */
+int mgr_vm_build_start(struct mgr *m, void *arg, const char *node,
+		       Cellmon__Command *cmd, void **own);
+int mgr_vm_build_target(struct mgr *m, void *arg, const char *node,
+			Cellmon__Command *cmd, void **own);
 /* mgr_vm_place.c: the run's memory nodes (vm->mem_nodes) from the spec
  * and the cell's nodes that are up now. */
 void mgr_vm_choose_mem_nodes(struct mgr *m, struct mgr_vm *vm);
@@ -289,6 +302,8 @@ void mgr_vm_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 void mgr_vm_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		 void *arg);
 void mgr_vm_console(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		    void *arg);
+void mgr_vm_migrate(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		    void *arg);
 void mgr_vm_stats(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		  void *arg);

@@ -282,7 +282,7 @@ static int vm_fan_out(struct mgr *m, struct mgr_vm *vm,
 	return mgr_fan_out(m, nodes, n, kind, build, vm, vm->id, done, call);
 }
 
-static int build_target(struct mgr *m, void *arg, const char *node,
+int mgr_vm_build_target(struct mgr *m, void *arg, const char *node,
 			Cellmon__Command *cmd, void **own)
 {
 	struct mgr_vm *vm = arg;
@@ -330,11 +330,11 @@ int mgr_vm_forget(struct mgr *m, struct mgr_vm *vm)
 	}
 	/* the target's region names the VM (its id in the high bits); one
 	 * that never ran has no files anywhere */
-	rc = k && vm->region
-		     ? mgr_fan_out(m, nodes, k,
-				   CELLMON__COMMAND_KIND__CMD_VM_FORGET,
-				   build_target, vm, vm->id, forget_done, NULL)
-		     : 0;
+	rc = k && vm->region ? mgr_fan_out(m, nodes, k,
+					   CELLMON__COMMAND_KIND__CMD_VM_FORGET,
+					   mgr_vm_build_target, vm, vm->id,
+					   forget_done, NULL)
+			     : 0;
 	free(nodes);
 	return rc;
 }
@@ -342,7 +342,7 @@ int mgr_vm_forget(struct mgr *m, struct mgr_vm *vm)
 int mgr_vm_command(struct mgr *m, struct mgr_vm *vm, Cellmon__CommandKind kind,
 		   mgr_fan_done_fn done, struct cell_rpc_call *call)
 {
-	return vm_fan_out(m, vm, kind, build_target, done, call);
+	return vm_fan_out(m, vm, kind, mgr_vm_build_target, done, call);
 }
 
 /* The VmStart of one node and everything it points to, in one block
@@ -355,7 +355,7 @@ struct start_args {
 };
 
 /* VmStart for one node: members are every node of the VM. */
-static int build_start(struct mgr *m, void *arg, const char *node,
+int mgr_vm_build_start(struct mgr *m, void *arg, const char *node,
 		       Cellmon__Command *cmd, void **own)
 {
 	struct mgr_vm *vm = arg;
@@ -373,7 +373,8 @@ static int build_start(struct mgr *m, void *arg, const char *node,
 	st = &a->st;
 	cellmon__vm_start__init(st);
 	for (uint32_t i = 0; i < vm->nvcpus; i++)
-		if (strcmp(vm->vcpus[i].node, node) == 0)
+		if (strcmp(vm->vcpus[i].node, node) == 0 ||
+		    strcmp(vm->migrate_to, node) == 0) /* all, to migrate */
 			a->mine[st->n_vcpus++] = i;
 	for (size_t j = 0; j < n; j++) {
 		struct mgr_node *mn = mgr_members_find(m->members, nodes[j]);
@@ -482,7 +483,7 @@ static void stats_done(struct mgr *m, struct mgr_fan *f)
 			f->res[i].result = NULL; /* now the VM's */
 		}
 	if (vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_RELEASE,
-		       build_target, release_done, NULL))
+		       mgr_vm_build_target, release_done, NULL))
 		release_done(m, f); /* f is this VM's too */
 }
 
@@ -493,8 +494,8 @@ void mgr_vm_finish(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 {
 	mgr_vm_set_state(m, vm, s, reason);
 	vm->busy = true;
-	if (vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STATS, build_target,
-		       stats_done, NULL)) {
+	if (vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_STATS,
+		       mgr_vm_build_target, stats_done, NULL)) {
 		vm->busy = false;
 		mgr_vm_answer_waiter(
 			m, vm, s == CELLMON__VM_STATE__VM_FAILED ? -EIO : 0);
@@ -663,8 +664,8 @@ static void prepare_done(struct mgr *m, struct mgr_fan *f)
 		fail_start(m, vm, "prepare", e);
 		return;
 	}
-	if (vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_RUN, build_start,
-		       run_done, NULL)) {
+	if (vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_RUN,
+		       mgr_vm_build_start, run_done, NULL)) {
 		struct mgr_fan_res oom = {.status = -ENOMEM,
 					  .msg = "out of memory"};
 
@@ -707,7 +708,7 @@ int mgr_vm_start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 	vm->busy = true;
 	mgr_vm_set_state(m, vm, CELLMON__VM_STATE__VM_STARTING, NULL);
 	return vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_PREPARE,
-			  build_start, prepare_done, NULL);
+			  mgr_vm_build_start, prepare_done, NULL);
 }
 
 /* Starts the VM again after a node failure, placed on what is up now. */

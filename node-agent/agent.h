@@ -101,7 +101,8 @@ struct agent_vm {
 	size_t nvcpus; /* on this node */
 	struct agent_disk **disks;
 	size_t ndisks;
-	struct agent_nbd *nbd; /* a qemu VM's disks served to QEMU */
+	struct agent_nbd *nbd;	/* a qemu VM's disks served to QEMU */
+	char migrate_addr[160]; /* where an incoming migration listens */
 	bool stopping;
 	bool fenced;	/* vCPUs killed for a lost lease */
 	int dsm_failed; /* a DSM request timed out (set on the DSM thread) */
@@ -206,6 +207,21 @@ struct agent_engine_ops {
 	/* After it ended with a non-zero status or a signal: a one-line
 	 * account for the VM's reason (into v->detail). May be NULL. */
 	void (*ended)(struct agent_vcpu *v);
+	/* Live migration (NULL: the engine cannot). migrate_in starts
+	 * vCPU v waiting for the VM's state, to come to host; addr gets
+	 * host:port. migrate_listen then has the first vCPU's VMM listen
+	 * there (-EAGAIN: not ready yet, ask again). migrate_out sends the
+	 * running VM's state (vCPU v is the first here) to addr and
+	 * returns once the target runs it (-EAGAIN: the target did not
+	 * answer yet), with QEMU's downtime and total in ms. */
+	int (*migrate_in)(struct agent *a, struct agent_vcpu *v,
+			  const char *host, char *addr, size_t addrlen,
+			  char *err, size_t len);
+	int (*migrate_listen)(struct agent_vcpu *v, const char *addr, char *err,
+			      size_t len);
+	int (*migrate_out)(struct agent_vcpu *v, const char *addr,
+			   uint32_t *downtime_ms, uint32_t *total_ms, char *err,
+			   size_t len);
 };
 
 /* Where every engine writes a vCPU's console: <vm dir>/vcpu<N>.console.

@@ -516,6 +516,140 @@ static int vm_run(struct agent *a, const Cellmon__VmStart *st,
 	return run_reply(vm, ack);
 }
 
+/* ---- live migration (engines that can: qemu) ---- */
+
+static bool vm_all_ended(const struct agent_vm *vm);
+
+/* Ends the service threads of the VM's vCPUs here and forgets them:
+ * the VM keeps its region and disks (the node homes pages of it). */
+static void drop_vcpus(struct agent *a, struct agent_vm *vm)
+{
+	for (size_t i = 0; i < vm->nvcpus; i++) {
+		if (vm->vcpus[i].ctl >= 0)
+			shutdown(vm->vcpus[i].ctl, SHUT_RDWR);
+		if (vm->vcpus[i].has_thread)
+			pthread_join(vm->vcpus[i].thread, NULL);
+		if (vm->vcpus[i].ctl >= 0)
+			close(vm->vcpus[i].ctl);
+	}
+	pthread_mutex_lock(&a->vm_mu);
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	vm->nvcpus = 0;
+	pthread_mutex_unlock(&a->vm_mu);
+	vm->migrate_addr[0] = '\0';
+}
+
+/* The host part of this node's DSM address: where a migration comes. */
+static void migrate_host(const struct agent *a, char *out, size_t len)
+{
+	size_t n = strcspn(a->dsm_addr, ":");
+
+	snprintf(out, len, "%.*s", (int)n, a->dsm_addr);
+	if (!out[0] || strcmp(out, "0.0.0.0") == 0)
+		snprintf(out, len, "127.0.0.1");
+}
+
+static int vm_migrate_in(struct agent *a, const Cellmon__VmStart *st,
+			 Cellmon__CommandAck *ack, char *err, size_t len)
+{
+	struct agent_vm *vm =
+		st->spec ? vm_find(a, st->spec->name, st->region) : NULL;
+	char host[160];
+	int rc = 0;
+
+	if (!vm) {
+		snprintf(err, len, "vm %s does not have its memory on %s",
+			 st->spec ? st->spec->name : "?", a->cfg.node_id);
+		return -ENOENT;
+	}
+	if (!vm->engine->migrate_in) {
+		snprintf(err, len, "engine %s cannot migrate",
+			 vm->engine->name);
+		return -EOPNOTSUPP;
+	}
+	if (vm_all_ended(vm))
+		drop_vcpus(a, vm); /* an earlier attempt's, ended */
+	if (vm->nvcpus && vm->migrate_addr[0]) {
+		/* asked again: its VMM waits; have it listen */
+		rc = vm->engine->migrate_listen(&vm->vcpus[0], vm->migrate_addr,
+						err, len);
+		if (rc)
+			return rc;
+		CELL_INFO(MOD, "vm %s: waiting for its migration on %s",
+			  vm->name, vm->migrate_addr);
+		rc = run_reply(vm, ack);
+		if (!rc)
+			ack->run->migrate_addr = vm->migrate_addr;
+		return rc;
+	}
+	if (vm->nvcpus) {
+		snprintf(err, len, "vm %s already runs vCPUs on %s", vm->name,
+			 a->cfg.node_id);
+		return -EBUSY;
+	}
+	if (!vm->ndisks && (rc = open_disks(a, vm, st, err, len)))
+		return rc;
+	vm->vcpus = calloc(st->n_vcpus ? st->n_vcpus : 1, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	for (size_t i = 0; i < st->n_vcpus; i++)
+		vm->vcpus[i] = (struct agent_vcpu){.vm = vm,
+						   .index = st->vcpus[i],
+						   .ctl = -1,
+						   .guest_fd = -1};
+	vm->nvcpus = st->n_vcpus;
+	migrate_host(a, host, sizeof(host));
+	for (size_t i = 0; i < vm->nvcpus && !rc; i++)
+		rc = vm->engine->migrate_in(a, &vm->vcpus[i], host,
+					    vm->migrate_addr,
+					    sizeof(vm->migrate_addr), err, len);
+	if (rc) {
+		signal_vcpus(vm, true);
+		vm->migrate_addr[0] = '\0';
+		return rc;
+	}
+	/* QEMU starts; the next MIGRATE_IN has it listen (-EAGAIN: ask
+	 * again) */
+	snprintf(err, len, "QEMU of vm %s is starting on %s", vm->name,
+		 a->cfg.node_id);
+	return -EAGAIN;
+}
+
+static int vm_migrate_out(struct agent *a, struct agent_vm *vm, const char *to,
+			  Cellmon__CommandAck *ack, char *err, size_t len)
+{
+	Cellmon__VmMigrated *m;
+	uint32_t down = 0, total = 0;
+	int rc;
+
+	if (!vm->engine->migrate_out || !vm->nvcpus ||
+	    vm->vcpus[0].state != CELLMON__VCPU_STATE__VCPU_RUNNING) {
+		snprintf(err, len, "vm %s has no running vCPUs on %s to move",
+			 vm->name, a->cfg.node_id);
+		return -EINVAL;
+	}
+	rc = vm->engine->migrate_out(&vm->vcpus[0], to, &down, &total, err,
+				     len);
+	if (rc)
+		return rc;
+	CELL_INFO(MOD, "vm %s: migrated to %s: downtime %u ms, total %u ms",
+		  vm->name, to, down, total);
+	/* The source QEMU is paused for good: it goes, unreported. */
+	vm->engine->kill(&vm->vcpus[0]);
+	drop_vcpus(a, vm);
+	agent_nbd_stop(vm);
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return 0; /* moved; the manager learns it from the target */
+	cellmon__vm_migrated__init(m);
+	m->downtime_ms = down;
+	m->total_ms = total;
+	ack->result_case = CELLMON__COMMAND_ACK__RESULT_MIGRATED;
+	ack->migrated = m;
+	return 0;
+}
+
 /* ---- console and stats ---- */
 
 static int read_tail(const char *path, size_t max, uint8_t **out, size_t *len,
@@ -684,6 +818,9 @@ static int target_command(struct agent *a, const Cellmon__Command *cmd,
 	case CELLMON__COMMAND_KIND__CMD_VM_RELEASE:
 		vm_release(a, vm);
 		break;
+	case CELLMON__COMMAND_KIND__CMD_VM_MIGRATE_OUT:
+		rc = vm_migrate_out(a, vm, t->migrate_to, ack, err, len);
+		break;
 	default:
 		rc = vm_stats(a, vm, ack);
 		break;
@@ -705,6 +842,7 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 	switch (cmd->kind) {
 	case CELLMON__COMMAND_KIND__CMD_VM_PREPARE:
 	case CELLMON__COMMAND_KIND__CMD_VM_RUN:
+	case CELLMON__COMMAND_KIND__CMD_VM_MIGRATE_IN:
 		if (!has_start) {
 			snprintf(err, len,
 				 "VM start request without a VmStart");
@@ -713,7 +851,9 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 		}
 		rc = cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_PREPARE
 			     ? vm_prepare(a, cmd->start, err, len)
-			     : vm_run(a, cmd->start, ack, err, len);
+		     : cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_RUN
+			     ? vm_run(a, cmd->start, ack, err, len)
+			     : vm_migrate_in(a, cmd->start, ack, err, len);
 		break;
 	case CELLMON__COMMAND_KIND__CMD_VM_STOP:
 	case CELLMON__COMMAND_KIND__CMD_VM_KILL:
@@ -721,6 +861,7 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 	case CELLMON__COMMAND_KIND__CMD_VM_CONSOLE:
 	case CELLMON__COMMAND_KIND__CMD_VM_STATS:
 	case CELLMON__COMMAND_KIND__CMD_VM_FORGET:
+	case CELLMON__COMMAND_KIND__CMD_VM_MIGRATE_OUT:
 		if (!has_target) {
 			snprintf(err, len, "VM command without a VmTarget");
 			rc = -EBADMSG;
@@ -757,7 +898,10 @@ void agent_vm_ack_free(Cellmon__CommandAck *ack)
 		break;
 	case CELLMON__COMMAND_ACK__RESULT_RUN:
 		agent_vm_status_free(ack->run->vcpus, ack->run->n_vcpus);
-		free(ack->run);
+		free(ack->run); /* migrate_addr points into the VM */
+		break;
+	case CELLMON__COMMAND_ACK__RESULT_MIGRATED:
+		free(ack->migrated);
 		break;
 	default:
 		break;

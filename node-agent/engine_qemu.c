@@ -48,6 +48,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -238,8 +240,9 @@ static void kernel_cmdline(const Cellmon__VmSpec *s, char *out, size_t len)
 					s->args[i]);
 }
 
-static int start_qemu(struct agent *a, struct agent_vcpu *v, char *err,
-		      size_t len)
+/* incoming: "" for a new boot, else the -incoming URI (migration). */
+static int start_qemu(struct agent *a, struct agent_vcpu *v,
+		      const char *incoming, char *err, size_t len)
 {
 	struct agent_vm *vm = v->vm;
 	const Cellmon__VmSpec *s = vm->spec;
@@ -291,6 +294,14 @@ static int start_qemu(struct agent *a, struct agent_vcpu *v, char *err,
 	add(q, "%s/%s/initrd.img", a->cfg.image_dir, s->image);
 	add(q, "-append");
 	add(q, "%s", cmdline);
+	if (incoming[0]) {
+		/* told where over QMP (qemu_migrate_listen), after the
+		 * x-ignore-shared capability: RAM is shared memory, the
+		 * migration skips it on both sides, pages follow through
+		 * the DSM */
+		add(q, "-incoming");
+		add(q, "%s", incoming);
+	}
 	/* disk N: the agent's NBD export disk<N> (agent_nbd.c) */
 	rc = agent_nbd_start(vm, err, len);
 	if (rc)
@@ -371,7 +382,7 @@ static int qemu_start(struct agent *a, struct agent_vcpu *v, char *err,
 		return -EINVAL;
 	}
 	if (v == &vm->vcpus[0])
-		return start_qemu(a, v, err, len);
+		return start_qemu(a, v, "", err, len);
 	/* the other vCPUs are QEMU's threads: they share its pid */
 	pthread_mutex_lock(&a->vm_mu);
 	v->pid = vm->vcpus[0].pid;
@@ -381,8 +392,11 @@ static int qemu_start(struct agent *a, struct agent_vcpu *v, char *err,
 }
 
 /* One QMP command after the capabilities handshake; 0 when QEMU took
- * it. Short timeouts: it runs on the agent's event loop. */
-static int qmp(const struct agent_vm *vm, const char *command)
+ * it. Short timeouts: it runs on the agent's event loop. command is the
+ * JSON after "execute": (a quoted name, with arguments if any); answer,
+ * if not NULL, gets the text of the reply. */
+static int qmp_json(const struct agent_vm *vm, const char *command,
+		    char *answer, size_t anslen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct timeval tv = {0, 300 * 1000};
@@ -404,7 +418,7 @@ static int qmp(const struct agent_vm *vm, const char *command)
 	if (recv(fd, buf, sizeof(buf) - 1, 0) <= 0) /* the greeting */
 		goto out;
 	snprintf(msg, sizeof(msg),
-		 "{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"%s\"}\n",
+		 "{\"execute\":\"qmp_capabilities\"}\n{\"execute\":%s}\n",
 		 command);
 	if (send(fd, msg, strlen(msg), MSG_NOSIGNAL) != (ssize_t)strlen(msg))
 		goto out;
@@ -418,11 +432,124 @@ static int qmp(const struct agent_vm *vm, const char *command)
 			goto out;
 		for (char *p = buf; (p = strstr(p, "\"return\"")); p++)
 			answers++;
+		if (answer)
+			snprintf(answer, anslen, "%s", buf);
 	}
 	rc = 0;
 out:
 	close(fd);
 	return rc;
+}
+
+static int qmp(const struct agent_vm *vm, const char *command)
+{
+	char json[128];
+
+	snprintf(json, sizeof(json), "\"%s\"", command);
+	return qmp_json(vm, json, NULL, 0);
+}
+
+/* A free TCP port on host (the kernel's pick; QEMU binds it next). */
+static int free_port(const char *host, int *port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		rc = -EINVAL;
+	else if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+		 getsockname(fd, (struct sockaddr *)&sa, &sl))
+		rc = -errno;
+	close(fd);
+	*port = ntohs(sa.sin_port);
+	return rc;
+}
+
+static int qemu_migrate_in(struct agent *a, struct agent_vcpu *v,
+			   const char *host, char *addr, size_t addrlen,
+			   char *err, size_t len)
+{
+	struct agent_vm *vm = v->vm;
+	int port = 0, rc;
+
+	if (v != &vm->vcpus[0])
+		return qemu_start(a, v, err, len); /* shares QEMU's pid */
+	rc = free_port(host, &port);
+	if (rc) {
+		snprintf(err, len, "no port on %s for the migration: %s", host,
+			 strerror(-rc));
+		return rc;
+	}
+	snprintf(addr, addrlen, "%s:%d", host, port);
+	return start_qemu(a, v, "defer", err, len);
+}
+
+static const char ignore_shared[] =
+	"\"migrate-set-capabilities\",\"arguments\":{"
+	"\"capabilities\":[{\"capability\":\"x-ignore-shared\","
+	"\"state\":true}]}";
+
+static int qemu_migrate_listen(struct agent_vcpu *v, const char *addr,
+			       char *err, size_t len)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd),
+		 "\"migrate-incoming\",\"arguments\":{\"uri\":\"tcp:%s\"}",
+		 addr);
+	if (qmp_json(v->vm, ignore_shared, NULL, 0) ||
+	    qmp_json(v->vm, cmd, NULL, 0)) {
+		snprintf(err, len, "QEMU of vm %s does not listen yet",
+			 v->vm->name);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+static int qemu_migrate_out(struct agent_vcpu *v, const char *addr,
+			    uint32_t *downtime_ms, uint32_t *total_ms,
+			    char *err, size_t len)
+{
+	char cmd[300], ans[4096];
+	const char *p;
+	int rc;
+
+	rc = qmp_json(v->vm, ignore_shared, NULL, 0);
+	snprintf(cmd, sizeof(cmd),
+		 "\"migrate\",\"arguments\":{\"uri\":\"tcp:%s\"}", addr);
+	if (!rc)
+		rc = qmp_json(v->vm, cmd, NULL, 0);
+	if (rc) {
+		snprintf(err, len, "QMP of vm %s refused the migration",
+			 v->vm->name);
+		return -EIO;
+	}
+	/* RAM is skipped: device state only, a few ms; 5 s at most */
+	for (int i = 0; i < 500; i++) {
+		if (qmp_json(v->vm, "\"query-migrate\"", ans, sizeof(ans)))
+			break;
+		if (strstr(ans, "\"completed\"")) {
+			p = strstr(ans, "\"downtime\":");
+			*downtime_ms = p ? (uint32_t)atoi(p + 11) : 0;
+			p = strstr(ans, "\"total-time\":");
+			*total_ms = p ? (uint32_t)atoi(p + 13) : 0;
+			return 0;
+		}
+		if (strstr(ans, "\"failed\"")) {
+			snprintf(err, len,
+				 "the migration of vm %s to %s failed",
+				 v->vm->name, addr);
+			return -EAGAIN; /* the target may not listen yet */
+		}
+		usleep(10 * 1000);
+	}
+	snprintf(err, len, "the migration of vm %s to %s did not end",
+		 v->vm->name, addr);
+	qmp(v->vm, "migrate_cancel");
+	return -ETIMEDOUT;
 }
 
 static void qemu_stop(struct agent_vcpu *v)
@@ -485,4 +612,7 @@ const struct agent_engine_ops agent_qemu_engine = {
 	.stop = qemu_stop,
 	.kill = qemu_kill,
 	.ended = qemu_ended,
+	.migrate_in = qemu_migrate_in,
+	.migrate_listen = qemu_migrate_listen,
+	.migrate_out = qemu_migrate_out,
 };

@@ -69,6 +69,7 @@ const struct cell_rpc_msgtype cellproto_types[] = {
 	T(MSG_VM_CONSOLE_REPLY, "VmConsoleReply",
 	  cellmon__vm_console_reply__descriptor),
 	T(MSG_VM_STATS, "VmStats", cellmon__vm_request__descriptor),
+	T(MSG_VM_MIGRATE, "VmMigrate", cellmon__vm_request__descriptor),
 	T(MSG_VM_STATS_REPLY, "VmStatsReply",
 	  cellmon__vm_stats_reply__descriptor),
 	T(MSG_DISK_MAP, "DiskMap", cellmon__disk_request__descriptor),

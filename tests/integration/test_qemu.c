@@ -529,6 +529,52 @@ static void test_qemu_clones_read_base_once(void **state)
 	}
 }
 
+/* vm migrate in the middle of a memory test: the vCPUs move to node2
+ * without their memory (pages follow through the DSM), the guest is
+ * paused a few ms and the test ends on node2 with the host's checksum. */
+static void test_qemu_migrate_mid_memtest(void **state)
+{
+	char *want, *out = NULL;
+	json_t *j;
+
+	(void)state;
+	NEED_QEMU();
+	want = host_checksum("96");
+	assert_int_equal(CTL(NULL, "vm", "create", "mv", "--cell=c",
+			     "--engine=qemu", "--image=linux", "--memory=256M",
+			     "--node=node1", "--start", "--",
+			     "cellmon.job=memtest:96"),
+			 0);
+	assert_true(wait_console("mv", "cellmon-guest: up", 180000));
+	/* bad targets first: not a node, the node it is on */
+	assert_int_equal(CTL(&out, "vm", "migrate", "mv", "--to=ghost"), 4);
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "migrate", "mv", "--to=node1"), 1);
+	assert_non_null(strstr(out, "runs on node1 already"));
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "migrate", "mv", "--to=node2"), 0);
+	printf("# %s",
+	       strstr(out, "migrated:") ? strstr(out, "migrated:") : out);
+	free(out);
+	j = vm_json("mv");
+	assert_string_equal(
+		json_string_value(json_object_get(
+			json_array_get(json_object_get(j, "vcpus"), 0),
+			"node")),
+		"node2");
+	json_decref(j);
+	assert_string_equal(wait_end("mv", 300000), "stopped");
+	assert_int_equal(CTL(&out, "vm", "console", "mv"), 0);
+	if (!strstr(out, want))
+		fail_msg("no '%s' after the move:\n%s", want, out);
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "stats", "mv"), 0);
+	printf("# faults, with the move:\n%s", out);
+	free(out);
+	free(want);
+	assert_int_equal(CTL(NULL, "vm", "delete", "mv"), 0);
+}
+
 /* Images that are not there, not whole, or not a kernel. */
 static void test_qemu_bad_images(void **state)
 {
@@ -601,6 +647,7 @@ int main(void)
 		cmocka_unit_test(test_qemu_agent_killed_leaves_no_qemu),
 		cmocka_unit_test(test_qemu_disk_write_then_read_back),
 		cmocka_unit_test(test_qemu_clones_read_base_once),
+		cmocka_unit_test(test_qemu_migrate_mid_memtest),
 		cmocka_unit_test(test_qemu_restarted_when_a_page_node_dies),
 		cmocka_unit_test(test_qemu_bad_images),
 		cmocka_unit_test(test_qemu_agent_config_errors),
