@@ -234,6 +234,53 @@ static struct sample run_vm(int c, struct result *r)
 	return s;
 }
 
+/* A running VM on node1 (pages interleaved) migrated node1 -> node2 ->
+ * node1 ... `runs` times: the medians of the guest's pause (QEMU's
+ * downtime) and of the whole move, as vm migrate reports them. */
+static void migrations(int runs, double *pause_ms, double *move_ms)
+{
+	struct result p = {0}, t = {0};
+	char *out = NULL;
+	long long id;
+	json_t *j;
+	char con[1000];
+
+	TSC_CTL(&cl, NULL, "vm", "create", "mig", "--cell=c", "--engine=qemu",
+		"--image=linux", "--memory=256M", "--node=node1", "--start",
+		"--", "cellmon.job=shell");
+	j = vm_json("mig");
+	id = json_integer_value(json_object_get(j, "id"));
+	json_decref(j);
+	snprintf(con, sizeof(con), "%s/agent1/vms/%lld/run1/vcpu0.console",
+		 cl.dir, id);
+	for (int i = 0; i < 3000 && !has_up(con); i++)
+		usleep(10 * 1000);
+	for (int r = 0; r < runs && r < MAXRUNS; r++) {
+		const char *to = r % 2 ? "--to=node1" : "--to=node2";
+		json_t *mj;
+
+		j = NULL;
+		if (TSC_CTL(&cl, &out, "-o", "json", "vm", "migrate", "mig",
+			    to) == 0)
+			j = json_loads(out, 0, NULL);
+		free(out);
+		out = NULL;
+		mj = json_object_get(j, "migration");
+		p.s[p.n++].boot_s = (double)json_integer_value(
+			json_object_get(mj, "pause_ms"));
+		t.s[t.n++].boot_s = (double)json_integer_value(
+			json_object_get(mj, "migrate_ms"));
+		json_decref(j);
+	}
+	TSC_CTL(&cl, NULL, "vm", "kill", "mig");
+	for (int k = 0; k < 500 && strcmp(vm_state("mig"), "none") != 0; k++) {
+		TSC_CTL(&cl, NULL, "vm", "delete", "mig");
+		usleep(10 * 1000);
+	}
+	*pause_ms = median(&p, offsetof(struct sample, boot_s));
+	*move_ms = median(&t, offsetof(struct sample, boot_s));
+}
+
 int main(int argc, char **argv)
 {
 	static struct tsc_cluster_opts o = {.nodes = 2, .cell = "c"};
@@ -288,6 +335,9 @@ int main(int argc, char **argv)
 					x->s[x->n - 1].test_s,
 					x->s[x->n - 1].total_s);
 		}
+	double pause_ms, move_ms;
+
+	migrations(2 * runs + 1, &pause_ms, &move_ms);
 	tsc_cluster_stop(&cl);
 	ts_rmtree(tmp);
 	if (json) {
@@ -314,6 +364,10 @@ int main(int argc, char **argv)
 		json_object_set_new(top, "runs", json_integer(runs));
 		json_object_set_new(top, "mib", json_integer(mib));
 		json_object_set_new(top, "configs", arr);
+		json_object_set_new(top, "migration",
+				    json_pack("{s:f, s:f, s:i}", "pause_ms",
+					      pause_ms, "move_ms", move_ms,
+					      "moves", 2 * runs + 1));
 		json_dumpf(top, stdout, JSON_INDENT(2));
 		printf("\n");
 		json_decref(top);
@@ -338,5 +392,8 @@ int main(int argc, char **argv)
 	}
 	printf("(boot: start to the guest's first line; test: the guest's "
 	       "own timing of memtest; x: ratio to alone; faults: one run)\n");
+	printf("vm migrate node1 <-> node2, %d moves of a running 256 MiB "
+	       "VM: pause %.0f ms (QEMU's downtime), move %.0f ms (medians)\n",
+	       2 * runs + 1, pause_ms, move_ms);
 	return 0;
 }
