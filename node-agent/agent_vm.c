@@ -462,6 +462,21 @@ static int run_reply(const struct agent_vm *vm, Cellmon__CommandAck *ack)
 	return 0;
 }
 
+/* The vCPU records of st's vCPUs here, none started. */
+static int alloc_vcpus(struct agent_vm *vm, const Cellmon__VmStart *st)
+{
+	vm->vcpus = calloc(st->n_vcpus ? st->n_vcpus : 1, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	for (size_t i = 0; i < st->n_vcpus; i++)
+		vm->vcpus[i] = (struct agent_vcpu){.vm = vm,
+						   .index = st->vcpus[i],
+						   .ctl = -1,
+						   .guest_fd = -1};
+	vm->nvcpus = st->n_vcpus;
+	return 0;
+}
+
 static int vm_run(struct agent *a, const Cellmon__VmStart *st,
 		  Cellmon__CommandAck *ack, char *err, size_t len)
 {
@@ -475,15 +490,8 @@ static int vm_run(struct agent *a, const Cellmon__VmStart *st,
 	}
 	if (vm->vcpus)
 		return run_reply(vm, ack); /* a retried RUN */
-	vm->vcpus = calloc(st->n_vcpus ? st->n_vcpus : 1, sizeof(*vm->vcpus));
-	if (!vm->vcpus)
+	if (alloc_vcpus(vm, st))
 		return -ENOMEM;
-	for (size_t i = 0; i < st->n_vcpus; i++)
-		vm->vcpus[i] = (struct agent_vcpu){.vm = vm,
-						   .index = st->vcpus[i],
-						   .ctl = -1,
-						   .guest_fd = -1};
-	vm->nvcpus = st->n_vcpus;
 	for (size_t i = 0; i < vm->nvcpus && !rc; i++) {
 		struct agent_vcpu *v = &vm->vcpus[i];
 
@@ -590,15 +598,8 @@ static int vm_migrate_in(struct agent *a, const Cellmon__VmStart *st,
 	}
 	if (!vm->ndisks && (rc = open_disks(a, vm, st, err, len)))
 		return rc;
-	vm->vcpus = calloc(st->n_vcpus ? st->n_vcpus : 1, sizeof(*vm->vcpus));
-	if (!vm->vcpus)
+	if (alloc_vcpus(vm, st))
 		return -ENOMEM;
-	for (size_t i = 0; i < st->n_vcpus; i++)
-		vm->vcpus[i] = (struct agent_vcpu){.vm = vm,
-						   .index = st->vcpus[i],
-						   .ctl = -1,
-						   .guest_fd = -1};
-	vm->nvcpus = st->n_vcpus;
 	migrate_host(a, host, sizeof(host));
 	for (size_t i = 0; i < vm->nvcpus && !rc; i++)
 		rc = vm->engine->migrate_in(a, &vm->vcpus[i], host,
