@@ -16,7 +16,13 @@
  * and prints for each the medians of: boot (start to the guest's first
  * line, "cellmon-guest: up"), the memory test (as the guest times it) and
  * the whole run (start to the VM's end), with the ratios to `alone`, and
- * the DSM faults of one run. Figures only: it never fails on time.
+ * the DSM faults of one run. Then the disk path: the guest reads all of
+ * a 32 MiB virtio disk (`cellmon.job=disk-time`, timed by the guest)
+ * from QEMU alone on qemu-nbd serving the raw file, and from a cellmon
+ * VM whose disk is a clone of the same bytes imported as a base (through
+ * the agent's NBD export and the node cache to cellmon-vdiskd), both
+ * warm (one untimed read first); and the live migration of a running VM.
+ * Figures only: it never fails on time.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +65,9 @@ static struct tsc_cluster cl;
 static char tmp[700];
 static int mib = 64;
 
+#define DISK_MIB 32 /* within the agents' default 64M cache */
+static char base_id[80], base_img[800];
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -93,10 +102,43 @@ static bool has_up(const char *path)
 	return up;
 }
 
-/* QEMU by itself, with the same kernel, initrd and command line. */
-static struct sample run_alone(void)
+/* A 64 MiB base image in the disk server's store (before it starts),
+ * its bytes also in base_img for qemu-nbd. */
+static void make_base(struct tsc_cluster *c)
 {
-	char con[800], serial[900], append[200], m[16];
+	char st[800], *out = NULL;
+	char *argv[] = {VDISKD_BIN, st, "base", "import", base_img, NULL};
+	uint8_t *b = malloc(1 << 20);
+	FILE *f;
+
+	snprintf(base_img, sizeof(base_img), "%s/base.img", c->dir);
+	f = fopen(base_img, "w");
+	for (size_t m = 0; f && b && m < DISK_MIB; m++) {
+		for (size_t i = 0; i < (1u << 20); i++)
+			b[i] = (uint8_t)((m << 20 | i) * 2654435761u >> 13);
+		fwrite(b, 1, 1 << 20, f);
+	}
+	if (f)
+		fclose(f);
+	free(b);
+	snprintf(st, sizeof(st), "--store=%s", c->store);
+	if (ts_run(argv, 60000, &out, false) == 0)
+		snprintf(base_id, sizeof(base_id), "base:%.64s", out);
+	free(out);
+}
+
+/* The guest's "read N MiB of /dev/vda in X s", or -1. */
+static double read_time(const char *console)
+{
+	const char *p = console ? strstr(console, "MiB of /dev/vda in ") : NULL;
+
+	return p ? strtod(p + strlen("MiB of /dev/vda in "), NULL) : -1;
+}
+
+/* QEMU by itself, with the same kernel, initrd and command line. */
+static struct sample run_alone_job(const char *job, const char *drive)
+{
+	char con[800], serial[900], append[200];
 	char *argv[] = {"qemu-system-x86_64",
 			"-accel",
 			"tcg,thread=multi",
@@ -117,6 +159,8 @@ static struct sample run_alone(void)
 			GUEST_IMAGES "/linux/initrd.img",
 			"-append",
 			append,
+			drive ? "-drive" : NULL,
+			(char *)drive,
 			NULL};
 	struct sample s = {0};
 	uint64_t t0 = ts_now_ms(), up = 0;
@@ -127,12 +171,11 @@ static struct sample run_alone(void)
 	if (access("/dev/kvm", R_OK | W_OK) == 0 &&
 	    system("grep -qE ' (vmx|svm)' /proc/cpuinfo") == 0)
 		argv[2] = "kvm";
-	snprintf(m, sizeof(m), "%d", mib);
 	snprintf(con, sizeof(con), "%s/alone.console", tmp);
 	unlink(con);
 	snprintf(serial, sizeof(serial), "file:%s", con);
-	snprintf(append, sizeof(append),
-		 "console=ttyS0 quiet panic=-1 cellmon.job=memtest:%s", m);
+	snprintf(append, sizeof(append), "console=ttyS0 quiet panic=-1 %s",
+		 job);
 	pid = fork();
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
@@ -153,9 +196,38 @@ static struct sample run_alone(void)
 		up = ts_now_ms();
 	s.boot_s = up ? (double)(up - t0) / 1000 : -1;
 	text = ts_read_file(con);
-	s.test_s = test_time(text);
+	s.test_s = drive ? read_time(text) : test_time(text);
 	free(text);
 	return s;
+}
+
+static struct sample run_alone(void)
+{
+	char job[64];
+
+	snprintf(job, sizeof(job), "cellmon.job=memtest:%d", mib);
+	return run_alone_job(job, NULL);
+}
+
+/* QEMU alone reading the raw file from qemu-nbd over a unix socket. */
+static double disk_alone(void)
+{
+	char sock[800], drive[1000];
+	char *argv[] = {"qemu-nbd", "-f", "raw", "-x",	   "d",
+			"-t",	    "-k", sock,	 base_img, NULL};
+	pid_t nbd;
+	double t;
+
+	snprintf(sock, sizeof(sock), "%s/nbd.sock", tmp);
+	nbd = ts_spawn(argv, NULL);
+	for (int i = 0; i < 500 && access(sock, F_OK); i++)
+		usleep(10 * 1000);
+	snprintf(drive, sizeof(drive),
+		 "file=nbd+unix:///d?socket=%s,format=raw,if=virtio", sock);
+	t = run_alone_job("cellmon.job=disk-time", drive).test_s;
+	ts_stop(nbd, SIGTERM, 5000);
+	unlink(sock);
+	return t;
 }
 
 static json_t *vm_json(const char *name)
@@ -173,6 +245,48 @@ static const char *vm_state(const char *name)
 		 j ? json_string_value(json_object_get(j, "state")) : "none");
 	json_decref(j);
 	return st;
+}
+
+static void delete_vm(const char *name)
+{
+	for (int k = 0; k < 500 && strcmp(vm_state(name), "none") != 0; k++) {
+		TSC_CTL(&cl, NULL, "vm", "delete", name);
+		usleep(10 * 1000);
+	}
+}
+
+/* A cellmon qemu VM on node1 reading all of its disk (a clone of the
+ * base): the guest's time. */
+static double disk_vm(int r)
+{
+	char disk[16], arg[32], con[1000], *out;
+	double t;
+	long long id;
+	json_t *j;
+
+	snprintf(disk, sizeof(disk), "dc%d", r);
+	snprintf(arg, sizeof(arg), "--disk=%s", disk);
+	TSC_CTL(&cl, NULL, "disk", "create", disk, "0", base_id);
+	delete_vm("dv");
+	if (TSC_CTL(&cl, NULL, "vm", "create", "dv", "--cell=c",
+		    "--engine=qemu", "--image=linux", "--memory=256M",
+		    "--node=node1", "--home-node=node1", arg, "--start", "--",
+		    "cellmon.job=disk-time") != 0)
+		return -1;
+	j = vm_json("dv");
+	id = json_integer_value(json_object_get(j, "id"));
+	json_decref(j);
+	while (strcmp(vm_state("dv"), "stopped") != 0 &&
+	       strcmp(vm_state("dv"), "failed") != 0)
+		usleep(20 * 1000);
+	snprintf(con, sizeof(con), "%s/agent1/vms/%lld/run1/vcpu0.console",
+		 cl.dir, id);
+	out = ts_read_file(con);
+	t = read_time(out);
+	free(out);
+	delete_vm("dv");
+	TSC_CTL(&cl, NULL, "disk", "delete", disk);
+	return t;
 }
 
 /* A cellmon qemu VM on node1 with the home options given. */
@@ -283,7 +397,8 @@ static void migrations(int runs, double *pause_ms, double *move_ms)
 
 int main(int argc, char **argv)
 {
-	static struct tsc_cluster_opts o = {.nodes = 2, .cell = "c"};
+	static struct tsc_cluster_opts o = {
+		.nodes = 2, .cell = "c", .vdiskd = true, .before = make_base};
 	struct result res[C_COUNT] = {0};
 	int runs = 3;
 	bool json = false;
@@ -335,8 +450,24 @@ int main(int argc, char **argv)
 					x->s[x->n - 1].test_s,
 					x->s[x->n - 1].total_s);
 		}
-	double pause_ms, move_ms;
+	double pause_ms, move_ms, d_alone, d_vm;
+	struct result da = {0}, dv = {0};
 
+	/* the disk path, warm: one untimed read each first */
+	disk_alone();
+	disk_vm(0);
+	for (int r = 0; r < runs; r++) {
+		da.s[da.n++].test_s = disk_alone();
+		dv.s[dv.n++].test_s = disk_vm(r + 1);
+		if (!json)
+			fprintf(stderr,
+				"# run %d disk: qemu-nbd %.2f s, cellmon %.2f "
+				"s\n",
+				r + 1, da.s[da.n - 1].test_s,
+				dv.s[dv.n - 1].test_s);
+	}
+	d_alone = median(&da, offsetof(struct sample, test_s));
+	d_vm = median(&dv, offsetof(struct sample, test_s));
 	migrations(2 * runs + 1, &pause_ms, &move_ms);
 	tsc_cluster_stop(&cl);
 	ts_rmtree(tmp);
@@ -364,6 +495,10 @@ int main(int argc, char **argv)
 		json_object_set_new(top, "runs", json_integer(runs));
 		json_object_set_new(top, "mib", json_integer(mib));
 		json_object_set_new(top, "configs", arr);
+		json_object_set_new(top, "disk",
+				    json_pack("{s:i, s:f, s:f}", "mib",
+					      DISK_MIB, "qemu_nbd_s", d_alone,
+					      "cellmon_s", d_vm));
 		json_object_set_new(top, "migration",
 				    json_pack("{s:f, s:f, s:i}", "pause_ms",
 					      pause_ms, "move_ms", move_ms,
@@ -392,6 +527,12 @@ int main(int argc, char **argv)
 	}
 	printf("(boot: start to the guest's first line; test: the guest's "
 	       "own timing of memtest; x: ratio to alone; faults: one run)\n");
+	printf("guest reads a %d MiB virtio disk (warm): QEMU on qemu-nbd "
+	       "%.2f s (%.0f MiB/s), cellmon (agent, node cache, vdiskd) %.2f "
+	       "s (%.0f MiB/s): %.2fx of qemu-nbd's rate (medians)\n",
+	       DISK_MIB, d_alone, d_alone > 0 ? DISK_MIB / d_alone : 0, d_vm,
+	       d_vm > 0 ? DISK_MIB / d_vm : 0,
+	       d_vm > 0 && d_alone > 0 ? d_alone / d_vm : 0);
 	printf("vm migrate node1 <-> node2, %d moves of a running 256 MiB "
 	       "VM: pause %.0f ms (QEMU's downtime), move %.0f ms (medians)\n",
 	       2 * runs + 1, pause_ms, move_ms);
