@@ -16,7 +16,9 @@ src=$1
 build=$2
 qs="$src/deploy/quickstart"
 run=$(mktemp -d /tmp/cellmon-qs.XXXXXX)
-base=$((30000 + ($$ % 500) * 8))
+# fixed ports below the kernel's ephemeral range (32768-60999), so no
+# outgoing connection of an earlier test holds one
+base=$((20000 + ($$ % 1000) * 8))
 export CELLMON_RUN_DIR="$run" CELLMON_BUILD_DIR="$build" CELLMON_NO_BUILD=1
 export CELLMON_AGENT_PORT=$base CELLMON_CTL_PORT=$((base + 1))
 export CELLMON_NBD_PORT=$((base + 2)) CELLMON_VDISK_ADMIN_PORT=$((base + 3))
@@ -93,7 +95,7 @@ echo "== 3. a port taken by a process that is not this cell's"
 # A manager of another run directory on this cell's control port.
 mkdir -p "$run/other"
 setsid "$build/cell-manager/cellmon-manager" --state-dir="$run/other" \
-	--agent-listen=127.0.0.1:$((base + 4)) \
+	--agent-listen=127.0.0.1:0 \
 	--ctl-listen=127.0.0.1:"$CELLMON_CTL_PORT" \
 	>"$run/other.log" 2>&1 </dev/null &
 foreign=$!
