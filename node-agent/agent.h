@@ -240,6 +240,14 @@ extern const struct agent_engine_ops agent_native_engine;
 extern const struct agent_engine_ops agent_qemu_engine;
 /* engine_qemu.c: the -accel QEMU gets here (qemu_accel, resolved). */
 const char *agent_qemu_accel(struct agent *a);
+/* In an engine's child after fork (async-signal-safe calls only): its
+ * own process group, SIGKILL when the agent dies, waits for a byte on go
+ * (the agent has recorded its pid), stdin /dev/null, fds[i] as fd i+1
+ * and no others, no core dumps, at most max_files open (0: unchanged),
+ * dir as working directory, then execve. Never returns. */
+void agent_child_exec(int go, pid_t parent, const int *fds, int nfds,
+		      long max_files, const char *dir, const char *path,
+		      char **argv, char **envp) __attribute__((noreturn));
 /* Fills cap with this node's cpus, memory and images (pointing into a). */
 void agent_capacity(struct agent *a, Cellmon__Capacity *cap);
 

@@ -4,7 +4,12 @@
  * PREPARE and keeps the ops on the VM; nothing else names an engine. A
  * new engine is an ops struct (agent.h) and a line here.
  */
+#define _GNU_SOURCE /* close_range */
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,4 +115,37 @@ void agent_capacity(struct agent *a, Cellmon__Capacity *cap)
 	cap->n_images = a->nimages;
 	cap->images_known = a->images_known;
 	cap->qemu_accel = (char *)agent_qemu_accel(a);
+}
+
+void agent_child_exec(int go, pid_t parent, const int *fds, int nfds,
+		      long max_files, const char *dir, const char *path,
+		      char **argv, char **envp)
+{
+	struct rlimit core = {0, 0},
+		      nofile = {(rlim_t)max_files, (rlim_t)max_files};
+	int moved[8], devnull;
+	char b;
+
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent || read(go, &b, 1) != 1 || nfds > 8)
+		_exit(126);
+	/* Out of the way first: the targets 1.. may be any of them now. */
+	for (int i = 0; i < nfds; i++)
+		if ((moved[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
+			_exit(126);
+	devnull = open("/dev/null", O_RDONLY);
+	if (devnull < 0 || dup2(devnull, 0) < 0)
+		_exit(126);
+	for (int i = 0; i < nfds; i++)
+		if (dup2(moved[i], i + 1) < 0)
+			_exit(126);
+	close_range((unsigned)nfds + 1, ~0u, 0);
+	setrlimit(RLIMIT_CORE, &core);
+	if (max_files)
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	if (chdir(dir))
+		_exit(126);
+	execve(path, argv, envp);
+	_exit(127);
 }

@@ -38,37 +38,6 @@
 
 #define NENV 10
 
-/* In the child, after fork: only async-signal-safe calls. */
-static void child(int go, int guest_fd, int lease_fd, int console, pid_t parent,
-		  const char *dir, const char *path, char **argv, char **envp)
-{
-	struct rlimit core = {0, 0}, nofile = {64, 64};
-	int devnull;
-	char b;
-
-	setpgid(0, 0);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent || read(go, &b, 1) != 1)
-		_exit(126);
-	/* Out of the way first: the targets 0-4 may be any of them now. */
-	guest_fd = fcntl(guest_fd, F_DUPFD, 100);
-	lease_fd = fcntl(lease_fd, F_DUPFD, 100);
-	console = fcntl(console, F_DUPFD, 100);
-	devnull = open("/dev/null", O_RDONLY);
-	if (guest_fd < 0 || lease_fd < 0 || console < 0 || devnull < 0 ||
-	    dup2(devnull, 0) < 0 || dup2(console, 1) < 0 ||
-	    dup2(console, 2) < 0 || dup2(guest_fd, 3) < 0 ||
-	    dup2(lease_fd, 4) < 0)
-		_exit(126);
-	close_range(5, ~0u, 0);
-	setrlimit(RLIMIT_CORE, &core);
-	setrlimit(RLIMIT_NOFILE, &nofile);
-	if (chdir(dir))
-		_exit(126);
-	execve(path, argv, envp);
-	_exit(127);
-}
-
 static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 			size_t len)
 {
@@ -114,9 +83,13 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 		snprintf(err, len, "fork: %s", strerror(errno));
 		goto out;
 	}
-	if (pid == 0)
-		child(go[0], v->guest_fd, a->lease_fd, console, parent,
-		      v->vm->dir, path, argv, envp);
+	if (pid == 0) {
+		/* stdout, stderr: the console; 3: service; 4: lease page */
+		int fds[4] = {console, console, v->guest_fd, a->lease_fd};
+
+		agent_child_exec(go[0], parent, fds, 4, 64, v->vm->dir, path,
+				 argv, envp);
+	}
 	setpgid(pid, pid); /* both sides set it: no race with kill(-pid) */
 	pthread_mutex_lock(&a->vm_mu);
 	v->pid = pid;

@@ -181,32 +181,6 @@ static int qemu_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
 	return 0;
 }
 
-/* In the child, after fork: only async-signal-safe calls. */
-static void child(int go, int ram_fd, int log, pid_t parent, const char *dir,
-		  const char *path, char **argv, char **envp)
-{
-	struct rlimit core = {0, 0};
-	int devnull;
-	char b;
-
-	setpgid(0, 0);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent || read(go, &b, 1) != 1)
-		_exit(126);
-	ram_fd = fcntl(ram_fd, F_DUPFD, 100);
-	log = fcntl(log, F_DUPFD, 100);
-	devnull = open("/dev/null", O_RDONLY);
-	if (ram_fd < 0 || log < 0 || devnull < 0 || dup2(devnull, 0) < 0 ||
-	    dup2(log, 1) < 0 || dup2(log, 2) < 0 || dup2(ram_fd, 3) < 0)
-		_exit(126);
-	close_range(4, ~0u, 0);
-	setrlimit(RLIMIT_CORE, &core);
-	if (chdir(dir))
-		_exit(126);
-	execve(path, argv, envp);
-	_exit(127);
-}
-
 struct qemu_args {
 	char *argv[MAXARGS + 1];
 	char buf[MAXARGS][1400];
@@ -338,8 +312,13 @@ static int start_qemu(struct agent *a, struct agent_vcpu *v,
 		snprintf(err, len, "fork: %s", strerror(errno));
 		goto out;
 	}
-	if (pid == 0)
-		child(go[0], ram, log, parent, vm->dir, bin, q->argv, envp);
+	if (pid == 0) {
+		/* stdout, stderr: qemu.log; 3: the RAM memfd */
+		int fds[3] = {log, log, ram};
+
+		agent_child_exec(go[0], parent, fds, 3, 0, vm->dir, bin,
+				 q->argv, envp);
+	}
 	setpgid(pid, pid);
 	pthread_mutex_lock(&a->vm_mu);
 	v->pid = pid;
