@@ -191,6 +191,11 @@ struct agent {
 struct agent_engine_ops {
 	Cellmon__Engine id; /* the spec's value that selects it */
 	const char *name;   /* for logs and messages */
+	/* The interleave unit of its VMs' regions, in pages (0: one): a
+	 * guest kernel's allocations are runs of pages, and runs homed on
+	 * one node let prefetch and zero fault-around serve several pages
+	 * per fault. Every member derives the same value from the spec. */
+	uint32_t stripe_pages;
 	/* At PREPARE, before the region exists: can this node run the spec
 	 * (its image is there, the engine's own limits)? 0, or -errno with
 	 * err set to a one-line reason. NULL: anything goes. */

@@ -386,6 +386,7 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	rc.size = (size_t)st->spec->memory_mb << 20;
 	rc.policy = home;
 	rc.home_node = (uint16_t)st->home_dsm_id;
+	rc.stripe = engine->stripe_pages;
 	rc.members = members;
 	rc.nmembers = (uint16_t)st->n_members;
 	r = open_disks(a, vm, st, err, len);

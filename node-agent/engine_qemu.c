@@ -586,6 +586,7 @@ static void qemu_ended(struct agent_vcpu *v)
 const struct agent_engine_ops agent_qemu_engine = {
 	.id = CELLMON__ENGINE__ENGINE_QEMU,
 	.name = "qemu",
+	.stripe_pages = 64, /* 256 KiB */
 	.check = qemu_check,
 	.start = qemu_start,
 	.stop = qemu_stop,

@@ -40,7 +40,8 @@ static uint16_t initial_home(const struct dsm__engine_config *c, uint32_t p)
 	default:
 		/* First touch starts from the interleaved home, which hands the
 		 * directory to the first toucher. */
-		return c->members[p % c->nmembers];
+		return c->members[(p / (c->stripe ? c->stripe : 1)) %
+				  c->nmembers];
 	}
 }
 
@@ -491,7 +492,9 @@ int dsm__engine_fault(struct dsm__engine *r, uint32_t page, bool write)
 		return 0; /* coalesced: fault_done wakes every waiter */
 	if (write) {
 		pg->c.write_faults++;
-		return request(r, page, true, 0);
+		/* the window only ever extends over untouched pages
+		 * (prefetch_zero, proto_home.c) */
+		return request(r, page, true, r->cfg.prefetch_max);
 	}
 	pg->c.read_faults++;
 	return request(r, page, false, read_window(r, page));

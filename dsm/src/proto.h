@@ -132,7 +132,7 @@ struct dsm__env_ops {
 
 enum dsm__home_policy {
 	DSM_HOME_ONE,	      /* every page on home_node */
-	DSM_HOME_INTERLEAVE,  /* page i on members[i % n] */
+	DSM_HOME_INTERLEAVE,  /* page i on members[(i / stripe) % n] */
 	DSM_HOME_FIRST_TOUCH, /* the first node to touch a page */
 };
 
@@ -152,6 +152,7 @@ struct dsm__engine_config {
 	uint16_t nmembers;
 	enum dsm__home_policy policy;
 	uint16_t home_node;    /* DSM_HOME_ONE */
+	uint32_t stripe;       /* pages per interleave unit; 0: 1 */
 	uint32_t window_ms;    /* Mirage time window; 0: off */
 	uint32_t prefetch_max; /* pages per read miss, 1: off */
 	uint32_t queue_slots;  /* home request queue size; 0: default */

@@ -264,6 +264,31 @@ static void prefetch(struct dsm__engine *r, uint32_t p, uint16_t to,
 }
 
 /*
+ * Zero fault-around: after a write miss on an untouched page p, the
+ * untouched idle pages after it that this home holds go to the writer
+ * exclusively too (zeros, no data on the wire), up to the window and
+ * until the first that does not qualify. A guest that allocates memory
+ * writes it in runs; each page so handed out is one fault fewer (on a
+ * virtualized host a fault costs two thread wake-ups), and a page the
+ * writer never uses costs it one zeroed page of its own region.
+ */
+static void prefetch_zero(struct dsm__engine *r, uint32_t p, uint16_t to,
+			  uint32_t window)
+{
+	for (uint32_t q = p + 1; q < r->cfg.npages && q < p + window; q++) {
+		struct dsm__dir *d = &r->dirs[q];
+
+		if (!d->untouched || !can_push(r, q, to))
+			break;
+		d->busy = 1;
+		d->cur = to;
+		grant_untouched(r, q, to, DSM_GRANT_PUSH);
+		if (r->home[q] != r->cfg.self)
+			break; /* handed to `to` by first touch */
+	}
+}
+
+/*
  * A read miss on p with a window, at a home that also holds p and the
  * pages after it in M (a writer's pages read by a sequential reader):
  * each FWD_READ to ourselves would downgrade its page alone, one TLB
@@ -310,10 +335,15 @@ static void home_start(struct dsm__engine *r, const struct dsm__msg *m)
 		if (m->window > 1)
 			prefetch(r, p, m->from, m->window);
 		break;
-	case DSM_MSG_WRITE_REQ:
+	case DSM_MSG_WRITE_REQ: {
+		bool zero = d->untouched;
+
 		count_request(r, p, m->from);
 		home_write(r, p, m->from, m->version);
+		if (zero && m->window > 1 && r->home[p] == r->cfg.self)
+			prefetch_zero(r, p, m->from, m->window);
 		break;
+	}
 	case DSM_MSG_PUSH:
 		if (!home_read(r, p, m->node, 0, true))
 			d->busy = 0;

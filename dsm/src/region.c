@@ -203,6 +203,7 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 	ec.nmembers = r->nmembers;
 	ec.policy = (enum dsm__home_policy)c->policy;
 	ec.home_node = c->home_node;
+	ec.stripe = c->stripe;
 	ec.window_ms = n->cfg.window_ms;
 	/* A read miss at a home that holds the pages itself turns into one
 	 * self-message per prefetched page: keep a burst well inside the

@@ -217,6 +217,82 @@ static void test_dsm_node_prefetched_runs_are_current(void **state)
 	assert_int_equal(rs.transfers, 3 * PAGES + 8);
 }
 
+/* Waits until page pg is in `state` on node i's copy. */
+static void wait_state(struct pair *p, int i, uint32_t pg, uint8_t state)
+{
+	struct dsm_page_stats st;
+
+	for (int t = 0; t < 400; t++) {
+		assert_int_equal(dsm_region_page_stats(p->r[i], pg, &st), 0);
+		if (st.state == state)
+			return;
+		usleep(5000);
+	}
+	fail_msg("page %u on node %d: state %u, not %u", pg, i, st.state,
+		 state);
+}
+
+/* Zero fault-around (every page homed on node 1, prefetch 4): a write
+ * miss on an untouched page also hands the writer the next untouched
+ * pages, exclusively; writing them then faults nowhere, at the home
+ * itself (pages 0..3) as at the other node (8..11). A page already
+ * touched ends the run: it is never handed out as zeros. */
+static void test_dsm_node_zero_fault_around(void **state)
+{
+	struct pair *p = *state;
+	struct dsm_page_stats st;
+
+	p->m[1][0] = 1;
+	for (uint32_t pg = 1; pg < 4; pg++) {
+		wait_state(p, 1, pg, 2);
+		p->m[1][pg * WORDS] = pg + 1;
+		assert_int_equal(dsm_region_page_stats(p->r[1], pg, &st), 0);
+		assert_int_equal(st.write_faults, 0);
+	}
+	dsm_region_page_stats(p->r[1], 4, &st);
+	assert_int_equal(st.state, 0); /* the window ended at 4 pages */
+
+	p->m[1][10 * WORDS] = 77; /* touched: stops node 0's run at 10 */
+	p->m[0][8 * WORDS] = 8;
+	wait_state(p, 0, 9, 2);
+	p->m[0][9 * WORDS] = 9;
+	assert_int_equal(dsm_region_page_stats(p->r[0], 9, &st), 0);
+	assert_int_equal(st.write_faults, 0);
+	assert_int_equal(st.transfers, 0); /* zeros: no data came */
+	dsm_region_page_stats(p->r[0], 10, &st);
+	assert_int_equal(st.state, 0);
+	assert_int_equal(p->m[0][10 * WORDS], 77);
+	for (uint32_t pg = 0; pg < 4; pg++)
+		assert_int_equal(p->m[0][pg * WORDS], pg + 1);
+	assert_int_equal(p->m[1][8 * WORDS], 8);
+	assert_int_equal(p->m[1][9 * WORDS], 9);
+}
+
+/* An interleaved region with a stripe homes runs of pages on one node:
+ * pages 0-3 on node 0, 4-7 on node 1, 8-11 on node 0 again. */
+static void test_dsm_node_interleave_stripe(void **state)
+{
+	struct pair *p = *state;
+	uint16_t members[2] = {0, 1};
+	struct dsm_region_config rc = {.id = 11,
+				       .size = PAGES * DSM_PAGE,
+				       .policy = DSM_POLICY_INTERLEAVE,
+				       .members = members,
+				       .nmembers = 2,
+				       .stripe = 4};
+	struct dsm_region *r[2];
+	struct dsm_page_stats st;
+
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(dsm_region_create(p->n[i], &rc, &r[i]), 0);
+	for (uint32_t pg = 0; pg < 12; pg++) {
+		assert_int_equal(dsm_region_page_stats(r[0], pg, &st), 0);
+		assert_int_equal(st.home, (pg / 4) % 2);
+	}
+	for (int i = 0; i < 2; i++)
+		dsm_region_destroy(r[i]);
+}
+
 /* A moved home is seen by both nodes; a pushed copy arrives unasked. */
 static void test_dsm_node_move_home_and_push(void **state)
 {
@@ -580,6 +656,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_prefetched_runs_are_current, setup_home1,
 			teardown),
+		cmocka_unit_test_setup_teardown(test_dsm_node_zero_fault_around,
+						setup_home1, teardown),
+		cmocka_unit_test_setup_teardown(test_dsm_node_interleave_stripe,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_move_home_and_push, setup, teardown),
 		cmocka_unit_test_setup_teardown(

@@ -91,7 +91,7 @@ void dsm_node_set_epoch(struct dsm_node *n, uint32_t epoch);
 
 enum dsm_home_policy {
 	DSM_POLICY_ONE,	       /* every page homed on home_node */
-	DSM_POLICY_INTERLEAVE, /* page i on members[i % nmembers] */
+	DSM_POLICY_INTERLEAVE, /* page i on members[(i / stripe) % nmembers] */
 	DSM_POLICY_FIRST_TOUCH,
 };
 
@@ -102,6 +102,10 @@ struct dsm_region_config {
 	uint16_t home_node;
 	const uint16_t *members; /* node ids, including this node */
 	uint16_t nmembers;
+	/* Interleave (and first touch's starting homes) in units of this
+	 * many pages; 0 or 1: page by page. Runs homed on one node let
+	 * prefetch and zero fault-around hand out several pages per miss. */
+	uint32_t stripe;
 };
 
 int dsm_region_create(struct dsm_node *n, const struct dsm_region_config *cfg,

@@ -377,6 +377,10 @@ static void setup_sim(uint64_t seed)
 	c.home_node = (uint16_t)(rnd() % S.n);
 	c.window_ms = rnd() % 3 == 0 ? 2 : 0;
 	c.prefetch_max = 1 + (uint32_t)(rnd() % 4);
+	/* interleave stripes of 1..3 pages, from the seed itself so that
+	 * the random stream (and every older seed's schedule) stays as it
+	 * was */
+	c.stripe = 1 + (uint32_t)((seed >> 2) % 3);
 	S.sequential = rnd() % 3 == 0;
 	c.ops = &sim_ops;
 	for (int i = 0; i < S.n; i++) {
@@ -516,12 +520,12 @@ static int run_seed(uint64_t seed)
 		dump();
 	if (S.fail[0]) {
 		printf("FAILED seed=%llu nodes=%d pages=%d vcpus=%d policy=%d "
-		       "window=%u prefetch=%u step=%ld: %s\n"
+		       "window=%u prefetch=%u stripe=%u step=%ld: %s\n"
 		       "replay: DSM_SIM_SEED=%llu\n",
 		       (unsigned long long)seed, S.n, S.npages, S.nv,
 		       S.nodes[0].r.cfg.policy, S.nodes[0].r.cfg.window_ms,
-		       S.nodes[0].r.cfg.prefetch_max, S.steps, S.fail,
-		       (unsigned long long)seed);
+		       S.nodes[0].r.cfg.prefetch_max, S.nodes[0].r.cfg.stripe,
+		       S.steps, S.fail, (unsigned long long)seed);
 		return -1;
 	}
 	/* No home may be left busy once everything is quiet. */
