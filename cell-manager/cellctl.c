@@ -394,7 +394,7 @@ static const struct ctl_cmd commands[] = {
 		"VM --cell=C --image=I [--vcpus=N] [--memory=SIZE] "
 		"[--placement=spread|pack] [--node=N] [--anti-affinity=G] "
 		"[--home=interleave|first-touch|one] [--home-node=N] "
-		"[--engine=native|qemu] "
+		"[--engine=native|qemu] [--kernel=PATH [--initrd=PATH]] "
 		"[--disk=NAME[:ro] ...] [--max-restarts=N] "
 		"[--dry-run] [--start] [-- ARGS]",
 		"define a VM (pending); --dry-run shows the placement only, "

@@ -64,7 +64,7 @@ static int parse_count(const char *s, int64_t max, int64_t *out)
 static const char *const create_keys[] = {
 	"cell",		"vcpus",     "memory", "image",		"engine",
 	"node",		"placement", "home",   "anti-affinity", "disk",
-	"max-restarts", "home-node", NULL,
+	"max-restarts", "home-node", "kernel", "initrd",	NULL,
 };
 
 static int check_keys(const struct ctl_opts *o, const char *const *allowed,
@@ -116,9 +116,10 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 
 	if (nargs != 1 || check_keys(o, create_keys, "vm create"))
 		return -EINVAL;
-	if (!opt(o, "cell") || !opt(o, "image")) {
+	if (!opt(o, "cell") || (!opt(o, "image") && !opt(o, "kernel"))) {
 		fprintf(stderr, "cellctl: vm create needs --cell=CELL and "
-				"--image=IMAGE\n");
+				"--image=IMAGE (or, engine qemu, "
+				"--kernel=PATH)\n");
 		return -EINVAL;
 	}
 	cr = calloc(1, sizeof(*cr));
@@ -133,7 +134,11 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 	r->dry_run = o->dry_run;
 	s->name = args[0];
 	s->cell = (char *)opt(o, "cell");
-	s->image = (char *)opt(o, "image");
+	s->image = opt(o, "image") ? (char *)opt(o, "image") : "";
+	if (opt(o, "kernel"))
+		s->kernel = (char *)opt(o, "kernel");
+	if (opt(o, "initrd"))
+		s->initrd = (char *)opt(o, "initrd");
 	s->vcpus = 1;
 	s->memory_mb = 64;
 	if ((v = opt(o, "vcpus"))) {
@@ -270,7 +275,7 @@ static json_t *spec_json(const Cellmon__VmSpec *s)
 	for (size_t i = 0; disks && i < s->n_disks; i++)
 		json_array_append_new(disks, json_string(s->disks[i]));
 	return json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:o, s:s, s:s, s:s, "
-			 "s:s, s:o}",
+			 "s:s, s:o, s:s, s:s}",
 			 "name", s->name, "cell", s->cell, "memory_mb",
 			 (json_int_t)s->memory_mb, "vcpus", (int)s->vcpus,
 			 "engine",
@@ -278,7 +283,8 @@ static json_t *spec_json(const Cellmon__VmSpec *s)
 			 s->image, "args", args, "node", s->node, "placement",
 			 cellproto_name(&cellproto_placements, s->placement),
 			 "home", cellproto_name(&cellproto_homes, s->home),
-			 "anti_affinity", s->anti_affinity, "disks", disks);
+			 "anti_affinity", s->anti_affinity, "disks", disks,
+			 "kernel", s->kernel, "initrd", s->initrd);
 }
 
 static json_t *vm_json(const Cellmon__VmInfo *v)
@@ -371,6 +377,10 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 	       cellproto_name(&cellproto_engines, s->engine), s->image);
 	for (size_t i = 0; i < s->n_args; i++)
 		printf(" %s", s->args[i]);
+	if (s->kernel[0])
+		printf("\nkernel:    %s", s->kernel);
+	if (s->initrd[0])
+		printf("\ninitrd:    %s", s->initrd);
 	if (v->accel[0])
 		printf("\naccel:     %s", v->accel);
 	printf("\nrestarts:  %u of %u after node failures\n", v->restarts,

@@ -157,7 +157,7 @@ void mgr_node_set_capacity(struct mgr_node *n, const Cellmon__Capacity *cap)
 
 bool mgr_node_has_image(const struct mgr_node *n, const char *image)
 {
-	if (!n->images_known)
+	if (!image[0] || !n->images_known) /* none asked for, or not said */
 		return true;
 	for (uint32_t i = 0; i < n->nimages; i++)
 		if (strcmp(n->images[i], image) == 0)

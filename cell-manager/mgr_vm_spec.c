@@ -106,6 +106,43 @@ int mgr_vm_check_writers(struct mgr *m, const struct mgr_vm *self, char *err,
 	return 0;
 }
 
+/* A qemu VM's --kernel and --initrd: absolute paths of files on the
+ * nodes (each node checks the file at PREPARE), plain enough to be
+ * logged as they are. */
+static int boot_file_check(const Cellmon__VmSpec *s, char *err, size_t len)
+{
+	const char *what[2] = {"kernel", "initrd"};
+	const char *path[2] = {s->kernel, s->initrd};
+
+	if ((s->kernel[0] || s->initrd[0]) &&
+	    s->engine != CELLMON__ENGINE__ENGINE_QEMU) {
+		snprintf(err, len, "--kernel and --initrd go with engine qemu");
+		return -EINVAL;
+	}
+	if (s->initrd[0] && !s->kernel[0] && !s->image[0]) {
+		snprintf(err, len, "--initrd needs --kernel or --image");
+		return -EINVAL;
+	}
+	for (int i = 0; i < 2; i++) {
+		const char *p = path[i];
+		size_t n = strlen(p);
+		bool bad = n && (p[0] != '/' || n > 1000 || strstr(p, "/../") ||
+				 (n >= 3 && strcmp(p + n - 3, "/..") == 0));
+
+		for (const char *c = p; !bad && *c; c++)
+			bad = (unsigned char)*c < 0x20 || *c == 0x7f;
+		if (bad) {
+			snprintf(err, len,
+				 "bad %s path '%.200s': an absolute path "
+				 "on the nodes, without '..' or control "
+				 "characters",
+				 what[i], p);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 /* Fills defaults into s and checks it; err says what is wrong. */
 int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 {
@@ -135,12 +172,14 @@ int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 	    !known(&cellproto_placements, (int)s->placement, err, len) ||
 	    !known(&cellproto_homes, (int)s->home, err, len))
 		return -EINVAL;
-	if (!cell_name_valid(s->image)) {
+	if ((s->image[0] || !s->kernel[0]) && !cell_name_valid(s->image)) {
 		snprintf(err, len,
 			 "invalid image name '%.64s': use " CELL_NAME_RULE,
 			 s->image);
 		return -EINVAL;
 	}
+	if (boot_file_check(s, err, len))
+		return -EINVAL;
 	if (s->node[0] && !mgr_members_find(m->members, s->node)) {
 		snprintf(err, len, "no node '%.64s'", s->node);
 		return -ENOENT;

@@ -5,7 +5,9 @@
  *
  * The image is a directory of image_dir holding `vmlinuz` and
  * `initrd.img` (the project builds `linux`: Debian's kernel and a busybox
- * initramfs, guest/linux/). The VM's arguments (`cellctl vm create ...
+ * initramfs, guest/linux/); `--kernel` and `--initrd` (absolute paths on
+ * this node) take another kernel or initramfs instead of the image's, and
+ * with --kernel no image is needed. The VM's arguments (`cellctl vm create ...
  * -- ARGS`) are appended to the kernel command line after
  * "console=ttyS0 quiet panic=-1".
  *
@@ -142,12 +144,29 @@ static bool find_binary(const char *name, char *out, size_t len)
 	return false;
 }
 
+/* The kernel (i 0) or initramfs (i 1) QEMU boots: the spec's own path,
+ * else the image's file, else "" (no initramfs: --kernel alone). */
+static void boot_file(const struct agent *a, const Cellmon__VmSpec *s, int i,
+		      char *out, size_t len)
+{
+	const char *own = i ? s->initrd : s->kernel;
+
+	if (own[0])
+		snprintf(out, len, "%s", own);
+	else if (s->image[0])
+		snprintf(out, len, "%s/%s/%s", a->cfg.image_dir, s->image,
+			 i ? "initrd.img" : "vmlinuz");
+	else
+		out[0] = 0;
+}
+
 static int qemu_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
 		      size_t len)
 {
 	char path[1400], bin[1200];
+	struct stat st;
 
-	if (!cell_name_valid(s->image)) {
+	if ((s->image[0] || !s->kernel[0]) && !cell_name_valid(s->image)) {
 		snprintf(err, len, "invalid image name '%.64s'", s->image);
 		return -EINVAL;
 	}
@@ -159,9 +178,18 @@ static int qemu_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
 		return -EOPNOTSUPP; /* the node cannot; the image is fine */
 	}
 	for (int i = 0; i < 2; i++) {
-		snprintf(path, sizeof(path), "%s/%s/%s", a->cfg.image_dir,
-			 s->image, i ? "initrd.img" : "vmlinuz");
-		if (access(path, R_OK)) {
+		const char *own = i ? s->initrd : s->kernel;
+
+		boot_file(a, s, i, path, sizeof(path));
+		errno = 0;
+		if (own[0] && (stat(path, &st) || !S_ISREG(st.st_mode) ||
+			       access(path, R_OK))) {
+			snprintf(err, len, "no %s %s on node %s: %s",
+				 i ? "initrd" : "kernel", path, a->cfg.node_id,
+				 errno ? strerror(errno) : "not a file");
+			return -ENOENT;
+		}
+		if (!own[0] && path[0] && access(path, R_OK)) {
 			snprintf(err, len,
 				 "image '%s' has no %s in %s (a qemu image is "
 				 "a directory with vmlinuz and initrd.img)",
@@ -222,7 +250,7 @@ static int start_qemu(struct agent *a, struct agent_vcpu *v,
 	const Cellmon__VmSpec *s = vm->spec;
 	struct qemu_args *q = calloc(1, sizeof(*q));
 	char bin[1200], pre[1200], cpath[1200], lpath[1200], cmdline[1200];
-	char env[NENV][1300], *envp[NENV + 1];
+	char env[NENV][1300], *envp[NENV + 1], path[1400];
 	int go[2] = {-1, -1}, log = -1, ram = -1, rc = 0;
 	pid_t pid, parent = getpid();
 
@@ -262,10 +290,14 @@ static int start_qemu(struct agent *a, struct agent_vcpu *v,
 	add(q, "file:%s", cpath);
 	add(q, "-qmp");
 	add(q, "unix:%s/qmp.sock,server=on,wait=off", vm->dir);
+	boot_file(a, s, 0, path, sizeof(path));
 	add(q, "-kernel");
-	add(q, "%s/%s/vmlinuz", a->cfg.image_dir, s->image);
-	add(q, "-initrd");
-	add(q, "%s/%s/initrd.img", a->cfg.image_dir, s->image);
+	add(q, "%s", path);
+	boot_file(a, s, 1, path, sizeof(path));
+	if (path[0]) {
+		add(q, "-initrd");
+		add(q, "%s", path);
+	}
 	add(q, "-append");
 	add(q, "%s", cmdline);
 	if (incoming[0]) {
@@ -328,9 +360,11 @@ static int start_qemu(struct agent *a, struct agent_vcpu *v,
 		kill(pid, SIGKILL);
 	CELL_INFO(MOD,
 		  "qemu started vm=%s pid=%d vcpus=%u memory_mb=%llu "
-		  "accel=%s image=%s",
+		  "accel=%s image=%s kernel=%s initrd=%s",
 		  s->name, (int)pid, s->vcpus, (unsigned long long)s->memory_mb,
-		  agent_qemu_accel(a), s->image);
+		  agent_qemu_accel(a), s->image[0] ? s->image : "-",
+		  s->kernel[0] ? s->kernel : "(image's)",
+		  s->initrd[0] ? s->initrd : "(image's)");
 out:
 	if (ram >= 0)
 		close(ram);

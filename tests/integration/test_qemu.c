@@ -11,7 +11,8 @@
  * - bad input: an image that is not there or has no initrd (refused
  *   before it is recorded), a kernel QEMU cannot load (failed, QEMU's own
  *   words in the reason), an agent without QEMU (the start fails naming
- *   it), an unknown accelerator (the agent does not start).
+ *   it), an unknown accelerator (the agent does not start);
+ * - --kernel/--initrd boot files named by path, and their bad input.
  *
  * Skips, saying why, when the linux image was not built (deploy/
  * install-deps fetches its packages) or QEMU is not installed.
@@ -613,6 +614,60 @@ static void test_qemu_bad_images(void **state)
 	assert_int_equal(CTL(NULL, "vm", "delete", "x3"), 0);
 }
 
+/* --kernel and --initrd instead of an image: the files of the built
+ * image, named by path, boot the memory tester to the host's checksum.
+ * A relative path, a kernel for a native VM and --initrd alone are
+ * refused before anything is recorded; a kernel that is not on the node
+ * fails the start with the path in the reason. */
+static void test_qemu_own_kernel_and_initrd(void **state)
+{
+	char *want, *out = NULL;
+
+	(void)state;
+	NEED_QEMU();
+	want = host_checksum("8");
+	assert_int_equal(
+		CTL(&out, "vm", "create", "own", "--cell=c", "--engine=qemu",
+		    "--kernel=" GUEST_IMAGES "/linux/vmlinuz",
+		    "--initrd=" GUEST_IMAGES "/linux/initrd.img",
+		    "--memory=256M", "--start", "--", "cellmon.job=memtest:8"),
+		0);
+	free(out);
+	assert_string_equal(wait_end("own", 180000), "stopped");
+	assert_int_equal(CTL(&out, "vm", "console", "own"), 0);
+	if (!strstr(out, want))
+		fail_msg("the guest did not print the host's '%s':\n%s", want,
+			 out);
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "info", "own"), 0);
+	assert_non_null(strstr(out, "kernel:    " GUEST_IMAGES "/linux/"));
+	free(out);
+	free(want);
+	assert_int_equal(CTL(NULL, "vm", "delete", "own"), 0);
+
+	assert_int_equal(CTL(&out, "vm", "create", "rel", "--cell=c",
+			     "--engine=qemu", "--kernel=boot/vmlinuz"),
+			 1); /* the manager refuses */
+	assert_non_null(strstr(out, "bad kernel path 'boot/vmlinuz'"));
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "create", "nat", "--cell=c",
+			     "--image=linux", "--kernel=/boot/vmlinuz"),
+			 1);
+	assert_non_null(strstr(out, "go with engine qemu"));
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "info", "rel"), 4);
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "create", "gone", "--cell=c",
+			     "--engine=qemu", "--kernel=/nonexistent/vmlinuz",
+			     "--memory=256M"),
+			 0);
+	assert_int_not_equal(CTL(&out, "vm", "start", "gone"), 0);
+	if (!strstr(out, "no kernel /nonexistent/vmlinuz"))
+		fail_msg("cellctl said: %s", out);
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "delete", "gone"), 0);
+}
+
 /* An agent whose QEMU is not there refuses the VM naming it; an unknown
  * accelerator stops the agent at start-up. */
 static void test_qemu_agent_config_errors(void **state)
@@ -655,6 +710,7 @@ int main(void)
 		cmocka_unit_test(test_qemu_migrate_mid_memtest),
 		cmocka_unit_test(test_qemu_restarted_when_a_page_node_dies),
 		cmocka_unit_test(test_qemu_bad_images),
+		cmocka_unit_test(test_qemu_own_kernel_and_initrd),
 		cmocka_unit_test(test_qemu_agent_config_errors),
 	};
 
