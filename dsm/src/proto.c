@@ -82,7 +82,8 @@ int dsm__engine_init(struct dsm__engine *r, const struct dsm__engine_config *c)
 	r->queue = calloc(slots, sizeof(*r->queue));
 	r->req_by_node = calloc((size_t)c->npages * c->nmembers,
 				sizeof(*r->req_by_node));
-	if (!r->pages || !r->dirs || !r->home || !r->queue || !r->req_by_node) {
+	if (!r->pages || !r->dirs || !r->home || !r->queue || !r->req_by_node ||
+	    dsm__sample_init(r)) {
 		dsm__engine_fini(r);
 		return -ENOMEM;
 	}
@@ -114,6 +115,7 @@ void dsm__engine_fini(struct dsm__engine *r)
 	free(r->home);
 	free(r->queue);
 	free(r->req_by_node);
+	dsm__sample_fini(r);
 	memset(r, 0, sizeof(*r));
 }
 

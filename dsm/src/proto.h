@@ -156,6 +156,9 @@ struct dsm__engine_config {
 	uint32_t window_ms;    /* Mirage time window; 0: off */
 	uint32_t prefetch_max; /* pages per read miss, 1: off */
 	uint32_t queue_slots;  /* home request queue size; 0: default */
+	/* page-policy sampling table (a power of two; 0: DSM_SAMPLE_SLOTS):
+	 * 3/4 of it is how many distinct pages one interval counts */
+	uint32_t sample_slots;
 	const struct dsm__env_ops *ops;
 	void *env;
 };
@@ -180,6 +183,13 @@ struct dsm__engine {
 	uint64_t readaheads; /* windows requested before the reader missed */
 	/* home-side request counts by requester: [page][member index] */
 	uint32_t *req_by_node;
+	/* page-policy sampling (sample.c): this interval's requests by
+	 * page, [slot][member index][read, write] */
+	uint32_t *iv_page;  /* iv_slots: the slot's page or ~0 */
+	uint32_t *iv_count; /* iv_slots * 2 * nmembers */
+	uint32_t *iv_used;  /* slots in use, iv_fill at most */
+	uint32_t iv_slots, iv_fill, iv_n, iv_lost;
+	uint64_t iv_since_ms;
 	uint32_t npending; /* pages with a request of ours out */
 };
 
@@ -212,6 +222,23 @@ void dsm__engine_retry(struct dsm__engine *r, uint32_t page);
 /* Policy mechanisms: ask the page's home to move it / push a copy. */
 int dsm__engine_move_home(struct dsm__engine *r, uint32_t page, uint16_t node);
 int dsm__engine_push(struct dsm__engine *r, uint32_t page, uint16_t node);
+
+/*
+ * Page-policy sampling (sample.c): the pages homed here with the most
+ * requests from other members since the last sample, at most `max`,
+ * most first; then a new interval starts.
+ */
+#define DSM_SAMPLE_SLOTS 16384u /* default sample_slots */
+int dsm__engine_sample(struct dsm__engine *r, struct dsm_page_sample *out,
+		       uint32_t max, struct dsm_sample_info *info);
+/* A policy decision, if it still applies here (dsm_region_apply): 0
+ * once sent, -ESTALE when it no longer does, -EINVAL when it never
+ * could. */
+int dsm__engine_apply(struct dsm__engine *r, const struct dsm_policy_op *op);
+int dsm__sample_init(struct dsm__engine *r);
+void dsm__sample_fini(struct dsm__engine *r);
+void dsm__sample_count(struct dsm__engine *r, uint32_t p, uint16_t member,
+		       bool write);
 
 /* Introspection for tests, stats and the invariant checker. */
 enum dsm__page_state dsm__page_state(const struct dsm__engine *r,

@@ -19,11 +19,13 @@
 
 #define MOD "dsm"
 
-static void count_request(struct dsm__engine *r, uint32_t p, uint16_t node)
+static void count_request(struct dsm__engine *r, uint32_t p, uint16_t node,
+			  bool write)
 {
 	for (uint16_t i = 0; i < r->cfg.nmembers; i++) {
 		if (r->cfg.members[i] == node) {
 			r->req_by_node[(size_t)p * r->cfg.nmembers + i]++;
+			dsm__sample_count(r, p, i, write);
 			return;
 		}
 	}
@@ -328,7 +330,7 @@ static void home_start(struct dsm__engine *r, const struct dsm__msg *m)
 	d->cur = m->type == DSM_MSG_PUSH ? m->node : m->from;
 	switch (m->type) {
 	case DSM_MSG_READ_REQ:
-		count_request(r, p, m->from);
+		count_request(r, p, m->from, false);
 		if (m->window > 1 && m->from != r->cfg.self)
 			downgrade_run(r, p, m->from, m->window);
 		home_read(r, p, m->from, m->version, false);
@@ -338,7 +340,7 @@ static void home_start(struct dsm__engine *r, const struct dsm__msg *m)
 	case DSM_MSG_WRITE_REQ: {
 		bool zero = d->untouched;
 
-		count_request(r, p, m->from);
+		count_request(r, p, m->from, true);
 		home_write(r, p, m->from, m->version);
 		if (zero && m->window > 1 && r->home[p] == r->cfg.self)
 			prefetch_zero(r, p, m->from, m->window);

@@ -349,6 +349,58 @@ int dsm_region_push(struct dsm_region *r, uint32_t page, uint16_t node)
 	return dsm__run_on_node(r->node, page_op_cmd, &a);
 }
 
+struct sample_arg {
+	struct dsm_region *r;
+	struct dsm_page_sample *out;
+	uint32_t max;
+	struct dsm_sample_info *info;
+	const struct dsm_policy_op *ops;
+	uint32_t applied, dropped;
+};
+
+static int sample_cmd(struct dsm_node *n, void *arg)
+{
+	struct sample_arg *a = arg;
+
+	(void)n;
+	return dsm__engine_sample(&a->r->eng, a->out, a->max, a->info);
+}
+
+int dsm_region_sample(struct dsm_region *r, struct dsm_page_sample *out,
+		      uint32_t max, struct dsm_sample_info *info)
+{
+	struct sample_arg a = {.r = r, .out = out, .max = max, .info = info};
+
+	return dsm__run_on_node(r->node, sample_cmd, &a);
+}
+
+static int apply_cmd(struct dsm_node *n, void *arg)
+{
+	struct sample_arg *a = arg;
+
+	(void)n;
+	for (uint32_t i = 0; i < a->max; i++) {
+		if (dsm__engine_apply(&a->r->eng, &a->ops[i]) == 0)
+			a->applied++;
+		else
+			a->dropped++;
+	}
+	return 0;
+}
+
+int dsm_region_apply(struct dsm_region *r, const struct dsm_policy_op *ops,
+		     uint32_t n, uint32_t *applied, uint32_t *dropped)
+{
+	struct sample_arg a = {.r = r, .max = n, .ops = ops};
+	int rc = dsm__run_on_node(r->node, apply_cmd, &a);
+
+	if (applied)
+		*applied = a.applied;
+	if (dropped)
+		*dropped = a.dropped;
+	return rc;
+}
+
 static int page_stats_cmd(struct dsm_node *n, void *arg)
 {
 	struct page_arg *a = arg;

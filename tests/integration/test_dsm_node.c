@@ -268,6 +268,81 @@ static void test_dsm_node_zero_fault_around(void **state)
 	assert_int_equal(p->m[1][9 * WORDS], 9);
 }
 
+/* Sampling at the home (every page on node 1): node 0's read requests
+ * are counted by page and member, reads apart from writes, and a sample
+ * starts a new interval. Decisions apply only where they still hold: a
+ * move from a node that is no longer the home, a push to a node that
+ * has a copy, and a target that is not another member are dropped. */
+static void test_dsm_node_sample_and_apply(void **state)
+{
+	struct pair *p = *state;
+	struct dsm_page_sample smp[8];
+	struct dsm_sample_info info;
+	struct dsm_page_stats st;
+	uint32_t applied, dropped;
+
+	for (uint64_t round = 1; round <= 5; round++) {
+		p->m[1][8 * WORDS] = round;
+		p->m[1][16 * WORDS] = round;
+		assert_int_equal(p->m[0][8 * WORDS], round);
+		assert_int_equal(p->m[0][16 * WORDS], round);
+	}
+	assert_int_equal(dsm_region_sample(p->r[0], smp, 8, &info), 0);
+	assert_int_equal(info.count, 0); /* node 0 homes nothing */
+	assert_int_equal(dsm_region_sample(p->r[1], smp, 8, &info), 0);
+	assert_int_equal(info.count, 2);
+	assert_int_equal(info.lost, 0);
+	for (int k = 0; k < 2; k++) {
+		assert_true(smp[k].page == 8 || smp[k].page == 16);
+		assert_int_equal(smp[k].home, 1);
+		assert_int_equal(smp[k].reads[0], 5); /* member 0: node 0 */
+		assert_int_equal(smp[k].writes[0], 0);
+		assert_true(smp[k].writes[1] >= 4); /* node 1's upgrades */
+		assert_true(smp[k].copyset & 1);    /* node 0 holds a copy */
+	}
+	assert_int_equal(dsm_region_sample(p->r[1], smp, 8, &info), 0);
+	assert_int_equal(info.count, 0); /* a new interval */
+
+	struct dsm_policy_op ops[] = {
+		{.page = 8, .node = 0},		       /* move: applied */
+		{.page = 16, .node = 0, .push = true}, /* has a copy: dropped */
+		{.page = 16, .node = 1},	       /* to itself: dropped */
+		{.page = 16, .node = 7},	       /* no such member */
+		{.page = 9999, .node = 0},	       /* no such page */
+	};
+	assert_int_equal(dsm_region_apply(p->r[1], ops, 5, &applied, &dropped),
+			 0);
+	assert_int_equal(applied, 1);
+	assert_int_equal(dropped, 4);
+	for (int t = 0; t < 400; t++) {
+		dsm_region_page_stats(p->r[1], 8, &st);
+		if (st.home == 0)
+			break;
+		usleep(5000);
+	}
+	assert_int_equal(st.home, 0);
+	/* node 1 is not the home any more: its old decision is dropped */
+	assert_int_equal(dsm_region_apply(p->r[1], ops, 1, &applied, &dropped),
+			 0);
+	assert_int_equal(applied, 0);
+	/* a write invalidates node 0's copy of 16; a push brings it back
+	 * before node 0 faults */
+	p->m[1][16 * WORDS] = 99;
+	struct dsm_policy_op push = {.page = 16, .node = 0, .push = true};
+
+	assert_int_equal(
+		dsm_region_apply(p->r[1], &push, 1, &applied, &dropped), 0);
+	assert_int_equal(applied, 1);
+	wait_state(p, 0, 16, 1);
+	dsm_region_page_stats(p->r[0], 16, &st);
+	uint32_t faults = st.read_faults;
+
+	assert_int_equal(p->m[0][16 * WORDS], 99);
+	dsm_region_page_stats(p->r[0], 16, &st);
+	assert_int_equal(st.read_faults, faults); /* no fault: pushed */
+	assert_int_equal(p->m[0][8 * WORDS], 5);
+}
+
 /* An interleaved region with a stripe homes runs of pages on one node:
  * pages 0-3 on node 0, 4-7 on node 1, 8-11 on node 0 again. */
 static void test_dsm_node_interleave_stripe(void **state)
@@ -660,6 +735,8 @@ int main(void)
 						setup_home1, teardown),
 		cmocka_unit_test_setup_teardown(test_dsm_node_interleave_stripe,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dsm_node_sample_and_apply,
+						setup_home1, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_dsm_node_move_home_and_push, setup, teardown),
 		cmocka_unit_test_setup_teardown(

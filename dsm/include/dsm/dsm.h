@@ -24,6 +24,7 @@
 #ifndef DSM_DSM_H
 #define DSM_DSM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -152,6 +153,50 @@ struct dsm_page_stats {
 /* A snapshot of one page's counters and, at its home, requests by node. */
 int dsm_region_page_stats(struct dsm_region *r, uint32_t page,
 			  struct dsm_page_stats *out);
+
+/*
+ * Page-policy sampling (docs/design/page-policy.md). At a page's home,
+ * the node counts the READ_REQs and WRITE_REQs it receives per page and
+ * member in a table of fixed size, where it already counts requests (no
+ * lock or allocation on that path). dsm_region_sample() runs on the node
+ * thread: it returns the pages homed here with the most requests from
+ * the other members since the last call (at most max, most first), with
+ * the directory's owner and copyset, and starts a new interval.
+ */
+#define DSM_NO_OWNER 0xffffu
+struct dsm_page_sample {
+	uint32_t page;
+	uint16_t home;	  /* this node */
+	uint16_t owner;	  /* the node holding it writable, or DSM_NO_OWNER */
+	uint64_t copyset; /* node-id mask of read-only copies */
+	uint32_t reads[DSM_MAX_NODES];	/* requests by member (the region's */
+	uint32_t writes[DSM_MAX_NODES]; /* member order) this interval */
+};
+struct dsm_sample_info {
+	uint32_t count;	      /* samples written */
+	uint32_t ranked;      /* pages with requests from other members */
+	uint32_t seen;	      /* pages with any request */
+	uint32_t lost;	      /* requests not counted: the table was full */
+	uint32_t interval_ms; /* since the last sample */
+};
+int dsm_region_sample(struct dsm_region *r, struct dsm_page_sample *out,
+		      uint32_t max, struct dsm_sample_info *info);
+
+/*
+ * Policy decisions, applied in one go on the node thread: each moves a
+ * page's home to `node` (push false) or pushes a read-only copy to it.
+ * A decision is applied only where it still makes sense: this node is
+ * the page's home, `node` is another member, and for a push, `node`
+ * holds no copy yet; any other is dropped, not forced. *applied and
+ * *dropped count them.
+ */
+struct dsm_policy_op {
+	uint32_t page;
+	uint16_t node;
+	bool push;
+};
+int dsm_region_apply(struct dsm_region *r, const struct dsm_policy_op *ops,
+		     uint32_t n, uint32_t *applied, uint32_t *dropped);
 
 /* This node's counters for a whole region, summed over its pages. A
  * fault is local when this node is the page's home. */

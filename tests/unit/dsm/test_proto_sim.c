@@ -261,6 +261,43 @@ static void check_invariants(void)
 }
 
 /* One vCPU step: do its access if allowed, else fault and block. */
+/* The page policy's path at a random moment: this node samples what it
+ * homes and applies decisions made from the sample (the busiest member
+ * gets the home, or every reader a copy), through the same checks as a
+ * real node (dsm__engine_apply drops what no longer holds). */
+static void policy_round(struct snode *n, uint64_t x)
+{
+	struct dsm_page_sample smp[4];
+	struct dsm_sample_info info;
+
+	assert_int_equal(dsm__engine_sample(&n->r, smp, 4, &info), 0);
+	assert_true(info.count <= 4 && info.count <= info.ranked);
+	for (uint32_t k = 0; k < info.count; k++) {
+		struct dsm_policy_op op = {.page = smp[k].page};
+		uint32_t best = 0;
+
+		assert_int_equal(smp[k].home, n->id);
+		for (int i = 0; i < S.n; i++) {
+			uint32_t c = smp[k].reads[i] + smp[k].writes[i];
+
+			if (c > best && i != n->id) {
+				best = c;
+				op.node = (uint16_t)i;
+			}
+			if (x % 2 && smp[k].reads[i] && i != n->id) {
+				struct dsm_policy_op push = {
+					.page = smp[k].page,
+					.node = (uint16_t)i,
+					.push = true};
+
+				dsm__engine_apply(&n->r, &push);
+			}
+		}
+		if (!(x % 2) && best)
+			dsm__engine_apply(&n->r, &op);
+	}
+}
+
 static void vcpu_step(struct snode *n, struct vcpu *v)
 {
 	struct dsm__engine *r = &n->r;
@@ -280,6 +317,8 @@ static void vcpu_step(struct snode *n, struct vcpu *v)
 		else if ((x >> 30) % 40 == 1)
 			dsm__engine_push(r, (uint32_t)v->page,
 					 (uint16_t)((x >> 40) % S.n));
+		else if ((x >> 30) % 40 == 2)
+			policy_round(n, x >> 40);
 	}
 	if (n->acc[v->page] == RW || (!v->write && n->acc[v->page] == RO)) {
 		if (v->write) {
@@ -381,6 +420,7 @@ static void setup_sim(uint64_t seed)
 	 * the random stream (and every older seed's schedule) stays as it
 	 * was */
 	c.stripe = 1 + (uint32_t)((seed >> 2) % 3);
+	c.sample_slots = 4; /* 3 pages per interval: the full table too */
 	S.sequential = rnd() % 3 == 0;
 	c.ops = &sim_ops;
 	for (int i = 0; i < S.n; i++) {
