@@ -395,6 +395,7 @@ static const struct ctl_cmd commands[] = {
 		"[--placement=spread|pack] [--node=N] [--anti-affinity=G] "
 		"[--home=interleave|first-touch|one] [--home-node=N] "
 		"[--engine=native|qemu] [--kernel=PATH [--initrd=PATH]] "
+		"[--page-policy=off|migrate|replicate|all] "
 		"[--disk=NAME[:ro] ...] [--max-restarts=N] "
 		"[--dry-run] [--start] [-- ARGS]",
 		"define a VM (pending); --dry-run shows the placement only, "
@@ -416,6 +417,10 @@ static const struct ctl_cmd commands[] = {
 	VM("console", 1, "VM", "console output of every vCPU (last run)",
 	   VM_CONSOLE, VM_CONSOLE_REPLY, ctl_render_vm_console,
 	   ctl_build_vm_request),
+	VM("set", 2, "VM page-policy=off|migrate|replicate|all",
+	   "change a VM's page policy, running or not (the next sample "
+	   "round uses it)",
+	   VM_SET, VM_REPLY, ctl_render_vm, ctl_build_vm_set),
 	VM("migrate", 1, "VM --to=NODE",
 	   "move a running qemu VM's vCPUs to NODE of its cell; its memory "
 	   "stays where it is (pages follow on demand); prints the pause",

@@ -62,9 +62,10 @@ static int parse_count(const char *s, int64_t max, int64_t *out)
 }
 
 static const char *const create_keys[] = {
-	"cell",		"vcpus",     "memory", "image",		"engine",
-	"node",		"placement", "home",   "anti-affinity", "disk",
-	"max-restarts", "home-node", "kernel", "initrd",	NULL,
+	"cell",		 "vcpus",  "memory",	   "image",
+	"engine",	 "node",   "placement",	   "home",
+	"anti-affinity", "disk",   "max-restarts", "home-node",
+	"kernel",	 "initrd", "page-policy",  NULL,
 };
 
 static int check_keys(const struct ctl_opts *o, const char *const *allowed,
@@ -112,7 +113,7 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 	Cellmon__VmSpec *s;
 	const char *v;
 	int64_t n;
-	int e = 0, p = 0, h = 0; /* the *_DEFAULT values */
+	int e = 0, p = 0, h = 0, pp = 0; /* the *_DEFAULT values */
 
 	if (nargs != 1 || check_keys(o, create_keys, "vm create"))
 		return -EINVAL;
@@ -176,8 +177,10 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 	}
 	if (opt_enum(o, "engine", &cellproto_engines, &e) ||
 	    opt_enum(o, "placement", &cellproto_placements, &p) ||
-	    opt_enum(o, "home", &cellproto_homes, &h))
+	    opt_enum(o, "home", &cellproto_homes, &h) ||
+	    opt_enum(o, "page-policy", &cellproto_page_policies, &pp))
 		goto bad;
+	s->page_policy = (Cellmon__PagePolicy)pp;
 	s->engine = (Cellmon__Engine)e;
 	s->placement = (Cellmon__Placement)p;
 	s->home = (Cellmon__HomePolicy)h;
@@ -242,6 +245,36 @@ int ctl_build_vm_migrate(const struct ctl_opts *o, char **args, int nargs,
 	return 0;
 }
 
+/* vm set VM KEY=VALUE: page-policy=off|migrate|replicate|all */
+int ctl_build_vm_set(const struct ctl_opts *o, char **args, int nargs,
+		     ProtobufCMessage **out)
+{
+	Cellmon__VmRequest *r;
+	char names[200];
+	int v;
+
+	if (check_keys(o, NULL, "vm set"))
+		return -EINVAL;
+	if (nargs != 2 || strncmp(args[1], "page-policy=", 12) != 0) {
+		fprintf(stderr, "cellctl: vm set VM page-policy=MODE (the one "
+				"setting a VM can change)\n");
+		return -EINVAL;
+	}
+	if (cellproto_parse(&cellproto_page_policies, args[1] + 12, &v)) {
+		cellproto_names_list(&cellproto_page_policies, names,
+				     sizeof(names));
+		fprintf(stderr, "cellctl: unknown page policy '%s'; use %s\n",
+			args[1] + 12, names);
+		return -EINVAL;
+	}
+	r = new_request(args[0]);
+	if (!r)
+		return -ENOMEM;
+	r->page_policy = (Cellmon__PagePolicy)v;
+	*out = &r->base;
+	return 0;
+}
+
 int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
 			 ProtobufCMessage **out)
 {
@@ -274,17 +307,19 @@ static json_t *spec_json(const Cellmon__VmSpec *s)
 
 	for (size_t i = 0; disks && i < s->n_disks; i++)
 		json_array_append_new(disks, json_string(s->disks[i]));
-	return json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:o, s:s, s:s, s:s, "
-			 "s:s, s:o, s:s, s:s}",
-			 "name", s->name, "cell", s->cell, "memory_mb",
-			 (json_int_t)s->memory_mb, "vcpus", (int)s->vcpus,
-			 "engine",
-			 cellproto_name(&cellproto_engines, s->engine), "image",
-			 s->image, "args", args, "node", s->node, "placement",
-			 cellproto_name(&cellproto_placements, s->placement),
-			 "home", cellproto_name(&cellproto_homes, s->home),
-			 "anti_affinity", s->anti_affinity, "disks", disks,
-			 "kernel", s->kernel, "initrd", s->initrd);
+	return json_pack(
+		"{s:s, s:s, s:I, s:i, s:s, s:s, s:o, s:s, s:s, s:s, "
+		"s:s, s:o, s:s, s:s, s:s}",
+		"name", s->name, "cell", s->cell, "memory_mb",
+		(json_int_t)s->memory_mb, "vcpus", (int)s->vcpus, "engine",
+		cellproto_name(&cellproto_engines, s->engine), "image",
+		s->image, "args", args, "node", s->node, "placement",
+		cellproto_name(&cellproto_placements, s->placement), "home",
+		cellproto_name(&cellproto_homes, s->home), "anti_affinity",
+		s->anti_affinity, "disks", disks, "kernel", s->kernel, "initrd",
+		s->initrd, "page_policy",
+		cellproto_name(&cellproto_page_policies,
+			       s->page_policy ? (int)s->page_policy : 4));
 }
 
 static json_t *vm_json(const Cellmon__VmInfo *v)
@@ -385,11 +420,15 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 		printf("\naccel:     %s", v->accel);
 	printf("\nrestarts:  %u of %u after node failures\n", v->restarts,
 	       s->restart ? s->restart->max_restarts : 3);
-	printf("placement: %s%s%s%s%s\nhome:      %s\nruns:      %u\n",
+	printf("placement: %s%s%s%s%s\nhome:      %s\npages:     %s (page "
+	       "policy)\nruns:      %u\n",
 	       cellproto_name(&cellproto_placements, s->placement),
 	       s->node[0] ? ", node " : "", s->node,
 	       s->anti_affinity[0] ? ", anti-affinity " : "", s->anti_affinity,
-	       cellproto_name(&cellproto_homes, s->home), v->runs);
+	       cellproto_name(&cellproto_homes, s->home),
+	       cellproto_name(&cellproto_page_policies,
+			      s->page_policy ? (int)s->page_policy : 4),
+	       v->runs);
 	printf("disks:     ");
 	for (size_t i = 0; i < s->n_disks; i++)
 		printf("%s%zu=%s", i ? " " : "", i, s->disks[i]);

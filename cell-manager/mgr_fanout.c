@@ -42,7 +42,9 @@ static void fan_finish(struct mgr_fan *f)
 static bool ack_wants_result(Cellmon__CommandKind kind)
 {
 	return kind == CELLMON__COMMAND_KIND__CMD_VM_CONSOLE ||
-	       kind == CELLMON__COMMAND_KIND__CMD_VM_STATS;
+	       kind == CELLMON__COMMAND_KIND__CMD_VM_STATS ||
+	       kind == CELLMON__COMMAND_KIND__CMD_VM_PAGES_SAMPLE ||
+	       kind == CELLMON__COMMAND_KIND__CMD_VM_PAGES_APPLY;
 }
 
 /* A copy of the result the ack carries for `kind`, or NULL when it has
@@ -67,6 +69,12 @@ static ProtobufCMessage *ack_result_copy(const Cellmon__CommandAck *ack,
 	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_MIGRATE_OUT &&
 		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_MIGRATED)
 		res = &ack->migrated->base;
+	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_PAGES_SAMPLE &&
+		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_SAMPLE)
+		res = &ack->sample->base;
+	else if (kind == CELLMON__COMMAND_KIND__CMD_VM_PAGES_APPLY &&
+		 ack->result_case == CELLMON__COMMAND_ACK__RESULT_APPLIED)
+		res = &ack->applied->base;
 	return res ? cellproto_copy(res) : NULL;
 }
 

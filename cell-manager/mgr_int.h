@@ -29,6 +29,7 @@
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
 #include "membership.h"
+#include "page_policy.h"
 #include "quorum.h"
 #include "store.h"
 #include "dsm/dsm.h" /* DSM_MAX_NODES only */
@@ -46,6 +47,11 @@ struct mgr_config {
 	int64_t max_frame;
 	char vdiskd[128];
 	char log_level[16];
+	/* the page policy (page_policy.h; 0: no sampling at all) */
+	int64_t policy_interval_ms;
+	int64_t pp_min_requests, pp_migrate_pct, pp_read_mostly_pct;
+	int64_t pp_hold_ms, pp_ops_per_s;
+	struct mgr_pp_config page_policy; /* the above, as the policy takes */
 };
 
 struct mgr_cell {
@@ -93,6 +99,7 @@ struct mgr_vm {
 			       * released it and are not down: a restart
 			       * waits for them (no VM runs twice) */
 	struct cell_rpc_call *waiter; /* cellctl call answered at the end */
+	struct mgr_vm_pages *pages;   /* the page policy's (mgr_vm_pages.c) */
 	Cellmon__VmNodeStats **stats; /* last snapshot, taken at the end */
 	size_t nstats;
 };
@@ -270,6 +277,16 @@ bool mgr_node_has_image(const struct mgr_node *n, const char *image);
 /* Node n's VMs lost their vCPUs (down, or a new incarnation). */
 void mgr_vm_node_lost(struct mgr *m, struct mgr_node *n, const char *why);
 
+/* ---- mgr_vm_pages.c: the page policy's rounds ---- */
+
+/* Starts each running VM's sample round that is due. */
+void mgr_vm_pages_tick(struct mgr *m, uint64_t now);
+/* The spec's page policy as the policy module's mode. */
+enum mgr_pp_mode mgr_vm_page_mode(const Cellmon__VmSpec *s);
+/* After the spec's page policy changed. */
+void mgr_vm_pages_set_mode(struct mgr_vm *vm);
+void mgr_vm_pages_free(struct mgr_vm *vm);
+
 /* ---- mgr_vm_spec.c ---- */
 
 /* Checks a spec with its defaults filled in; err says what is wrong.
@@ -307,6 +324,9 @@ void mgr_vm_migrate(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		    void *arg);
 void mgr_vm_stats(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		  void *arg);
+/* mgr_vm_pages.c: vm set (the page policy) */
+void mgr_vm_set(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		void *arg);
 
 /* ---- mgr_node.c ---- */
 

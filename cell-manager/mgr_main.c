@@ -58,6 +58,26 @@ static const struct cell_config_key mgr_config_table[] = {
 	 "empty: no disks"},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
+	{"policy_interval", CELL_CFG_DURATION, CFG(policy_interval_ms), 0, 0,
+	 3600000, "1s",
+	 "how often the page policy samples each running VM's pages and "
+	 "decides (0: never, whatever the VMs' page_policy)"},
+	{"policy_min_requests", CELL_CFG_INT, CFG(pp_min_requests), 0, 1,
+	 1000000, "8",
+	 "requests a page needs in an interval before it is moved or "
+	 "copied"},
+	{"policy_migrate_pct", CELL_CFG_INT, CFG(pp_migrate_pct), 0, 51, 100,
+	 "80",
+	 "share of a page's requests (percent) from one node that moves "
+	 "its home there"},
+	{"policy_read_mostly_pct", CELL_CFG_INT, CFG(pp_read_mostly_pct), 0, 0,
+	 50, "5",
+	 "most writes (percent of requests) for a page read by several "
+	 "nodes to be copied to them"},
+	{"policy_hold", CELL_CFG_DURATION, CFG(pp_hold_ms), 0, 0, 3600000,
+	 "10s", "how long a moved page stays where it went"},
+	{"policy_ops_per_s", CELL_CFG_INT, CFG(pp_ops_per_s), 0, 1, 1000000,
+	 "1000", "most home moves and pushes per VM and second"},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -342,6 +362,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cellmon-manager: %s\n", err);
 		return 2;
 	}
+	m.cfg.page_policy = (struct mgr_pp_config){
+		.min_requests = (uint32_t)m.cfg.pp_min_requests,
+		.migrate_pct = (uint32_t)m.cfg.pp_migrate_pct,
+		.read_mostly_pct = (uint32_t)m.cfg.pp_read_mostly_pct,
+		.hold_ms = (uint32_t)m.cfg.pp_hold_ms,
+		.ops_per_s = (uint32_t)m.cfg.pp_ops_per_s,
+	};
 	if (nrest > 0 && strcmp(argv[1], "config") == 0)
 		return config_command(nrest, argv + 1, &m.cfg);
 	if (nrest > 0) {

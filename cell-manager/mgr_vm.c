@@ -81,6 +81,7 @@ void mgr_vm_free(struct mgr_vm *vm)
 	if (vm->spec)
 		cellmon__vm_spec__free_unpacked(vm->spec, NULL);
 	stats_free(vm);
+	mgr_vm_pages_free(vm);
 	free(vm->vcpus);
 	free(vm);
 }
@@ -767,6 +768,7 @@ static void release_orphan(struct mgr *m, struct mgr_node *n, uint64_t region)
 
 void mgr_vm_tick(struct mgr *m)
 {
+	mgr_vm_pages_tick(m, cell_now_ms());
 	for (size_t j = 0; j < m->nvms; j++) {
 		struct mgr_vm *vm = m->vms[j];
 		uint64_t before = vm->unreleased;

@@ -170,7 +170,8 @@ int mgr_vm_spec_check(struct mgr *m, Cellmon__VmSpec *s, char *err, size_t len)
 	}
 	if (!known(&cellproto_engines, (int)s->engine, err, len) ||
 	    !known(&cellproto_placements, (int)s->placement, err, len) ||
-	    !known(&cellproto_homes, (int)s->home, err, len))
+	    !known(&cellproto_homes, (int)s->home, err, len) ||
+	    !known(&cellproto_page_policies, (int)s->page_policy, err, len))
 		return -EINVAL;
 	if ((s->image[0] || !s->kernel[0]) && !cell_name_valid(s->image)) {
 		snprintf(err, len,
@@ -245,6 +246,8 @@ int mgr_vm_spec_defaults(Cellmon__VmSpec *s)
 		s->placement = CELLMON__PLACEMENT__PLACEMENT_SPREAD;
 	if (s->home == CELLMON__HOME_POLICY__HOME_DEFAULT)
 		s->home = CELLMON__HOME_POLICY__HOME_INTERLEAVE;
+	if (s->page_policy == CELLMON__PAGE_POLICY__PAGE_POLICY_DEFAULT)
+		s->page_policy = CELLMON__PAGE_POLICY__PAGE_POLICY_ALL;
 	return 0;
 }
 

@@ -249,10 +249,15 @@ uint32_t mgr_pp_decide(struct mgr_pp_vm *v, const struct mgr_pp_config *c,
 			      t.writes * 100 <=
 				      (uint64_t)c->read_mostly_pct * t.total;
 		rs = repl_slot(v, p->page, false);
-		/* migrate: one member, not the home, makes nearly all */
-		if ((v->mode & MGR_PP_MIGRATE) && t.total >= c->min_requests &&
-		    t.top != home &&
-		    t.top_count * 100 >= (uint64_t)c->migrate_pct * t.total) {
+		/* migrate: one member, not the home, makes nearly all of
+		 * enough requests, or all of them (its only user: a DSM page
+		 * faults again only when another node took it, so a page
+		 * used by one node shows one request per use) */
+		if ((v->mode & MGR_PP_MIGRATE) && t.top != home &&
+		    (t.top_count == t.total ||
+		     (t.total >= c->min_requests &&
+		      t.top_count * 100 >=
+			      (uint64_t)c->migrate_pct * t.total))) {
 			if (!v->up[t.top])
 				continue;
 			if (is_held(v, p->page, now_ms)) {

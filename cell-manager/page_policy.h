@@ -10,9 +10,11 @@
  *   leave      written by two or more members (and not read-mostly):
  *              write-shared; noted (mgr_pp_shared) with the members
  *              involved, never moved or copied.
- *   migrate    one member not the home made at least migrate_pct of the
- *              requests (and at least min_requests were made): the home
- *              moves there, and the page is then held for hold_ms.
+ *   migrate    one member not the home made every request, or at least
+ *              migrate_pct of at least min_requests: the home moves
+ *              there, and the page is then held for hold_ms. (A DSM page
+ *              faults again only after another node took it: its only
+ *              user shows one request per first use, never more.)
  *   replicate  read-mostly (writes at most read_mostly_pct of the
  *              requests) and read by two or more members: every reader
  *              without a copy gets one pushed. The page stays tracked

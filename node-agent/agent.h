@@ -96,6 +96,8 @@ struct agent_vm {
 	uint64_t region_id;
 	Cellmon__VmSpec *spec; /* a private unpacked copy */
 	struct dsm_region *region;
+	uint16_t members[DSM_MAX_NODES]; /* the region's, in its order */
+	uint16_t nmembers;
 	char dir[1100]; /* <state_dir>/vms/<vm id>/run<run> */
 	struct agent_vcpu *vcpus;
 	size_t nvcpus; /* on this node */
@@ -273,6 +275,15 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 void agent_vm_sweep(struct agent *a, const uint64_t *ids, size_t n);
 /* Frees what agent_vm_command put in ack->result. */
 void agent_vm_ack_free(Cellmon__CommandAck *ack);
+
+/* agent_pages.c: the page policy's sample and decisions (CMD_VM_PAGES_*);
+ * results freed by agent_pages_ack_free. */
+#define AGENT_PAGE_SAMPLE 4096 /* pages per sample, most remote first */
+int agent_pages_sample(struct agent_vm *vm, Cellmon__CommandAck *ack, char *err,
+		       size_t len);
+int agent_pages_apply(struct agent_vm *vm, const Cellmon__PageDecisions *d,
+		      Cellmon__CommandAck *ack, char *err, size_t len);
+void agent_pages_ack_free(Cellmon__CommandAck *ack);
 /* The vCPU list for a heartbeat; free with agent_vm_status_free(). */
 int agent_vm_status(struct agent *a, Cellmon__VcpuStatus ***out, size_t *n);
 void agent_vm_status_free(Cellmon__VcpuStatus **v, size_t n);

@@ -389,6 +389,8 @@ static int vm_prepare(struct agent *a, const Cellmon__VmStart *st, char *err,
 	rc.stripe = engine->stripe_pages;
 	rc.members = members;
 	rc.nmembers = (uint16_t)st->n_members;
+	memcpy(vm->members, members, st->n_members * sizeof(members[0]));
+	vm->nmembers = (uint16_t)st->n_members;
 	r = open_disks(a, vm, st, err, len);
 	if (r) {
 		vm_free(vm);
@@ -792,7 +794,8 @@ static int target_command(struct agent *a, const Cellmon__Command *cmd,
 	vm = vm_find(a, t->name[0] ? t->name : NULL, t->region);
 	if (!vm) {
 		/* Nothing to stop or release is success: the goal holds. */
-		if (cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_STATS) {
+		if (cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_STATS ||
+		    cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_PAGES_SAMPLE) {
 			snprintf(err, len, "vm %s (region %llu) is not on %s",
 				 t->name, (unsigned long long)t->region,
 				 a->cfg.node_id);
@@ -822,6 +825,9 @@ static int target_command(struct agent *a, const Cellmon__Command *cmd,
 		break;
 	case CELLMON__COMMAND_KIND__CMD_VM_MIGRATE_OUT:
 		rc = vm_migrate_out(a, vm, t->migrate_to, ack, err, len);
+		break;
+	case CELLMON__COMMAND_KIND__CMD_VM_PAGES_SAMPLE:
+		rc = agent_pages_sample(vm, ack, err, len);
 		break;
 	default:
 		rc = vm_stats(a, vm, ack);
@@ -864,6 +870,7 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 	case CELLMON__COMMAND_KIND__CMD_VM_STATS:
 	case CELLMON__COMMAND_KIND__CMD_VM_FORGET:
 	case CELLMON__COMMAND_KIND__CMD_VM_MIGRATE_OUT:
+	case CELLMON__COMMAND_KIND__CMD_VM_PAGES_SAMPLE:
 		if (!has_target) {
 			snprintf(err, len, "VM command without a VmTarget");
 			rc = -EBADMSG;
@@ -871,6 +878,28 @@ void agent_vm_command(struct agent *a, const Cellmon__Command *cmd,
 		}
 		rc = target_command(a, cmd, ack, err, len);
 		break;
+	case CELLMON__COMMAND_KIND__CMD_VM_PAGES_APPLY: {
+		const Cellmon__PageDecisions *d = cmd->decisions;
+		struct agent_vm *vm;
+
+		if (cmd->args_case != CELLMON__COMMAND__ARGS_DECISIONS) {
+			snprintf(err, len, "page decisions missing");
+			rc = -EBADMSG;
+			break;
+		}
+		vm = vm_find(a, d->name[0] ? d->name : NULL, d->region);
+		if (!vm) {
+			/* an earlier run's (or a deleted VM's): refused */
+			snprintf(err, len,
+				 "vm %s has no run with region %llu on %s",
+				 d->name, (unsigned long long)d->region,
+				 a->cfg.node_id);
+			rc = -ESTALE;
+			break;
+		}
+		rc = agent_pages_apply(vm, d, ack, err, len);
+		break;
+	}
 	default:
 		snprintf(err, len, "unknown command %d", (int)cmd->kind);
 		rc = -EOPNOTSUPP;
@@ -904,6 +933,10 @@ void agent_vm_ack_free(Cellmon__CommandAck *ack)
 		break;
 	case CELLMON__COMMAND_ACK__RESULT_MIGRATED:
 		free(ack->migrated);
+		break;
+	case CELLMON__COMMAND_ACK__RESULT_SAMPLE:
+	case CELLMON__COMMAND_ACK__RESULT_APPLIED:
+		agent_pages_ack_free(ack);
 		break;
 	default:
 		break;

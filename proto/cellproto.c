@@ -70,6 +70,10 @@ const struct cell_rpc_msgtype cellproto_types[] = {
 	  cellmon__vm_console_reply__descriptor),
 	T(MSG_VM_STATS, "VmStats", cellmon__vm_request__descriptor),
 	T(MSG_VM_MIGRATE, "VmMigrate", cellmon__vm_request__descriptor),
+	T(MSG_VM_SET, "VmSet", cellmon__vm_request__descriptor),
+	T(MSG_VM_PAGES, "VmPages", cellmon__vm_request__descriptor),
+	T(MSG_VM_PAGES_REPLY, "VmPagesReply",
+	  cellmon__vm_pages_reply__descriptor),
 	T(MSG_VM_STATS_REPLY, "VmStatsReply",
 	  cellmon__vm_stats_reply__descriptor),
 	T(MSG_DISK_MAP, "DiskMap", cellmon__disk_request__descriptor),
@@ -112,6 +116,8 @@ ProtobufCMessage *cellproto_copy(const ProtobufCMessage *m)
 ENUM(cellproto_engines, "engine", NULL, "native", "qemu");
 ENUM(cellproto_placements, "placement", NULL, "spread", "pack");
 ENUM(cellproto_homes, "home", NULL, "interleave", "first-touch", "one");
+ENUM(cellproto_page_policies, "page policy", NULL, "off", "migrate",
+     "replicate", "all");
 ENUM(cellproto_vm_states, "VM state", "unknown", "pending", "starting",
      "running", "stopping", "stopped", "failed");
 ENUM(cellproto_vcpu_states, "vCPU state", "unknown", "planned", "placed",

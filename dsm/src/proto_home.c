@@ -31,6 +31,19 @@ static void count_request(struct dsm__engine *r, uint32_t p, uint16_t node,
 	}
 }
 
+/* A page prefetch or zero fault-around hands `to` without a request of
+ * its own: sampled as its use all the same (the page policy's counts,
+ * not req_by_node's). */
+static void count_handout(struct dsm__engine *r, uint32_t p, uint16_t to,
+			  bool write)
+{
+	for (uint16_t i = 0; i < r->cfg.nmembers; i++)
+		if (r->cfg.members[i] == to) {
+			dsm__sample_count(r, p, i, write);
+			return;
+		}
+}
+
 /* A GRANT from the home itself (untouched pages, or no data needed). */
 static void grant(struct dsm__engine *r, uint32_t p, uint16_t to, uint8_t flags,
 		  uint64_t version, uint16_t acks)
@@ -256,6 +269,7 @@ static void prefetch(struct dsm__engine *r, uint32_t p, uint16_t to,
 			break;
 		d->busy = 1;
 		d->cur = to;
+		count_handout(r, q, to, false);
 		if (d->untouched)
 			grant_untouched(r, q, to, DSM_GRANT_PUSH);
 		else
@@ -284,6 +298,7 @@ static void prefetch_zero(struct dsm__engine *r, uint32_t p, uint16_t to,
 			break;
 		d->busy = 1;
 		d->cur = to;
+		count_handout(r, q, to, true);
 		grant_untouched(r, q, to, DSM_GRANT_PUSH);
 		if (r->home[q] != r->cfg.self)
 			break; /* handed to `to` by first touch */

@@ -378,8 +378,12 @@ static int apply_cmd(struct dsm_node *n, void *arg)
 {
 	struct sample_arg *a = arg;
 
-	(void)n;
 	for (uint32_t i = 0; i < a->max; i++) {
+		/* each decision sends at most one message to this node
+		 * itself (to the home, which is here): let them run before
+		 * the local ring fills */
+		if (n->local_len >= DSM_LOCAL_RING / 2)
+			dsm__after_work(n);
 		if (dsm__engine_apply(&a->r->eng, &a->ops[i]) == 0)
 			a->applied++;
 		else

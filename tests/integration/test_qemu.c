@@ -235,8 +235,9 @@ static char *host_checksum(const char *mib)
 	return out;
 }
 
-/* All of a Linux VM's pages homed on the other node: it boots, and its
- * memory tester gets the host's checksum through remote faults. */
+/* All of a Linux VM's pages homed on the other node (and kept there:
+ * page policy off): it boots, and its memory tester gets the host's
+ * checksum through remote faults. */
 static void test_qemu_remote_pages_checksum(void **state)
 {
 	char *want, *out = NULL;
@@ -250,8 +251,9 @@ static void test_qemu_remote_pages_checksum(void **state)
 	want = host_checksum("32");
 	assert_int_equal(CTL(&out, "vm", "create", "far", "--cell=c",
 			     "--engine=qemu", "--image=linux", "--memory=256M",
-			     "--node=node1", "--home-node=node2", "--start",
-			     "--", "cellmon.job=memtest:32"),
+			     "--node=node1", "--home-node=node2",
+			     "--page-policy=off", "--start", "--",
+			     "cellmon.job=memtest:32"),
 			 0);
 	free(out);
 	assert_string_equal(wait_end("far", 180000), "stopped");

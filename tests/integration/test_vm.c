@@ -146,6 +146,84 @@ static void test_vm_spmd_checksum_spread_and_packed(void **state)
 	free(ref);
 }
 
+/* Pages node n homes for vm, live (vm stats), or -1. */
+static long long homed_on(const char *vm, const char *node)
+{
+	json_t *j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+				 TSC_WORDS("vm", "stats", vm)),
+	       *n;
+	long long h = -1;
+	size_t i;
+
+	json_array_foreach(
+		json_object_get(j, "nodes"), i,
+		n) if (strcmp(json_string_value(json_object_get(n, "node")),
+			      node) == 0) h =
+		json_integer_value(json_object_get(n, "pages_homed"));
+	json_decref(j);
+	return h;
+}
+
+/* The page policy end to end: a vCPU on node1 working on a 2 MiB slice
+ * of a VM whose every page is homed on node2. With the default policy
+ * (all) the homes of the pages it uses move to node1 within a few
+ * sample intervals; with --page-policy=off none moves; vm set turns it
+ * on for the running VM. The guest checks its slice itself. */
+static void test_vm_page_policy_moves_homes_to_user(void **state)
+{
+	char *out = NULL;
+	long long h = -1;
+	uint64_t t0;
+
+	(void)state;
+	assert_int_equal(CTL(&out, "vm", "create", "pp", "--cell=c1",
+			     "--image=private", "--memory=8M", "--node=node1",
+			     "--home-node=node2", "--start", "--", "2048",
+			     "100000000"),
+			 0);
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "create", "ppoff", "--cell=c1",
+			     "--image=private", "--memory=8M", "--node=node1",
+			     "--home-node=node2", "--page-policy=off",
+			     "--start", "--", "2048", "100000000"),
+			 0);
+	free(out);
+	t0 = ts_now_ms();
+	while (ts_now_ms() - t0 < 20000 && (h = homed_on("pp", "node1")) < 512)
+		usleep(200 * 1000);
+	printf("# pages homed on node1 after %llu ms: %lld (slice: 512)\n",
+	       (unsigned long long)(ts_now_ms() - t0), h);
+	assert_true(h >= 512);
+	assert_int_equal(homed_on("ppoff", "node1"), 0);
+	assert_int_equal(CTL(&out, "vm", "info", "ppoff"), 0);
+	assert_non_null(strstr(out, "pages:     off"));
+	free(out);
+	/* turned on while it runs */
+	assert_int_equal(CTL(&out, "vm", "set", "ppoff", "page-policy=all"), 0);
+	assert_non_null(strstr(out, "pages:     all"));
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "set", "ppoff", "page-policy=some"),
+			 2);
+	assert_int_equal(CTL(NULL, "vm", "set", "nosuch", "page-policy=all"),
+			 4);
+	t0 = ts_now_ms();
+	while (ts_now_ms() - t0 < 20000 &&
+	       (h = homed_on("ppoff", "node1")) < 512)
+		usleep(200 * 1000);
+	assert_true(h >= 512);
+	for (int i = 0; i < 2; i++) {
+		const char *vm = i ? "ppoff" : "pp";
+
+		assert_int_equal(CTL(NULL, "vm", "stop", vm), 0);
+		assert_int_equal(CTL(&out, "vm", "console", vm), 0);
+		if (strstr(out, "changed"))
+			fail_msg("vm %s's guest saw its slice change:\n%s", vm,
+				 out);
+		free(out);
+		assert_int_equal(CTL(NULL, "vm", "delete", vm), 0);
+	}
+}
+
 /* 4 vCPUs on 3 nodes, 500 locked increments each: exactly 2000. */
 static void test_vm_lock_counter_exact(void **state)
 {
@@ -538,6 +616,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vm_spmd_checksum_spread_and_packed),
 		cmocka_unit_test(test_vm_lock_counter_exact),
+		cmocka_unit_test(test_vm_page_policy_moves_homes_to_user),
 		cmocka_unit_test(test_vm_bad_input_refused_nothing_left),
 		cmocka_unit_test(test_vm_kill_and_stop_end_every_vcpu),
 		cmocka_unit_test(test_vm_guest_crash_marks_failed),

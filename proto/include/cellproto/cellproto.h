@@ -40,7 +40,8 @@ struct cellproto_enum {
 };
 
 extern const struct cellproto_enum cellproto_engines, cellproto_placements,
-	cellproto_homes, cellproto_vm_states, cellproto_vcpu_states;
+	cellproto_homes, cellproto_page_policies, cellproto_vm_states,
+	cellproto_vcpu_states;
 
 /* The name of value v, or "unknown" when v has none (a value from a newer
  * peer, or a DEFAULT). */

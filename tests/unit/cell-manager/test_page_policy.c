@@ -67,8 +67,9 @@ static void test_pp_dominant_user_migrates_once(void **state)
 	free(v);
 }
 
-/* 79 % is not dominant (migrate_pct 80); a page used by one remote
- * member below min_requests is left. */
+/* 79 % is not dominant (migrate_pct 80); a page shared below
+ * min_requests is left; a page whose one user is remote moves with any
+ * count. */
 static void test_pp_thresholds(void **state)
 {
 	struct mgr_pp_vm *v = vm_new(MGR_PP_ALL, 2);
@@ -78,11 +79,17 @@ static void test_pp_thresholds(void **state)
 	(void)state;
 	s[0].writes[1] = 79;
 	s[0].reads[0] = 21;
-	s[1].reads[1] = 7; /* min_requests is 8 */
+	s[1].reads[1] = 6; /* min_requests is 8 */
+	s[1].reads[0] = 1;
 	assert_int_equal(mgr_pp_decide(v, &cfg, 0, s, 2, 2000, d, 8), 0);
-	s[1].reads[1] = 8;
+	s[1].reads[1] = 7; /* 7 of 8: 87 % */
 	assert_int_equal(mgr_pp_decide(v, &cfg, 0, s, 2, 3000, d, 8), 1);
 	assert_int_equal(d[0].page, 2);
+	s[0] = page(3, 0);
+	s[0].writes[1] = 1; /* its only user, once */
+	assert_int_equal(mgr_pp_decide(v, &cfg, 0, s, 1, 4000, d, 8), 1);
+	assert_int_equal(d[0].page, 3);
+	assert_int_equal(d[0].target, 1);
 	free(v);
 }
 

@@ -1,0 +1,345 @@
+/*
+ * The manager's page-policy loop (docs/design/page-policy.md). Every
+ * policy_interval, for each running VM whose page policy is not off,
+ * every node of the run is asked for its sample (CMD_VM_PAGES_SAMPLE:
+ * the pages it homes with the most remote requests in the interval);
+ * when all have answered, the pure policy (page_policy.c) decides per
+ * home, and each home gets its decisions in one CMD_VM_PAGES_APPLY. One
+ * round per VM is in flight at a time; a round whose VM started another
+ * run meanwhile is dropped (its decisions would name the old region and
+ * be refused anyway).
+ *
+ * Event-loop thread.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cell/log.h"
+#include "mgr_int.h"
+#include "page_policy.h"
+
+#define MOD	      "manager"
+#define MAX_DECISIONS 4096 /* per home and round */
+
+struct mgr_vm_pages {
+	struct mgr_pp_vm pp;
+	uint64_t region; /* the run pp was made for */
+	uint16_t members[DSM_MAX_NODES];
+	uint16_t nmembers;
+	uint64_t last_ms;
+	bool inflight;
+	uint64_t applied, dropped; /* what the agents reported */
+};
+
+/* A round's decisions, by home node, for the APPLY fan. */
+struct apply_batch {
+	struct mgr_vm *vm;
+	size_t n;
+	char node[DSM_MAX_NODES][CELL_NAME_MAX + 1];
+	Cellmon__PageDecisions d[DSM_MAX_NODES];
+	Cellmon__PageOp **ptr[DSM_MAX_NODES]; /* k each, then the ops */
+};
+
+enum mgr_pp_mode mgr_vm_page_mode(const Cellmon__VmSpec *s)
+{
+	switch (s->page_policy) {
+	case CELLMON__PAGE_POLICY__PAGE_POLICY_OFF:
+		return MGR_PP_OFF;
+	case CELLMON__PAGE_POLICY__PAGE_POLICY_MIGRATE:
+		return MGR_PP_MIGRATE;
+	case CELLMON__PAGE_POLICY__PAGE_POLICY_REPLICATE:
+		return MGR_PP_REPLICATE;
+	default:
+		return MGR_PP_ALL;
+	}
+}
+
+void mgr_vm_pages_free(struct mgr_vm *vm)
+{
+	free(vm->pages);
+	vm->pages = NULL;
+}
+
+void mgr_vm_pages_set_mode(struct mgr_vm *vm)
+{
+	if (vm->pages)
+		vm->pages->pp.mode = mgr_vm_page_mode(vm->spec);
+}
+
+static int member_index(const struct mgr_vm_pages *p, uint32_t dsm_id)
+{
+	for (uint16_t i = 0; i < p->nmembers; i++)
+		if (p->members[i] == dsm_id)
+			return i;
+	return -1;
+}
+
+/* The state for this run, made at its first sample (which names the
+ * region's members in order). */
+static struct mgr_vm_pages *
+run_state(struct mgr_vm *vm, const Cellmon__PageSample *s, uint64_t now)
+{
+	struct mgr_vm_pages *p = vm->pages;
+
+	if (p && p->region == vm->region)
+		return p;
+	if (!s->n_members || s->n_members > DSM_MAX_NODES)
+		return NULL;
+	uint64_t last = p ? p->last_ms : now;
+
+	if (!p && !(p = vm->pages = malloc(sizeof(*p))))
+		return NULL;
+	memset(p, 0, sizeof(*p));
+	p->last_ms = last;
+	p->region = vm->region;
+	p->nmembers = (uint16_t)s->n_members;
+	for (size_t i = 0; i < s->n_members; i++)
+		p->members[i] = (uint16_t)s->members[i];
+	mgr_pp_vm_init(&p->pp, mgr_vm_page_mode(vm->spec), p->nmembers, now);
+	return p;
+}
+
+static int build_apply(struct mgr *m, void *arg, const char *node,
+		       Cellmon__Command *cmd, void **own)
+{
+	struct apply_batch *b = arg;
+
+	(void)m;
+	*own = NULL;
+	for (size_t i = 0; i < b->n; i++)
+		if (strcmp(b->node[i], node) == 0) {
+			cmd->args_case = CELLMON__COMMAND__ARGS_DECISIONS;
+			cmd->decisions = &b->d[i];
+			return 0;
+		}
+	return -ENOENT;
+}
+
+static void apply_done(struct mgr *m, struct mgr_fan *f)
+{
+	struct mgr_vm *vm = mgr_vm_by_id(m, f->tag);
+	uint64_t applied = 0, dropped = 0;
+
+	for (size_t i = 0; i < f->n; i++) {
+		const Cellmon__PageApplied *a = (const void *)f->res[i].result;
+
+		if (f->res[i].status)
+			CELL_INFO(MOD,
+				  "vm id %llu: node %s did not apply page "
+				  "decisions: %s",
+				  (unsigned long long)f->tag, f->res[i].node,
+				  f->res[i].msg);
+		else if (a) {
+			applied += a->applied;
+			dropped += a->dropped;
+		}
+	}
+	if (vm && vm->pages) {
+		vm->pages->applied += applied;
+		vm->pages->dropped += dropped;
+		vm->pages->inflight = false;
+	}
+}
+
+/* Converts one home's sample and decides; the decisions go into b. */
+static void decide_home(struct mgr *m, struct mgr_vm *vm,
+			struct mgr_vm_pages *p, const char *node,
+			const Cellmon__PageSample *s, uint64_t now,
+			struct apply_batch *b)
+{
+	struct mgr_node *n = mgr_members_find(m->members, node);
+	int id = n ? mgr_node_dsm_id(m, n) : -1;
+	int home = id >= 0 ? member_index(p, (uint32_t)id) : -1;
+	struct mgr_pp_sample *ps;
+	struct mgr_pp_decision *d;
+	uint32_t k;
+
+	if (home < 0 || !s->n_pages || b->n >= DSM_MAX_NODES)
+		return;
+	ps = calloc(s->n_pages, sizeof(*ps));
+	d = calloc(MAX_DECISIONS, sizeof(*d));
+	if (!ps || !d) {
+		free(ps);
+		free(d);
+		return;
+	}
+	for (size_t j = 0; j < s->n_pages; j++) {
+		const Cellmon__PageCounts *c = s->pages[j];
+
+		ps[j].page = c->page;
+		for (uint16_t i = 0; i < p->nmembers; i++) {
+			if (c->copyset & (1ull << p->members[i]))
+				ps[j].copies |= 1ull << i;
+			ps[j].reads[i] = i < c->n_reads ? c->reads[i] : 0;
+			ps[j].writes[i] = i < c->n_writes ? c->writes[i] : 0;
+		}
+	}
+	k = mgr_pp_decide(&p->pp, &m->cfg.page_policy, (uint16_t)home, ps,
+			  (uint32_t)s->n_pages, now, d, MAX_DECISIONS);
+	if (k && (b->ptr[b->n] = malloc(k * (sizeof(Cellmon__PageOp *) +
+					     sizeof(Cellmon__PageOp))))) {
+		Cellmon__PageDecisions *pd = &b->d[b->n];
+		Cellmon__PageOp *ops = (Cellmon__PageOp *)(b->ptr[b->n] + k);
+
+		snprintf(b->node[b->n], sizeof(b->node[b->n]), "%s", node);
+		cellmon__page_decisions__init(pd);
+		pd->name = vm->name;
+		pd->region = vm->region;
+		pd->ops = b->ptr[b->n];
+		pd->n_ops = k;
+		for (uint32_t i = 0; i < k; i++) {
+			Cellmon__PageOp *o = &ops[i];
+
+			cellmon__page_op__init(o);
+			o->page = d[i].page;
+			o->node = p->members[d[i].target];
+			o->push = d[i].push;
+			b->ptr[b->n][i] = o;
+			CELL_DEBUG(MOD, "vm %s: page %u: %s %s", vm->name,
+				   o->page, o->push ? "copy to" : "home to",
+				   mgr_members_at(m->members, o->node)
+					   ? mgr_members_at(m->members, o->node)
+						     ->id
+					   : "?");
+		}
+		b->n++;
+	}
+	free(ps);
+	free(d);
+}
+
+static void sample_done(struct mgr *m, struct mgr_fan *f)
+{
+	struct mgr_vm *vm = mgr_vm_by_id(m, f->tag);
+	struct mgr_vm_pages *p = NULL;
+	struct apply_batch *b;
+	const char *nodes[DSM_MAX_NODES];
+	uint64_t now = cell_now_ms();
+	uint64_t moves0, pushes0;
+
+	if (!vm || vm->state != CELLMON__VM_STATE__VM_RUNNING)
+		return;
+	for (size_t i = 0; i < f->n && !p; i++) {
+		const Cellmon__PageSample *s = (const void *)f->res[i].result;
+
+		if (s && s->region == vm->region)
+			p = run_state(vm, s, now);
+	}
+	if (!p) {
+		if (vm->pages)
+			vm->pages->inflight = false;
+		return;
+	}
+	p->inflight = false;
+	for (uint16_t i = 0; i < p->nmembers; i++) {
+		const struct mgr_node *n =
+			mgr_members_at(m->members, p->members[i]);
+
+		p->pp.up[i] = n && n->state == MGR_NODE_UP;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return;
+	b->vm = vm;
+	moves0 = p->pp.moves;
+	pushes0 = p->pp.pushes;
+	for (size_t i = 0; i < f->n; i++) {
+		const Cellmon__PageSample *s = (const void *)f->res[i].result;
+
+		if (s && s->region == vm->region)
+			decide_home(m, vm, p, f->res[i].node, s, now, b);
+	}
+	if (p->pp.moves != moves0 || p->pp.pushes != pushes0)
+		CELL_INFO(MOD,
+			  "vm %s: page policy: %llu home moves, %llu pushes "
+			  "(%llu and %llu so far)",
+			  vm->name, (unsigned long long)(p->pp.moves - moves0),
+			  (unsigned long long)(p->pp.pushes - pushes0),
+			  (unsigned long long)p->pp.moves,
+			  (unsigned long long)p->pp.pushes);
+	for (size_t i = 0; i < b->n; i++)
+		nodes[i] = b->node[i];
+	if (b->n) {
+		p->inflight = true;
+		if (mgr_fan_out(m, nodes, b->n,
+				CELLMON__COMMAND_KIND__CMD_VM_PAGES_APPLY,
+				build_apply, b, vm->id, apply_done, NULL))
+			p->inflight = false;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		free(b->ptr[i]);
+	free(b); /* the commands are packed when sent */
+}
+
+void mgr_vm_pages_tick(struct mgr *m, uint64_t now)
+{
+	if (!m->cfg.policy_interval_ms)
+		return;
+	for (size_t i = 0; i < m->nvms; i++) {
+		struct mgr_vm *vm = m->vms[i];
+		const char *nodes[MGR_VM_MAX_NODES];
+		size_t n;
+
+		if (vm->state != CELLMON__VM_STATE__VM_RUNNING || vm->busy ||
+		    mgr_vm_page_mode(vm->spec) == MGR_PP_OFF)
+			continue;
+		if (vm->pages &&
+		    (vm->pages->inflight ||
+		     now < vm->pages->last_ms +
+				     (uint64_t)m->cfg.policy_interval_ms))
+			continue;
+		if (!vm->pages) {
+			/* made at the first answer; until then a marker */
+			vm->pages = calloc(1, sizeof(*vm->pages));
+			if (!vm->pages)
+				continue;
+		}
+		vm->pages->last_ms = now;
+		vm->pages->inflight = true;
+		n = mgr_vm_nodes(vm, nodes);
+		if (mgr_fan_out(m, nodes, n,
+				CELLMON__COMMAND_KIND__CMD_VM_PAGES_SAMPLE,
+				mgr_vm_build_target, vm, vm->id, sample_done,
+				NULL))
+			vm->pages->inflight = false;
+	}
+}
+
+void mgr_vm_set(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__VmRequest *req = (const void *)msg;
+	struct mgr_vm *vm = mgr_vm_find(m, req->name);
+	Cellmon__PagePolicy old;
+
+	if (!vm) {
+		cell_rpc_reply_error(call, -ENOENT, "no vm '%.64s'", req->name);
+		return;
+	}
+	if (req->page_policy == CELLMON__PAGE_POLICY__PAGE_POLICY_DEFAULT ||
+	    !cellproto_known(&cellproto_page_policies, (int)req->page_policy)) {
+		cell_rpc_reply_error(call, -EINVAL,
+				     "vm set: no page policy given (off, "
+				     "migrate, replicate or all)");
+		return;
+	}
+	old = vm->spec->page_policy;
+	vm->spec->page_policy = req->page_policy;
+	if (mgr_vm_persist(m, vm)) {
+		vm->spec->page_policy = old;
+		cell_rpc_reply_error(call, -EIO,
+				     "vm %s: the new page policy could not be "
+				     "stored; it is unchanged",
+				     vm->name);
+		return;
+	}
+	mgr_vm_pages_set_mode(vm);
+	CELL_INFO(
+		MOD, "vm %s: page policy %s (was %s)", vm->name,
+		cellproto_name(&cellproto_page_policies, (int)req->page_policy),
+		cellproto_name(&cellproto_page_policies, old ? (int)old : 4));
+	mgr_vm_reply(m, call, vm);
+}
