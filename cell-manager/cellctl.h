@@ -49,6 +49,7 @@ void ctl_render_vm_list(bool json, const ProtobufCMessage *reply, char **args);
 void ctl_render_vm_console(bool json, const ProtobufCMessage *reply,
 			   char **args);
 void ctl_render_vm_stats(bool json, const ProtobufCMessage *reply, char **args);
+void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args);
 /* Prints a JSON value to stdout and frees it (cellctl_print.c); NULL
  * (a failed json_pack) is reported on stderr. */
 void ctl_emit_json(json_t *j);

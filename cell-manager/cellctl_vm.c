@@ -692,3 +692,142 @@ void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply, char **args)
 	json_decref(nodes);
 	json_decref(servers);
 }
+
+static json_t *str_array(char **v, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+static json_t *u32_array(const uint32_t *v, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < n; i++)
+		json_array_append_new(a, json_integer(v[i]));
+	return a;
+}
+
+static void print_names(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		printf("%s%s", i ? "," : "", v[i]);
+	printf("%s", n ? "" : "-");
+}
+
+void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args)
+{
+	const Cellmon__VmPagesReply *r = (const void *)reply;
+	const char *mode =
+		cellproto_name(&cellproto_page_policies,
+			       r->page_policy ? (int)r->page_policy : 4);
+
+	(void)args;
+	if (json) {
+		json_t *hot = json_array(), *shared = json_array();
+
+		for (size_t i = 0; hot && i < r->n_hot; i++) {
+			const Cellmon__PageHeat *h = r->hot[i];
+
+			json_array_append_new(
+				hot,
+				json_pack("{s:i, s:s, s:o, s:o, s:o, s:o}",
+					  "page", (int)h->page, "home", h->home,
+					  "nodes",
+					  str_array(h->nodes, h->n_nodes),
+					  "reads",
+					  u32_array(h->reads, h->n_reads),
+					  "writes",
+					  u32_array(h->writes, h->n_writes),
+					  "copies",
+					  str_array(h->copies, h->n_copies)));
+		}
+		for (size_t i = 0; shared && i < r->n_shared; i++) {
+			const Cellmon__SharedPage *s = r->shared[i];
+
+			json_array_append_new(
+				shared,
+				json_pack("{s:i, s:o, s:o, s:o, s:i}", "page",
+					  (int)s->page, "writers",
+					  str_array(s->writers, s->n_writers),
+					  "readers",
+					  str_array(s->readers, s->n_readers),
+					  "vcpus",
+					  u32_array(s->vcpus, s->n_vcpus),
+					  "intervals", (int)s->intervals));
+		}
+		ctl_emit_json(json_pack(
+			"{s:s, s:s, s:I, s:i, s:i, s:I, s:I, s:I, s:I, s:I, "
+			"s:I, s:o, s:o}",
+			"vm", r->name, "page_policy", mode, "region",
+			(json_int_t)r->region, "rounds", (int)r->rounds,
+			"interval_ms", (int)r->interval_ms, "moves",
+			(json_int_t)r->moves, "pushes", (json_int_t)r->pushes,
+			"applied", (json_int_t)r->applied, "dropped",
+			(json_int_t)r->dropped, "limited",
+			(json_int_t)r->limited, "held", (json_int_t)r->held,
+			"hot", hot, "shared", shared));
+		return;
+	}
+	printf("vm %s: page policy %s; %u sample rounds this run (the last "
+	       "covered %u ms)\n",
+	       r->name, mode, r->rounds, r->interval_ms);
+	printf("decided: %llu home moves, %llu pushes; the nodes applied "
+	       "%llu, dropped %llu (changed meanwhile); %llu over the rate "
+	       "limit, %llu held after a move\n",
+	       (unsigned long long)r->moves, (unsigned long long)r->pushes,
+	       (unsigned long long)r->applied, (unsigned long long)r->dropped,
+	       (unsigned long long)r->limited, (unsigned long long)r->held);
+	if (r->n_hot) {
+		printf("\nhottest pages of the last round (requests at the "
+		       "home, reads/writes by node):\n%-10s %-12s %-40s %s\n",
+		       "PAGE", "HOME", "REQUESTS", "COPIES");
+		for (size_t i = 0; i < r->n_hot; i++) {
+			const Cellmon__PageHeat *h = r->hot[i];
+			char req[400];
+			size_t off = 0;
+
+			req[0] = 0;
+			for (size_t k = 0; k < h->n_nodes && off < sizeof(req);
+			     k++)
+				off += (size_t)snprintf(
+					req + off, sizeof(req) - off,
+					"%s%s %u/%u", k ? " " : "", h->nodes[k],
+					k < h->n_reads ? h->reads[k] : 0,
+					k < h->n_writes ? h->writes[k] : 0);
+			printf("%-10u %-12s %-40s ", h->page, h->home, req);
+			print_names(h->copies, h->n_copies);
+			printf("\n");
+		}
+	}
+	if (r->n_shared) {
+		printf("\nwrite-shared pages, left where they are:\n%-10s "
+		       "%-20s %-20s %-12s %s\n",
+		       "PAGE", "WRITERS", "READERS", "VCPUS", "ROUNDS");
+		for (size_t i = 0; i < r->n_shared; i++) {
+			const Cellmon__SharedPage *s = r->shared[i];
+			char v[200];
+			size_t off = 0;
+
+			v[0] = 0;
+			for (size_t k = 0; k < s->n_vcpus && off < sizeof(v);
+			     k++)
+				off += (size_t)snprintf(
+					v + off, sizeof(v) - off, "%s%u",
+					k ? "," : "", s->vcpus[k]);
+			printf("%-10u ", s->page);
+			print_names(s->writers, s->n_writers);
+			printf(" ");
+			print_names(s->readers, s->n_readers);
+			printf(" %-12s %u\n", v[0] ? v : "-", s->intervals);
+		}
+		printf("(vCPUs that share written pages run faster on one "
+		       "node: vm create --placement=pack, or --node)\n");
+	}
+	if (!r->n_hot && !r->n_shared)
+		printf("(nothing sampled yet: the VM is not running, its "
+		       "policy is off, or no page had remote requests)\n");
+}

@@ -231,5 +231,6 @@ const struct cell_rpc_method mgr_ctl_methods[] = {
 	{CELLMON__MSG_TYPE__MSG_VM_STATS, mgr_vm_stats},
 	{CELLMON__MSG_TYPE__MSG_VM_MIGRATE, mgr_vm_migrate},
 	{CELLMON__MSG_TYPE__MSG_VM_SET, mgr_vm_set},
+	{CELLMON__MSG_TYPE__MSG_VM_PAGES, mgr_vm_pages_info},
 	{0, NULL},
 };

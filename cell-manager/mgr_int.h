@@ -327,6 +327,9 @@ void mgr_vm_stats(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 /* mgr_vm_pages.c: vm set (the page policy) */
 void mgr_vm_set(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		void *arg);
+/* ... and vm pages: what the page policy saw and did this run */
+void mgr_vm_pages_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		       void *arg);
 
 /* ---- mgr_node.c ---- */
 

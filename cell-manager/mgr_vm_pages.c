@@ -22,6 +22,14 @@
 
 #define MOD	      "manager"
 #define MAX_DECISIONS 4096 /* per home and round */
+#define HOT_MAX	      32   /* pages vm pages shows from the last round */
+
+struct hot_page {
+	uint32_t page;
+	uint16_t home; /* member index */
+	uint64_t copies, score;
+	uint32_t reads[MGR_PP_MEMBERS], writes[MGR_PP_MEMBERS];
+};
 
 struct mgr_vm_pages {
 	struct mgr_pp_vm pp;
@@ -31,7 +39,36 @@ struct mgr_vm_pages {
 	uint64_t last_ms;
 	bool inflight;
 	uint64_t applied, dropped; /* what the agents reported */
+	uint32_t rounds, interval_ms;
+	struct hot_page hot[HOT_MAX]; /* the last round's, hottest first */
+	uint32_t nhot;
 };
+
+/* Keeps the HOT_MAX pages with most remote requests of this round. */
+static void note_hot(struct mgr_vm_pages *p, uint16_t home,
+		     const struct mgr_pp_sample *s)
+{
+	uint64_t score = 0;
+	uint32_t k;
+
+	for (uint16_t i = 0; i < p->nmembers; i++)
+		if (i != home)
+			score += (uint64_t)s->reads[i] + s->writes[i];
+	for (k = p->nhot; k > 0 && p->hot[k - 1].score < score; k--)
+		;
+	if (k >= HOT_MAX)
+		return;
+	if (p->nhot < HOT_MAX)
+		p->nhot++;
+	memmove(&p->hot[k + 1], &p->hot[k],
+		(p->nhot - 1 - k) * sizeof(p->hot[0]));
+	p->hot[k] = (struct hot_page){.page = s->page,
+				      .home = home,
+				      .copies = s->copies,
+				      .score = score};
+	memcpy(p->hot[k].reads, s->reads, sizeof(s->reads));
+	memcpy(p->hot[k].writes, s->writes, sizeof(s->writes));
+}
 
 /* A round's decisions, by home node, for the APPLY fan. */
 struct apply_batch {
@@ -175,6 +212,7 @@ static void decide_home(struct mgr *m, struct mgr_vm *vm,
 			ps[j].reads[i] = i < c->n_reads ? c->reads[i] : 0;
 			ps[j].writes[i] = i < c->n_writes ? c->writes[i] : 0;
 		}
+		note_hot(p, (uint16_t)home, &ps[j]);
 	}
 	k = mgr_pp_decide(&p->pp, &m->cfg.page_policy, (uint16_t)home, ps,
 			  (uint32_t)s->n_pages, now, d, MAX_DECISIONS);
@@ -233,6 +271,14 @@ static void sample_done(struct mgr *m, struct mgr_fan *f)
 		return;
 	}
 	p->inflight = false;
+	p->rounds++;
+	p->nhot = 0;
+	for (size_t i = 0; i < f->n; i++) {
+		const Cellmon__PageSample *s = (const void *)f->res[i].result;
+
+		if (s && s->region == vm->region && s->interval_ms)
+			p->interval_ms = s->interval_ms;
+	}
 	for (uint16_t i = 0; i < p->nmembers; i++) {
 		const struct mgr_node *n =
 			mgr_members_at(m->members, p->members[i]);
@@ -342,4 +388,143 @@ void mgr_vm_set(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		cellproto_name(&cellproto_page_policies, (int)req->page_policy),
 		cellproto_name(&cellproto_page_policies, old ? (int)old : 4));
 	mgr_vm_reply(m, call, vm);
+}
+
+/* ---- vm pages ---- */
+
+static const char *member_name(struct mgr *m, const struct mgr_vm_pages *p,
+			       uint16_t i)
+{
+	const struct mgr_node *n =
+		i < p->nmembers ? mgr_members_at(m->members, p->members[i])
+				: NULL;
+
+	return n ? n->id : "?";
+}
+
+/* Names of the members in mask, into a NULL-free array from pool. */
+static size_t names_of(struct mgr *m, const struct mgr_vm_pages *p,
+		       uint64_t mask, char **out)
+{
+	size_t n = 0;
+
+	for (uint16_t i = 0; i < p->nmembers; i++)
+		if (mask & (1ull << i))
+			out[n++] = (char *)member_name(m, p, i);
+	return n;
+}
+
+void mgr_vm_pages_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		       void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__VmRequest *req = (const void *)msg;
+	struct mgr_vm *vm = mgr_vm_find(m, req->name);
+	struct mgr_vm_pages *p;
+	Cellmon__VmPagesReply r = CELLMON__VM_PAGES_REPLY__INIT;
+	Cellmon__PageHeat *heat, **heatp;
+	Cellmon__SharedPage *sh, **shp;
+	char **names;
+	uint32_t *nums, *vcpus;
+	size_t nn = 0, nv = 0, nx = 0;
+
+	if (!vm) {
+		cell_rpc_reply_error(call, -ENOENT, "no vm '%.64s'", req->name);
+		return;
+	}
+	p = vm->pages && vm->pages->region == vm->region ? vm->pages : NULL;
+	r.name = vm->name;
+	r.page_policy = vm->spec->page_policy;
+	r.region = vm->region;
+	if (!p) {
+		cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_VM_PAGES_REPLY,
+			       &r.base);
+		return;
+	}
+	heat = calloc(p->nhot + 1, sizeof(*heat));
+	heatp = calloc(p->nhot + 1, sizeof(*heatp));
+	sh = calloc(p->pp.nshared + 1, sizeof(*sh));
+	shp = calloc(p->pp.nshared + 1, sizeof(*shp));
+	names = calloc((2u * p->nhot + 2u * p->pp.nshared + 1) * p->nmembers +
+			       1,
+		       sizeof(*names));
+	nums = calloc((size_t)2 * p->nhot * p->nmembers + 1, sizeof(*nums));
+	vcpus = calloc((size_t)p->pp.nshared * vm->nvcpus + 1, sizeof(*vcpus));
+	if (!heat || !heatp || !sh || !shp || !names || !nums || !vcpus) {
+		cell_rpc_reply_error(call, -ENOMEM, "out of memory");
+		goto out;
+	}
+	r.rounds = p->rounds;
+	r.interval_ms = p->interval_ms;
+	r.moves = p->pp.moves;
+	r.pushes = p->pp.pushes;
+	r.applied = p->applied;
+	r.dropped = p->dropped;
+	r.limited = p->pp.limited;
+	r.held = p->pp.held_back;
+	for (uint32_t k = 0; k < p->nhot; k++) {
+		const struct hot_page *h = &p->hot[k];
+		Cellmon__PageHeat *e = &heat[k];
+
+		cellmon__page_heat__init(e);
+		e->page = h->page;
+		e->home = (char *)member_name(m, p, h->home);
+		e->nodes = names + nn;
+		e->n_nodes = names_of(m, p, ~0ull, names + nn);
+		nn += e->n_nodes;
+		e->reads = nums + nx;
+		e->writes = nums + nx + p->nmembers;
+		e->n_reads = e->n_writes = p->nmembers;
+		for (uint16_t i = 0; i < p->nmembers; i++) {
+			e->reads[i] = h->reads[i];
+			e->writes[i] = h->writes[i];
+		}
+		nx += 2u * p->nmembers;
+		e->copies = names + nn;
+		e->n_copies = names_of(m, p, h->copies, names + nn);
+		nn += e->n_copies;
+		heatp[k] = e;
+	}
+	r.hot = heatp;
+	r.n_hot = p->nhot;
+	for (uint32_t k = 0; k < p->pp.nshared; k++) {
+		const struct mgr_pp_shared *s = &p->pp.shared[k];
+		Cellmon__SharedPage *e = &sh[k];
+
+		cellmon__shared_page__init(e);
+		e->page = s->page;
+		e->intervals = s->intervals;
+		e->writers = names + nn;
+		e->n_writers = names_of(m, p, s->writers, names + nn);
+		nn += e->n_writers;
+		e->readers = names + nn;
+		e->n_readers = names_of(m, p, s->readers, names + nn);
+		nn += e->n_readers;
+		e->vcpus = vcpus + nv;
+		for (uint32_t c = 0; c < vm->nvcpus; c++)
+			for (size_t w = 0; w < e->n_writers + e->n_readers; w++)
+				if (strcmp(vm->vcpus[c].node,
+					   w < e->n_writers
+						   ? e->writers[w]
+						   : e->readers
+							     [w -
+							      e->n_writers]) ==
+				    0) {
+					e->vcpus[e->n_vcpus++] = c;
+					break;
+				}
+		nv += e->n_vcpus;
+		shp[k] = e;
+	}
+	r.shared = shp;
+	r.n_shared = p->pp.nshared;
+	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_VM_PAGES_REPLY, &r.base);
+out:
+	free(heat);
+	free(heatp);
+	free(sh);
+	free(shp);
+	free(names);
+	free(nums);
+	free(vcpus);
 }

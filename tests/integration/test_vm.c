@@ -195,6 +195,28 @@ static void test_vm_page_policy_moves_homes_to_user(void **state)
 	       (unsigned long long)(ts_now_ms() - t0), h);
 	assert_true(h >= 512);
 	assert_int_equal(homed_on("ppoff", "node1"), 0);
+	/* vm pages says what was done, in text and JSON */
+	assert_int_equal(CTL(&out, "vm", "pages", "pp"), 0);
+	assert_non_null(strstr(out, "page policy all"));
+	free(out);
+	{
+		json_t *j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+					 TSC_WORDS("vm", "pages", "pp"));
+
+		assert_true(json_integer_value(json_object_get(j, "moves")) >=
+			    512);
+		assert_true(json_integer_value(json_object_get(j, "applied")) >=
+			    512);
+		assert_true(json_integer_value(json_object_get(j, "rounds")) >=
+			    1);
+		json_decref(j);
+		j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+				 TSC_WORDS("vm", "pages", "ppoff"));
+		assert_int_equal(
+			json_integer_value(json_object_get(j, "moves")), 0);
+		json_decref(j);
+	}
+	assert_int_equal(CTL(NULL, "vm", "pages", "nosuch"), 4);
 	assert_int_equal(CTL(&out, "vm", "info", "ppoff"), 0);
 	assert_non_null(strstr(out, "pages:     off"));
 	free(out);
