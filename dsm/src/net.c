@@ -109,7 +109,14 @@ static int check_header(struct dsm_peer *p, const struct dsm__msg *m)
 
 	if (!engine && !sync)
 		return -EBADMSG;
-	if (m->from != p->id)
+	/* from names the sender, except in a request a node passes on to
+	 * the page's home (it was not the home, or no longer is:
+	 * dsm-protocol.md, "Home move"): there it names the requester,
+	 * which must be a peer this node knows, or this node itself (its
+	 * own request, passed back to it as the new home) */
+	if (m->from != p->id &&
+	    (!dsm__msg_forwardable(m->type) || m->from >= DSM_MAX_NODES ||
+	     (m->from != p->node->id && !p->node->peers[m->from].active)))
 		return -EBADMSG;
 	if ((m->flags & DSM_GRANT_DATA) && m->type != DSM_MSG_GRANT)
 		return -EBADMSG;

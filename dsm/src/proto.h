@@ -77,6 +77,10 @@ struct dsm__msg {
 void dsm__msg_pack(const struct dsm__msg *m, uint8_t out[DSM_MSG_WIRE_LEN]);
 void dsm__msg_unpack(const uint8_t in[DSM_MSG_WIRE_LEN], struct dsm__msg *m);
 const char *dsm__msg_name(uint8_t type);
+/* Whether a message of this type may reach a page's home through
+ * another node (a request it passes on), its `from` still naming the
+ * requester: READ_REQ, WRITE_REQ, MOVE_HOME, PUSH. */
+bool dsm__msg_forwardable(uint8_t type);
 
 enum dsm__page_state { DSM_I = 0, DSM_S = 1, DSM_M = 2 };
 

@@ -123,3 +123,9 @@ const char *dsm__msg_name(uint8_t type)
 
 	return type < DSM_MSG_MAX && names[type] ? names[type] : "?";
 }
+
+bool dsm__msg_forwardable(uint8_t type)
+{
+	return type == DSM_MSG_READ_REQ || type == DSM_MSG_WRITE_REQ ||
+	       type == DSM_MSG_MOVE_HOME || type == DSM_MSG_PUSH;
+}

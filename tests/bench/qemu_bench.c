@@ -9,10 +9,12 @@
  * run its memory tester over M MiB (default 64), N times each (default
  * 3):
  *   alone      qemu-system-x86_64 by itself, RAM its own (the baseline)
- *   local      a cellmon qemu VM, every page homed on its node
+ *   local      a cellmon qemu VM, every page homed on its node (page
+ *              policy off: the pages stay there)
  *   default    a cellmon qemu VM as a user gets it: pages interleaved
- *              over the cell's two nodes
+ *              over the cell's two nodes, page policy all
  *   remote     a cellmon qemu VM, every page homed on the other node
+ *              (page policy off)
  * and prints for each the medians of: boot (start to the guest's first
  * line, "cellmon-guest: up"), the memory test (as the guest times it) and
  * the whole run (start to the VM's end), with the ratios to `alone`, and
@@ -319,8 +321,11 @@ static struct sample run_vm(int c, struct result *r)
 		TSC_CTL(&cl, NULL, "vm", "delete", "b");
 		usleep(10 * 1000);
 	}
+	/* local and remote measure where the pages are put: the page
+	 * policy would move them; default is what a user gets */
 	if (TSC_CTL(&cl, &out, "vm", "create", "b", "--cell=c", "--engine=qemu",
 		    "--image=linux", "--memory=256M", "--node=node1", home,
+		    c == C_DEFAULT ? "--page-policy=all" : "--page-policy=off",
 		    "--start", "--", job) != 0) {
 		fprintf(stderr, "qemu-bench: vm create: %s\n", out);
 		exit(1);

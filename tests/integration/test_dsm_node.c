@@ -343,6 +343,49 @@ static void test_dsm_node_sample_and_apply(void **state)
 	assert_int_equal(p->m[0][8 * WORDS], 5);
 }
 
+struct mover {
+	struct dsm_region *r;
+	uint16_t to;
+};
+
+static void *move_all(void *arg)
+{
+	struct mover *mv = arg;
+
+	for (uint32_t pg = 0; pg < PAGES; pg++)
+		dsm_region_move_home(mv->r, pg, mv->to);
+	return NULL;
+}
+
+/* Homes moving back and forth while the other node reads: requests that
+ * reach a node that is no longer the home are passed on to the new one
+ * over TCP with the requester in `from` (a frame the transport once
+ * refused as malformed, closing the connection and losing the request).
+ * Every read sees the latest write and nothing is refused. */
+static void test_dsm_node_requests_follow_moving_homes(void **state)
+{
+	struct pair *p = *state;
+	struct dsm_node_stats st[2];
+
+	for (uint64_t round = 1; round <= 40; round++) {
+		struct mover mv = {p->r[round % 2],
+				   (uint16_t)(round % 2 ? 0 : 1)};
+		pthread_t t;
+
+		for (int pg = 0; pg < PAGES; pg++)
+			p->m[1][pg * WORDS + 3] = round * 1000 + (uint64_t)pg;
+		assert_int_equal(pthread_create(&t, NULL, move_all, &mv), 0);
+		for (int pg = 0; pg < PAGES; pg++)
+			assert_int_equal(p->m[0][pg * WORDS + 3],
+					 round * 1000 + (uint64_t)pg);
+		pthread_join(t, NULL);
+	}
+	dsm_node_stats(p->n[0], &st[0]);
+	dsm_node_stats(p->n[1], &st[1]);
+	assert_int_equal(st[0].refused, 0);
+	assert_int_equal(st[1].refused, 0);
+}
+
 /* An interleaved region with a stripe homes runs of pages on one node:
  * pages 0-3 on node 0, 4-7 on node 1, 8-11 on node 0 again. */
 static void test_dsm_node_interleave_stripe(void **state)
@@ -447,6 +490,20 @@ static void test_dsm_node_hostile_frames_refused(void **state)
 	assert_int_equal(after.refused, before.refused + 1);
 	/* Not applied: node 1 still reads page 2 without a fault. */
 	assert_int_equal(p->m[1][2 * WORDS], 22);
+
+	/* A request passed on by a node that is not the page's home names
+	 * its requester, not the sender; one naming a node unknown here is
+	 * malformed: the connection closes. */
+	m = (struct dsm__msg){.type = DSM_MSG_READ_REQ,
+			      .from = 5,
+			      .epoch = 1,
+			      .page = 2,
+			      .region = 9};
+	dsm__msg_pack(&m, wire);
+	assert_int_equal(write(fd, wire, sizeof(wire)), (ssize_t)sizeof(wire));
+	assert_int_equal(read(fd, &c, 1), 0); /* closed by node 1 */
+	close(fd);
+	fd = raw_peer(dsm_node_port(p->n[1]), 1);
 
 	memset(junk, 0xEE, sizeof(junk));
 	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
@@ -733,6 +790,9 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(test_dsm_node_zero_fault_around,
 						setup_home1, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_dsm_node_requests_follow_moving_homes, setup_home1,
+			teardown),
 		cmocka_unit_test_setup_teardown(test_dsm_node_interleave_stripe,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dsm_node_sample_and_apply,
