@@ -74,21 +74,13 @@ static int mib = 64;
 #define DISK_MIB 32 /* within the agents' default 64M cache */
 static char base_id[80], base_img[800];
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static double median(const struct result *r, size_t off)
 {
 	double v[MAXRUNS];
 
 	for (int i = 0; i < r->n; i++)
 		v[i] = *(const double *)((const char *)&r->s[i] + off);
-	qsort(v, (size_t)r->n, sizeof(v[0]), cmp_double);
-	return r->n ? v[r->n / 2] : 0;
+	return ts_median(v, (size_t)r->n);
 }
 
 /* The guest's "memtest took X s", or -1. */

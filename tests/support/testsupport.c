@@ -306,3 +306,16 @@ bool ts_manager_addrs(const char *state_dir, char *agent, size_t alen,
 	} while (ts_now_ms() < end);
 	return false;
 }
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+double ts_median(double *v, size_t n)
+{
+	qsort(v, n, sizeof(v[0]), cmp_double);
+	return n ? v[n / 2] : 0;
+}

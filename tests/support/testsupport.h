@@ -48,6 +48,8 @@ char *ts_read_file(const char *path);
 bool ts_file_has(const char *path, const char *text);
 
 uint64_t ts_now_ms(void);
+/* The median of v[0..n) (sorted in place); 0 when n is 0. */
+double ts_median(double *v, size_t n);
 
 /* Reads <state_dir>/manager.addr, written by a manager once it listens:
  * its agent and ctl addresses (host:port). Waits up to timeout_ms for the
