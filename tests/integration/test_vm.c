@@ -262,6 +262,47 @@ static void test_vm_lock_counter_exact(void **state)
 	free(out);
 }
 
+/* A counter page written under a lock by vCPUs on three nodes is
+ * write-shared: the page policy leaves it where it is and vm pages
+ * lists it with its writers; the count is exact. */
+static void test_vm_write_shared_counter_left(void **state)
+{
+	char *out = NULL;
+	json_t *j, *shared, *e = NULL, *it;
+	size_t i;
+
+	(void)state;
+	assert_int_equal(CTL(NULL, "vm", "create", "wsc", "--cell=c1",
+			     "--image=testguest", "--vcpus=3", "--start", "--",
+			     "counter", "1000"),
+			 0);
+	assert_true(wait_vm("wsc", "stopped", 120000));
+	assert_int_equal(CTL(&out, "vm", "console", "wsc"), 0);
+	assert_non_null(strstr(out, "testguest: counter=3000\n"));
+	free(out);
+	j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+			 TSC_WORDS("vm", "pages", "wsc"));
+	printf("# rounds %lld, moves %lld, write-shared pages %zu\n",
+	       json_integer_value(json_object_get(j, "rounds")),
+	       json_integer_value(json_object_get(j, "moves")),
+	       json_array_size(json_object_get(j, "shared")));
+	shared = json_object_get(j, "shared");
+	json_array_foreach(
+		shared, i,
+		it) if (json_integer_value(json_object_get(it, "page")) == 0)
+		e = it;
+	if (json_integer_value(json_object_get(j, "rounds")) < 1)
+		fail_msg("no sample round ran in the counter's run");
+	assert_non_null(e); /* the counter's page */
+	assert_true(json_array_size(json_object_get(e, "writers")) >= 2);
+	assert_true(json_array_size(json_object_get(e, "vcpus")) >= 2);
+	json_decref(j);
+	assert_int_equal(CTL(&out, "vm", "pages", "wsc"), 0);
+	assert_non_null(strstr(out, "write-shared pages"));
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "delete", "wsc"), 0);
+}
+
 static bool has_vm(const char *name)
 {
 	char *out = NULL;
@@ -639,6 +680,7 @@ int main(void)
 		cmocka_unit_test(test_vm_spmd_checksum_spread_and_packed),
 		cmocka_unit_test(test_vm_lock_counter_exact),
 		cmocka_unit_test(test_vm_page_policy_moves_homes_to_user),
+		cmocka_unit_test(test_vm_write_shared_counter_left),
 		cmocka_unit_test(test_vm_bad_input_refused_nothing_left),
 		cmocka_unit_test(test_vm_kill_and_stop_end_every_vcpu),
 		cmocka_unit_test(test_vm_guest_crash_marks_failed),
