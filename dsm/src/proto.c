@@ -71,6 +71,7 @@ int dsm__engine_init(struct dsm__engine *r, const struct dsm__engine_config *c)
 		if (c->members[i] >= DSM_MAX_NODES)
 			return -EINVAL;
 		r->members_mask |= bit(c->members[i]);
+		r->member_slot[c->members[i]] = (uint8_t)(i + 1);
 	}
 	if (!(r->members_mask & bit(c->self)) ||
 	    (c->policy == DSM_HOME_ONE &&
@@ -495,7 +496,7 @@ int dsm__engine_fault(struct dsm__engine *r, uint32_t page, bool write)
 	if (write) {
 		pg->c.write_faults++;
 		/* the window only ever extends over untouched pages
-		 * (prefetch_zero, proto_home.c) */
+		 * (prefetch with zero set, proto_home.c) */
 		return request(r, page, true, r->cfg.prefetch_max);
 	}
 	pg->c.read_faults++;

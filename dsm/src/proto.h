@@ -175,6 +175,8 @@ struct dsm__engine {
 	struct dsm__engine_config cfg; /* cfg.members points at members */
 	uint16_t members[DSM_MAX_NODES];
 	uint64_t members_mask;
+	uint8_t member_slot[DSM_MAX_NODES]; /* node id -> member index + 1,
+					     * 0: not a member */
 	struct dsm__page *pages;
 	struct dsm__dir *dirs;
 	uint16_t *home;

@@ -22,13 +22,12 @@
 static void count_request(struct dsm__engine *r, uint32_t p, uint16_t node,
 			  bool write)
 {
-	for (uint16_t i = 0; i < r->cfg.nmembers; i++) {
-		if (r->cfg.members[i] == node) {
-			r->req_by_node[(size_t)p * r->cfg.nmembers + i]++;
-			dsm__sample_count(r, p, i, write);
-			return;
-		}
-	}
+	uint8_t i = node < DSM_MAX_NODES ? r->member_slot[node] : 0;
+
+	if (!i--)
+		return;
+	r->req_by_node[(size_t)p * r->cfg.nmembers + i]++;
+	dsm__sample_count(r, p, i, write);
 }
 
 /* A page prefetch or zero fault-around hands `to` without a request of
@@ -37,11 +36,10 @@ static void count_request(struct dsm__engine *r, uint32_t p, uint16_t node,
 static void count_handout(struct dsm__engine *r, uint32_t p, uint16_t to,
 			  bool write)
 {
-	for (uint16_t i = 0; i < r->cfg.nmembers; i++)
-		if (r->cfg.members[i] == to) {
-			dsm__sample_count(r, p, i, write);
-			return;
-		}
+	uint8_t i = to < DSM_MAX_NODES ? r->member_slot[to] : 0;
+
+	if (i)
+		dsm__sample_count(r, p, (uint16_t)(i - 1), write);
 }
 
 /* A GRANT from the home itself (untouched pages, or no data needed). */
@@ -257,49 +255,33 @@ static bool can_push(const struct dsm__engine *r, uint32_t q, uint16_t to)
 	       d->owner != to && !(d->copyset & bit(to));
 }
 
-/* Prefetch: after a read miss on p, pages p+1.. that this home can give
- * right away go to the requester as unsolicited grants. */
+/*
+ * Prefetch: after a read miss on p, pages p+1.. that this home can give
+ * right away go to the requester as unsolicited grants.
+ *
+ * Zero fault-around (zero set): after a write miss on an untouched page
+ * p, only the untouched idle pages after it go, to the writer
+ * exclusively (zeros, no data on the wire), until the first that does
+ * not qualify. A guest that allocates memory writes it in runs; each
+ * page so handed out is one fault fewer (on a virtualized host a fault
+ * costs two thread wake-ups), and a page the writer never uses costs it
+ * one zeroed page of its own region.
+ */
 static void prefetch(struct dsm__engine *r, uint32_t p, uint16_t to,
-		     uint32_t window)
+		     uint32_t window, bool zero)
 {
 	for (uint32_t q = p + 1; q < r->cfg.npages && q < p + window; q++) {
 		struct dsm__dir *d = &r->dirs[q];
 
-		if (!can_push(r, q, to))
+		if ((zero && !d->untouched) || !can_push(r, q, to))
 			break;
 		d->busy = 1;
 		d->cur = to;
-		count_handout(r, q, to, false);
+		count_handout(r, q, to, zero);
 		if (d->untouched)
 			grant_untouched(r, q, to, DSM_GRANT_PUSH);
 		else
 			home_read(r, q, to, 0, true);
-		if (r->home[q] != r->cfg.self)
-			break; /* handed to `to` by first touch */
-	}
-}
-
-/*
- * Zero fault-around: after a write miss on an untouched page p, the
- * untouched idle pages after it that this home holds go to the writer
- * exclusively too (zeros, no data on the wire), up to the window and
- * until the first that does not qualify. A guest that allocates memory
- * writes it in runs; each page so handed out is one fault fewer (on a
- * virtualized host a fault costs two thread wake-ups), and a page the
- * writer never uses costs it one zeroed page of its own region.
- */
-static void prefetch_zero(struct dsm__engine *r, uint32_t p, uint16_t to,
-			  uint32_t window)
-{
-	for (uint32_t q = p + 1; q < r->cfg.npages && q < p + window; q++) {
-		struct dsm__dir *d = &r->dirs[q];
-
-		if (!d->untouched || !can_push(r, q, to))
-			break;
-		d->busy = 1;
-		d->cur = to;
-		count_handout(r, q, to, true);
-		grant_untouched(r, q, to, DSM_GRANT_PUSH);
 		if (r->home[q] != r->cfg.self)
 			break; /* handed to `to` by first touch */
 	}
@@ -350,7 +332,7 @@ static void home_start(struct dsm__engine *r, const struct dsm__msg *m)
 			downgrade_run(r, p, m->from, m->window);
 		home_read(r, p, m->from, m->version, false);
 		if (m->window > 1)
-			prefetch(r, p, m->from, m->window);
+			prefetch(r, p, m->from, m->window, false);
 		break;
 	case DSM_MSG_WRITE_REQ: {
 		bool zero = d->untouched;
@@ -358,7 +340,7 @@ static void home_start(struct dsm__engine *r, const struct dsm__msg *m)
 		count_request(r, p, m->from, true);
 		home_write(r, p, m->from, m->version);
 		if (zero && m->window > 1 && r->home[p] == r->cfg.self)
-			prefetch_zero(r, p, m->from, m->window);
+			prefetch(r, p, m->from, m->window, true);
 		break;
 	}
 	case DSM_MSG_PUSH:
