@@ -512,10 +512,20 @@ void ctl_render_vm_console(bool json, const ProtobufCMessage *reply,
 	}
 }
 
+static void print_stats_row(const char *node, const uint64_t v[9])
+{
+	printf("%-16s %9llu %9llu %9llu %9llu %9llu %9llu %11llu %7llu %7llu\n",
+	       node, (unsigned long long)v[0], (unsigned long long)v[1],
+	       (unsigned long long)v[2], (unsigned long long)v[3],
+	       (unsigned long long)v[4], (unsigned long long)v[5],
+	       (unsigned long long)v[6], (unsigned long long)v[7],
+	       (unsigned long long)v[8]);
+}
+
 void ctl_render_vm_stats(bool json, const ProtobufCMessage *reply, char **args)
 {
 	const Cellmon__VmStatsReply *r = (const void *)reply;
-	uint64_t t[8] = {0};
+	uint64_t t[9] = {0};
 
 	(void)args;
 	if (json) {
@@ -527,7 +537,7 @@ void ctl_render_vm_stats(bool json, const ProtobufCMessage *reply, char **args)
 			json_array_append_new(
 				arr,
 				json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, "
-					  "s:I, s:I, s:s}",
+					  "s:I, s:I, s:I, s:s}",
 					  "node", s->node, "read_faults",
 					  (json_int_t)s->read_faults,
 					  "write_faults",
@@ -541,42 +551,33 @@ void ctl_render_vm_stats(bool json, const ProtobufCMessage *reply, char **args)
 					  "transfers", (json_int_t)s->transfers,
 					  "bytes_in", (json_int_t)s->bytes_in,
 					  "pages_homed",
-					  (json_int_t)s->pages_homed, "error",
+					  (json_int_t)s->pages_homed, "pushes",
+					  (json_int_t)s->pushes, "error",
 					  s->error));
 		}
 		ctl_emit_json(
 			json_pack("{s:s, s:o}", "vm", r->name, "nodes", arr));
 		return;
 	}
-	printf("%-16s %9s %9s %9s %9s %9s %9s %11s %7s\n", "NODE", "RD_FAULT",
-	       "WR_FAULT", "LOCAL", "REMOTE", "INVAL", "TRANSFER", "BYTES_IN",
-	       "HOMED");
+	printf("%-16s %9s %9s %9s %9s %9s %9s %11s %7s %7s\n", "NODE",
+	       "RD_FAULT", "WR_FAULT", "LOCAL", "REMOTE", "INVAL", "TRANSFER",
+	       "BYTES_IN", "HOMED", "PUSHED");
 	for (size_t i = 0; i < r->n_nodes; i++) {
 		const Cellmon__VmNodeStats *s = r->nodes[i];
-		uint64_t v[8] = {s->read_faults,   s->write_faults,
-				 s->local_faults,  s->remote_faults,
-				 s->invalidations, s->transfers,
-				 s->bytes_in,	   s->pages_homed};
+		uint64_t v[9] = {
+			s->read_faults,	  s->write_faults,  s->local_faults,
+			s->remote_faults, s->invalidations, s->transfers,
+			s->bytes_in,	  s->pages_homed,   s->pushes};
 
 		if (s->error[0]) {
 			printf("%-16s (%s)\n", s->node, s->error);
 			continue;
 		}
-		printf("%-16s %9llu %9llu %9llu %9llu %9llu %9llu %11llu "
-		       "%7llu\n",
-		       s->node, (unsigned long long)v[0],
-		       (unsigned long long)v[1], (unsigned long long)v[2],
-		       (unsigned long long)v[3], (unsigned long long)v[4],
-		       (unsigned long long)v[5], (unsigned long long)v[6],
-		       (unsigned long long)v[7]);
-		for (int k = 0; k < 8; k++)
+		print_stats_row(s->node, v);
+		for (int k = 0; k < 9; k++)
 			t[k] += v[k];
 	}
-	printf("%-16s %9llu %9llu %9llu %9llu %9llu %9llu %11llu %7llu\n",
-	       "total", (unsigned long long)t[0], (unsigned long long)t[1],
-	       (unsigned long long)t[2], (unsigned long long)t[3],
-	       (unsigned long long)t[4], (unsigned long long)t[5],
-	       (unsigned long long)t[6], (unsigned long long)t[7]);
+	print_stats_row("total", t);
 }
 
 int ctl_build_vm_list(const struct ctl_opts *o, char **args, int nargs,

@@ -71,9 +71,10 @@ static const struct cell_config_key mgr_config_table[] = {
 	 "share of a page's requests (percent) from one node that moves "
 	 "its home there"},
 	{"policy_read_mostly_pct", CELL_CFG_INT, CFG(pp_read_mostly_pct), 0, 0,
-	 50, "5",
-	 "most writes (percent of requests) for a page read by several "
-	 "nodes to be copied to them"},
+	 50, "40",
+	 "most writes (percent of a page's requests, copies pushed counting "
+	 "as reads) for a page read by several nodes to be replicated on "
+	 "them"},
 	{"policy_hold", CELL_CFG_DURATION, CFG(pp_hold_ms), 0, 0, 3600000,
 	 "10s", "how long a moved page stays where it went"},
 	{"policy_ops_per_s", CELL_CFG_INT, CFG(pp_ops_per_s), 0, 1, 1000000,

@@ -234,9 +234,13 @@ static void decide_home(struct mgr *m, struct mgr_vm *vm,
 			o->page = d[i].page;
 			o->node = p->members[d[i].target];
 			o->push = d[i].push;
+			o->unmark = d[i].unmark;
 			b->ptr[b->n][i] = o;
 			CELL_DEBUG(MOD, "vm %s: page %u: %s %s", vm->name,
-				   o->page, o->push ? "copy to" : "home to",
+				   o->page,
+				   o->unmark ? "unreplicate, not"
+				   : o->push ? "replica on"
+					     : "home to",
 				   mgr_members_at(m->members, o->node)
 					   ? mgr_members_at(m->members, o->node)
 						     ->id

@@ -12,7 +12,7 @@ void mgr_pp_config_defaults(struct mgr_pp_config *c)
 {
 	c->min_requests = 8;
 	c->migrate_pct = 80;
-	c->read_mostly_pct = 5;
+	c->read_mostly_pct = 40;
 	c->hold_ms = 10000;
 	c->ops_per_s = 1000;
 }
@@ -108,7 +108,7 @@ static int repl_slot(struct mgr_pp_vm *v, uint32_t page, bool add)
 	if (!add || free_slot < 0)
 		return -1;
 	v->repl_page[free_slot] = page + 1;
-	v->repl_readers[free_slot] = 0;
+	v->repl_readers[free_slot] = v->repl_marked[free_slot] = 0;
 	v->repl_reads[free_slot] = v->repl_writes[free_slot] = 0;
 	return free_slot;
 }
@@ -209,23 +209,52 @@ static int popcount(uint64_t x)
 	return __builtin_popcountll(x);
 }
 
-/* Pushes page to every up reader but the home that has no copy. */
-static uint32_t push_readers(struct mgr_pp_vm *v, uint16_t home,
-			     const struct mgr_pp_sample *p, uint64_t readers,
-			     struct mgr_pp_decision *out, uint32_t room)
+/* Marks every up reader of tracked page slot rs but the home that is
+ * not marked yet (the home copies it to those without a copy). */
+static uint32_t mark_readers(struct mgr_pp_vm *v, uint16_t home, int rs,
+			     uint32_t page, struct mgr_pp_decision *out,
+			     uint32_t room)
 {
 	uint32_t n = 0;
 
+	if (v->repl_home[rs] != home) { /* moved: its marks went with it */
+		v->repl_home[rs] = home;
+		v->repl_marked[rs] = 0;
+	}
 	for (uint16_t i = 0; i < v->members && n < room; i++) {
-		if (i == home || !(readers & (1ull << i)) ||
-		    (p->copies & (1ull << i)) || !v->up[i])
+		uint64_t b = 1ull << i;
+
+		if (i == home || !(v->repl_readers[rs] & b) ||
+		    (v->repl_marked[rs] & b) || !v->up[i])
 			continue;
 		if (!take(v))
 			break;
-		out[n++] = (struct mgr_pp_decision){p->page, i, true};
+		out[n++] = (struct mgr_pp_decision){page, i, true, false};
+		v->repl_marked[rs] |= b;
 		v->pushes++;
 	}
 	return n;
+}
+
+/* Moves page's home to member `to` unless held or over budget; true when
+ * decided. */
+static bool move_home(struct mgr_pp_vm *v, const struct mgr_pp_config *c,
+		      uint32_t page, uint16_t to, uint64_t now,
+		      struct mgr_pp_decision *out)
+{
+	if (is_held(v, page, now)) {
+		v->held_back++;
+		return false;
+	}
+	if (!take(v))
+		return false;
+	if (!hold(v, page, now, now + c->hold_ms)) {
+		v->tokens += 1; /* not spent */
+		return false;
+	}
+	*out = (struct mgr_pp_decision){page, to, false, false};
+	v->moves++;
+	return true;
 }
 
 uint32_t mgr_pp_decide(struct mgr_pp_vm *v, const struct mgr_pp_config *c,
@@ -260,20 +289,12 @@ uint32_t mgr_pp_decide(struct mgr_pp_vm *v, const struct mgr_pp_config *c,
 			      (uint64_t)c->migrate_pct * t.total))) {
 			if (!v->up[t.top])
 				continue;
-			if (is_held(v, p->page, now_ms)) {
-				v->held_back++;
-				continue;
-			}
-			if (!take(v))
+			if (move_home(v, c, p->page, t.top, now_ms, &out[k])) {
+				k++;
+				repl_drop(v, p->page);
+			} else if (v->tokens < 1) {
 				break;
-			if (!hold(v, p->page, now_ms, now_ms + c->hold_ms)) {
-				v->tokens += 1; /* not spent */
-				continue;
 			}
-			out[k++] =
-				(struct mgr_pp_decision){p->page, t.top, false};
-			v->moves++;
-			repl_drop(v, p->page);
 			continue;
 		}
 		/* leave: written, used by two or more members, no member
@@ -300,24 +321,48 @@ uint32_t mgr_pp_decide(struct mgr_pp_vm *v, const struct mgr_pp_config *c,
 			if ((uint64_t)v->repl_writes[rs] * 100 >
 			    (uint64_t)c->read_mostly_pct *
 				    (v->repl_reads[rs] + v->repl_writes[rs])) {
-				repl_drop(v, p->page); /* written too often */
+				/* written too often: no more copies */
+				if (v->repl_marked[rs] &&
+				    v->repl_home[rs] == home) {
+					out[k++] = (struct mgr_pp_decision){
+						p->page, 0, false, true};
+					v->unmarks++;
+				}
+				repl_drop(v, p->page);
 				continue;
 			}
 			v->repl_readers[rs] |= t.readers;
-			k += push_readers(v, home, p, v->repl_readers[rs],
-					  out + k, max - k);
+			/* one writer: the home goes to it */
+			if ((v->mode & MGR_PP_MIGRATE) &&
+			    popcount(t.writers) == 1) {
+				uint16_t w =
+					(uint16_t)__builtin_ctzll(t.writers);
+
+				if (w != home && v->up[w] &&
+				    move_home(v, c, p->page, w, now_ms,
+					      &out[k])) {
+					k++;
+					continue;
+				}
+			}
+			k += mark_readers(v, home, rs, p->page, out + k,
+					  max - k);
 			continue;
 		}
+		/* two readers or more (the home's own read misses count:
+		 * they broadcast too) */
 		if (!read_mostly || t.total < c->min_requests ||
 		    popcount(t.readers) < 2)
 			continue;
 		rs = repl_slot(v, p->page, true);
-		if (rs >= 0) {
-			v->repl_readers[rs] = t.readers;
-			v->repl_reads[rs] = (uint32_t)(t.total - t.writes);
-			v->repl_writes[rs] = (uint32_t)t.writes;
-		}
-		k += push_readers(v, home, p, t.readers, out + k, max - k);
+		if (rs < 0)
+			continue; /* the table is full: nothing to track it by
+				   */
+		v->repl_readers[rs] = t.readers;
+		v->repl_reads[rs] = (uint32_t)(t.total - t.writes);
+		v->repl_writes[rs] = (uint32_t)t.writes;
+		v->repl_home[rs] = home;
+		k += mark_readers(v, home, rs, p->page, out + k, max - k);
 	}
 	return k;
 }

@@ -16,10 +16,18 @@
  *              faults again only after another node took it: its only
  *              user shows one request per first use, never more.)
  *   replicate  read-mostly (writes at most read_mostly_pct of the
- *              requests) and read by two or more members: every reader
- *              without a copy gets one pushed. The page stays tracked
- *              while it stays read-mostly, so that readers whose copies a
- *              write invalidated get them again ahead of their faults.
+ *              requests, counting copies pushed as reads) and read by two
+ *              or more members: every reader is marked a replica at the
+ *              home (a push decision), which pushes it a copy now if it
+ *              has none and, from then on, on every read miss pushes the
+ *              page to the marked readers without a copy (the DSM's read
+ *              broadcast): after a write invalidated them, the first
+ *              reader faults and the others find the page there. The
+ *              page stays tracked while it stays read-mostly (averaged);
+ *              when it is written too often its marks are cleared (an
+ *              unmark decision). A tracked page written by one member
+ *              only has its home moved to that writer (held as above):
+ *              the writer's invalidations then start at home.
  * A member that is not up is never a target; every VM has a budget of
  * ops_per_s moves and pushes (a token bucket, burst of one second).
  */
@@ -49,7 +57,7 @@ struct mgr_pp_config {
 	uint32_t ops_per_s;	  /* moves and pushes per VM */
 };
 
-/* The defaults: 8 requests, 80 %, 5 %, 10 s, 1000 per second. */
+/* The defaults: 8 requests, 80 %, 40 %, 10 s, 1000 per second. */
 void mgr_pp_config_defaults(struct mgr_pp_config *c);
 
 /* One page as its home sampled it (counts of one interval). */
@@ -62,7 +70,8 @@ struct mgr_pp_sample {
 struct mgr_pp_decision {
 	uint32_t page;
 	uint16_t target; /* member index */
-	bool push;	 /* false: move the home there */
+	bool push;	 /* mark target a replica (and copy it there) */
+	bool unmark;	 /* clear the page's marks; neither: move the home */
 };
 
 struct mgr_pp_shared {
@@ -84,6 +93,8 @@ struct mgr_pp_vm {
 	 * keeps 7/8 of the sum so far, then adds its own) */
 	uint32_t repl_page[MGR_PP_REPL];
 	uint64_t repl_readers[MGR_PP_REPL];
+	uint64_t repl_marked[MGR_PP_REPL]; /* marked at repl_home */
+	uint16_t repl_home[MGR_PP_REPL];
 	uint32_t repl_reads[MGR_PP_REPL], repl_writes[MGR_PP_REPL];
 	struct mgr_pp_shared shared[MGR_PP_SHARED];
 	uint32_t nshared;
@@ -91,7 +102,7 @@ struct mgr_pp_vm {
 	double tokens;
 	uint64_t tokens_ms;
 	/* so far */
-	uint64_t moves, pushes, limited, held_back, left;
+	uint64_t moves, pushes, unmarks, limited, held_back, left;
 };
 
 /* A VM's policy state for a region of `members` members, all up. */

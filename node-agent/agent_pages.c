@@ -124,7 +124,7 @@ int agent_pages_apply(struct agent_vm *vm, const Cellmon__PageDecisions *d,
 	struct dsm_policy_op *ops =
 		calloc(d->n_ops ? d->n_ops : 1, sizeof(*ops));
 	Cellmon__PageApplied *res = malloc(sizeof(*res));
-	uint32_t applied = 0, dropped = 0, moves = 0, pushes = 0;
+	uint32_t applied = 0, dropped = 0, moves = 0, pushes = 0, unmarks = 0;
 	int rc;
 
 	if (!ops || !res || !vm->region) {
@@ -141,13 +141,18 @@ int agent_pages_apply(struct agent_vm *vm, const Cellmon__PageDecisions *d,
 			o->page,
 			o->node < DSM_MAX_NODES ? (uint16_t)o->node
 						: (uint16_t)DSM_MAX_NODES,
-			o->push};
-		if (o->push)
+			o->push, o->unmark};
+		if (o->unmark)
+			unmarks++;
+		else if (o->push)
 			pushes++;
 		else
 			moves++;
 		CELL_DEBUG(MOD, "vm %s: page %u: %s node %u", vm->name, o->page,
-			   o->push ? "push to" : "home to", o->node);
+			   o->unmark ? "unmark, not"
+			   : o->push ? "replica on"
+				     : "home to",
+			   o->node);
 	}
 	rc = dsm_region_apply(vm->region, ops, (uint32_t)d->n_ops, &applied,
 			      &dropped);
@@ -159,9 +164,9 @@ int agent_pages_apply(struct agent_vm *vm, const Cellmon__PageDecisions *d,
 		return rc;
 	}
 	CELL_INFO(MOD,
-		  "vm %s: page policy: %u home moves and %u pushes asked, %u "
-		  "applied, %u dropped (no longer applied)",
-		  vm->name, moves, pushes, applied, dropped);
+		  "vm %s: page policy: %u home moves, %u replicas and %u "
+		  "unmarks asked, %u applied, %u dropped (no longer applied)",
+		  vm->name, moves, pushes, unmarks, applied, dropped);
 	cellmon__page_applied__init(res);
 	res->applied = applied;
 	res->dropped = dropped;

@@ -764,6 +764,7 @@ static int vm_stats(struct agent *a, struct agent_vm *vm,
 	r->transfers = st.transfers;
 	r->bytes_in = st.transfers * DSM_PAGE;
 	r->pages_homed = st.pages_homed;
+	r->pushes = st.pushes;
 	ack->result_case = CELLMON__COMMAND_ACK__RESULT_STATS;
 	ack->stats = r;
 	return 0;

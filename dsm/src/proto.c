@@ -104,6 +104,8 @@ int dsm__engine_init(struct dsm__engine *r, const struct dsm__engine_config *c)
 	for (uint32_t i = 0; i < slots; i++)
 		r->queue[i].next = i + 1 < slots ? (int32_t)(i + 1) : -1;
 	r->queue_free = 0;
+	r->queue_used = 0;
+	r->queue_slots = slots;
 	r->window = 1;
 	r->last_miss = UINT32_MAX;
 	return 0;
@@ -361,6 +363,7 @@ static void on_dir_xfer(struct dsm__engine *r, const struct dsm__msg *m)
 	d->home_seq = m->window;
 	d->owner = m->node;
 	d->copyset = m->copyset;
+	d->replicas = 0; /* the policy marks them again at the new home */
 	d->version = m->version;
 	d->untouched = m->flags & 1;
 	d->busy = 0;

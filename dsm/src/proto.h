@@ -182,11 +182,14 @@ struct dsm__engine {
 	uint16_t *home;
 	struct dsm__qent *queue;
 	int32_t queue_free;
+	uint32_t queue_used, queue_slots;
 	uint32_t epoch;
 	/* adaptive prefetch */
 	uint32_t last_miss;
 	uint32_t window;
 	uint64_t readaheads; /* windows requested before the reader missed */
+	uint64_t pushes;     /* copies this home pushed (policy, broadcast) */
+	uint64_t broadcasts; /* of them, queued by a read miss (broadcast) */
 	/* home-side request counts by requester: [page][member index] */
 	uint32_t *req_by_node;
 	/* page-policy sampling (sample.c): this interval's requests by

@@ -86,6 +86,7 @@ static void set_home(struct dsm__engine *r, uint32_t p, uint16_t home)
 			     .page = p};
 
 	r->home[p] = home;
+	r->dirs[p].replicas = 0;
 	m.window = ++r->dirs[p].home_seq;
 	for (uint16_t i = 0; i < r->cfg.nmembers; i++) {
 		uint16_t n = r->cfg.members[i];
@@ -256,6 +257,36 @@ static bool can_push(const struct dsm__engine *r, uint32_t q, uint16_t to)
 }
 
 /*
+ * Read broadcast: a read miss on a page the policy marked for
+ * replication also pushes it to every other marked reader without a
+ * copy, queued behind the read. The first reader after a write pays the
+ * fault; the others find the page there.
+ */
+static void broadcast(struct dsm__engine *r, uint32_t p, uint16_t reader)
+{
+	struct dsm__dir *d = &r->dirs[p];
+	uint64_t to = d->replicas & r->members_mask &
+		      ~(d->copyset | bit(reader) | bit(r->cfg.self));
+
+	if (d->owner != DSM_NO_NODE)
+		to &= ~bit(d->owner);
+	for (int n; (n = lowest(to)) >= 0; to &= to - 1) {
+		/* requests come first: pushes never take the queue's
+		 * second half */
+		if (r->queue_used >= r->queue_slots / 2)
+			break;
+		struct dsm__msg m = {.type = DSM_MSG_PUSH,
+				     .from = r->cfg.self,
+				     .node = (uint16_t)n,
+				     .page = p};
+
+		if (dsm__proto_list_push(r, &d->qhead, &d->qtail, &m))
+			break;
+		r->broadcasts++;
+	}
+}
+
+/*
  * Prefetch: after a read miss on p, pages p+1.. that this home can give
  * right away go to the requester as unsolicited grants.
  *
@@ -278,10 +309,13 @@ static void prefetch(struct dsm__engine *r, uint32_t p, uint16_t to,
 		d->busy = 1;
 		d->cur = to;
 		count_handout(r, q, to, zero);
-		if (d->untouched)
+		if (d->untouched) {
 			grant_untouched(r, q, to, DSM_GRANT_PUSH);
-		else
+		} else {
 			home_read(r, q, to, 0, true);
+			if (d->replicas)
+				broadcast(r, q, to);
+		}
 		if (r->home[q] != r->cfg.self)
 			break; /* handed to `to` by first touch */
 	}
@@ -331,6 +365,8 @@ static void home_start(struct dsm__engine *r, const struct dsm__msg *m)
 		if (m->window > 1 && m->from != r->cfg.self)
 			downgrade_run(r, p, m->from, m->window);
 		home_read(r, p, m->from, m->version, false);
+		if (d->replicas)
+			broadcast(r, p, m->from);
 		if (m->window > 1)
 			prefetch(r, p, m->from, m->window, false);
 		break;
@@ -344,8 +380,12 @@ static void home_start(struct dsm__engine *r, const struct dsm__msg *m)
 		break;
 	}
 	case DSM_MSG_PUSH:
-		if (!home_read(r, p, m->node, 0, true))
+		if (home_read(r, p, m->node, 0, true)) {
+			count_handout(r, p, m->node, false);
+			r->pushes++;
+		} else {
 			d->busy = 0;
+		}
 		break;
 	case DSM_MSG_MOVE_HOME:
 		d->busy = 0;

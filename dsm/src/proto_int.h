@@ -32,6 +32,7 @@ struct dsm__dir {
 	uint8_t busy;
 	uint8_t untouched;
 	uint64_t copyset;
+	uint64_t replicas; /* readers a read miss also pushes to (policy) */
 	uint64_t version;
 	uint16_t cur;	      /* requester of the running transaction */
 	uint32_t home_seq;    /* moves of this page's home so far */

@@ -43,6 +43,7 @@ int dsm__proto_list_push(struct dsm__engine *r, int32_t *head, int32_t *tail,
 		return -ENOBUFS;
 	}
 	r->queue_free = r->queue[i].next;
+	r->queue_used++;
 	r->queue[i].m = *m;
 	r->queue[i].next = -1;
 	if (*tail >= 0)
@@ -66,6 +67,7 @@ bool dsm__proto_list_pop(struct dsm__engine *r, int32_t *head, int32_t *tail,
 		*tail = -1;
 	r->queue[i].next = r->queue_free;
 	r->queue_free = i;
+	r->queue_used--;
 	return true;
 }
 

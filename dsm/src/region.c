@@ -454,6 +454,7 @@ static int region_stats_cmd(struct dsm_node *n, void *arg)
 		st->pages_homed += local;
 	}
 	st->readaheads = e->readaheads;
+	st->pushes = e->pushes;
 	return 0;
 }
 

@@ -161,17 +161,26 @@ int dsm__engine_sample(struct dsm__engine *r, struct dsm_page_sample *out,
 
 int dsm__engine_apply(struct dsm__engine *r, const struct dsm_policy_op *op)
 {
-	const struct dsm__dir *d;
+	struct dsm__dir *d;
 
-	if (op->page >= r->cfg.npages || op->node >= DSM_MAX_NODES ||
-	    !(r->members_mask & (1ull << op->node)) || op->node == r->cfg.self)
+	if (op->page >= r->cfg.npages ||
+	    (!op->unmark && (op->node >= DSM_MAX_NODES ||
+			     !(r->members_mask & (1ull << op->node)) ||
+			     op->node == r->cfg.self)))
 		return -EINVAL;
 	if (r->home[op->page] != r->cfg.self)
 		return -ESTALE; /* moved meanwhile */
 	d = &r->dirs[op->page];
-	if (op->push && (d->untouched || d->owner == op->node ||
-			 (d->copyset & (1ull << op->node))))
-		return -ESTALE; /* it has a copy already, or nothing to copy */
-	return op->push ? dsm__engine_push(r, op->page, op->node)
-			: dsm__engine_move_home(r, op->page, op->node);
+	if (op->unmark) {
+		d->replicas = 0;
+		return 0;
+	}
+	if (!op->push)
+		return dsm__engine_move_home(r, op->page, op->node);
+	if (d->untouched)
+		return -ESTALE; /* nothing to copy */
+	d->replicas |= 1ull << op->node;
+	if (d->owner == op->node || (d->copyset & (1ull << op->node)))
+		return 0; /* marked; it has a copy already */
+	return dsm__engine_push(r, op->page, op->node);
 }

@@ -40,7 +40,7 @@ struct workload {
 };
 
 static const struct workload work[] = {
-	{"readshare", "readshare", {"4096", "200", NULL}},
+	{"readshare", "readshare", {"1024", "4", "200"}},
 	{"private", "private", {"2048", "600", NULL}},
 	{"migratory", "migratory", {"1024", "48", "4"}},
 };

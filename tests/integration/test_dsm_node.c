@@ -305,15 +305,15 @@ static void test_dsm_node_sample_and_apply(void **state)
 
 	struct dsm_policy_op ops[] = {
 		{.page = 8, .node = 0},		       /* move: applied */
-		{.page = 16, .node = 0, .push = true}, /* has a copy: dropped */
+		{.page = 16, .node = 0, .push = true}, /* has a copy: marked */
 		{.page = 16, .node = 1},	       /* to itself: dropped */
 		{.page = 16, .node = 7},	       /* no such member */
 		{.page = 9999, .node = 0},	       /* no such page */
 	};
 	assert_int_equal(dsm_region_apply(p->r[1], ops, 5, &applied, &dropped),
 			 0);
-	assert_int_equal(applied, 1);
-	assert_int_equal(dropped, 4);
+	assert_int_equal(applied, 2);
+	assert_int_equal(dropped, 3);
 	for (int t = 0; t < 400; t++) {
 		dsm_region_page_stats(p->r[1], 8, &st);
 		if (st.home == 0)
@@ -341,6 +341,14 @@ static void test_dsm_node_sample_and_apply(void **state)
 	dsm_region_page_stats(p->r[0], 16, &st);
 	assert_int_equal(st.read_faults, faults); /* no fault: pushed */
 	assert_int_equal(p->m[0][8 * WORDS], 5);
+	/* unmarking needs no member; a page not homed here is dropped */
+	struct dsm_policy_op un[] = {{.page = 16, .node = 9, .unmark = true},
+				     {.page = 8, .unmark = true}};
+
+	assert_int_equal(dsm_region_apply(p->r[1], un, 2, &applied, &dropped),
+			 0);
+	assert_int_equal(applied, 1);
+	assert_int_equal(dropped, 1);
 }
 
 struct mover {

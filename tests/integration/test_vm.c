@@ -246,6 +246,108 @@ static void test_vm_page_policy_moves_homes_to_user(void **state)
 	}
 }
 
+/* key of vm stats summed over the VM's nodes. */
+static long long stats_sum(const char *vm, const char *key)
+{
+	json_t *j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+				 TSC_WORDS("vm", "stats", vm)),
+	       *n;
+	long long s = 0;
+	size_t i;
+
+	json_array_foreach(json_object_get(j, "nodes"), i, n) s +=
+		json_integer_value(json_object_get(n, key));
+	json_decref(j);
+	return s;
+}
+
+static long long pages_field(const char *vm, const char *key)
+{
+	json_t *j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+				 TSC_WORDS("vm", "pages", vm));
+	long long v = json_integer_value(json_object_get(j, key));
+
+	json_decref(j);
+	return v;
+}
+
+/* Remote faults per page of data received over a window of 2 s of vm's
+ * run (a frame moves the same pages whatever the policy did, so this
+ * does not depend on how fast each VM runs). */
+static double faults_per_transfer(const char *vm, long long *transfers)
+{
+	long long f0 = stats_sum(vm, "remote_faults"),
+		  t0 = stats_sum(vm, "transfers");
+
+	usleep(2000 * 1000);
+	*transfers = stats_sum(vm, "transfers") - t0;
+	return *transfers ? (double)(stats_sum(vm, "remote_faults") - f0) /
+				    (double)*transfers
+			  : 0;
+}
+
+/* A scene read by vCPUs on three nodes and rewritten by vCPU 0 before
+ * each frame (readshare with frames), with the policy on and off at
+ * once. On: its pages are replicated on the readers (vm pages counts the
+ * pushes, the homes push copies) and, once the policy has run, the
+ * readers' copies arrive ahead of their faults: remote faults per page
+ * moved fall to under half of the off VM's. Both guests check after
+ * every frame that all vCPUs read the same scene (a guest that finds
+ * otherwise exits 1 and fails its VM): both are still in their first
+ * run when stopped. */
+static void test_vm_page_policy_replicates_read_shared(void **state)
+{
+	char *out = NULL;
+	const char *vm[2] = {"rson", "rsoff"};
+	double rate[2];
+	long long moved[2];
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(
+			CTL(&out, "vm", "create", vm[i], "--cell=c1",
+			    "--image=readshare", "--vcpus=3", "--memory=4M",
+			    "--placement=spread",
+			    i ? "--page-policy=off" : "--page-policy=all",
+			    "--start", "--", "256", "2", "100000"),
+			0);
+		free(out);
+	}
+	assert_true(wait_vm("rson", "running", 10000));
+	assert_true(wait_vm("rsoff", "running", 10000));
+	for (uint64_t t0 = ts_now_ms();
+	     pages_field("rson", "rounds") < 3 && ts_now_ms() - t0 < 30000;)
+		usleep(200 * 1000);
+	for (int i = 0; i < 2; i++)
+		rate[i] = faults_per_transfer(vm[i], &moved[i]);
+	printf("# remote faults per page received: policy all %.3f (%lld "
+	       "pages), off %.3f (%lld pages); %lld replica marks, %lld "
+	       "copies pushed\n",
+	       rate[0], moved[0], rate[1], moved[1],
+	       pages_field("rson", "pushes"), stats_sum("rson", "pushes"));
+	assert_true(moved[0] > 0 && moved[1] > 0);
+	assert_true(rate[1] > 0.5); /* off: every copy is a fault */
+	assert_true(rate[0] < rate[1] / 2);
+	assert_true(pages_field("rson", "pushes") > 0);
+	assert_true(stats_sum("rson", "pushes") > 0);
+	assert_int_equal(stats_sum("rsoff", "pushes"), 0);
+	for (int i = 0; i < 2; i++) {
+		json_t *j = vm_json(vm[i]);
+		bool ok = strcmp(json_string_value(json_object_get(j, "state")),
+				 "running") == 0 &&
+			  json_integer_value(json_object_get(j, "runs")) == 1;
+
+		json_decref(j);
+		assert_int_equal(CTL(&out, "vm", "console", vm[i]), 0);
+		if (!ok || strstr(out, "read "))
+			fail_msg("vm %s failed or its readers disagreed:\n%s",
+				 vm[i], out);
+		free(out);
+		assert_int_equal(CTL(NULL, "vm", "stop", vm[i]), 0);
+		assert_int_equal(CTL(NULL, "vm", "delete", vm[i]), 0);
+	}
+}
+
 /* 4 vCPUs on 3 nodes, 500 locked increments each: exactly 2000. */
 static void test_vm_lock_counter_exact(void **state)
 {
@@ -681,6 +783,7 @@ int main(void)
 		cmocka_unit_test(test_vm_lock_counter_exact),
 		cmocka_unit_test(test_vm_page_policy_moves_homes_to_user),
 		cmocka_unit_test(test_vm_write_shared_counter_left),
+		cmocka_unit_test(test_vm_page_policy_replicates_read_shared),
 		cmocka_unit_test(test_vm_bad_input_refused_nothing_left),
 		cmocka_unit_test(test_vm_kill_and_stop_end_every_vcpu),
 		cmocka_unit_test(test_vm_guest_crash_marks_failed),

@@ -183,17 +183,23 @@ int dsm_region_sample(struct dsm_region *r, struct dsm_page_sample *out,
 		      uint32_t max, struct dsm_sample_info *info);
 
 /*
- * Policy decisions, applied in one go on the node thread: each moves a
- * page's home to `node` (push false) or pushes a read-only copy to it.
+ * Policy decisions, applied in one go on the node thread. Each one:
+ *  - moves a page's home to `node` (push and unmark false);
+ *  - push: marks `node` as a replica of the page and pushes it a
+ *    read-only copy if it has none; from then on a read miss on the
+ *    page at this home also pushes it to the other marked readers
+ *    without a copy (read broadcast), until unmarked or the home moves;
+ *  - unmark: clears the page's replica marks (`node` is not used).
  * A decision is applied only where it still makes sense: this node is
- * the page's home, `node` is another member, and for a push, `node`
- * holds no copy yet; any other is dropped, not forced. *applied and
- * *dropped count them.
+ * the page's home, `node` is another member, and for a push the page has
+ * data; any other is dropped, not forced. *applied and *dropped count
+ * them.
  */
 struct dsm_policy_op {
 	uint32_t page;
 	uint16_t node;
 	bool push;
+	bool unmark;
 };
 int dsm_region_apply(struct dsm_region *r, const struct dsm_policy_op *ops,
 		     uint32_t n, uint32_t *applied, uint32_t *dropped);
@@ -207,6 +213,7 @@ struct dsm_region_stats {
 	uint64_t transfers; /* pages of data received */
 	uint64_t deferrals;
 	uint64_t readaheads;
+	uint64_t pushes; /* read-only copies this node pushed as a home */
 	uint64_t pages_homed;
 };
 int dsm_region_stats(struct dsm_region *r, struct dsm_region_stats *out);

@@ -61,8 +61,11 @@ static void test_pp_dominant_user_migrates_once(void **state)
 	assert_int_equal(v->held_back, 2);
 	/* once the hold is over it may move again */
 	assert_int_equal(mgr_pp_decide(v, &cfg, 0, &s, 1, 12001, d, 8), 1);
-	/* at its new home, the same user is the home: nothing to do */
-	assert_int_equal(mgr_pp_decide(v, &cfg, 2, &s, 1, 30000, d, 8), 0);
+	/* at its new home, the same user is the home: no move (member 0,
+	 * its other reader, is marked a replica) */
+	assert_int_equal(mgr_pp_decide(v, &cfg, 2, &s, 1, 30000, d, 8), 1);
+	assert_true(d[0].push);
+	assert_int_equal(d[0].target, 0);
 	assert_int_equal(v->moves, 2);
 	free(v);
 }
@@ -93,8 +96,10 @@ static void test_pp_thresholds(void **state)
 	free(v);
 }
 
-/* Read by members 0 (home), 1 and 2, never written: copies for 1 and 2;
- * none again while they hold them; again after a write took them. */
+/* Read by members 0 (home), 1 and 2, never written: 1 and 2 marked as
+ * replicas (the home copies it to them, and again on the first read miss
+ * after a write); no decision again while it stays read-mostly; an
+ * unmark once it is written too often. */
 static void test_pp_read_shared_replicates(void **state)
 {
 	struct mgr_pp_vm *v = vm_new(MGR_PP_ALL, 3);
@@ -119,17 +124,68 @@ static void test_pp_read_shared_replicates(void **state)
 	s.reads[0] = 3;
 	assert_int_equal(mgr_pp_decide(v, &cfg, 0, &s, 1, 3000, d, 8), 0);
 	/* one write by the home invalidated them; the page is still
-	 * read-mostly on average: copies again, before anyone faults */
+	 * read-mostly on average and its readers stay marked at the home,
+	 * which copies it again on their next read miss: nothing to say */
 	s = page(5, 0x0);
 	s.writes[0] = 1;
-	assert_int_equal(mgr_pp_decide(v, &cfg, 0, &s, 1, 4000, d, 8), 2);
-	assert_true(d[0].push && d[1].push);
-	/* written steadily now: no longer read-mostly, no more pushes */
-	s = page(5, 0x0);
-	s.writes[0] = 20;
 	s.reads[1] = 1;
-	assert_int_equal(mgr_pp_decide(v, &cfg, 0, &s, 1, 5000, d, 8), 0);
-	assert_int_equal(v->pushes, 4);
+	s.reads[2] = 1;
+	assert_int_equal(mgr_pp_decide(v, &cfg, 0, &s, 1, 4000, d, 8), 0);
+	/* written steadily now: no longer read-mostly, its marks cleared */
+	s = page(5, 0x0);
+	s.writes[0] = 40;
+	s.reads[1] = 1;
+	assert_int_equal(mgr_pp_decide(v, &cfg, 0, &s, 1, 5000, d, 8), 1);
+	assert_true(d[0].unmark);
+	assert_int_equal(d[0].page, 5);
+	assert_int_equal(v->pushes, 2);
+	assert_int_equal(v->unmarks, 1);
+	/* read by the home and one other (which wrote once): the other is
+	 * marked, the home's own read misses broadcast to it; once the
+	 * other is its only user, the home moves there */
+	s = page(6, 0x0);
+	s.reads[1] = 10;
+	s.reads[0] = 10;
+	s.writes[1] = 1;
+	assert_int_equal(mgr_pp_decide(v, &cfg, 0, &s, 1, 6000, d, 8), 1);
+	assert_true(d[0].push && d[0].target == 1);
+	s = page(6, 0x0);
+	s.reads[1] = 10;
+	assert_int_equal(mgr_pp_decide(v, &cfg, 0, &s, 1, 7000, d, 8), 1);
+	assert_false(d[0].push); /* its only user: migrate */
+	free(v);
+}
+
+/* A scene rewritten every frame by member 1 and read by 0, 2 and 3,
+ * homed on 0: replicated on 2 and 3, then its home moves to its one
+ * writer, where its readers are marked again (marks stay at a home). */
+static void test_pp_single_writer_gets_home(void **state)
+{
+	struct mgr_pp_vm *v = vm_new(MGR_PP_ALL, 4);
+	struct mgr_pp_sample s = page(8, 0);
+	struct mgr_pp_decision d[8];
+	uint32_t n;
+
+	(void)state;
+	s.writes[1] = 10;
+	s.reads[0] = 10;
+	s.reads[2] = 10;
+	s.reads[3] = 10;
+	n = mgr_pp_decide(v, &cfg, 0, &s, 1, 2000, d, 8);
+	assert_int_equal(n, 2); /* 2 and 3 (1 only writes) */
+	assert_true(d[0].push && d[1].push);
+	assert_int_equal(d[0].target + d[1].target, 5);
+	n = mgr_pp_decide(v, &cfg, 0, &s, 1, 3000, d, 8);
+	assert_int_equal(n, 1);
+	assert_false(d[0].push || d[0].unmark);
+	assert_int_equal(d[0].target, 1);
+	/* sampled at its new home: 0, 2 and 3 marked there */
+	s.reads[1] = 0;
+	n = mgr_pp_decide(v, &cfg, 1, &s, 1, 4000, d, 8);
+	assert_int_equal(n, 3);
+	for (uint32_t i = 0; i < n; i++)
+		assert_true(d[i].push && d[i].target != 1);
+	assert_int_equal(v->moves, 1);
 	free(v);
 }
 
@@ -253,6 +309,7 @@ int main(void)
 		cmocka_unit_test(test_pp_dominant_user_migrates_once),
 		cmocka_unit_test(test_pp_thresholds),
 		cmocka_unit_test(test_pp_read_shared_replicates),
+		cmocka_unit_test(test_pp_single_writer_gets_home),
 		cmocka_unit_test(test_pp_write_shared_left),
 		cmocka_unit_test(test_pp_rate_limit),
 		cmocka_unit_test(test_pp_down_member_never_target),

@@ -263,8 +263,9 @@ static void check_invariants(void)
 /* One vCPU step: do its access if allowed, else fault and block. */
 /* The page policy's path at a random moment: this node samples what it
  * homes and applies decisions made from the sample (the busiest member
- * gets the home, or every reader a copy), through the same checks as a
- * real node (dsm__engine_apply drops what no longer holds). */
+ * gets the home, or every reader a copy and a replica mark, so later
+ * read misses broadcast), through the same checks as a real node
+ * (dsm__engine_apply drops what no longer holds). */
 static void policy_round(struct snode *n, uint64_t x)
 {
 	struct dsm_page_sample smp[4];
@@ -295,6 +296,12 @@ static void policy_round(struct snode *n, uint64_t x)
 		}
 		if (!(x % 2) && best)
 			dsm__engine_apply(&n->r, &op);
+		if ((x >> 3) % 5 == 0) { /* and now and then unmarks */
+			struct dsm_policy_op un = {.page = smp[k].page,
+						   .unmark = true};
+
+			dsm__engine_apply(&n->r, &un);
+		}
 	}
 }
 
@@ -594,7 +601,7 @@ static void test_proto_sim_random_schedules_coherent(void **state)
 	const char *one = getenv("DSM_SIM_SEED");
 	const char *count = getenv("DSM_SIM_SEEDS");
 	uint64_t first = 1, n = count ? strtoull(count, NULL, 0) : 3000;
-	long total_steps = 0, transfers = 0, readaheads = 0;
+	long total_steps = 0, transfers = 0, readaheads = 0, broadcasts = 0;
 
 	(void)state;
 	cell_log_set_level(CELL_LOG_OFF);
@@ -607,15 +614,21 @@ static void test_proto_sim_random_schedules_coherent(void **state)
 		assert_int_equal(run_seed(s), 0);
 		total_steps += S.steps;
 		transfers += S.transfers;
-		for (int i = 0; i < S.n; i++)
+		for (int i = 0; i < S.n; i++) {
 			readaheads += (long)S.nodes[i].r.readaheads;
+			broadcasts += (long)S.nodes[i].r.broadcasts;
+		}
 	}
-	printf("%llu seeds, %ld steps, %ld page transfers, %ld read-aheads: "
-	       "coherent\n",
-	       (unsigned long long)n, total_steps, transfers, readaheads);
-	/* The schedules must reach the read-ahead path to test it. */
-	if (n >= 1000)
+	printf("%llu seeds, %ld steps, %ld page transfers, %ld read-aheads, "
+	       "%ld broadcast pushes: coherent\n",
+	       (unsigned long long)n, total_steps, transfers, readaheads,
+	       broadcasts);
+	/* The schedules must reach the read-ahead and broadcast paths to
+	 * test them. */
+	if (n >= 1000) {
 		assert_true(readaheads > 0);
+		assert_true(broadcasts > 0);
+	}
 }
 
 /* The checker itself catches a stale copy (so it can fail). */
