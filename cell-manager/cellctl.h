@@ -32,6 +32,10 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 			ProtobufCMessage **out);
 int ctl_build_vm_set(const struct ctl_opts *o, char **args, int nargs,
 		     ProtobufCMessage **out);
+int ctl_build_cell_create(const struct ctl_opts *o, char **args, int nargs,
+			  ProtobufCMessage **out);
+int ctl_build_cell_set(const struct ctl_opts *o, char **args, int nargs,
+		       ProtobufCMessage **out);
 int ctl_build_vm_migrate(const struct ctl_opts *o, char **args, int nargs,
 			 ProtobufCMessage **out);
 int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,

@@ -245,28 +245,86 @@ int ctl_build_vm_migrate(const struct ctl_opts *o, char **args, int nargs,
 	return 0;
 }
 
-/* vm set VM KEY=VALUE: page-policy=off|migrate|replicate|all */
-int ctl_build_vm_set(const struct ctl_opts *o, char **args, int nargs,
-		     ProtobufCMessage **out)
+/* WHAT set NAME page-policy=MODE: the mode, or -EINVAL after saying
+ * why. */
+static int page_policy_setting(const struct ctl_opts *o, const char *what,
+			       char **args, int nargs, int *v)
 {
-	Cellmon__VmRequest *r;
 	char names[200];
-	int v;
 
-	if (check_keys(o, NULL, "vm set"))
+	if (check_keys(o, NULL, what))
 		return -EINVAL;
 	if (nargs != 2 || strncmp(args[1], "page-policy=", 12) != 0) {
-		fprintf(stderr, "cellctl: vm set VM page-policy=MODE (the one "
-				"setting a VM can change)\n");
+		fprintf(stderr,
+			"cellctl: %s %s page-policy=MODE (the one setting it "
+			"can change)\n",
+			what, strncmp(what, "vm", 2) ? "CELL" : "VM");
 		return -EINVAL;
 	}
-	if (cellproto_parse(&cellproto_page_policies, args[1] + 12, &v)) {
+	if (cellproto_parse(&cellproto_page_policies, args[1] + 12, v)) {
 		cellproto_names_list(&cellproto_page_policies, names,
 				     sizeof(names));
 		fprintf(stderr, "cellctl: unknown page policy '%s'; use %s\n",
 			args[1] + 12, names);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+static Cellmon__CellRequest *new_cell_request(char *name)
+{
+	Cellmon__CellRequest *r = calloc(1, sizeof(*r));
+
+	if (r) {
+		cellmon__cell_request__init(r);
+		r->name = name;
+	}
+	return r;
+}
+
+/* cell create CELL [--page-policy=MODE] */
+int ctl_build_cell_create(const struct ctl_opts *o, char **args, int nargs,
+			  ProtobufCMessage **out)
+{
+	static const char *const keys[] = {"page-policy", NULL};
+	Cellmon__CellRequest *r;
+	int pp = 0;
+
+	if (nargs != 1 || check_keys(o, keys, "cell create") ||
+	    opt_enum(o, "page-policy", &cellproto_page_policies, &pp))
+		return -EINVAL;
+	if (!(r = new_cell_request(args[0])))
+		return -ENOMEM;
+	r->page_policy = (Cellmon__PagePolicy)pp;
+	*out = &r->base;
+	return 0;
+}
+
+/* cell set CELL page-policy=MODE */
+int ctl_build_cell_set(const struct ctl_opts *o, char **args, int nargs,
+		       ProtobufCMessage **out)
+{
+	Cellmon__CellRequest *r;
+	int v;
+
+	if (page_policy_setting(o, "cell set", args, nargs, &v))
+		return -EINVAL;
+	if (!(r = new_cell_request(args[0])))
+		return -ENOMEM;
+	r->page_policy = (Cellmon__PagePolicy)v;
+	*out = &r->base;
+	return 0;
+}
+
+/* vm set VM KEY=VALUE: page-policy=off|migrate|replicate|all */
+int ctl_build_vm_set(const struct ctl_opts *o, char **args, int nargs,
+		     ProtobufCMessage **out)
+{
+	Cellmon__VmRequest *r;
+	int v;
+
+	if (page_policy_setting(o, "vm set", args, nargs, &v))
+		return -EINVAL;
 	r = new_request(args[0]);
 	if (!r)
 		return -ENOMEM;

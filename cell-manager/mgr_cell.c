@@ -1,9 +1,10 @@
 /*
  * Cells: the named sets of nodes that contain a VM's faults. The records
  * (m->cells, loaded from the store at start) and cellctl's cell methods:
- * create, delete (only when empty), info, list, add-node and
- * remove-node. A node is in at most one cell; every change is written to
- * the store before it is applied in memory and acknowledged.
+ * create, delete (only when empty), info, list, add-node, remove-node
+ * and set (the page policy of VMs created in it without one). A node is in at
+ * most one cell; every change is written to the store before it is applied in
+ * memory and acknowledged.
  *
  * Called by the cellctl method table (mgr_ctl.c), start-up (mgr_main.c)
  * and VM validation; calls the store and membership. Event-loop thread.
@@ -28,7 +29,8 @@ struct mgr_cell *mgr_cell_find(struct mgr *m, const char *name)
 	return NULL;
 }
 
-int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms)
+int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms,
+		 Cellmon__PagePolicy page_policy)
 {
 	if (m->ncells == m->capcells) {
 		size_t cap = m->capcells ? m->capcells * 2 : 8;
@@ -41,6 +43,9 @@ int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms)
 	}
 	snprintf(m->cells[m->ncells].name, sizeof(m->cells[0].name), "%s",
 		 name);
+	m->cells[m->ncells].page_policy =
+		page_policy ? page_policy
+			    : CELLMON__PAGE_POLICY__PAGE_POLICY_ALL;
 	m->cells[m->ncells++].created_ms = created_ms;
 	return 0;
 }
@@ -65,6 +70,7 @@ static int fill_cell(struct mgr *m, const struct mgr_cell *c,
 	cellmon__cell_info__init(ci);
 	ci->name = (char *)c->name;
 	ci->created_ms = c->created_ms;
+	ci->page_policy = c->page_policy;
 	ci->nodes = calloc(n ? n : 1, sizeof(char *));
 	if (!ci->nodes)
 		return -ENOMEM;
@@ -115,6 +121,7 @@ void mgr_cell_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	struct mgr *m = arg;
 	const Cellmon__CellRequest *req = (const void *)msg;
 	uint64_t now = cell_wall_ms();
+	Cellmon__PagePolicy pp;
 	int rc;
 
 	if (!cell_name_valid(req->name)) {
@@ -124,20 +131,29 @@ void mgr_cell_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 			req->name);
 		return;
 	}
+	if (req->page_policy &&
+	    !cellproto_known(&cellproto_page_policies, (int)req->page_policy)) {
+		cell_rpc_reply_error(call, -EINVAL, "unknown page policy %d",
+				     (int)req->page_policy);
+		return;
+	}
 	if (mgr_cell_find(m, req->name)) {
 		cell_rpc_reply_error(call, -EEXIST, "cell '%s' exists",
 				     req->name);
 		return;
 	}
-	rc = mgr_store_cell_create(m->store, req->name, now);
+	pp = req->page_policy ? req->page_policy
+			      : CELLMON__PAGE_POLICY__PAGE_POLICY_ALL;
+	rc = mgr_store_cell_create(m->store, req->name, now, (int)pp);
 	if (!rc)
-		rc = mgr_cell_add(m, req->name, now);
+		rc = mgr_cell_add(m, req->name, now, pp);
 	if (rc) {
 		cell_rpc_reply_error(call, rc, "cannot create cell '%s': %s",
 				     req->name, strerror(-rc));
 		return;
 	}
-	CELL_INFO(MOD, "cell created name=%s", req->name);
+	CELL_INFO(MOD, "cell created name=%s page_policy=%s", req->name,
+		  cellproto_name(&cellproto_page_policies, (int)pp));
 	reply_cell(m, call, mgr_cell_find(m, req->name));
 }
 
@@ -268,4 +284,37 @@ out:
 		free(infos[i].nodes);
 	free(infos);
 	free(ptrs);
+}
+
+/* cell set CELL page-policy=MODE: VMs created in the cell from now on
+ * without --page-policy get MODE; VMs that exist keep theirs (vm set). */
+void mgr_cell_set(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		  void *arg)
+{
+	struct mgr *m = arg;
+	const Cellmon__CellRequest *req = (const void *)msg;
+	struct mgr_cell *c = cell_or_error(m, call, req->name);
+	int rc;
+
+	if (!c)
+		return;
+	if (req->page_policy == CELLMON__PAGE_POLICY__PAGE_POLICY_DEFAULT ||
+	    !cellproto_known(&cellproto_page_policies, (int)req->page_policy)) {
+		cell_rpc_reply_error(call, -EINVAL,
+				     "cell set needs a page policy "
+				     "(off, migrate, replicate or all)");
+		return;
+	}
+	rc = mgr_store_cell_set_policy(m->store, c->name,
+				       (int)req->page_policy);
+	if (rc) {
+		cell_rpc_reply_error(call, rc, "cannot change cell '%s': %s",
+				     c->name, strerror(-rc));
+		return;
+	}
+	c->page_policy = req->page_policy;
+	CELL_INFO(
+		MOD, "cell page policy name=%s page_policy=%s", c->name,
+		cellproto_name(&cellproto_page_policies, (int)c->page_policy));
+	reply_cell(m, call, c);
 }

@@ -215,6 +215,7 @@ const struct cell_rpc_method mgr_ctl_methods[] = {
 	{CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, mgr_cell_add_node},
 	{CELLMON__MSG_TYPE__MSG_CELL_REMOVE_NODE, mgr_cell_remove_node},
 	{CELLMON__MSG_TYPE__MSG_CELL_LIST, mgr_cell_list},
+	{CELLMON__MSG_TYPE__MSG_CELL_SET, mgr_cell_set},
 	{CELLMON__MSG_TYPE__MSG_DISK_CREATE, mgr_disk_create},
 	{CELLMON__MSG_TYPE__MSG_DISK_CLONE, mgr_disk_clone},
 	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, mgr_disk_delete},

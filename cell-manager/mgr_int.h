@@ -57,6 +57,7 @@ struct mgr_config {
 struct mgr_cell {
 	char name[CELL_NAME_MAX + 1];
 	uint64_t created_ms;
+	Cellmon__PagePolicy page_policy; /* for VMs created without one */
 };
 
 /* One vCPU of a VM's current (or last) run. */
@@ -358,8 +359,10 @@ size_t mgr_dsm_fences(struct mgr *m, const struct mgr_node *n,
 /* ---- mgr_cell.c ---- */
 
 struct mgr_cell *mgr_cell_find(struct mgr *m, const char *name);
-/* Adds a record (not the store). 0 or -ENOMEM. */
-int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms);
+/* Adds a record (not the store). 0 or -ENOMEM. page_policy DEFAULT (a
+ * cell stored before there were cell policies) is all. */
+int mgr_cell_add(struct mgr *m, const char *name, uint64_t created_ms,
+		 Cellmon__PagePolicy page_policy);
 void mgr_cell_remove(struct mgr *m, const char *name);
 void mgr_cell_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		     void *arg);
@@ -373,6 +376,8 @@ void mgr_cell_remove_node(struct cell_rpc_call *call,
 			  const ProtobufCMessage *msg, void *arg);
 void mgr_cell_list(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		   void *arg);
+void mgr_cell_set(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		  void *arg);
 
 /* ---- mgr_agent.c, mgr_ctl.c ---- */
 

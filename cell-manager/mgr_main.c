@@ -190,9 +190,18 @@ static int restore_node(const struct mgr_node *n, void *arg)
 	return 0;
 }
 
-static int restore_cell(const char *name, uint64_t created_ms, void *arg)
+static int restore_cell(const char *name, uint64_t created_ms, int page_policy,
+			void *arg)
 {
-	return mgr_cell_add(arg, name, created_ms);
+	if (page_policy &&
+	    !cellproto_known(&cellproto_page_policies, page_policy)) {
+		CELL_WARN(MOD,
+			  "cell %s: stored page policy %d unknown; using all",
+			  name, page_policy);
+		page_policy = 0;
+	}
+	return mgr_cell_add(arg, name, created_ms,
+			    (Cellmon__PagePolicy)page_policy);
 }
 
 static int open_state(struct mgr *m)

@@ -75,6 +75,9 @@ void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		cell_rpc_reply_error(call, -EINVAL, "no VM spec");
 		return;
 	}
+	if (s->page_policy == CELLMON__PAGE_POLICY__PAGE_POLICY_DEFAULT &&
+	    s->cell && mgr_cell_find(m, s->cell))
+		s->page_policy = mgr_cell_find(m, s->cell)->page_policy;
 	rc = mgr_vm_spec_defaults(s);
 	if (rc)
 		snprintf(why, sizeof(why), "out of memory");

@@ -1,11 +1,11 @@
 /*
  * SQLite persistence for the manager (store.h).
  *
- * Schema version 3 (version 1 lacked vms, version 2 vms.restarts;
- * opening an older file adds them):
+ * Schema version 4 (version 1 lacked vms, version 2 vms.restarts,
+ * version 3 cells.page_policy; opening an older file adds them):
  *   meta(key TEXT PRIMARY KEY, value INTEGER)   next_incarnation, epoch,
  *                                               next_vm_id
- *   cells(name TEXT PRIMARY KEY, created_ms INTEGER)
+ *   cells(name TEXT PRIMARY KEY, created_ms INTEGER, page_policy INTEGER)
  *   nodes(id TEXT PRIMARY KEY, addr, cpus, memory_mb, heartbeat_ms,
  *         incarnation, state, state_since_ms, cell REFERENCES cells(name))
  * user_version holds the schema version; a newer one is refused on open.
@@ -20,7 +20,7 @@
 #include "cell/log.h"
 #include "store.h"
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 struct mgr_store {
 	sqlite3 *db;
@@ -30,7 +30,8 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY,"
 	" value INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS cells(name TEXT PRIMARY KEY,"
-	" created_ms INTEGER NOT NULL);"
+	" created_ms INTEGER NOT NULL,"
+	" page_policy INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS nodes(id TEXT PRIMARY KEY,"
 	" addr TEXT NOT NULL, cpus INTEGER NOT NULL,"
 	" memory_mb INTEGER NOT NULL, heartbeat_ms INTEGER NOT NULL,"
@@ -61,6 +62,23 @@ static int exec(struct mgr_store *s, const char *sql)
 		return -EIO;
 	}
 	return 0;
+}
+
+/* 1 when table has column col, 0 when not, -EIO on error. */
+static int has_column(struct mgr_store *s, const char *table, const char *col)
+{
+	char sql[128];
+	sqlite3_stmt *st;
+	int found = 0, step;
+
+	snprintf(sql, sizeof(sql), "PRAGMA table_info(%s)", table);
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL))
+		return fail(s, sql);
+	while ((step = sqlite3_step(st)) == SQLITE_ROW)
+		if (strcmp((const char *)sqlite3_column_text(st, 1), col) == 0)
+			found = 1;
+	sqlite3_finalize(st);
+	return step == SQLITE_DONE ? found : fail(s, sql);
 }
 
 static int user_version(struct mgr_store *s, int *v)
@@ -108,7 +126,10 @@ int mgr_store_open(const char *path, struct mgr_store **out, char *err,
 	    exec(s, "PRAGMA foreign_keys=ON") || exec(s, schema) ||
 	    (v == 2 && exec(s, "ALTER TABLE vms ADD COLUMN restarts INTEGER "
 			       "NOT NULL DEFAULT 0")) ||
-	    exec(s, "PRAGMA user_version=3")) {
+	    (has_column(s, "cells", "page_policy") == 0 &&
+	     exec(s, "ALTER TABLE cells ADD COLUMN page_policy INTEGER "
+		     "NOT NULL DEFAULT 0")) ||
+	    exec(s, "PRAGMA user_version=4")) {
 		snprintf(err, errlen, "%s: cannot set up the database: %s",
 			 path, sqlite3_errmsg(s->db));
 		goto err;
@@ -279,13 +300,28 @@ static int run(struct mgr_store *s, const char *sql, const char *a,
 }
 
 int mgr_store_cell_create(struct mgr_store *s, const char *name,
-			  uint64_t created_ms)
+			  uint64_t created_ms, int page_policy)
 {
-	char ms[32];
+	char ms[32], sql[96];
 
 	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)created_ms);
-	return run(s, "INSERT INTO cells(name,created_ms) VALUES(?,?)", name,
-		   ms, NULL);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO cells(name,created_ms,page_policy) "
+		 "VALUES(?,?,%d)",
+		 page_policy);
+	return run(s, sql, name, ms, NULL);
+}
+
+int mgr_store_cell_set_policy(struct mgr_store *s, const char *name,
+			      int page_policy)
+{
+	char sql[96];
+	int changes = 0, rc;
+
+	snprintf(sql, sizeof(sql),
+		 "UPDATE cells SET page_policy=%d WHERE name=?", page_policy);
+	rc = run(s, sql, name, NULL, &changes);
+	return !rc && !changes ? -ENOENT : rc;
 }
 
 int mgr_store_cell_delete(struct mgr_store *s, const char *name)
@@ -319,13 +355,15 @@ int mgr_store_cells_load(struct mgr_store *s, mgr_store_cell_fn fn, void *arg)
 	sqlite3_stmt *st;
 	int rc = 0, step;
 
-	if (sqlite3_prepare_v2(
-		    s->db, "SELECT name,created_ms FROM cells ORDER BY name",
-		    -1, &st, NULL))
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT name,created_ms,page_policy FROM cells "
+			       "ORDER BY name",
+			       -1, &st, NULL))
 		return fail(s, "cells select");
 	while ((step = sqlite3_step(st)) == SQLITE_ROW && !rc)
 		rc = fn((const char *)sqlite3_column_text(st, 0),
-			(uint64_t)sqlite3_column_int64(st, 1), arg);
+			(uint64_t)sqlite3_column_int64(st, 1),
+			sqlite3_column_int(st, 2), arg);
 	if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
 		rc = fail(s, "cells load");
 	sqlite3_finalize(st);

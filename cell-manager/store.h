@@ -32,9 +32,12 @@ int mgr_store_node_save(struct mgr_store *s, const struct mgr_node *n,
 typedef int (*mgr_store_node_fn)(const struct mgr_node *n, void *arg);
 int mgr_store_nodes_load(struct mgr_store *s, mgr_store_node_fn fn, void *arg);
 
-/* -EEXIST if the cell exists. */
+/* -EEXIST if the cell exists. page_policy: a Cellmon__PagePolicy. */
 int mgr_store_cell_create(struct mgr_store *s, const char *name,
-			  uint64_t created_ms);
+			  uint64_t created_ms, int page_policy);
+/* -ENOENT if missing. */
+int mgr_store_cell_set_policy(struct mgr_store *s, const char *name,
+			      int page_policy);
 /* -ENOENT if missing; -EBUSY if it still has nodes. */
 int mgr_store_cell_delete(struct mgr_store *s, const char *name);
 /* Sets a node's cell ("" for none). -ENOENT for an unknown node. */
@@ -42,7 +45,7 @@ int mgr_store_node_set_cell(struct mgr_store *s, const char *node,
 			    const char *cell);
 
 typedef int (*mgr_store_cell_fn)(const char *name, uint64_t created_ms,
-				 void *arg);
+				 int page_policy, void *arg);
 int mgr_store_cells_load(struct mgr_store *s, mgr_store_cell_fn fn, void *arg);
 
 /* A VM as stored: its spec is a packed cellmon.VmSpec. */

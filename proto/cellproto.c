@@ -46,6 +46,7 @@ const struct cell_rpc_msgtype cellproto_types[] = {
 	  cellmon__cell_request__descriptor),
 	T(MSG_CELL_REPLY, "CellReply", cellmon__cell_reply__descriptor),
 	T(MSG_CELL_LIST, "CellList", cellmon__cell_list_request__descriptor),
+	T(MSG_CELL_SET, "CellSet", cellmon__cell_request__descriptor),
 	T(MSG_CELL_LIST_REPLY, "CellListReply",
 	  cellmon__cell_list_reply__descriptor),
 	T(MSG_DISK_CREATE, "DiskCreate", cellmon__disk_request__descriptor),

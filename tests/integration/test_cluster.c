@@ -227,13 +227,22 @@ static bool cells_back(void *arg)
 	json_t *j = ctl_json("cell", "info", "c1", NULL);
 	bool ok = j && json_array_size(json_object_get(j, "nodes")) == 2;
 
+	ok = ok && strcmp(json_string_value(json_object_get(j, "page_policy")),
+			  "migrate") == 0;
+	json_decref(j);
+	j = ctl_json("cell", "info", "c2", NULL);
+	ok = ok && j &&
+	     strcmp(json_string_value(json_object_get(j, "page_policy")),
+		    "off") == 0;
+
 	(void)arg;
 	json_decref(j);
 	return ok;
 }
 
-/* kill -9 of the manager, restart on the same state: the cell and its
- * members are there, and the nodes are up again, same incarnations. */
+/* kill -9 of the manager, restart on the same state: the cells with
+ * their members and page policies are there, and the nodes are up again,
+ * same incarnations. */
 static void test_cluster_manager_killed_state_kept(void **state)
 {
 	long long inc[3], again[3];
@@ -251,6 +260,37 @@ static void test_cluster_manager_killed_state_kept(void **state)
 	j = ctl_json("cell", "add-node", "c1", "node2");
 	assert_non_null(j);
 	json_decref(j);
+	j = ctl_json("cell", "info", "c1", NULL);
+	assert_string_equal(
+		json_string_value(json_object_get(j, "page_policy")), "all");
+	json_decref(j);
+	j = ctl_json("cell", "set", "c1", "page-policy=migrate");
+	assert_non_null(j);
+	assert_string_equal(
+		json_string_value(json_object_get(j, "page_policy")),
+		"migrate");
+	json_decref(j);
+	j = ctl_json("cell", "create", "c2", "--page-policy=off");
+	assert_non_null(j);
+	json_decref(j);
+	{
+		char mgr[100];
+		char *bad[] = {CELLCTL_BIN,	   mgr, "cell", "set", "c1",
+			       "page-policy=some", NULL};
+		char *none[] = {CELLCTL_BIN,	   mgr, "cell", "set", "nosuch",
+				"page-policy=all", NULL};
+		char *noarg[] = {CELLCTL_BIN, mgr, "cell", "set", "c1", NULL};
+		char *out = NULL;
+
+		snprintf(mgr, sizeof(mgr), "--manager=%s", cl.ctl_addr);
+		assert_int_equal(ts_run(bad, 5000, &out, true), 2);
+		assert_non_null(strstr(out, "unknown page policy 'some'"));
+		free(out);
+		assert_int_equal(ts_run(none, 5000, &out, true), 4);
+		assert_non_null(strstr(out, "no cell 'nosuch'"));
+		free(out);
+		assert_int_equal(ts_run(noarg, 5000, NULL, false), 2);
+	}
 	for (int i = 0; i < 3; i++) {
 		char id[16];
 

@@ -233,6 +233,18 @@ static void test_vm_page_policy_moves_homes_to_user(void **state)
 	       (h = homed_on("ppoff", "node1")) < 512)
 		usleep(200 * 1000);
 	assert_true(h >= 512);
+	/* a VM created without --page-policy gets its cell's */
+	assert_int_equal(
+		CTL(&out, "cell", "set", "c1", "page-policy=replicate"), 0);
+	assert_non_null(strstr(out, "pages:    replicate"));
+	free(out);
+	assert_int_equal(CTL(&out, "vm", "create", "ppcell", "--cell=c1",
+			     "--image=private"),
+			 0);
+	assert_non_null(strstr(out, "pages:     replicate"));
+	free(out);
+	assert_int_equal(CTL(NULL, "vm", "delete", "ppcell"), 0);
+	assert_int_equal(CTL(NULL, "cell", "set", "c1", "page-policy=all"), 0);
 	for (int i = 0; i < 2; i++) {
 		const char *vm = i ? "ppoff" : "pp";
 

@@ -156,7 +156,7 @@ static int setup(void **state)
 					    &fx.m.members),
 			 0);
 	fx.m.send_command = fake_send;
-	assert_int_equal(mgr_cell_add(&fx.m, "c", 1), 0);
+	assert_int_equal(mgr_cell_add(&fx.m, "c", 1, 0), 0);
 	add_node("n1");
 	add_node("n2");
 	add_node("n3");

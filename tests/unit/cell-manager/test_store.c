@@ -23,6 +23,7 @@ struct loaded {
 	int nodes, cells;
 	struct mgr_node last;
 	char cell_names[4][64];
+	int policy[4];
 };
 
 static int count_node(const struct mgr_node *n, void *arg)
@@ -34,11 +35,13 @@ static int count_node(const struct mgr_node *n, void *arg)
 	return 0;
 }
 
-static int count_cell(const char *name, uint64_t created, void *arg)
+static int count_cell(const char *name, uint64_t created, int page_policy,
+		      void *arg)
 {
 	struct loaded *l = arg;
 
 	(void)created;
+	l->policy[l->cells % 4] = page_policy;
 	snprintf(l->cell_names[l->cells++ % 4], 64, "%s", name);
 	return 0;
 }
@@ -62,14 +65,16 @@ static void test_store_reopen_keeps_everything(void **state)
 	n.incarnation = 5;
 	n.state = MGR_NODE_DOWN;
 	assert_int_equal(mgr_store_node_save(s, &n, 6, 9), 0);
-	assert_int_equal(mgr_store_cell_create(s, "c1", 123), 0);
-	assert_int_equal(mgr_store_cell_create(s, "c1", 123), -EEXIST);
+	assert_int_equal(mgr_store_cell_create(s, "c1", 123, 3), 0);
+	assert_int_equal(mgr_store_cell_create(s, "c1", 123, 3), -EEXIST);
+	assert_int_equal(mgr_store_cell_set_policy(s, "c1", 1), 0);
+	assert_int_equal(mgr_store_cell_set_policy(s, "zz", 1), -ENOENT);
 	assert_int_equal(mgr_store_node_set_cell(s, "n1", "c1"), 0);
 	assert_int_equal(mgr_store_node_set_cell(s, "n1", "nocell"), -ENOENT);
 	assert_int_equal(mgr_store_node_set_cell(s, "nonode", "c1"), -ENOENT);
 	assert_int_equal(mgr_store_cell_delete(s, "c1"), -EBUSY);
 	assert_int_equal(mgr_store_cell_delete(s, "zz"), -ENOENT);
-	assert_int_equal(mgr_store_cell_create(s, "c2", 124), 0);
+	assert_int_equal(mgr_store_cell_create(s, "c2", 124, 0), 0);
 	assert_int_equal(mgr_store_cell_delete(s, "c2"), 0);
 	mgr_store_close(s);
 
@@ -82,6 +87,7 @@ static void test_store_reopen_keeps_everything(void **state)
 	assert_int_equal(l.nodes, 1);
 	assert_int_equal(l.cells, 1);
 	assert_string_equal(l.cell_names[0], "c1");
+	assert_int_equal(l.policy[0], 1); /* set after create: kept */
 	assert_string_equal(l.last.cell, "c1");
 	assert_string_equal(l.last.addr, "10.0.0.1");
 	assert_int_equal(l.last.incarnation, 5);
@@ -201,6 +207,7 @@ static void test_store_schema1_upgraded(void **state)
 			"REFERENCES cells(name));"
 			"INSERT INTO nodes VALUES('n9','a',1,1,250,3,1,0,"
 			"NULL);"
+			"INSERT INTO cells VALUES('oldc',5);"
 			"PRAGMA user_version=1;",
 			NULL, NULL, NULL),
 		SQLITE_OK);
@@ -208,6 +215,12 @@ static void test_store_schema1_upgraded(void **state)
 	assert_int_equal(mgr_store_open(path, &s, err, sizeof(err)), 0);
 	assert_int_equal(mgr_store_nodes_load(s, count_node, &l), 0);
 	assert_int_equal(l.nodes, 1);
+	/* its cell gained a page policy, 0: the default */
+	l.policy[0] = -1;
+	assert_int_equal(mgr_store_cells_load(s, count_cell, &l), 0);
+	assert_int_equal(l.cells, 1);
+	assert_string_equal(l.cell_names[0], "oldc");
+	assert_int_equal(l.policy[0], 0);
 	assert_int_equal(mgr_store_vm_save(s, &r), 0);
 	assert_int_equal(mgr_store_vms_load(s, see_vm, &w), 0);
 	assert_int_equal(w.n, 1);
