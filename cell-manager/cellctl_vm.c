@@ -777,6 +777,80 @@ static void print_names(char **v, size_t n)
 	printf("%s", n ? "" : "-");
 }
 
+/* The map of homes as JSON: one object per range. */
+static json_t *ranges_json(const Cellmon__VmPagesReply *r)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < r->n_ranges; i++) {
+		const Cellmon__PageRange *g = r->ranges[i];
+
+		json_array_append_new(
+			arr,
+			json_pack("{s:i, s:o, s:o, s:i}", "first",
+				  (int)g->first, "homed",
+				  u32_array(g->homed, g->n_homed), "faults",
+				  u32_array(g->faults, g->n_faults),
+				  "replicated", (int)g->replicated));
+	}
+	return arr;
+}
+
+#define MAP_ROWS  16 /* rows of the text map; ranges are merged to fit */
+#define MAP_NODES 64 /* nodes a region can have (DSM_MAX_NODES) */
+
+/* The map of homes as a table of at most MAP_ROWS rows. */
+static void print_map(const Cellmon__VmPagesReply *r)
+{
+	size_t per = (r->n_ranges + MAP_ROWS - 1) / MAP_ROWS;
+	size_t nn = r->n_map_nodes < MAP_NODES ? r->n_map_nodes : MAP_NODES;
+
+	printf("\nwhere its memory lives (pages homed on each node | each "
+	       "node's faults in the last round | pages with copies on two "
+	       "or more nodes):\n%-15s",
+	       "PAGES");
+	for (size_t k = 0; k < nn; k++)
+		printf(" %10.10s", r->map_nodes[k]);
+	printf(" |");
+	for (size_t k = 0; k < nn; k++)
+		printf(" %10.10s", r->map_nodes[k]);
+	printf(" | REPLICATED\n");
+	for (size_t i = 0; i < r->n_ranges; i += per) {
+		uint64_t homed[MAP_NODES] = {0}, faults[MAP_NODES] = {0};
+		uint64_t repl = 0, pages = 0;
+		char span[32];
+
+		for (size_t j = i; j < i + per && j < r->n_ranges; j++) {
+			const Cellmon__PageRange *g = r->ranges[j];
+
+			for (size_t k = 0; k < nn && k < MAP_NODES; k++) {
+				homed[k] += k < g->n_homed ? g->homed[k] : 0;
+				faults[k] += k < g->n_faults ? g->faults[k] : 0;
+			}
+			repl += g->replicated;
+		}
+		for (size_t k = 0; k < nn && k < MAP_NODES; k++)
+			pages += homed[k];
+		/* up to the next row's first page; the last row ends where
+		 * its pages do */
+		snprintf(span, sizeof(span), "%u-%llu", r->ranges[i]->first,
+			 i + per < r->n_ranges
+				 ? (unsigned long long)r->ranges[i + per]
+						   ->first -
+					   1
+				 : (unsigned long long)(r->ranges[i]->first +
+							(pages ? pages : 1) -
+							1));
+		printf("%-15s", span);
+		for (size_t k = 0; k < nn; k++)
+			printf(" %10llu", (unsigned long long)homed[k]);
+		printf(" |");
+		for (size_t k = 0; k < nn; k++)
+			printf(" %10llu", (unsigned long long)faults[k]);
+		printf(" | %llu\n", (unsigned long long)repl);
+	}
+}
+
 void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args)
 {
 	const Cellmon__VmPagesReply *r = (const void *)reply;
@@ -820,7 +894,7 @@ void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args)
 		}
 		ctl_emit_json(json_pack(
 			"{s:s, s:s, s:I, s:i, s:i, s:I, s:I, s:I, s:I, s:I, "
-			"s:I, s:o, s:o}",
+			"s:I, s:o, s:o, s:i, s:o, s:o}",
 			"vm", r->name, "page_policy", mode, "region",
 			(json_int_t)r->region, "rounds", (int)r->rounds,
 			"interval_ms", (int)r->interval_ms, "moves",
@@ -828,7 +902,10 @@ void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args)
 			"applied", (json_int_t)r->applied, "dropped",
 			(json_int_t)r->dropped, "limited",
 			(json_int_t)r->limited, "held", (json_int_t)r->held,
-			"hot", hot, "shared", shared));
+			"hot", hot, "shared", shared, "range_pages",
+			(int)r->range_pages, "map_nodes",
+			str_array(r->map_nodes, r->n_map_nodes), "ranges",
+			ranges_json(r)));
 		return;
 	}
 	printf("vm %s: page policy %s; %u sample rounds this run (the last "
@@ -886,7 +963,9 @@ void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args)
 		printf("(vCPUs that share written pages run faster on one "
 		       "node: vm create --placement=pack, or --node)\n");
 	}
-	if (!r->n_hot && !r->n_shared)
-		printf("(nothing sampled yet: the VM is not running, its "
-		       "policy is off, or no page had remote requests)\n");
+	if (r->n_ranges)
+		print_map(r);
+	if (!r->n_hot && !r->n_shared && !r->n_ranges)
+		printf("(nothing sampled yet: the VM is not running, or no "
+		       "round has answered)\n");
 }

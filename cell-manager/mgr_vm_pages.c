@@ -1,10 +1,11 @@
 /*
  * The manager's page-policy loop (docs/design/page-policy.md). Every
- * policy_interval, for each running VM whose page policy is not off,
- * every node of the run is asked for its sample (CMD_VM_PAGES_SAMPLE:
- * the pages it homes with the most remote requests in the interval);
- * when all have answered, the pure policy (page_policy.c) decides per
- * home, and each home gets its decisions in one CMD_VM_PAGES_APPLY. One
+ * policy_interval, for each running VM (with its page policy off too:
+ * then the round only keeps the map of where its memory lives, and
+ * decides nothing), every node of the run is asked for its sample
+ * (CMD_VM_PAGES_SAMPLE: the pages it homes with the most remote requests in the
+ * interval); when all have answered, the pure policy (page_policy.c) decides
+ * per home, and each home gets its decisions in one CMD_VM_PAGES_APPLY. One
  * round per VM is in flight at a time; a round whose VM started another
  * run meanwhile is dropped (its decisions would name the old region and
  * be refused anyway).
@@ -31,8 +32,17 @@ struct hot_page {
 	uint32_t reads[MGR_PP_MEMBERS], writes[MGR_PP_MEMBERS];
 };
 
+/* One range of the map, as one home reported it. */
+struct map_cell {
+	uint32_t homed, replicated, faults_round;
+	uint64_t faults_total;
+};
+
 struct mgr_vm_pages {
 	struct mgr_pp_vm pp;
+	/* the map of homes: nranges x nmembers cells, from the last round */
+	struct map_cell *map;
+	uint32_t range_pages, nranges;
 	uint64_t region; /* the run pp was made for */
 	uint16_t members[DSM_MAX_NODES];
 	uint16_t nmembers;
@@ -95,6 +105,8 @@ enum mgr_pp_mode mgr_vm_page_mode(const Cellmon__VmSpec *s)
 
 void mgr_vm_pages_free(struct mgr_vm *vm)
 {
+	if (vm->pages)
+		free(vm->pages->map);
 	free(vm->pages);
 	vm->pages = NULL;
 }
@@ -126,8 +138,9 @@ run_state(struct mgr_vm *vm, const Cellmon__PageSample *s, uint64_t now)
 		return NULL;
 	uint64_t last = p ? p->last_ms : now;
 
-	if (!p && !(p = vm->pages = malloc(sizeof(*p))))
+	if (!p && !(p = vm->pages = calloc(1, sizeof(*p))))
 		return NULL;
+	free(p->map); /* an earlier run's (the tick's marker has none) */
 	memset(p, 0, sizeof(*p));
 	p->last_ms = last;
 	p->region = vm->region;
@@ -180,6 +193,37 @@ static void apply_done(struct mgr *m, struct mgr_fan *f)
 	}
 }
 
+/* Keeps one node's part of the map from its sample (a map of another
+ * shape than the one kept starts it again). */
+static void note_map(struct mgr_vm_pages *p, int member,
+		     const Cellmon__PageSample *s)
+{
+	uint32_t n = (uint32_t)s->n_range_homed;
+
+	if (member < 0 || !s->range_pages || !n || s->n_range_replicated != n ||
+	    s->n_range_faults != n)
+		return;
+	if (!p->map || p->range_pages != s->range_pages || p->nranges != n) {
+		free(p->map);
+		p->map = calloc((size_t)n * p->nmembers, sizeof(*p->map));
+		if (!p->map)
+			return;
+		p->range_pages = s->range_pages;
+		p->nranges = n;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct map_cell *c = &p->map[(size_t)i * p->nmembers + member];
+		uint64_t t = s->range_faults[i];
+
+		c->homed = s->range_homed[i];
+		c->replicated = s->range_replicated[i];
+		c->faults_round = t >= c->faults_total
+					  ? (uint32_t)(t - c->faults_total)
+					  : 0;
+		c->faults_total = t;
+	}
+}
+
 /* Converts one home's sample and decides; the decisions go into b. */
 static void decide_home(struct mgr *m, struct mgr_vm *vm,
 			struct mgr_vm_pages *p, const char *node,
@@ -193,6 +237,7 @@ static void decide_home(struct mgr *m, struct mgr_vm *vm,
 	struct mgr_pp_decision *d;
 	uint32_t k;
 
+	note_map(p, home, s);
 	if (home < 0 || !s->n_pages || b->n >= DSM_MAX_NODES)
 		return;
 	ps = calloc(s->n_pages, sizeof(*ps));
@@ -323,6 +368,19 @@ static void sample_done(struct mgr *m, struct mgr_fan *f)
 	free(b); /* the commands are packed when sent */
 }
 
+/* The sample command: the map alone while the VM's policy is off. */
+static int build_sample(struct mgr *m, void *arg, const char *node,
+			Cellmon__Command *cmd, void **own)
+{
+	struct mgr_vm *vm = arg;
+	int rc = mgr_vm_build_target(m, vm, node, cmd, own);
+
+	if (!rc)
+		cmd->target->map_only =
+			mgr_vm_page_mode(vm->spec) == MGR_PP_OFF;
+	return rc;
+}
+
 void mgr_vm_pages_tick(struct mgr *m, uint64_t now)
 {
 	if (!m->cfg.policy_interval_ms)
@@ -332,8 +390,7 @@ void mgr_vm_pages_tick(struct mgr *m, uint64_t now)
 		const char *nodes[MGR_VM_MAX_NODES];
 		size_t n;
 
-		if (vm->state != CELLMON__VM_STATE__VM_RUNNING || vm->busy ||
-		    mgr_vm_page_mode(vm->spec) == MGR_PP_OFF)
+		if (vm->state != CELLMON__VM_STATE__VM_RUNNING || vm->busy)
 			continue;
 		if (vm->pages &&
 		    (vm->pages->inflight ||
@@ -351,8 +408,7 @@ void mgr_vm_pages_tick(struct mgr *m, uint64_t now)
 		n = mgr_vm_nodes(vm, nodes);
 		if (mgr_fan_out(m, nodes, n,
 				CELLMON__COMMAND_KIND__CMD_VM_PAGES_SAMPLE,
-				mgr_vm_build_target, vm, vm->id, sample_done,
-				NULL))
+				build_sample, vm, vm->id, sample_done, NULL))
 			vm->pages->inflight = false;
 	}
 }
@@ -428,6 +484,8 @@ void mgr_vm_pages_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	Cellmon__VmPagesReply r = CELLMON__VM_PAGES_REPLY__INIT;
 	Cellmon__PageHeat *heat, **heatp;
 	Cellmon__SharedPage *sh, **shp;
+	Cellmon__PageRange *rg = NULL, **rgp = NULL;
+	uint32_t *rnums = NULL;
 	char **names;
 	uint32_t *nums, *vcpus;
 	size_t nn = 0, nv = 0, nx = 0;
@@ -449,7 +507,7 @@ void mgr_vm_pages_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	heatp = calloc(p->nhot + 1, sizeof(*heatp));
 	sh = calloc(p->pp.nshared + 1, sizeof(*sh));
 	shp = calloc(p->pp.nshared + 1, sizeof(*shp));
-	names = calloc((2u * p->nhot + 2u * p->pp.nshared + 1) * p->nmembers +
+	names = calloc((2u * p->nhot + 2u * p->pp.nshared + 2) * p->nmembers +
 			       1,
 		       sizeof(*names));
 	nums = calloc((size_t)2 * p->nhot * p->nmembers + 1, sizeof(*nums));
@@ -522,8 +580,42 @@ void mgr_vm_pages_info(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	}
 	r.shared = shp;
 	r.n_shared = p->pp.nshared;
+	if (p->map) {
+		rg = calloc(p->nranges, sizeof(*rg));
+		rgp = calloc(p->nranges, sizeof(*rgp));
+		rnums = calloc((size_t)2 * p->nranges * p->nmembers,
+			       sizeof(*rnums));
+		r.map_nodes = names + nn;
+		r.n_map_nodes = names_of(m, p, ~0ull, names + nn);
+		nn += r.n_map_nodes;
+	}
+	if (rg && rgp && rnums) {
+		for (uint32_t i = 0; i < p->nranges; i++) {
+			Cellmon__PageRange *e = &rg[i];
+			const struct map_cell *c =
+				&p->map[(size_t)i * p->nmembers];
+
+			cellmon__page_range__init(e);
+			e->first = i * p->range_pages;
+			e->homed = rnums + (size_t)2 * i * p->nmembers;
+			e->faults = e->homed + p->nmembers;
+			e->n_homed = e->n_faults = p->nmembers;
+			for (uint16_t k = 0; k < p->nmembers; k++) {
+				e->homed[k] = c[k].homed;
+				e->faults[k] = c[k].faults_round;
+				e->replicated += c[k].replicated;
+			}
+			rgp[i] = e;
+		}
+		r.range_pages = p->range_pages;
+		r.ranges = rgp;
+		r.n_ranges = p->nranges;
+	}
 	cell_rpc_reply(call, CELLMON__MSG_TYPE__MSG_VM_PAGES_REPLY, &r.base);
 out:
+	free(rg);
+	free(rgp);
+	free(rnums);
 	free(heat);
 	free(heatp);
 	free(sh);

@@ -279,8 +279,9 @@ void agent_vm_ack_free(Cellmon__CommandAck *ack);
 /* agent_pages.c: the page policy's sample and decisions (CMD_VM_PAGES_*);
  * results freed by agent_pages_ack_free. */
 #define AGENT_PAGE_SAMPLE 4096 /* pages per sample, most remote first */
-int agent_pages_sample(struct agent_vm *vm, Cellmon__CommandAck *ack, char *err,
-		       size_t len);
+#define AGENT_MAP_RANGES  256  /* ranges of the map of homes per sample */
+int agent_pages_sample(struct agent_vm *vm, bool map_only,
+		       Cellmon__CommandAck *ack, char *err, size_t len);
 int agent_pages_apply(struct agent_vm *vm, const Cellmon__PageDecisions *d,
 		      Cellmon__CommandAck *ack, char *err, size_t len);
 void agent_pages_ack_free(Cellmon__CommandAck *ack);

@@ -28,7 +28,37 @@
 struct sample_result {
 	Cellmon__PageSample s;
 	uint32_t members[DSM_MAX_NODES];
+	uint32_t homed[AGENT_MAP_RANGES], replicated[AGENT_MAP_RANGES];
+	uint64_t faults[AGENT_MAP_RANGES];
 };
+
+/* The region's range map into r (nothing on error: the sample stands
+ * without it). */
+static void range_map(struct agent_vm *vm, struct sample_result *r)
+{
+	uint32_t npages = (uint32_t)(dsm_region_size(vm->region) / DSM_PAGE);
+	uint32_t n = npages < AGENT_MAP_RANGES ? npages : AGENT_MAP_RANGES;
+	uint32_t per = n ? (npages + n - 1) / n : 0;
+	struct dsm_range_info info[AGENT_MAP_RANGES];
+
+	if (!per)
+		return;
+	n = (npages + per - 1) / per;
+	if (dsm_region_range_map(vm->region, per, info, n))
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		r->homed[i] = info[i].homed;
+		r->replicated[i] = info[i].replicated;
+		r->faults[i] = info[i].faults;
+	}
+	r->s.range_pages = per;
+	r->s.range_homed = r->homed;
+	r->s.n_range_homed = n;
+	r->s.range_replicated = r->replicated;
+	r->s.n_range_replicated = n;
+	r->s.range_faults = r->faults;
+	r->s.n_range_faults = n;
+}
 
 /* Pages per sample: AGENT_PAGE_SAMPLE, fewer for wide regions, so that
  * the answer stays well under the RPC layer's frame limit (1 MiB by
@@ -40,12 +70,12 @@ static uint32_t sample_max(uint16_t nmembers)
 	return by_size < AGENT_PAGE_SAMPLE ? by_size : AGENT_PAGE_SAMPLE;
 }
 
-int agent_pages_sample(struct agent_vm *vm, Cellmon__CommandAck *ack, char *err,
-		       size_t len)
+int agent_pages_sample(struct agent_vm *vm, bool map_only,
+		       Cellmon__CommandAck *ack, char *err, size_t len)
 {
 	uint32_t max = sample_max(vm->nmembers ? vm->nmembers : 1);
 	struct dsm_page_sample *raw = calloc(max, sizeof(*raw));
-	struct dsm_sample_info info;
+	struct dsm_sample_info info = {0};
 	struct sample_result *r;
 	Cellmon__PageCounts **ptr, *pc;
 	uint32_t *counts;
@@ -58,7 +88,9 @@ int agent_pages_sample(struct agent_vm *vm, Cellmon__CommandAck *ack, char *err,
 		snprintf(err, len, "vm %s has no region here", vm->name);
 		return -ENOENT;
 	}
-	rc = dsm_region_sample(vm->region, raw, max, &info);
+	/* map only (the VM's policy is off): its counts stay for a round
+	 * that decides, should the policy be turned on */
+	rc = map_only ? 0 : dsm_region_sample(vm->region, raw, max, &info);
 	if (rc) {
 		snprintf(err, len, "vm %s: sampling its pages: %s", vm->name,
 			 strerror(-rc));
@@ -106,6 +138,7 @@ int agent_pages_sample(struct agent_vm *vm, Cellmon__CommandAck *ack, char *err,
 	free(raw);
 	r->s.pages = ptr;
 	r->s.n_pages = info.count;
+	range_map(vm, r);
 	ack->result_case = CELLMON__COMMAND_ACK__RESULT_SAMPLE;
 	ack->sample = &r->s;
 	if (info.lost || info.ranked > info.count)

@@ -828,7 +828,7 @@ static int target_command(struct agent *a, const Cellmon__Command *cmd,
 		rc = vm_migrate_out(a, vm, t->migrate_to, ack, err, len);
 		break;
 	case CELLMON__COMMAND_KIND__CMD_VM_PAGES_SAMPLE:
-		rc = agent_pages_sample(vm, ack, err, len);
+		rc = agent_pages_sample(vm, t->map_only, ack, err, len);
 		break;
 	default:
 		rc = vm_stats(a, vm, ack);

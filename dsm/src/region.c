@@ -458,6 +458,48 @@ static int region_stats_cmd(struct dsm_node *n, void *arg)
 	return 0;
 }
 
+struct map_arg {
+	struct dsm_region *r;
+	uint32_t range_pages, n;
+	struct dsm_range_info *out;
+};
+
+static int range_map_cmd(struct dsm_node *n, void *arg)
+{
+	struct map_arg *a = arg;
+	const struct dsm__engine *e = &a->r->eng;
+
+	memset(a->out, 0, a->n * sizeof(*a->out));
+	for (uint32_t p = 0; p < a->r->npages; p++) {
+		const struct dsm__page_counters *c = dsm__page_counters(e, p);
+		uint32_t i = p / a->range_pages;
+		uint64_t copies, version;
+		uint16_t owner;
+		bool busy;
+
+		if (i >= a->n)
+			break;
+		a->out[i].faults += (uint64_t)c->read_faults + c->write_faults;
+		if (!dsm__dir_get(e, p, &owner, &copies, &version, &busy))
+			continue; /* not homed here */
+		(void)n;
+		a->out[i].homed++;
+		if (__builtin_popcountll(copies) >= 2)
+			a->out[i].replicated++;
+	}
+	return 0;
+}
+
+int dsm_region_range_map(struct dsm_region *r, uint32_t range_pages,
+			 struct dsm_range_info *out, uint32_t n)
+{
+	struct map_arg a = {r, range_pages, n, out};
+
+	if (!range_pages || !n)
+		return -EINVAL;
+	return dsm__run_on_node(r->node, range_map_cmd, &a);
+}
+
 int dsm_region_memfd(const struct dsm_region *r)
 {
 	/* the memfd never changes once the region exists */

@@ -164,6 +164,29 @@ static long long homed_on(const char *vm, const char *node)
 	return h;
 }
 
+/* Pages vm pages' map says node homes for vm (-1: no map). */
+static long long map_homed_on(const char *vm, const char *node)
+{
+	json_t *j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
+				 TSC_WORDS("vm", "pages", vm)),
+	       *n, *g;
+	long long sum = -1;
+	size_t i, k = SIZE_MAX;
+
+	json_array_foreach(json_object_get(j, "map_nodes"), i,
+			   n) if (strcmp(json_string_value(n), node) == 0) k =
+		i;
+	json_array_foreach(json_object_get(j, "ranges"), i, g)
+	{
+		if (sum < 0)
+			sum = 0;
+		sum += json_integer_value(
+			json_array_get(json_object_get(g, "homed"), k));
+	}
+	json_decref(j);
+	return k == SIZE_MAX ? -1 : sum;
+}
+
 /* The page policy end to end: a vCPU on node1 working on a 2 MiB slice
  * of a VM whose every page is homed on node2. With the default policy
  * (all) the homes of the pages it uses move to node1 within a few
@@ -195,9 +218,21 @@ static void test_vm_page_policy_moves_homes_to_user(void **state)
 	       (unsigned long long)(ts_now_ms() - t0), h);
 	assert_true(h >= 512);
 	assert_int_equal(homed_on("ppoff", "node1"), 0);
+	/* vm pages' map says the same, for the off VM too (its rounds only
+	 * keep the map) */
+	for (uint64_t t1 = ts_now_ms();
+	     map_homed_on("pp", "node1") < 512 && ts_now_ms() - t1 < 5000;)
+		usleep(200 * 1000);
+	assert_true(map_homed_on("pp", "node1") >= 512);
+	for (uint64_t t1 = ts_now_ms();
+	     map_homed_on("ppoff", "node2") < 2048 && ts_now_ms() - t1 < 5000;)
+		usleep(200 * 1000);
+	assert_int_equal(map_homed_on("ppoff", "node2"), 2048); /* 8 MiB */
+	assert_int_equal(map_homed_on("ppoff", "node1"), 0);
 	/* vm pages says what was done, in text and JSON */
 	assert_int_equal(CTL(&out, "vm", "pages", "pp"), 0);
 	assert_non_null(strstr(out, "page policy all"));
+	assert_non_null(strstr(out, "where its memory lives"));
 	free(out);
 	{
 		json_t *j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,

@@ -218,6 +218,18 @@ struct dsm_region_stats {
 };
 int dsm_region_stats(struct dsm_region *r, struct dsm_region_stats *out);
 
+/* The region's pages cut into n ranges of range_pages each (the last may
+ * be short; ranges past the end are zero): per range, the pages this
+ * node is the home of, of them those with read-only copies on two or
+ * more nodes, and this node's faults that needed the protocol so far
+ * (any home). For a map of where memory lives (cellctl vm pages). */
+struct dsm_range_info {
+	uint32_t homed, replicated;
+	uint64_t faults;
+};
+int dsm_region_range_map(struct dsm_region *r, uint32_t range_pages,
+			 struct dsm_range_info *out, uint32_t n);
+
 struct dsm_node_stats {
 	uint64_t faults; /* uffd faults handled */
 	uint64_t msgs_sent, msgs_recv;
