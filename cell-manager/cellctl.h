@@ -57,6 +57,9 @@ void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args);
 /* Prints a JSON value to stdout and frees it (cellctl_print.c); NULL
  * (a failed json_pack) is reported on stderr. */
 void ctl_emit_json(json_t *j);
+/* A page policy's name; DEFAULT (a reply from before there was one, or
+ * a cell stored before cells had one) reads as all. */
+const char *ctl_page_policy_name(int page_policy);
 
 /*
  * Renderers, one per reply type: JSON to stdout when json is set, else a

@@ -96,6 +96,14 @@ static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
 	return o;
 }
 
+const char *ctl_page_policy_name(int page_policy)
+{
+	return cellproto_name(&cellproto_page_policies,
+			      page_policy
+				      ? page_policy
+				      : CELLMON__PAGE_POLICY__PAGE_POLICY_ALL);
+}
+
 static json_t *ctl_cell_json(const Cellmon__CellInfo *c)
 {
 	json_t *nodes = json_array();
@@ -104,11 +112,10 @@ static json_t *ctl_cell_json(const Cellmon__CellInfo *c)
 	for (size_t i = 0; nodes && i < c->n_nodes; i++)
 		json_array_append_new(nodes, json_string(c->nodes[i]));
 	iso_time(c->created_ms, created, sizeof(created));
-	return json_pack(
-		"{s:s, s:o, s:i, s:s, s:s}", "name", c->name, "nodes", nodes,
-		"nodes_up", (int)c->nodes_up, "created", created, "page_policy",
-		cellproto_name(&cellproto_page_policies,
-			       c->page_policy ? (int)c->page_policy : 4));
+	return json_pack("{s:s, s:o, s:i, s:s, s:s}", "name", c->name, "nodes",
+			 nodes, "nodes_up", (int)c->nodes_up, "created",
+			 created, "page_policy",
+			 ctl_page_policy_name((int)c->page_policy));
 }
 
 static json_t *ctl_status_json(const Cellmon__StatusReply *s)
@@ -219,8 +226,7 @@ static void ctl_print_cell(const Cellmon__CellInfo *c)
 	printf("cell:     %s\n", c->name);
 	printf("created:  %s\n", created);
 	printf("pages:    %s (the page policy of VMs created without one)\n",
-	       cellproto_name(&cellproto_page_policies,
-			      c->page_policy ? (int)c->page_policy : 4));
+	       ctl_page_policy_name((int)c->page_policy));
 	printf("nodes:    %zu (%u up)\n", c->n_nodes, c->nodes_up);
 	for (size_t k = 0; k < c->n_nodes; k++)
 		printf("  - %s\n", c->nodes[k]);

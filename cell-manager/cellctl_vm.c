@@ -376,8 +376,7 @@ static json_t *spec_json(const Cellmon__VmSpec *s)
 		cellproto_name(&cellproto_homes, s->home), "anti_affinity",
 		s->anti_affinity, "disks", disks, "kernel", s->kernel, "initrd",
 		s->initrd, "page_policy",
-		cellproto_name(&cellproto_page_policies,
-			       s->page_policy ? (int)s->page_policy : 4));
+		ctl_page_policy_name((int)s->page_policy));
 }
 
 static json_t *vm_json(const Cellmon__VmInfo *v)
@@ -484,9 +483,7 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 	       s->node[0] ? ", node " : "", s->node,
 	       s->anti_affinity[0] ? ", anti-affinity " : "", s->anti_affinity,
 	       cellproto_name(&cellproto_homes, s->home),
-	       cellproto_name(&cellproto_page_policies,
-			      s->page_policy ? (int)s->page_policy : 4),
-	       v->runs);
+	       ctl_page_policy_name((int)s->page_policy), v->runs);
 	printf("disks:     ");
 	for (size_t i = 0; i < s->n_disks; i++)
 		printf("%s%zu=%s", i ? " " : "", i, s->disks[i]);
@@ -823,13 +820,13 @@ static void print_map(const Cellmon__VmPagesReply *r)
 		for (size_t j = i; j < i + per && j < r->n_ranges; j++) {
 			const Cellmon__PageRange *g = r->ranges[j];
 
-			for (size_t k = 0; k < nn && k < MAP_NODES; k++) {
+			for (size_t k = 0; k < nn; k++) {
 				homed[k] += k < g->n_homed ? g->homed[k] : 0;
 				faults[k] += k < g->n_faults ? g->faults[k] : 0;
 			}
 			repl += g->replicated;
 		}
-		for (size_t k = 0; k < nn && k < MAP_NODES; k++)
+		for (size_t k = 0; k < nn; k++)
 			pages += homed[k];
 		/* up to the next row's first page; the last row ends where
 		 * its pages do */
@@ -854,9 +851,7 @@ static void print_map(const Cellmon__VmPagesReply *r)
 void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args)
 {
 	const Cellmon__VmPagesReply *r = (const void *)reply;
-	const char *mode =
-		cellproto_name(&cellproto_page_policies,
-			       r->page_policy ? (int)r->page_policy : 4);
+	const char *mode = ctl_page_policy_name((int)r->page_policy);
 
 	(void)args;
 	if (json) {

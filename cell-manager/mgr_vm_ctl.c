@@ -68,6 +68,7 @@ void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 			  : NULL;
 	const char *names[VM_MAX_VCPUS];
 	struct mgr_vm *vm = NULL;
+	const struct mgr_cell *cell;
 	char why[600];
 	int rc;
 
@@ -75,9 +76,9 @@ void mgr_vm_create(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		cell_rpc_reply_error(call, -EINVAL, "no VM spec");
 		return;
 	}
-	if (s->page_policy == CELLMON__PAGE_POLICY__PAGE_POLICY_DEFAULT &&
-	    s->cell && mgr_cell_find(m, s->cell))
-		s->page_policy = mgr_cell_find(m, s->cell)->page_policy;
+	cell = s->cell ? mgr_cell_find(m, s->cell) : NULL;
+	if (s->page_policy == CELLMON__PAGE_POLICY__PAGE_POLICY_DEFAULT && cell)
+		s->page_policy = cell->page_policy;
 	rc = mgr_vm_spec_defaults(s);
 	if (rc)
 		snprintf(why, sizeof(why), "out of memory");

@@ -260,7 +260,7 @@ static bool can_push(const struct dsm__engine *r, uint32_t q, uint16_t to)
  * Read broadcast: a read miss on a page the policy marked for
  * replication also pushes it to every other marked reader without a
  * copy, queued behind the read. The first reader after a write pays the
- * fault; the others find the page there.
+ * fault; the others find the page there. Nothing for an unmarked page.
  */
 static void broadcast(struct dsm__engine *r, uint32_t p, uint16_t reader)
 {
@@ -268,6 +268,8 @@ static void broadcast(struct dsm__engine *r, uint32_t p, uint16_t reader)
 	uint64_t to = d->replicas & r->members_mask &
 		      ~(d->copyset | bit(reader) | bit(r->cfg.self));
 
+	if (!to)
+		return;
 	if (d->owner != DSM_NO_NODE)
 		to &= ~bit(d->owner);
 	for (int n; (n = lowest(to)) >= 0; to &= to - 1) {
@@ -313,8 +315,7 @@ static void prefetch(struct dsm__engine *r, uint32_t p, uint16_t to,
 			grant_untouched(r, q, to, DSM_GRANT_PUSH);
 		} else {
 			home_read(r, q, to, 0, true);
-			if (d->replicas)
-				broadcast(r, q, to);
+			broadcast(r, q, to);
 		}
 		if (r->home[q] != r->cfg.self)
 			break; /* handed to `to` by first touch */
@@ -365,8 +366,7 @@ static void home_start(struct dsm__engine *r, const struct dsm__msg *m)
 		if (m->window > 1 && m->from != r->cfg.self)
 			downgrade_run(r, p, m->from, m->window);
 		home_read(r, p, m->from, m->version, false);
-		if (d->replicas)
-			broadcast(r, p, m->from);
+		broadcast(r, p, m->from);
 		if (m->window > 1)
 			prefetch(r, p, m->from, m->window, false);
 		break;

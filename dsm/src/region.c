@@ -469,6 +469,7 @@ static int range_map_cmd(struct dsm_node *n, void *arg)
 	struct map_arg *a = arg;
 	const struct dsm__engine *e = &a->r->eng;
 
+	(void)n;
 	memset(a->out, 0, a->n * sizeof(*a->out));
 	for (uint32_t p = 0; p < a->r->npages; p++) {
 		const struct dsm__page_counters *c = dsm__page_counters(e, p);
@@ -482,7 +483,6 @@ static int range_map_cmd(struct dsm_node *n, void *arg)
 		a->out[i].faults += (uint64_t)c->read_faults + c->write_faults;
 		if (!dsm__dir_get(e, p, &owner, &copies, &version, &busy))
 			continue; /* not homed here */
-		(void)n;
 		a->out[i].homed++;
 		if (__builtin_popcountll(copies) >= 2)
 			a->out[i].replicated++;
