@@ -26,6 +26,7 @@
 
 #include <event2/event.h>
 
+#include "cell/config.h"
 #include "cell/rpc.h"
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
@@ -51,6 +52,8 @@ struct agent_config {
 	char dsm_listen[128];
 	int64_t dsm_window_ms;
 	int64_t dsm_prefetch;
+	char dsm_wait[16];
+	int64_t dsm_spin_max_us;
 	int64_t dsm_poll_us;
 	int64_t dsm_wait_spin_us;
 	int64_t dsm_timeout_ms;
@@ -63,6 +66,13 @@ struct agent_config {
 	int64_t cache_size;
 	char log_level[16];
 };
+
+/* agent_config.c: every key of the agent's configuration. */
+extern const struct cell_config_key agent_config_table[];
+/* The DSM node configuration the agent's config gives (all but the id,
+ * epoch and transport, which are the caller's). */
+void agent_dsm_config(const struct agent_config *cfg,
+		      struct dsm_node_config *c);
 
 enum agent_state {
 	AGENT_CONNECTING,

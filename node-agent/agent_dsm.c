@@ -41,18 +41,17 @@ static int handoff_check(int pid, uint64_t region, void *arg)
 
 int agent_dsm_start(struct agent *a, uint32_t dsm_id)
 {
-	struct dsm_node_config c = {0};
+	struct dsm_node_config c;
 	char host[128];
 	int rc;
 
+	agent_dsm_config(&a->cfg, &c);
 	c.id = (uint16_t)dsm_id;
-	c.listen = a->cfg.dsm_listen;
-	c.window_ms = (uint32_t)a->cfg.dsm_window_ms;
-	c.prefetch_max = (uint32_t)a->cfg.dsm_prefetch;
-	c.poll_us = (uint32_t)a->cfg.dsm_poll_us;
-	c.wait_spin_us = (uint32_t)a->cfg.dsm_wait_spin_us;
 	c.epoch = a->dsm_epoch;
-	c.request_timeout_ms = (uint32_t)a->cfg.dsm_timeout_ms;
+	if (c.wait == DSM_WAIT_ADAPTIVE && (c.poll_us || c.wait_spin_us))
+		CELL_WARN(MOD,
+			  "dsm_poll_us and dsm_wait_spin_us are for dsm_wait = "
+			  "fixed; with adaptive waiting they are ignored");
 	rc = dsm_node_create(&c, &a->dsm);
 	if (rc) {
 		CELL_ERROR(MOD, "cannot start the DSM node id=%u listen=%s: %s",

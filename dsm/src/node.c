@@ -2,10 +2,10 @@
  * The DSM node: its thread, API commands, messages and peers. Regions
  * and the fault loop are region.c's, the engine's env ops env.c's.
  *
- * The node thread runs a libevent loop that busy-polls for poll_us after
- * serving a peer and for wait_spin_us while it waits for a reply (see
- * node_main); otherwise it sleeps at once and leaves the core to the
- * application thread it just woke.
+ * The node thread runs a libevent loop that, after its work, spins for a
+ * while waiting for a reply or for more work, then sleeps: how long is
+ * learned on this host (wait.c), or fixed by poll_us and wait_spin_us
+ * (see node_main).
  *
  * API calls from other threads become commands: queued under mu, the
  * loop woken through a libevent user event, the caller waiting on cv.
@@ -247,22 +247,70 @@ static uint32_t outstanding(const struct dsm_node *n)
 }
 
 /*
- * The loop's polling policy. Spin (non-blocking passes) for poll_us after
- * serving a peer's request (more tend to follow), and for wait_spin_us
- * after our last work while a request of ours waits for its reply;
- * otherwise sleep at once, so that the application thread we just woke
- * gets the core. Spinning for replies saves a wake-up (~5 us here) but
- * costs the peer far more on a VM: the peer's write-protects and hole
- * punches send TLB-shootdown IPIs to every CPU that ran its memory, and
- * an IPI to a vCPU that is busy spinning took ~47 us on these machines
- * against ~6-10 us to an idle one, so the default is 0. A spinning node
- * yields between passes, so it never holds off a thread woken on its
- * CPU.
+ * The loop's waiting. After a pass that did work, a wait begins: for the
+ * reply to a request of ours if one is outstanding, else for more work
+ * if the pass served a peer (more tend to follow), else none (sleep).
+ * The wait spins (non-blocking passes) for its budget, then sleeps; the
+ * next pass that finds work ends it, and under the adaptive policy its
+ * gap (begin to work found) goes to that wait's learner (wait.h), which
+ * sets the next budgets. Under the fixed policy the budgets are
+ * wait_spin_us and poll_us. Spinning saves a wake-up (~5 us here) but
+ * can cost the peer more: its write-protects and hole punches send
+ * TLB-shootdown IPIs to every CPU that ran its memory, and on some hosts
+ * an IPI to a vCPU that is busy spinning took ~47 us against ~6-10 us to
+ * an idle one; the learner sees that as longer gaps while spinning. A
+ * spinning node yields between passes, so it never holds off a thread
+ * woken on its CPU.
  */
+enum wait_kind { WAIT_NONE, WAIT_REPLY, WAIT_WORK };
+
+static uint32_t wait_budget(const struct dsm_node *n, enum wait_kind k,
+			    bool served)
+{
+	uint32_t b = 0;
+
+	if (n->cfg.wait == DSM_WAIT_ADAPTIVE)
+		return k == WAIT_REPLY	? dsm_wait_budget(&n->reply_wait)
+		       : k == WAIT_WORK ? dsm_wait_budget(&n->work_wait)
+					: 0;
+	if (k == WAIT_REPLY)
+		b = n->cfg.wait_spin_us;
+	if (served && n->cfg.poll_us > b)
+		b = n->cfg.poll_us;
+	return b;
+}
+
+static const char *mode_name(enum dsm_wait_mode m)
+{
+	return m == DSM_WAIT_SPIN ? "spin" : "sleep";
+}
+
+/* A wait ended: its gap to the learner; a change of mode said. */
+static void wait_ended(struct dsm_node *n, enum wait_kind k, uint64_t gap)
+{
+	struct dsm_wait *w = k == WAIT_REPLY ? &n->reply_wait : &n->work_wait;
+	enum dsm_wait_mode before = w->mode;
+
+	if (n->cfg.wait != DSM_WAIT_ADAPTIVE || k == WAIT_NONE)
+		return;
+	dsm_wait_done(w, gap);
+	if (w->mode == before)
+		return;
+	n->stats.wait_switches++;
+	CELL_LOG_RL(CELL_LOG_INFO, MOD,
+		    "node %u: waiting for %s: %s (median gap spin %u us, "
+		    "sleep %u us; spin bound %u us)",
+		    n->id, k == WAIT_REPLY ? "replies" : "work",
+		    mode_name(w->mode), w->median[DSM_WAIT_SPIN],
+		    w->median[DSM_WAIT_SLEEP], w->bound_us);
+}
+
 static void *node_main(void *arg)
 {
 	struct dsm_node *n = arg;
-	uint64_t serve_until = 0, last_work = 0, now;
+	enum wait_kind kind = WAIT_NONE;
+	uint64_t since = 0, now;
+	uint32_t budget = 0;
 	bool spin = false;
 
 	/* One pass per turn: a blocking one returns after running what
@@ -276,15 +324,17 @@ static void *node_main(void *arg)
 			sched_yield();
 		event_base_loop(n->base, spin ? EVLOOP_NONBLOCK : EVLOOP_ONCE);
 		now = cell_now_us();
-		if (n->did_work)
-			last_work = now;
-		if (n->served)
-			serve_until = now + n->cfg.poll_us;
+		if (n->did_work) {
+			wait_ended(n, kind, now - since);
+			kind = outstanding(n) ? WAIT_REPLY
+			       : n->served    ? WAIT_WORK
+					      : WAIT_NONE;
+			budget = wait_budget(n, kind, n->served);
+			since = now;
+		}
 		n->did_work = false;
 		n->served = false;
-		spin = (outstanding(n) &&
-			now - last_work < n->cfg.wait_spin_us) ||
-		       now < serve_until;
+		spin = now - since < budget;
 	}
 	return NULL;
 }
@@ -293,6 +343,7 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg);
 
 int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 {
+	struct dsm_wait_params wp = dsm_wait_defaults;
 	struct dsm_node *n;
 	char err[256];
 	int fd, rc;
@@ -314,6 +365,10 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 	n->id = cfg->id;
 	n->epoch = cfg->epoch;
 	n->listen_fd = n->handoff_fd = -1;
+	wp.spin_max_us = cfg->spin_max_us ? cfg->spin_max_us
+					  : dsm_wait_defaults.spin_max_us;
+	dsm_wait_init(&n->reply_wait, &wp);
+	dsm_wait_init(&n->work_wait, &wp);
 	pthread_mutex_init(&n->mu, NULL);
 	pthread_cond_init(&n->cv, NULL);
 	n->local = calloc(DSM_LOCAL_RING, sizeof(*n->local));
@@ -347,8 +402,16 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 		rc = -EAGAIN;
 		goto err;
 	}
-	CELL_INFO(MOD, "node %u listening port=%d poll_us=%u wait_spin_us=%u",
-		  n->id, n->port, cfg->poll_us, cfg->wait_spin_us);
+	if (cfg->wait == DSM_WAIT_ADAPTIVE)
+		CELL_INFO(MOD,
+			  "node %u listening port=%d waiting adaptive "
+			  "(spin at most %u us)",
+			  n->id, n->port, n->reply_wait.p.spin_max_us);
+	else
+		CELL_INFO(MOD,
+			  "node %u listening port=%d waiting fixed "
+			  "poll_us=%u wait_spin_us=%u",
+			  n->id, n->port, cfg->poll_us, cfg->wait_spin_us);
 	*out = n;
 	return 0;
 err:
@@ -539,7 +602,15 @@ void dsm_node_set_epoch(struct dsm_node *n, uint32_t epoch)
 
 static int stats_cmd(struct dsm_node *n, void *arg)
 {
-	*(struct dsm_node_stats *)arg = n->stats;
+	struct dsm_node_stats *st = arg;
+
+	*st = n->stats;
+	if (n->cfg.wait == DSM_WAIT_ADAPTIVE) {
+		st->reply_wait_mode = (uint8_t)(n->reply_wait.cur + 1);
+		st->work_wait_mode = (uint8_t)(n->work_wait.cur + 1);
+		st->reply_spin_us = dsm_wait_budget(&n->reply_wait);
+		st->work_spin_us = dsm_wait_budget(&n->work_wait);
+	}
 	return 0;
 }
 

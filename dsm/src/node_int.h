@@ -26,6 +26,7 @@
 #include "attach.h"
 #include "dsm/dsm.h"
 #include "proto.h"
+#include "wait.h"
 
 #define DSM_MAX_MAPS	 8
 #define DSM_MAX_REGIONS	 16
@@ -170,6 +171,8 @@ struct dsm_node {
 	bool did_work;
 	struct dsm_region *staged; /* the region with staged installs */
 	bool served; /* handled a request from a peer in this pass */
+	/* adaptive waiting (wait.h): for our replies, for more work */
+	struct dsm_wait reply_wait, work_wait;
 	/* commands and waiters: under mu, signalled through cv */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;

@@ -36,6 +36,13 @@
 struct dsm_node;
 struct dsm_region;
 
+/* How the node thread waits for a reply and for more work after serving
+ * a peer (docs/design/dsm-protocol.md, "Waiting"). */
+enum dsm_wait_policy {
+	DSM_WAIT_ADAPTIVE = 0, /* spin or sleep by what this host measures */
+	DSM_WAIT_FIXED,	       /* poll_us and wait_spin_us as given */
+};
+
 enum dsm_transport {
 	DSM_TRANSPORT_TCP = 0, /* one TCP connection per pair of nodes */
 	DSM_TRANSPORT_LOOP,    /* nodes of this process only (tests) */
@@ -46,16 +53,20 @@ struct dsm_node_config {
 	const char *listen;    /* "host:port" for peer traffic; port 0: any */
 	uint32_t window_ms;    /* Mirage time window; 0: off */
 	uint32_t prefetch_max; /* pages per read miss (1: none; at most 64) */
-	uint32_t poll_us;      /* busy-poll this long before sleeping */
+	uint32_t poll_us;      /* FIXED: busy-poll this long after serving
+				* a peer before sleeping */
 	uint32_t epoch;	       /* initial epoch stamped on every message */
 	enum dsm_transport transport; /* TCP unless set */
 	uint32_t request_timeout_ms;  /* page requests unanswered this long
 				       * fail their region; 0: no limit */
-	uint32_t wait_spin_us; /* busy-poll this long for a reply to our own
-				* request before sleeping; 0: sleep at once.
-				* On VMs a spinning thread makes the TLB
-				* shootdowns every downgrade needs slow
-				* (docs/benchmarks.md). */
+	uint32_t wait_spin_us;	   /* busy-poll this long for a reply to our own
+				    * request before sleeping; 0: sleep at once.
+				    * On VMs a spinning thread makes the TLB
+				    * shootdowns every downgrade needs slow
+				    * (docs/benchmarks.md). */
+	enum dsm_wait_policy wait; /* adaptive unless set; poll_us and
+				    * wait_spin_us apply only to FIXED */
+	uint32_t spin_max_us;	   /* adaptive: the longest spin; 0: 200 */
 };
 
 /*
@@ -235,6 +246,11 @@ struct dsm_node_stats {
 	uint64_t msgs_sent, msgs_recv;
 	uint64_t pages_sent, pages_recv;
 	uint64_t refused; /* bad or stale messages */
+	/* adaptive waiting (0 under the fixed policy): the mode each wait
+	 * uses now (1 spin, 2 sleep), its spin bound and its switches */
+	uint8_t reply_wait_mode, work_wait_mode;
+	uint32_t reply_spin_us, work_spin_us;
+	uint64_t wait_switches;
 };
 void dsm_node_stats(struct dsm_node *n, struct dsm_node_stats *out);
 
