@@ -45,7 +45,7 @@ const struct cell_config_key agent_config_table[] = {
 	 "host:port for DSM page traffic from peers (port 0: any)"},
 	{"dsm_window", CELL_CFG_DURATION, CFG(dsm_window_ms), 0, 0, 1000, "1ms",
 	 "DSM time window a node keeps a page before surrendering it"},
-	{"dsm_prefetch", CELL_CFG_INT, CFG(dsm_prefetch), 0, 1, 64, "8",
+	{"dsm_prefetch", CELL_CFG_INT, CFG(dsm_prefetch), 0, 1, 64, "64",
 	 "most pages fetched per DSM read miss (1: no prefetch)"},
 	{"dsm_wait", CELL_CFG_ENUM, STR(dsm_wait), 0, 0, "adaptive",
 	 "how the DSM thread waits for a reply and for more work: adaptive "
