@@ -43,7 +43,7 @@ const struct cell_config_key agent_config_table[] = {
 	 "largest frame payload accepted"},
 	{"dsm_listen", CELL_CFG_STRING, STR(dsm_listen), 0, 0, "0.0.0.0:0",
 	 "host:port for DSM page traffic from peers (port 0: any)"},
-	{"dsm_window", CELL_CFG_DURATION, CFG(dsm_window_ms), 0, 0, 1000, "1ms",
+	{"dsm_window", CELL_CFG_DURATION, CFG(dsm_window_ms), 0, 0, 1000, "0",
 	 "DSM time window a node keeps a page before surrendering it"},
 	{"dsm_prefetch", CELL_CFG_INT, CFG(dsm_prefetch), 0, 1, 64, "64",
 	 "most pages fetched per DSM read miss (1: no prefetch)"},

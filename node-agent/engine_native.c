@@ -146,6 +146,10 @@ static int native_check(struct agent *a, const Cellmon__VmSpec *s, char *err,
 const struct agent_engine_ops agent_native_engine = {
 	.id = CELLMON__ENGINE__ENGINE_NATIVE,
 	.name = "native",
+	/* 256 KiB, as for qemu VMs: a guest's arrays are runs of pages,
+	 * and page-by-page interleave left prefetch and zero fault-around
+	 * one page per fault (matmul on 2 nodes: 4,430 remote faults) */
+	.stripe_pages = 64,
 	.check = native_check,
 	.start = native_start,
 	.stop = native_stop,

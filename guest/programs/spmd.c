@@ -8,13 +8,24 @@
  *
  *   spmd [N [ITERATIONS]]      defaults 256 and 20
  *
- * Output (vCPU 0): "spmd: n=N iterations=I vcpus=V checksum=<16 hex>".
+ * Output (vCPU 0): "spmd: n=N iterations=I vcpus=V checksum=<16 hex>
+ * sweeps_s=<seconds>", sweeps_s being the sweeps alone (from the barrier
+ * after the grid's first values to the last sweep's).
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "cellguest.h"
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static uint32_t init_value(uint32_t i, uint32_t j)
 {
@@ -44,6 +55,7 @@ int main(int argc, char **argv)
 	uint32_t n = argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 10) : 256;
 	uint32_t iters = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 10) : 20;
 	uint32_t *grid[2], lo, hi;
+	double t0;
 	unsigned v, nv;
 	int rc = cg_init();
 
@@ -65,6 +77,7 @@ int main(int argc, char **argv)
 			grid[0][(size_t)i * n + j] = init_value(i, j);
 	if (cg_barrier(0))
 		return 3;
+	t0 = now_s();
 	for (uint32_t it = 0; it < iters; it++) {
 		sweep(grid[it & 1], grid[(it + 1) & 1], n, lo, hi);
 		if (cg_barrier(0))
@@ -74,8 +87,9 @@ int main(int argc, char **argv)
 		uint64_t h = cg_fnv(CG_FNV_INIT, grid[iters & 1],
 				    (size_t)n * n * sizeof(uint32_t));
 
-		printf("spmd: n=%u iterations=%u vcpus=%u checksum=%016llx\n",
-		       n, iters, nv, (unsigned long long)h);
+		printf("spmd: n=%u iterations=%u vcpus=%u checksum=%016llx "
+		       "sweeps_s=%.3f\n",
+		       n, iters, nv, (unsigned long long)h, now_s() - t0);
 	}
 	return 0;
 }
