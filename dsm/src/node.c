@@ -17,6 +17,7 @@
  * of work: the local ring, the transport's flush, the staged installs.
  */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -341,6 +342,15 @@ static void *node_main(void *arg)
 
 static void watch_cb(evutil_socket_t fd, short what, void *arg);
 
+/* "dsm-node 3" in top -H, ps -L and perf (15 characters at most). */
+static void name_thread(struct dsm_node *n)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "dsm-node %u", n->id);
+	pthread_setname_np(n->thread, name);
+}
+
 int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 {
 	struct dsm_wait_params wp = dsm_wait_defaults;
@@ -402,6 +412,7 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 		rc = -EAGAIN;
 		goto err;
 	}
+	name_thread(n);
 	if (cfg->wait == DSM_WAIT_ADAPTIVE)
 		CELL_INFO(MOD,
 			  "node %u listening port=%d waiting adaptive "

@@ -653,9 +653,10 @@ static double better(double a, double b)
 
 int main(int argc, char **argv)
 {
-	int p = -1, ws = -1, pf = -1, win = -1;
+	/* -1: the agent's */
+	int p = -1, ws = -1, pf = -1, win = -1, wait = -1;
 	bool only_sweep = false, only_threads = false, json = false;
-	bool changed = false;
+	bool changed;
 
 	agent_defaults();
 	for (int i = 1; i < argc; i++) {
@@ -672,9 +673,9 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!strcmp(argv[i], "--wait=adaptive"))
-			defaults.wait = DSM_WAIT_ADAPTIVE, changed = true;
+			wait = (int)DSM_WAIT_ADAPTIVE;
 		else if (!strcmp(argv[i], "--wait=fixed"))
-			defaults.wait = DSM_WAIT_FIXED, changed = true;
+			wait = (int)DSM_WAIT_FIXED;
 		else if (!int_arg(argv[i], "--samples=", &samples, 1,
 				  1000000) &&
 			 !int_arg(argv[i], "--sweep-pages=", &sweep_pages, 2,
@@ -691,14 +692,17 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	changed = wait >= 0 || p >= 0 || ws >= 0 || pf >= 0 || win >= 0;
+	if (wait >= 0)
+		defaults.wait = (enum dsm_wait_policy)wait;
 	if (p >= 0)
-		defaults.poll_us = (uint32_t)p, changed = true;
+		defaults.poll_us = (uint32_t)p;
 	if (ws >= 0)
-		defaults.wait_spin_us = (uint32_t)ws, changed = true;
+		defaults.wait_spin_us = (uint32_t)ws;
 	if (pf >= 0)
-		defaults.prefetch_max = (uint32_t)pf, changed = true;
+		defaults.prefetch_max = (uint32_t)pf;
 	if (win >= 0)
-		defaults.window_ms = (uint32_t)win, changed = true;
+		defaults.window_ms = (uint32_t)win;
 	if (changed)
 		defaults_desc = "the agent's defaults changed by options";
 	run_cfg = defaults;
