@@ -14,7 +14,8 @@
  * sleep (never spin) and spin (200 us for replies and for more work).
  *
  * Floors (dsm_floors.c): the best this machine does for each step alone
- * (TCP and uffd round trips, UFFDIO_COPY installs, a one-page
+ * (TCP and uffd round trips, the latter also with the handler on the
+ * faulting thread's CPU, UFFDIO_COPY installs, a one-page
  * write-protect with the other CPU idle or busy), and the bare exchanges:
  * a read miss (from a home that downgrades, and from one that need not)
  * and an upgrade done by hand with only the steps the protocol cannot do
@@ -737,7 +738,8 @@ int main(int argc, char **argv)
 	spin_cfg.poll_us = spin_cfg.wait_spin_us = 200;
 
 	struct pct tcp = floor_tcp(samples);
-	struct pct uf = floor_uffd(samples);
+	struct pct uf = floor_uffd(samples, false);
+	struct pct uf1 = floor_uffd(samples, true);
 	double inst = floor_install(sweep_pages);
 	struct pct wp_idle = floor_wp(samples, false);
 	struct pct wp_busy = floor_wp(samples, true);
@@ -762,6 +764,8 @@ int main(int argc, char **argv)
 	fig_config();
 	fig_pct("floor_tcp_rtt", "floor  tcp 4KiB req/resp rtt", tcp, NULL);
 	fig_pct("floor_uffd_rtt", "floor  uffd fault+continue rtt", uf, NULL);
+	fig_pct("floor_uffd_rtt_same_cpu", "floor  uffd rtt, handler on its CPU",
+		uf1, "(as node 0 and its faulting thread)");
 	fig_num("floor_install_pages_per_s",
 		"floor  UFFDIO_COPY installs, one thread  %9.0f pages/s"
 		"   (bounds the sweep)\n",

@@ -262,7 +262,7 @@ struct pct floor_tcp(int samples)
 
 struct uffd_floor {
 	struct watched w;
-	volatile bool stop;
+	volatile bool stop, yield;
 };
 
 static void *uffd_handler(void *arg)
@@ -271,8 +271,11 @@ static void *uffd_handler(void *arg)
 	struct uffd_msg msg;
 
 	while (!u->stop) {
-		if (read(u->w.uffd, &msg, sizeof(msg)) != sizeof(msg))
+		if (read(u->w.uffd, &msg, sizeof(msg)) != sizeof(msg)) {
+			if (u->yield)
+				sched_yield();
 			continue;
+		}
 		struct uffdio_continue c = {
 			.range = {msg.arg.pagefault.address & ~(DSM_PAGE - 1ul),
 				  DSM_PAGE}};
@@ -281,13 +284,15 @@ static void *uffd_handler(void *arg)
 	return NULL;
 }
 
-struct pct floor_uffd(int samples)
+struct pct floor_uffd(int samples, bool same_cpu)
 {
-	struct uffd_floor u = {0};
+	struct uffd_floor u = {.yield = same_cpu};
 	uint64_t *ns = calloc((size_t)samples, sizeof(*ns));
 	pthread_t t;
 
 	must(ns != NULL);
+	if (same_cpu)
+		pin_host(HOST_LOCAL); /* the handler thread inherits it */
 	watch_memfd(&u.w, (size_t)samples * DSM_PAGE, O_NONBLOCK,
 		    UFFD_FEATURE_MINOR_SHMEM, UFFDIO_REGISTER_MODE_MINOR, true);
 	memset(u.w.own, 1, u.w.len); /* pages in the page cache: minor faults */
@@ -301,6 +306,8 @@ struct pct floor_uffd(int samples)
 	u.stop = true;
 	pthread_join(t, NULL);
 	unwatch_memfd(&u.w);
+	if (same_cpu)
+		pin_host(HOST_ANY);
 	return percentiles(ns, samples);
 }
 

@@ -39,8 +39,11 @@ const char *pin_desc(void);
 
 /* 4 KiB request / 4 KiB response over loopback TCP, both ends polling. */
 struct pct floor_tcp(int samples);
-/* A minor fault resolved by a polling handler with UFFDIO_CONTINUE. */
-struct pct floor_uffd(int samples);
+/* A minor fault resolved by a polling handler with UFFDIO_CONTINUE; with
+ * same_cpu, the handler runs on the faulting thread's CPU and yields
+ * between polls, as a DSM node's thread does beside its vCPU on a host
+ * of one CPU (the benchmark's node 0). */
+struct pct floor_uffd(int samples, bool same_cpu);
 /* UFFDIO_WRITEPROTECT of one page while the thread that wrote the pages
  * sleeps (!busy) or spins on the other CPU (busy). */
 struct pct floor_wp(int samples, bool busy);
