@@ -764,8 +764,9 @@ int main(int argc, char **argv)
 	fig_config();
 	fig_pct("floor_tcp_rtt", "floor  tcp 4KiB req/resp rtt", tcp, NULL);
 	fig_pct("floor_uffd_rtt", "floor  uffd fault+continue rtt", uf, NULL);
-	fig_pct("floor_uffd_rtt_same_cpu", "floor  uffd rtt, handler on its CPU",
-		uf1, "(as node 0 and its faulting thread)");
+	fig_pct("floor_uffd_rtt_same_cpu",
+		"floor  uffd rtt, handler on its CPU", uf1,
+		"(as node 0 and its faulting thread)");
 	fig_num("floor_install_pages_per_s",
 		"floor  UFFDIO_COPY installs, one thread  %9.0f pages/s"
 		"   (bounds the sweep)\n",
