@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -318,4 +321,90 @@ double ts_median(double *v, size_t n)
 {
 	qsort(v, n, sizeof(v[0]), cmp_double);
 	return n ? v[n / 2] : 0;
+}
+
+int ts_http(int port, const char *request, char **body)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)port)};
+	struct timeval tv = {5, 0};
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap), *sep;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), status = 0;
+	ssize_t r;
+
+	if (body)
+		*body = NULL;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || !buf ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		if (fd >= 0)
+			close(fd);
+		free(buf);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (write(fd, request, strlen(request)) < 0)
+		status = 0;
+	shutdown(fd, SHUT_WR);
+	while ((r = read(fd, buf + len, cap - len - 1)) > 0) {
+		len += (size_t)r;
+		if (cap - len < 1024) {
+			char *nb = realloc(buf, cap * 2);
+
+			if (!nb)
+				break;
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	close(fd);
+	buf[len] = '\0';
+	sscanf(buf, "HTTP/1.%*d %d", &status);
+	sep = strstr(buf, "\r\n\r\n");
+	if (body && sep)
+		*body = strdup(sep + 4);
+	free(buf);
+	return status;
+}
+
+int ts_http_get(int port, const char *path, char **body)
+{
+	char req[512];
+
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n",
+		 path);
+	return ts_http(port, req, body);
+}
+
+char *ts_parse_metrics(const char *text)
+{
+	char *dir = ts_tmpdir("cellmon-metrics"), path[600], cmd[1400];
+	char *argv[] = {"/bin/sh", "-c", cmd, NULL}, *out = NULL;
+	FILE *f;
+	int rc;
+
+	if (!dir)
+		return NULL;
+	snprintf(path, sizeof(path), "%s/metrics.txt", dir);
+	f = fopen(path, "w");
+	if (!f || fputs(text, f) < 0) {
+		if (f)
+			fclose(f);
+		ts_rmtree(dir);
+		free(dir);
+		return NULL;
+	}
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s < %s",
+		 CELLMON_SOURCE_DIR "/tests/support/parse_metrics.py", path);
+	rc = ts_run(argv, 30000, &out, false);
+	ts_rmtree(dir);
+	free(dir);
+	if (rc != 0) {
+		printf("# parse_metrics.py: exit %d\n", rc);
+		free(out);
+		return NULL;
+	}
+	return out;
 }

@@ -57,4 +57,16 @@ double ts_median(double *v, size_t n);
 bool ts_manager_addrs(const char *state_dir, char *agent, size_t alen,
 		      char *ctl, size_t clen, unsigned timeout_ms);
 
+/* Sends `request` (a whole HTTP/1.0 request, or any bytes) to
+ * 127.0.0.1:port and reads the answer until the server closes, at most
+ * 5 s. Returns the status code (0: no status line) and the body in *body
+ * (malloc'd; may be NULL). -1 if it could not connect. */
+int ts_http(int port, const char *request, char **body);
+/* GET path: ts_http with a plain request. */
+int ts_http_get(int port, const char *path, char **body);
+
+/* Runs tests/support/parse_metrics.py on text (the Prometheus parser and
+ * cellmon's naming rules): its JSON, or NULL with the reason printed. */
+char *ts_parse_metrics(const char *text);
+
 #endif

@@ -1,0 +1,250 @@
+/*
+ * The Prometheus text exposition and its HTTP server (cell/metrics.h).
+ */
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+
+#include "cell/log.h"
+#include "cell/metrics.h"
+#include "cell/net.h"
+
+#define MOD "metrics"
+
+static const char *const type_names[] = {
+	[CELL_METRIC_COUNTER] = "counter",
+	[CELL_METRIC_GAUGE] = "gauge",
+	[CELL_METRIC_HISTOGRAM] = "histogram",
+};
+
+/* HELP text: backslash and newline escaped. */
+static void escape_help(struct evbuffer *out, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\')
+			evbuffer_add(out, "\\\\", 2);
+		else if (*s == '\n')
+			evbuffer_add(out, "\\n", 2);
+		else
+			evbuffer_add(out, s, 1);
+	}
+}
+
+void cell_metrics_escape(struct evbuffer *out, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\')
+			evbuffer_add(out, "\\\\", 2);
+		else if (*s == '"')
+			evbuffer_add(out, "\\\"", 2);
+		else if (*s == '\n')
+			evbuffer_add(out, "\\n", 2);
+		else
+			evbuffer_add(out, s, 1);
+	}
+}
+
+void cell_metrics_family(struct cell_metrics *m, const char *name,
+			 enum cell_metric_type type, const char *help)
+{
+	evbuffer_add_printf(m->out, "# HELP %s ", name);
+	escape_help(m->out, help);
+	evbuffer_add_printf(m->out, "\n# TYPE %s %s\n", name, type_names[type]);
+}
+
+/* name{k="v",...,extra_k="extra_v"}, then a space. */
+static void series(struct cell_metrics *m, const char *name,
+		   const char *const *labels, const char *extra_k,
+		   const char *extra_v)
+{
+	bool any = false;
+
+	evbuffer_add_printf(m->out, "%s", name);
+	for (size_t i = 0; labels && labels[i] && labels[i + 1]; i += 2) {
+		evbuffer_add_printf(m->out, "%c%s=\"", any ? ',' : '{',
+				    labels[i]);
+		cell_metrics_escape(m->out, labels[i + 1]);
+		evbuffer_add(m->out, "\"", 1);
+		any = true;
+	}
+	if (extra_k) {
+		evbuffer_add_printf(m->out, "%c%s=\"%s\"", any ? ',' : '{',
+				    extra_k, extra_v);
+		any = true;
+	}
+	evbuffer_add(m->out, any ? "} " : " ", any ? 2 : 1);
+}
+
+void cell_metrics_int(struct cell_metrics *m, const char *name,
+		      const char *const *labels, uint64_t v)
+{
+	series(m, name, labels, NULL, NULL);
+	evbuffer_add_printf(m->out, "%llu\n", (unsigned long long)v);
+}
+
+static void real_value(struct cell_metrics *m, double v)
+{
+	if (isnan(v))
+		evbuffer_add_printf(m->out, "NaN\n");
+	else if (isinf(v))
+		evbuffer_add_printf(m->out, "%s\n", v > 0 ? "+Inf" : "-Inf");
+	else
+		evbuffer_add_printf(m->out, "%.17g\n", v);
+}
+
+void cell_metrics_real(struct cell_metrics *m, const char *name,
+		       const char *const *labels, double v)
+{
+	series(m, name, labels, NULL, NULL);
+	real_value(m, v);
+}
+
+void cell_metrics_histogram(struct cell_metrics *m, const char *name,
+			    const char *const *labels, const double *bounds,
+			    const uint64_t *counts, size_t n, double sum)
+{
+	char bucket[160], le[40];
+	uint64_t total = 0;
+
+	snprintf(bucket, sizeof(bucket), "%s_bucket", name);
+	for (size_t i = 0; i <= n; i++) {
+		total += counts[i];
+		if (i == n)
+			snprintf(le, sizeof(le), "+Inf");
+		else
+			snprintf(le, sizeof(le), "%.17g", bounds[i]);
+		series(m, bucket, labels, "le", le);
+		evbuffer_add_printf(m->out, "%llu\n",
+				    (unsigned long long)total);
+	}
+	snprintf(bucket, sizeof(bucket), "%s_sum", name);
+	cell_metrics_real(m, bucket, labels, sum);
+	snprintf(bucket, sizeof(bucket), "%s_count", name);
+	cell_metrics_int(m, bucket, labels, total);
+}
+
+/* ---- the server ---- */
+
+struct cell_metrics_server {
+	struct evhttp *http;
+	cell_metrics_fill_fn fill;
+	void *arg;
+};
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct cell_metrics_server *s = arg;
+	const char *uri = evhttp_request_get_uri(req);
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct cell_metrics m;
+
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(h, "Allow", "GET, HEAD");
+		evhttp_send_error(req, 405, "only GET /metrics here");
+		return;
+	}
+	/* /metrics, with or without a query string */
+	if (!uri || strncmp(uri, "/metrics", 8) != 0 ||
+	    (uri[8] && uri[8] != '?')) {
+		evhttp_send_error(req, 404, "only /metrics here");
+		return;
+	}
+	m.out = evbuffer_new();
+	if (!m.out) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	s->fill(&m, s->arg);
+	evhttp_add_header(h, "Content-Type",
+			  "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, 200, "OK", m.out);
+	evbuffer_free(m.out);
+}
+
+static int bound_port(struct evhttp_bound_socket *bs)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	evutil_socket_t fd = evhttp_bound_socket_get_fd(bs);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len))
+		return -1;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return -1;
+}
+
+int cell_metrics_serve(struct event_base *base, const char *listen,
+		       cell_metrics_fill_fn fill, void *arg,
+		       struct cell_metrics_server **out, int *port, char *err,
+		       size_t errlen)
+{
+	struct cell_metrics_server *s;
+	struct evhttp_bound_socket *bs;
+	char host[256];
+	const char *colon = strrchr(listen, ':');
+	long p;
+	char *end;
+
+	if (!colon || colon == listen ||
+	    (size_t)(colon - listen) >= sizeof(host)) {
+		snprintf(err, errlen, "metrics_listen '%s': want host:port",
+			 listen);
+		return -EINVAL;
+	}
+	p = strtol(colon + 1, &end, 10);
+	if (*end || end == colon + 1 || p < 0 || p > 65535) {
+		snprintf(err, errlen, "metrics_listen '%s': bad port", listen);
+		return -EINVAL;
+	}
+	memcpy(host, listen, (size_t)(colon - listen));
+	host[colon - listen] = '\0';
+	s = calloc(1, sizeof(*s));
+	if (!s || !(s->http = evhttp_new(base))) {
+		free(s);
+		snprintf(err, errlen, "metrics: out of memory");
+		return -ENOMEM;
+	}
+	s->fill = fill;
+	s->arg = arg;
+	evhttp_set_allowed_methods(
+		s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+				 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+	evhttp_set_max_headers_size(s->http, 8192);
+	evhttp_set_max_body_size(s->http, 0);
+	evhttp_set_timeout(s->http, 10);
+	evhttp_set_gencb(s->http, on_request, s);
+	bs = evhttp_bind_socket_with_handle(s->http, host, (uint16_t)p);
+	if (!bs) {
+		snprintf(err, errlen, "metrics: cannot listen on %s: %s",
+			 listen, strerror(errno ? errno : EADDRINUSE));
+		evhttp_free(s->http);
+		free(s);
+		return -EADDRINUSE;
+	}
+	*port = bound_port(bs);
+	*out = s;
+	return 0;
+}
+
+void cell_metrics_server_free(struct cell_metrics_server *s)
+{
+	if (!s)
+		return;
+	evhttp_free(s->http);
+	free(s);
+}
