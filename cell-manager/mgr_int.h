@@ -46,6 +46,7 @@ struct mgr_config {
 	int64_t command_timeout_ms;
 	int64_t max_frame;
 	char vdiskd[128];
+	char metrics_listen[128];
 	char log_level[16];
 	/* the page policy (page_policy.h; 0: no sampling at all) */
 	int64_t policy_interval_ms;
@@ -130,7 +131,16 @@ struct mgr {
 	struct mgr_vm **vms;
 	size_t nvms, capvms;
 	uint64_t start_ms;
+	/* /metrics (mgr_metrics.c), when metrics_listen is set */
+	struct cell_metrics_server *metrics;
+	int metrics_port;
+	char metrics_addr[160];
 };
+
+/* mgr_metrics.c: serves /metrics on metrics_listen (nothing when it is
+ * empty); 0, or -errno after logging why. */
+int mgr_metrics_start(struct mgr *m);
+void mgr_metrics_stop(struct mgr *m);
 
 extern const struct cell_rpc_method mgr_agent_methods[];
 extern const struct cell_rpc_method mgr_ctl_methods[];

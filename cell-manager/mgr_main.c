@@ -56,6 +56,10 @@ static const struct cell_config_key mgr_config_table[] = {
 	{"vdiskd", CELL_CFG_STRING, STR(vdiskd), 0, 0, "",
 	 "admin address host:port of cellmon-vdiskd, the disk server; "
 	 "empty: no disks"},
+	{"metrics_listen", CELL_CFG_STRING, STR(metrics_listen), 0, 0, "",
+	 "host:port for Prometheus metrics at /metrics (port 0: any); empty: "
+	 "off. No authentication: bind it to loopback or a management "
+	 "network"},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{"policy_interval", CELL_CFG_DURATION, CFG(policy_interval_ms), 0, 0,
@@ -254,7 +258,7 @@ static int open_state(struct mgr *m)
 /* Rebuilds "host:port" from the configured host and the bound port. */
 static int start_listeners(struct mgr *m)
 {
-	char path[1200], text[400];
+	char path[1200], text[600];
 	int rc;
 
 	rc = cell_rpc_listen(m->base, m->cfg.agent_listen, &m->agent_rpc,
@@ -276,9 +280,13 @@ static int start_listeners(struct mgr *m)
 			    sizeof(m->agent_addr));
 	cell_hostport_bound(m->cfg.ctl_listen, cell_rpc_listener_port(m->ctl_l),
 			    m->ctl_addr, sizeof(m->ctl_addr));
+	rc = mgr_metrics_start(m);
+	if (rc)
+		return rc;
 	snprintf(path, sizeof(path), "%s/manager.addr", m->cfg.state_dir);
-	snprintf(text, sizeof(text), "agent=%s\nctl=%s\n", m->agent_addr,
-		 m->ctl_addr);
+	snprintf(text, sizeof(text), "agent=%s\nctl=%s\n%s%s%s", m->agent_addr,
+		 m->ctl_addr, m->metrics ? "metrics=" : "", m->metrics_addr,
+		 m->metrics ? "\n" : "");
 	rc = cell_write_file_atomic(path, text, strlen(text));
 	if (rc) {
 		CELL_ERROR(MOD, "cannot write %s: %s", path, strerror(-rc));
@@ -391,6 +399,7 @@ int main(int argc, char **argv)
 	cell_log_level_parse(m.cfg.log_level, &lvl);
 	cell_log_set_level(lvl);
 	rc = run(&m);
+	mgr_metrics_stop(&m);
 	cell_rpc_listener_free(m.agent_l);
 	cell_rpc_listener_free(m.ctl_l);
 	mgr_vm_free_all(&m);

@@ -64,6 +64,7 @@ struct agent_config {
 	int64_t stop_grace_ms;
 	int64_t console_max;
 	int64_t cache_size;
+	char metrics_listen[128];
 	char log_level[16];
 };
 
@@ -192,6 +193,9 @@ struct agent {
 	pthread_mutex_t vm_mu;
 	struct agent_vm *vms;
 	struct event *sigchld;
+	/* /metrics (agent_metrics.c), when metrics_listen is set */
+	struct cell_metrics_server *metrics;
+	int metrics_port;
 };
 
 /* The engine a VM runs on, looked up by its spec's Engine once at
@@ -302,6 +306,11 @@ void agent_vm_status_free(Cellmon__VcpuStatus **v, size_t n);
 void agent_vm_lease(struct agent *a, uint64_t expiry_ms);
 /* Lease lost: kill every vCPU now; they are reported "fenced". */
 void agent_vm_fence(struct agent *a);
+/* agent_metrics.c: serves /metrics on metrics_listen (nothing when it
+ * is empty); 0, or -errno after logging why. */
+int agent_metrics_start(struct agent *a);
+void agent_metrics_stop(struct agent *a);
+
 /* Releases every VM (a new incarnation must not carry old VMs). */
 void agent_vm_discard_all(struct agent *a, const char *why);
 /* agent_guest.c */

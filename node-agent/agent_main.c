@@ -67,14 +67,15 @@ static void write_state(struct agent *a)
 	char *text;
 	int rc;
 
-	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i, s:i, s:I, s:i, s:b}",
+	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i, s:i, s:I, s:i, s:b, "
+		      "s:i}",
 		      "node_id", a->cfg.node_id, "state", state_name(a),
 		      "incarnation", (json_int_t)a->incarnation, "epoch",
 		      (json_int_t)a->epoch, "has_lease", a->has_lease,
 		      "manager", a->cfg.manager, "pid", (int)getpid(), "dsm_id",
 		      a->dsm_id, "dsm_epoch", (json_int_t)a->dsm_epoch_now,
 		      "view_nodes", (int)a->witness.view, "peer_lease",
-		      a->witness.peer_mode);
+		      a->witness.peer_mode, "metrics_port", a->metrics_port);
 	text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
 	json_decref(j);
 	if (!text)
@@ -614,10 +615,14 @@ static int run(struct agent *a)
 		CELL_ERROR(MOD, "cannot set up VM handling: %s", strerror(-rc));
 		return rc;
 	}
+	rc = agent_metrics_start(a);
+	if (rc)
+		return rc;
 	write_state(a);
 	start_connect(a);
 	event_base_dispatch(a->base);
 	a->stopped = true;
+	agent_metrics_stop(a);
 	agent_vm_fini(a);
 	write_state(a);
 	cell_rpc_conn_close(a->conn);

@@ -22,6 +22,7 @@ base=$((20000 + ($$ % 1000) * 8))
 export CELLMON_RUN_DIR="$run" CELLMON_BUILD_DIR="$build" CELLMON_NO_BUILD=1
 export CELLMON_AGENT_PORT=$base CELLMON_CTL_PORT=$((base + 1))
 export CELLMON_NBD_PORT=$((base + 2)) CELLMON_VDISK_ADMIN_PORT=$((base + 3))
+export CELLMON_METRICS_PORT=$((base + 4))
 ctl="$build/cell-manager/cellctl --manager=127.0.0.1:$CELLMON_CTL_PORT"
 foreign=""
 
@@ -56,6 +57,12 @@ echo "== 1. a fresh quickstart"
 }
 grep -q "equals the plain-process run's" "$run/out1" ||
 	fail "no checksum line in: $(cat "$run/out1")"
+# every daemon's /metrics is printed and answers
+[ "$(grep -c '^metrics: http://127.0.0.1:[0-9]*/metrics' "$run/out1")" -eq 4 ] ||
+	fail "not 4 metrics URLs in: $(cat "$run/out1")"
+for url in $(sed -n 's/^metrics: \(http:[^ ]*\).*/\1/p' "$run/out1"); do
+	curl -sf "$url" | grep -q '^cellmon_' || fail "$url does not answer"
+done
 before=$(daemon_pids)
 echo "daemons: $before"
 

@@ -74,7 +74,9 @@ static int setup(void **state)
 		.nodes = 3,
 		.cell = "c1",
 		.agent_args = {"--cpus=4", "--reconnect-max=300ms",
-			       "--stop-grace=1s"},
+			       "--stop-grace=1s",
+			       "--metrics-listen=127.0.0.1:0"},
+		.manager_args = {"--metrics-listen=127.0.0.1:0"},
 	};
 
 	return tsc_cluster_setup(state, &cl, "cellmon-vm", &o);
@@ -827,6 +829,130 @@ static void test_vm_delete_removes_files_on_every_node(void **state)
 	assert_true(ts_wait_for(no_files_anywhere, NULL, 5000));
 }
 
+/* The metrics port an agent wrote in its agent.state; 0 if none. */
+static int agent_metrics_port(int i)
+{
+	char path[700];
+	json_t *j;
+	int port;
+
+	snprintf(path, sizeof(path), "%s/agent%d/agent.state", cl.dir, i + 1);
+	j = json_load_file(path, 0, NULL);
+	port = (int)json_integer_value(json_object_get(j, "metrics_port"));
+	json_decref(j);
+	return port;
+}
+
+/* The port of the manager's "metrics=host:port" line in manager.addr. */
+static int manager_metrics_port(void)
+{
+	char path[700], *text, *p;
+	int port = 0;
+
+	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
+	text = ts_read_file(path);
+	p = text ? strstr(text, "\nmetrics=") : NULL;
+	if (p && (p = strchr(p + 1, ':')))
+		port = atoi(p + 1);
+	free(text);
+	return port;
+}
+
+/* GET /metrics on port, parsed (parse_metrics.py): its JSON. */
+static json_t *scrape(int port)
+{
+	char *body = NULL, *js;
+	json_t *j;
+
+	assert_true(port > 0);
+	assert_int_equal(ts_http_get(port, "/metrics", &body), 200);
+	js = ts_parse_metrics(body);
+	if (!js)
+		fail_msg("the exposition did not parse:\n%s", body);
+	j = json_loads(js, 0, NULL);
+	assert_non_null(j);
+	free(js);
+	free(body);
+	return j;
+}
+
+/* The value of sample `name` with label key=val (and no other condition)
+ * summed over matches; -1 when none matches. */
+static double sample_sum(json_t *j, const char *name, const char *key,
+			 const char *val)
+{
+	double sum = -1;
+	size_t i;
+	json_t *s;
+
+	json_array_foreach(json_object_get(j, "samples"), i, s)
+	{
+		const char *v = json_string_value(
+			json_object_get(json_array_get(s, 1), key));
+
+		if (strcmp(json_string_value(json_array_get(s, 0)), name) ||
+		    (key && (!v || strcmp(v, val))))
+			continue;
+		sum = (sum < 0 ? 0 : sum) +
+		      json_real_value(json_array_get(s, 2));
+	}
+	return sum;
+}
+
+/* While a VM runs on three nodes, each agent's /metrics has its DSM
+ * counters (labelled with the VM and the node), which pass the
+ * Prometheus parser and never exceed what `vm stats` says just after
+ * (the counters only grow); the manager's /metrics counts the nodes up
+ * and the VM running. */
+static void test_vm_metrics_match_stats(void **state)
+{
+	static const char *const keys[][2] = {
+		{"cellmon_dsm_remote_faults_total", "remote_faults"},
+		{"cellmon_dsm_pages_received_total", "transfers"},
+		{"cellmon_dsm_read_faults_total", "read_faults"},
+	};
+	double got[3] = {0, 0, 0};
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(CTL(NULL, "vm", "create", "met", "--cell=c1",
+			     "--image=readshare", "--vcpus=3", "--memory=4M",
+			     "--placement=spread", "--start", "--", "256", "2",
+			     "100000"),
+			 0);
+	assert_true(wait_vm("met", "running", 10000));
+	usleep(1000 * 1000);
+	for (int i = 0; i < 3; i++) {
+		j = scrape(agent_metrics_port(i));
+		for (int k = 0; k < 3; k++) {
+			double v = sample_sum(j, keys[k][0], "vm", "met");
+
+			assert_true(v >= 0); /* every node has the series */
+			got[k] += v;
+		}
+		assert_true(sample_sum(j, "cellmon_agent_lease_held", NULL,
+				       NULL) == 1);
+		json_decref(j);
+	}
+	for (int k = 0; k < 3; k++) {
+		long long st = stats_sum("met", keys[k][1]);
+
+		printf("# %s: metrics %.0f, vm stats %lld\n", keys[k][0],
+		       got[k], st);
+		assert_true(got[k] > 0);
+		assert_true(got[k] <= (double)st);
+	}
+	j = scrape(manager_metrics_port());
+	assert_true(sample_sum(j, "cellmon_nodes", "state", "up") == 3);
+	assert_true(sample_sum(j, "cellmon_vms", "state", "running") >= 1);
+	assert_true(sample_sum(j, "cellmon_vm_runs_total", "vm", "met") == 1);
+	json_decref(j);
+	assert_int_equal(CTL(NULL, "vm", "kill", "met"), 0);
+	assert_true(wait_vm("met", "stopped", 10000) ||
+		    wait_vm("met", "failed", 1000));
+	assert_int_equal(CTL(NULL, "vm", "delete", "met"), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -835,6 +961,7 @@ int main(void)
 		cmocka_unit_test(test_vm_page_policy_moves_homes_to_user),
 		cmocka_unit_test(test_vm_write_shared_counter_left),
 		cmocka_unit_test(test_vm_page_policy_replicates_read_shared),
+		cmocka_unit_test(test_vm_metrics_match_stats),
 		cmocka_unit_test(test_vm_bad_input_refused_nothing_left),
 		cmocka_unit_test(test_vm_kill_and_stop_end_every_vcpu),
 		cmocka_unit_test(test_vm_guest_crash_marks_failed),

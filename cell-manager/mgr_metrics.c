@@ -1,0 +1,151 @@
+/*
+ * The manager's /metrics (cell/metrics.h), served on metrics_listen when
+ * it is set: nodes by state and each node's state and incarnation, cells,
+ * VMs by state and each VM's runs, and the node caches as the agents last
+ * reported them.
+ *
+ * Event-loop thread.
+ */
+#include <string.h>
+
+#include "cell/clock.h"
+#include "cell/log.h"
+#include "cell/metrics.h"
+#include "cell/rpc.h"
+#include "mgr_int.h"
+
+#define MOD "manager"
+
+static const enum mgr_node_state node_states[] = {
+	MGR_NODE_UP, MGR_NODE_SUSPECT, MGR_NODE_DOWN, MGR_NODE_UNKNOWN};
+
+static void nodes(struct cell_metrics *m, struct mgr *g)
+{
+	size_t n = mgr_members_count(g->members);
+
+	cell_metrics_family(m, "cellmon_nodes", CELL_METRIC_GAUGE,
+			    "nodes the manager knows, by state");
+	for (size_t s = 0; s < 4; s++) {
+		uint64_t k = 0;
+
+		for (size_t i = 0; i < n; i++)
+			k += mgr_members_at(g->members, i)->state ==
+			     node_states[s];
+		cell_metrics_int(m, "cellmon_nodes",
+				 CELL_LABELS("state", mgr_node_state_name(
+							      node_states[s])),
+				 k);
+	}
+	cell_metrics_family(m, "cellmon_node_up", CELL_METRIC_GAUGE,
+			    "1 while the node is up, 0 when suspect or down");
+	for (size_t i = 0; i < n; i++) {
+		struct mgr_node *x = mgr_members_at(g->members, i);
+
+		cell_metrics_int(m, "cellmon_node_up",
+				 CELL_LABELS("node", x->id, "cell", x->cell),
+				 x->state == MGR_NODE_UP);
+	}
+	cell_metrics_family(m, "cellmon_node_incarnation", CELL_METRIC_GAUGE,
+			    "the node's current incarnation");
+	for (size_t i = 0; i < n; i++) {
+		struct mgr_node *x = mgr_members_at(g->members, i);
+
+		cell_metrics_int(m, "cellmon_node_incarnation",
+				 CELL_LABELS("node", x->id), x->incarnation);
+	}
+	cell_metrics_family(m, "cellmon_node_cache_hits_total",
+			    CELL_METRIC_COUNTER,
+			    "the node's disk cache hits, as last reported");
+	for (size_t i = 0; i < n; i++) {
+		struct mgr_node *x = mgr_members_at(g->members, i);
+
+		cell_metrics_int(m, "cellmon_node_cache_hits_total",
+				 CELL_LABELS("node", x->id), x->cache.hits);
+	}
+	cell_metrics_family(m, "cellmon_node_cache_misses_total",
+			    CELL_METRIC_COUNTER,
+			    "the node's disk cache misses, as last reported");
+	for (size_t i = 0; i < n; i++) {
+		struct mgr_node *x = mgr_members_at(g->members, i);
+
+		cell_metrics_int(m, "cellmon_node_cache_misses_total",
+				 CELL_LABELS("node", x->id), x->cache.misses);
+	}
+}
+
+static void vms(struct cell_metrics *m, struct mgr *g)
+{
+	static const Cellmon__VmState states[] = {
+		CELLMON__VM_STATE__VM_PENDING, CELLMON__VM_STATE__VM_STARTING,
+		CELLMON__VM_STATE__VM_RUNNING, CELLMON__VM_STATE__VM_STOPPING,
+		CELLMON__VM_STATE__VM_STOPPED, CELLMON__VM_STATE__VM_FAILED,
+	};
+
+	cell_metrics_family(m, "cellmon_vms", CELL_METRIC_GAUGE,
+			    "VMs by state");
+	for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
+		uint64_t k = 0;
+
+		for (size_t i = 0; i < g->nvms; i++)
+			k += g->vms[i]->state == states[s];
+		cell_metrics_int(
+			m, "cellmon_vms",
+			CELL_LABELS("state", mgr_vm_state_name(states[s])), k);
+	}
+	cell_metrics_family(m, "cellmon_vm_runs_total", CELL_METRIC_COUNTER,
+			    "times the VM was started (restarts included)");
+	for (size_t i = 0; i < g->nvms; i++)
+		cell_metrics_int(m, "cellmon_vm_runs_total",
+				 CELL_LABELS("vm", g->vms[i]->name, "cell",
+					     g->vms[i]->spec->cell),
+				 g->vms[i]->runs);
+}
+
+static void fill(struct cell_metrics *m, void *arg)
+{
+	struct mgr *g = arg;
+
+	cell_metrics_family(m, "cellmon_manager_info", CELL_METRIC_GAUGE,
+			    "1, labelled with the manager's version");
+	cell_metrics_int(m, "cellmon_manager_info",
+			 CELL_LABELS("version", CELLMON_VERSION), 1);
+	cell_metrics_family(m, "cellmon_manager_uptime_seconds",
+			    CELL_METRIC_GAUGE,
+			    "seconds since the manager started");
+	cell_metrics_real(m, "cellmon_manager_uptime_seconds", NULL,
+			  (double)(cell_now_ms() - g->start_ms) / 1000);
+	cell_metrics_family(m, "cellmon_cells", CELL_METRIC_GAUGE,
+			    "cells the manager keeps");
+	cell_metrics_int(m, "cellmon_cells", NULL, g->ncells);
+	nodes(m, g);
+	vms(m, g);
+}
+
+int mgr_metrics_start(struct mgr *g)
+{
+	char err[300];
+	int rc;
+
+	if (!g->cfg.metrics_listen[0])
+		return 0;
+	rc = cell_metrics_serve(g->base, g->cfg.metrics_listen, fill, g,
+				&g->metrics, &g->metrics_port, err,
+				sizeof(err));
+	if (rc) {
+		CELL_ERROR(MOD, "%s", err);
+		return rc;
+	}
+	cell_hostport_bound(g->cfg.metrics_listen, g->metrics_port,
+			    g->metrics_addr, sizeof(g->metrics_addr));
+	CELL_INFO(MOD,
+		  "metrics at http://%s/metrics (no authentication: keep "
+		  "metrics_listen on loopback or a management network)",
+		  g->metrics_addr);
+	return 0;
+}
+
+void mgr_metrics_stop(struct mgr *g)
+{
+	cell_metrics_server_free(g->metrics);
+	g->metrics = NULL;
+}

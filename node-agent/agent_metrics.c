@@ -1,0 +1,243 @@
+/*
+ * The agent's /metrics (cell/metrics.h), served on metrics_listen when it
+ * is set: the node's membership state, per VM on this node its DSM
+ * counters (the ones `cellctl vm stats` shows, from dsm_region_stats),
+ * the DSM node's message counters and waiting, and the node's disk block
+ * cache. Every series carries the node's id.
+ *
+ * Event-loop thread: the fill runs there, and that thread alone changes
+ * the VM list (agent_vm.c), so it walks the list without vm_mu; the DSM
+ * counters come from the node thread through its command queue.
+ */
+#include <string.h>
+
+#include "cell/log.h"
+#include "cell/metrics.h"
+#include "cell/rpc.h"
+#include "agent.h"
+#include "agent_disk.h"
+
+#define MOD "agent"
+
+/* One family of one sample per VM: counter or gauge. */
+struct vm_family {
+	const char *name, *help;
+	enum cell_metric_type type;
+	size_t off; /* in struct dsm_region_stats */
+};
+
+#define VMF(n, t, f, h)                                       \
+	{                                                     \
+		n, h, t, offsetof(struct dsm_region_stats, f) \
+	}
+
+static const struct vm_family vm_families[] = {
+	VMF("cellmon_dsm_read_faults_total", CELL_METRIC_COUNTER, read_faults,
+	    "read faults of the VM's vCPUs on this node that needed the DSM"),
+	VMF("cellmon_dsm_write_faults_total", CELL_METRIC_COUNTER, write_faults,
+	    "write faults of the VM's vCPUs on this node that needed the DSM"),
+	VMF("cellmon_dsm_local_faults_total", CELL_METRIC_COUNTER, local_faults,
+	    "faults this node resolved as the page's home"),
+	VMF("cellmon_dsm_remote_faults_total", CELL_METRIC_COUNTER,
+	    remote_faults, "faults that went to another node"),
+	VMF("cellmon_dsm_invalidations_total", CELL_METRIC_COUNTER,
+	    invalidations, "copies of the VM's pages this node gave up"),
+	VMF("cellmon_dsm_pages_received_total", CELL_METRIC_COUNTER, transfers,
+	    "pages of the VM's data this node received"),
+	VMF("cellmon_dsm_deferrals_total", CELL_METRIC_COUNTER, deferrals,
+	    "requests this node held back for the time window"),
+	VMF("cellmon_dsm_readaheads_total", CELL_METRIC_COUNTER, readaheads,
+	    "read-ahead requests this node sent"),
+	VMF("cellmon_dsm_pushes_total", CELL_METRIC_COUNTER, pushes,
+	    "read-only copies this node pushed to readers as a home"),
+	VMF("cellmon_dsm_pages_homed", CELL_METRIC_GAUGE, pages_homed,
+	    "pages of the VM whose home is this node"),
+};
+#define NVMF (sizeof(vm_families) / sizeof(vm_families[0]))
+
+static void membership(struct cell_metrics *m, struct agent *a)
+{
+	const char *node = a->cfg.node_id;
+
+	cell_metrics_family(m, "cellmon_agent_info", CELL_METRIC_GAUGE,
+			    "1, labelled with the node and the version");
+	cell_metrics_int(m, "cellmon_agent_info",
+			 CELL_LABELS("node", node, "version", CELLMON_VERSION),
+			 1);
+	cell_metrics_family(m, "cellmon_agent_lease_held", CELL_METRIC_GAUGE,
+			    "1 while the node holds a lease from the manager");
+	cell_metrics_int(m, "cellmon_agent_lease_held",
+			 CELL_LABELS("node", node), a->has_lease);
+	cell_metrics_family(m, "cellmon_agent_fenced", CELL_METRIC_GAUGE,
+			    "1 while the node is fenced (its lease ran out)");
+	cell_metrics_int(m, "cellmon_agent_fenced", CELL_LABELS("node", node),
+			 a->fenced);
+	cell_metrics_family(m, "cellmon_agent_incarnation", CELL_METRIC_GAUGE,
+			    "the node's incarnation (0: not registered)");
+	cell_metrics_int(m, "cellmon_agent_incarnation",
+			 CELL_LABELS("node", node), a->incarnation);
+}
+
+#define MAX_VMS 256 /* listed per scrape; more are left out */
+
+static void vms(struct cell_metrics *m, struct agent *a)
+{
+	static struct dsm_region_stats st[MAX_VMS];
+	static const char *name[MAX_VMS];
+	size_t n = 0;
+
+	for (struct agent_vm *vm = a->vms; vm && n < MAX_VMS; vm = vm->next)
+		if (vm->region && dsm_region_stats(vm->region, &st[n]) == 0)
+			name[n++] = vm->name;
+	for (size_t f = 0; f < NVMF; f++) {
+		cell_metrics_family(m, vm_families[f].name, vm_families[f].type,
+				    vm_families[f].help);
+		for (size_t i = 0; i < n; i++)
+			cell_metrics_int(
+				m, vm_families[f].name,
+				CELL_LABELS("node", a->cfg.node_id, "vm",
+					    name[i]),
+				*(const uint64_t *)((const char *)&st[i] +
+						    vm_families[f].off));
+	}
+	cell_metrics_family(m, "cellmon_dsm_received_bytes_total",
+			    CELL_METRIC_COUNTER,
+			    "bytes of the VM's pages this node received");
+	for (size_t i = 0; i < n; i++)
+		cell_metrics_int(
+			m, "cellmon_dsm_received_bytes_total",
+			CELL_LABELS("node", a->cfg.node_id, "vm", name[i]),
+			st[i].transfers * DSM_PAGE);
+}
+
+static void dsm_node(struct cell_metrics *m, struct agent *a)
+{
+	const char *node = a->cfg.node_id;
+	struct dsm_node_stats st;
+
+	if (!a->dsm)
+		return;
+	dsm_node_stats(a->dsm, &st);
+	cell_metrics_family(m, "cellmon_dsm_messages_sent_total",
+			    CELL_METRIC_COUNTER,
+			    "DSM messages this node sent to peers");
+	cell_metrics_int(m, "cellmon_dsm_messages_sent_total",
+			 CELL_LABELS("node", node), st.msgs_sent);
+	cell_metrics_family(m, "cellmon_dsm_messages_received_total",
+			    CELL_METRIC_COUNTER,
+			    "DSM messages this node received from peers");
+	cell_metrics_int(m, "cellmon_dsm_messages_received_total",
+			 CELL_LABELS("node", node), st.msgs_recv);
+	cell_metrics_family(m, "cellmon_dsm_messages_refused_total",
+			    CELL_METRIC_COUNTER,
+			    "DSM messages refused: malformed, from an unknown "
+			    "peer or below its fence");
+	cell_metrics_int(m, "cellmon_dsm_messages_refused_total",
+			 CELL_LABELS("node", node), st.refused);
+	cell_metrics_family(m, "cellmon_dsm_node_pages_sent_total",
+			    CELL_METRIC_COUNTER,
+			    "pages of data this node sent, every VM");
+	cell_metrics_int(m, "cellmon_dsm_node_pages_sent_total",
+			 CELL_LABELS("node", node), st.pages_sent);
+	cell_metrics_family(m, "cellmon_dsm_uffd_faults_total",
+			    CELL_METRIC_COUNTER,
+			    "userfaultfd faults the node thread handled");
+	cell_metrics_int(m, "cellmon_dsm_uffd_faults_total",
+			 CELL_LABELS("node", node), st.faults);
+	if (!st.reply_wait_mode)
+		return; /* fixed waiting: nothing learned */
+	cell_metrics_family(m, "cellmon_dsm_wait_spinning", CELL_METRIC_GAUGE,
+			    "1 while adaptive waiting spins for this kind of "
+			    "wait, 0 while it sleeps");
+	cell_metrics_int(m, "cellmon_dsm_wait_spinning",
+			 CELL_LABELS("node", node, "wait", "reply"),
+			 st.reply_wait_mode == 1);
+	cell_metrics_int(m, "cellmon_dsm_wait_spinning",
+			 CELL_LABELS("node", node, "wait", "work"),
+			 st.work_wait_mode == 1);
+	cell_metrics_family(m, "cellmon_dsm_wait_spin_bound_seconds",
+			    CELL_METRIC_GAUGE,
+			    "how long adaptive waiting spins before it sleeps");
+	cell_metrics_real(m, "cellmon_dsm_wait_spin_bound_seconds",
+			  CELL_LABELS("node", node, "wait", "reply"),
+			  st.reply_spin_us / 1e6);
+	cell_metrics_real(m, "cellmon_dsm_wait_spin_bound_seconds",
+			  CELL_LABELS("node", node, "wait", "work"),
+			  st.work_spin_us / 1e6);
+	cell_metrics_family(m, "cellmon_dsm_wait_switches_total",
+			    CELL_METRIC_COUNTER,
+			    "changes between spinning and sleeping");
+	cell_metrics_int(m, "cellmon_dsm_wait_switches_total",
+			 CELL_LABELS("node", node), st.wait_switches);
+}
+
+static void cache(struct cell_metrics *m, struct agent *a)
+{
+	const char *node = a->cfg.node_id;
+	struct agent_cache_stats st;
+
+	if (!a->cache)
+		return;
+	agent_cache_stats(a->cache, &st);
+	cell_metrics_family(m, "cellmon_cache_hits_total", CELL_METRIC_COUNTER,
+			    "disk block reads the node cache answered");
+	cell_metrics_int(m, "cellmon_cache_hits_total",
+			 CELL_LABELS("node", node), st.hits);
+	cell_metrics_family(m, "cellmon_cache_misses_total",
+			    CELL_METRIC_COUNTER,
+			    "disk block reads that went to the disk server");
+	cell_metrics_int(m, "cellmon_cache_misses_total",
+			 CELL_LABELS("node", node), st.misses);
+	cell_metrics_family(m, "cellmon_cache_evictions_total",
+			    CELL_METRIC_COUNTER,
+			    "blocks the node cache evicted");
+	cell_metrics_int(m, "cellmon_cache_evictions_total",
+			 CELL_LABELS("node", node), st.evictions);
+	cell_metrics_family(m, "cellmon_cache_bytes", CELL_METRIC_GAUGE,
+			    "bytes of disk blocks in the node cache");
+	cell_metrics_int(m, "cellmon_cache_bytes", CELL_LABELS("node", node),
+			 st.entries * AGENT_BLOCK);
+	cell_metrics_family(m, "cellmon_cache_capacity_bytes",
+			    CELL_METRIC_GAUGE, "the node cache's size");
+	cell_metrics_int(m, "cellmon_cache_capacity_bytes",
+			 CELL_LABELS("node", node), st.capacity * AGENT_BLOCK);
+}
+
+static void fill(struct cell_metrics *m, void *arg)
+{
+	struct agent *a = arg;
+
+	membership(m, a);
+	vms(m, a);
+	dsm_node(m, a);
+	cache(m, a);
+}
+
+int agent_metrics_start(struct agent *a)
+{
+	char err[300], addr[160];
+	int rc;
+
+	if (!a->cfg.metrics_listen[0])
+		return 0;
+	rc = cell_metrics_serve(a->base, a->cfg.metrics_listen, fill, a,
+				&a->metrics, &a->metrics_port, err,
+				sizeof(err));
+	if (rc) {
+		CELL_ERROR(MOD, "%s", err);
+		return rc;
+	}
+	cell_hostport_bound(a->cfg.metrics_listen, a->metrics_port, addr,
+			    sizeof(addr));
+	CELL_INFO(MOD,
+		  "metrics at http://%s/metrics (no authentication: keep "
+		  "metrics_listen on loopback or a management network)",
+		  addr);
+	return 0;
+}
+
+void agent_metrics_stop(struct agent *a)
+{
+	cell_metrics_server_free(a->metrics);
+	a->metrics = NULL;
+}
