@@ -93,14 +93,32 @@ void cell_metrics_int(struct cell_metrics *m, const char *name,
 	evbuffer_add_printf(m->out, "%llu\n", (unsigned long long)v);
 }
 
+/* The shortest decimal that reads back as v ("0.005", not
+ * "0.0050000000000000001"); NaN and the infinities as Prometheus
+ * writes them. */
+static void fmt_real(char *out, size_t len, double v)
+{
+	if (isnan(v)) {
+		snprintf(out, len, "NaN");
+		return;
+	}
+	if (isinf(v)) {
+		snprintf(out, len, "%s", v > 0 ? "+Inf" : "-Inf");
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(out, len, "%.*g", prec, v);
+		if (strtod(out, NULL) == v)
+			return;
+	}
+}
+
 static void real_value(struct cell_metrics *m, double v)
 {
-	if (isnan(v))
-		evbuffer_add_printf(m->out, "NaN\n");
-	else if (isinf(v))
-		evbuffer_add_printf(m->out, "%s\n", v > 0 ? "+Inf" : "-Inf");
-	else
-		evbuffer_add_printf(m->out, "%.17g\n", v);
+	char text[40];
+
+	fmt_real(text, sizeof(text), v);
+	evbuffer_add_printf(m->out, "%s\n", text);
 }
 
 void cell_metrics_real(struct cell_metrics *m, const char *name,
@@ -123,7 +141,7 @@ void cell_metrics_histogram(struct cell_metrics *m, const char *name,
 		if (i == n)
 			snprintf(le, sizeof(le), "+Inf");
 		else
-			snprintf(le, sizeof(le), "%.17g", bounds[i]);
+			fmt_real(le, sizeof(le), bounds[i]);
 		series(m, bucket, labels, "le", le);
 		evbuffer_add_printf(m->out, "%llu\n",
 				    (unsigned long long)total);

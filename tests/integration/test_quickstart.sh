@@ -57,11 +57,20 @@ echo "== 1. a fresh quickstart"
 }
 grep -q "equals the plain-process run's" "$run/out1" ||
 	fail "no checksum line in: $(cat "$run/out1")"
-# every daemon's /metrics is printed and answers
-[ "$(grep -c '^metrics: http://127.0.0.1:[0-9]*/metrics' "$run/out1")" -eq 4 ] ||
-	fail "not 4 metrics URLs in: $(cat "$run/out1")"
+# every daemon's /metrics is printed, answers and parses; the disk
+# server's counts the demo's NBD reads and writes
+[ "$(grep -c '^metrics: http://127.0.0.1:[0-9]*/metrics' "$run/out1")" -eq 5 ] ||
+	fail "not 5 metrics URLs in: $(cat "$run/out1")"
 for url in $(sed -n 's/^metrics: \(http:[^ ]*\).*/\1/p' "$run/out1"); do
-	curl -sf "$url" | grep -q '^cellmon_' || fail "$url does not answer"
+	curl -sf "$url" >"$run/metrics" || fail "$url does not answer"
+	/usr/bin/python3 "$src/tests/support/parse_metrics.py" <"$run/metrics" \
+		>/dev/null || fail "$url: the exposition does not parse"
+done
+url=$(sed -n 's/^metrics: \(http:[^ ]*\) (vdiskd)/\1/p' "$run/out1")
+for cmd in read write; do
+	n=$(curl -sf "$url" |
+		sed -n "s/^cellmon_nbd_requests_total{command=\"$cmd\"} //p")
+	[ "${n:-0}" -gt 0 ] || fail "vdiskd counted no NBD ${cmd}s: '$n'"
 done
 before=$(daemon_pids)
 echo "daemons: $before"

@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "cell/clock.h"
 #include "cell/endian.h"
 #include "nbd.h"
 
@@ -83,6 +84,7 @@ struct conn {
 	uint8_t *buf; /* NBD_MAX_PAYLOAD */
 	char *err;
 	size_t errlen;
+	int last_rc; /* of the last reply sent */
 };
 
 static int cfail(struct conn *c, int rc, const char *fmt, ...)
@@ -401,10 +403,70 @@ static int reply(struct conn *c, uint64_t cookie, int rc, const void *data,
 	cell_put32(h, NBD_SIMPLE_REPLY);
 	cell_put32(h + 4, nbd_errno(rc));
 	cell_put64(h + 8, cookie);
+	c->last_rc = rc;
 	__atomic_fetch_add(&c->st->requests, 1, __ATOMIC_RELAXED);
 	if (rc)
 		__atomic_fetch_add(&c->st->errors, 1, __ATOMIC_RELAXED);
 	return send_iov(c, iov, !rc && len ? 2 : 1);
+}
+
+const char *const nbd_stat_kind_names[NBD_STAT_KINDS] = {
+	"read", "write", "flush", "trim", "other"};
+const double nbd_lat_bounds_s[NBD_LAT_BOUNDS] = {
+	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1};
+
+static void add(uint64_t *p, uint64_t v)
+{
+	__atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+
+/* The request just answered, by command, with its service time. */
+static void count_cmd(struct conn *c, uint16_t type, uint32_t len, uint64_t t0)
+{
+	enum nbd_stat_kind k =
+		type == NBD_CMD_READ	? NBD_STAT_READ
+		: type == NBD_CMD_WRITE ? NBD_STAT_WRITE
+		: type == NBD_CMD_FLUSH ? NBD_STAT_FLUSH
+		: type == NBD_CMD_TRIM || type == NBD_CMD_WRITE_ZEROES
+			? NBD_STAT_TRIM
+			: NBD_STAT_OTHER;
+	struct nbd_cmd_stats *s = &c->st->cmd[k];
+	uint64_t us = cell_now_us() - t0;
+	size_t b = 0;
+
+	while (b < NBD_LAT_BOUNDS && (double)us / 1e6 > nbd_lat_bounds_s[b])
+		b++;
+	add(&s->requests, 1);
+	if (c->last_rc)
+		add(&s->errors, 1);
+	else if (k == NBD_STAT_READ || k == NBD_STAT_WRITE)
+		add(&s->bytes, len);
+	add(&s->lat_us, us);
+	add(&s->lat[b], 1);
+}
+
+static uint64_t load(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+void nbd_stats_add(struct nbd_conn_stats *acc, const struct nbd_conn_stats *st)
+{
+	acc->requests += load(&st->requests);
+	acc->errors += load(&st->errors);
+	acc->bytes_read += load(&st->bytes_read);
+	acc->bytes_written += load(&st->bytes_written);
+	for (int k = 0; k < NBD_STAT_KINDS; k++) {
+		const struct nbd_cmd_stats *s = &st->cmd[k];
+		struct nbd_cmd_stats *a = &acc->cmd[k];
+
+		a->requests += load(&s->requests);
+		a->errors += load(&s->errors);
+		a->bytes += load(&s->bytes);
+		a->lat_us += load(&s->lat_us);
+		for (int b = 0; b <= NBD_LAT_BOUNDS; b++)
+			a->lat[b] += load(&s->lat[b]);
+	}
 }
 
 static bool in_range(struct conn *c, uint64_t off, uint64_t len)
@@ -430,13 +492,14 @@ static int transmission(struct conn *c)
 
 	for (;;) {
 		uint16_t flags, type;
-		uint64_t cookie, off;
+		uint64_t cookie, off, t0;
 		uint32_t len;
 		bool fua;
 
 		rc = recv_all(c, h, sizeof(h));
 		if (rc)
 			return rc;
+		t0 = cell_now_us();
 		if (cell_get32(h) != NBD_REQUEST_MAGIC)
 			return cfail(c, -EPROTO, "bad request magic 0x%08x",
 				     cell_get32(h));
@@ -500,6 +563,7 @@ static int transmission(struct conn *c)
 			rc = reply(c, cookie, -EINVAL, NULL, 0);
 			break;
 		}
+		count_cmd(c, type, len, t0);
 		if (rc)
 			return rc;
 	}

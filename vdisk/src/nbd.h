@@ -59,12 +59,38 @@ struct nbd_exports {
 	void *ctx;
 };
 
+/* Requests by command, for metrics: read, write, flush, trim (and write
+ * zeroes), anything else (refused). */
+enum nbd_stat_kind {
+	NBD_STAT_READ,
+	NBD_STAT_WRITE,
+	NBD_STAT_FLUSH,
+	NBD_STAT_TRIM,
+	NBD_STAT_OTHER,
+	NBD_STAT_KINDS
+};
+extern const char *const nbd_stat_kind_names[NBD_STAT_KINDS];
+/* Upper bounds of the service-time buckets, in seconds (from the
+ * request's header read to its reply sent). */
+#define NBD_LAT_BOUNDS 8
+extern const double nbd_lat_bounds_s[NBD_LAT_BOUNDS];
+
+struct nbd_cmd_stats {
+	uint64_t requests, errors, bytes;
+	uint64_t lat_us;		  /* sum */
+	uint64_t lat[NBD_LAT_BOUNDS + 1]; /* per bucket, the last: above */
+};
+
 /* Updated with relaxed atomic adds while serving: another thread may
  * read them with __atomic_load_n at any time. */
 struct nbd_conn_stats {
 	uint64_t requests, errors;
 	uint64_t bytes_read, bytes_written;
+	struct nbd_cmd_stats cmd[NBD_STAT_KINDS];
 };
+
+/* acc += the live counters of st (read with atomic loads). */
+void nbd_stats_add(struct nbd_conn_stats *acc, const struct nbd_conn_stats *st);
 
 /*
  * Serves one client on fd until it disconnects or breaks the protocol.

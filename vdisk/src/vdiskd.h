@@ -31,6 +31,7 @@ struct vdiskd_config {
 	char admin_listen[128];
 	char store[1024];
 	int64_t max_clients;
+	char metrics_listen[128];
 	char log_level[16];
 };
 
@@ -48,10 +49,21 @@ struct vdiskd {
 	struct vdiskd_client *clients;
 	int nclients;
 	uint64_t bytes_read, bytes_written; /* of clients gone */
+	struct nbd_conn_stats gone;	    /* the same, all of them */
 	char nbd_addr[160], admin_addr[160];
+	/* /metrics (vdiskd_metrics.c), when metrics_listen is set */
+	struct cell_metrics_server *metrics;
+	int metrics_port;
+	char metrics_addr[160];
 };
 
 extern struct vdiskd D;
+
+/* vdiskd_metrics.c: serves /metrics on metrics_listen (nothing when it
+ * is empty); 0, or -errno after logging why. */
+struct event_base;
+int vdiskd_metrics_start(struct event_base *base);
+void vdiskd_metrics_stop(void);
 
 /* vdiskd_export.c */
 extern const struct nbd_exports vdiskd_exports;

@@ -56,6 +56,10 @@ static const struct cell_config_key vdiskd_config_table[] = {
 	 "directory of base images and disks (created if missing)"},
 	{"max_clients", CELL_CFG_INT, CFG(max_clients), 0, 1, 4096, "64",
 	 "NBD connections served at once; more are refused"},
+	{"metrics_listen", CELL_CFG_STRING, STR(metrics_listen), 0, 0, "",
+	 "host:port for Prometheus metrics at /metrics (port 0: any); empty: "
+	 "off. No authentication: bind it to loopback or a management "
+	 "network"},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
@@ -90,6 +94,7 @@ static void *client_main(void *arg)
 	pthread_mutex_lock(&D.clients_mu);
 	D.bytes_read += st.bytes_read;
 	D.bytes_written += st.bytes_written;
+	nbd_stats_add(&D.gone, &st);
 	close(c->fd);
 	c->used = false;
 	if (--D.nclients == 0)
@@ -174,11 +179,12 @@ static int listen_on(const char *hostport)
  * tests and scripts may ask for port 0. */
 static int write_addr(void)
 {
-	char path[1100], text[400];
+	char path[1100], text[600];
 	int rc;
 
-	snprintf(text, sizeof(text), "nbd=%s\nadmin=%s\n", D.nbd_addr,
-		 D.admin_addr);
+	snprintf(text, sizeof(text), "nbd=%s\nadmin=%s\n%s%s%s", D.nbd_addr,
+		 D.admin_addr, D.metrics ? "metrics=" : "", D.metrics_addr,
+		 D.metrics ? "\n" : "");
 	snprintf(path, sizeof(path), "%s/vdiskd.addr", D.cfg.store);
 	rc = cell_write_file_atomic(path, text, strlen(text));
 	if (rc)
@@ -249,7 +255,7 @@ static int serve(void)
 			    sizeof(D.nbd_addr));
 	cell_hostport_bound(D.cfg.admin_listen, cell_rpc_listener_port(admin),
 			    D.admin_addr, sizeof(D.admin_addr));
-	if (write_addr())
+	if (vdiskd_metrics_start(base) || write_addr())
 		goto out;
 	ev_nbd =
 		event_new(base, lfd, EV_READ | EV_PERSIST, nbd_accept_cb, NULL);
@@ -282,6 +288,7 @@ out:
 		event_free(ev_term);
 	if (ev_int)
 		event_free(ev_int);
+	vdiskd_metrics_stop();
 	cell_rpc_listener_free(admin);
 	event_base_free(base);
 	free(D.clients);
