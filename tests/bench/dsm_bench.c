@@ -5,8 +5,8 @@
  *
  *   dsm-bench [--samples=N] [--sweep-pages=N] [--sweep-runs=N]
  *             [--wait=adaptive|fixed] [--poll-us=N] [--wait-spin-us=N]
- *             [--prefetch=N] [--window-ms=N] [--only=sweep|threads] [--no-pin]
- *             [--json]
+ *             [--prefetch=N] [--window-ms=N] [--only=sweep|threads|metrics]
+ *             [--no-pin] [--json]
  *
  * The DSM's headline lines run with the agent's defaults, read from the
  * agent's own config table (node-agent/agent_config.c); the options
@@ -29,6 +29,9 @@
  *               (the common case in a running VM)
  *   upgrade     write to a page shared with one other node
  *   invalidate  write to a page shared with two other nodes
+ *   metrics     the steady read fault with a thread reading the region's
+ *               and the node's counters 100 times a second (what the
+ *               agent's /metrics reads) and without, interleaved
  *   threads     1, 2 and 4 threads of node 0 faulting at once (steady
  *               read faults, each thread its own pages): faults/s, p99
  *   sweep       sequential read of a region homed elsewhere, pages/s,
@@ -243,9 +246,37 @@ static void read_every_other(struct cluster *c, size_t first, int n,
  * reads every other one, n in all, timed into ns: the first access
  * (!steady), or again after node 1's second write took its copies
  * (steady). */
-static void dsm_read_fault(bool steady, int n, uint64_t *ns)
+/* A scraper as the agent's /metrics runs one (dsm_region_stats and
+ * dsm_node_stats through the node thread's command queue), every
+ * scrape_ms while it runs. */
+struct scraper {
+	struct cluster *c;
+	volatile bool stop;
+	unsigned scrape_ms;
+};
+
+static void *scraper_main(void *arg)
+{
+	struct scraper *s = arg;
+
+	while (!s->stop) {
+		struct dsm_region_stats rs;
+		struct dsm_node_stats ns;
+
+		dsm_region_stats(s->c->r, &rs);
+		dsm_node_stats(s->c->node, &ns);
+		usleep(s->scrape_ms * 1000);
+	}
+	return NULL;
+}
+
+/* As dsm_read_fault, with a scraper every scrape_ms (0: none). */
+static void dsm_read_fault_scraped(bool steady, int n, uint64_t *ns,
+				   unsigned scrape_ms)
 {
 	struct cluster c;
+	struct scraper sc = {&c, false, scrape_ms};
+	pthread_t t;
 
 	cluster_up(&c, 2, run_cfg.prefetch_max, 2 * (size_t)n, DSM_POLICY_ONE,
 		   1);
@@ -254,8 +285,19 @@ static void dsm_read_fault(bool steady, int n, uint64_t *ns)
 		read_every_other(&c, 0, n, NULL);
 		remote_cmd(&c, 1, 'w');
 	}
+	if (scrape_ms)
+		must(pthread_create(&t, NULL, scraper_main, &sc) == 0);
 	read_every_other(&c, 0, n, ns);
+	if (scrape_ms) {
+		sc.stop = true;
+		pthread_join(t, NULL);
+	}
 	cluster_down(&c);
+}
+
+static void dsm_read_fault(bool steady, int n, uint64_t *ns)
+{
+	dsm_read_fault_scraped(steady, n, ns, 0);
 }
 
 /* Writes to n pages that `sharers` other nodes also read (home node 0),
@@ -381,6 +423,22 @@ static struct pct dsm_invalidation(void)
 
 	dsm_upgrade(2, samples / 2, ns);
 	return percentiles(ns, samples / 2);
+}
+
+/* The steady read fault with and without a scraper every 10 ms (100
+ * scrapes a second; Prometheus's default is one in 15 s), in ROUNDS
+ * interleaved rounds: what serving /metrics costs the fault path. */
+static void metrics_cost(struct pct *off, struct pct *on)
+{
+	int n = samples * ROUNDS;
+	uint64_t *a = ns_array(n), *b = ns_array(n);
+
+	for (int i = 0; i < ROUNDS; i++) {
+		dsm_read_fault_scraped(true, samples, a + i * samples, 0);
+		dsm_read_fault_scraped(true, samples, b + i * samples, 10);
+	}
+	*off = percentiles(a, n);
+	*on = percentiles(b, n);
 }
 
 /* ---- several threads of node 0 faulting at once ---- */
@@ -554,6 +612,20 @@ static void fig_threads(const struct curve *thr)
 	}
 }
 
+/* The steady read fault without and with a scraper, and their ratio. */
+static void fig_metrics(struct pct off, struct pct on)
+{
+	fig_pct("metrics_off_read_fault_steady",
+		"metr   steady read fault, no scraper", off, NULL);
+	fig_pct("metrics_on_read_fault_steady",
+		"metr   steady read fault, scraped 100/s", on,
+		"(what /metrics reads)");
+	fig_num("ratio_metrics_on_to_off",
+		"ratio  scraped / not scraped read fault p50 = %.3f"
+		"   (target < 1.02)\n",
+		on.p50 / off.p50);
+}
+
 /* Prints the --json object, if there is one. */
 static int fig_end(void)
 {
@@ -605,6 +677,7 @@ static void usage(FILE *f)
 		"(default 5, max 64)\n"
 		"  --only=sweep     just the sweep figures\n"
 		"  --only=threads   just the curve of faulting threads\n"
+		"  --only=metrics   just the cost of a /metrics scraper\n"
 		"  --no-pin         let the scheduler place the nodes; by\n"
 		"                   default node 0 (and its application\n"
 		"                   threads) runs on the first CPU, the other\n"
@@ -657,6 +730,7 @@ int main(int argc, char **argv)
 	/* -1: the agent's */
 	int p = -1, ws = -1, pf = -1, win = -1, wait = -1;
 	bool only_sweep = false, only_threads = false, json = false;
+	bool only_metrics = false;
 	bool changed;
 
 	agent_defaults();
@@ -669,6 +743,8 @@ int main(int argc, char **argv)
 			only_sweep = true;
 		else if (!strcmp(argv[i], "--only=threads"))
 			only_threads = true;
+		else if (!strcmp(argv[i], "--only=metrics"))
+			only_metrics = true;
 		else if (!strcmp(argv[i], "--no-pin"))
 			pin_hosts = false;
 		else if (!strcmp(argv[i], "--json"))
@@ -722,6 +798,14 @@ int main(int argc, char **argv)
 		fig_sweep_on(on);
 		return fig_end();
 	}
+	if (only_metrics) {
+		struct pct off, on;
+
+		metrics_cost(&off, &on);
+		fig_config();
+		fig_metrics(off, on);
+		return fig_end();
+	}
 	if (only_threads) {
 		struct curve thr[3] = {dsm_threads(1), dsm_threads(2),
 				       dsm_threads(4)};
@@ -754,6 +838,10 @@ int main(int argc, char **argv)
 	struct lat def = l[0], sleep = l[1], spin = l[2];
 	struct pct up2 = dsm_invalidation();
 	struct curve thr[3] = {dsm_threads(1), dsm_threads(2), dsm_threads(4)};
+	struct pct m_off, m_on;
+
+	metrics_cost(&m_off, &m_on);
+
 	double sw_off = sweep_median(1);
 	double sw_on = sweep_median(defaults.prefetch_max);
 	double floors = tcp.p50 + uf.p50;
@@ -803,6 +891,7 @@ int main(int argc, char **argv)
 	fig_pct("spin_upgrade", "spin   write upgrade, 1 sharer", spin.up,
 		NULL);
 	fig_threads(thr);
+	fig_metrics(m_off, m_on);
 	fig_num("sweep_prefetch_off_pages_per_s",
 		"dsm    sequential sweep, prefetch off %9.0f pages/s\n",
 		sw_off);
