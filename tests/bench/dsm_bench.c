@@ -650,7 +650,7 @@ static void usage(FILE *f)
 		"                 [--wait=adaptive|fixed] [--poll-us=N] "
 		"[--wait-spin-us=N]\n"
 		"                 [--prefetch=N] [--window-ms=N] "
-		"[--only=sweep]\n"
+		"[--only=sweep|threads|metrics]\n"
 		"                 [--no-pin] [--json]\n"
 		"Prints DSM latencies and sweep throughput on loopback next "
 		"to\n"
