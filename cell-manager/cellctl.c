@@ -146,6 +146,10 @@ static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
 	char err[700];
 	int rc;
 
+	if (o->follow && cmd->type != CELLMON__MSG_TYPE__MSG_EVENTS) {
+		fprintf(stderr, "cellctl: --follow belongs to events\n");
+		return EXIT_USAGE;
+	}
 	if (!cmd->build && (o->n || o->dry_run || o->start || o->nguest)) {
 		fprintf(stderr,
 			"cellctl: %s%s%s takes no %s%s (see cellctl --help)\n",
@@ -164,6 +168,7 @@ static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
 		fprintf(stderr, "cellctl: --start belongs to vm create\n");
 		return EXIT_USAGE;
 	}
+
 	rc = cmd->build ? cmd->build(o, args, nargs, &req)
 			: build_request(cmd, args, nargs, &req);
 	if (rc)
@@ -189,6 +194,9 @@ again:
 			fprintf(stderr, "cellctl: %s\n", err);
 		return exit_code(rc);
 	}
+	if (o->follow) /* JSON lines from the first reply on */
+		return ctl_events_follow(ctl->manager, &ctl->rpc,
+					 ctl->timeout_ms, ctl->json, reply);
 	cmd->render(ctl->json, reply, args);
 	protobuf_c_message_free_unpacked(reply, NULL);
 	return EXIT_OK;
@@ -209,6 +217,22 @@ static const struct ctl_cmd commands[] = {
 	 D(status_request),
 	 {NULL},
 	 ctl_render_status},
+	{"events",
+	 NULL,
+	 0,
+	 0,
+	 "[--since=DURATION] [--follow]",
+	 "the manager's event log, oldest first: node and VM state changes, "
+	 "fences, placements, restarts, migrations, page-policy rounds, "
+	 "changing cellctl calls with the caller; --since: only that recent; "
+	 "--follow: then the new ones as they come",
+	 M(EVENTS),
+	 M(EVENTS_REPLY),
+	 D(events_request),
+	 {NULL},
+	 ctl_render_events,
+	 ctl_build_events,
+	 NULL},
 	{"node",
 	 "list",
 	 0,
@@ -524,6 +548,10 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 		if (strcmp(a, "--dry-run") == 0 || strcmp(a, "--start") == 0) {
 			*(a[2] == 'd' ? &ctl->opts.dry_run : &ctl->opts.start) =
 				true;
+			continue;
+		}
+		if (strcmp(a, "--follow") == 0) {
+			ctl->opts.follow = true;
 			continue;
 		}
 		const char *eq = strchr(a, '=');

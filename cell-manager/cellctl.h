@@ -20,6 +20,7 @@ struct ctl_opts {
 	int n;
 	bool dry_run;
 	bool start;
+	bool follow;	   /* --follow (cellctl events) */
 	char **guest_args; /* after "--" */
 	int nguest;
 };
@@ -31,6 +32,8 @@ typedef int (*ctl_build_fn)(const struct ctl_opts *o, char **args, int nargs,
 int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 			ProtobufCMessage **out);
 int ctl_build_vm_set(const struct ctl_opts *o, char **args, int nargs,
+		     ProtobufCMessage **out);
+int ctl_build_events(const struct ctl_opts *o, char **args, int nargs,
 		     ProtobufCMessage **out);
 int ctl_build_cell_create(const struct ctl_opts *o, char **args, int nargs,
 			  ProtobufCMessage **out);
@@ -57,6 +60,12 @@ void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args);
 /* Prints a JSON value to stdout and frees it (cellctl_print.c); NULL
  * (a failed json_pack) is reported on stderr. */
 void ctl_emit_json(json_t *j);
+void ctl_render_events(bool json, const ProtobufCMessage *reply, char **args);
+/* cellctl events --follow: prints the first reply's events, then what
+ * is newer every 500 ms, for ever (JSON: one object per line). */
+int ctl_events_follow(const char *manager, const struct cell_rpc_config *rpc,
+		      unsigned timeout_ms, bool json,
+		      const ProtobufCMessage *first);
 /* A page policy's name; DEFAULT (a reply from before there was one, or
  * a cell stored before cells had one) reads as all. */
 const char *ctl_page_policy_name(int page_policy);

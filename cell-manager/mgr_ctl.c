@@ -204,34 +204,86 @@ void mgr_ctl_accept(struct cell_rpc_conn *c, void *arg)
 	CELL_DEBUG(MOD, "cellctl connection peer=%s", cell_rpc_conn_peer(c));
 }
 
+/* ---- the cellctl calls that change something, in the event log ---- */
+
+/* The name a request is about: a VM's, a cell's or a disk's. */
+static const char *subject_of(const ProtobufCMessage *msg)
+{
+	if (msg->descriptor == &cellmon__vm_request__descriptor) {
+		const Cellmon__VmRequest *r = (const void *)msg;
+
+		return r->name[0] || !r->spec ? r->name : r->spec->name;
+	}
+	if (msg->descriptor == &cellmon__cell_request__descriptor)
+		return ((const Cellmon__CellRequest *)msg)->name;
+	if (msg->descriptor == &cellmon__disk_request__descriptor)
+		return ((const Cellmon__DiskRequest *)msg)->name;
+	return "";
+}
+
+static void audit(struct mgr *m, struct cell_rpc_call *call,
+		  const ProtobufCMessage *msg, const char *what)
+{
+	struct cell_rpc_conn *c = cell_rpc_call_conn(call);
+	const char *subject = subject_of(msg);
+
+	mgr_event(m, "ctl", subject ? subject : "", "%s %s by %s", what,
+		  subject ? subject : "", c ? cell_rpc_conn_peer(c) : "?");
+}
+
+#define AUDITED(fn, what)                                                \
+	static void audited_##fn(struct cell_rpc_call *call,             \
+				 const ProtobufCMessage *msg, void *arg) \
+	{                                                                \
+		audit(arg, call, msg, what);                             \
+		fn(call, msg, arg);                                      \
+	}
+
+AUDITED(mgr_cell_create, "cell create")
+AUDITED(mgr_cell_delete, "cell delete")
+AUDITED(mgr_cell_add_node, "cell add-node")
+AUDITED(mgr_cell_remove_node, "cell remove-node")
+AUDITED(mgr_cell_set, "cell set")
+AUDITED(mgr_disk_create, "disk create")
+AUDITED(mgr_disk_clone, "disk clone")
+AUDITED(mgr_disk_delete, "disk delete")
+AUDITED(mgr_vm_create, "vm create")
+AUDITED(mgr_vm_start, "vm start")
+AUDITED(mgr_vm_stop, "vm stop")
+AUDITED(mgr_vm_kill, "vm kill")
+AUDITED(mgr_vm_delete, "vm delete")
+AUDITED(mgr_vm_migrate, "vm migrate")
+AUDITED(mgr_vm_set, "vm set")
+
 const struct cell_rpc_method mgr_ctl_methods[] = {
 	{CELLMON__MSG_TYPE__MSG_STATUS, on_status},
 	{CELLMON__MSG_TYPE__MSG_NODE_LIST, on_node_list},
 	{CELLMON__MSG_TYPE__MSG_NODE_INFO, on_node_info},
 	{CELLMON__MSG_TYPE__MSG_NODE_PING, on_node_ping},
-	{CELLMON__MSG_TYPE__MSG_CELL_CREATE, mgr_cell_create},
-	{CELLMON__MSG_TYPE__MSG_CELL_DELETE, mgr_cell_delete},
+	{CELLMON__MSG_TYPE__MSG_CELL_CREATE, audited_mgr_cell_create},
+	{CELLMON__MSG_TYPE__MSG_CELL_DELETE, audited_mgr_cell_delete},
 	{CELLMON__MSG_TYPE__MSG_CELL_INFO, mgr_cell_info},
-	{CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, mgr_cell_add_node},
-	{CELLMON__MSG_TYPE__MSG_CELL_REMOVE_NODE, mgr_cell_remove_node},
+	{CELLMON__MSG_TYPE__MSG_CELL_ADD_NODE, audited_mgr_cell_add_node},
+	{CELLMON__MSG_TYPE__MSG_CELL_REMOVE_NODE, audited_mgr_cell_remove_node},
 	{CELLMON__MSG_TYPE__MSG_CELL_LIST, mgr_cell_list},
-	{CELLMON__MSG_TYPE__MSG_CELL_SET, mgr_cell_set},
-	{CELLMON__MSG_TYPE__MSG_DISK_CREATE, mgr_disk_create},
-	{CELLMON__MSG_TYPE__MSG_DISK_CLONE, mgr_disk_clone},
-	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, mgr_disk_delete},
+	{CELLMON__MSG_TYPE__MSG_CELL_SET, audited_mgr_cell_set},
+	{CELLMON__MSG_TYPE__MSG_DISK_CREATE, audited_mgr_disk_create},
+	{CELLMON__MSG_TYPE__MSG_DISK_CLONE, audited_mgr_disk_clone},
+	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, audited_mgr_disk_delete},
 	{CELLMON__MSG_TYPE__MSG_DISK_INFO, mgr_disk_info},
 	{CELLMON__MSG_TYPE__MSG_DISK_LIST, mgr_disk_list},
-	{CELLMON__MSG_TYPE__MSG_VM_CREATE, mgr_vm_create},
-	{CELLMON__MSG_TYPE__MSG_VM_START, mgr_vm_start},
-	{CELLMON__MSG_TYPE__MSG_VM_STOP, mgr_vm_stop},
-	{CELLMON__MSG_TYPE__MSG_VM_KILL, mgr_vm_kill},
-	{CELLMON__MSG_TYPE__MSG_VM_DELETE, mgr_vm_delete},
+	{CELLMON__MSG_TYPE__MSG_VM_CREATE, audited_mgr_vm_create},
+	{CELLMON__MSG_TYPE__MSG_VM_START, audited_mgr_vm_start},
+	{CELLMON__MSG_TYPE__MSG_VM_STOP, audited_mgr_vm_stop},
+	{CELLMON__MSG_TYPE__MSG_VM_KILL, audited_mgr_vm_kill},
+	{CELLMON__MSG_TYPE__MSG_VM_DELETE, audited_mgr_vm_delete},
 	{CELLMON__MSG_TYPE__MSG_VM_INFO, mgr_vm_info},
 	{CELLMON__MSG_TYPE__MSG_VM_LIST, mgr_vm_list},
 	{CELLMON__MSG_TYPE__MSG_VM_CONSOLE, mgr_vm_console},
 	{CELLMON__MSG_TYPE__MSG_VM_STATS, mgr_vm_stats},
-	{CELLMON__MSG_TYPE__MSG_VM_MIGRATE, mgr_vm_migrate},
-	{CELLMON__MSG_TYPE__MSG_VM_SET, mgr_vm_set},
+	{CELLMON__MSG_TYPE__MSG_VM_MIGRATE, audited_mgr_vm_migrate},
+	{CELLMON__MSG_TYPE__MSG_VM_SET, audited_mgr_vm_set},
 	{CELLMON__MSG_TYPE__MSG_VM_PAGES, mgr_vm_pages_info},
+	{CELLMON__MSG_TYPE__MSG_EVENTS, mgr_events_rpc},
 	{0, NULL},
 };

@@ -47,6 +47,7 @@ struct mgr_config {
 	int64_t max_frame;
 	char vdiskd[128];
 	char metrics_listen[128];
+	int64_t events_keep;
 	char log_level[16];
 	/* the page policy (page_policy.h; 0: no sampling at all) */
 	int64_t policy_interval_ms;
@@ -131,11 +132,19 @@ struct mgr {
 	struct mgr_vm **vms;
 	size_t nvms, capvms;
 	uint64_t start_ms;
+	uint64_t last_event_id; /* the event log's newest (mgr_events.c) */
 	/* /metrics (mgr_metrics.c), when metrics_listen is set */
 	struct cell_metrics_server *metrics;
 	int metrics_port;
 	char metrics_addr[160];
 };
+
+/* mgr_events.c: records an event in the log (cellctl events); never
+ * fails the caller. */
+void mgr_event(struct mgr *m, const char *kind, const char *subject,
+	       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void mgr_events_rpc(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		    void *arg);
 
 /* mgr_metrics.c: serves /metrics on metrics_listen (nothing when it is
  * empty); 0, or -errno after logging why. */

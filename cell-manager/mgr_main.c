@@ -60,6 +60,10 @@ static const struct cell_config_key mgr_config_table[] = {
 	 "host:port for Prometheus metrics at /metrics (port 0: any); empty: "
 	 "off. No authentication: bind it to loopback or a management "
 	 "network"},
+	{"events_keep", CELL_CFG_INT, CFG(events_keep), 0, 0, 100000000,
+	 "100000",
+	 "events the event log keeps (cellctl events); older ones are "
+	 "deleted (0: keep all)"},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{"policy_interval", CELL_CFG_DURATION, CFG(policy_interval_ms), 0, 0,
@@ -137,22 +141,39 @@ static void on_member_change(struct mgr_node *n, enum mgr_node_state old,
 	struct mgr *m = arg;
 	uint64_t quiet = mgr_members_now(m->members) - n->last_seen_ms;
 
+	char kind[32];
+
 	mgr_node_quorum_sync(m, n);
-	if (n->state == MGR_NODE_UP)
+	snprintf(kind, sizeof(kind), "node-%s", mgr_node_state_name(n->state));
+	if (n->state == MGR_NODE_UP) {
 		CELL_INFO(MOD, "node up id=%s incarnation=%llu was=%s", n->id,
 			  (unsigned long long)n->incarnation,
 			  mgr_node_state_name(old));
-	else
+		mgr_event(m, kind, n->id, "up, incarnation %llu (was %s)",
+			  (unsigned long long)n->incarnation,
+			  mgr_node_state_name(old));
+	} else {
 		CELL_WARN(MOD, "node %s id=%s incarnation=%llu silent_ms=%llu",
 			  mgr_node_state_name(n->state), n->id,
 			  (unsigned long long)n->incarnation,
 			  (unsigned long long)quiet);
+		mgr_event(m, kind, n->id,
+			  "%s, incarnation %llu, silent for %llu ms (was %s)",
+			  mgr_node_state_name(n->state),
+			  (unsigned long long)n->incarnation,
+			  (unsigned long long)quiet, mgr_node_state_name(old));
+	}
 	if (n->state == MGR_NODE_DOWN) {
 		/* Its incarnation is over: drop the connection too. */
 		if (n->conn)
 			cell_rpc_conn_close(n->conn);
 		n->conn = NULL;
 		n->dsm_addr[0] = '\0';
+		mgr_event(
+			m, "node-fenced", n->id,
+			"incarnation %llu is over: the other nodes refuse its "
+			"DSM messages",
+			(unsigned long long)n->incarnation);
 		mgr_vm_node_lost(m, n, "is down");
 	}
 	/* Registration persists the node itself; a declared death must
@@ -245,8 +266,13 @@ static int open_state(struct mgr *m)
 		rc = mgr_store_cells_load(m->store, restore_cell, m);
 	if (!rc)
 		rc = mgr_vm_restore(m);
+	if (!rc)
+		rc = mgr_store_events_last(m->store, &m->last_event_id);
 	if (rc)
 		return rc;
+	mgr_event(m, "manager-start", "",
+		  "state restored: %zu nodes, %zu cells, %zu VMs",
+		  mgr_members_count(m->members), m->ncells, m->nvms);
 	CELL_INFO(MOD,
 		  "state restored dir=%s nodes=%zu cells=%zu vms=%zu "
 		  "epoch=%llu",

@@ -170,6 +170,9 @@ void mgr_vm_set_state(struct mgr *m, struct mgr_vm *vm, Cellmon__VmState s,
 	if (reason)
 		snprintf(vm->reason, sizeof(vm->reason), "%s", reason);
 	mgr_vm_persist(m, vm);
+	mgr_event(m, "vm-state", vm->name, "%s (was %s)%s%s",
+		  mgr_vm_state_name(s), mgr_vm_state_name(old),
+		  vm->reason[0] ? ": " : "", vm->reason);
 	if (s == CELLMON__VM_STATE__VM_FAILED)
 		CELL_WARN(MOD, "vm failed name=%s was=%s reason=\"%s\"",
 			  vm->name, mgr_vm_state_name(old), vm->reason);
@@ -679,6 +682,26 @@ static void prepare_done(struct mgr *m, struct mgr_fan *f)
 
 /* ---- cellctl methods ---- */
 
+/* "run 2: vCPUs on node1,node2; memory on node1,node2,node3" */
+static void placed_event(struct mgr *m, const struct mgr_vm *vm)
+{
+	char text[512];
+	size_t off = 0;
+
+	off += (size_t)snprintf(text, sizeof(text), "run %u: vCPUs on",
+				vm->runs);
+	for (size_t i = 0; i < vm->nvcpus && off < sizeof(text); i++)
+		off += (size_t)snprintf(text + off, sizeof(text) - off, "%s%s",
+					i ? "," : " ", vm->vcpus[i].node);
+	if (vm->nmem && off < sizeof(text))
+		off += (size_t)snprintf(text + off, sizeof(text) - off,
+					"; memory on");
+	for (size_t i = 0; i < vm->nmem && off < sizeof(text); i++)
+		off += (size_t)snprintf(text + off, sizeof(text) - off, "%s%s",
+					i ? "," : " ", vm->mem_nodes[i]);
+	mgr_event(m, "vm-placed", vm->name, "%s", text);
+}
+
 int mgr_vm_start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 {
 	struct mgr_vcpu *v = calloc(vm->spec->vcpus, sizeof(*v));
@@ -707,6 +730,7 @@ int mgr_vm_start_run(struct mgr *m, struct mgr_vm *vm, const char **names)
 	vm->reason[0] = '\0';
 	stats_free(vm);
 	vm->busy = true;
+	placed_event(m, vm);
 	mgr_vm_set_state(m, vm, CELLMON__VM_STATE__VM_STARTING, NULL);
 	return vm_fan_out(m, vm, CELLMON__COMMAND_KIND__CMD_VM_PREPARE,
 			  mgr_vm_build_start, prepare_done, NULL);
@@ -732,6 +756,8 @@ static void restart(struct mgr *m, struct mgr_vm *vm)
 		return;
 	}
 	CELL_WARN(MOD, "vm restarted name=%s restart=%u of %u run=%u", vm->name,
+		  vm->restarts, max_restarts(vm), vm->runs);
+	mgr_event(m, "vm-restart", vm->name, "restart %u of %u, run %u",
 		  vm->restarts, max_restarts(vm), vm->runs);
 }
 

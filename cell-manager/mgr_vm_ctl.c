@@ -159,6 +159,9 @@ void mgr_vm_start(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 		rc = mgr_vm_place(m, vm->spec, vm, false, names, why,
 				  sizeof(why));
 	if (rc) {
+		if (!req->dry_run)
+			mgr_event(m, "vm-refused", vm->name, "not started: %s",
+				  why);
 		cell_rpc_reply_error(call, rc, "%s", why);
 		return;
 	}

@@ -56,6 +56,8 @@ static void finish(struct mgr *m, struct mgr_vm *vm, int rc, const char *why,
 	if (rc) {
 		CELL_WARN(MOD, "vm %s: migration to %s failed: %s", vm->name,
 			  vm->migrate_to, why);
+		mgr_event(m, "vm-migrate", vm->name, "to %s failed: %s",
+			  vm->migrate_to, why);
 		if (call)
 			cell_rpc_reply_error(
 				call, rc, "vm %s: migration to %s failed: %s",
@@ -158,6 +160,10 @@ static void out_done(struct mgr *m, struct mgr_fan *f)
 	mgr_vm_persist(m, vm);
 	CELL_INFO(MOD, "vm %s: migrated to %s in %llu ms (guest paused %u ms)",
 		  vm->name, vm->migrate_to,
+		  (unsigned long long)(cell_now_ms() - vm->migrate_t0),
+		  mig ? mig->downtime_ms : 0);
+	mgr_event(m, "vm-migrate", vm->name,
+		  "to %s in %llu ms, guest paused %u ms", vm->migrate_to,
 		  (unsigned long long)(cell_now_ms() - vm->migrate_t0),
 		  mig ? mig->downtime_ms : 0);
 	finish(m, vm, 0, "", mig ? mig->downtime_ms : 0);

@@ -346,7 +346,7 @@ static void sample_done(struct mgr *m, struct mgr_fan *f)
 		if (s && s->region == vm->region)
 			decide_home(m, vm, p, f->res[i].node, s, now, b);
 	}
-	if (p->pp.moves != moves0 || p->pp.pushes != pushes0)
+	if (p->pp.moves != moves0 || p->pp.pushes != pushes0) {
 		CELL_INFO(MOD,
 			  "vm %s: page policy: %llu home moves, %llu pushes "
 			  "(%llu and %llu so far)",
@@ -354,6 +354,13 @@ static void sample_done(struct mgr *m, struct mgr_fan *f)
 			  (unsigned long long)(p->pp.pushes - pushes0),
 			  (unsigned long long)p->pp.moves,
 			  (unsigned long long)p->pp.pushes);
+		mgr_event(m, "page-policy", vm->name,
+			  "%llu home moves, %llu pushes (%llu and %llu so far)",
+			  (unsigned long long)(p->pp.moves - moves0),
+			  (unsigned long long)(p->pp.pushes - pushes0),
+			  (unsigned long long)p->pp.moves,
+			  (unsigned long long)p->pp.pushes);
+	}
 	for (size_t i = 0; i < b->n; i++)
 		nodes[i] = b->node[i];
 	if (b->n) {

@@ -20,7 +20,7 @@
 #include "cell/log.h"
 #include "store.h"
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 
 struct mgr_store {
 	sqlite3 *db;
@@ -44,7 +44,11 @@ static const char schema[] =
 	" runs INTEGER NOT NULL, region INTEGER NOT NULL,"
 	" placement TEXT NOT NULL, created_ms INTEGER NOT NULL,"
 	" state_since_ms INTEGER NOT NULL,"
-	" restarts INTEGER NOT NULL DEFAULT 0);";
+	" restarts INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY "
+	"AUTOINCREMENT,"
+	" at_ms INTEGER NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,"
+	" detail TEXT NOT NULL);";
 
 static int fail(struct mgr_store *s, const char *what)
 {
@@ -129,7 +133,7 @@ int mgr_store_open(const char *path, struct mgr_store **out, char *err,
 	    (has_column(s, "cells", "page_policy") == 0 &&
 	     exec(s, "ALTER TABLE cells ADD COLUMN page_policy INTEGER "
 		     "NOT NULL DEFAULT 0")) ||
-	    exec(s, "PRAGMA user_version=4")) {
+	    exec(s, "PRAGMA user_version=5")) {
 		snprintf(err, errlen, "%s: cannot set up the database: %s",
 			 path, sqlite3_errmsg(s->db));
 		goto err;
@@ -466,4 +470,86 @@ int mgr_store_vms_load(struct mgr_store *s, mgr_store_vm_fn fn, void *arg)
 		rc = fail(s, "vms load");
 	sqlite3_finalize(st);
 	return rc;
+}
+
+/* ---- events ---- */
+
+int mgr_store_event_add(struct mgr_store *s, uint64_t at_ms, const char *kind,
+			const char *subject, const char *detail, uint64_t keep,
+			uint64_t *id)
+{
+	static const char sql[] =
+		"INSERT INTO events(at_ms,kind,subject,detail) VALUES(?,?,?,?)";
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL))
+		return fail(s, sql);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)at_ms);
+	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, subject, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, detail, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, sql);
+	*id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+	/* the retention: now and then, what is past the last `keep` goes */
+	if (keep && *id % 64 == 0 && *id > keep) {
+		char del[96];
+
+		snprintf(del, sizeof(del),
+			 "DELETE FROM events WHERE id <= %llu",
+			 (unsigned long long)(*id - keep));
+		return exec(s, del);
+	}
+	return 0;
+}
+
+int mgr_store_events_load(struct mgr_store *s, uint64_t after_id,
+			  uint64_t since_ms, uint32_t limit,
+			  mgr_store_event_fn fn, void *arg)
+{
+	static const char sql[] =
+		"SELECT id,at_ms,kind,subject,detail FROM events"
+		" WHERE id > ? AND at_ms >= ? ORDER BY id LIMIT ?";
+	sqlite3_stmt *st;
+	int step, rc = 0;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL))
+		return fail(s, sql);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)after_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)since_ms);
+	sqlite3_bind_int64(st, 3, limit);
+	while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+		struct mgr_event e = {
+			.id = (uint64_t)sqlite3_column_int64(st, 0),
+			.at_ms = (uint64_t)sqlite3_column_int64(st, 1),
+			.kind = (const char *)sqlite3_column_text(st, 2),
+			.subject = (const char *)sqlite3_column_text(st, 3),
+			.detail = (const char *)sqlite3_column_text(st, 4),
+		};
+
+		rc = fn(&e, arg);
+	}
+	sqlite3_finalize(st);
+	if (rc)
+		return rc;
+	return step == SQLITE_DONE ? 0 : fail(s, sql);
+}
+
+int mgr_store_events_last(struct mgr_store *s, uint64_t *id)
+{
+	static const char sql[] = "SELECT COALESCE(MAX(id),0) FROM events";
+	sqlite3_stmt *st;
+	int rc = -EIO;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL))
+		return fail(s, sql);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*id = (uint64_t)sqlite3_column_int64(st, 0);
+		rc = 0;
+	}
+	sqlite3_finalize(st);
+	return rc ? fail(s, sql) : 0;
 }

@@ -1,7 +1,8 @@
 /*
  * The manager's persistent state in SQLite (<state_dir>/manager.db): nodes
- * with their last incarnation, state and cell, the cells, the VMs, and
- * counters (next incarnation, membership epoch, next VM id). The manager writes
+ * with their last incarnation, state and cell, the cells, the VMs,
+ * counters (next incarnation, membership epoch, next VM id), and the event
+ * log (`cellctl events`). The manager writes
  * through this module before it acknowledges a change, so an acknowledged
  * change survives kill -9 (WAL, synchronous=FULL).
  *
@@ -73,5 +74,23 @@ int mgr_store_vm_save(struct mgr_store *s, const struct mgr_vm_row *v);
 int mgr_store_vm_delete(struct mgr_store *s, uint64_t id);
 typedef int (*mgr_store_vm_fn)(const struct mgr_vm_row *v, void *arg);
 int mgr_store_vms_load(struct mgr_store *s, mgr_store_vm_fn fn, void *arg);
+
+/* The event log: one row per event, ids rising; kept to the last `keep`
+ * (0: all). *id gets the new event's. */
+struct mgr_event {
+	uint64_t id, at_ms; /* wall clock */
+	const char *kind, *subject, *detail;
+};
+int mgr_store_event_add(struct mgr_store *s, uint64_t at_ms, const char *kind,
+			const char *subject, const char *detail, uint64_t keep,
+			uint64_t *id);
+/* Events with an id above after_id and at or after since_ms, oldest
+ * first, at most limit; fn's non-zero return stops and is returned. */
+typedef int (*mgr_store_event_fn)(const struct mgr_event *e, void *arg);
+int mgr_store_events_load(struct mgr_store *s, uint64_t after_id,
+			  uint64_t since_ms, uint32_t limit,
+			  mgr_store_event_fn fn, void *arg);
+/* The newest event's id (0: none). */
+int mgr_store_events_last(struct mgr_store *s, uint64_t *id);
 
 #endif

@@ -75,6 +75,8 @@ const struct cell_rpc_msgtype cellproto_types[] = {
 	T(MSG_VM_PAGES, "VmPages", cellmon__vm_request__descriptor),
 	T(MSG_VM_PAGES_REPLY, "VmPagesReply",
 	  cellmon__vm_pages_reply__descriptor),
+	T(MSG_EVENTS, "Events", cellmon__events_request__descriptor),
+	T(MSG_EVENTS_REPLY, "EventsReply", cellmon__events_reply__descriptor),
 	T(MSG_VM_STATS_REPLY, "VmStatsReply",
 	  cellmon__vm_stats_reply__descriptor),
 	T(MSG_DISK_MAP, "DiskMap", cellmon__disk_request__descriptor),

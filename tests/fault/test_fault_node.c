@@ -221,6 +221,58 @@ static bool log_has(int i, const char *text)
 	return ts_file_has(path, text);
 }
 
+/* The position of the first event of kind about subject in arr (JSON
+ * objects from cellctl events), or -1. */
+static int event_pos(json_t *arr, const char *kind, const char *subject)
+{
+	size_t i;
+	json_t *e;
+
+	json_array_foreach(arr, i, e)
+	{
+		if (strcmp(json_string_value(json_object_get(e, "kind")),
+			   kind) == 0 &&
+		    strcmp(json_string_value(json_object_get(e, "subject")),
+			   subject) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+/* A kill -9 of victim's agent under VM vm, in the event log: the node
+ * suspect, then down, then its incarnation fenced, then the VM
+ * restarted, in that order. */
+static void assert_kill_events(json_t *arr, const char *victim, const char *vm,
+			       const char *where)
+{
+	int sus = event_pos(arr, "node-suspect", victim);
+	int down = event_pos(arr, "node-down", victim);
+	int fence = event_pos(arr, "node-fenced", victim);
+	int restart = event_pos(arr, "vm-restart", vm);
+
+	printf("# %s: suspect #%d, down #%d, fenced #%d, restart #%d of %zu\n",
+	       where, sus, down, fence, restart, json_array_size(arr));
+	assert_true(sus >= 0 && sus < down && down < fence && fence < restart);
+}
+
+/* The events a follower (cellctl events --follow -o json) printed: one
+ * object per line. */
+static json_t *followed(const char *path)
+{
+	char *text = ts_read_file(path), *line, *save = NULL;
+	json_t *arr = json_array();
+
+	for (line = text ? strtok_r(text, "\n", &save) : NULL; line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		json_t *e = json_loads(line, 0, NULL);
+
+		if (e)
+			json_array_append_new(arr, e);
+	}
+	free(text);
+	return arr;
+}
+
 /* kill -9 of an agent under two VMs, one depending on it. */
 /* One round: VM dep over two nodes, VM indep on the third; one of dep's
  * nodes (chosen by the seed) is killed after a seeded delay. */
@@ -230,7 +282,9 @@ static void kill_agent_round(int round)
 	char victim[32], other[32] = "", survivor[32], dropped[80];
 	uint64_t t0, t_down = 0, t_gone = 0, t_restart = 0;
 	bool gone = false;
-	char dname[32], iname[32];
+	char dname[32], iname[32], after[32], mgr_opt[200], follow_log[700];
+	pid_t follower;
+	json_t *j;
 	int v = rand() % 2;
 	unsigned delay_ms = 200 + (unsigned)(rand() % 800);
 
@@ -254,6 +308,23 @@ static void kill_agent_round(int round)
 	printf("# round %d: killing %s (vCPU %d of %s) after %u ms; %s runs "
 	       "on %s\n",
 	       round, victim, v, dname, delay_ms, iname, other);
+	/* the event log from here on, read back and followed live */
+	j = tsc_ctl_json(CELLCTL_BIN, T.ctl_addr, TSC_WORDS("events"));
+	assert_non_null(j);
+	snprintf(after, sizeof(after), "%lld",
+		 (long long)json_integer_value(json_object_get(j, "last_id")));
+	json_decref(j);
+	snprintf(mgr_opt, sizeof(mgr_opt), "--manager=%s", T.ctl_addr);
+	snprintf(follow_log, sizeof(follow_log), "%s/follow%d.log", T.dir,
+		 round);
+	{
+		char *argv[] = {CELLCTL_BIN, mgr_opt,	   "-o",       "json",
+				"events",    "--since=1s", "--follow", NULL};
+
+		follower = ts_spawn(argv, follow_log);
+	}
+	assert_true(follower > 0);
+	usleep(300 * 1000);
 	t0 = ts_now_ms();
 	ts_stop(T.agents[node_index(victim)], SIGKILL, 5000);
 	for (int i = 0; i < 400 && (!gone || !t_down || !t_restart); i++) {
@@ -280,6 +351,27 @@ static void kill_agent_round(int round)
 	assert_true(t_gone <= t_restart);
 	assert_true(t_down - t0 < 5000);
 	assert_true(t_restart - t0 < 10000);
+	/* the same story in the event log, and in the follower's stream */
+	usleep(700 * 1000); /* the follower asks every 500 ms */
+	ts_stop(follower, SIGTERM, 5000);
+	j = tsc_ctl_json(CELLCTL_BIN, T.ctl_addr,
+			 TSC_WORDS("events", "--since=1m"));
+	assert_non_null(j);
+	{
+		json_t *arr = json_array(), *e;
+		size_t k;
+
+		json_array_foreach(
+			json_object_get(j, "events"), k,
+			e) if (json_integer_value(json_object_get(e, "id")) >
+			       atoll(after)) json_array_append(arr, e);
+		assert_kill_events(arr, victim, dname, "events");
+		json_decref(arr);
+	}
+	json_decref(j);
+	j = followed(follow_log);
+	assert_kill_events(j, victim, dname, "events --follow");
+	json_decref(j);
 	assert_finished_right(dname, 2);
 	assert_finished_right(iname, 1);
 	vm_info(iname, &ind);

@@ -293,6 +293,76 @@ static void test_store_garbage_file_refused(void **state)
 	free(dir);
 }
 
+struct events_seen {
+	uint64_t ids[300];
+	char last_detail[64];
+	size_t n;
+};
+
+static int see_event(const struct mgr_event *e, void *arg)
+{
+	struct events_seen *w = arg;
+
+	if (w->n < 300)
+		w->ids[w->n++] = e->id;
+	snprintf(w->last_detail, sizeof(w->last_detail), "%s", e->detail);
+	return 0;
+}
+
+/* The event log: ids rise, a reader gets what is after an id or since a
+ * time, oldest first, at most its limit; the retention keeps the last
+ * `keep`; the events survive a reopen, and the last id is known then. */
+static void test_store_events(void **state)
+{
+	char *dir = ts_tmpdir("storetest"), path[600], err[256], d[32];
+	struct mgr_store *s;
+	struct events_seen w = {0};
+	uint64_t id = 0, last = 0;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/m.db", dir);
+	assert_int_equal(mgr_store_open(path, &s, err, sizeof(err)), 0);
+	assert_int_equal(mgr_store_events_last(s, &last), 0);
+	assert_int_equal(last, 0);
+	for (int i = 1; i <= 200; i++) {
+		snprintf(d, sizeof(d), "event %d", i);
+		assert_int_equal(mgr_store_event_add(s, 1000 + (uint64_t)i,
+						     "test", "x", d, 100, &id),
+				 0);
+		assert_int_equal(id, (uint64_t)i);
+	}
+	/* retention: at id 192, everything up to 92 went */
+	assert_int_equal(mgr_store_events_load(s, 0, 0, 1000, see_event, &w),
+			 0);
+	assert_int_equal(w.n, 108);
+	assert_int_equal(w.ids[0], 93);
+	assert_int_equal(w.ids[107], 200);
+	assert_string_equal(w.last_detail, "event 200");
+	/* after an id, since a time, a limit */
+	memset(&w, 0, sizeof(w));
+	assert_int_equal(mgr_store_events_load(s, 195, 0, 1000, see_event, &w),
+			 0);
+	assert_int_equal(w.n, 5);
+	assert_int_equal(w.ids[0], 196);
+	memset(&w, 0, sizeof(w));
+	assert_int_equal(mgr_store_events_load(s, 0, 1190, 1000, see_event, &w),
+			 0);
+	assert_int_equal(w.n, 11);
+	memset(&w, 0, sizeof(w));
+	assert_int_equal(mgr_store_events_load(s, 0, 0, 3, see_event, &w), 0);
+	assert_int_equal(w.n, 3);
+	mgr_store_close(s);
+	assert_int_equal(mgr_store_open(path, &s, err, sizeof(err)), 0);
+	assert_int_equal(mgr_store_events_last(s, &last), 0);
+	assert_int_equal(last, 200);
+	assert_int_equal(
+		mgr_store_event_add(s, 5000, "test", "x", "more", 100, &id), 0);
+	assert_int_equal(id, 201);
+	mgr_store_close(s);
+	ts_rmtree(dir);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -301,6 +371,7 @@ int main(void)
 		cmocka_unit_test(test_store_vms_roundtrip),
 		cmocka_unit_test(test_store_schema1_upgraded),
 		cmocka_unit_test(test_store_schema2_upgraded),
+		cmocka_unit_test(test_store_events),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
