@@ -102,6 +102,9 @@ struct mgr_vm {
 			       * released it and are not down: a restart
 			       * waits for them (no VM runs twice) */
 	struct cell_rpc_call *waiter; /* cellctl call answered at the end */
+	/* a vm delete that came while the ended run was being released:
+	 * done (or refused, if a restart is due) when the release is */
+	struct cell_rpc_call *deleter;
 	struct mgr_vm_pages *pages;   /* the page policy's (mgr_vm_pages.c) */
 	Cellmon__VmNodeStats **stats; /* last snapshot, taken at the end */
 	size_t nstats;
@@ -217,6 +220,10 @@ static inline bool mgr_vm_active(const struct mgr_vm *vm)
 	       vm->state == CELLMON__VM_STATE__VM_RUNNING ||
 	       vm->state == CELLMON__VM_STATE__VM_STOPPING;
 }
+
+/* Deletes a VM that is not active nor busy and answers call. */
+void mgr_vm_delete_now(struct mgr *m, struct mgr_vm *vm,
+		       struct cell_rpc_call *call);
 
 struct mgr_vm *mgr_vm_find(struct mgr *m, const char *name);
 struct mgr_vm *mgr_vm_by_id(struct mgr *m, uint64_t id);

@@ -471,6 +471,20 @@ static void release_done(struct mgr *m, struct mgr_fan *f)
 		mgr_vm_answer_waiter(m, vm,
 				     vm->start_err ? vm->start_err : -EIO);
 	vm->start_err = 0;
+	if (vm->deleter) {
+		struct cell_rpc_call *call = vm->deleter;
+
+		vm->deleter = NULL;
+		if (!vm->restart_pending) {
+			mgr_vm_delete_now(m, vm, call); /* frees vm */
+			return;
+		}
+		cell_rpc_reply_error(
+			call, -EBUSY,
+			"vm %s is being restarted; stop or kill it "
+			"first",
+			vm->name);
+	}
 	restart_when_released(m, vm);
 }
 

@@ -256,17 +256,35 @@ void mgr_vm_delete(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	struct mgr *m = arg;
 	const Cellmon__VmRequest *req = (const void *)msg;
 	struct mgr_vm *vm = vm_or_error(m, call, req->name);
-	int rc;
 
 	if (!vm)
 		return;
-	if (mgr_vm_active(vm) || vm->busy) {
+	if (mgr_vm_active(vm)) {
 		cell_rpc_reply_error(call, -EBUSY,
 				     "vm %s is %s; stop or kill it first",
 				     vm->name, mgr_vm_state_name(vm->state));
 		return;
 	}
-	rc = mgr_store_vm_delete(m->store, vm->id);
+	if (vm->busy) {
+		/* its run just ended and is being released: the delete
+		 * goes through when that is done (mgr_vm.c) */
+		if (vm->deleter) {
+			cell_rpc_reply_error(call, -EBUSY,
+					     "vm %s is being deleted already",
+					     vm->name);
+			return;
+		}
+		vm->deleter = call;
+		return;
+	}
+	mgr_vm_delete_now(m, vm, call);
+}
+
+void mgr_vm_delete_now(struct mgr *m, struct mgr_vm *vm,
+		       struct cell_rpc_call *call)
+{
+	int rc = mgr_store_vm_delete(m->store, vm->id);
+
 	if (rc) {
 		cell_rpc_reply_error(call, rc, "cannot delete vm %s: %s",
 				     vm->name, strerror(-rc));

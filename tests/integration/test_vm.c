@@ -829,6 +829,29 @@ static void test_vm_delete_removes_files_on_every_node(void **state)
 	assert_true(ts_wait_for(no_files_anywhere, NULL, 5000));
 }
 
+/* vm delete right after the VM stopped on its own: while the manager
+ * still releases the run on the nodes, the delete waits for that instead
+ * of being refused; five times over. */
+static void test_vm_delete_right_after_stop(void **state)
+{
+	char *out = NULL;
+
+	(void)state;
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(CTL(NULL, "vm", "create", "quick", "--cell=c1",
+				     "--image=testguest", "--vcpus=3",
+				     "--placement=spread", "--start", "--",
+				     "exit", "0"),
+				 0);
+		assert_true(wait_vm("quick", "stopped", 10000));
+		if (CTL(&out, "vm", "delete", "quick") != 0)
+			fail_msg("delete %d after stopped: %s", i, out);
+		free(out);
+		out = NULL;
+		assert_int_equal(CTL(NULL, "vm", "info", "quick"), 4);
+	}
+}
+
 /* The metrics port an agent wrote in its agent.state; 0 if none. */
 static int agent_metrics_port(int i)
 {
@@ -962,6 +985,7 @@ int main(void)
 		cmocka_unit_test(test_vm_write_shared_counter_left),
 		cmocka_unit_test(test_vm_page_policy_replicates_read_shared),
 		cmocka_unit_test(test_vm_metrics_match_stats),
+		cmocka_unit_test(test_vm_delete_right_after_stop),
 		cmocka_unit_test(test_vm_bad_input_refused_nothing_left),
 		cmocka_unit_test(test_vm_kill_and_stop_end_every_vcpu),
 		cmocka_unit_test(test_vm_guest_crash_marks_failed),
