@@ -136,6 +136,56 @@ static int build_request(const struct ctl_cmd *cmd, char **args, int nargs,
 	return 0;
 }
 
+/*
+ * cellctl status: the manager's status, then whether the cell is healthy
+ * and, if not, why, from three more requests: the nodes (any not up),
+ * the VMs (any failed), the disk server (configured but not answering).
+ * A request that fails is itself a problem on the list.
+ */
+static int status_health(struct ctl *ctl, const ProtobufCMessage *status)
+{
+	struct ctl_problems p = {0};
+	Cellmon__NodeListRequest nreq = CELLMON__NODE_LIST_REQUEST__INIT;
+	Cellmon__VmListRequest vreq = CELLMON__VM_LIST_REQUEST__INIT;
+	Cellmon__DiskListRequest dreq = CELLMON__DISK_LIST_REQUEST__INIT;
+	ProtobufCMessage *reply = NULL;
+	char err[700];
+	int rc;
+
+	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc,
+				CELLMON__MSG_TYPE__MSG_NODE_LIST, &nreq.base,
+				CELLMON__MSG_TYPE__MSG_NODE_LIST_REPLY,
+				ctl->timeout_ms, &reply, err, sizeof(err));
+	if (rc)
+		ctl_problem(&p, "the node list: %s", err);
+	else
+		ctl_node_problems(&p, (const void *)reply);
+	protobuf_c_message_free_unpacked(reply, NULL);
+	reply = NULL;
+	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc,
+				CELLMON__MSG_TYPE__MSG_VM_LIST, &vreq.base,
+				CELLMON__MSG_TYPE__MSG_VM_LIST_REPLY,
+				ctl->timeout_ms, &reply, err, sizeof(err));
+	if (rc)
+		ctl_problem(&p, "the VM list: %s", err);
+	else
+		ctl_vm_problems(&p, (const void *)reply);
+	protobuf_c_message_free_unpacked(reply, NULL);
+	reply = NULL;
+	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc,
+				CELLMON__MSG_TYPE__MSG_DISK_LIST, &dreq.base,
+				CELLMON__MSG_TYPE__MSG_DISK_LIST_REPLY,
+				ctl->timeout_ms, &reply, err, sizeof(err));
+	if (rc == -ENOTSUP)
+		p.no_disk_server = true;
+	else if (rc)
+		ctl_problem(&p, "the disk server does not answer: %s", err);
+	protobuf_c_message_free_unpacked(reply, NULL);
+	ctl_render_status_health(ctl->json, (const void *)status, &p);
+	ctl_problems_free(&p);
+	return EXIT_OK;
+}
+
 /* One request; on failure prints the reason and returns the exit code. */
 static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
 		   int nargs)
@@ -197,6 +247,11 @@ again:
 	if (o->follow) /* JSON lines from the first reply on */
 		return ctl_events_follow(ctl->manager, &ctl->rpc,
 					 ctl->timeout_ms, ctl->json, reply);
+	if (cmd->type == CELLMON__MSG_TYPE__MSG_STATUS) {
+		rc = status_health(ctl, reply);
+		protobuf_c_message_free_unpacked(reply, NULL);
+		return rc;
+	}
 	cmd->render(ctl->json, reply, args);
 	protobuf_c_message_free_unpacked(reply, NULL);
 	return EXIT_OK;
@@ -211,7 +266,9 @@ static const struct ctl_cmd commands[] = {
 	 0,
 	 0,
 	 "",
-	 "manager version, uptime and node counts",
+	 "manager version, uptime, node counts, and whether the cell is "
+	 "healthy: if not, why (nodes not up, failed VMs, a disk server that "
+	 "does not answer)",
 	 M(STATUS),
 	 M(STATUS_REPLY),
 	 D(status_request),

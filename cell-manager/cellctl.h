@@ -61,6 +61,21 @@ void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args);
  * (a failed json_pack) is reported on stderr. */
 void ctl_emit_json(json_t *j);
 void ctl_render_events(bool json, const ProtobufCMessage *reply, char **args);
+
+/* cellctl status's health (cellctl_print.c): what is wrong, one line
+ * each. */
+struct ctl_problems {
+	char **line;
+	size_t n, cap;
+	bool no_disk_server; /* none configured: not a problem */
+};
+void ctl_problem(struct ctl_problems *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void ctl_node_problems(struct ctl_problems *p, const Cellmon__NodeListReply *r);
+void ctl_vm_problems(struct ctl_problems *p, const Cellmon__VmListReply *r);
+void ctl_problems_free(struct ctl_problems *p);
+void ctl_render_status_health(bool json, const Cellmon__StatusReply *s,
+			      const struct ctl_problems *p);
 /* cellctl events --follow: prints the first reply's events, then what
  * is newer every 500 ms, for ever (JSON: one object per line). */
 int ctl_events_follow(const char *manager, const struct cell_rpc_config *rpc,

@@ -3,8 +3,10 @@
  * people, JSON objects (jansson) for scripts. Field names in JSON are the
  * contract documented in docs/operations.md; tables may change.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "cellctl.h"
@@ -253,6 +255,100 @@ void ctl_render_status(bool json, const ProtobufCMessage *reply, char **args)
 		ctl_emit_json(ctl_status_json((const void *)reply));
 	else
 		ctl_print_status((const void *)reply);
+}
+
+void ctl_problem(struct ctl_problems *p, const char *fmt, ...)
+{
+	char line[600], **nl;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (p->n == p->cap) {
+		nl = realloc(p->line, (p->cap ? p->cap * 2 : 8) * sizeof(*nl));
+		if (!nl)
+			return;
+		p->line = nl;
+		p->cap = p->cap ? p->cap * 2 : 8;
+	}
+	p->line[p->n] = strdup(line);
+	if (p->line[p->n])
+		p->n++;
+}
+
+void ctl_problems_free(struct ctl_problems *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		free(p->line[i]);
+	free(p->line);
+}
+
+static const char *node_state_word(Cellmon__NodeState s)
+{
+	return s == CELLMON__NODE_STATE__NODE_SUSPECT	 ? "suspect"
+	       : s == CELLMON__NODE_STATE__NODE_DOWN	 ? "down"
+	       : s == CELLMON__NODE_STATE__NODE_DRAINING ? "draining"
+							 : "in no known state";
+}
+
+void ctl_node_problems(struct ctl_problems *p, const Cellmon__NodeListReply *r)
+{
+	for (size_t i = 0; i < r->n_nodes; i++) {
+		const Cellmon__NodeInfo *n = r->nodes[i];
+
+		if (n->state == CELLMON__NODE_STATE__NODE_UP)
+			continue;
+		ctl_problem(p,
+			    "node %s is %s: no heartbeat for %llu ms "
+			    "(incarnation %llu%s%s)",
+			    n->id, node_state_word(n->state),
+			    (unsigned long long)n->heartbeat_age_ms,
+			    (unsigned long long)n->incarnation,
+			    n->cell[0] ? ", cell " : "", n->cell);
+	}
+	if (!r->n_nodes)
+		ctl_problem(p, "no node has registered");
+}
+
+void ctl_vm_problems(struct ctl_problems *p, const Cellmon__VmListReply *r)
+{
+	for (size_t i = 0; i < r->n_vms; i++) {
+		const Cellmon__VmInfo *v = r->vms[i];
+
+		if (v->state == CELLMON__VM_STATE__VM_FAILED)
+			ctl_problem(p, "vm %s failed: %s",
+				    v->spec ? v->spec->name : "?",
+				    v->reason[0] ? v->reason
+						 : "no reason given");
+	}
+}
+
+void ctl_render_status_health(bool json, const Cellmon__StatusReply *s,
+			      const struct ctl_problems *p)
+{
+	if (json) {
+		json_t *j = ctl_status_json(s), *arr = json_array();
+
+		for (size_t i = 0; i < p->n; i++)
+			json_array_append_new(arr, json_string(p->line[i]));
+		json_object_set_new(j, "healthy", json_boolean(p->n == 0));
+		json_object_set_new(j, "problems", arr);
+		json_object_set_new(j, "disk_server_configured",
+				    json_boolean(!p->no_disk_server));
+		ctl_emit_json(j);
+		return;
+	}
+	ctl_print_status(s);
+	if (!p->n) {
+		printf("health:    healthy%s\n",
+		       p->no_disk_server ? " (no disk server configured)" : "");
+		return;
+	}
+	printf("health:    NOT healthy, %zu problem%s:\n", p->n,
+	       p->n == 1 ? "" : "s");
+	for (size_t i = 0; i < p->n; i++)
+		printf("  - %s\n", p->line[i]);
 }
 
 void ctl_render_node_list(bool json, const ProtobufCMessage *reply, char **args)

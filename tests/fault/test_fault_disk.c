@@ -59,12 +59,35 @@ static int rounds_flushed(const char *vm)
 	return n;
 }
 
+/* cellctl status's verdict: healthy or not, and whether a problem line
+ * has text. */
+static bool status_says(const char *text, bool *healthy)
+{
+	json_t *j = tsc_ctl_json(CELLCTL_BIN, T.ctl_addr, TSC_WORDS("status"));
+	json_t *p;
+	size_t i;
+	bool found = false;
+
+	assert_non_null(j);
+	*healthy = json_is_true(json_object_get(j, "healthy"));
+	json_array_foreach(json_object_get(j, "problems"), i, p)
+	{
+		printf("# status: %s\n", json_string_value(p));
+		if (text && strstr(json_string_value(p), text))
+			found = true;
+	}
+	json_decref(j);
+	return found;
+}
+
 /* kill -9 of the disk server mid-write: the VM goes on, nothing flushed
- * is lost. */
+ * is lost; cellctl status says the disk server does not answer, and is
+ * healthy again once it is back. */
 static void test_fault_disk_server_killed_mid_write(void **state)
 {
 	char *out = NULL;
 	int before;
+	bool healthy;
 
 	(void)state;
 	assert_int_equal(CTL(NULL, "disk", "create", "data", "8M"), 0);
@@ -77,8 +100,12 @@ static void test_fault_disk_server_killed_mid_write(void **state)
 	before = rounds_flushed("writer");
 	assert_true(before >= 3);
 	ts_stop(T.vdiskd, SIGKILL, 5000);
+	assert_true(status_says("the disk server does not answer", &healthy));
+	assert_false(healthy);
 	usleep(300 * 1000);
 	tsc_cluster_vdiskd(&T); /* the same store and addresses */
+	assert_false(status_says(NULL, &healthy));
+	assert_true(healthy);
 	assert_true(wait_end("writer"));
 	printf("# disk server killed after %d flushed rounds; the VM went on\n",
 	       before);

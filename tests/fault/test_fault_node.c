@@ -351,6 +351,19 @@ static void kill_agent_round(int round)
 	assert_true(t_gone <= t_restart);
 	assert_true(t_down - t0 < 5000);
 	assert_true(t_restart - t0 < 10000);
+	/* cellctl status: not healthy, and says which node is down */
+	j = tsc_ctl_json(CELLCTL_BIN, T.ctl_addr, TSC_WORDS("status"));
+	assert_non_null(j);
+	assert_true(json_is_false(json_object_get(j, "healthy")));
+	snprintf(dropped, sizeof(dropped), "node %s is down", victim);
+	{
+		char *all = json_dumps(json_object_get(j, "problems"), 0);
+
+		printf("# status problems: %s\n", all);
+		assert_non_null(strstr(all, dropped));
+		free(all);
+	}
+	json_decref(j);
 	/* the same story in the event log, and in the follower's stream */
 	usleep(700 * 1000); /* the follower asks every 500 ms */
 	ts_stop(follower, SIGTERM, 5000);
