@@ -513,10 +513,11 @@ static const struct ctl_cmd commands[] = {
 	VM("console", 1, "VM", "console output of every vCPU (last run)",
 	   VM_CONSOLE, VM_CONSOLE_REPLY, ctl_render_vm_console,
 	   ctl_build_vm_request),
-	VM("pages", 1, "VM",
+	VM("pages", 1, "VM [--svg=FILE]",
 	   "what the page policy saw and did this run: moves, pushes, the "
-	   "hottest pages of the last round, write-shared pages",
-	   VM_PAGES, VM_PAGES_REPLY, ctl_render_vm_pages, ctl_build_vm_request),
+	   "hottest pages of the last round, write-shared pages, the map of "
+	   "homes; --svg: the map as a heat map picture in FILE",
+	   VM_PAGES, VM_PAGES_REPLY, ctl_render_vm_pages, ctl_build_vm_pages),
 	VM("set", 2, "VM page-policy=off|migrate|replicate|all",
 	   "change a VM's page policy, running or not (the next sample "
 	   "round uses it)",

@@ -57,6 +57,12 @@ void ctl_render_vm_console(bool json, const ProtobufCMessage *reply,
 			   char **args);
 void ctl_render_vm_stats(bool json, const ProtobufCMessage *reply, char **args);
 void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args);
+int ctl_build_vm_pages(const struct ctl_opts *o, char **args, int nargs,
+		       ProtobufCMessage **out);
+/* cellctl_svg.c: vm pages --svg=FILE (set by the build, NULL: none);
+ * writes the map of homes as an SVG heat map. 0 or -errno. */
+extern const char *ctl_pages_svg_path;
+int ctl_pages_svg(const Cellmon__VmPagesReply *r, const char *path);
 /* Prints a JSON value to stdout and frees it (cellctl_print.c); NULL
  * (a failed json_pack) is reported on stderr. */
 void ctl_emit_json(json_t *j);

@@ -353,6 +353,27 @@ int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
 	return 0;
 }
 
+/* vm pages VM [--svg=FILE] */
+int ctl_build_vm_pages(const struct ctl_opts *o, char **args, int nargs,
+		       ProtobufCMessage **out)
+{
+	static const char *const keys[] = {"svg", NULL};
+	Cellmon__VmRequest *r;
+
+	if (check_keys(o, keys, "vm pages"))
+		return -EINVAL;
+	ctl_pages_svg_path = opt(o, "svg");
+	if (ctl_pages_svg_path && !ctl_pages_svg_path[0]) {
+		fprintf(stderr, "cellctl: --svg wants a file name\n");
+		return -EINVAL;
+	}
+	r = new_request(nargs > 0 ? args[0] : "");
+	if (!r)
+		return -ENOMEM;
+	*out = &r->base;
+	return 0;
+}
+
 /* ---- rendering ---- */
 
 static json_t *spec_json(const Cellmon__VmSpec *s)
@@ -852,8 +873,22 @@ void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args)
 {
 	const Cellmon__VmPagesReply *r = (const void *)reply;
 	const char *mode = ctl_page_policy_name((int)r->page_policy);
+	int rc;
 
 	(void)args;
+	if (ctl_pages_svg_path) {
+		rc = ctl_pages_svg(r, ctl_pages_svg_path);
+		if (rc) {
+			fprintf(stderr, "cellctl: cannot write %s: %s\n",
+				ctl_pages_svg_path, strerror(-rc));
+			exit(1);
+		}
+		if (!json) {
+			printf("wrote %s: %zu ranges of %u pages\n",
+			       ctl_pages_svg_path, r->n_ranges, r->range_pages);
+			return;
+		}
+	}
 	if (json) {
 		json_t *hot = json_array(), *shared = json_array();
 

@@ -149,6 +149,59 @@ static void test_vm_spmd_checksum_spread_and_packed(void **state)
 	free(ref);
 }
 
+/* vm pages --svg: from one reply, the JSON and the picture: the SVG is
+ * well-formed XML with one square per range of the map, each coloured
+ * for (and naming) the node that homes most of that range. */
+static void check_svg(const char *vm)
+{
+	char path[700], opt[720], want[200], py[900];
+	char *argv[] = {"/usr/bin/python3", "-c", py, NULL};
+	char *svg, *out = NULL;
+	json_t *j, *names, *g;
+	size_t i, n = 0;
+
+	snprintf(path, sizeof(path), "%s/%s.svg", cl.dir, vm);
+	snprintf(opt, sizeof(opt), "--svg=%s", path);
+	assert_int_equal(CTL(&out, "-o", "json", "vm", "pages", vm, opt), 0);
+	j = json_loads(out, 0, NULL);
+	assert_non_null(j);
+	free(out);
+	svg = ts_read_file(path);
+	assert_non_null(svg);
+	names = json_object_get(j, "map_nodes");
+	json_array_foreach(json_object_get(j, "ranges"), i, g)
+	{
+		json_t *homed = json_object_get(g, "homed");
+		size_t best = 0, k;
+		json_t *h;
+
+		json_array_foreach(
+			homed, k,
+			h) if (json_integer_value(h) >
+			       json_integer_value(json_array_get(homed, best)))
+			best = k;
+		snprintf(want, sizeof(want),
+			 "data-first=\"%lld\" data-home=\"%s\"",
+			 (long long)json_integer_value(
+				 json_object_get(g, "first")),
+			 json_string_value(json_array_get(names, best)));
+		if (!strstr(svg, want))
+			fail_msg("the svg has no '%s'", want);
+		n++;
+	}
+	assert_true(n > 0);
+	for (char *p = svg; (p = strstr(p, "class=\"range\"")); p++)
+		n--;
+	assert_int_equal(n, 0); /* one square per range, no more */
+	snprintf(py, sizeof(py),
+		 "import xml.etree.ElementTree as E; E.parse('%s')", path);
+	assert_int_equal(ts_run(argv, 30000, NULL, true), 0);
+	printf("# %s: %zu ranges drawn\n", path,
+	       json_array_size(json_object_get(j, "ranges")));
+	free(svg);
+	json_decref(j);
+}
+
 /* Pages node n homes for vm, live (vm stats), or -1. */
 static long long homed_on(const char *vm, const char *node)
 {
@@ -254,6 +307,7 @@ static void test_vm_page_policy_moves_homes_to_user(void **state)
 			json_integer_value(json_object_get(j, "moves")), 0);
 		json_decref(j);
 	}
+	check_svg("pp");
 	assert_int_equal(CTL(NULL, "vm", "pages", "nosuch"), 4);
 	assert_int_equal(CTL(&out, "vm", "info", "ppoff"), 0);
 	assert_non_null(strstr(out, "pages:     off"));
