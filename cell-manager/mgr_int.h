@@ -138,7 +138,6 @@ struct mgr {
 	uint64_t last_event_id; /* the event log's newest (mgr_events.c) */
 	/* /metrics (mgr_metrics.c), when metrics_listen is set */
 	struct cell_metrics_server *metrics;
-	int metrics_port;
 	char metrics_addr[160];
 };
 

@@ -20,6 +20,7 @@
 
 #include "cell/clock.h"
 #include "cell/config.h"
+#include "cell/metrics.h"
 #include "cell/log.h"
 #include "cellproto/cellproto.h"
 #include "mgr_int.h"
@@ -56,10 +57,7 @@ static const struct cell_config_key mgr_config_table[] = {
 	{"vdiskd", CELL_CFG_STRING, STR(vdiskd), 0, 0, "",
 	 "admin address host:port of cellmon-vdiskd, the disk server; "
 	 "empty: no disks"},
-	{"metrics_listen", CELL_CFG_STRING, STR(metrics_listen), 0, 0, "",
-	 "host:port for Prometheus metrics at /metrics (port 0: any); empty: "
-	 "off. No authentication: bind it to loopback or a management "
-	 "network"},
+	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
 	{"events_keep", CELL_CFG_INT, CFG(events_keep), 0, 0, 100000000,
 	 "100000",
 	 "events the event log keeps (cellctl events); older ones are "

@@ -11,7 +11,6 @@
 #include "cell/clock.h"
 #include "cell/log.h"
 #include "cell/metrics.h"
-#include "cell/rpc.h"
 #include "mgr_int.h"
 
 #define MOD "manager"
@@ -123,25 +122,9 @@ static void fill(struct cell_metrics *m, void *arg)
 
 int mgr_metrics_start(struct mgr *g)
 {
-	char err[300];
-	int rc;
-
-	if (!g->cfg.metrics_listen[0])
-		return 0;
-	rc = cell_metrics_serve(g->base, g->cfg.metrics_listen, fill, g,
-				&g->metrics, &g->metrics_port, err,
-				sizeof(err));
-	if (rc) {
-		CELL_ERROR(MOD, "%s", err);
-		return rc;
-	}
-	cell_hostport_bound(g->cfg.metrics_listen, g->metrics_port,
-			    g->metrics_addr, sizeof(g->metrics_addr));
-	CELL_INFO(MOD,
-		  "metrics at http://%s/metrics (no authentication: keep "
-		  "metrics_listen on loopback or a management network)",
-		  g->metrics_addr);
-	return 0;
+	return cell_metrics_start(g->base, g->cfg.metrics_listen, fill, g, MOD,
+				  &g->metrics, g->metrics_addr,
+				  sizeof(g->metrics_addr));
 }
 
 void mgr_metrics_stop(struct mgr *g)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cell/config.h"
+#include "cell/metrics.h"
 #include "cell/log.h"
 #include "agent.h"
 
@@ -94,10 +95,7 @@ const struct cell_config_key agent_config_table[] = {
 	 "64M",
 	 "node-wide cache of disk blocks from base images and frozen "
 	 "disks (0: off)"},
-	{"metrics_listen", CELL_CFG_STRING, STR(metrics_listen), 0, 0, "",
-	 "host:port for Prometheus metrics at /metrics (port 0: any); empty: "
-	 "off. No authentication: bind it to loopback or a management "
-	 "network"},
+	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},

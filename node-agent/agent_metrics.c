@@ -9,11 +9,11 @@
  * the VM list (agent_vm.c), so it walks the list without vm_mu; the DSM
  * counters come from the node thread through its command queue.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cell/log.h"
 #include "cell/metrics.h"
-#include "cell/rpc.h"
 #include "agent.h"
 #include "agent_disk.h"
 
@@ -215,25 +215,14 @@ static void fill(struct cell_metrics *m, void *arg)
 
 int agent_metrics_start(struct agent *a)
 {
-	char err[300], addr[160];
-	int rc;
+	char addr[160];
+	int rc = cell_metrics_start(a->base, a->cfg.metrics_listen, fill, a,
+				    MOD, &a->metrics, addr, sizeof(addr));
+	const char *colon = strrchr(addr, ':');
 
-	if (!a->cfg.metrics_listen[0])
-		return 0;
-	rc = cell_metrics_serve(a->base, a->cfg.metrics_listen, fill, a,
-				&a->metrics, &a->metrics_port, err,
-				sizeof(err));
-	if (rc) {
-		CELL_ERROR(MOD, "%s", err);
-		return rc;
-	}
-	cell_hostport_bound(a->cfg.metrics_listen, a->metrics_port, addr,
-			    sizeof(addr));
-	CELL_INFO(MOD,
-		  "metrics at http://%s/metrics (no authentication: keep "
-		  "metrics_listen on loopback or a management network)",
-		  addr);
-	return 0;
+	if (!rc && a->metrics)
+		a->metrics_port = colon ? atoi(colon + 1) : 0;
+	return rc;
 }
 
 void agent_metrics_stop(struct agent *a)

@@ -19,6 +19,7 @@
 #include "cell/log.h"
 #include "cell/metrics.h"
 #include "cell/net.h"
+#include "cell/rpc.h"
 
 #define MOD "metrics"
 
@@ -265,4 +266,28 @@ void cell_metrics_server_free(struct cell_metrics_server *s)
 		return;
 	evhttp_free(s->http);
 	free(s);
+}
+
+int cell_metrics_start(struct event_base *base, const char *listen,
+		       cell_metrics_fill_fn fill, void *arg, const char *mod,
+		       struct cell_metrics_server **out, char *addr,
+		       size_t addrlen)
+{
+	char err[300];
+	int port = 0, rc;
+
+	if (!listen[0])
+		return 0;
+	rc = cell_metrics_serve(base, listen, fill, arg, out, &port, err,
+				sizeof(err));
+	if (rc) {
+		CELL_ERROR(mod, "%s", err);
+		return rc;
+	}
+	cell_hostport_bound(listen, port, addr, addrlen);
+	CELL_INFO(mod,
+		  "metrics at http://%s/metrics (no authentication: keep "
+		  "metrics_listen on loopback or a management network)",
+		  addr);
+	return 0;
 }

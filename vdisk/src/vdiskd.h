@@ -53,7 +53,6 @@ struct vdiskd {
 	char nbd_addr[160], admin_addr[160];
 	/* /metrics (vdiskd_metrics.c), when metrics_listen is set */
 	struct cell_metrics_server *metrics;
-	int metrics_port;
 	char metrics_addr[160];
 };
 

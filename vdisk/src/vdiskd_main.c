@@ -33,6 +33,7 @@
 #include <jansson.h>
 
 #include "cell/config.h"
+#include "cell/metrics.h"
 #include "cell/log.h"
 #include "cell/net.h"
 #include "cell/rpc.h"
@@ -56,10 +57,7 @@ static const struct cell_config_key vdiskd_config_table[] = {
 	 "directory of base images and disks (created if missing)"},
 	{"max_clients", CELL_CFG_INT, CFG(max_clients), 0, 1, 4096, "64",
 	 "NBD connections served at once; more are refused"},
-	{"metrics_listen", CELL_CFG_STRING, STR(metrics_listen), 0, 0, "",
-	 "host:port for Prometheus metrics at /metrics (port 0: any); empty: "
-	 "off. No authentication: bind it to loopback or a management "
-	 "network"},
+	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},

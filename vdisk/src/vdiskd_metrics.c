@@ -11,7 +11,6 @@
 
 #include "cell/log.h"
 #include "cell/metrics.h"
-#include "cell/rpc.h"
 #include "nbd.h"
 #include "vdiskd.h"
 
@@ -72,24 +71,9 @@ static void fill(struct cell_metrics *m, void *arg)
 
 int vdiskd_metrics_start(struct event_base *base)
 {
-	char err[300];
-	int rc;
-
-	if (!D.cfg.metrics_listen[0])
-		return 0;
-	rc = cell_metrics_serve(base, D.cfg.metrics_listen, fill, NULL,
-				&D.metrics, &D.metrics_port, err, sizeof(err));
-	if (rc) {
-		CELL_ERROR(MOD, "%s", err);
-		return rc;
-	}
-	cell_hostport_bound(D.cfg.metrics_listen, D.metrics_port,
-			    D.metrics_addr, sizeof(D.metrics_addr));
-	CELL_INFO(MOD,
-		  "metrics at http://%s/metrics (no authentication: keep "
-		  "metrics_listen on loopback or a management network)",
-		  D.metrics_addr);
-	return 0;
+	return cell_metrics_start(base, D.cfg.metrics_listen, fill, NULL, MOD,
+				  &D.metrics, D.metrics_addr,
+				  sizeof(D.metrics_addr));
 }
 
 void vdiskd_metrics_stop(void)

@@ -68,4 +68,24 @@ int cell_metrics_serve(struct event_base *base, const char *listen,
 /* NULL is a no-op. */
 void cell_metrics_server_free(struct cell_metrics_server *s);
 
+/* A daemon's metrics_listen: nothing when listen is empty; else serves
+ * it, logs the URL (module mod) and writes the bound host:port into addr.
+ * 0, or -errno after logging why. */
+int cell_metrics_start(struct event_base *base, const char *listen,
+		       cell_metrics_fill_fn fill, void *arg, const char *mod,
+		       struct cell_metrics_server **out, char *addr,
+		       size_t addrlen);
+
+/* The config table entry every daemon has (cell/config.h); the
+ * arguments are the field's offset and size. */
+#define CELL_METRICS_LISTEN_KEY(...)                                          \
+	{                                                                     \
+		"metrics_listen", CELL_CFG_STRING, __VA_ARGS__, 0, 0, "",     \
+			"host:port for Prometheus metrics at /metrics (port " \
+			"0: any); "                                           \
+			"empty: off. No authentication: bind it to loopback " \
+			"or a "                                               \
+			"management network"                                  \
+	}
+
 #endif
