@@ -55,6 +55,14 @@ static const struct vm_family vm_families[] = {
 };
 #define NVMF (sizeof(vm_families) / sizeof(vm_families[0]))
 
+/* A family of one sample labelled with the node. */
+static void one(struct cell_metrics *m, const char *node, const char *name,
+		enum cell_metric_type type, const char *help, uint64_t v)
+{
+	cell_metrics_family(m, name, type, help);
+	cell_metrics_int(m, name, CELL_LABELS("node", node), v);
+}
+
 static void membership(struct cell_metrics *m, struct agent *a)
 {
 	const char *node = a->cfg.node_id;
@@ -64,18 +72,12 @@ static void membership(struct cell_metrics *m, struct agent *a)
 	cell_metrics_int(m, "cellmon_agent_info",
 			 CELL_LABELS("node", node, "version", CELLMON_VERSION),
 			 1);
-	cell_metrics_family(m, "cellmon_agent_lease_held", CELL_METRIC_GAUGE,
-			    "1 while the node holds a lease from the manager");
-	cell_metrics_int(m, "cellmon_agent_lease_held",
-			 CELL_LABELS("node", node), a->has_lease);
-	cell_metrics_family(m, "cellmon_agent_fenced", CELL_METRIC_GAUGE,
-			    "1 while the node is fenced (its lease ran out)");
-	cell_metrics_int(m, "cellmon_agent_fenced", CELL_LABELS("node", node),
-			 a->fenced);
-	cell_metrics_family(m, "cellmon_agent_incarnation", CELL_METRIC_GAUGE,
-			    "the node's incarnation (0: not registered)");
-	cell_metrics_int(m, "cellmon_agent_incarnation",
-			 CELL_LABELS("node", node), a->incarnation);
+	one(m, node, "cellmon_agent_lease_held", CELL_METRIC_GAUGE,
+	    "1 while the node holds a lease from the manager", a->has_lease);
+	one(m, node, "cellmon_agent_fenced", CELL_METRIC_GAUGE,
+	    "1 while the node is fenced (its lease ran out)", a->fenced);
+	one(m, node, "cellmon_agent_incarnation", CELL_METRIC_GAUGE,
+	    "the node's incarnation (0: not registered)", a->incarnation);
 }
 
 #define MAX_VMS 256 /* listed per scrape; more are left out */
@@ -118,32 +120,18 @@ static void dsm_node(struct cell_metrics *m, struct agent *a)
 	if (!a->dsm)
 		return;
 	dsm_node_stats(a->dsm, &st);
-	cell_metrics_family(m, "cellmon_dsm_messages_sent_total",
-			    CELL_METRIC_COUNTER,
-			    "DSM messages this node sent to peers");
-	cell_metrics_int(m, "cellmon_dsm_messages_sent_total",
-			 CELL_LABELS("node", node), st.msgs_sent);
-	cell_metrics_family(m, "cellmon_dsm_messages_received_total",
-			    CELL_METRIC_COUNTER,
-			    "DSM messages this node received from peers");
-	cell_metrics_int(m, "cellmon_dsm_messages_received_total",
-			 CELL_LABELS("node", node), st.msgs_recv);
-	cell_metrics_family(m, "cellmon_dsm_messages_refused_total",
-			    CELL_METRIC_COUNTER,
-			    "DSM messages refused: malformed, from an unknown "
-			    "peer or below its fence");
-	cell_metrics_int(m, "cellmon_dsm_messages_refused_total",
-			 CELL_LABELS("node", node), st.refused);
-	cell_metrics_family(m, "cellmon_dsm_node_pages_sent_total",
-			    CELL_METRIC_COUNTER,
-			    "pages of data this node sent, every VM");
-	cell_metrics_int(m, "cellmon_dsm_node_pages_sent_total",
-			 CELL_LABELS("node", node), st.pages_sent);
-	cell_metrics_family(m, "cellmon_dsm_uffd_faults_total",
-			    CELL_METRIC_COUNTER,
-			    "userfaultfd faults the node thread handled");
-	cell_metrics_int(m, "cellmon_dsm_uffd_faults_total",
-			 CELL_LABELS("node", node), st.faults);
+	one(m, node, "cellmon_dsm_messages_sent_total", CELL_METRIC_COUNTER,
+	    "DSM messages this node sent to peers", st.msgs_sent);
+	one(m, node, "cellmon_dsm_messages_received_total", CELL_METRIC_COUNTER,
+	    "DSM messages this node received from peers", st.msgs_recv);
+	one(m, node, "cellmon_dsm_messages_refused_total", CELL_METRIC_COUNTER,
+	    "DSM messages refused: malformed, from an unknown "
+	    "peer or below its fence",
+	    st.refused);
+	one(m, node, "cellmon_dsm_node_pages_sent_total", CELL_METRIC_COUNTER,
+	    "pages of data this node sent, every VM", st.pages_sent);
+	one(m, node, "cellmon_dsm_uffd_faults_total", CELL_METRIC_COUNTER,
+	    "userfaultfd faults the node thread handled", st.faults);
 	if (!st.reply_wait_mode)
 		return; /* fixed waiting: nothing learned */
 	cell_metrics_family(m, "cellmon_dsm_wait_spinning", CELL_METRIC_GAUGE,
@@ -164,11 +152,8 @@ static void dsm_node(struct cell_metrics *m, struct agent *a)
 	cell_metrics_real(m, "cellmon_dsm_wait_spin_bound_seconds",
 			  CELL_LABELS("node", node, "wait", "work"),
 			  st.work_spin_us / 1e6);
-	cell_metrics_family(m, "cellmon_dsm_wait_switches_total",
-			    CELL_METRIC_COUNTER,
-			    "changes between spinning and sleeping");
-	cell_metrics_int(m, "cellmon_dsm_wait_switches_total",
-			 CELL_LABELS("node", node), st.wait_switches);
+	one(m, node, "cellmon_dsm_wait_switches_total", CELL_METRIC_COUNTER,
+	    "changes between spinning and sleeping", st.wait_switches);
 }
 
 static void cache(struct cell_metrics *m, struct agent *a)
@@ -179,28 +164,16 @@ static void cache(struct cell_metrics *m, struct agent *a)
 	if (!a->cache)
 		return;
 	agent_cache_stats(a->cache, &st);
-	cell_metrics_family(m, "cellmon_cache_hits_total", CELL_METRIC_COUNTER,
-			    "disk block reads the node cache answered");
-	cell_metrics_int(m, "cellmon_cache_hits_total",
-			 CELL_LABELS("node", node), st.hits);
-	cell_metrics_family(m, "cellmon_cache_misses_total",
-			    CELL_METRIC_COUNTER,
-			    "disk block reads that went to the disk server");
-	cell_metrics_int(m, "cellmon_cache_misses_total",
-			 CELL_LABELS("node", node), st.misses);
-	cell_metrics_family(m, "cellmon_cache_evictions_total",
-			    CELL_METRIC_COUNTER,
-			    "blocks the node cache evicted");
-	cell_metrics_int(m, "cellmon_cache_evictions_total",
-			 CELL_LABELS("node", node), st.evictions);
-	cell_metrics_family(m, "cellmon_cache_bytes", CELL_METRIC_GAUGE,
-			    "bytes of disk blocks in the node cache");
-	cell_metrics_int(m, "cellmon_cache_bytes", CELL_LABELS("node", node),
-			 st.entries * AGENT_BLOCK);
-	cell_metrics_family(m, "cellmon_cache_capacity_bytes",
-			    CELL_METRIC_GAUGE, "the node cache's size");
-	cell_metrics_int(m, "cellmon_cache_capacity_bytes",
-			 CELL_LABELS("node", node), st.capacity * AGENT_BLOCK);
+	one(m, node, "cellmon_cache_hits_total", CELL_METRIC_COUNTER,
+	    "disk block reads the node cache answered", st.hits);
+	one(m, node, "cellmon_cache_misses_total", CELL_METRIC_COUNTER,
+	    "disk block reads that went to the disk server", st.misses);
+	one(m, node, "cellmon_cache_evictions_total", CELL_METRIC_COUNTER,
+	    "blocks the node cache evicted", st.evictions);
+	one(m, node, "cellmon_cache_bytes", CELL_METRIC_GAUGE,
+	    "bytes of disk blocks in the node cache", st.entries * AGENT_BLOCK);
+	one(m, node, "cellmon_cache_capacity_bytes", CELL_METRIC_GAUGE,
+	    "the node cache's size", st.capacity * AGENT_BLOCK);
 }
 
 static void fill(struct cell_metrics *m, void *arg)
