@@ -333,6 +333,9 @@ size_t agent_witness_report(struct agent *a, Cellmon__VouchState *v,
 /* Every heartbeat period: asks for votes while the manager is silent;
  * returns the end of the peer lease (0: none). */
 uint64_t agent_witness_tick(struct agent *a);
+/* The end of the peer lease from the votes received so far (0: none),
+ * asking nothing: for the moment a lease would end between ticks. */
+uint64_t agent_witness_until(struct agent *a);
 
 /* agent_dsm.c */
 /* Adds (or re-points) the DSM peers a VM needs; err says which failed. */

@@ -154,6 +154,17 @@ static void lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (!a->has_lease)
 		return;
+	/* Votes that came in since the last witness tick count too: the
+	 * tick runs every heartbeat, and a yes that arrived just after it
+	 * would otherwise be seen only after the lease had ended. */
+	if (now >= lease_end(a)) {
+		uint64_t until = agent_witness_until(a);
+
+		if (until > a->peer_until_ms)
+			a->peer_until_ms = until;
+		if (now < lease_end(a))
+			agent_vm_lease(a, lease_end(a));
+	}
 	/* libevent's timer clock is coarse and may fire a few ms early;
 	 * and a peer lease may hold past the manager's. */
 	if (now < lease_end(a)) {
@@ -166,8 +177,17 @@ static void lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 	CELL_WARN(MOD,
 		  "lease expired; fenced incarnation=%llu lease_ms=%u: the "
 		  "manager is silent and no quorum of the cell vouches (the "
-		  "others still hear it, or too few of them answer)",
-		  (unsigned long long)a->incarnation, a->lease_ms);
+		  "others still hear it, or too few of them answer; manager "
+		  "silent %llu ms, peer lease end %lld ms from now, %u vote "
+		  "requests sent)",
+		  (unsigned long long)a->incarnation, a->lease_ms,
+		  (unsigned long long)(now - __atomic_load_n(
+						     &a->witness.last_reply_ms,
+						     __ATOMIC_ACQUIRE)),
+		  a->peer_until_ms
+			  ? (long long)a->peer_until_ms - (long long)now
+			  : 0,
+		  a->witness.seq);
 	/* The manager may restart our VMs elsewhere once the lease is
 	 * over: none of them may go on here. */
 	agent_vm_fence(a);

@@ -153,6 +153,11 @@ static uint64_t peer_until(struct agent *a)
 	return k >= need ? best[need - 1] : 0;
 }
 
+uint64_t agent_witness_until(struct agent *a)
+{
+	return a->dsm && a->dsm_epoch_now ? peer_until(a) : 0;
+}
+
 uint64_t agent_witness_tick(struct agent *a)
 {
 	struct agent_witness *w = &a->witness;
