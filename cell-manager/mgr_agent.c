@@ -21,6 +21,7 @@
 static void fill_lease(struct mgr *m, const struct mgr_node *n,
 		       Cellmon__Lease *lease)
 {
+	m->lease_grants++;
 	lease->incarnation = n->incarnation;
 	lease->lease_ms = (uint32_t)m->cfg.lease_ms;
 	lease->epoch = mgr_members_epoch(m->members);

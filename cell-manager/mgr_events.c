@@ -26,6 +26,22 @@
 #define MOD	  "manager"
 #define REPLY_MAX 1000
 
+const char *const mgr_event_kinds[MGR_EVENT_KINDS] = {
+	"node-up",    "node-suspect", "node-down",  "node-fenced",
+	"vm-state",   "vm-placed",    "vm-refused", "vm-restart",
+	"vm-migrate", "page-policy",  "ctl",	    "manager-start",
+	"other",
+};
+
+static void count_kind(struct mgr *m, const char *kind)
+{
+	size_t k = 0;
+
+	while (k < MGR_EVENT_KINDS - 1 && strcmp(mgr_event_kinds[k], kind))
+		k++;
+	m->events_by_kind[k]++;
+}
+
 void mgr_event(struct mgr *m, const char *kind, const char *subject,
 	       const char *fmt, ...)
 {
@@ -33,6 +49,7 @@ void mgr_event(struct mgr *m, const char *kind, const char *subject,
 	uint64_t id;
 	va_list ap;
 
+	count_kind(m, kind);
 	if (!m->store)
 		return;
 	va_start(ap, fmt);

@@ -113,6 +113,11 @@ struct mgr_vm {
 struct mgr;
 struct mgr_fan;
 
+/* The kinds of event (mgr_events.c), counted for /metrics; the last is
+ * any other. */
+#define MGR_EVENT_KINDS 13
+extern const char *const mgr_event_kinds[MGR_EVENT_KINDS];
+
 /* Sends one command to a node's agent; cb as for cell_rpc_request. */
 typedef int (*mgr_send_command_fn)(struct mgr *m, struct mgr_node *n,
 				   const ProtobufCMessage *cmd,
@@ -136,6 +141,8 @@ struct mgr {
 	size_t nvms, capvms;
 	uint64_t start_ms;
 	uint64_t last_event_id; /* the event log's newest (mgr_events.c) */
+	uint64_t events_by_kind[MGR_EVENT_KINDS]; /* since the start */
+	uint64_t lease_grants; /* leases given with register/heartbeat */
 	/* /metrics (mgr_metrics.c), when metrics_listen is set */
 	struct cell_metrics_server *metrics;
 	char metrics_addr[160];

@@ -116,6 +116,20 @@ static void fill(struct cell_metrics *m, void *arg)
 	cell_metrics_family(m, "cellmon_cells", CELL_METRIC_GAUGE,
 			    "cells the manager keeps");
 	cell_metrics_int(m, "cellmon_cells", NULL, g->ncells);
+	cell_metrics_family(m, "cellmon_lease_grants_total",
+			    CELL_METRIC_COUNTER,
+			    "leases given to agents (registrations and "
+			    "heartbeats)");
+	cell_metrics_int(m, "cellmon_lease_grants_total", NULL,
+			 g->lease_grants);
+	cell_metrics_family(m, "cellmon_events_total", CELL_METRIC_COUNTER,
+			    "events of the event log since the manager "
+			    "started, by kind (node-fenced: fences, "
+			    "vm-refused: placement refusals, ...)");
+	for (size_t k = 0; k < MGR_EVENT_KINDS; k++)
+		cell_metrics_int(m, "cellmon_events_total",
+				 CELL_LABELS("kind", mgr_event_kinds[k]),
+				 g->events_by_kind[k]);
 	nodes(m, g);
 	vms(m, g);
 }

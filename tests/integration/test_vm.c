@@ -1023,6 +1023,10 @@ static void test_vm_metrics_match_stats(void **state)
 	assert_true(sample_sum(j, "cellmon_nodes", "state", "up") == 3);
 	assert_true(sample_sum(j, "cellmon_vms", "state", "running") >= 1);
 	assert_true(sample_sum(j, "cellmon_vm_runs_total", "vm", "met") == 1);
+	assert_true(sample_sum(j, "cellmon_lease_grants_total", NULL, NULL) >
+		    0);
+	assert_true(sample_sum(j, "cellmon_events_total", "kind",
+			       "vm-placed") >= 1);
 	json_decref(j);
 	assert_int_equal(CTL(NULL, "vm", "kill", "met"), 0);
 	assert_true(wait_vm("met", "stopped", 10000) ||
