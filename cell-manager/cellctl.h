@@ -33,6 +33,10 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 			ProtobufCMessage **out);
 int ctl_build_vm_set(const struct ctl_opts *o, char **args, int nargs,
 		     ProtobufCMessage **out);
+/* Refuses (printing why) an option of o that is not in allowed (NULL:
+ * none allowed). 0 or -EINVAL. */
+int ctl_check_keys(const struct ctl_opts *o, const char *const *allowed,
+		   const char *cmd);
 int ctl_build_events(const struct ctl_opts *o, char **args, int nargs,
 		     ProtobufCMessage **out);
 int ctl_build_cell_create(const struct ctl_opts *o, char **args, int nargs,

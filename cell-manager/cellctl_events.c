@@ -19,6 +19,7 @@
 int ctl_build_events(const struct ctl_opts *o, char **args, int nargs,
 		     ProtobufCMessage **out)
 {
+	static const char *const keys[] = {"since", NULL};
 	Cellmon__EventsRequest *r = malloc(sizeof(*r));
 	int64_t ms;
 
@@ -27,15 +28,11 @@ int ctl_build_events(const struct ctl_opts *o, char **args, int nargs,
 	if (!r)
 		return -ENOMEM;
 	cellmon__events_request__init(r);
+	if (ctl_check_keys(o, keys, "events")) {
+		free(r);
+		return -EINVAL;
+	}
 	for (int i = 0; i < o->n; i++) {
-		if (strcmp(o->key[i], "since") != 0) {
-			fprintf(stderr,
-				"cellctl: events takes --since=DURATION and "
-				"--follow, not --%s\n",
-				o->key[i]);
-			free(r);
-			return -EINVAL;
-		}
 		if (cell_parse_duration_ms(o->val[i], &ms) || ms < 0) {
 			fprintf(stderr,
 				"cellctl: --since wants a duration (30s, 10m, "

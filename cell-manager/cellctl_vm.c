@@ -68,8 +68,8 @@ static const char *const create_keys[] = {
 	"kernel",	 "initrd", "page-policy",  NULL,
 };
 
-static int check_keys(const struct ctl_opts *o, const char *const *allowed,
-		      const char *cmd)
+int ctl_check_keys(const struct ctl_opts *o, const char *const *allowed,
+		   const char *cmd)
 {
 	for (int i = 0; i < o->n; i++) {
 		bool ok = false;
@@ -115,7 +115,7 @@ int ctl_build_vm_create(const struct ctl_opts *o, char **args, int nargs,
 	int64_t n;
 	int e = 0, p = 0, h = 0, pp = 0; /* the *_DEFAULT values */
 
-	if (nargs != 1 || check_keys(o, create_keys, "vm create"))
+	if (nargs != 1 || ctl_check_keys(o, create_keys, "vm create"))
 		return -EINVAL;
 	if (!opt(o, "cell") || (!opt(o, "image") && !opt(o, "kernel"))) {
 		fprintf(stderr, "cellctl: vm create needs --cell=CELL and "
@@ -231,7 +231,7 @@ int ctl_build_vm_migrate(const struct ctl_opts *o, char **args, int nargs,
 	static const char *const keys[] = {"to", NULL};
 	Cellmon__VmRequest *r;
 
-	if (nargs != 1 || check_keys(o, keys, "vm migrate"))
+	if (nargs != 1 || ctl_check_keys(o, keys, "vm migrate"))
 		return -EINVAL;
 	if (!opt(o, "to")) {
 		fprintf(stderr, "cellctl: vm migrate needs --to=NODE\n");
@@ -252,7 +252,7 @@ static int page_policy_setting(const struct ctl_opts *o, const char *what,
 {
 	char names[200];
 
-	if (check_keys(o, NULL, what))
+	if (ctl_check_keys(o, NULL, what))
 		return -EINVAL;
 	if (nargs != 2 || strncmp(args[1], "page-policy=", 12) != 0) {
 		fprintf(stderr,
@@ -290,7 +290,7 @@ int ctl_build_cell_create(const struct ctl_opts *o, char **args, int nargs,
 	Cellmon__CellRequest *r;
 	int pp = 0;
 
-	if (nargs != 1 || check_keys(o, keys, "cell create") ||
+	if (nargs != 1 || ctl_check_keys(o, keys, "cell create") ||
 	    opt_enum(o, "page-policy", &cellproto_page_policies, &pp))
 		return -EINVAL;
 	if (!(r = new_cell_request(args[0])))
@@ -338,7 +338,7 @@ int ctl_build_vm_request(const struct ctl_opts *o, char **args, int nargs,
 {
 	Cellmon__VmRequest *r;
 
-	if (check_keys(o, NULL, "this command"))
+	if (ctl_check_keys(o, NULL, "this command"))
 		return -EINVAL;
 	if (o->nguest) {
 		fprintf(stderr, "cellctl: guest arguments after -- belong to "
@@ -360,7 +360,7 @@ int ctl_build_vm_pages(const struct ctl_opts *o, char **args, int nargs,
 	static const char *const keys[] = {"svg", NULL};
 	Cellmon__VmRequest *r;
 
-	if (check_keys(o, keys, "vm pages"))
+	if (ctl_check_keys(o, keys, "vm pages"))
 		return -EINVAL;
 	ctl_pages_svg_path = opt(o, "svg");
 	if (ctl_pages_svg_path && !ctl_pages_svg_path[0]) {
@@ -663,7 +663,7 @@ int ctl_build_vm_list(const struct ctl_opts *o, char **args, int nargs,
 
 	(void)args;
 	(void)nargs;
-	if (check_keys(o, NULL, "this command") || o->nguest || o->dry_run)
+	if (ctl_check_keys(o, NULL, "this command") || o->nguest || o->dry_run)
 		return -EINVAL;
 	r = calloc(1, sizeof(*r));
 	if (!r)

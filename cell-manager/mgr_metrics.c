@@ -6,6 +6,7 @@
  *
  * Event-loop thread.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "cell/clock.h"
@@ -17,6 +18,22 @@
 
 static const enum mgr_node_state node_states[] = {
 	MGR_NODE_UP, MGR_NODE_SUSPECT, MGR_NODE_DOWN, MGR_NODE_UNKNOWN};
+
+/* One sample per node of a uint64_t field of struct mgr_node. */
+static const struct {
+	const char *name, *help;
+	enum cell_metric_type type;
+	size_t off;
+} node_fields[] = {
+	{"cellmon_node_incarnation", "the node's current incarnation",
+	 CELL_METRIC_GAUGE, offsetof(struct mgr_node, incarnation)},
+	{"cellmon_node_cache_hits_total",
+	 "the node's disk cache hits, as last reported", CELL_METRIC_COUNTER,
+	 offsetof(struct mgr_node, cache.hits)},
+	{"cellmon_node_cache_misses_total",
+	 "the node's disk cache misses, as last reported", CELL_METRIC_COUNTER,
+	 offsetof(struct mgr_node, cache.misses)},
+};
 
 static void nodes(struct cell_metrics *m, struct mgr *g)
 {
@@ -44,31 +61,19 @@ static void nodes(struct cell_metrics *m, struct mgr *g)
 				 CELL_LABELS("node", x->id, "cell", x->cell),
 				 x->state == MGR_NODE_UP);
 	}
-	cell_metrics_family(m, "cellmon_node_incarnation", CELL_METRIC_GAUGE,
-			    "the node's current incarnation");
-	for (size_t i = 0; i < n; i++) {
-		struct mgr_node *x = mgr_members_at(g->members, i);
+	for (size_t f = 0; f < sizeof(node_fields) / sizeof(node_fields[0]);
+	     f++) {
+		cell_metrics_family(m, node_fields[f].name, node_fields[f].type,
+				    node_fields[f].help);
+		for (size_t i = 0; i < n; i++) {
+			struct mgr_node *x = mgr_members_at(g->members, i);
 
-		cell_metrics_int(m, "cellmon_node_incarnation",
-				 CELL_LABELS("node", x->id), x->incarnation);
-	}
-	cell_metrics_family(m, "cellmon_node_cache_hits_total",
-			    CELL_METRIC_COUNTER,
-			    "the node's disk cache hits, as last reported");
-	for (size_t i = 0; i < n; i++) {
-		struct mgr_node *x = mgr_members_at(g->members, i);
-
-		cell_metrics_int(m, "cellmon_node_cache_hits_total",
-				 CELL_LABELS("node", x->id), x->cache.hits);
-	}
-	cell_metrics_family(m, "cellmon_node_cache_misses_total",
-			    CELL_METRIC_COUNTER,
-			    "the node's disk cache misses, as last reported");
-	for (size_t i = 0; i < n; i++) {
-		struct mgr_node *x = mgr_members_at(g->members, i);
-
-		cell_metrics_int(m, "cellmon_node_cache_misses_total",
-				 CELL_LABELS("node", x->id), x->cache.misses);
+			cell_metrics_int(
+				m, node_fields[f].name,
+				CELL_LABELS("node", x->id),
+				*(const uint64_t *)((const char *)x +
+						    node_fields[f].off));
+		}
 	}
 }
 

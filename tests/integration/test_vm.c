@@ -483,11 +483,11 @@ static void test_vm_write_shared_counter_left(void **state)
 	(void)state;
 	assert_int_equal(CTL(NULL, "vm", "create", "wsc", "--cell=c1",
 			     "--image=testguest", "--vcpus=3", "--start", "--",
-			     "counter", "1000"),
+			     "counter", "5000"),
 			 0);
 	assert_true(wait_vm("wsc", "stopped", 120000));
 	assert_int_equal(CTL(&out, "vm", "console", "wsc"), 0);
-	assert_non_null(strstr(out, "testguest: counter=3000\n"));
+	assert_non_null(strstr(out, "testguest: counter=15000\n"));
 	free(out);
 	j = tsc_ctl_json(CELLCTL_BIN, cl.ctl_addr,
 			 TSC_WORDS("vm", "pages", "wsc"));
