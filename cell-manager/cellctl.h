@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "cellproto/cellproto.h"
+#include "ctl_json.h"
 
 /* Options some commands take (vm create and start); the rest refuse
  * them. */
@@ -72,18 +73,6 @@ int ctl_pages_svg(const Cellmon__VmPagesReply *r, const char *path);
 void ctl_emit_json(json_t *j);
 void ctl_render_events(bool json, const ProtobufCMessage *reply, char **args);
 
-/* cellctl status's health (cellctl_print.c): what is wrong, one line
- * each. */
-struct ctl_problems {
-	char **line;
-	size_t n, cap;
-	bool no_disk_server; /* none configured: not a problem */
-};
-void ctl_problem(struct ctl_problems *p, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-void ctl_node_problems(struct ctl_problems *p, const Cellmon__NodeListReply *r);
-void ctl_vm_problems(struct ctl_problems *p, const Cellmon__VmListReply *r);
-void ctl_problems_free(struct ctl_problems *p);
 void ctl_render_status_health(bool json, const Cellmon__StatusReply *s,
 			      const struct ctl_problems *p);
 /* cellctl events --follow: prints the first reply's events, then what
@@ -91,9 +80,6 @@ void ctl_render_status_health(bool json, const Cellmon__StatusReply *s,
 int ctl_events_follow(const char *manager, const struct cell_rpc_config *rpc,
 		      unsigned timeout_ms, bool json,
 		      const ProtobufCMessage *first);
-/* A page policy's name; DEFAULT (a reply from before there was one, or
- * a cell stored before cells had one) reads as all. */
-const char *ctl_page_policy_name(int page_policy);
 
 /*
  * Renderers, one per reply type: JSON to stdout when json is set, else a

@@ -47,13 +47,6 @@ int ctl_build_events(const struct ctl_opts *o, char **args, int nargs,
 	return 0;
 }
 
-static json_t *event_json(const Cellmon__Event *e)
-{
-	return json_pack("{s:I, s:I, s:s, s:s, s:s}", "id", (json_int_t)e->id,
-			 "at_ms", (json_int_t)e->at_ms, "kind", e->kind,
-			 "subject", e->subject, "detail", e->detail);
-}
-
 static void print_event(const Cellmon__Event *e)
 {
 	time_t t = (time_t)(e->at_ms / 1000);
@@ -69,19 +62,14 @@ static void print_event(const Cellmon__Event *e)
 void ctl_render_events(bool json, const ProtobufCMessage *reply, char **args)
 {
 	const Cellmon__EventsReply *r = (const void *)reply;
-	json_t *arr;
 
 	(void)args;
-	if (!json) {
-		for (size_t i = 0; i < r->n_events; i++)
-			print_event(r->events[i]);
+	if (json) {
+		ctl_emit_json(ctl_json_events(r));
 		return;
 	}
-	arr = json_array();
 	for (size_t i = 0; i < r->n_events; i++)
-		json_array_append_new(arr, event_json(r->events[i]));
-	ctl_emit_json(json_pack("{s:o, s:I}", "events", arr, "last_id",
-				(json_int_t)r->last_id));
+		print_event(r->events[i]);
 }
 
 /* Prints the events of r (JSON lines or text); the last id printed. */
@@ -90,7 +78,7 @@ static uint64_t print_new(bool json, const Cellmon__EventsReply *r,
 {
 	for (size_t i = 0; i < r->n_events; i++) {
 		if (json) {
-			char *s = json_dumps(event_json(r->events[i]),
+			char *s = json_dumps(ctl_json_event(r->events[i]),
 					     JSON_COMPACT);
 
 			if (s)

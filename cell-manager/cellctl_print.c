@@ -11,35 +11,6 @@
 
 #include "cellctl.h"
 
-static const char *ctl_node_state_name(Cellmon__NodeState s)
-{
-	switch (s) {
-	case CELLMON__NODE_STATE__NODE_UP:
-		return "up";
-	case CELLMON__NODE_STATE__NODE_SUSPECT:
-		return "suspect";
-	case CELLMON__NODE_STATE__NODE_DOWN:
-		return "down";
-	case CELLMON__NODE_STATE__NODE_DRAINING:
-		return "draining";
-	default:
-		return "unknown";
-	}
-}
-
-static void iso_time(uint64_t wall_ms, char *out, size_t len)
-{
-	time_t t = (time_t)(wall_ms / 1000);
-	struct tm tm;
-
-	if (!wall_ms) {
-		snprintf(out, len, "-");
-		return;
-	}
-	gmtime_r(&t, &tm);
-	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void human_mb(uint64_t mb, char *out, size_t len)
 {
 	if (mb >= 1024)
@@ -56,81 +27,6 @@ static void human_age(uint64_t ms, char *out, size_t len)
 		snprintf(out, len, "%llus", (unsigned long long)(ms / 1000));
 	else
 		snprintf(out, len, "%llum", (unsigned long long)(ms / 60000));
-}
-
-static json_t *ctl_node_json(const Cellmon__NodeInfo *n)
-{
-	char since[32];
-	json_t *o, *images = NULL;
-
-	iso_time(n->state_since_ms, since, sizeof(since));
-	if (n->capacity && n->capacity->images_known) {
-		images = json_array();
-		for (size_t i = 0; images && i < n->capacity->n_images; i++)
-			json_array_append_new(
-				images, json_string(n->capacity->images[i]));
-	}
-	o = json_pack(
-		"{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:f, s:I, s:i, s:I, "
-		"s:s, s:i, s:b, s:s, s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, "
-		"s:I}}",
-		"id", n->id, "addr", n->addr, "state",
-		ctl_node_state_name(n->state), "incarnation",
-		(json_int_t)n->incarnation, "cell", n->cell[0] ? n->cell : NULL,
-		"cpus", n->capacity ? (int)n->capacity->cpus : 0, "memory_mb",
-		(json_int_t)(n->capacity ? n->capacity->memory_mb : 0), "load1",
-		n->load ? n->load->load1 : 0.0, "mem_free_mb",
-		(json_int_t)(n->load ? n->load->mem_free_mb : 0), "vcpus",
-		n->load ? (int)n->load->vcpus : 0, "heartbeat_age_ms",
-		(json_int_t)n->heartbeat_age_ms, "state_since", since,
-		"heartbeat_ms", (int)n->heartbeat_ms, "connected", n->connected,
-		"dsm_addr", n->dsm_addr, "dsm_id", (int)n->dsm_id, "cache",
-		"hits", (json_int_t)(n->cache ? n->cache->hits : 0), "misses",
-		(json_int_t)(n->cache ? n->cache->misses : 0), "evictions",
-		(json_int_t)(n->cache ? n->cache->evictions : 0), "waits",
-		(json_int_t)(n->cache ? n->cache->waits : 0), "zero_reads",
-		(json_int_t)(n->cache ? n->cache->zero_reads : 0), "entries",
-		(json_int_t)(n->cache ? n->cache->entries : 0), "capacity",
-		(json_int_t)(n->cache ? n->cache->capacity : 0));
-	/* node info only: the images, absent when the node did not say */
-	if (o && images)
-		json_object_set_new(o, "images", images);
-	return o;
-}
-
-const char *ctl_page_policy_name(int page_policy)
-{
-	return cellproto_name(&cellproto_page_policies,
-			      page_policy
-				      ? page_policy
-				      : CELLMON__PAGE_POLICY__PAGE_POLICY_ALL);
-}
-
-static json_t *ctl_cell_json(const Cellmon__CellInfo *c)
-{
-	json_t *nodes = json_array();
-	char created[32];
-
-	for (size_t i = 0; nodes && i < c->n_nodes; i++)
-		json_array_append_new(nodes, json_string(c->nodes[i]));
-	iso_time(c->created_ms, created, sizeof(created));
-	return json_pack("{s:s, s:o, s:i, s:s, s:s}", "name", c->name, "nodes",
-			 nodes, "nodes_up", (int)c->nodes_up, "created",
-			 created, "page_policy",
-			 ctl_page_policy_name((int)c->page_policy));
-}
-
-static json_t *ctl_status_json(const Cellmon__StatusReply *s)
-{
-	return json_pack(
-		"{s:s, s:i, s:I, s:I, s:{s:i, s:i, s:i}, s:i, s:s, "
-		"s:s, s:s}",
-		"version", s->version, "protocol_version",
-		(int)s->protocol_version, "uptime_ms", (json_int_t)s->uptime_ms,
-		"epoch", (json_int_t)s->epoch, "nodes", "up", (int)s->nodes_up,
-		"suspect", (int)s->nodes_suspect, "down", (int)s->nodes_down,
-		"cells", (int)s->cells, "agent_addr", s->agent_addr, "ctl_addr",
-		s->ctl_addr, "state_dir", s->state_dir);
 }
 
 void ctl_emit_json(json_t *j)
@@ -171,7 +67,7 @@ static void ctl_print_node(const Cellmon__NodeInfo *n)
 
 	human_mb(n->capacity ? n->capacity->memory_mb : 0, mem, sizeof(mem));
 	human_mb(n->load ? n->load->mem_free_mb : 0, freem, sizeof(freem));
-	iso_time(n->state_since_ms, since, sizeof(since));
+	ctl_iso_time(n->state_since_ms, since, sizeof(since));
 	printf("node:          %s\n", n->id);
 	printf("state:         %s (since %s)\n", ctl_node_state_name(n->state),
 	       since);
@@ -224,7 +120,7 @@ static void ctl_print_cell(const Cellmon__CellInfo *c)
 {
 	char created[32];
 
-	iso_time(c->created_ms, created, sizeof(created));
+	ctl_iso_time(c->created_ms, created, sizeof(created));
 	printf("cell:     %s\n", c->name);
 	printf("created:  %s\n", created);
 	printf("pages:    %s (the page policy of VMs created without one)\n",
@@ -252,91 +148,16 @@ void ctl_render_status(bool json, const ProtobufCMessage *reply, char **args)
 {
 	(void)args;
 	if (json)
-		ctl_emit_json(ctl_status_json((const void *)reply));
+		ctl_emit_json(ctl_json_status((const void *)reply));
 	else
 		ctl_print_status((const void *)reply);
-}
-
-void ctl_problem(struct ctl_problems *p, const char *fmt, ...)
-{
-	char line[600], **nl;
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (p->n == p->cap) {
-		nl = realloc(p->line, (p->cap ? p->cap * 2 : 8) * sizeof(*nl));
-		if (!nl)
-			return;
-		p->line = nl;
-		p->cap = p->cap ? p->cap * 2 : 8;
-	}
-	p->line[p->n] = strdup(line);
-	if (p->line[p->n])
-		p->n++;
-}
-
-void ctl_problems_free(struct ctl_problems *p)
-{
-	for (size_t i = 0; i < p->n; i++)
-		free(p->line[i]);
-	free(p->line);
-}
-
-static const char *node_state_word(Cellmon__NodeState s)
-{
-	return s == CELLMON__NODE_STATE__NODE_SUSPECT	 ? "suspect"
-	       : s == CELLMON__NODE_STATE__NODE_DOWN	 ? "down"
-	       : s == CELLMON__NODE_STATE__NODE_DRAINING ? "draining"
-							 : "in no known state";
-}
-
-void ctl_node_problems(struct ctl_problems *p, const Cellmon__NodeListReply *r)
-{
-	for (size_t i = 0; i < r->n_nodes; i++) {
-		const Cellmon__NodeInfo *n = r->nodes[i];
-
-		if (n->state == CELLMON__NODE_STATE__NODE_UP)
-			continue;
-		ctl_problem(p,
-			    "node %s is %s: no heartbeat for %llu ms "
-			    "(incarnation %llu%s%s)",
-			    n->id, node_state_word(n->state),
-			    (unsigned long long)n->heartbeat_age_ms,
-			    (unsigned long long)n->incarnation,
-			    n->cell[0] ? ", cell " : "", n->cell);
-	}
-	if (!r->n_nodes)
-		ctl_problem(p, "no node has registered");
-}
-
-void ctl_vm_problems(struct ctl_problems *p, const Cellmon__VmListReply *r)
-{
-	for (size_t i = 0; i < r->n_vms; i++) {
-		const Cellmon__VmInfo *v = r->vms[i];
-
-		if (v->state == CELLMON__VM_STATE__VM_FAILED)
-			ctl_problem(p, "vm %s failed: %s",
-				    v->spec ? v->spec->name : "?",
-				    v->reason[0] ? v->reason
-						 : "no reason given");
-	}
 }
 
 void ctl_render_status_health(bool json, const Cellmon__StatusReply *s,
 			      const struct ctl_problems *p)
 {
 	if (json) {
-		json_t *j = ctl_status_json(s), *arr = json_array();
-
-		for (size_t i = 0; i < p->n; i++)
-			json_array_append_new(arr, json_string(p->line[i]));
-		json_object_set_new(j, "healthy", json_boolean(p->n == 0));
-		json_object_set_new(j, "problems", arr);
-		json_object_set_new(j, "disk_server_configured",
-				    json_boolean(!p->no_disk_server));
-		ctl_emit_json(j);
+		ctl_emit_json(ctl_json_health(s, p));
 		return;
 	}
 	ctl_print_status(s);
@@ -354,17 +175,12 @@ void ctl_render_status_health(bool json, const Cellmon__StatusReply *s,
 void ctl_render_node_list(bool json, const ProtobufCMessage *reply, char **args)
 {
 	const Cellmon__NodeListReply *r = (const void *)reply;
-	json_t *arr;
 
 	(void)args;
-	if (!json) {
+	if (json)
+		ctl_emit_json(ctl_json_nodes(r));
+	else
 		ctl_print_nodes(r->nodes, r->n_nodes);
-		return;
-	}
-	arr = json_array();
-	for (size_t i = 0; i < r->n_nodes; i++)
-		json_array_append_new(arr, ctl_node_json(r->nodes[i]));
-	ctl_emit_json(json_pack("{s:o}", "nodes", arr));
 }
 
 void ctl_render_node_info(bool json, const ProtobufCMessage *reply, char **args)
@@ -375,7 +191,7 @@ void ctl_render_node_info(bool json, const ProtobufCMessage *reply, char **args)
 
 	(void)args;
 	if (json)
-		ctl_emit_json(ctl_node_json(n));
+		ctl_emit_json(ctl_json_node(n));
 	else
 		ctl_print_node(n);
 }
@@ -399,17 +215,12 @@ void ctl_render_node_ping(bool json, const ProtobufCMessage *reply, char **args)
 void ctl_render_cell_list(bool json, const ProtobufCMessage *reply, char **args)
 {
 	const Cellmon__CellListReply *r = (const void *)reply;
-	json_t *arr;
 
 	(void)args;
-	if (!json) {
+	if (json)
+		ctl_emit_json(ctl_json_cells(r));
+	else
 		ctl_print_cells(r->cells, r->n_cells);
-		return;
-	}
-	arr = json_array();
-	for (size_t i = 0; i < r->n_cells; i++)
-		json_array_append_new(arr, ctl_cell_json(r->cells[i]));
-	ctl_emit_json(json_pack("{s:o}", "cells", arr));
 }
 
 /* CELL_REPLY without a cell answers a delete. */
@@ -423,7 +234,7 @@ void ctl_render_cell(bool json, const ProtobufCMessage *reply, char **args)
 		else
 			printf("cell %s deleted\n", args[0]);
 	} else if (json) {
-		ctl_emit_json(ctl_cell_json(r->cell));
+		ctl_emit_json(ctl_json_cell(r->cell));
 	} else {
 		ctl_print_cell(r->cell);
 	}

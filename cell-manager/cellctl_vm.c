@@ -12,16 +12,6 @@
 #include "cell/config.h"
 #include "cellctl.h"
 
-static const char *vm_state(Cellmon__VmState s)
-{
-	return cellproto_name(&cellproto_vm_states, s);
-}
-
-static const char *vcpu_state(Cellmon__VcpuState s)
-{
-	return cellproto_name(&cellproto_vcpu_states, s);
-}
-
 static const char *opt(const struct ctl_opts *o, const char *key)
 {
 	for (int i = 0; i < o->n; i++)
@@ -376,61 +366,6 @@ int ctl_build_vm_pages(const struct ctl_opts *o, char **args, int nargs,
 
 /* ---- rendering ---- */
 
-static json_t *spec_json(const Cellmon__VmSpec *s)
-{
-	json_t *args = json_array();
-
-	for (size_t i = 0; args && i < s->n_args; i++)
-		json_array_append_new(args, json_string(s->args[i]));
-	json_t *disks = json_array();
-
-	for (size_t i = 0; disks && i < s->n_disks; i++)
-		json_array_append_new(disks, json_string(s->disks[i]));
-	return json_pack(
-		"{s:s, s:s, s:I, s:i, s:s, s:s, s:o, s:s, s:s, s:s, "
-		"s:s, s:o, s:s, s:s, s:s}",
-		"name", s->name, "cell", s->cell, "memory_mb",
-		(json_int_t)s->memory_mb, "vcpus", (int)s->vcpus, "engine",
-		cellproto_name(&cellproto_engines, s->engine), "image",
-		s->image, "args", args, "node", s->node, "placement",
-		cellproto_name(&cellproto_placements, s->placement), "home",
-		cellproto_name(&cellproto_homes, s->home), "anti_affinity",
-		s->anti_affinity, "disks", disks, "kernel", s->kernel, "initrd",
-		s->initrd, "page_policy",
-		ctl_page_policy_name((int)s->page_policy));
-}
-
-static json_t *vm_json(const Cellmon__VmInfo *v)
-{
-	json_t *vcpus = json_array(), *deps = json_array(), *o;
-
-	for (size_t i = 0; vcpus && i < v->n_vcpus; i++) {
-		const Cellmon__VcpuInfo *c = v->vcpus[i];
-
-		json_array_append_new(
-			vcpus, json_pack("{s:i, s:s, s:s, s:i, s:i, s:i}",
-					 "vcpu", (int)c->vcpu, "node", c->node,
-					 "state", vcpu_state(c->state),
-					 "exit_code", c->exit_code, "signal",
-					 c->signal, "pid", c->pid));
-	}
-	for (size_t i = 0; deps && i < v->n_deps; i++)
-		json_array_append_new(deps, json_string(v->deps[i]));
-	o = json_pack(
-		"{s:s, s:I, s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:I, s:i, "
-		"s:I, s:i}",
-		"name", v->spec ? v->spec->name : "", "id", (json_int_t)v->id,
-		"state", vm_state(v->state), "reason", v->reason, "spec",
-		v->spec ? spec_json(v->spec) : json_null(), "vcpus", vcpus,
-		"deps", deps, "disk_server", v->disk_server, "created_ms",
-		(json_int_t)v->created_ms, "state_since_ms",
-		(json_int_t)v->state_since_ms, "runs", (int)v->runs, "region",
-		(json_int_t)v->region, "restarts", (int)v->restarts);
-	if (o && v->accel[0]) /* qemu VMs */
-		json_object_set_new(o, "accel", json_string(v->accel));
-	return o;
-}
-
 static void print_vcpus(const Cellmon__VmInfo *v)
 {
 	printf("%-5s %-16s %-8s %7s  %s\n", "VCPU", "NODE", "STATE", "PID",
@@ -447,7 +382,7 @@ static void print_vcpus(const Cellmon__VmInfo *v)
 		if (c->pid > 0)
 			snprintf(pid, sizeof(pid), "%d", c->pid);
 		printf("%-5u %-16s %-8s %7s  %s\n", c->vcpu, c->node,
-		       vcpu_state(c->state), pid, end);
+		       ctl_vcpu_state_name(c->state), pid, end);
 	}
 }
 
@@ -465,7 +400,7 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 		return;
 	}
 	if (json) {
-		json_t *o = vm_json(v);
+		json_t *o = ctl_json_vm(v);
 
 		if (o && r->migrate_ms) /* after vm migrate */
 			json_object_set_new(o, "migration",
@@ -482,7 +417,7 @@ void ctl_render_vm(bool json, const ProtobufCMessage *reply, char **args)
 		       r->pause_ms, r->migrate_ms);
 	s = v->spec;
 	printf("vm:        %s (id %llu)\nstate:     %s%s%s%s\n", s->name,
-	       (unsigned long long)v->id, vm_state(v->state),
+	       (unsigned long long)v->id, ctl_vm_state_name(v->state),
 	       v->reason[0] ? " (" : "", v->reason, v->reason[0] ? ")" : "");
 	printf("cell:      %s\nvcpus:     %u\nmemory:    %llu MB\n"
 	       "engine:    %s\nimage:     %s",
@@ -526,11 +461,7 @@ void ctl_render_vm_list(bool json, const ProtobufCMessage *reply, char **args)
 
 	(void)args;
 	if (json) {
-		json_t *arr = json_array();
-
-		for (size_t i = 0; arr && i < r->n_vms; i++)
-			json_array_append_new(arr, vm_json(r->vms[i]));
-		ctl_emit_json(json_pack("{s:o}", "vms", arr));
+		ctl_emit_json(ctl_json_vms(r));
 		return;
 	}
 	printf("%-16s %-9s %-10s %5s %8s %-10s %-24s %s\n", "VM", "STATE",
@@ -547,8 +478,9 @@ void ctl_render_vm_list(bool json, const ProtobufCMessage *reply, char **args)
 		snprintf(mem, sizeof(mem), "%lluM",
 			 (unsigned long long)v->spec->memory_mb);
 		printf("%-16s %-9s %-10s %5u %8s %-10s %-24s %s\n",
-		       v->spec->name, vm_state(v->state), v->spec->cell,
-		       v->spec->vcpus, mem, v->spec->image, nodes, v->reason);
+		       v->spec->name, ctl_vm_state_name(v->state),
+		       v->spec->cell, v->spec->vcpus, mem, v->spec->image,
+		       nodes, v->reason);
 	}
 }
 
@@ -735,8 +667,8 @@ void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply, char **args)
 		json_array_append_new(
 			vms,
 			json_pack("{s:s, s:s, s:o, s:s}", "vm", v->spec->name,
-				  "state", vm_state(v->state), "deps", deps,
-				  "disk_server", v->disk_server));
+				  "state", ctl_vm_state_name(v->state), "deps",
+				  deps, "disk_server", v->disk_server));
 	}
 	if (json) {
 		ctl_emit_json(json_pack("{s:s, s:o, s:o, s:o}", "cell", args[0],
@@ -770,48 +702,11 @@ void ctl_render_cell_deps(bool json, const ProtobufCMessage *reply, char **args)
 	json_decref(servers);
 }
 
-static json_t *str_array(char **v, size_t n)
-{
-	json_t *a = json_array();
-
-	for (size_t i = 0; a && i < n; i++)
-		json_array_append_new(a, json_string(v[i]));
-	return a;
-}
-
-static json_t *u32_array(const uint32_t *v, size_t n)
-{
-	json_t *a = json_array();
-
-	for (size_t i = 0; a && i < n; i++)
-		json_array_append_new(a, json_integer(v[i]));
-	return a;
-}
-
 static void print_names(char **v, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		printf("%s%s", i ? "," : "", v[i]);
 	printf("%s", n ? "" : "-");
-}
-
-/* The map of homes as JSON: one object per range. */
-static json_t *ranges_json(const Cellmon__VmPagesReply *r)
-{
-	json_t *arr = json_array();
-
-	for (size_t i = 0; arr && i < r->n_ranges; i++) {
-		const Cellmon__PageRange *g = r->ranges[i];
-
-		json_array_append_new(
-			arr,
-			json_pack("{s:i, s:o, s:o, s:i}", "first",
-				  (int)g->first, "homed",
-				  u32_array(g->homed, g->n_homed), "faults",
-				  u32_array(g->faults, g->n_faults),
-				  "replicated", (int)g->replicated));
-	}
-	return arr;
 }
 
 #define MAP_ROWS  16 /* rows of the text map; ranges are merged to fit */
@@ -890,52 +785,7 @@ void ctl_render_vm_pages(bool json, const ProtobufCMessage *reply, char **args)
 		}
 	}
 	if (json) {
-		json_t *hot = json_array(), *shared = json_array();
-
-		for (size_t i = 0; hot && i < r->n_hot; i++) {
-			const Cellmon__PageHeat *h = r->hot[i];
-
-			json_array_append_new(
-				hot,
-				json_pack("{s:i, s:s, s:o, s:o, s:o, s:o}",
-					  "page", (int)h->page, "home", h->home,
-					  "nodes",
-					  str_array(h->nodes, h->n_nodes),
-					  "reads",
-					  u32_array(h->reads, h->n_reads),
-					  "writes",
-					  u32_array(h->writes, h->n_writes),
-					  "copies",
-					  str_array(h->copies, h->n_copies)));
-		}
-		for (size_t i = 0; shared && i < r->n_shared; i++) {
-			const Cellmon__SharedPage *s = r->shared[i];
-
-			json_array_append_new(
-				shared,
-				json_pack("{s:i, s:o, s:o, s:o, s:i}", "page",
-					  (int)s->page, "writers",
-					  str_array(s->writers, s->n_writers),
-					  "readers",
-					  str_array(s->readers, s->n_readers),
-					  "vcpus",
-					  u32_array(s->vcpus, s->n_vcpus),
-					  "intervals", (int)s->intervals));
-		}
-		ctl_emit_json(json_pack(
-			"{s:s, s:s, s:I, s:i, s:i, s:I, s:I, s:I, s:I, s:I, "
-			"s:I, s:o, s:o, s:i, s:o, s:o}",
-			"vm", r->name, "page_policy", mode, "region",
-			(json_int_t)r->region, "rounds", (int)r->rounds,
-			"interval_ms", (int)r->interval_ms, "moves",
-			(json_int_t)r->moves, "pushes", (json_int_t)r->pushes,
-			"applied", (json_int_t)r->applied, "dropped",
-			(json_int_t)r->dropped, "limited",
-			(json_int_t)r->limited, "held", (json_int_t)r->held,
-			"hot", hot, "shared", shared, "range_pages",
-			(int)r->range_pages, "map_nodes",
-			str_array(r->map_nodes, r->n_map_nodes), "ranges",
-			ranges_json(r)));
+		ctl_emit_json(ctl_json_vm_pages(r));
 		return;
 	}
 	printf("vm %s: page policy %s; %u sample rounds this run (the last "

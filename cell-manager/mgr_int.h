@@ -47,6 +47,7 @@ struct mgr_config {
 	int64_t max_frame;
 	char vdiskd[128];
 	char metrics_listen[128];
+	char web_listen[128];
 	int64_t events_keep;
 	char log_level[16];
 	/* the page policy (page_policy.h; 0: no sampling at all) */
@@ -146,6 +147,9 @@ struct mgr {
 	/* /metrics (mgr_metrics.c), when metrics_listen is set */
 	struct cell_metrics_server *metrics;
 	char metrics_addr[160];
+	/* the web view (mgr_web.c), when web_listen is set */
+	struct cell_http_server *web;
+	char web_addr[160];
 };
 
 /* mgr_events.c: records an event in the log (cellctl events); never
@@ -159,6 +163,11 @@ void mgr_events_rpc(struct cell_rpc_call *call, const ProtobufCMessage *msg,
  * empty); 0, or -errno after logging why. */
 int mgr_metrics_start(struct mgr *m);
 void mgr_metrics_stop(struct mgr *m);
+
+/* mgr_web.c: serves the web view and its JSON API on web_listen
+ * (nothing when it is empty); 0, or -errno after logging why. */
+int mgr_web_start(struct mgr *m);
+void mgr_web_stop(struct mgr *m);
 
 extern const struct cell_rpc_method mgr_agent_methods[];
 extern const struct cell_rpc_method mgr_ctl_methods[];

@@ -58,6 +58,11 @@ static const struct cell_config_key mgr_config_table[] = {
 	 "admin address host:port of cellmon-vdiskd, the disk server; "
 	 "empty: no disks"},
 	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
+	{"web_listen", CELL_CFG_STRING, STR(web_listen), 0, 0, "",
+	 "host:port of the web view (the cell, its VMs and their page heat "
+	 "maps at /, the same data as JSON under /api/); empty: off. "
+	 "Read-only and without authentication: bind it to loopback or a "
+	 "management network"},
 	{"events_keep", CELL_CFG_INT, CFG(events_keep), 0, 0, 100000000,
 	 "100000",
 	 "events the event log keeps (cellctl events); older ones are "
@@ -282,7 +287,7 @@ static int open_state(struct mgr *m)
 /* Rebuilds "host:port" from the configured host and the bound port. */
 static int start_listeners(struct mgr *m)
 {
-	char path[1200], text[600];
+	char path[1200], text[1100];
 	int rc;
 
 	rc = cell_rpc_listen(m->base, m->cfg.agent_listen, &m->agent_rpc,
@@ -307,10 +312,14 @@ static int start_listeners(struct mgr *m)
 	rc = mgr_metrics_start(m);
 	if (rc)
 		return rc;
+	rc = mgr_web_start(m);
+	if (rc)
+		return rc;
 	snprintf(path, sizeof(path), "%s/manager.addr", m->cfg.state_dir);
-	snprintf(text, sizeof(text), "agent=%s\nctl=%s\n%s%s%s", m->agent_addr,
-		 m->ctl_addr, m->metrics ? "metrics=" : "", m->metrics_addr,
-		 m->metrics ? "\n" : "");
+	snprintf(text, sizeof(text), "agent=%s\nctl=%s\n%s%s%s%s%s%s",
+		 m->agent_addr, m->ctl_addr, m->metrics ? "metrics=" : "",
+		 m->metrics_addr, m->metrics ? "\n" : "", m->web ? "web=" : "",
+		 m->web_addr, m->web ? "\n" : "");
 	rc = cell_write_file_atomic(path, text, strlen(text));
 	if (rc) {
 		CELL_ERROR(MOD, "cannot write %s: %s", path, strerror(-rc));
@@ -423,6 +432,7 @@ int main(int argc, char **argv)
 	cell_log_level_parse(m.cfg.log_level, &lvl);
 	cell_log_set_level(lvl);
 	rc = run(&m);
+	mgr_web_stop(&m);
 	mgr_metrics_stop(&m);
 	cell_rpc_listener_free(m.agent_l);
 	cell_rpc_listener_free(m.ctl_l);

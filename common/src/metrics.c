@@ -3,19 +3,17 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/listener.h>
 
+#include "cell/http.h"
 #include "cell/log.h"
 #include "cell/metrics.h"
 #include "cell/net.h"
@@ -156,7 +154,7 @@ void cell_metrics_histogram(struct cell_metrics *m, const char *name,
 /* ---- the server ---- */
 
 struct cell_metrics_server {
-	struct evhttp *http;
+	struct cell_http_server *http;
 	cell_metrics_fill_fn fill;
 	void *arg;
 };
@@ -192,70 +190,26 @@ static void on_request(struct evhttp_request *req, void *arg)
 	evbuffer_free(m.out);
 }
 
-static int bound_port(struct evhttp_bound_socket *bs)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	evutil_socket_t fd = evhttp_bound_socket_get_fd(bs);
-
-	if (getsockname(fd, (struct sockaddr *)&ss, &len))
-		return -1;
-	if (ss.ss_family == AF_INET)
-		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return -1;
-}
-
 int cell_metrics_serve(struct event_base *base, const char *listen,
 		       cell_metrics_fill_fn fill, void *arg,
 		       struct cell_metrics_server **out, int *port, char *err,
 		       size_t errlen)
 {
-	struct cell_metrics_server *s;
-	struct evhttp_bound_socket *bs;
-	char host[256];
-	const char *colon = strrchr(listen, ':');
-	long p;
-	char *end;
+	struct cell_metrics_server *s = calloc(1, sizeof(*s));
+	int rc;
 
-	if (!colon || colon == listen ||
-	    (size_t)(colon - listen) >= sizeof(host)) {
-		snprintf(err, errlen, "metrics_listen '%s': want host:port",
-			 listen);
-		return -EINVAL;
-	}
-	p = strtol(colon + 1, &end, 10);
-	if (*end || end == colon + 1 || p < 0 || p > 65535) {
-		snprintf(err, errlen, "metrics_listen '%s': bad port", listen);
-		return -EINVAL;
-	}
-	memcpy(host, listen, (size_t)(colon - listen));
-	host[colon - listen] = '\0';
-	s = calloc(1, sizeof(*s));
-	if (!s || !(s->http = evhttp_new(base))) {
-		free(s);
+	if (!s) {
 		snprintf(err, errlen, "metrics: out of memory");
 		return -ENOMEM;
 	}
 	s->fill = fill;
 	s->arg = arg;
-	evhttp_set_allowed_methods(
-		s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-				 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
-	evhttp_set_max_headers_size(s->http, 8192);
-	evhttp_set_max_body_size(s->http, 0);
-	evhttp_set_timeout(s->http, 10);
-	evhttp_set_gencb(s->http, on_request, s);
-	bs = evhttp_bind_socket_with_handle(s->http, host, (uint16_t)p);
-	if (!bs) {
-		snprintf(err, errlen, "metrics: cannot listen on %s: %s",
-			 listen, strerror(errno ? errno : EADDRINUSE));
-		evhttp_free(s->http);
+	rc = cell_http_serve(base, listen, "metrics_listen", on_request, s,
+			     &s->http, port, err, errlen);
+	if (rc) {
 		free(s);
-		return -EADDRINUSE;
+		return rc;
 	}
-	*port = bound_port(bs);
 	*out = s;
 	return 0;
 }
@@ -264,7 +218,7 @@ void cell_metrics_server_free(struct cell_metrics_server *s)
 {
 	if (!s)
 		return;
-	evhttp_free(s->http);
+	cell_http_server_free(s->http);
 	free(s);
 }
 

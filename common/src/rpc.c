@@ -51,6 +51,8 @@ struct cell_rpc_call {
 	struct cell_rpc_conn *conn; /* NULL once the connection closed */
 	uint32_t id;
 	uint16_t type;
+	cell_rpc_reply_fn local; /* cell_rpc_call_local: where replies go */
+	void *local_arg;
 };
 
 struct cell_rpc_conn {
@@ -677,7 +679,9 @@ void cell_rpc_reply(struct cell_rpc_call *call, uint16_t type,
 	struct cell_rpc_conn *c = call->conn;
 	int rc;
 
-	if (c) {
+	if (call->local)
+		call->local(0, msg, NULL, call->local_arg);
+	else if (c) {
 		rc = send_frame(c, type, CELL_FRAME_REPLY, call->id, msg, NULL,
 				0);
 		if (rc == -EMSGSIZE)
@@ -693,13 +697,37 @@ void cell_rpc_reply_error(struct cell_rpc_call *call, int err, const char *fmt,
 	char msg[CELL_FRAME_ERRMSG_MAX];
 	va_list ap;
 
-	if (call->conn) {
+	if (call->conn || call->local) {
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		va_end(ap);
-		send_error(call->conn, call->id, call->type, err, msg);
 	}
+	if (call->local)
+		call->local(err < 0 ? err : -err, NULL, msg, call->local_arg);
+	else if (call->conn)
+		send_error(call->conn, call->id, call->type, err, msg);
 	call_free(call);
+}
+
+int cell_rpc_call_local(const struct cell_rpc_method *methods, uint16_t type,
+			const ProtobufCMessage *req, void *arg,
+			cell_rpc_reply_fn done, void *done_arg)
+{
+	const struct cell_rpc_method *m = methods;
+	struct cell_rpc_call *call;
+
+	while (m && m->fn && m->type != type)
+		m++;
+	if (!m || !m->fn)
+		return -ENOSYS;
+	call = calloc(1, sizeof(*call));
+	if (!call)
+		return -ENOMEM;
+	call->type = type;
+	call->local = done;
+	call->local_arg = done_arg;
+	m->fn(call, req, arg);
+	return 0;
 }
 
 struct cell_rpc_conn *cell_rpc_call_conn(const struct cell_rpc_call *call)

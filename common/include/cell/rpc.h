@@ -118,6 +118,17 @@ void cell_rpc_reply(struct cell_rpc_call *call, uint16_t type,
 		    const ProtobufCMessage *msg);
 void cell_rpc_reply_error(struct cell_rpc_call *call, int err, const char *fmt,
 			  ...) __attribute__((format(printf, 3, 4)));
+/*
+ * Runs the method for type from methods in this process, as though the
+ * request had arrived on a connection: done gets the reply (status 0)
+ * or the error (-errno and its message), when the method answers, which
+ * may be during this call or later; the call has no connection
+ * (cell_rpc_call_conn() is NULL). -ENOSYS (done not called) when
+ * methods has no such method, -ENOMEM.
+ */
+int cell_rpc_call_local(const struct cell_rpc_method *methods, uint16_t type,
+			const ProtobufCMessage *req, void *arg,
+			cell_rpc_reply_fn done, void *done_arg);
 /* The connection a call arrived on, or NULL once it has closed. */
 struct cell_rpc_conn *cell_rpc_call_conn(const struct cell_rpc_call *call);
 

@@ -496,6 +496,84 @@ static void test_rpc_call_sync_peer_closes(void **state)
 	assert_true(err[0] != '\0');
 }
 
+struct local_seen {
+	int calls, status;
+	char id[32], err[64];
+	int had_conn;
+};
+
+static void on_local(int status, const ProtobufCMessage *reply,
+		     const char *errmsg, void *arg)
+{
+	struct local_seen *l = arg;
+
+	l->calls++;
+	l->status = status;
+	if (reply)
+		snprintf(l->id, sizeof(l->id), "%s",
+			 ((const Cellmon__NodeInfoReply *)reply)->node->id);
+	if (errmsg)
+		snprintf(l->err, sizeof(l->err), "%s", errmsg);
+}
+
+/* Fails a NodeInfo call, and notes whether it had a connection. */
+static void on_refuse(struct cell_rpc_call *call, const ProtobufCMessage *msg,
+		      void *arg)
+{
+	struct local_seen *l = arg;
+
+	(void)msg;
+	l->had_conn = cell_rpc_call_conn(call) != NULL;
+	cell_rpc_reply_error(call, ENOENT, "no node '%s'", "x");
+}
+
+/* cell_rpc_call_local: the method's reply or error reaches the callback,
+ * the deferred one when it is answered, an unknown type none. */
+static void test_rpc_call_local(void **state)
+{
+	struct server srv = {0};
+	struct local_seen l = {0}, e = {0};
+	const struct cell_rpc_method refuse[] = {{T_ECHO, on_refuse},
+						 {0, NULL}};
+	Cellmon__NodeInfoRequest req = CELLMON__NODE_INFO_REQUEST__INIT;
+
+	(void)state;
+	req.id = "node7";
+	assert_int_equal(cell_rpc_call_local(methods, T_ECHO, &req.base, &srv,
+					     on_local, &l),
+			 0);
+	assert_int_equal(l.calls, 1);
+	assert_int_equal(l.status, 0);
+	assert_string_equal(l.id, "node7");
+	assert_int_equal(srv.echoes, 1);
+
+	e.had_conn = -1;
+	assert_int_equal(cell_rpc_call_local(refuse, T_ECHO, &req.base, &e,
+					     on_local, &e),
+			 0);
+	assert_int_equal(e.calls, 1);
+	assert_int_equal(e.status, -ENOENT); /* positive or not: -errno */
+	assert_string_equal(e.err, "no node 'x'");
+	assert_int_equal(e.had_conn, 0);
+
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(cell_rpc_call_local(methods, T_DEFER, &req.base, &srv,
+					     on_local, &l),
+			 0);
+	assert_int_equal(l.calls, 0);
+	assert_int_equal(srv.ndeferred, 1);
+	cell_rpc_reply_error(srv.deferred[0], -ETIMEDOUT, "later");
+	assert_int_equal(l.calls, 1);
+	assert_int_equal(l.status, -ETIMEDOUT);
+
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(cell_rpc_call_local(methods,
+					     CELLMON__MSG_TYPE__MSG_STATUS,
+					     &req.base, &srv, on_local, &l),
+			 -ENOSYS);
+	assert_int_equal(l.calls, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -518,6 +596,7 @@ int main(void)
 			test_rpc_timeout_and_close_fail_pending, setup,
 			teardown),
 		cmocka_unit_test(test_rpc_call_sync_peer_closes),
+		cmocka_unit_test(test_rpc_call_local),
 		cmocka_unit_test_setup_teardown(test_rpc_error_reply_delivered,
 						setup, teardown),
 	};
