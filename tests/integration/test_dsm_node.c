@@ -495,7 +495,10 @@ static void test_dsm_node_hostile_frames_refused(void **state)
 	assert_int_equal(write(fd, wire, sizeof(wire)), (ssize_t)sizeof(wire));
 	usleep(100000);
 	dsm_node_stats(p->n[1], &after);
-	assert_int_equal(after.refused, before.refused + 1);
+	/* at least the impostor's hello; the real node 0's pings (and a
+	 * DONE still on its way) are refused too while the fence is up,
+	 * which under ASan's pace can fall inside this window */
+	assert_true(after.refused >= before.refused + 1);
 	/* Not applied: node 1 still reads page 2 without a fault. */
 	assert_int_equal(p->m[1][2 * WORDS], 22);
 
@@ -546,7 +549,10 @@ static void test_dsm_node_stale_hello_refused(void **state)
 	assert_int_equal(read(fd, &c, 1), 0); /* closed by node 1 */
 	close(fd);
 	dsm_node_stats(p->n[1], &after);
-	assert_int_equal(after.refused, before.refused + 1);
+	/* at least the impostor's hello; the real node 0's pings (and a
+	 * DONE still on its way) are refused too while the fence is up,
+	 * which under ASan's pace can fall inside this window */
+	assert_true(after.refused >= before.refused + 1);
 	/* The real node 0 is at epoch 1 < 7 too: its frames are refused
 	 * from now on, so lower the fence back before checking it works. */
 	assert_int_equal(dsm_node_fence_peer(p->n[1], 0, 0), 0);
