@@ -29,6 +29,7 @@
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
 #include "membership.h"
+#include "placement.h"
 #include "page_policy.h"
 #include "quorum.h"
 #include "store.h"
@@ -144,6 +145,8 @@ struct mgr {
 	uint64_t last_event_id; /* the event log's newest (mgr_events.c) */
 	uint64_t events_by_kind[MGR_EVENT_KINDS]; /* since the start */
 	uint64_t lease_grants; /* leases given with register/heartbeat */
+	/* placement refusals by filter (placement.h's order) */
+	uint64_t place_refusals[MGR_PLACE_FILTERS];
 	/* /metrics (mgr_metrics.c), when metrics_listen is set */
 	struct cell_metrics_server *metrics;
 	char metrics_addr[160];

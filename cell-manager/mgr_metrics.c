@@ -135,6 +135,16 @@ static void fill(struct cell_metrics *m, void *arg)
 		cell_metrics_int(m, "cellmon_events_total",
 				 CELL_LABELS("kind", mgr_event_kinds[k]),
 				 g->events_by_kind[k]);
+	cell_metrics_family(m, "cellmon_placement_refusals_total",
+			    CELL_METRIC_COUNTER,
+			    "placements refused (starts, restarts, dry runs), "
+			    "once for each filter that turned a node away");
+	for (int f = 0; f < MGR_PLACE_FILTERS; f++)
+		cell_metrics_int(
+			m, "cellmon_placement_refusals_total",
+			CELL_LABELS("filter", mgr_place_filter_names[f]),
+			g->place_refusals[f]);
+	cell_metrics_rpc_errors(m, NULL);
 	nodes(m, g);
 	vms(m, g);
 }

@@ -117,6 +117,7 @@ static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
 		      const char **names, char *why, size_t len)
 {
 	uint32_t out[VM_MAX_VCPUS];
+	unsigned rejected[MGR_PLACE_FILTERS] = {0};
 	struct mgr_place_req q = {
 		.vcpus = s->vcpus,
 		.memory_mb = s->memory_mb,
@@ -131,7 +132,11 @@ static int place_hint(struct mgr *m, const Cellmon__VmSpec *s,
 
 	if (!t)
 		return -ENOMEM;
-	rc = mgr_place(&q, t, n, out, why, len);
+	rc = mgr_place_counted(&q, t, n, out, why, len, rejected);
+	/* each refusal counts once for every filter that turned a node
+	 * away (/metrics: cellmon_placement_refusals_total{filter}) */
+	for (int f = 0; rc == -ENOSPC && f < MGR_PLACE_FILTERS; f++)
+		m->place_refusals[f] += rejected[f] > 0;
 	for (uint32_t v = 0; !rc && names && v < s->vcpus; v++)
 		names[v] = t[out[v]].id; /* node ids outlive the table */
 	free(t);

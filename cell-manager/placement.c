@@ -21,7 +21,9 @@ enum {
 	F_COUNT,
 };
 
-static const char *const filter_name[F_COUNT] = {
+_Static_assert(F_COUNT == MGR_PLACE_FILTERS, "placement.h's filter count");
+
+const char *const mgr_place_filter_names[MGR_PLACE_FILTERS] = {
 	"state",	 "cell", "node", "image",
 	"anti-affinity", "dsm",	 "cpus", "memory",
 };
@@ -150,8 +152,8 @@ static void explain(const struct mgr_place_req *q, const unsigned *count,
 		if (!count[f])
 			continue;
 		w = snprintf(why + off, len - off, "; %s: %u node%s %s",
-			     filter_name[f], count[f], count[f] == 1 ? "" : "s",
-			     filter_what[f]);
+			     mgr_place_filter_names[f], count[f],
+			     count[f] == 1 ? "" : "s", filter_what[f]);
 		if (f == F_MEMORY && w > 0 && off + (size_t)w < len)
 			w += snprintf(why + off + w, len - off - (size_t)w,
 				      " (need %llu MB free)",
@@ -162,6 +164,14 @@ static void explain(const struct mgr_place_req *q, const unsigned *count,
 
 int mgr_place(const struct mgr_place_req *q, const struct mgr_place_node *nodes,
 	      size_t n, uint32_t *out, char *why, size_t len)
+{
+	return mgr_place_counted(q, nodes, n, out, why, len, NULL);
+}
+
+int mgr_place_counted(const struct mgr_place_req *q,
+		      const struct mgr_place_node *nodes, size_t n,
+		      uint32_t *out, char *why, size_t len,
+		      unsigned rejected[MGR_PLACE_FILTERS])
 {
 	unsigned count[F_COUNT + 1] = {0};
 	size_t *idx = calloc(n ? n : 1, sizeof(*idx)), c = 0;
@@ -200,6 +210,12 @@ int mgr_place(const struct mgr_place_req *q, const struct mgr_place_node *nodes,
 			if (free_mb(&nodes[idx[j]]) < need)
 				count[F_MEMORY]++;
 		explain(q, count, cpus, need, why, len);
+		if (rejected) {
+			memcpy(rejected, count,
+			       MGR_PLACE_FILTERS * sizeof(*rejected));
+			if (cpus < q->vcpus && !rejected[F_CPUS])
+				rejected[F_CPUS] = 1;
+		}
 	}
 	free(idx);
 	return rc;

@@ -55,4 +55,17 @@ int mgr_place(const struct mgr_place_req *req,
 	      const struct mgr_place_node *nodes, size_t n, uint32_t *out,
 	      char *why, size_t len);
 
+/* The filters by name, in the order above (image after node: the node
+ * said it lacks the VM's image). */
+#define MGR_PLACE_FILTERS 8
+extern const char *const mgr_place_filter_names[MGR_PLACE_FILTERS];
+/* mgr_place, and on a refusal rejected[f] is nonzero for each filter f
+ * that is a reason for it: the number of nodes it turned away, or for
+ * cpus 1 when the nodes let through have too few free cpus together
+ * (rejected may be NULL). */
+int mgr_place_counted(const struct mgr_place_req *req,
+		      const struct mgr_place_node *nodes, size_t n,
+		      uint32_t *out, char *why, size_t len,
+		      unsigned rejected[MGR_PLACE_FILTERS]);
+
 #endif

@@ -110,6 +110,21 @@ static void vms(struct cell_metrics *m, struct agent *a)
 			m, "cellmon_dsm_received_bytes_total",
 			CELL_LABELS("node", a->cfg.node_id, "vm", name[i]),
 			st[i].transfers * DSM_PAGE);
+	cell_metrics_family(m, "cellmon_dsm_fault_duration_seconds",
+			    CELL_METRIC_HISTOGRAM,
+			    "how long the VM's faults on this node that needed "
+			    "the protocol waited for their grant");
+	for (size_t i = 0; i < n; i++) {
+		double bounds[DSM_FAULT_BUCKETS];
+
+		for (int b = 0; b < DSM_FAULT_BUCKETS; b++)
+			bounds[b] = dsm_fault_bucket_us[b] / 1e6;
+		cell_metrics_histogram(
+			m, "cellmon_dsm_fault_duration_seconds",
+			CELL_LABELS("node", a->cfg.node_id, "vm", name[i]),
+			bounds, st[i].fault_hist, DSM_FAULT_BUCKETS,
+			(double)st[i].fault_us_sum / 1e6);
+	}
 }
 
 static void dsm_node(struct cell_metrics *m, struct agent *a)
@@ -184,6 +199,7 @@ static void fill(struct cell_metrics *m, void *arg)
 	vms(m, a);
 	dsm_node(m, a);
 	cache(m, a);
+	cell_metrics_rpc_errors(m, CELL_LABELS("node", a->cfg.node_id));
 }
 
 int agent_metrics_start(struct agent *a)

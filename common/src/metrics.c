@@ -151,6 +151,31 @@ void cell_metrics_histogram(struct cell_metrics *m, const char *name,
 	cell_metrics_int(m, bucket, labels, total);
 }
 
+void cell_metrics_rpc_errors(struct cell_metrics *m, const char *const *labels)
+{
+	uint64_t n[CELL_RPC_ERR_KINDS];
+	const char *l[16];
+	size_t k = 0;
+
+	cell_rpc_errors(n);
+	cell_metrics_family(
+		m, "cellmon_rpc_errors_total", CELL_METRIC_COUNTER,
+		"RPC errors since the start, by kind (error-replied: "
+		"requests answered with an error, error-received: "
+		"error answers to ours, timeout, connection-lost, "
+		"connect, bad-frame, unknown-type, undecodable)");
+	while (labels && labels[k] && k + 3 < sizeof(l) / sizeof(l[0])) {
+		l[k] = labels[k];
+		k++;
+	}
+	l[k] = "kind";
+	l[k + 2] = NULL;
+	for (int e = 0; e < CELL_RPC_ERR_KINDS; e++) {
+		l[k + 1] = cell_rpc_error_names[e];
+		cell_metrics_int(m, "cellmon_rpc_errors_total", l, n[e]);
+	}
+}
+
 /* ---- the server ---- */
 
 struct cell_metrics_server {

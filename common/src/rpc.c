@@ -83,6 +83,30 @@ struct cell_rpc_listener {
 	void *arg;
 };
 
+const char *const cell_rpc_error_names[CELL_RPC_ERR_KINDS] = {
+	[CELL_RPC_ERR_UNKNOWN_TYPE] = "unknown-type",
+	[CELL_RPC_ERR_UNDECODABLE] = "undecodable",
+	[CELL_RPC_ERR_BAD_FRAME] = "bad-frame",
+	[CELL_RPC_ERR_TIMEOUT] = "timeout",
+	[CELL_RPC_ERR_CONN_LOST] = "connection-lost",
+	[CELL_RPC_ERR_CONNECT] = "connect",
+	[CELL_RPC_ERR_REPLY_SENT] = "error-replied",
+	[CELL_RPC_ERR_REPLY_GOT] = "error-received",
+};
+
+static uint64_t rpc_errors[CELL_RPC_ERR_KINDS];
+
+static void count_error(enum cell_rpc_error_kind k)
+{
+	__atomic_fetch_add(&rpc_errors[k], 1, __ATOMIC_RELAXED);
+}
+
+void cell_rpc_errors(uint64_t out[CELL_RPC_ERR_KINDS])
+{
+	for (int k = 0; k < CELL_RPC_ERR_KINDS; k++)
+		out[k] = __atomic_load_n(&rpc_errors[k], __ATOMIC_RELAXED);
+}
+
 static const char *mod(const struct cell_rpc_conn *c)
 {
 	return c->cfg.log_module ? c->cfg.log_module : "rpc";
@@ -147,6 +171,7 @@ static void conn_teardown(struct cell_rpc_conn *c, int reason, int notify)
 	while ((p = TAILQ_FIRST(&c->pending))) {
 		TAILQ_REMOVE(&c->pending, p, link);
 		event_free(p->timer);
+		count_error(CELL_RPC_ERR_CONN_LOST);
 		p->cb(-ECONNRESET, NULL, "connection closed", p->arg);
 		free(p);
 	}
@@ -247,6 +272,7 @@ static void handle_request(struct cell_rpc_conn *c,
 		CELL_LOG_RL(CELL_LOG_WARN, mod(c),
 			    "unknown request type=%u peer=%s", h->type,
 			    c->peer);
+		count_error(CELL_RPC_ERR_UNKNOWN_TYPE);
 		snprintf(msg, sizeof(msg), "unknown message type %u", h->type);
 		send_error(c, h->id, h->type, ENOSYS, msg);
 		return;
@@ -256,6 +282,7 @@ static void handle_request(struct cell_rpc_conn *c,
 		CELL_LOG_RL(CELL_LOG_WARN, mod(c),
 			    "undecodable payload type=%s len=%u peer=%s",
 			    t->name, h->len, c->peer);
+		count_error(CELL_RPC_ERR_UNDECODABLE);
 		snprintf(msg, sizeof(msg), "cannot decode %s payload", t->name);
 		send_error(c, h->id, h->type, EBADMSG, msg);
 		return;
@@ -308,6 +335,7 @@ static void handle_reply(struct cell_rpc_conn *c,
 	if (h->flags & CELL_FRAME_ERROR) {
 		code = cell_frame_error_unpack(payload, h->len, msg,
 					       sizeof(msg));
+		count_error(CELL_RPC_ERR_REPLY_GOT);
 		p->cb(-code, NULL, msg, p->arg);
 	} else if (h->type != p->reply_type || !(t = find_type(c, h->type))) {
 		snprintf(msg, sizeof(msg), "expected reply type %u, got %u",
@@ -315,6 +343,7 @@ static void handle_reply(struct cell_rpc_conn *c,
 		p->cb(-EPROTO, NULL, msg, p->arg);
 	} else if (!(reply = protobuf_c_message_unpack(t->desc, NULL, h->len,
 						       payload))) {
+		count_error(CELL_RPC_ERR_UNDECODABLE);
 		snprintf(msg, sizeof(msg), "cannot decode %s reply", t->name);
 		p->cb(-EBADMSG, NULL, msg, p->arg);
 	} else {
@@ -345,6 +374,7 @@ static void stream_error(struct cell_rpc_conn *c, int rc,
 		snprintf(msg, sizeof(msg), "malformed frame header");
 		break;
 	}
+	count_error(CELL_RPC_ERR_BAD_FRAME);
 	CELL_LOG_RL(CELL_LOG_WARN, mod(c), "closing connection: %s peer=%s",
 		    msg, c->peer);
 	if (rc != -EBADMSG && !(h->flags & CELL_FRAME_REPLY))
@@ -407,9 +437,10 @@ static void connect_done(struct cell_rpc_conn *c, int status)
 		c->connect_timer = NULL;
 	}
 	c->busy++;
-	if (status)
+	if (status) {
+		count_error(CELL_RPC_ERR_CONNECT);
 		conn_teardown(c, status, 0);
-	else
+	} else
 		set_nodelay(c->bev);
 	if (cb)
 		cb(c, status, c->connect_arg);
@@ -620,6 +651,7 @@ static void pending_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	snprintf(msg, sizeof(msg), "no reply from %s within %u ms", c->peer,
 		 p->timeout_ms);
 	c->busy++;
+	count_error(CELL_RPC_ERR_TIMEOUT);
 	p->cb(-ETIMEDOUT, NULL, msg, p->arg);
 	free(p);
 	c->busy--;
@@ -704,8 +736,10 @@ void cell_rpc_reply_error(struct cell_rpc_call *call, int err, const char *fmt,
 	}
 	if (call->local)
 		call->local(err < 0 ? err : -err, NULL, msg, call->local_arg);
-	else if (call->conn)
+	else if (call->conn) {
+		count_error(CELL_RPC_ERR_REPLY_SENT);
 		send_error(call->conn, call->id, call->type, err, msg);
+	}
 	call_free(call);
 }
 

@@ -224,14 +224,14 @@ static void env_invalidate(void *env, struct dsm__engine *e, uint32_t page)
 			    strerror(errno));
 }
 
-/* Nothing to do: UFFDIO_CONTINUE and UFFDIO_WRITEPROTECT in the install
- * that made the page accessible already woke its waiters, and a fault
- * read after that is resolved as spurious in the fault loop (region.c). */
+/* Only the fault-latency histogram's end: UFFDIO_CONTINUE and
+ * UFFDIO_WRITEPROTECT in the install that made the page accessible
+ * already woke its waiters, and a fault read after that is resolved as
+ * spurious in the fault loop (region.c). */
 static void env_fault_done(void *env, struct dsm__engine *e, uint32_t page)
 {
-	(void)env;
 	(void)e;
-	(void)page;
+	dsm__fault_answered(env_region(env), page);
 }
 
 static void arm_defer_timer(struct dsm_node *n)

@@ -109,7 +109,17 @@ struct dsm_region {
 	void *failed_arg;
 	struct dsm_lockq *locks[DSM_MAX_LOCKS];
 	struct dsm_barrier *barriers[DSM_MAX_LOCKS];
+	/* the fault-latency histogram (dsm_region_stats.fault_hist): per
+	 * page, when its fault began waiting (cell_now_us, 0: none) */
+	uint64_t *fault_t0;
+	uint64_t fault_hist[DSM_FAULT_BUCKETS + 1];
+	uint64_t fault_us_sum;
 };
+
+/* A fault on page p of r began waiting for the protocol / was answered
+ * (region.c): the fault-latency histogram's two ends. */
+void dsm__fault_wait(struct dsm_region *r, uint32_t p);
+void dsm__fault_answered(struct dsm_region *r, uint32_t p);
 
 struct dsm_peer {
 	struct dsm_node *node;

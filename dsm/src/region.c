@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "cell/clock.h"
 #include "cell/fault.h"
 #include "cell/log.h"
 #include "node_int.h"
@@ -49,6 +50,8 @@ static void region_faults(struct dsm_region *r, struct dsm_mapping *m)
 
 			r->node->stats.faults++;
 			rc = dsm__engine_fault(&r->eng, page, f[i].write);
+			if (rc == 0)
+				dsm__fault_wait(r, page);
 			if (rc == 1) {
 				dsm__uffd_install(
 					m, page,
@@ -62,6 +65,31 @@ static void region_faults(struct dsm_region *r, struct dsm_mapping *m)
 			}
 		}
 	}
+}
+
+const uint32_t dsm_fault_bucket_us[DSM_FAULT_BUCKETS] = {
+	10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000,
+};
+
+void dsm__fault_wait(struct dsm_region *r, uint32_t p)
+{
+	if (p < r->npages && !r->fault_t0[p])
+		r->fault_t0[p] = cell_now_us();
+}
+
+void dsm__fault_answered(struct dsm_region *r, uint32_t p)
+{
+	uint64_t us;
+	int b = 0;
+
+	if (p >= r->npages || !r->fault_t0[p])
+		return; /* a prefetched page nobody waited for */
+	us = cell_now_us() - r->fault_t0[p];
+	r->fault_t0[p] = 0;
+	while (b < DSM_FAULT_BUCKETS && us > dsm_fault_bucket_us[b])
+		b++;
+	r->fault_hist[b]++;
+	r->fault_us_sum += us;
 }
 
 static void uffd_cb(evutil_socket_t fd, short what, void *arg)
@@ -134,6 +162,7 @@ void dsm__region_free(struct dsm_region *r)
 	dsm__engine_fini(&r->eng);
 	free(r->stage);
 	free(r->bytes);
+	free(r->fault_t0);
 	free(r);
 }
 
@@ -190,7 +219,8 @@ static int region_create_cmd(struct dsm_node *n, void *arg)
 	rc = map_memfd(name, c->size, &r->memfd, &r->mem);
 	r->stage = aligned_alloc(DSM_PAGE, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
 	r->bytes = aligned_alloc(DSM_PAGE, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
-	if (!rc && (!r->stage || !r->bytes))
+	r->fault_t0 = calloc(r->npages ? r->npages : 1, sizeof(*r->fault_t0));
+	if (!rc && (!r->stage || !r->bytes || !r->fault_t0))
 		rc = -ENOMEM;
 	if (!rc) {
 		dsm__prefault(r->stage, (size_t)DSM_STAGE_PAGES * DSM_PAGE);
@@ -455,6 +485,8 @@ static int region_stats_cmd(struct dsm_node *n, void *arg)
 	}
 	st->readaheads = e->readaheads;
 	st->pushes = e->pushes;
+	memcpy(st->fault_hist, a->r->fault_hist, sizeof(st->fault_hist));
+	st->fault_us_sum = a->r->fault_us_sum;
 	return 0;
 }
 

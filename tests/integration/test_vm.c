@@ -523,11 +523,82 @@ static bool has_vm(const char *name)
 	return found;
 }
 
+/* The metrics port an agent wrote in its agent.state; 0 if none. */
+static int agent_metrics_port(int i)
+{
+	char path[700];
+	json_t *j;
+	int port;
+
+	snprintf(path, sizeof(path), "%s/agent%d/agent.state", cl.dir, i + 1);
+	j = json_load_file(path, 0, NULL);
+	port = (int)json_integer_value(json_object_get(j, "metrics_port"));
+	json_decref(j);
+	return port;
+}
+
+/* The port of the manager's "metrics=host:port" line in manager.addr. */
+static int manager_metrics_port(void)
+{
+	char path[700], *text, *p;
+	int port = 0;
+
+	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
+	text = ts_read_file(path);
+	p = text ? strstr(text, "\nmetrics=") : NULL;
+	if (p && (p = strchr(p + 1, ':')))
+		port = atoi(p + 1);
+	free(text);
+	return port;
+}
+
+/* GET /metrics on port, parsed (parse_metrics.py): its JSON. */
+static json_t *scrape(int port)
+{
+	char *body = NULL, *js;
+	json_t *j;
+
+	assert_true(port > 0);
+	assert_int_equal(ts_http_get(port, "/metrics", &body), 200);
+	js = ts_parse_metrics(body);
+	if (!js)
+		fail_msg("the exposition did not parse:\n%s", body);
+	j = json_loads(js, 0, NULL);
+	assert_non_null(j);
+	free(js);
+	free(body);
+	return j;
+}
+
+/* The value of sample `name` with label key=val (and no other condition)
+ * summed over matches; -1 when none matches. */
+static double sample_sum(json_t *j, const char *name, const char *key,
+			 const char *val)
+{
+	double sum = -1;
+	size_t i;
+	json_t *s;
+
+	json_array_foreach(json_object_get(j, "samples"), i, s)
+	{
+		const char *v = json_string_value(
+			json_object_get(json_array_get(s, 1), key));
+
+		if (strcmp(json_string_value(json_array_get(s, 0)), name) ||
+		    (key && (!v || strcmp(v, val))))
+			continue;
+		sum = (sum < 0 ? 0 : sum) +
+		      json_real_value(json_array_get(s, 2));
+	}
+	return sum;
+}
+
 /* Too large for the cell: exit 6 and the filter named; bad input: clear
  * errors; nothing is left behind. */
 static void test_vm_bad_input_refused_nothing_left(void **state)
 {
 	char *out = NULL;
+	json_t *j;
 
 	(void)state;
 	assert_int_equal(CTL(&out, "vm", "create", "huge", "--cell=c1",
@@ -535,6 +606,13 @@ static void test_vm_bad_input_refused_nothing_left(void **state)
 			 6);
 	assert_non_null(strstr(out, "total: the usable nodes have 12 free"));
 	free(out);
+	/* counted by the filter that refused it */
+	j = scrape(manager_metrics_port());
+	assert_true(sample_sum(j, "cellmon_placement_refusals_total", "filter",
+			       "cpus") >= 1);
+	assert_true(sample_sum(j, "cellmon_placement_refusals_total", "filter",
+			       "anti-affinity") == 0);
+	json_decref(j);
 	assert_int_equal(CTL(&out, "vm", "create", "fat", "--cell=c1",
 			     "--image=spmd", "--memory=2T"),
 			 1);
@@ -906,76 +984,6 @@ static void test_vm_delete_right_after_stop(void **state)
 	}
 }
 
-/* The metrics port an agent wrote in its agent.state; 0 if none. */
-static int agent_metrics_port(int i)
-{
-	char path[700];
-	json_t *j;
-	int port;
-
-	snprintf(path, sizeof(path), "%s/agent%d/agent.state", cl.dir, i + 1);
-	j = json_load_file(path, 0, NULL);
-	port = (int)json_integer_value(json_object_get(j, "metrics_port"));
-	json_decref(j);
-	return port;
-}
-
-/* The port of the manager's "metrics=host:port" line in manager.addr. */
-static int manager_metrics_port(void)
-{
-	char path[700], *text, *p;
-	int port = 0;
-
-	snprintf(path, sizeof(path), "%s/manager/manager.addr", cl.dir);
-	text = ts_read_file(path);
-	p = text ? strstr(text, "\nmetrics=") : NULL;
-	if (p && (p = strchr(p + 1, ':')))
-		port = atoi(p + 1);
-	free(text);
-	return port;
-}
-
-/* GET /metrics on port, parsed (parse_metrics.py): its JSON. */
-static json_t *scrape(int port)
-{
-	char *body = NULL, *js;
-	json_t *j;
-
-	assert_true(port > 0);
-	assert_int_equal(ts_http_get(port, "/metrics", &body), 200);
-	js = ts_parse_metrics(body);
-	if (!js)
-		fail_msg("the exposition did not parse:\n%s", body);
-	j = json_loads(js, 0, NULL);
-	assert_non_null(j);
-	free(js);
-	free(body);
-	return j;
-}
-
-/* The value of sample `name` with label key=val (and no other condition)
- * summed over matches; -1 when none matches. */
-static double sample_sum(json_t *j, const char *name, const char *key,
-			 const char *val)
-{
-	double sum = -1;
-	size_t i;
-	json_t *s;
-
-	json_array_foreach(json_object_get(j, "samples"), i, s)
-	{
-		const char *v = json_string_value(
-			json_object_get(json_array_get(s, 1), key));
-
-		if (strcmp(json_string_value(json_array_get(s, 0)), name) ||
-		    (key && (!v || strcmp(v, val))))
-			continue;
-		sum = (sum < 0 ? 0 : sum) +
-		      json_real_value(json_array_get(s, 2));
-	}
-	return sum;
-}
-
 /* While a VM runs on three nodes, each agent's /metrics has its DSM
  * counters (labelled with the VM and the node), which pass the
  * Prometheus parser and never exceed what `vm stats` says just after
@@ -988,7 +996,7 @@ static void test_vm_metrics_match_stats(void **state)
 		{"cellmon_dsm_pages_received_total", "transfers"},
 		{"cellmon_dsm_read_faults_total", "read_faults"},
 	};
-	double got[3] = {0, 0, 0};
+	double got[3] = {0, 0, 0}, waited = 0, waited_s = 0;
 	json_t *j;
 
 	(void)state;
@@ -1009,8 +1017,20 @@ static void test_vm_metrics_match_stats(void **state)
 		}
 		assert_true(sample_sum(j, "cellmon_agent_lease_held", NULL,
 				       NULL) == 1);
+		waited += sample_sum(j,
+				     "cellmon_dsm_fault_duration_seconds_count",
+				     "vm", "met");
+		waited_s +=
+			sample_sum(j, "cellmon_dsm_fault_duration_seconds_sum",
+				   "vm", "met");
 		json_decref(j);
 	}
+	/* the fault-latency histogram saw the faults that waited, and
+	 * their mean is a DSM fault's (microseconds, not seconds) */
+	printf("# faults that waited: %.0f, mean %.1f us\n", waited,
+	       waited > 0 ? 1e6 * waited_s / waited : 0);
+	assert_true(waited > 0);
+	assert_true(waited_s > 0 && waited_s / waited < 0.05);
 	for (int k = 0; k < 3; k++) {
 		long long st = stats_sum("met", keys[k][1]);
 
@@ -1027,6 +1047,11 @@ static void test_vm_metrics_match_stats(void **state)
 		    0);
 	assert_true(sample_sum(j, "cellmon_events_total", "kind",
 			       "vm-placed") >= 1);
+	/* every kind of RPC error has its series, from 0 */
+	assert_true(sample_sum(j, "cellmon_rpc_errors_total", "kind",
+			       "timeout") >= 0);
+	assert_true(sample_sum(j, "cellmon_rpc_errors_total", "kind",
+			       "unknown-type") >= 0);
 	json_decref(j);
 	assert_int_equal(CTL(NULL, "vm", "kill", "met"), 0);
 	assert_true(wait_vm("met", "stopped", 10000) ||

@@ -67,6 +67,7 @@ static void fill(struct cell_metrics *m, void *arg)
 			CELL_LABELS("command", nbd_stat_kind_names[k]), bounds,
 			st.cmd[k].lat, NBD_LAT_BOUNDS,
 			(double)st.cmd[k].lat_us / 1e6);
+	cell_metrics_rpc_errors(m, NULL); /* the admin link */
 }
 
 int vdiskd_metrics_start(struct event_base *base)

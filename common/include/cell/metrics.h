@@ -48,6 +48,10 @@ void cell_metrics_histogram(struct cell_metrics *m, const char *name,
 			    const char *const *labels, const double *bounds,
 			    const uint64_t *counts, size_t n, double sum);
 
+/* The process's RPC errors by kind (cell/rpc.h), as the family
+ * cellmon_rpc_errors_total{kind}; labels (may be NULL) go before kind. */
+void cell_metrics_rpc_errors(struct cell_metrics *m, const char *const *labels);
+
 #define CELL_LABELS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* Writes s escaped as a label value (backslash, quote, newline) into out:

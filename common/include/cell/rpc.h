@@ -132,6 +132,23 @@ int cell_rpc_call_local(const struct cell_rpc_method *methods, uint16_t type,
 /* The connection a call arrived on, or NULL once it has closed. */
 struct cell_rpc_conn *cell_rpc_call_conn(const struct cell_rpc_call *call);
 
+/* The RPC errors this process saw since it started, by kind (for
+ * /metrics: cellmon_rpc_errors_total{kind}): */
+enum cell_rpc_error_kind {
+	CELL_RPC_ERR_UNKNOWN_TYPE, /* a request of a type we do not serve */
+	CELL_RPC_ERR_UNDECODABLE,  /* a payload that does not decode */
+	CELL_RPC_ERR_BAD_FRAME,	   /* a frame header refused: closed */
+	CELL_RPC_ERR_TIMEOUT,	   /* a request of ours not answered */
+	CELL_RPC_ERR_CONN_LOST,	   /* ... its connection closed first */
+	CELL_RPC_ERR_CONNECT,	   /* a connection that could not be made */
+	CELL_RPC_ERR_REPLY_SENT,   /* a method that answered an error */
+	CELL_RPC_ERR_REPLY_GOT,	   /* an error reply to a request of ours */
+	CELL_RPC_ERR_KINDS,
+};
+extern const char *const cell_rpc_error_names[CELL_RPC_ERR_KINDS];
+/* The counts so far (any thread). */
+void cell_rpc_errors(uint64_t out[CELL_RPC_ERR_KINDS]);
+
 /* Listens on "host:port" (port 0 picks a free one). */
 int cell_rpc_listen(struct event_base *base, const char *hostport,
 		    const struct cell_rpc_config *cfg, cell_rpc_accept_fn cb,

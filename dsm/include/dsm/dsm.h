@@ -217,6 +217,11 @@ int dsm_region_apply(struct dsm_region *r, const struct dsm_policy_op *ops,
 
 /* This node's counters for a whole region, summed over its pages. A
  * fault is local when this node is the page's home. */
+/* The upper bounds, in microseconds, of the fault-latency histogram's
+ * buckets (dsm_region_stats.fault_hist), from 10 us to 100 ms. */
+#define DSM_FAULT_BUCKETS 12
+extern const uint32_t dsm_fault_bucket_us[DSM_FAULT_BUCKETS];
+
 struct dsm_region_stats {
 	uint64_t read_faults, write_faults;
 	uint64_t local_faults, remote_faults;
@@ -226,6 +231,13 @@ struct dsm_region_stats {
 	uint64_t readaheads;
 	uint64_t pushes; /* read-only copies this node pushed as a home */
 	uint64_t pages_homed;
+	/* The faults that waited for the protocol, by how long: from the
+	 * fault's read off the userfaultfd to the grant that answered it
+	 * (the install follows at once). fault_hist[i] counts those of at
+	 * most dsm_fault_bucket_us[i] (and more than the bucket before), the
+	 * last entry the rest; fault_us_sum adds them all up. */
+	uint64_t fault_hist[DSM_FAULT_BUCKETS + 1];
+	uint64_t fault_us_sum;
 };
 int dsm_region_stats(struct dsm_region *r, struct dsm_region_stats *out);
 

@@ -166,6 +166,51 @@ static void test_place_prefers_nodes_with_pages(void **state)
 	assert_int_equal(out[0], 1);
 }
 
+/* mgr_place_counted: the filters behind a refusal, by name, with the
+ * nodes each turned away; cpus also when the rest are too few. */
+static void test_place_refusal_counted_by_filter(void **state)
+{
+	struct mgr_place_node n[4] = {NODE("a", 2, 1024), NODE("b", 2, 1024),
+				      NODE("c", 2, 1024), NODE("d", 2, 1024)};
+	struct mgr_place_req q = {.vcpus = 3, .memory_mb = 96};
+	unsigned rej[MGR_PLACE_FILTERS];
+	uint32_t out[3];
+	char why[256];
+	int f_state = -1, f_anti = -1, f_cpus = -1;
+
+	(void)state;
+	for (int f = 0; f < MGR_PLACE_FILTERS; f++) {
+		if (!strcmp(mgr_place_filter_names[f], "state"))
+			f_state = f;
+		if (!strcmp(mgr_place_filter_names[f], "anti-affinity"))
+			f_anti = f;
+		if (!strcmp(mgr_place_filter_names[f], "cpus"))
+			f_cpus = f;
+	}
+	assert_true(f_state >= 0 && f_anti >= 0 && f_cpus >= 0);
+	n[0].up = false;
+	n[1].anti_conflict = true;
+	n[2].anti_conflict = true;
+	n[3].cpus = 2;
+	memset(rej, 0xff, sizeof(rej));
+	assert_int_equal(
+		mgr_place_counted(&q, n, 4, out, why, sizeof(why), rej),
+		-ENOSPC);
+	assert_int_equal(rej[f_state], 1);
+	assert_int_equal(rej[f_anti], 2);
+	assert_int_equal(rej[f_cpus], 1); /* d alone has 2 cpus for 3 */
+	for (int f = 0; f < MGR_PLACE_FILTERS; f++)
+		if (f != f_state && f != f_anti && f != f_cpus)
+			assert_int_equal(rej[f], 0);
+	/* a placement that succeeds leaves rejected alone */
+	n[1].anti_conflict = n[2].anti_conflict = false;
+	memset(rej, 0, sizeof(rej));
+	assert_int_equal(
+		mgr_place_counted(&q, n, 4, out, why, sizeof(why), rej), 0);
+	for (int f = 0; f < MGR_PLACE_FILTERS; f++)
+		assert_int_equal(rej[f], 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -176,6 +221,7 @@ int main(void)
 		cmocka_unit_test(test_place_refusal_names_filters),
 		cmocka_unit_test(test_place_headroom_counts),
 		cmocka_unit_test(test_place_prefers_nodes_with_pages),
+		cmocka_unit_test(test_place_refusal_counted_by_filter),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

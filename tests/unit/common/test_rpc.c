@@ -297,10 +297,12 @@ static void test_rpc_unknown_and_invalid_get_errors(void **state)
 	const uint8_t bad[] = {0x0a, 0x50, 'x'}; /* length past the end */
 	struct cell_frame_hdr h;
 	char msg[128];
+	uint64_t e0[CELL_RPC_ERR_KINDS], e1[CELL_RPC_ERR_KINDS];
 	size_t n;
 	int len;
 	char *id;
 
+	cell_rpc_errors(e0);
 	n = frame(buf, 999, 5, NULL, "", 0);
 	assert_int_equal(write(f->raw, buf, n), (ssize_t)n);
 	len = read_frame(f, &h, payload);
@@ -327,6 +329,13 @@ static void test_rpc_unknown_and_invalid_get_errors(void **state)
 	assert_string_equal(id, "still-here");
 	free(id);
 	assert_int_equal(f->srv.closed, 0);
+	/* counted by kind (/metrics: cellmon_rpc_errors_total) */
+	cell_rpc_errors(e1);
+	assert_true(e1[CELL_RPC_ERR_UNKNOWN_TYPE] ==
+		    e0[CELL_RPC_ERR_UNKNOWN_TYPE] + 1);
+	assert_true(e1[CELL_RPC_ERR_UNDECODABLE] ==
+		    e0[CELL_RPC_ERR_UNDECODABLE] + 1);
+	assert_true(e1[CELL_RPC_ERR_TIMEOUT] == e0[CELL_RPC_ERR_TIMEOUT]);
 }
 
 struct result {
@@ -404,8 +413,10 @@ static void test_rpc_timeout_and_close_fail_pending(void **state)
 	struct cell_rpc_conn *c = client(f);
 	Cellmon__NodePingRequest req = CELLMON__NODE_PING_REQUEST__INIT;
 	struct result a = {0}, b = {0};
-	uint64_t start = ts_now_ms();
+	uint64_t start = ts_now_ms(), e0[CELL_RPC_ERR_KINDS],
+		 e1[CELL_RPC_ERR_KINDS];
 
+	cell_rpc_errors(e0);
 	req.id = "x";
 	assert_int_equal(cell_rpc_request(c, T_DEFER, &req.base, T_DREPLY, 50,
 					  on_reply, &a),
@@ -421,6 +432,10 @@ static void test_rpc_timeout_and_close_fail_pending(void **state)
 	cell_rpc_conn_close(c);
 	assert_int_equal(b.done, 1);
 	assert_int_equal(b.status, -ECONNRESET);
+	cell_rpc_errors(e1);
+	assert_true(e1[CELL_RPC_ERR_TIMEOUT] == e0[CELL_RPC_ERR_TIMEOUT] + 1);
+	assert_true(e1[CELL_RPC_ERR_CONN_LOST] ==
+		    e0[CELL_RPC_ERR_CONN_LOST] + 1);
 	spin(f, 10);
 	assert_int_equal(f->srv.closed, 1);
 	/* The server answers after the peer left: dropped, no crash. */
