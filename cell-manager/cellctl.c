@@ -549,6 +549,22 @@ static void usage(FILE *out)
 		else
 			fprintf(out, "  %-28s %s\n", left, c->help);
 	}
+	fputs("\nThe cell's certificate authority (local: no manager "
+	      "needed):\n"
+	      "  ca init DIR [--cell=NAME] [--days=N]\n"
+	      "                               make a CA in DIR: ca.key "
+	      "(0600), ca.crt, crl.pem\n"
+	      "  ca issue DIR --node=ID|--admin=NAME|--viewer=NAME|"
+	      "--disk-server=NAME\n"
+	      "           [--role=ROLE --name=NAME] [--san=IP:A,DNS:H] "
+	      "[--days=N] [--out=PREFIX]\n"
+	      "                               a key and certificate with the "
+	      "role in it\n"
+	      "                               (default DIR/certs/ROLE-NAME."
+	      "{crt,key})\n"
+	      "  ca revoke DIR SERIAL         revoke it; rewrites DIR/crl.pem\n"
+	      "  ca list DIR                  the certificates issued\n",
+	      out);
 	fputs("\nA command's options are written --key=value.\n"
 	      "\nOptions (anywhere on the line):\n"
 	      "  --manager=HOST:PORT   manager ctl address (default "
@@ -700,6 +716,11 @@ int main(int argc, char **argv)
 	}
 	if (rc < 0)
 		return EXIT_USAGE;
+	if (nargs > 0 && !strcmp(args[0], "ca")) { /* local: no manager */
+		rc = ctl_ca_main(&ctl.opts, ctl.json, args + 1, nargs - 1);
+		free(args);
+		return rc;
+	}
 	for (const struct ctl_cmd *c = commands; nargs > 0 && c->noun; c++) {
 		int words = c->verb ? 2 : 1;
 

@@ -72,6 +72,8 @@ int ctl_pages_svg(const Cellmon__VmPagesReply *r, const char *path);
  * (a failed json_pack) is reported on stderr. */
 void ctl_emit_json(json_t *j);
 void ctl_render_events(bool json, const ProtobufCMessage *reply, char **args);
+/* cellctl ca ... (cellctl_ca.c): args from the verb on; the exit code. */
+int ctl_ca_main(const struct ctl_opts *o, bool json, char **args, int nargs);
 
 void ctl_render_status_health(bool json, const Cellmon__StatusReply *s,
 			      const struct ctl_problems *p);

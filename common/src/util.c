@@ -33,6 +33,12 @@ int cell_name_valid(const char *s)
 
 int cell_write_file_atomic(const char *path, const void *data, size_t len)
 {
+	return cell_write_file_atomic_mode(path, data, len, 0644);
+}
+
+int cell_write_file_atomic_mode(const char *path, const void *data, size_t len,
+				unsigned mode)
+{
 	char tmp[4096];
 	const char *p = data;
 	int fd, rc = 0;
@@ -40,7 +46,7 @@ int cell_write_file_atomic(const char *path, const void *data, size_t len)
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >=
 	    (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
 	if (fd < 0)
 		return -errno;
 	while (len > 0) {

@@ -18,6 +18,9 @@ int cell_name_valid(const char *s);
 /* Writes data to path through a temporary file, fsync and rename, so a
  * reader sees the old or the new content, never a mix. 0 or -errno. */
 int cell_write_file_atomic(const char *path, const void *data, size_t len);
+/* The same with the file's mode (0600 for a private key). */
+int cell_write_file_atomic_mode(const char *path, const void *data, size_t len,
+				unsigned mode);
 
 /* mkdir -p with mode 0755. 0 or -errno. */
 int cell_mkdir_p(const char *path);
