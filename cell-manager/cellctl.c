@@ -9,6 +9,7 @@
  * and docs/operations.md).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -699,6 +700,7 @@ int main(int argc, char **argv)
 	if (!args)
 		return EXIT_ERR;
 	cell_log_set_level(CELL_LOG_ERROR);
+	signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an error */
 	ctl.manager = env && *env ? env : "127.0.0.1:7401";
 	ctl.timeout_ms = 5000;
 	ctl.rpc = (struct cell_rpc_config){.types = cellproto_types,

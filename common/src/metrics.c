@@ -163,7 +163,8 @@ void cell_metrics_rpc_errors(struct cell_metrics *m, const char *const *labels)
 		"RPC errors since the start, by kind (error-replied: "
 		"requests answered with an error, error-received: "
 		"error answers to ours, timeout, connection-lost, "
-		"connect, bad-frame, unknown-type, undecodable)");
+		"connect, bad-frame, unknown-type, undecodable, tls: "
+		"a handshake or a peer refused)");
 	while (labels && labels[k] && k + 3 < sizeof(l) / sizeof(l[0])) {
 		l[k] = labels[k];
 		k++;

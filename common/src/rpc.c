@@ -29,10 +29,15 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "cell/frame.h"
 #include "cell/log.h"
 #include "cell/net.h"
 #include "cell/rpc.h"
+#include "cell/tls.h"
 
 struct pending {
 	TAILQ_ENTRY(pending) link;
@@ -73,6 +78,13 @@ struct cell_rpc_conn {
 	int closed;	 /* torn down; freed when busy drops to 0 */
 	int draining;	 /* closing once the output buffer is written */
 	int fail_reason; /* reason reported when a drain finishes */
+	/* TLS: the SSL (owned by bev), the peer's identity once the
+	 * handshake is done, and why it failed */
+	SSL *ssl;
+	int peer_role;
+	char peer_name[64];
+	char tls_error[300];
+	int refused; /* accepted, but the peer is not one we take */
 };
 
 struct cell_rpc_listener {
@@ -92,6 +104,7 @@ const char *const cell_rpc_error_names[CELL_RPC_ERR_KINDS] = {
 	[CELL_RPC_ERR_CONNECT] = "connect",
 	[CELL_RPC_ERR_REPLY_SENT] = "error-replied",
 	[CELL_RPC_ERR_REPLY_GOT] = "error-received",
+	[CELL_RPC_ERR_TLS] = "tls",
 };
 
 static uint64_t rpc_errors[CELL_RPC_ERR_KINDS];
@@ -153,6 +166,7 @@ static void conn_teardown(struct cell_rpc_conn *c, int reason, int notify)
 {
 	struct pending *p;
 	struct cell_rpc_call *call;
+	char why[400] = "connection closed";
 
 	if (c->closed)
 		return;
@@ -168,11 +182,15 @@ static void conn_teardown(struct cell_rpc_conn *c, int reason, int notify)
 		TAILQ_REMOVE(&c->calls, call, link);
 		call->conn = NULL;
 	}
+	if (c->tls_error[0])
+		snprintf(why, sizeof(why), "TLS with %s refused: %s", c->peer,
+			 c->tls_error);
 	while ((p = TAILQ_FIRST(&c->pending))) {
 		TAILQ_REMOVE(&c->pending, p, link);
 		event_free(p->timer);
 		count_error(CELL_RPC_ERR_CONN_LOST);
-		p->cb(-ECONNRESET, NULL, "connection closed", p->arg);
+		p->cb(c->tls_error[0] ? -EACCES : -ECONNRESET, NULL, why,
+		      p->arg);
 		free(p);
 	}
 	if (notify && c->close_cb)
@@ -266,7 +284,15 @@ static void handle_request(struct cell_rpc_conn *c,
 	const struct cell_rpc_msgtype *t = find_type(c, h->type);
 	ProtobufCMessage *req;
 	struct cell_rpc_call *call;
-	char msg[96];
+	char msg[400];
+
+	if (c->refused || (c->ssl && !c->peer_role)) {
+		snprintf(msg, sizeof(msg), "refused: %s",
+			 c->tls_error[0] ? c->tls_error : "no TLS identity");
+		send_error(c, h->id, h->type, EACCES, msg);
+		conn_fail(c, -EACCES);
+		return;
+	}
 
 	if (!m || !t) {
 		CELL_LOG_RL(CELL_LOG_WARN, mod(c),
@@ -448,6 +474,65 @@ static void connect_done(struct cell_rpc_conn *c, int status)
 	conn_release(c);
 }
 
+/* The handshake failed: what OpenSSL said, logged on the accepting
+ * side (a stranger at the door), kept for the connecting one. */
+static void tls_failed(struct cell_rpc_conn *c)
+{
+	unsigned long e;
+	size_t off = 0;
+
+	while ((e = bufferevent_get_openssl_error(c->bev)) &&
+	       off + 2 < sizeof(c->tls_error)) {
+		if (off)
+			c->tls_error[off++] = ';', c->tls_error[off++] = ' ';
+		ERR_error_string_n(e, c->tls_error + off,
+				   sizeof(c->tls_error) - off);
+		off = strlen(c->tls_error);
+	}
+	if (!off && c->peer_name[0])
+		return; /* after the handshake and not TLS's: a socket error */
+	if (!off) {
+		long v = SSL_get_verify_result(c->ssl);
+
+		snprintf(c->tls_error, sizeof(c->tls_error), "%s",
+			 v != X509_V_OK ? X509_verify_cert_error_string(v)
+					: "the TLS handshake failed");
+	}
+	count_error(CELL_RPC_ERR_TLS);
+	if (!c->connect_cb)
+		CELL_LOG_RL(CELL_LOG_WARN, mod(c),
+			    "refused a TLS connection from %s: %s", c->peer,
+			    c->tls_error);
+}
+
+/* Handshake done: the peer's certificate verified; its role must be one
+ * this end accepts. 1 (and the connection is closed) when it is not. */
+static int tls_peer_refused(struct cell_rpc_conn *c)
+{
+	enum cell_role role;
+	char why[200];
+
+	if (!cell_tls_check_peer(c->cfg.tls, c->ssl, &role, c->peer_name,
+				 sizeof(c->peer_name), why, sizeof(why))) {
+		c->peer_role = (int)role;
+		return 0;
+	}
+	count_error(CELL_RPC_ERR_TLS);
+	snprintf(c->tls_error, sizeof(c->tls_error), "%s", why);
+	c->peer_name[0] = '\0';
+	if (c->connect_cb) {
+		connect_done(c, -EACCES);
+		return 1;
+	}
+	/* the accepting side: its first request is answered with why,
+	 * then the connection closes (handle_request); nothing else is
+	 * read from it */
+	CELL_LOG_RL(CELL_LOG_WARN, mod(c), "refused a TLS peer %s: %s", c->peer,
+		    why);
+	c->refused = 1;
+	return 1;
+}
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct cell_rpc_conn *c = arg;
@@ -456,11 +541,18 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	int reason;
 
 	if (what & BEV_EVENT_CONNECTED) {
+		if (c->ssl && tls_peer_refused(c))
+			return;
 		connect_done(c, 0);
 		return;
 	}
+	/* during the handshake, or (TLS 1.3) the server's verdict on our
+	 * certificate, which comes after it */
+	if (c->ssl && (what & BEV_EVENT_ERROR) && !c->tls_error[0])
+		tls_failed(c);
 	if (c->connect_cb) {
 		connect_done(c, (what & BEV_EVENT_TIMEOUT) ? -ETIMEDOUT
+				: c->tls_error[0]	   ? -EACCES
 				: err			   ? -err
 							   : -ECONNREFUSED);
 		return;
@@ -531,8 +623,20 @@ int cell_rpc_conn_create(struct event_base *base, int fd,
 	struct bufferevent *bev;
 	struct cell_rpc_conn *c;
 
+	SSL *ssl = NULL;
+
 	evutil_make_socket_nonblocking(fd);
-	bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (cfg->tls) {
+		ssl = cell_tls_ssl(cfg->tls, true);
+		bev = ssl ? bufferevent_openssl_socket_new(
+				    base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+				    BEV_OPT_CLOSE_ON_FREE)
+			  : NULL;
+		if (!bev)
+			SSL_free(ssl);
+	} else {
+		bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
 	if (!bev)
 		return -ENOMEM;
 	c = conn_new(base, bev, cfg);
@@ -544,6 +648,7 @@ int cell_rpc_conn_create(struct event_base *base, int fd,
 		format_peer((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
 	else
 		snprintf(c->peer, sizeof(c->peer), "fd%d", fd);
+	c->ssl = ssl;
 	set_nodelay(bev);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	*out = c;
@@ -571,7 +676,19 @@ int cell_rpc_connect(struct event_base *base, const char *hostport,
 	rc = cell_parse_hostport(hostport, &ss, &sl);
 	if (rc)
 		return rc;
-	bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	SSL *ssl = NULL;
+
+	if (cfg->tls) {
+		ssl = cell_tls_ssl(cfg->tls, false);
+		bev = ssl ? bufferevent_openssl_socket_new(
+				    base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+				    BEV_OPT_CLOSE_ON_FREE)
+			  : NULL;
+		if (!bev)
+			SSL_free(ssl);
+	} else {
+		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	}
 	if (!bev)
 		return -ENOMEM;
 	c = conn_new(base, bev, cfg);
@@ -579,6 +696,7 @@ int cell_rpc_connect(struct event_base *base, const char *hostport,
 		bufferevent_free(bev);
 		return -ENOMEM;
 	}
+	c->ssl = ssl;
 	snprintf(c->peer, sizeof(c->peer), "%s", hostport);
 	c->connect_cb = cb;
 	c->connect_arg = arg;
@@ -762,6 +880,21 @@ int cell_rpc_call_local(const struct cell_rpc_method *methods, uint16_t type,
 	call->local_arg = done_arg;
 	m->fn(call, req, arg);
 	return 0;
+}
+
+int cell_rpc_conn_peer_role(const struct cell_rpc_conn *c)
+{
+	return c->peer_role;
+}
+
+const char *cell_rpc_conn_peer_name(const struct cell_rpc_conn *c)
+{
+	return c->peer_name;
+}
+
+const char *cell_rpc_conn_error(const struct cell_rpc_conn *c)
+{
+	return c->tls_error;
 }
 
 struct cell_rpc_conn *cell_rpc_call_conn(const struct cell_rpc_call *call)

@@ -77,8 +77,12 @@ static void sync_connect_cb(struct cell_rpc_conn *c, int status, void *arg)
 		s->done = 1;
 		s->conn_gone = 1;
 		s->status = status;
-		snprintf(s->err, s->errlen, "cannot reach %s: %s", s->hostport,
-			 strerror(-status));
+		if (cell_rpc_conn_error(c)[0])
+			snprintf(s->err, s->errlen, "TLS with %s refused: %s",
+				 s->hostport, cell_rpc_conn_error(c));
+		else
+			snprintf(s->err, s->errlen, "cannot reach %s: %s",
+				 s->hostport, strerror(-status));
 		return;
 	}
 	cell_rpc_conn_set_close_cb(c, sync_closed_cb, s);

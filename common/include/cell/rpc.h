@@ -66,6 +66,12 @@ struct cell_rpc_config {
 	uint32_t max_frame;
 	/* Log module name, e.g. "mgr" or "agent". */
 	const char *log_module;
+	/* Mutual TLS (cell/tls.h) on every connection made or accepted with
+	 * this config; NULL: plain TCP. A peer whose certificate the CA
+	 * did not sign, that is revoked, or whose role the tls does not
+	 * accept is refused at the handshake (connect callbacks see
+	 * -EACCES, cell_rpc_conn_error says why). */
+	struct cell_tls *tls;
 };
 
 /* status 0 with the reply, or -errno with reply NULL and errmsg set. */
@@ -108,6 +114,12 @@ int cell_rpc_conn_local_ip(const struct cell_rpc_conn *c, char *out,
 			   size_t len);
 /* "addr:port" of the peer, for logs. */
 const char *cell_rpc_conn_peer(const struct cell_rpc_conn *c);
+/* Over TLS, once connected: the role and name of the peer's
+ * certificate (CELL_ROLE_NONE and "" on a plain connection). */
+int cell_rpc_conn_peer_role(const struct cell_rpc_conn *c);
+const char *cell_rpc_conn_peer_name(const struct cell_rpc_conn *c);
+/* Why the connection failed at the TLS handshake, "" if it did not. */
+const char *cell_rpc_conn_error(const struct cell_rpc_conn *c);
 
 int cell_rpc_request(struct cell_rpc_conn *c, uint16_t type,
 		     const ProtobufCMessage *msg, uint16_t reply_type,
@@ -143,6 +155,7 @@ enum cell_rpc_error_kind {
 	CELL_RPC_ERR_CONNECT,	   /* a connection that could not be made */
 	CELL_RPC_ERR_REPLY_SENT,   /* a method that answered an error */
 	CELL_RPC_ERR_REPLY_GOT,	   /* an error reply to a request of ours */
+	CELL_RPC_ERR_TLS,	   /* a TLS handshake or peer refused */
 	CELL_RPC_ERR_KINDS,
 };
 extern const char *const cell_rpc_error_names[CELL_RPC_ERR_KINDS];
