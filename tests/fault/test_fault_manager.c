@@ -106,7 +106,8 @@ static void assert_nobody_fenced(void)
 	}
 }
 
-/* Every agent knows all three nodes, so each can ask the others. */
+/* Every agent knows all three nodes and can reach the two others over
+ * the DSM, so each can ask them for votes and answer theirs. */
 static bool views_complete(void *arg)
 {
 	(void)arg;
@@ -119,7 +120,9 @@ static bool views_complete(void *arg)
 			 i);
 		j = json_load_file(path, 0, NULL);
 		ok = j &&
-		     json_integer_value(json_object_get(j, "view_nodes")) == 3;
+		     json_integer_value(json_object_get(j, "view_nodes")) ==
+			     3 &&
+		     json_integer_value(json_object_get(j, "dsm_peers")) == 2;
 		json_decref(j);
 		if (!ok)
 			return false;

@@ -391,12 +391,17 @@ static bool none_fenced(void)
  * nobody fences however long the pause lasts (here twice the lease), and
  * when it answers again every agent is registered as the incarnation it
  * was. */
-/* Every agent knows the whole cell (so it can ask everyone for votes). */
+/* Every agent knows the whole cell and can reach every other node over
+ * the DSM (so it can ask everyone for votes, and answer them: a node
+ * dials only the peers whose address the manager gave it, which comes a
+ * heartbeat after they registered; a pause before that leaves a node
+ * that nobody can ask and that can ask nobody). */
 static bool views_complete(void *arg)
 {
 	(void)arg;
 	for (int i = 0; i < 3; i++)
-		if (agent_state_int(i, "view_nodes") != 3)
+		if (agent_state_int(i, "view_nodes") != 3 ||
+		    agent_state_int(i, "dsm_peers") != 2)
 			return false;
 	return true;
 }
