@@ -16,6 +16,7 @@
 
 #include "cell/config.h"
 #include "cell/log.h"
+#include "cell/tls.h"
 #include "cellctl.h"
 
 enum {
@@ -26,10 +27,12 @@ enum {
 	EXIT_NOTFOUND = 4,
 	EXIT_CONFLICT = 5,
 	EXIT_NOSPACE = 6,
+	EXIT_DENIED = 7,
 };
 
 struct ctl {
 	const char *manager;
+	const char *ca, *cert, *key; /* TLS: --ca, --cert, --key */
 	bool json;
 	unsigned timeout_ms;
 	bool timeout_set;
@@ -78,6 +81,9 @@ static int exit_code(int rc)
 		return EXIT_CONFLICT;
 	case -ENOSPC:
 		return EXIT_NOSPACE;
+	case -EACCES:
+	case -EPERM:
+		return EXIT_DENIED;
 	case -ECONNREFUSED:
 	case -ECONNRESET:
 	case -ETIMEDOUT:
@@ -574,6 +580,13 @@ static void usage(FILE *out)
 	      "  -o, --output=FORMAT   table (default) or json; json goes to "
 	      "stdout,\n"
 	      "                        errors always to stderr\n"
+	      "  --ca=FILE, --cert=FILE, --key=FILE\n"
+	      "                        TLS to the manager: the cell's CA "
+	      "certificate and\n"
+	      "                        an admin's or viewer's certificate "
+	      "and key (default\n"
+	      "                        $CELLMON_CA, $CELLMON_CERT, "
+	      "$CELLMON_KEY; none: plain TCP)\n"
 	      "  --timeout=DURATION    per-request timeout (default 5s; 60s "
 	      "for vm\n"
 	      "                        create/start/stop, which wait for the "
@@ -593,8 +606,40 @@ static void usage(FILE *out)
 	      "  5  conflict: already exists, or still in use\n"
 	      "  6  no room: placement found no node for the VM (the message\n"
 	      "     names each filter that rejected nodes; 'image': nodes of\n"
-	      "     the cell that lack it while others have it)\n",
+	      "     the cell that lack it while others have it)\n"
+	      "  7  refused: a viewer's write, or TLS refused this "
+	      "certificate\n",
 	      out);
+}
+
+static const char *env_or(const char *v, const char *name)
+{
+	const char *e = getenv(name);
+
+	return v ? v : e && *e ? e : NULL;
+}
+
+/* TLS to the manager when a certificate is given (--cert, --key, --ca
+ * or CELLMON_CERT, CELLMON_KEY, CELLMON_CA): the manager must show a
+ * manager's certificate of the same CA. 0, or -1 after saying why. */
+static int setup_tls(struct ctl *ctl)
+{
+	struct cell_tls_config c = {env_or(ctl->ca, "CELLMON_CA"),
+				    env_or(ctl->cert, "CELLMON_CERT"),
+				    env_or(ctl->key, "CELLMON_KEY"), NULL,
+				    CELL_ROLE_BIT(CELL_ROLE_MANAGER)};
+	char err[1300];
+
+	if (!c.ca && !c.cert && !c.key)
+		return 0; /* plain TCP */
+	if (cell_tls_new(&c, &ctl->rpc.tls, err, sizeof(err))) {
+		fprintf(stderr,
+			"cellctl: %s (--ca, --cert and --key, or "
+			"CELLMON_CA, CELLMON_CERT and CELLMON_KEY)\n",
+			err);
+		return -1;
+	}
+	return 0;
 }
 
 /* Pulls options out of argv; leaves positional words in args. */
@@ -637,7 +682,10 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 		bool global = (n == 9 && strncmp(a, "--manager", 9) == 0) ||
 			      (n == 2 && strncmp(a, "-o", 2) == 0) ||
 			      (n == 8 && strncmp(a, "--output", 8) == 0) ||
-			      (n == 9 && strncmp(a, "--timeout", 9) == 0);
+			      (n == 9 && strncmp(a, "--timeout", 9) == 0) ||
+			      (n == 4 && strncmp(a, "--ca", 4) == 0) ||
+			      (n == 6 && strncmp(a, "--cert", 6) == 0) ||
+			      (n == 5 && strncmp(a, "--key", 5) == 0);
 
 		if (eq)
 			val = eq + 1;
@@ -656,6 +704,12 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 		}
 		if (strncmp(a, "--manager", n) == 0 && n == 9) {
 			ctl->manager = val;
+		} else if (n == 4 && strncmp(a, "--ca", 4) == 0) {
+			ctl->ca = val;
+		} else if (n == 6 && strncmp(a, "--cert", 6) == 0) {
+			ctl->cert = val;
+		} else if (n == 5 && strncmp(a, "--key", 5) == 0) {
+			ctl->key = val;
 		} else if ((n == 2 && strncmp(a, "-o", 2) == 0) ||
 			   (n == 8 && strncmp(a, "--output", 8) == 0)) {
 			if (strcmp(val, "json") && strcmp(val, "table")) {
@@ -722,6 +776,10 @@ int main(int argc, char **argv)
 		rc = ctl_ca_main(&ctl.opts, ctl.json, args + 1, nargs - 1);
 		free(args);
 		return rc;
+	}
+	if (setup_tls(&ctl)) {
+		free(args);
+		return EXIT_USAGE;
 	}
 	for (const struct ctl_cmd *c = commands; nargs > 0 && c->noun; c++) {
 		int words = c->verb ? 2 : 1;

@@ -73,6 +73,21 @@ static int check_register(const Cellmon__RegisterRequest *r, char *why,
 	return 0;
 }
 
+/* Over TLS, a node speaks only for itself: the node id it registers or
+ * heartbeats as is its certificate's name. */
+static int check_identity(struct cell_rpc_conn *c, const char *node_id,
+			  char *why, size_t len)
+{
+	if (!c || !cell_rpc_conn_peer_role(c) ||
+	    !strcmp(cell_rpc_conn_peer_name(c), node_id))
+		return 0;
+	snprintf(why, len,
+		 "the certificate of node '%s' cannot speak for "
+		 "node '%.64s'",
+		 cell_rpc_conn_peer_name(c), node_id);
+	return -EACCES;
+}
+
 static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 			void *arg)
 {
@@ -88,6 +103,8 @@ static void on_register(struct cell_rpc_call *call, const ProtobufCMessage *msg,
 	char why[160];
 
 	rc = check_register(r, why, sizeof(why));
+	if (!rc)
+		rc = check_identity(c, r->node_id, why, sizeof(why));
 	if (rc) {
 		CELL_WARN(MOD, "register refused peer=%s: %s",
 			  cell_rpc_conn_peer(c), why);
@@ -170,9 +187,18 @@ static void on_heartbeat(struct cell_rpc_call *call,
 	Cellmon__Lease lease = CELLMON__LEASE__INIT;
 	Cellmon__DsmFence fences[DSM_MAX_NODES], *fp[DSM_MAX_NODES];
 	struct mgr_node *n;
-	int rc = mgr_members_heartbeat(m->members, hb->node_id, hb->incarnation,
-				       &n);
+	char why[200];
+	int rc = check_identity(cell_rpc_call_conn(call), hb->node_id, why,
+				sizeof(why));
 
+	if (rc) {
+		CELL_LOG_RL(CELL_LOG_WARN, MOD, "heartbeat refused peer=%s: %s",
+			    cell_rpc_conn_peer(cell_rpc_call_conn(call)), why);
+		cell_rpc_reply_error(call, rc, "%s", why);
+		return;
+	}
+	rc = mgr_members_heartbeat(m->members, hb->node_id, hb->incarnation,
+				   &n);
 	if (rc) {
 		CELL_LOG_RL(CELL_LOG_INFO, MOD,
 			    "heartbeat refused node=%.64s incarnation=%llu: %s",

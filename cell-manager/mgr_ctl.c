@@ -221,22 +221,54 @@ static const char *subject_of(const ProtobufCMessage *msg)
 	return "";
 }
 
-static void audit(struct mgr *m, struct cell_rpc_call *call,
-		  const ProtobufCMessage *msg, const char *what)
+/* Who made a call: "admin alice (127.0.0.1:41234)" over TLS, the
+ * address alone over plain TCP. */
+static void caller(struct cell_rpc_call *call, char *out, size_t len)
+{
+	struct cell_rpc_conn *c = cell_rpc_call_conn(call);
+
+	if (!c)
+		snprintf(out, len, "?");
+	else if (cell_rpc_conn_peer_role(c))
+		snprintf(out, len, "%s %s (%s)",
+			 cell_role_name(cell_rpc_conn_peer_role(c)),
+			 cell_rpc_conn_peer_name(c), cell_rpc_conn_peer(c));
+	else
+		snprintf(out, len, "%s", cell_rpc_conn_peer(c));
+}
+
+/* Records a call that changes the cell; 0, or -EACCES (answered) for a
+ * viewer, who may only read. */
+static int audit(struct mgr *m, struct cell_rpc_call *call,
+		 const ProtobufCMessage *msg, const char *what)
 {
 	struct cell_rpc_conn *c = cell_rpc_call_conn(call);
 	const char *subject = subject_of(msg);
+	char who[200];
 
+	caller(call, who, sizeof(who));
+	if (c && cell_rpc_conn_peer_role(c) == CELL_ROLE_VIEWER) {
+		mgr_event(m, "ctl", subject ? subject : "",
+			  "%s %s by %s: refused, a viewer may only read", what,
+			  subject ? subject : "", who);
+		cell_rpc_reply_error(call, -EACCES,
+				     "%s: refused: viewer '%s' may only read "
+				     "(list, info, stats, console, pages, "
+				     "events); ask an admin",
+				     what, cell_rpc_conn_peer_name(c));
+		return -EACCES;
+	}
 	mgr_event(m, "ctl", subject ? subject : "", "%s %s by %s", what,
-		  subject ? subject : "", c ? cell_rpc_conn_peer(c) : "?");
+		  subject ? subject : "", who);
+	return 0;
 }
 
 #define AUDITED(fn, what)                                                \
 	static void audited_##fn(struct cell_rpc_call *call,             \
 				 const ProtobufCMessage *msg, void *arg) \
 	{                                                                \
-		audit(arg, call, msg, what);                             \
-		fn(call, msg, arg);                                      \
+		if (!audit(arg, call, msg, what))                        \
+			fn(call, msg, arg);                              \
 	}
 
 AUDITED(mgr_cell_create, "cell create")

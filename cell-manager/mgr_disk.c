@@ -128,7 +128,7 @@ static void forward(struct mgr *m, struct cell_rpc_call *call,
 	f->type = type;
 	f->reply_type = reply_type;
 	f->desc = msg->descriptor;
-	rc = cell_rpc_connect(m->base, m->cfg.vdiskd, &m->ctl_rpc,
+	rc = cell_rpc_connect(m->base, m->cfg.vdiskd, &m->disk_rpc,
 			      (unsigned)m->cfg.command_timeout_ms,
 			      fwd_connected, f, &c);
 	if (rc) {

@@ -26,6 +26,7 @@
 #include <event2/event.h>
 
 #include "cell/rpc.h"
+#include "cell/tls.h"
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
 #include "membership.h"
@@ -49,6 +50,7 @@ struct mgr_config {
 	char vdiskd[128];
 	char metrics_listen[128];
 	char web_listen[128];
+	struct cell_tls_settings tls;
 	int64_t events_keep;
 	char log_level[16];
 	/* the page policy (page_policy.h; 0: no sampling at all) */
@@ -136,7 +138,10 @@ struct mgr {
 	struct mgr_quorum quorum; /* fence rounds (quorum.h), by DSM id */
 	struct mgr_cell *cells;
 	size_t ncells, capcells;
-	struct cell_rpc_config agent_rpc, ctl_rpc;
+	struct cell_rpc_config agent_rpc, ctl_rpc, disk_rpc;
+	/* TLS of each kind of link (NULL: plain): agents (node
+	 * certificates), cellctl (admin, viewer), the disk server */
+	struct cell_tls *tls_agent, *tls_ctl, *tls_disk;
 	struct cell_rpc_listener *agent_l, *ctl_l;
 	char agent_addr[160], ctl_addr[160];
 	struct mgr_vm **vms;

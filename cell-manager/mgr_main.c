@@ -58,6 +58,7 @@ static const struct cell_config_key mgr_config_table[] = {
 	 "admin address host:port of cellmon-vdiskd, the disk server; "
 	 "empty: no disks"},
 	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
+	CELL_TLS_CONFIG_KEYS(CFG(tls)),
 	{"web_listen", CELL_CFG_STRING, STR(web_listen), 0, 0, "",
 	 "host:port of the web view (the cell, its VMs and their page heat "
 	 "maps at /, the same data as JSON under /api/); empty: off. "
@@ -330,6 +331,77 @@ static int start_listeners(struct mgr *m)
 	return 0;
 }
 
+/* The TLS of each kind of link, from the tls_* keys; plain TCP (a
+ * warning) when none is set and insecure allows it. The manager's own
+ * certificate must be a manager's. */
+static int setup_tls(struct mgr *m)
+{
+	struct cell_tls_settings *s = &m->cfg.tls;
+	enum cell_role role;
+	char err[1300], name[64];
+	int rc;
+
+	rc = cell_tls_from_settings(s, CELL_ROLE_BIT(CELL_ROLE_NODE),
+				    &m->tls_agent, err, sizeof(err));
+	if (!rc && m->tls_agent)
+		rc = cell_tls_from_settings(
+			s,
+			CELL_ROLE_BIT(CELL_ROLE_ADMIN) |
+				CELL_ROLE_BIT(CELL_ROLE_VIEWER),
+			&m->tls_ctl, err, sizeof(err));
+	if (!rc && m->tls_agent)
+		rc = cell_tls_from_settings(s, CELL_ROLE_BIT(CELL_ROLE_DISK),
+					    &m->tls_disk, err, sizeof(err));
+	if (!rc && m->tls_agent &&
+	    !(rc = cell_tls_settings_identity(s, &role, name, sizeof(name), err,
+					      sizeof(err))) &&
+	    role != CELL_ROLE_MANAGER) {
+		snprintf(err, sizeof(err),
+			 "tls_cert %s is a %s certificate ('%s'), not a "
+			 "manager's (cellctl ca issue DIR --role=manager "
+			 "--name=NAME)",
+			 s->cert, cell_role_name(role), name);
+		rc = -EINVAL;
+	}
+	if (rc) {
+		CELL_ERROR(MOD, "%s", err);
+		return rc;
+	}
+	if (!m->tls_agent)
+		CELL_WARN(MOD,
+			  "insecure: plain TCP for agents and cellctl (no "
+			  "tls_cert): anyone who reaches %s or %s can "
+			  "register a node or change the cell",
+			  m->cfg.agent_listen, m->cfg.ctl_listen);
+	else
+		CELL_INFO(MOD,
+			  "TLS 1.3 for agents, cellctl and the disk "
+			  "server, as manager '%s'",
+			  name);
+	return 0;
+}
+
+static void hup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mgr *m = arg;
+	struct cell_tls *t[3] = {m->tls_agent, m->tls_ctl, m->tls_disk};
+	char err[600];
+
+	(void)fd;
+	(void)what;
+	for (int i = 0; i < 3; i++)
+		if (t[i] && cell_tls_reload(t[i], err, sizeof(err))) {
+			CELL_ERROR(MOD,
+				   "SIGHUP: the TLS files stay as they "
+				   "were: %s",
+				   err);
+			return;
+		}
+	if (t[0])
+		CELL_INFO(MOD, "SIGHUP: TLS certificate, key and CRL re-read "
+			       "for new connections");
+}
+
 static int run(struct mgr *m)
 {
 	struct mgr_members_config mc = {
@@ -339,7 +411,7 @@ static int run(struct mgr *m)
 	};
 	struct timeval tick = {m->cfg.tick_ms / 1000,
 			       (m->cfg.tick_ms % 1000) * 1000};
-	struct event *ev_tick, *ev_int, *ev_term;
+	struct event *ev_tick, *ev_int, *ev_term, *ev_hup;
 	int rc;
 
 	m->start_ms = cell_now_ms();
@@ -359,6 +431,13 @@ static int run(struct mgr *m)
 	};
 	m->ctl_rpc = m->agent_rpc;
 	m->ctl_rpc.methods = mgr_ctl_methods;
+	m->disk_rpc = m->ctl_rpc;
+	rc = setup_tls(m);
+	if (rc)
+		return rc;
+	m->agent_rpc.tls = m->tls_agent;
+	m->ctl_rpc.tls = m->tls_ctl;
+	m->disk_rpc.tls = m->tls_disk;
 	rc = open_state(m);
 	if (!rc)
 		rc = start_listeners(m);
@@ -370,10 +449,13 @@ static int run(struct mgr *m)
 	event_add(ev_tick, &tick);
 	event_add(ev_int, NULL);
 	event_add(ev_term, NULL);
+	ev_hup = evsignal_new(m->base, SIGHUP, hup_cb, m);
+	event_add(ev_hup, NULL);
 	event_base_dispatch(m->base);
 	event_free(ev_tick);
 	event_free(ev_int);
 	event_free(ev_term);
+	event_free(ev_hup);
 	return 0;
 }
 
@@ -439,6 +521,9 @@ int main(int argc, char **argv)
 	mgr_vm_free_all(&m);
 	mgr_store_close(m.store);
 	mgr_members_destroy(m.members);
+	cell_tls_free(m.tls_agent);
+	cell_tls_free(m.tls_ctl);
+	cell_tls_free(m.tls_disk);
 	free(m.cells);
 	if (m.base)
 		event_base_free(m.base);

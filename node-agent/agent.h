@@ -28,6 +28,7 @@
 
 #include "cell/config.h"
 #include "cell/rpc.h"
+#include "cell/tls.h"
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
 #include "dsm/dsm.h"
@@ -66,6 +67,7 @@ struct agent_config {
 	int64_t cache_size;
 	char metrics_listen[128];
 	char log_level[16];
+	struct cell_tls_settings tls;
 };
 
 /* agent_config.c: every key of the agent's configuration. */
@@ -144,6 +146,8 @@ struct agent {
 	struct agent_config cfg;
 	struct event_base *base;
 	struct cell_rpc_config rpc;
+	/* TLS to the manager and to the disk server (NULL: plain) */
+	struct cell_tls *tls_mgr, *tls_disk;
 	struct cell_rpc_conn *conn;
 	enum agent_state state;
 	uint64_t incarnation; /* 0: none */

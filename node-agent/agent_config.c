@@ -96,6 +96,7 @@ const struct cell_config_key agent_config_table[] = {
 	 "node-wide cache of disk blocks from base images and frozen "
 	 "disks (0: off)"},
 	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
+	CELL_TLS_CONFIG_KEYS(CFG(tls)),
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},

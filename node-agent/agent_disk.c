@@ -44,12 +44,20 @@ struct agent_disk {
 	uint64_t pend_bytes;
 };
 
+static struct cell_tls *disk_tls;
+
+void agent_disk_set_tls(struct cell_tls *t)
+{
+	disk_tls = t;
+}
+
 /* Asks the disk server for the map; fills d and the NBD address. */
 static int fetch_map(struct agent_disk *d, const char *admin, char *server,
 		     size_t slen, char *err, size_t len)
 {
 	struct cell_rpc_config cfg = {.types = cellproto_types,
-				      .log_module = "agent"};
+				      .log_module = "agent",
+				      .tls = disk_tls};
 	Cellmon__DiskRequest q = CELLMON__DISK_REQUEST__INIT;
 	Cellmon__DiskMapReply *r = NULL;
 	char why[600];

@@ -21,6 +21,8 @@
  *
  * Threads: any; a disk serializes its NBD requests on its own mutex.
  */
+struct cell_tls;
+
 #ifndef AGENT_DISK_H
 #define AGENT_DISK_H
 
@@ -74,6 +76,9 @@ struct agent_disk;
  * epoch another opener has passed); 0 for none. 0, or -errno with err
  * set (-ENOENT: no such disk).
  */
+/* The TLS of the link to the disk server's admin address (NULL: plain);
+ * set once at start. */
+void agent_disk_set_tls(struct cell_tls *t);
 int agent_disk_open(struct agent_cache *c, const char *admin, const char *name,
 		    bool ro, uint64_t epoch, struct agent_disk **out, char *err,
 		    size_t len);

@@ -32,6 +32,7 @@
 
 #include "cell/clock.h"
 #include "cell/config.h"
+#include "cell/fault.h"
 #include "cell/log.h"
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
@@ -68,14 +69,17 @@ static void write_state(struct agent *a)
 	int rc;
 
 	j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:i, s:i, s:I, s:i, s:b, "
-		      "s:i}",
+		      "s:i, s:i}",
 		      "node_id", a->cfg.node_id, "state", state_name(a),
 		      "incarnation", (json_int_t)a->incarnation, "epoch",
 		      (json_int_t)a->epoch, "has_lease", a->has_lease,
 		      "manager", a->cfg.manager, "pid", (int)getpid(), "dsm_id",
 		      a->dsm_id, "dsm_epoch", (json_int_t)a->dsm_epoch_now,
 		      "view_nodes", (int)a->witness.view, "peer_lease",
-		      a->witness.peer_mode, "metrics_port", a->metrics_port);
+		      a->witness.peer_mode, "metrics_port", a->metrics_port,
+		      /* the peers it can reach over the DSM (and so ask for
+		       * votes): those whose address the manager has given */
+		      "dsm_peers", __builtin_popcountll(a->dsm_peers));
 	text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
 	json_decref(j);
 	if (!text)
@@ -261,12 +265,13 @@ static void heartbeat_reply(int status, const ProtobufCMessage *msg,
 		return;
 	}
 	uint32_t view = a->witness.view;
+	uint64_t peers = a->dsm_peers;
 
 	agent_witness_heard(a, 0);
 	if (r->lease)
 		grant_lease(a, r->lease, sent);
 	agent_dsm_fence(a, r->fences, r->n_fences);
-	if (a->witness.view != view)
+	if (a->witness.view != view || a->dsm_peers != peers)
 		write_state(a);
 }
 
@@ -589,9 +594,73 @@ static int finish_config(struct agent *a, char *err, size_t len)
 	return 0;
 }
 
+/* TLS to the manager (its certificate must be a manager's) and to the
+ * disk server, from the tls_* keys; this node's certificate must name
+ * it (node_id). Plain TCP with a warning when none is set and insecure
+ * allows it. */
+static int setup_tls(struct agent *a)
+{
+	struct cell_tls_settings *s = &a->cfg.tls;
+	enum cell_role role;
+	char err[1300], name[64];
+	int rc;
+
+	rc = cell_tls_from_settings(s, CELL_ROLE_BIT(CELL_ROLE_MANAGER),
+				    &a->tls_mgr, err, sizeof(err));
+	if (!rc && a->tls_mgr)
+		rc = cell_tls_from_settings(s, CELL_ROLE_BIT(CELL_ROLE_DISK),
+					    &a->tls_disk, err, sizeof(err));
+	/* fault point agent.tls-impostor (action error): skip this check,
+	 * to test that the manager makes it too */
+	if (!rc && a->tls_mgr &&
+	    !(rc = cell_tls_settings_identity(s, &role, name, sizeof(name), err,
+					      sizeof(err))) &&
+	    CELL_FAULT("agent.tls-impostor") == 0 &&
+	    (role != CELL_ROLE_NODE || strcmp(name, a->cfg.node_id))) {
+		snprintf(err, sizeof(err),
+			 "tls_cert %s is the certificate of %s '%s', not of "
+			 "node '%s' (cellctl ca issue DIR --node=%s)",
+			 s->cert, cell_role_name(role), name, a->cfg.node_id,
+			 a->cfg.node_id);
+		rc = -EINVAL;
+	}
+	if (rc) {
+		CELL_ERROR(MOD, "%s", err);
+		return rc;
+	}
+	if (!a->tls_mgr)
+		CELL_WARN(MOD,
+			  "insecure: plain TCP to the manager and the disk "
+			  "server (no tls_cert)");
+	else
+		CELL_INFO(MOD,
+			  "TLS 1.3 to the manager and the disk server as "
+			  "node '%s'",
+			  name);
+	return 0;
+}
+
+static void hup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct agent *a = arg;
+	char err[600];
+
+	(void)fd;
+	(void)what;
+	if (!a->tls_mgr)
+		return;
+	if (cell_tls_reload(a->tls_mgr, err, sizeof(err)) ||
+	    cell_tls_reload(a->tls_disk, err, sizeof(err)))
+		CELL_ERROR(MOD, "SIGHUP: the TLS files stay as they were: %s",
+			   err);
+	else
+		CELL_INFO(MOD, "SIGHUP: TLS certificate, key and CRL re-read "
+			       "for new connections");
+}
+
 static int run(struct agent *a)
 {
-	struct event *ev_int, *ev_term;
+	struct event *ev_int, *ev_term, *ev_hup;
 	int rc = cell_mkdir_p(a->cfg.state_dir);
 
 	if (rc) {
@@ -602,21 +671,28 @@ static int run(struct agent *a)
 	a->base = event_base_new();
 	if (!a->base)
 		return -ENOMEM;
+	rc = setup_tls(a);
+	if (rc)
+		return rc;
 	a->rpc = (struct cell_rpc_config){
 		.types = cellproto_types,
 		.methods = agent_methods,
 		.arg = a,
 		.max_frame = (uint32_t)a->cfg.max_frame,
 		.log_module = MOD,
+		.tls = a->tls_mgr,
 	};
+	agent_disk_set_tls(a->tls_disk);
 	a->hb_timer = event_new(a->base, -1, EV_PERSIST, heartbeat_cb, a);
 	a->lease_timer = evtimer_new(a->base, lease_expired_cb, a);
 	a->retry_timer = evtimer_new(a->base, retry_cb, a);
 	a->witness_timer = event_new(a->base, -1, EV_PERSIST, witness_cb, a);
 	ev_int = evsignal_new(a->base, SIGINT, signal_cb, a);
 	ev_term = evsignal_new(a->base, SIGTERM, signal_cb, a);
+	ev_hup = evsignal_new(a->base, SIGHUP, hup_cb, a);
 	event_add(ev_int, NULL);
 	event_add(ev_term, NULL);
+	event_add(ev_hup, NULL);
 	a->backoff_ms = (unsigned)a->cfg.reconnect_min_ms;
 	a->witness.silence_ms = 1000; /* half the lease, once one is held */
 	a->witness.peer_lease_ms = 1000;
@@ -652,7 +728,10 @@ static int run(struct agent *a)
 	event_free(a->witness_timer);
 	event_free(ev_int);
 	event_free(ev_term);
+	event_free(ev_hup);
 	event_base_free(a->base);
+	cell_tls_free(a->tls_mgr);
+	cell_tls_free(a->tls_disk);
 	return 0;
 }
 

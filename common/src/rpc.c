@@ -489,8 +489,11 @@ static void tls_failed(struct cell_rpc_conn *c)
 				   sizeof(c->tls_error) - off);
 		off = strlen(c->tls_error);
 	}
-	if (!off && c->peer_name[0])
-		return; /* after the handshake and not TLS's: a socket error */
+	if (c->peer_role || c->refused) {
+		/* after the handshake: an error of the link, not a refusal
+		 * (kept for the messages of what was pending) */
+		return;
+	}
 	if (!off) {
 		long v = SSL_get_verify_result(c->ssl);
 

@@ -71,6 +71,9 @@ static int make_ctx(struct cell_tls *t, SSL_CTX **out, char *err, size_t errlen)
 	/* both ends check; no session tickets to keep (resumption comes
 	 * with the DSM links, which reconnect) */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	/* a peer that exits without close_notify (cellctl) is an EOF like
+	 * any other: the framing catches a cut frame */
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_load_verify_file(ctx, t->ca) != 1) {
 		rc = fail(err, errlen, -EINVAL,
@@ -266,4 +269,39 @@ void cell_tls_last_error(SSL *ssl, char *out, size_t len)
 		snprintf(out + off, len - off, "%s%s", off ? ": " : "",
 			 X509_verify_cert_error_string(v));
 	}
+}
+
+int cell_tls_from_settings(const struct cell_tls_settings *s,
+			   unsigned peer_roles, struct cell_tls **out,
+			   char *err, size_t errlen)
+{
+	struct cell_tls_config c = {s->ca, s->cert, s->key, s->crl, peer_roles};
+
+	*out = NULL;
+	if (!s->ca[0] && !s->cert[0] && !s->key[0]) {
+		if (s->insecure)
+			return 0;
+		snprintf(err, errlen,
+			 "no TLS configured: set tls_ca, tls_cert and tls_key "
+			 "(certificates from cellctl ca), or insecure = true "
+			 "for plain TCP");
+		return -EINVAL;
+	}
+	if (!s->ca[0] || !s->cert[0] || !s->key[0]) {
+		snprintf(err, errlen,
+			 "TLS needs all of tls_ca, tls_cert and "
+			 "tls_key (%s missing)",
+			 !s->ca[0]     ? "tls_ca"
+			 : !s->cert[0] ? "tls_cert"
+				       : "tls_key");
+		return -EINVAL;
+	}
+	return cell_tls_new(&c, out, err, errlen);
+}
+
+int cell_tls_settings_identity(const struct cell_tls_settings *s,
+			       enum cell_role *role, char *name, size_t len,
+			       char *err, size_t errlen)
+{
+	return cell_cert_identity(s->cert, role, name, len, err, errlen);
 }

@@ -16,6 +16,7 @@
 #ifndef VDISKD_H
 #define VDISKD_H
 
+#include "cell/tls.h"
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -33,6 +34,7 @@ struct vdiskd_config {
 	int64_t max_clients;
 	char metrics_listen[128];
 	char log_level[16];
+	struct cell_tls_settings tls; /* the admin link (NBD: plain) */
 };
 
 struct vdiskd_client {

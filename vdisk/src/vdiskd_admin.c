@@ -7,6 +7,7 @@
  * I/O.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,10 +222,39 @@ out:
 	free(vis);
 }
 
+/* Over TLS a node may read the map of a disk and no more; creating,
+ * cloning and deleting are the manager's (cellctl's, through it). */
+static bool manager_only(struct cell_rpc_call *call, const char *what)
+{
+	struct cell_rpc_conn *c = cell_rpc_call_conn(call);
+
+	if (!c || cell_rpc_conn_peer_role(c) != CELL_ROLE_NODE)
+		return false;
+	CELL_LOG_RL(CELL_LOG_WARN, MOD, "refused disk %s from node %s (%s)",
+		    what, cell_rpc_conn_peer_name(c), cell_rpc_conn_peer(c));
+	cell_rpc_reply_error(call, -EACCES,
+			     "refused: a node may not %s disks (the manager "
+			     "does, for cellctl)",
+			     what);
+	return true;
+}
+
+#define MANAGER_ONLY(fn, what)                                       \
+	static void mgr_##fn(struct cell_rpc_call *call,             \
+			     const ProtobufCMessage *msg, void *arg) \
+	{                                                            \
+		if (!manager_only(call, what))                       \
+			fn(call, msg, arg);                          \
+	}
+
+MANAGER_ONLY(on_disk_create, "create")
+MANAGER_ONLY(on_disk_clone, "clone")
+MANAGER_ONLY(on_disk_delete, "delete")
+
 const struct cell_rpc_method vdiskd_admin_methods[] = {
-	{CELLMON__MSG_TYPE__MSG_DISK_CREATE, on_disk_create},
-	{CELLMON__MSG_TYPE__MSG_DISK_CLONE, on_disk_clone},
-	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, on_disk_delete},
+	{CELLMON__MSG_TYPE__MSG_DISK_CREATE, mgr_on_disk_create},
+	{CELLMON__MSG_TYPE__MSG_DISK_CLONE, mgr_on_disk_clone},
+	{CELLMON__MSG_TYPE__MSG_DISK_DELETE, mgr_on_disk_delete},
 	{CELLMON__MSG_TYPE__MSG_DISK_INFO, on_disk_info},
 	{CELLMON__MSG_TYPE__MSG_DISK_LIST, on_disk_list},
 	{CELLMON__MSG_TYPE__MSG_DISK_MAP, on_disk_map},

@@ -58,6 +58,7 @@ static const struct cell_config_key vdiskd_config_table[] = {
 	{"max_clients", CELL_CFG_INT, CFG(max_clients), 0, 1, 4096, "64",
 	 "NBD connections served at once; more are refused"},
 	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
+	CELL_TLS_CONFIG_KEYS(CFG(tls)),
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
@@ -212,6 +213,55 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(arg);
 }
 
+/* TLS on the admin link, for the manager and the nodes; vdiskd's own
+ * certificate must be a disk server's. NBD stays plain for now. */
+static int setup_tls(struct cell_tls **out)
+{
+	struct cell_tls_settings *s = &D.cfg.tls;
+	enum cell_role role;
+	char err[1300], name[64];
+	int rc = cell_tls_from_settings(s,
+					CELL_ROLE_BIT(CELL_ROLE_MANAGER) |
+						CELL_ROLE_BIT(CELL_ROLE_NODE),
+					out, err, sizeof(err));
+
+	if (!rc && *out &&
+	    !(rc = cell_tls_settings_identity(s, &role, name, sizeof(name), err,
+					      sizeof(err))) &&
+	    role != CELL_ROLE_DISK) {
+		snprintf(err, sizeof(err),
+			 "tls_cert %s is a %s certificate ('%s'), not a disk "
+			 "server's (cellctl ca issue DIR --disk-server=NAME)",
+			 s->cert, cell_role_name(role), name);
+		rc = -EINVAL;
+	}
+	if (rc)
+		CELL_ERROR(MOD, "%s", err);
+	else if (!*out)
+		CELL_WARN(MOD, "insecure: plain TCP on the admin link (no "
+			       "tls_cert); NBD is plain either way for now");
+	else
+		CELL_INFO(MOD, "TLS 1.3 on the admin link as disk server '%s'",
+			  name);
+	return rc;
+}
+
+static void hup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char err[600];
+
+	(void)fd;
+	(void)what;
+	if (!arg)
+		return;
+	if (cell_tls_reload(arg, err, sizeof(err)))
+		CELL_ERROR(MOD, "SIGHUP: the TLS files stay as they were: %s",
+			   err);
+	else
+		CELL_INFO(MOD, "SIGHUP: TLS certificate, key and CRL re-read "
+			       "for new connections");
+}
+
 static int serve(void)
 {
 	struct cell_rpc_config rpc = {
@@ -219,6 +269,8 @@ static int serve(void)
 		.methods = vdiskd_admin_methods,
 		.log_module = MOD,
 	};
+	struct cell_tls *tls = NULL;
+	struct event *ev_hup = NULL;
 	struct cell_rpc_listener *admin = NULL;
 	struct event *ev_nbd = NULL, *ev_term = NULL, *ev_int = NULL;
 	struct event_base *base = event_base_new();
@@ -227,6 +279,9 @@ static int serve(void)
 
 	if (!base)
 		return 1;
+	if (setup_tls(&tls))
+		goto out;
+	rpc.tls = tls;
 	if (vdisk_store_init(D.cfg.store, err, sizeof(err))) {
 		CELL_ERROR(MOD, "%s", err);
 		goto out;
@@ -259,8 +314,10 @@ static int serve(void)
 		event_new(base, lfd, EV_READ | EV_PERSIST, nbd_accept_cb, NULL);
 	ev_term = evsignal_new(base, SIGTERM, signal_cb, base);
 	ev_int = evsignal_new(base, SIGINT, signal_cb, base);
-	if (!ev_nbd || !ev_term || !ev_int)
+	ev_hup = evsignal_new(base, SIGHUP, hup_cb, tls);
+	if (!ev_nbd || !ev_term || !ev_int || !ev_hup)
 		goto out;
+	event_add(ev_hup, NULL);
 	event_add(ev_nbd, NULL);
 	event_add(ev_term, NULL);
 	event_add(ev_int, NULL);
@@ -286,9 +343,12 @@ out:
 		event_free(ev_term);
 	if (ev_int)
 		event_free(ev_int);
+	if (ev_hup)
+		event_free(ev_hup);
 	vdiskd_metrics_stop();
 	cell_rpc_listener_free(admin);
 	event_base_free(base);
+	cell_tls_free(tls);
 	free(D.clients);
 	if (!rc)
 		CELL_INFO(MOD, "stopped");

@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cell/config.h"
+
 #include "cell/ca.h"
 
 struct ssl_st;
@@ -52,5 +54,75 @@ int cell_tls_check_peer(const struct cell_tls *t, struct ssl_st *ssl,
 /* What OpenSSL said about the last failure on this thread, "" if
  * nothing ("certificate verify failed: certificate revoked"). */
 void cell_tls_last_error(struct ssl_st *ssl, char *out, size_t len);
+
+/*
+ * A daemon's TLS settings, the same keys in each one's config table:
+ * tls_ca, tls_cert, tls_key, tls_crl and insecure. Its config struct has
+ * a struct cell_tls_settings member; the table gets
+ * CELL_TLS_CONFIG_KEYS(offsetof(struct ..., that member)).
+ */
+struct cell_tls_settings {
+	char ca[512], cert[512], key[512], crl[512];
+	bool insecure;
+};
+
+#define CELL_TLS_CONFIG_KEYS(off)                                              \
+	{"tls_ca",                                                             \
+	 CELL_CFG_STRING,                                                      \
+	 (off) + offsetof(struct cell_tls_settings, ca),                       \
+	 512,                                                                  \
+	 0,                                                                    \
+	 0,                                                                    \
+	 "",                                                                   \
+	 "the cell's CA certificate (cellctl ca init: DIR/ca.crt); with "      \
+	 "tls_cert and tls_key: mutual TLS 1.3 on the RPC links"},             \
+		{"tls_cert",                                                   \
+		 CELL_CFG_STRING,                                              \
+		 (off) + offsetof(struct cell_tls_settings, cert),             \
+		 512,                                                          \
+		 0,                                                            \
+		 0,                                                            \
+		 "",                                                           \
+		 "this daemon's certificate (cellctl ca issue)"},              \
+		{"tls_key",                                                    \
+		 CELL_CFG_STRING,                                              \
+		 (off) + offsetof(struct cell_tls_settings, key),              \
+		 512,                                                          \
+		 0,                                                            \
+		 0,                                                            \
+		 "",                                                           \
+		 "its private key"},                                           \
+		{"tls_crl",                                                    \
+		 CELL_CFG_STRING,                                              \
+		 (off) + offsetof(struct cell_tls_settings, crl),              \
+		 512,                                                          \
+		 0,                                                            \
+		 0,                                                            \
+		 "",                                                           \
+		 "the CA's revocation list (DIR/crl.pem), re-read on "         \
+		 "SIGHUP; empty: none"},                                       \
+	{                                                                      \
+		"insecure", CELL_CFG_BOOL,                                     \
+			(off) + offsetof(struct cell_tls_settings, insecure),  \
+			0, 0, 0, "true",                                       \
+			"without tls_cert: plain TCP on the RPC links, "       \
+			"logged as a warning at start (false: refuse to "      \
+			"start without TLS). The DSM and NBD links are plain " \
+			"either way, for now"                                  \
+	}
+
+/* The TLS of one kind of link from the settings (peer_roles: whom the
+ * link takes), or *out NULL for plain TCP when no certificate is set
+ * and insecure allows it. 0, or -EINVAL with err saying what is missing
+ * or which file is bad. */
+int cell_tls_from_settings(const struct cell_tls_settings *s,
+			   unsigned peer_roles, struct cell_tls **out,
+			   char *err, size_t errlen);
+
+/* The settings' own certificate: its role and name (CN), to check at
+ * start that it is the daemon's (a node's id). */
+int cell_tls_settings_identity(const struct cell_tls_settings *s,
+			       enum cell_role *role, char *name, size_t len,
+			       char *err, size_t errlen);
 
 #endif
