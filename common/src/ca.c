@@ -604,21 +604,26 @@ static void name_field(X509_NAME *name, int nid, char *out, size_t len)
 	out[n] = '\0';
 }
 
+void cell_x509_identity(const void *x509, enum cell_role *role, char *name,
+			size_t len)
+{
+	X509_NAME *subject = X509_get_subject_name(x509);
+	char ou[32];
+
+	name_field(subject, NID_organizationalUnitName, ou, sizeof(ou));
+	name_field(subject, NID_commonName, name, len);
+	*role = cell_role_parse(ou);
+}
+
 int cell_cert_identity(const char *crt_path, enum cell_role *role, char *name,
 		       size_t len, char *err, size_t errlen)
 {
 	X509 *x = read_crt(crt_path);
-	char ou[32];
 
 	if (!x)
 		return fail(err, errlen, -EIO,
-			    "cannot read a certificate "
-			    "from %s",
-			    crt_path);
-	name_field(X509_get_subject_name(x), NID_organizationalUnitName, ou,
-		   sizeof(ou));
-	name_field(X509_get_subject_name(x), NID_commonName, name, len);
-	*role = cell_role_parse(ou);
+			    "cannot read a certificate from %s", crt_path);
+	cell_x509_identity(x, role, name, len);
 	X509_free(x);
 	return 0;
 }

@@ -4,6 +4,7 @@
  * with: OpenSSL counts its references).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,9 @@
 #include "cell/tls.h"
 
 struct cell_tls {
+	/* guards ctx: a reload swaps it while other threads (vdiskd's NBD
+	 * clients) may be making connections from it */
+	pthread_mutex_t mu;
 	SSL_CTX *ctx;
 	char ca[1024], cert[1024], key[1024], crl[1024];
 	unsigned peer_roles;
@@ -142,6 +146,7 @@ int cell_tls_new(const struct cell_tls_config *c, struct cell_tls **out,
 		free(t);
 		return rc;
 	}
+	pthread_mutex_init(&t->mu, NULL);
 	*out = t;
 	return 0;
 }
@@ -153,8 +158,10 @@ int cell_tls_reload(struct cell_tls *t, char *err, size_t errlen)
 
 	if (rc)
 		return rc; /* the old files stay in force */
-	SSL_CTX_free(t->ctx);
+	pthread_mutex_lock(&t->mu);
+	SSL_CTX_free(t->ctx); /* connections made from it keep a reference */
 	t->ctx = ctx;
+	pthread_mutex_unlock(&t->mu);
 	return 0;
 }
 
@@ -163,6 +170,7 @@ void cell_tls_free(struct cell_tls *t)
 	if (!t)
 		return;
 	SSL_CTX_free(t->ctx);
+	pthread_mutex_destroy(&t->mu);
 	free(t);
 }
 
@@ -180,7 +188,11 @@ static int keep_verdict(int ok, X509_STORE_CTX *ctx)
 
 SSL *cell_tls_ssl(struct cell_tls *t, bool server)
 {
-	SSL *ssl = SSL_new(t->ctx);
+	SSL *ssl;
+
+	pthread_mutex_lock(&t->mu);
+	ssl = SSL_new(t->ctx);
+	pthread_mutex_unlock(&t->mu);
 
 	if (ssl && server) {
 		SSL_set_verify(ssl, SSL_VERIFY_PEER, keep_verdict);
@@ -194,28 +206,12 @@ SSL *cell_tls_ssl(struct cell_tls *t, bool server)
 	return ssl;
 }
 
-static void name_field(X509_NAME *name, int nid, char *out, size_t len)
-{
-	int i = X509_NAME_get_index_by_NID(name, nid, -1);
-	ASN1_STRING *s =
-		i < 0 ? NULL
-		      : X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
-	int n = s ? ASN1_STRING_length(s) : 0;
-
-	out[0] = '\0';
-	if (s && n > 0 && (size_t)n < len) {
-		memcpy(out, ASN1_STRING_get0_data(s), (size_t)n);
-		out[n] = '\0';
-	}
-}
-
 int cell_tls_check_peer(const struct cell_tls *t, SSL *ssl,
 			enum cell_role *role, char *name, size_t len, char *err,
 			size_t errlen)
 {
 	X509 *x = SSL_get0_peer_certificate(ssl);
 	long v = SSL_get_verify_result(ssl);
-	char ou[32];
 
 	*role = CELL_ROLE_NONE;
 	name[0] = '\0';
@@ -223,9 +219,7 @@ int cell_tls_check_peer(const struct cell_tls *t, SSL *ssl,
 		snprintf(err, errlen, "no certificate shown");
 		return -EACCES;
 	}
-	name_field(X509_get_subject_name(x), NID_organizationalUnitName, ou,
-		   sizeof(ou));
-	name_field(X509_get_subject_name(x), NID_commonName, name, len);
+	cell_x509_identity(x, role, name, len);
 	if (v != X509_V_OK) {
 		snprintf(
 			err, errlen, "the certificate of '%s': %s", name,
@@ -234,15 +228,15 @@ int cell_tls_check_peer(const struct cell_tls *t, SSL *ssl,
 					v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
 				? "not signed by this cell's CA"
 				: X509_verify_cert_error_string(v));
+		*role = CELL_ROLE_NONE;
 		name[0] = '\0';
 		return -EACCES;
 	}
-	*role = cell_role_parse(ou);
 	if (!*role) {
 		snprintf(err, errlen,
-			 "the certificate of '%s' names no cellmon role "
-			 "(OU '%s')",
-			 name, ou);
+			 "the certificate of '%s' names no cellmon role (its "
+			 "OU)",
+			 name);
 		return -EACCES;
 	}
 	if (t->peer_roles && !(t->peer_roles & CELL_ROLE_BIT(*role))) {

@@ -209,6 +209,55 @@ ctl admin-alice node list
 [ $rc -eq 0 ] || fail "alice after the reload: $rc"
 echo "ok node-as-admin, another CA, a plain client and (after SIGHUP) a revoked admin refused"
 
+echo "== NBD with STARTTLS (qemu-io, qemu-img, nbdinfo as clients)"
+nbd=$(addr_of "$run/store/vdiskd.addr" nbd)
+host=${nbd%:*}
+port=${nbd##*:}
+# GnuTLS's file names, in a directory per client
+for who in admin-alice viewer-val; do
+	mkdir -p "$run/x509-$who"
+	cp "$run/ca/ca.crt" "$run/x509-$who/ca-cert.pem"
+	cp "$run/ca/certs/$who.crt" "$run/x509-$who/client-cert.pem"
+	cp "$run/ca/certs/$who.key" "$run/x509-$who/client-key.pem"
+done
+qio() { # WHO ARGS...: qemu-io on disk d1 over NBD with TLS
+	w=$1
+	shift
+	qemu-io --object tls-creds-x509,id=t0,endpoint=client,dir="$run/x509-$w" \
+		--image-opts "driver=nbd,server.type=inet,server.host=$host,server.port=$port,export=d1,tls-creds=t0" \
+		"$@"
+}
+qio admin-alice -c 'write -P 0x6b 0 1M' -c 'flush' -c 'read -P 0x6b 0 1M' \
+	>"$run/out" 2>&1 || fail "qemu-io over TLS: $(cat "$run/out")"
+qemu-img info --object tls-creds-x509,id=t0,endpoint=client,dir="$run/x509-admin-alice" \
+	--image-opts "driver=nbd,server.type=inet,server.host=$host,server.port=$port,export=d1,tls-creds=t0" \
+	>"$run/out" 2>&1 || fail "qemu-img info over TLS: $(cat "$run/out")"
+grep -q "virtual size: 16 MiB" "$run/out" || fail "qemu-img info: $(cat "$run/out")"
+nbdinfo "nbds://$host:$port/d1?tls-certificates=$run/x509-admin-alice" \
+	>"$run/out" 2>&1 || fail "nbdinfo over TLS: $(cat "$run/out")"
+grep -q "export-size: 16777216" "$run/out" || fail "nbdinfo: $(cat "$run/out")"
+if qio viewer-val -c 'read 0 4k' >"$run/out" 2>&1; then
+	fail "a viewer's certificate read the disk over NBD"
+fi
+grep -q "has no business" "$run/out" || fail "no reason for the viewer: $(cat "$run/out")"
+grep -q "TLS 1.3 on the admin link as disk server 'vdiskd'; NBD STARTTLS optional" \
+	"$run/vdiskd.log" || fail "vdiskd does not say it offers STARTTLS"
+# a disk server that requires TLS refuses a plain client
+mkdir -p "$run/store2"
+# shellcheck disable=SC2046
+setsid "$build/vdisk/cellmon-vdiskd" --store="$run/store2" --listen=127.0.0.1:0 \
+	--admin-listen=127.0.0.1:0 --nbd-tls=required $(tls disk-server-vdiskd) \
+	>"$run/vdiskd2.log" 2>&1 </dev/null &
+pids="$pids $!"
+nbd2=$(addr_of "$run/store2/vdiskd.addr" nbd)
+"$build/vdisk/cellmon-vdiskd" --store="$run/store2" disk create e1 1M \
+	>/dev/null 2>&1 || true
+if qemu-io -f raw -c 'read 0 4k' "nbd://$nbd2/e1" >"$run/out" 2>&1; then
+	fail "a plain client read from a server that requires TLS"
+fi
+grep -qi "TLS" "$run/out" || fail "the plain client was not told TLS: $(cat "$run/out")"
+echo "ok qemu-io wrote and read, qemu-img and nbdinfo saw the disk over NBD+TLS; a viewer and a plain client (TLS required) refused"
+
 echo "== impostor agents"
 mkdir -p "$run/a4" "$run/a5"
 rc=0

@@ -13,8 +13,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "cell/clock.h"
 #include "cell/endian.h"
+#include "cell/tls.h"
 #include "nbd.h"
 
 #define NBD_MAGIC	  0x4e42444d41474943ull /* "NBDMAGIC" */
@@ -32,16 +35,19 @@ enum {
 	NBD_OPT_EXPORT_NAME = 1,
 	NBD_OPT_ABORT = 2,
 	NBD_OPT_LIST = 3,
+	NBD_OPT_STARTTLS = 5,
 	NBD_OPT_INFO = 6,
 	NBD_OPT_GO = 7,
 };
 
-#define NBD_REP_ACK	    1u
-#define NBD_REP_SERVER	    2u
-#define NBD_REP_INFO	    3u
-#define NBD_REP_ERR_UNSUP   (0x80000000u + 1)
-#define NBD_REP_ERR_INVALID (0x80000000u + 3)
-#define NBD_REP_ERR_UNKNOWN (0x80000000u + 6)
+#define NBD_REP_ACK	     1u
+#define NBD_REP_SERVER	     2u
+#define NBD_REP_INFO	     3u
+#define NBD_REP_ERR_UNSUP    (0x80000000u + 1)
+#define NBD_REP_ERR_POLICY   (0x80000000u + 2)
+#define NBD_REP_ERR_TLS_REQD (0x80000000u + 5)
+#define NBD_REP_ERR_INVALID  (0x80000000u + 3)
+#define NBD_REP_ERR_UNKNOWN  (0x80000000u + 6)
 
 #define NBD_INFO_EXPORT	    0
 #define NBD_INFO_BLOCK_SIZE 3
@@ -75,6 +81,9 @@ enum {
 
 struct conn {
 	int fd;
+	SSL *ssl; /* after STARTTLS */
+	/* why the TLS peer is not one we take ("" when it is) */
+	char tls_refused[300];
 	const struct nbd_exports *ex;
 	struct nbd_conn_stats *st;
 	void *disk;
@@ -102,10 +111,31 @@ static int cfail(struct conn *c, int rc, const char *fmt, ...)
 	return rc;
 }
 
+static int tls_fail(struct conn *c, const char *what)
+{
+	char why[300];
+
+	cell_tls_last_error(c->ssl, why, sizeof(why));
+	return cfail(c, -EPROTO, "TLS %s: %s", what,
+		     why[0] ? why : "the client closed the connection");
+}
+
 static int recv_all(struct conn *c, void *buf, size_t len)
 {
 	uint8_t *p = buf;
 
+	while (len && c->ssl) {
+		int r = SSL_read(c->ssl, p,
+				 len > 1u << 30 ? 1 << 30 : (int)len);
+
+		if (r <= 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN)
+			return cfail(c, -ECONNRESET,
+				     "client closed the connection");
+		if (r <= 0)
+			return tls_fail(c, "receive");
+		p += r;
+		len -= (size_t)r;
+	}
 	while (len) {
 		ssize_t r = recv(c->fd, p, len, 0);
 
@@ -141,6 +171,11 @@ static int skip(struct conn *c, uint64_t len)
 
 static int send_iov(struct conn *c, struct iovec *iov, int n)
 {
+	/* a blocking SSL_write writes all of it or fails */
+	for (; c->ssl && n > 0; iov++, n--)
+		if (iov->iov_len &&
+		    SSL_write(c->ssl, iov->iov_base, (int)iov->iov_len) <= 0)
+			return tls_fail(c, "send");
 	while (n > 0) {
 		ssize_t w = writev(c->fd, iov, n);
 
@@ -298,6 +333,39 @@ static int opt_export_name(struct conn *c, const uint8_t *data, uint32_t len)
 	return send_all(c, out, c->no_zeroes ? 10 : sizeof(out));
 }
 
+/* NBD_OPT_STARTTLS: ACK in the clear, then the TLS handshake on the
+ * same socket; the rest of the session is inside it. A client whose
+ * certificate we do not take stays connected and is told why at every
+ * option (NBD_REP_ERR_POLICY). */
+static int opt_starttls(struct conn *c, uint32_t len)
+{
+	enum cell_role role;
+	char name[64];
+	int rc;
+
+	if (len)
+		return opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+				 "STARTTLS takes no data");
+	if (!c->ex->tls)
+		return opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP,
+				 "TLS is not configured on this server");
+	if (c->ssl)
+		return opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+				 "TLS is on already");
+	rc = opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
+	if (rc)
+		return rc;
+	c->ssl = cell_tls_ssl(c->ex->tls, true);
+	if (!c->ssl || !SSL_set_fd(c->ssl, c->fd))
+		return cfail(c, -ENOMEM, "TLS: out of memory");
+	if (SSL_accept(c->ssl) != 1)
+		return tls_fail(c, "handshake");
+	if (cell_tls_check_peer(c->ex->tls, c->ssl, &role, name, sizeof(name),
+				c->tls_refused, sizeof(c->tls_refused)) == 0)
+		c->tls_refused[0] = '\0';
+	return 0;
+}
+
 static int handshake(struct conn *c)
 {
 	uint8_t b[18], *data = NULL;
@@ -339,7 +407,37 @@ static int handshake(struct conn *c)
 		rc = recv_all(c, data, len);
 		if (rc)
 			break;
+		if (c->ssl && c->tls_refused[0] && opt != NBD_OPT_ABORT) {
+			if (opt == NBD_OPT_EXPORT_NAME) {
+				rc = cfail(c, -EACCES, "TLS peer refused: %s",
+					   c->tls_refused);
+				break;
+			}
+			rc = opt_error(c, opt, NBD_REP_ERR_POLICY,
+				       c->tls_refused);
+			if (rc)
+				break;
+			continue;
+		}
+		if (!c->ssl && c->ex->tls_required && opt != NBD_OPT_STARTTLS &&
+		    opt != NBD_OPT_ABORT) {
+			if (opt == NBD_OPT_EXPORT_NAME) {
+				rc = cfail(c, -EACCES,
+					   "EXPORT_NAME without TLS, which "
+					   "this server requires");
+				break;
+			}
+			rc = opt_error(c, opt, NBD_REP_ERR_TLS_REQD,
+				       "TLS required: send NBD_OPT_STARTTLS "
+				       "first");
+			if (rc)
+				break;
+			continue;
+		}
 		switch (opt) {
+		case NBD_OPT_STARTTLS:
+			rc = opt_starttls(c, len);
+			break;
 		case NBD_OPT_EXPORT_NAME:
 			rc = opt_export_name(c, data, len);
 			free(data);
@@ -583,11 +681,17 @@ int nbd_serve(int fd, const struct nbd_exports *ex, struct nbd_conn_stats *st,
 	if (err && errlen)
 		err[0] = 0;
 	rc = handshake(&c);
-	if (rc != 1)
-		return rc;
-	c.buf = malloc(NBD_MAX_PAYLOAD);
-	rc = c.buf ? transmission(&c) : cfail(&c, -ENOMEM, "out of memory");
-	free(c.buf);
-	ex->put(ex->ctx, c.disk);
+	if (rc == 1) {
+		c.buf = malloc(NBD_MAX_PAYLOAD);
+		rc = c.buf ? transmission(&c)
+			   : cfail(&c, -ENOMEM, "out of memory");
+		free(c.buf);
+		ex->put(ex->ctx, c.disk);
+	}
+	if (c.ssl) {
+		if (!rc)
+			SSL_shutdown(c.ssl);
+		SSL_free(c.ssl);
+	}
 	return rc;
 }

@@ -4,7 +4,8 @@
  * reach: cellmon-vdiskd's stores (vdiskd_export.c, export names are disk
  * names) and the agent's disks of a qemu VM (node-agent/agent_nbd.c).
  *
- * Options: EXPORT_NAME, GO, INFO, LIST, ABORT; every other option gets
+ * Options: EXPORT_NAME, GO, INFO, LIST, ABORT, STARTTLS; every other
+ * option gets
  * NBD_REP_ERR_UNSUP (so clients fall back to simple replies). Commands:
  * READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, DISC, with FUA on writes.
  * A request with a bad magic or a payload larger than NBD_MAX_PAYLOAD
@@ -20,6 +21,8 @@
 #include <stdbool.h>
 
 #include "cell/util.h"
+
+struct cell_tls;
 
 #define NBD_MAX_PAYLOAD (32u << 20)
 /* An export name: a disk name, optionally "@<write epoch>" (vdiskd). */
@@ -57,6 +60,14 @@ struct nbd_exports {
 	 * to refuse it (a fenced writer). May be NULL. */
 	int (*may_write)(void *ctx, void *d, const char *export);
 	void *ctx;
+	/* NBD_OPT_STARTTLS (mutual TLS 1.3 with the cell's certificates,
+	 * cell/tls.h) when set; NULL: refused as unsupported. With
+	 * tls_required, every option but STARTTLS and ABORT before it is
+	 * refused with NBD_REP_ERR_TLS_REQD (EXPORT_NAME: the connection
+	 * closes). A client whose certificate the tls does not take gets
+	 * NBD_REP_ERR_POLICY with the reason for every option after. */
+	struct cell_tls *tls;
+	bool tls_required;
 };
 
 /* Requests by command, for metrics: read, write, flush, trim (and write

@@ -34,7 +34,8 @@ struct vdiskd_config {
 	int64_t max_clients;
 	char metrics_listen[128];
 	char log_level[16];
-	struct cell_tls_settings tls; /* the admin link (NBD: plain) */
+	struct cell_tls_settings tls; /* the admin link and NBD */
+	char nbd_tls[16];	      /* off, optional, required */
 };
 
 struct vdiskd_client {
@@ -56,6 +57,8 @@ struct vdiskd {
 	/* /metrics (vdiskd_metrics.c), when metrics_listen is set */
 	struct cell_metrics_server *metrics;
 	char metrics_addr[160];
+	/* NBD_OPT_STARTTLS (nbd_tls), NULL: not offered */
+	struct cell_tls *nbd_tls;
 };
 
 extern struct vdiskd D;

@@ -46,6 +46,9 @@
 #define CFG(field) offsetof(struct vdiskd_config, field)
 #define STR(field) CFG(field), sizeof(((struct vdiskd_config *)0)->field)
 
+static const char *const nbd_tls_modes[] = {"off", "optional", "required",
+					    NULL};
+
 static const struct cell_config_key vdiskd_config_table[] = {
 	{"listen", CELL_CFG_STRING, STR(listen), 0, 0, "127.0.0.1:10809",
 	 "NBD address host:port (10809 is NBD's port; port 0: any)"},
@@ -59,6 +62,13 @@ static const struct cell_config_key vdiskd_config_table[] = {
 	 "NBD connections served at once; more are refused"},
 	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
 	CELL_TLS_CONFIG_KEYS(CFG(tls)),
+	{"nbd_tls", CELL_CFG_ENUM, STR(nbd_tls), 0, 0, "optional",
+	 "NBD_OPT_STARTTLS with the tls_* certificate (clients need a node "
+	 "or admin certificate of the cell's CA): off, optional, or "
+	 "required (every option but STARTTLS refused before it; the "
+	 "agents' NBD client has no TLS yet, so required is for cells "
+	 "whose only NBD clients are qemu/libnbd tools)",
+	 nbd_tls_modes},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
 	{NULL, 0, 0, 0, 0, 0, NULL, NULL},
@@ -76,7 +86,12 @@ static void *client_main(void *arg)
 	struct vdiskd_client *c = arg;
 	struct nbd_conn_stats st;
 	char err[400];
-	int rc = nbd_serve(c->fd, &vdiskd_exports, &c->st, err, sizeof(err));
+	struct nbd_exports ex = vdiskd_exports;
+	int rc;
+
+	ex.tls = D.nbd_tls;
+	ex.tls_required = D.nbd_tls && !strcmp(D.cfg.nbd_tls, "required");
+	rc = nbd_serve(c->fd, &ex, &c->st, err, sizeof(err));
 
 	st = c->st;
 	if (rc)
@@ -235,14 +250,29 @@ static int setup_tls(struct cell_tls **out)
 			 s->cert, cell_role_name(role), name);
 		rc = -EINVAL;
 	}
+	/* NBD: nodes and admins (qemu-io, nbdinfo with an admin's) */
+	if (!rc && *out && strcmp(D.cfg.nbd_tls, "off"))
+		rc = cell_tls_from_settings(
+			s,
+			CELL_ROLE_BIT(CELL_ROLE_NODE) |
+				CELL_ROLE_BIT(CELL_ROLE_ADMIN),
+			&D.nbd_tls, err, sizeof(err));
+	if (!rc && !*out && !strcmp(D.cfg.nbd_tls, "required")) {
+		snprintf(err, sizeof(err),
+			 "nbd_tls = required needs tls_ca, tls_cert and "
+			 "tls_key");
+		rc = -EINVAL;
+	}
 	if (rc)
 		CELL_ERROR(MOD, "%s", err);
 	else if (!*out)
-		CELL_WARN(MOD, "insecure: plain TCP on the admin link (no "
-			       "tls_cert); NBD is plain either way for now");
+		CELL_WARN(MOD, "insecure: plain TCP on the admin link and NBD "
+			       "(no tls_cert)");
 	else
-		CELL_INFO(MOD, "TLS 1.3 on the admin link as disk server '%s'",
-			  name);
+		CELL_INFO(MOD,
+			  "TLS 1.3 on the admin link as disk server '%s'; NBD "
+			  "STARTTLS %s",
+			  name, D.cfg.nbd_tls);
 	return rc;
 }
 
@@ -254,7 +284,8 @@ static void hup_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (!arg)
 		return;
-	if (cell_tls_reload(arg, err, sizeof(err)))
+	if (cell_tls_reload(arg, err, sizeof(err)) ||
+	    (D.nbd_tls && cell_tls_reload(D.nbd_tls, err, sizeof(err))))
 		CELL_ERROR(MOD, "SIGHUP: the TLS files stay as they were: %s",
 			   err);
 	else
@@ -345,6 +376,8 @@ out:
 		event_free(ev_int);
 	if (ev_hup)
 		event_free(ev_hup);
+	cell_tls_free(D.nbd_tls);
+	D.nbd_tls = NULL;
 	vdiskd_metrics_stop();
 	cell_rpc_listener_free(admin);
 	event_base_free(base);

@@ -87,4 +87,10 @@ int cell_ca_list(const char *dir, struct cell_ca_entry **out, size_t *n,
 int cell_cert_identity(const char *crt_path, enum cell_role *role, char *name,
 		       size_t len, char *err, size_t errlen);
 
+/* The role (OU) and name (CN) of an OpenSSL X509 (passed as void * so
+ * this header needs no OpenSSL): what cell_cert_identity and the TLS
+ * links read. */
+void cell_x509_identity(const void *x509, enum cell_role *role, char *name,
+			size_t len);
+
 #endif
