@@ -114,11 +114,15 @@ int agent_disk_open(struct agent_cache *c, const char *admin, const char *name,
 	rc = fetch_map(d, admin, server, sizeof(server), err, len);
 	snprintf(d->server, sizeof(d->server), "%s", server);
 	if (!rc) {
-		d->fd = nbdc_open(server, d->export, &size);
+		char why[300];
+
+		d->fd = nbdc_open_tls(server, d->export, &size, disk_tls, why,
+				      sizeof(why));
 		if (d->fd < 0 || size != d->size) {
 			snprintf(err, len,
-				 "disk %s: cannot open it over NBD at %s", name,
-				 server);
+				 "disk %s: cannot open it over NBD%s at %s: %s",
+				 name, disk_tls ? " with TLS" : "", server,
+				 d->fd < 0 ? why : "its size changed");
 			rc = -EIO;
 		}
 	}
@@ -140,7 +144,7 @@ void agent_disk_close(struct agent_disk *d)
 				     NBDC_REQUEST_MAGIC);
 		nbdc_request(d->fd, NBDC_DISC, 0, 0, 0, NULL,
 			     NBDC_REQUEST_MAGIC);
-		close(d->fd);
+		nbdc_close(d->fd);
 	}
 	while (d->pend) {
 		struct pending *p = d->pend;
@@ -178,11 +182,14 @@ static int reconnect(struct agent_disk *d)
 		uint64_t size = 0;
 		int ok = 1;
 
+		char why[300];
+
 		if (d->fd >= 0)
-			close(d->fd);
-		d->fd = nbdc_open(d->server, d->export, &size);
+			nbdc_close(d->fd);
+		d->fd = nbdc_open_tls(d->server, d->export, &size, disk_tls,
+				      why, sizeof(why));
 		if (d->fd >= 0 && size != d->size) {
-			close(d->fd);
+			nbdc_close(d->fd);
 			d->fd = -1;
 		}
 		for (struct pending *p = d->pend; d->fd >= 0 && p && ok;

@@ -14,14 +14,39 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "cell/endian.h"
 #include "cell/net.h"
+#include "cell/tls.h"
 #include "vdisk/nbdc.h"
+
+/* The TLS session of each socket that did STARTTLS (nbdc_open_tls),
+ * by fd: set before the fd is handed out, cleared by nbdc_close. */
+#define NBDC_MAX_FD 4096
+static SSL *sessions[NBDC_MAX_FD];
+
+static SSL *session(int fd)
+{
+	return fd >= 0 && fd < NBDC_MAX_FD
+		       ? __atomic_load_n(&sessions[fd], __ATOMIC_ACQUIRE)
+		       : NULL;
+}
 
 static int xfer(int fd, void *buf, size_t len, bool send_it)
 {
 	uint8_t *p = buf;
+	SSL *ssl = session(fd);
 
+	while (len && ssl) {
+		int n = len > 1u << 30 ? 1 << 30 : (int)len;
+		int r = send_it ? SSL_write(ssl, p, n) : SSL_read(ssl, p, n);
+
+		if (r <= 0)
+			return -1;
+		p += r;
+		len -= (size_t)r;
+	}
 	while (len) {
 		ssize_t r = send_it ? send(fd, p, len, MSG_NOSIGNAL)
 				    : recv(fd, p, len, 0);
@@ -62,27 +87,93 @@ int nbdc_connect(const char *hostport, const char *export)
 	return nbdc_open(hostport, export, NULL);
 }
 
+/* NBD_OPT_STARTTLS, its ACK, and the handshake; the server must show a
+ * disk server's certificate (the tls says whom it takes). */
+static int starttls(int fd, struct cell_tls *tls, char *err, size_t errlen)
+{
+	uint8_t b[276];
+	uint32_t type, len;
+	enum cell_role role;
+	char name[64];
+	SSL *ssl;
+
+	cell_put64(b, 0x49484156454f5054ull); /* IHAVEOPT */
+	cell_put32(b + 8, 5);		      /* STARTTLS */
+	cell_put32(b + 12, 0);
+	if (xfer(fd, b, 16, true) || xfer(fd, b, 20, false)) {
+		snprintf(err, errlen, "STARTTLS: the server closed");
+		return -1;
+	}
+	type = cell_get32(b + 12);
+	len = cell_get32(b + 16);
+	if (len > 256 || xfer(fd, b + 20, len, false) || type != 1) {
+		snprintf(err, errlen, "STARTTLS refused by the server: %.*s",
+			 (int)(len <= 256 ? len : 0), (const char *)b + 20);
+		return -1;
+	}
+	ssl = cell_tls_ssl(tls, false);
+	if (!ssl || !SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1 ||
+	    cell_tls_check_peer(tls, ssl, &role, name, sizeof(name), err,
+				errlen)) {
+		if (ssl && !err[0])
+			cell_tls_last_error(ssl, err, errlen);
+		SSL_free(ssl);
+		return -1;
+	}
+	__atomic_store_n(&sessions[fd], ssl, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void nbdc_close(int fd)
+{
+	SSL *ssl = session(fd);
+
+	if (ssl) {
+		__atomic_store_n(&sessions[fd], NULL, __ATOMIC_RELEASE);
+		SSL_free(ssl);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
 int nbdc_open(const char *hostport, const char *export, uint64_t *size)
+{
+	char err[300];
+
+	return nbdc_open_tls(hostport, export, size, NULL, err, sizeof(err));
+}
+
+int nbdc_open_tls(const char *hostport, const char *export, uint64_t *size,
+		  struct cell_tls *tls, char *err, size_t errlen)
 {
 	uint8_t b[256];
 	size_t nl = strlen(export);
 	int fd;
 
+	err[0] = '\0';
 	if (nl > 200)
 		return -1;
 	fd = nbdc_dial(hostport);
-	if (fd < 0)
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot connect to %s", hostport);
 		return -1;
+	}
+	if (tls && fd >= NBDC_MAX_FD) {
+		snprintf(err, errlen, "fd %d: too many connections", fd);
+		goto bad;
+	}
 	if (xfer(fd, b, 18, false) || memcmp(b, "NBDMAGICIHAVEOPT", 16))
 		goto bad;
 	cell_put32(b, 3); /* fixed newstyle, no zeroes */
-	memcpy(b + 4, "IHAVEOPT", 8);
-	cell_put32(b + 12, 7); /* GO */
-	cell_put32(b + 16, (uint32_t)(4 + nl + 2));
-	cell_put32(b + 20, (uint32_t)nl);
-	memcpy(b + 24, export, nl);
-	cell_put16(b + 24 + nl, 0);
-	if (xfer(fd, b, 26 + nl, true))
+	if (xfer(fd, b, 4, true) || (tls && starttls(fd, tls, err, errlen)))
+		goto bad;
+	memcpy(b, "IHAVEOPT", 8);
+	cell_put32(b + 8, 7); /* GO */
+	cell_put32(b + 12, (uint32_t)(4 + nl + 2));
+	cell_put32(b + 16, (uint32_t)nl);
+	memcpy(b + 20, export, nl);
+	cell_put16(b + 20 + nl, 0);
+	if (xfer(fd, b, 22 + nl, true))
 		goto bad;
 	/* Replies until ACK (type 1) or an error. */
 	for (;;) {
@@ -92,9 +183,13 @@ int nbdc_open(const char *hostport, const char *export, uint64_t *size)
 			goto bad;
 		type = cell_get32(b + 12);
 		len = cell_get32(b + 16);
-		if (len > sizeof(b) || xfer(fd, b, len, false) ||
-		    (type & 0x80000000u))
+		if (len > sizeof(b) || xfer(fd, b, len, false))
 			goto bad;
+		if (type & 0x80000000u) {
+			snprintf(err, errlen, "the server refused: %.*s",
+				 (int)(len < sizeof(b) ? len : 0), (char *)b);
+			goto bad;
+		}
 		/* NBD_REP_INFO with NBD_INFO_EXPORT: size and flags. */
 		if (type == 3 && len >= 12 && cell_get16(b) == 0 && size)
 			*size = cell_get64(b + 2);
@@ -102,7 +197,10 @@ int nbdc_open(const char *hostport, const char *export, uint64_t *size)
 			return fd;
 	}
 bad:
-	close(fd);
+	if (!err[0])
+		snprintf(err, errlen, "the NBD handshake with %s failed",
+			 hostport);
+	nbdc_close(fd);
 	return -1;
 }
 

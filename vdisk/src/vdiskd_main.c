@@ -62,12 +62,11 @@ static const struct cell_config_key vdiskd_config_table[] = {
 	 "NBD connections served at once; more are refused"},
 	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
 	CELL_TLS_CONFIG_KEYS(CFG(tls)),
-	{"nbd_tls", CELL_CFG_ENUM, STR(nbd_tls), 0, 0, "optional",
-	 "NBD_OPT_STARTTLS with the tls_* certificate (clients need a node "
-	 "or admin certificate of the cell's CA): off, optional, or "
-	 "required (every option but STARTTLS refused before it; the "
-	 "agents' NBD client has no TLS yet, so required is for cells "
-	 "whose only NBD clients are qemu/libnbd tools)",
+	{"nbd_tls", CELL_CFG_ENUM, STR(nbd_tls), 0, 0, "required",
+	 "NBD_OPT_STARTTLS with the tls_* certificate, when there is one "
+	 "(clients need a node or admin certificate of the cell's CA; the "
+	 "agents use their node's): required (every option but STARTTLS "
+	 "refused before it), optional, or off",
 	 nbd_tls_modes},
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",
 	 "log threshold", cell_config_log_levels},
@@ -257,12 +256,6 @@ static int setup_tls(struct cell_tls **out)
 			CELL_ROLE_BIT(CELL_ROLE_NODE) |
 				CELL_ROLE_BIT(CELL_ROLE_ADMIN),
 			&D.nbd_tls, err, sizeof(err));
-	if (!rc && !*out && !strcmp(D.cfg.nbd_tls, "required")) {
-		snprintf(err, sizeof(err),
-			 "nbd_tls = required needs tls_ca, tls_cert and "
-			 "tls_key");
-		rc = -EINVAL;
-	}
 	if (rc)
 		CELL_ERROR(MOD, "%s", err);
 	else if (!*out)

@@ -32,6 +32,16 @@ int nbdc_dial(const char *hostport);
 int nbdc_connect(const char *hostport, const char *export);
 int nbdc_open(const char *hostport, const char *export, uint64_t *size);
 
+/* nbdc_open over TLS: NBD_OPT_STARTTLS first, then the handshake with
+ * tls (cell/tls.h; the server must be a disk server of the cell's CA)
+ * and GO inside it. The socket, or -1 with err saying why. A socket
+ * from here is closed with nbdc_close. */
+struct cell_tls;
+int nbdc_open_tls(const char *hostport, const char *export, uint64_t *size,
+		  struct cell_tls *tls, char *err, size_t errlen);
+/* Closes a socket of nbdc_open/_tls (and its TLS session). */
+void nbdc_close(int fd);
+
 /* Sends one request (magic normally NBDC_REQUEST_MAGIC; a WRITE sends
  * len bytes of data) and waits for its simple reply (none for DISC).
  * Returns 0, the reply's NBD error as -errno (-EINVAL, -EPERM, -ENOSPC,
