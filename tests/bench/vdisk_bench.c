@@ -1,8 +1,11 @@
 /*
- * vdisk-bench: 4 KiB reads and writes through cellmon-vdiskd and, in the
- * same run with the same client, through qemu-nbd serving a qcow2 overlay
- * over the same raw base. Prints ops/s of each and the ratio (cellmon /
- * qemu-nbd); never passes or fails on time.
+ * vdisk-bench: 4 KiB reads and writes through cellmon-vdiskd, through a
+ * second cellmon-vdiskd that requires TLS (NBD_OPT_STARTTLS with the
+ * certificates of a CA made for the run, the agents' client doing the
+ * handshake) and, in the same run with the same client, through qemu-nbd
+ * serving a qcow2 overlay over the same raw base. Prints ops/s of each
+ * and the ratios (cellmon / qemu-nbd, TLS / plain); never passes or
+ * fails on time.
  *
  *   vdisk-bench [--ops=N] [--rounds=N] [--size-mb=N]
  *
@@ -33,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cell/ca.h"
+#include "cell/tls.h"
 #include "vdisk/nbdc.h"
 
 #define B 4096u
@@ -115,12 +120,16 @@ static int free_port(void)
 
 /* ---- the client: vdisk/nbdc.h ---- */
 
-static int nbd_open(int port, const char *name)
+static int nbd_open(int port, const char *name, struct cell_tls *tls)
 {
-	char hp[64];
+	char hp[64], err[300];
+	int fd;
 
 	snprintf(hp, sizeof(hp), "127.0.0.1:%d", port);
-	return nbdc_connect(hp, name);
+	fd = nbdc_open_tls(hp, name, NULL, tls, err, sizeof(err));
+	if (fd < 0)
+		fprintf(stderr, "vdisk-bench: %s\n", err);
+	return fd;
 }
 
 static void nbd_req(int fd, uint16_t type, uint64_t off, uint32_t len,
@@ -140,6 +149,8 @@ struct server {
 	int port;
 	pid_t pid;
 	int (*fresh)(struct server *s, int n, char *name, size_t len);
+	struct cell_tls *tls; /* the client's, for the TLS server */
+	const char *store;    /* cellmon: its store under dir */
 };
 
 static int wait_port(int port)
@@ -168,9 +179,8 @@ static int cellmon_fresh(struct server *s, int n, char *name, size_t len)
 			name,	    "0",   parent, NULL};
 
 	snprintf(name, len, "d%d", n);
-	snprintf(store, sizeof(store), "--store=%s/store", dir);
+	snprintf(store, sizeof(store), "--store=%s/%s", dir, s->store);
 	snprintf(parent, sizeof(parent), "base:%s", base_id);
-	(void)s;
 	return run(argv, NULL, 0);
 }
 
@@ -214,7 +224,7 @@ static double run_pattern(struct server *s, int pat, int n)
 
 	if (s->fresh(s, n, name, sizeof(name)))
 		die("cannot make a fresh disk");
-	fd = nbd_open(s->port, name);
+	fd = nbd_open(s->port, name, s->tls);
 	if (fd < 0)
 		die("cannot connect");
 	memset(buf, 0x5a, sizeof(buf));
@@ -236,7 +246,7 @@ static double run_pattern(struct server *s, int pat, int n)
 		nbd_req(fd, 3, 0, 0, NULL);
 	t = now_ns() - t0;
 	nbd_req(fd, 2, 0, 0, NULL);
-	close(fd);
+	nbdc_close(fd);
 	return (double)ops / ((double)t / 1e9);
 }
 
@@ -266,16 +276,43 @@ static int int_arg(const char *a, const char *key, int *out)
 	return 1;
 }
 
+/* A CA for the run, the disk server's certificate and an admin's for
+ * the client (the same kind of client the agents are). */
+static void make_tls(struct server *s, char *err, size_t errlen)
+{
+	struct cell_ca_issue srv = {.role = CELL_ROLE_DISK,
+				    .name = "vdiskd",
+				    .sans = "IP:127.0.0.1"};
+	struct cell_ca_issue cli = {.role = CELL_ROLE_ADMIN, .name = "bench"};
+	char ca[400], crt[4096], key[4096];
+	struct cell_tls_config c = {ca, crt, key, NULL,
+				    CELL_ROLE_BIT(CELL_ROLE_DISK)};
+
+	snprintf(ca, sizeof(ca), "%s/ca", dir);
+	if (cell_ca_init(ca, "bench", 0, err, errlen) ||
+	    cell_ca_issue(ca, &srv, NULL, NULL, NULL, err, errlen) ||
+	    cell_ca_issue(ca, &cli, NULL, crt, key, err, errlen)) {
+		fprintf(stderr, "vdisk-bench: %s\n", err);
+		exit(1);
+	}
+	snprintf(ca, sizeof(ca), "%s/ca/ca.crt", dir);
+	if (cell_tls_new(&c, &s->tls, err, errlen)) {
+		fprintf(stderr, "vdisk-bench: %s\n", err);
+		exit(1);
+	}
+}
+
 int main(int argc, char **argv)
 {
-	struct server cm = {"cellmon-vdiskd", 0, 0, cellmon_fresh};
-	struct server qn = {"qemu-nbd (qcow2)", 0, 0, qemu_fresh};
-	double r[2][NPAT][16];
-	char store[300], listen[64], log[300], addrf[400], buf[128];
+	struct server cm = {"cellmon-vdiskd", 0,    0,
+			    cellmon_fresh,    NULL, "store"};
+	struct server ct = {"cellmon-vdiskd TLS", 0,	0,
+			    cellmon_fresh,	  NULL, "store-tls"};
+	struct server qn = {"qemu-nbd (qcow2)", 0, 0, qemu_fresh, NULL, NULL};
+	struct server *all[3] = {&cm, &ct, &qn};
+	double r[3][NPAT][16];
+	char store[300], log[300], buf[128], err[600];
 	char *imp[] = {VDISKD_BIN, store, "base", "import", base_path, NULL};
-	char *srv[] = {
-		VDISKD_BIN,	    store, listen, "--admin-listen=127.0.0.1:0",
-		"--log-level=warn", NULL};
 	int fd, n = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -311,56 +348,87 @@ int main(int argc, char **argv)
 			die("write base");
 	}
 	close(fd);
-	snprintf(store, sizeof(store), "--store=%s/store", dir);
-	if (run(imp, base_id, sizeof(base_id)))
-		die("base import");
-	base_id[strcspn(base_id, "\n")] = 0;
-	snprintf(listen, sizeof(listen), "--listen=127.0.0.1:0");
-	snprintf(log, sizeof(log), "%s/vdiskd.log", dir);
-	cm.pid = spawn(srv, log);
-	snprintf(addrf, sizeof(addrf), "%s/store/vdiskd.addr", dir);
-	for (int i = 0; i < 250 && cm.port == 0; i++) {
-		FILE *f = fopen(addrf, "r");
-
-		if (f && fgets(buf, sizeof(buf), f) && strchr(buf, ':'))
-			cm.port = atoi(strrchr(buf, ':') + 1);
-		if (f)
-			fclose(f);
-		usleep(20000);
+	for (int i = 0; i < 2; i++) {
+		snprintf(store, sizeof(store), "--store=%s/%s", dir,
+			 all[i]->store);
+		if (run(imp, base_id, sizeof(base_id)))
+			die("base import");
+		base_id[strcspn(base_id, "\n")] = 0;
 	}
-	if (!cm.port)
-		die("cellmon-vdiskd did not start");
+	make_tls(&ct, err, sizeof(err));
+	for (int i = 0; i < 2; i++) {
+		char addrf[400], ca[400], crt[400], key[400];
+		char *srv[] = {VDISKD_BIN,
+			       store,
+			       "--listen=127.0.0.1:0",
+			       "--admin-listen=127.0.0.1:0",
+			       "--log-level=warn",
+			       i ? ca : NULL, /* the plain one ends here */
+			       crt,
+			       key,
+			       "--nbd-tls=required",
+			       NULL};
 
-	/* Warm-up (discarded): the base into the page cache, both servers
-	 * through their first connections. */
-	run_pattern(&cm, SEQ_READ, n++);
-	run_pattern(&qn, SEQ_READ, n++);
+		snprintf(store, sizeof(store), "--store=%s/%s", dir,
+			 all[i]->store);
+		snprintf(ca, sizeof(ca), "--tls-ca=%s/ca/ca.crt", dir);
+		snprintf(crt, sizeof(crt),
+			 "--tls-cert=%s/ca/certs/disk-server-vdiskd.crt", dir);
+		snprintf(key, sizeof(key),
+			 "--tls-key=%s/ca/certs/disk-server-vdiskd.key", dir);
+		snprintf(log, sizeof(log), "%s/vdiskd-%s.log", dir,
+			 all[i]->store);
+		all[i]->pid = spawn(srv, log);
+		snprintf(addrf, sizeof(addrf), "%s/%s/vdiskd.addr", dir,
+			 all[i]->store);
+		for (int t = 0; t < 250 && all[i]->port == 0; t++) {
+			FILE *f = fopen(addrf, "r");
+
+			if (f && fgets(buf, sizeof(buf), f) && strchr(buf, ':'))
+				all[i]->port = atoi(strrchr(buf, ':') + 1);
+			if (f)
+				fclose(f);
+			usleep(20000);
+		}
+		if (!all[i]->port)
+			die("cellmon-vdiskd did not start");
+	}
+
+	/* Warm-up (discarded): the base into the page cache, every server
+	 * through its first connections. */
+	for (int i = 0; i < 3; i++)
+		run_pattern(all[i], SEQ_READ, n++);
 	for (int k = 0; k < rounds; k++)
 		for (int p = 0; p < NPAT; p++)
-			for (int o = 0; o < 2; o++) {
-				int which = (o + k + p) % 2;
-				struct server *s = which ? &qn : &cm;
+			for (int o = 0; o < 3; o++) {
+				int which = (o + k + p) % 3;
 
-				r[which][p][k] = run_pattern(s, p, n++);
+				r[which][p][k] =
+					run_pattern(all[which], p, n++);
 			}
-	kill(cm.pid, SIGTERM);
-	if (qn.pid > 0)
-		kill(qn.pid, SIGTERM);
-	waitpid(cm.pid, NULL, 0);
-	if (qn.pid > 0)
-		waitpid(qn.pid, NULL, 0);
+	for (int i = 0; i < 3; i++)
+		if (all[i]->pid > 0)
+			kill(all[i]->pid, SIGTERM);
+	for (int i = 0; i < 3; i++)
+		if (all[i]->pid > 0)
+			waitpid(all[i]->pid, NULL, 0);
 
 	printf("vdisk-bench: %d ops of 4 KiB per run, %d rounds, %d MiB "
 	       "disk over a raw base, one request in flight\n",
 	       ops, rounds, size_mb);
-	printf("%-18s %16s %16s %8s\n", "pattern", "cellmon ops/s",
-	       "qemu-nbd ops/s", "ratio");
+	printf("%-18s %14s %14s %14s %8s %8s\n", "pattern", "cellmon ops/s",
+	       "TLS ops/s", "qemu-nbd ops/s", "cm/qn", "TLS/cm");
 	for (int p = 0; p < NPAT; p++) {
-		double a = median(r[0][p], rounds), b = median(r[1][p], rounds);
+		double a = median(r[0][p], rounds), t = median(r[1][p], rounds),
+		       b = median(r[2][p], rounds);
 
-		printf("%-18s %16.0f %16.0f %8.2f\n", pat_name[p], a, b, a / b);
+		printf("%-18s %14.0f %14.0f %14.0f %8.2f %8.2f\n", pat_name[p],
+		       a, t, b, a / b, t / a);
 	}
-	printf("(ratio = cellmon / qemu-nbd, medians; target >= 1.00)\n");
+	printf("(medians; cm/qn = cellmon / qemu-nbd, target >= 1.00; "
+	       "TLS/cm = the same cellmon-vdiskd with NBD over TLS 1.3 / "
+	       "plain, target >= 0.80)\n");
+	cell_tls_free(ct.tls);
 	if (!getenv("VDISK_BENCH_KEEP")) {
 		char *rm[] = {"rm", "-rf", dir, NULL};
 
