@@ -801,6 +801,7 @@ int main(int argc, char **argv)
 				c->verb ? c->verb : "", c->args[0] ? " " : "",
 				c->args);
 			free(args);
+			cell_tls_free(ctl.rpc.tls);
 			return EXIT_USAGE;
 		}
 		if (!ctl.timeout_set &&
@@ -811,6 +812,7 @@ int main(int argc, char **argv)
 			ctl.timeout_ms = 60000;
 		rc = run_cmd(&ctl, c, args + words, nargs - words);
 		free(args);
+		cell_tls_free(ctl.rpc.tls);
 		return rc;
 	}
 	if (nargs == 0)
@@ -823,5 +825,6 @@ int main(int argc, char **argv)
 			args[0], nargs > 1 ? " " : "",
 			nargs > 1 ? args[1] : "");
 	free(args);
+	cell_tls_free(ctl.rpc.tls);
 	return EXIT_USAGE;
 }
