@@ -57,6 +57,15 @@ echo "== 1. a fresh quickstart"
 }
 grep -q "equals the plain-process run's" "$run/out1" ||
 	fail "no checksum line in: $(cat "$run/out1")"
+# cellctl needs the admin certificate the quickstart made (TLS)
+export CELLMON_CA="$run/ca/ca.crt"
+export CELLMON_CERT="$run/ca/certs/admin-quickstart.crt"
+export CELLMON_KEY="$run/ca/certs/admin-quickstart.key"
+grep -q "the RPC links are mutual TLS" "$run/out1" ||
+	fail "the quickstart does not say its links are TLS"
+env -u CELLMON_CA -u CELLMON_CERT -u CELLMON_KEY \
+	"$build/cell-manager/cellctl" --manager=127.0.0.1:"$CELLMON_CTL_PORT" \
+	node list >"$run/plain" 2>&1 && fail "a plain cellctl got in: $(cat "$run/plain")"
 # every daemon's /metrics is printed, answers and parses; the disk
 # server's counts the demo's NBD reads and writes
 [ "$(grep -c '^metrics: http://127.0.0.1:[0-9]*/metrics' "$run/out1")" -eq 5 ] ||

@@ -49,6 +49,10 @@ fi
 	echo "FAIL: the quickstart failed"
 	exit 1
 }
+# cellctl (web_check.py's) with the admin certificate the quickstart made
+export CELLMON_CA="$run/ca/ca.crt"
+export CELLMON_CERT="$run/ca/certs/admin-quickstart.crt"
+export CELLMON_KEY="$run/ca/certs/admin-quickstart.key"
 url=$(sed -n 's/^web: \(http:[^ ]*\) .*/\1/p' "$run/qs.out")
 [ "$url" = "http://127.0.0.1:$CELLMON_WEB_PORT/" ] || {
 	cat "$run/qs.out"
