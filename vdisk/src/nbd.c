@@ -81,7 +81,8 @@ enum {
 
 struct conn {
 	int fd;
-	SSL *ssl; /* after STARTTLS */
+	SSL *ssl;		       /* after STARTTLS */
+	uint8_t rec[16 + (64u << 10)]; /* a small reply's one TLS record */
 	/* why the TLS peer is not one we take ("" when it is) */
 	char tls_refused[300];
 	const struct nbd_exports *ex;
@@ -171,7 +172,25 @@ static int skip(struct conn *c, uint64_t len)
 
 static int send_iov(struct conn *c, struct iovec *iov, int n)
 {
-	/* a blocking SSL_write writes all of it or fails */
+	/* over TLS a reply goes out as one record when it is small (its
+	 * header and its data: one encryption, one send); a blocking
+	 * SSL_write writes all of it or fails */
+	if (c->ssl) {
+		size_t total = 0, off = 0;
+
+		for (int i = 0; i < n; i++)
+			total += iov[i].iov_len;
+		if (n > 1 && total <= sizeof(c->rec)) {
+			for (int i = 0; i < n; i++) {
+				memcpy(c->rec + off, iov[i].iov_base,
+				       iov[i].iov_len);
+				off += iov[i].iov_len;
+			}
+			return SSL_write(c->ssl, c->rec, (int)total) > 0
+				       ? 0
+				       : tls_fail(c, "send");
+		}
+	}
 	for (; c->ssl && n > 0; iov++, n--)
 		if (iov->iov_len &&
 		    SSL_write(c->ssl, iov->iov_base, (int)iov->iov_len) <= 0)

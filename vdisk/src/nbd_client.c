@@ -24,6 +24,8 @@
 /* The TLS session of each socket that did STARTTLS (nbdc_open_tls),
  * by fd: set before the fd is handed out, cleared by nbdc_close. */
 #define NBDC_MAX_FD 4096
+/* Writes of up to this much go out in one TLS record with their header */
+#define TLS_COALESCE (64u << 10)
 static SSL *sessions[NBDC_MAX_FD];
 
 static SSL *session(int fd)
@@ -236,10 +238,20 @@ int nbdc_request(int fd, uint16_t type, uint16_t flags, uint64_t off,
 	cell_put64(h + 8, id);
 	cell_put64(h + 16, off);
 	cell_put32(h + 24, len);
-	if (xfer(fd, h, 28, true))
-		return -ECONNRESET;
-	if (type == NBDC_WRITE && data && xfer(fd, data, len, true))
-		return -ECONNRESET;
+	if (session(fd) && type == NBDC_WRITE && data && len <= TLS_COALESCE) {
+		/* over TLS, the header and its data in one record */
+		static __thread uint8_t rec[28 + TLS_COALESCE];
+
+		memcpy(rec, h, 28);
+		memcpy(rec + 28, data, len);
+		if (xfer(fd, rec, 28 + len, true))
+			return -ECONNRESET;
+	} else {
+		if (xfer(fd, h, 28, true))
+			return -ECONNRESET;
+		if (type == NBDC_WRITE && data && xfer(fd, data, len, true))
+			return -ECONNRESET;
+	}
 	if (type == NBDC_DISC)
 		return 0;
 	if (xfer(fd, r, 16, false) || cell_get32(r) != 0x67446698u)
