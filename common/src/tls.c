@@ -78,8 +78,6 @@ static int make_ctx(struct cell_tls *t, SSL_CTX **out, char *err, size_t errlen)
 	/* a peer that exits without close_notify (cellctl) is an EOF like
 	 * any other: the framing catches a cut frame */
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
-	/* a record in one recv(), not its header and then its body */
-	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_load_verify_file(ctx, t->ca) != 1) {
 		rc = fail(err, errlen, -EINVAL,

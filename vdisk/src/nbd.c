@@ -377,6 +377,7 @@ static int opt_starttls(struct conn *c, uint32_t len)
 	c->ssl = cell_tls_ssl(c->ex->tls, true);
 	if (!c->ssl || !SSL_set_fd(c->ssl, c->fd))
 		return cfail(c, -ENOMEM, "TLS: out of memory");
+	SSL_set_read_ahead(c->ssl, 1); /* blocking: a record in one recv */
 	if (SSL_accept(c->ssl) != 1)
 		return tls_fail(c, "handshake");
 	if (cell_tls_check_peer(c->ex->tls, c->ssl, &role, name, sizeof(name),

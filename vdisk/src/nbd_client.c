@@ -114,6 +114,8 @@ static int starttls(int fd, struct cell_tls *tls, char *err, size_t errlen)
 		return -1;
 	}
 	ssl = cell_tls_ssl(tls, false);
+	if (ssl)
+		SSL_set_read_ahead(ssl, 1); /* blocking: a record in one recv */
 	if (!ssl || !SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1 ||
 	    cell_tls_check_peer(tls, ssl, &role, name, sizeof(name), err,
 				errlen)) {

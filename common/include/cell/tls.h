@@ -41,7 +41,10 @@ int cell_tls_new(const struct cell_tls_config *c, struct cell_tls **out,
 int cell_tls_reload(struct cell_tls *t, char *err, size_t errlen);
 void cell_tls_free(struct cell_tls *t);
 
-/* A new SSL for one connection; NULL when out of memory. */
+/* A new SSL for one connection; NULL when out of memory. A blocking
+ * user (NBD) may turn on read-ahead on it (SSL_set_read_ahead: a record
+ * in one recv); a bufferevent must not: libevent would not see the bytes
+ * OpenSSL holds, and the connection stalls. */
 struct ssl_st *cell_tls_ssl(struct cell_tls *t, bool server);
 
 /* After the handshake: the peer's role and name (CN). 0, or -EACCES
