@@ -281,7 +281,14 @@ static int start_qemu(struct agent *a, struct agent_vcpu *v,
 	    (unsigned long long)s->memory_mb);
 	add(q, "-machine");
 	add(q, "pc,memory-backend=ram0");
+	/* no NIC, no default devices: a network only when asked (none is
+	 * offered yet); QEMU's seccomp filter with every optional deny on:
+	 * no obsolete calls, no setuid/setgid and friends, no fork or exec,
+	 * no changes of its own scheduling or priority */
 	add(q, "-nodefaults");
+	add(q, "-sandbox");
+	add(q, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,"
+	       "resourcecontrol=deny");
 	add(q, "-no-user-config");
 	add(q, "-display");
 	add(q, "none");

@@ -328,7 +328,27 @@ static void test_qemu_stop_is_acpi_powerdown(void **state)
 	assert_int_equal(CTL(NULL, "vm", "delete", "sh"), 0);
 }
 
-/* kill -9 of QEMU: the VM fails and says so. */
+/* Whether QEMU pid's command line has the word w. */
+static bool qemu_has_arg(pid_t pid, const char *w)
+{
+	char path[64], buf[16384];
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+		if (!strcmp(buf + i, w))
+			return true;
+	return false;
+}
+
+/* kill -9 of QEMU: the VM fails and says so. (It ran under QEMU's
+ * seccomp sandbox, with no network device.) */
 static void test_qemu_killed_fails_vm(void **state)
 {
 	pid_t pid;
@@ -341,6 +361,10 @@ static void test_qemu_killed_fails_vm(void **state)
 			 0);
 	pid = pid_of("k9");
 	assert_true(pid > 0);
+	assert_true(qemu_has_arg(pid, "-sandbox"));
+	assert_true(qemu_has_arg(pid, "on,obsolete=deny,elevateprivileges=deny,"
+				      "spawn=deny,resourcecontrol=deny"));
+	assert_true(qemu_has_arg(pid, "-nodefaults"));
 	assert_int_equal(kill(pid, SIGKILL), 0);
 	assert_string_equal(wait_end("k9", 10000), "failed");
 	if (!strstr(reason_of("k9"), "killed by signal 9"))
