@@ -15,4 +15,11 @@ int fuzz_one(const uint8_t *data, size_t size);
  * files of its corpus directory. */
 size_t fuzz_seed(int i, uint8_t *buf, size_t cap);
 
+/* fuzz_conn.c: writes data in pieces into fd (the far end of a
+ * socketpair whose near end is a connection on base), running base and
+ * draining fd after each, until *gone or the input is spent. */
+struct event_base;
+void fuzz_feed(struct event_base *base, int fd, const uint8_t *data,
+	       size_t size, const int *gone);
+
 #endif

@@ -61,8 +61,6 @@ int fuzz_one(const uint8_t *data, size_t size)
 	struct event_base *base;
 	struct cell_rpc_conn *c;
 	int sv[2], gone = 0;
-	size_t off = 0;
-	char sink[4096];
 
 	init_methods();
 	cell_log_set_level(CELL_LOG_OFF);
@@ -77,23 +75,7 @@ int fuzz_one(const uint8_t *data, size_t size)
 		return 0;
 	}
 	cell_rpc_conn_set_close_cb(c, closed, &gone);
-	/* Feed in pieces, as a network would, draining replies as we go. */
-	for (int rounds = 0; rounds < 10000 && !gone; rounds++) {
-		if (off < size) {
-			size_t chunk = size - off > 1000 ? 1000 : size - off;
-			ssize_t w = write(sv[1], data + off, chunk);
-
-			if (w > 0)
-				off += (size_t)w;
-		} else if (rounds > 0 && off >= size) {
-			shutdown(sv[1], SHUT_WR);
-		}
-		event_base_loop(base, EVLOOP_NONBLOCK);
-		while (read(sv[1], sink, sizeof(sink)) > 0)
-			;
-		if (off >= size && rounds > 2)
-			break;
-	}
+	fuzz_feed(base, sv[1], data, size, &gone);
 	if (!gone)
 		cell_rpc_conn_close(c);
 	close(sv[1]);

@@ -121,8 +121,6 @@ int fuzz_one(const uint8_t *data, size_t size)
 	struct event_base *base;
 	struct cell_rpc_conn *c;
 	int sv[2], gone = 0;
-	size_t off = 0;
-	char sink[4096];
 
 	setup();
 	cfg.tls = server;
@@ -137,22 +135,7 @@ int fuzz_one(const uint8_t *data, size_t size)
 		return 0;
 	}
 	cell_rpc_conn_set_close_cb(c, closed, &gone);
-	for (int rounds = 0; rounds < 1000 && !gone; rounds++) {
-		if (off < size) {
-			size_t chunk = size - off > 700 ? 700 : size - off;
-			ssize_t w = write(sv[1], data + off, chunk);
-
-			if (w > 0)
-				off += (size_t)w;
-		} else {
-			shutdown(sv[1], SHUT_WR);
-		}
-		event_base_loop(base, EVLOOP_NONBLOCK);
-		while (read(sv[1], sink, sizeof(sink)) > 0)
-			;
-		if (off >= size && rounds > 3)
-			break;
-	}
+	fuzz_feed(base, sv[1], data, size, &gone);
 	if (!gone)
 		cell_rpc_conn_close(c);
 	close(sv[1]);
