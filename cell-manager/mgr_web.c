@@ -115,9 +115,22 @@ static json_t *status_json(const ProtobufCMessage *r, struct ctl_problems *p)
 
 static json_t *nodes_json(const ProtobufCMessage *r, struct ctl_problems *p)
 {
-	if (p)
-		ctl_node_problems(p, (const void *)r);
+	(void)p;
 	return ctl_json_nodes((const void *)r);
+}
+
+/* /api/status reads the node and VM lists for their problems only: no
+ * JSON of them is built (json_true stands for "read") */
+static json_t *node_problems(const ProtobufCMessage *r, struct ctl_problems *p)
+{
+	ctl_node_problems(p, (const void *)r);
+	return json_true();
+}
+
+static json_t *vm_problems(const ProtobufCMessage *r, struct ctl_problems *p)
+{
+	ctl_vm_problems(p, (const void *)r);
+	return json_true();
 }
 
 static json_t *node_json(const ProtobufCMessage *r, struct ctl_problems *p)
@@ -136,8 +149,7 @@ static json_t *cells_json(const ProtobufCMessage *r, struct ctl_problems *p)
 
 static json_t *vms_json(const ProtobufCMessage *r, struct ctl_problems *p)
 {
-	if (p)
-		ctl_vm_problems(p, (const void *)r);
+	(void)p;
 	return ctl_json_vms((const void *)r);
 }
 
@@ -214,12 +226,12 @@ static void serve_status(struct mgr *m, struct evhttp_request *req)
 	json_t *j;
 	int rc;
 
-	j = run(m, CELLMON__MSG_TYPE__MSG_NODE_LIST, &nreq.base, nodes_json, &p,
-		&rc, err, sizeof(err));
+	j = run(m, CELLMON__MSG_TYPE__MSG_NODE_LIST, &nreq.base, node_problems,
+		&p, &rc, err, sizeof(err));
 	if (!j)
 		ctl_problem(&p, "the node list: %s", err);
 	json_decref(j);
-	j = run(m, CELLMON__MSG_TYPE__MSG_VM_LIST, &vreq.base, vms_json, &p,
+	j = run(m, CELLMON__MSG_TYPE__MSG_VM_LIST, &vreq.base, vm_problems, &p,
 		&rc, err, sizeof(err));
 	if (!j)
 		ctl_problem(&p, "the VM list: %s", err);

@@ -86,6 +86,7 @@ static void vms(struct cell_metrics *m, struct agent *a)
 {
 	static struct dsm_region_stats st[MAX_VMS];
 	static const char *name[MAX_VMS];
+	double bounds[DSM_FAULT_BUCKETS];
 	size_t n = 0;
 
 	for (struct agent_vm *vm = a->vms; vm && n < MAX_VMS; vm = vm->next)
@@ -114,17 +115,14 @@ static void vms(struct cell_metrics *m, struct agent *a)
 			    CELL_METRIC_HISTOGRAM,
 			    "how long the VM's faults on this node that needed "
 			    "the protocol waited for their grant");
-	for (size_t i = 0; i < n; i++) {
-		double bounds[DSM_FAULT_BUCKETS];
-
-		for (int b = 0; b < DSM_FAULT_BUCKETS; b++)
-			bounds[b] = dsm_fault_bucket_us[b] / 1e6;
+	for (int b = 0; b < DSM_FAULT_BUCKETS; b++)
+		bounds[b] = dsm_fault_bucket_us[b] / 1e6;
+	for (size_t i = 0; i < n; i++)
 		cell_metrics_histogram(
 			m, "cellmon_dsm_fault_duration_seconds",
 			CELL_LABELS("node", a->cfg.node_id, "vm", name[i]),
 			bounds, st[i].fault_hist, DSM_FAULT_BUCKETS,
 			(double)st[i].fault_us_sum / 1e6);
-	}
 }
 
 static void dsm_node(struct cell_metrics *m, struct agent *a)

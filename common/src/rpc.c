@@ -84,7 +84,6 @@ struct cell_rpc_conn {
 	int peer_role;
 	char peer_name[64];
 	char tls_error[300];
-	int refused; /* accepted, but the peer is not one we take */
 };
 
 struct cell_rpc_listener {
@@ -286,7 +285,9 @@ static void handle_request(struct cell_rpc_conn *c,
 	struct cell_rpc_call *call;
 	char msg[400];
 
-	if (c->refused || (c->ssl && !c->peer_role)) {
+	/* over TLS a request arrives only after the handshake: without a
+	 * role, the peer is one tls_peer_refused turned away */
+	if (c->ssl && !c->peer_role) {
 		snprintf(msg, sizeof(msg), "refused: %s",
 			 c->tls_error[0] ? c->tls_error : "no TLS identity");
 		send_error(c, h->id, h->type, EACCES, msg);
@@ -489,7 +490,7 @@ static void tls_failed(struct cell_rpc_conn *c)
 				   sizeof(c->tls_error) - off);
 		off = strlen(c->tls_error);
 	}
-	if (c->peer_role || c->refused) {
+	if (c->peer_role) {
 		/* after the handshake: an error of the link, not a refusal
 		 * (kept for the messages of what was pending) */
 		return;
@@ -532,7 +533,6 @@ static int tls_peer_refused(struct cell_rpc_conn *c)
 	 * read from it */
 	CELL_LOG_RL(CELL_LOG_WARN, mod(c), "refused a TLS peer %s: %s", c->peer,
 		    why);
-	c->refused = 1;
 	return 1;
 }
 
