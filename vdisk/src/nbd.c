@@ -380,9 +380,9 @@ static int opt_starttls(struct conn *c, uint32_t len)
 	SSL_set_read_ahead(c->ssl, 1); /* blocking: a record in one recv */
 	if (SSL_accept(c->ssl) != 1)
 		return tls_fail(c, "handshake");
-	if (cell_tls_check_peer(c->ex->tls, c->ssl, &role, name, sizeof(name),
-				c->tls_refused, sizeof(c->tls_refused)) == 0)
-		c->tls_refused[0] = '\0';
+	/* on a refusal, tls_refused says why (it stays "" otherwise) */
+	cell_tls_check_peer(c->ex->tls, c->ssl, &role, name, sizeof(name),
+			    c->tls_refused, sizeof(c->tls_refused));
 	return 0;
 }
 
@@ -409,6 +409,7 @@ static int handshake(struct conn *c)
 		return cfail(c, -ENOMEM, "out of memory");
 	for (;;) {
 		uint32_t opt, len;
+		const char *deny;
 
 		rc = recv_all(c, b, 16);
 		if (rc)
@@ -427,29 +428,23 @@ static int handshake(struct conn *c)
 		rc = recv_all(c, data, len);
 		if (rc)
 			break;
-		if (c->ssl && c->tls_refused[0] && opt != NBD_OPT_ABORT) {
+		/* a TLS peer we do not take, or no TLS where it is required:
+		 * every option but ABORT (and STARTTLS) is refused with why */
+		deny = c->ssl && c->tls_refused[0] ? c->tls_refused
+		       : !c->ssl && c->ex->tls_required &&
+				       opt != NBD_OPT_STARTTLS
+			       ? "TLS required: send NBD_OPT_STARTTLS first"
+			       : NULL;
+		if (deny && opt != NBD_OPT_ABORT) {
 			if (opt == NBD_OPT_EXPORT_NAME) {
-				rc = cfail(c, -EACCES, "TLS peer refused: %s",
-					   c->tls_refused);
+				/* no way to answer it: close */
+				rc = cfail(c, -EACCES, "refused: %s", deny);
 				break;
 			}
-			rc = opt_error(c, opt, NBD_REP_ERR_POLICY,
-				       c->tls_refused);
-			if (rc)
-				break;
-			continue;
-		}
-		if (!c->ssl && c->ex->tls_required && opt != NBD_OPT_STARTTLS &&
-		    opt != NBD_OPT_ABORT) {
-			if (opt == NBD_OPT_EXPORT_NAME) {
-				rc = cfail(c, -EACCES,
-					   "EXPORT_NAME without TLS, which "
-					   "this server requires");
-				break;
-			}
-			rc = opt_error(c, opt, NBD_REP_ERR_TLS_REQD,
-				       "TLS required: send NBD_OPT_STARTTLS "
-				       "first");
+			rc = opt_error(c, opt,
+				       c->ssl ? NBD_REP_ERR_POLICY
+					      : NBD_REP_ERR_TLS_REQD,
+				       deny);
 			if (rc)
 				break;
 			continue;

@@ -99,8 +99,8 @@ static int starttls(int fd, struct cell_tls *tls, char *err, size_t errlen)
 	char name[64];
 	SSL *ssl;
 
-	cell_put64(b, 0x49484156454f5054ull); /* IHAVEOPT */
-	cell_put32(b + 8, 5);		      /* STARTTLS */
+	memcpy(b, "IHAVEOPT", 8);
+	cell_put32(b + 8, 5); /* STARTTLS */
 	cell_put32(b + 12, 0);
 	if (xfer(fd, b, 16, true) || xfer(fd, b, 20, false)) {
 		snprintf(err, errlen, "STARTTLS: the server closed");
