@@ -148,6 +148,7 @@ struct agent {
 	struct cell_rpc_config rpc;
 	/* TLS to the manager and to the disk server (NULL: plain) */
 	struct cell_tls *tls_mgr, *tls_disk;
+	struct cell_tls *tls_dsm; /* peers: nodes, sessions resumed */
 	struct cell_rpc_conn *conn;
 	enum agent_state state;
 	uint64_t incarnation; /* 0: none */

@@ -48,6 +48,7 @@ int agent_dsm_start(struct agent *a, uint32_t dsm_id)
 	agent_dsm_config(&a->cfg, &c);
 	c.id = (uint16_t)dsm_id;
 	c.epoch = a->dsm_epoch;
+	c.tls = a->tls_dsm;
 	if (c.wait == DSM_WAIT_ADAPTIVE && (c.poll_us || c.wait_spin_us))
 		CELL_WARN(MOD,
 			  "dsm_poll_us and dsm_wait_spin_us are for dsm_wait = "
@@ -119,7 +120,7 @@ static int peer_ensure(struct agent *a, uint32_t id, const char *addr,
 		return 0;
 	if (a->dsm_peers & (1ull << id))
 		dsm_node_remove_peer(a->dsm, (uint16_t)id);
-	rc = dsm_node_add_peer(a->dsm, (uint16_t)id, addr);
+	rc = dsm_node_add_peer(a->dsm, (uint16_t)id, addr, node);
 	if (rc)
 		return rc;
 	a->dsm_peers |= 1ull << id;

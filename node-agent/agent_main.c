@@ -610,6 +610,16 @@ static int setup_tls(struct agent *a)
 	if (!rc && a->tls_mgr)
 		rc = cell_tls_from_settings(s, CELL_ROLE_BIT(CELL_ROLE_DISK),
 					    &a->tls_disk, err, sizeof(err));
+	if (!rc && a->tls_mgr) {
+		struct cell_tls_config dc = {s->ca,
+					     s->cert,
+					     s->key,
+					     s->crl,
+					     CELL_ROLE_BIT(CELL_ROLE_NODE),
+					     true};
+
+		rc = cell_tls_new(&dc, &a->tls_dsm, err, sizeof(err));
+	}
 	/* fault point agent.tls-impostor (action error): skip this check,
 	 * to test that the manager makes it too */
 	if (!rc && a->tls_mgr &&
@@ -629,13 +639,12 @@ static int setup_tls(struct agent *a)
 		return rc;
 	}
 	if (!a->tls_mgr)
-		CELL_WARN(MOD,
-			  "insecure: plain TCP to the manager and the disk "
-			  "server (no tls_cert)");
+		CELL_WARN(MOD, "insecure: plain TCP to the manager, the disk "
+			       "server and the DSM peers (no tls_cert)");
 	else
 		CELL_INFO(MOD,
-			  "TLS 1.3 to the manager and the disk server as "
-			  "node '%s'",
+			  "TLS 1.3 to the manager, the disk server and the "
+			  "DSM peers as node '%s'",
 			  name);
 	return 0;
 }
@@ -650,7 +659,8 @@ static void hup_cb(evutil_socket_t fd, short what, void *arg)
 	if (!a->tls_mgr)
 		return;
 	if (cell_tls_reload(a->tls_mgr, err, sizeof(err)) ||
-	    cell_tls_reload(a->tls_disk, err, sizeof(err)))
+	    cell_tls_reload(a->tls_disk, err, sizeof(err)) ||
+	    cell_tls_reload(a->tls_dsm, err, sizeof(err)))
 		CELL_ERROR(MOD, "SIGHUP: the TLS files stay as they were: %s",
 			   err);
 	else
@@ -732,6 +742,7 @@ static int run(struct agent *a)
 	event_base_free(a->base);
 	cell_tls_free(a->tls_mgr);
 	cell_tls_free(a->tls_disk);
+	cell_tls_free(a->tls_dsm); /* after the DSM node (agent_vm_fini) */
 	return 0;
 }
 

@@ -141,6 +141,11 @@ static void dsm_node(struct cell_metrics *m, struct agent *a)
 	    "DSM messages refused: malformed, from an unknown "
 	    "peer or below its fence",
 	    st.refused);
+	one(m, node, "cellmon_dsm_connections_refused_total",
+	    CELL_METRIC_COUNTER,
+	    "DSM peer connections refused: no valid hello, a failed TLS "
+	    "handshake, a certificate that is not the peer's",
+	    st.peers_refused);
 	one(m, node, "cellmon_dsm_node_pages_sent_total", CELL_METRIC_COUNTER,
 	    "pages of data this node sent, every VM", st.pages_sent);
 	one(m, node, "cellmon_dsm_uffd_faults_total", CELL_METRIC_COUNTER,

@@ -3,8 +3,11 @@
  * into sockaddrs, for every program and library that dials or listens:
  * the RPC layer, the DSM's TCP transport, the NBD client.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -41,4 +44,35 @@ int cell_parse_hostport(const char *hostport, struct sockaddr_storage *ss,
 	*sslen = (int)res->ai_addrlen;
 	freeaddrinfo(res);
 	return 0;
+}
+
+void cell_format_sockaddr(const struct sockaddr *sa, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(out, len, "%s:%d", host, ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(out, len, "[%s]:%d", host, ntohs(in6->sin6_port));
+	} else {
+		snprintf(out, len, "local");
+	}
+}
+
+const char *cell_fd_peer(int fd, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		cell_format_sockaddr((struct sockaddr *)&ss, out, len);
+	else
+		snprintf(out, len, "fd%d", fd);
+	return out;
 }

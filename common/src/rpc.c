@@ -595,34 +595,10 @@ static struct cell_rpc_conn *conn_new(struct event_base *base,
 	return c;
 }
 
-static void format_peer(const struct sockaddr *sa, char *out, size_t len)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const void *)sa;
-
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		port = ntohs(in->sin_port);
-		snprintf(out, len, "%s:%d", host, port);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const void *)sa;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		port = ntohs(in6->sin6_port);
-		snprintf(out, len, "[%s]:%d", host, port);
-	} else {
-		snprintf(out, len, "local");
-	}
-}
-
 int cell_rpc_conn_create(struct event_base *base, int fd,
 			 const struct cell_rpc_config *cfg,
 			 struct cell_rpc_conn **out)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	struct bufferevent *bev;
 	struct cell_rpc_conn *c;
 
@@ -647,10 +623,7 @@ int cell_rpc_conn_create(struct event_base *base, int fd,
 		bufferevent_free(bev);
 		return -ENOMEM;
 	}
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-		format_peer((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
-	else
-		snprintf(c->peer, sizeof(c->peer), "fd%d", fd);
+	cell_fd_peer(fd, c->peer, sizeof(c->peer));
 	c->ssl = ssl;
 	set_nodelay(bev);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);

@@ -24,6 +24,8 @@ struct cell_tls {
 	SSL_CTX *ctx;
 	char ca[1024], cert[1024], key[1024], crl[1024];
 	unsigned peer_roles;
+	bool resume;
+	unsigned generation; /* under mu */
 };
 
 static int fail(char *err, size_t errlen, int rc, const char *what,
@@ -72,9 +74,17 @@ static int make_ctx(struct cell_tls *t, SSL_CTX **out, char *err, size_t errlen)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
 	/* per connection: cell_tls_ssl */
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	/* both ends check; no session tickets to keep (resumption comes
-	 * with the DSM links, which reconnect) */
-	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	if (t->resume) {
+		/* one ticket per handshake; the accepting end needs a
+		 * session id context to resume sessions with a client
+		 * certificate (the ticket carries it and its verdict) */
+		SSL_CTX_set_num_tickets(ctx, 1);
+		SSL_CTX_set_session_id_context(
+			ctx, (const unsigned char *)"cellmon", 7);
+	} else {
+		/* both ends check; no tickets to keep */
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	}
 	/* a peer that exits without close_notify (cellctl) is an EOF like
 	 * any other: the framing catches a cut frame */
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -141,6 +151,7 @@ int cell_tls_new(const struct cell_tls_config *c, struct cell_tls **out,
 	snprintf(t->key, sizeof(t->key), "%s", c->key);
 	snprintf(t->crl, sizeof(t->crl), "%s", c->crl ? c->crl : "");
 	t->peer_roles = c->peer_roles;
+	t->resume = c->resume;
 	rc = make_ctx(t, &t->ctx, err, errlen);
 	if (rc) {
 		free(t);
@@ -161,8 +172,19 @@ int cell_tls_reload(struct cell_tls *t, char *err, size_t errlen)
 	pthread_mutex_lock(&t->mu);
 	SSL_CTX_free(t->ctx); /* connections made from it keep a reference */
 	t->ctx = ctx;
+	t->generation++;
 	pthread_mutex_unlock(&t->mu);
 	return 0;
+}
+
+unsigned cell_tls_generation(struct cell_tls *t)
+{
+	unsigned g;
+
+	pthread_mutex_lock(&t->mu);
+	g = t->generation;
+	pthread_mutex_unlock(&t->mu);
+	return g;
 }
 
 void cell_tls_free(struct cell_tls *t)
@@ -269,7 +291,8 @@ int cell_tls_from_settings(const struct cell_tls_settings *s,
 			   unsigned peer_roles, struct cell_tls **out,
 			   char *err, size_t errlen)
 {
-	struct cell_tls_config c = {s->ca, s->cert, s->key, s->crl, peer_roles};
+	struct cell_tls_config c = {s->ca,  s->cert,	s->key,
+				    s->crl, peer_roles, false};
 
 	*out = NULL;
 	if (!s->ca[0] && !s->cert[0] && !s->key[0]) {

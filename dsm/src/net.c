@@ -11,6 +11,15 @@
  * malformed frame closes that connection; a stale epoch is refused and
  * logged, and a hello with one is not connected at all. Buffers are
  * allocated when a peer is added, never per message.
+ *
+ * With cfg.tls the connection is mutual TLS 1.3 from its first byte: the
+ * handshake runs non-blocking in the node's loop, each end checks that
+ * the other shows a node certificate of the cell's CA with the name it
+ * was added under, and only then does the hello go (over TLS). Frames
+ * are the same; SSL_read and SSL_write take the place of recv and send
+ * on the same buffers (read-ahead on, drained until OpenSSL wants the
+ * socket; partial writes on). The dialer keeps its session and resumes
+ * it on the next connection to the same peer (no certificate exchange).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,9 +30,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "cell/endian.h"
 #include "cell/log.h"
 #include "cell/net.h"
+#include "cell/tls.h"
 #include "node_int.h"
 
 #define MOD	      "dsm"
@@ -34,6 +47,7 @@
 static void peer_read_cb(evutil_socket_t fd, short what, void *arg);
 static void peer_write_cb(evutil_socket_t fd, short what, void *arg);
 static void dial(struct dsm_node *n, struct dsm_peer *p);
+static void tls_step(struct dsm_node *n, struct dsm_peer *p);
 
 static void set_sock_opts(int fd)
 {
@@ -42,6 +56,114 @@ static void set_sock_opts(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	evutil_make_socket_nonblocking(fd);
 	evutil_make_socket_closeonexec(fd);
+}
+
+/* Why the last TLS call on this thread failed, into why; clears the
+ * thread's OpenSSL error queue (it must be empty before the next call). */
+static const char *tls_why(SSL *ssl, const char *what, char *why, size_t len)
+{
+	char e[256];
+
+	cell_tls_last_error(ssl, e, sizeof(e));
+	ERR_clear_error();
+	snprintf(why, len, "%s: %s", what, e[0] ? e : strerror(errno));
+	return why;
+}
+
+/* recv, or SSL_read on a TLS connection: > 0 bytes, 0 closed, -1 with
+ * errno (EAGAIN: nothing now; EPROTO: a TLS failure). */
+static ssize_t link_recv(int fd, SSL *ssl, void *buf, size_t len)
+{
+	int r;
+
+	if (!ssl)
+		return recv(fd, buf, len, 0);
+	r = SSL_read(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+	if (r > 0)
+		return r;
+	switch (SSL_get_error(ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN: /* close_notify, or EOF (IGNORE_EOF) */
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		if (errno && errno != EAGAIN) {
+			ERR_clear_error();
+			return -1;
+		}
+		/* fall through */
+	default:
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+/* send, or SSL_write: bytes taken, or -1 with errno (EAGAIN: wait until
+ * writable; EINPROGRESS: TLS must read first, the read event comes;
+ * EPROTO: a TLS failure). */
+static ssize_t link_send(struct dsm_peer *p, const void *buf, size_t len)
+{
+	int r;
+
+	if (!p->ssl)
+		return send(p->fd, buf, len, MSG_NOSIGNAL);
+	r = SSL_write(p->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+	if (r > 0)
+		return r;
+	switch (SSL_get_error(p->ssl, r)) {
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_WANT_READ:
+		errno = EINPROGRESS;
+		return -1;
+	case SSL_ERROR_SYSCALL:
+		if (errno && errno != EAGAIN) {
+			ERR_clear_error();
+			return -1;
+		}
+		/* fall through */
+	default:
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+/* A connection's failure in words: errno's, or OpenSSL's for EPROTO. */
+static const char *link_why(SSL *ssl, int err, char *why, size_t len)
+{
+	if (err == EPROTO && ssl)
+		return tls_why(ssl, "TLS", why, len);
+	snprintf(why, len, "%s", strerror(err));
+	return why;
+}
+
+/* The peer's certificate after a handshake: a node's of the cell's CA
+ * (cell_tls_check_peer), named `expect` when that is set. 0, or -EACCES
+ * with why. */
+static int check_cert(struct dsm_node *n, SSL *ssl, const char *expect,
+		      char *name, size_t nlen, char *why, size_t wlen)
+{
+	enum cell_role role;
+
+	if (cell_tls_check_peer(n->cfg.tls, ssl, &role, name, nlen, why, wlen))
+		return -EACCES;
+	if (role != CELL_ROLE_NODE) {
+		snprintf(why, wlen,
+			 "a %s certificate ('%s') has no business on a DSM "
+			 "link",
+			 cell_role_name(role), name);
+		return -EACCES;
+	}
+	if (expect && expect[0] && strcmp(name, expect)) {
+		snprintf(why, wlen,
+			 "the certificate of node '%s', not of node '%s'", name,
+			 expect);
+		return -EACCES;
+	}
+	return 0;
 }
 
 /* The dialing side tries again, backing off from 50 ms to 2 s. */
@@ -57,6 +179,28 @@ static void schedule_retry(struct dsm_node *n, struct dsm_peer *p)
 	tv.tv_sec = p->backoff_ms / 1000;
 	tv.tv_usec = (p->backoff_ms % 1000) * 1000;
 	evtimer_add(p->ev_retry, &tv);
+}
+
+/* Ends p's TLS: the dialer keeps the session of a connection that
+ * worked (the peer sent something: it took our certificate) to resume
+ * it, saved before the close_notify, which keeps OpenSSL from marking
+ * it bad. */
+static void tls_end(struct dsm_node *n, struct dsm_peer *p)
+{
+	if (n->id < p->id && p->rx && SSL_is_init_finished(p->ssl)) {
+		SSL_SESSION *s = SSL_get1_session(p->ssl);
+
+		if (s && SSL_SESSION_is_resumable(s)) {
+			SSL_SESSION_free(p->sess);
+			p->sess = s;
+			p->sess_gen = cell_tls_generation(n->cfg.tls);
+		} else {
+			SSL_SESSION_free(s);
+		}
+	}
+	SSL_shutdown(p->ssl);
+	SSL_free(p->ssl);
+	ERR_clear_error();
 }
 
 static void peer_disconnect(struct dsm_node *n, struct dsm_peer *p,
@@ -75,9 +219,15 @@ static void peer_disconnect(struct dsm_node *n, struct dsm_peer *p,
 	if (p->ev_write)
 		event_free(p->ev_write);
 	p->ev_read = p->ev_write = NULL;
+	if (p->ssl) {
+		tls_end(n, p);
+		p->ssl = NULL;
+	}
 	close(p->fd);
 	p->fd = -1;
 	p->connected = false;
+	p->handshaking = false;
+	p->rx = false;
 	p->in_len = 0;
 	/* A half-sent frame cannot be resumed on a new connection; a
 	 * connection that never came up sent nothing, so its queue waits
@@ -172,14 +322,24 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dsm_peer *p = arg;
 	struct dsm_node *n = p->node;
+	char why[300];
 	ssize_t r;
 
 	(void)what;
+	if (p->handshaking) {
+		tls_step(n, p);
+		dsm__after_work(n);
+		return;
+	}
 	for (;;) {
 		size_t room = DSM_NET_IN_CAP - p->in_len;
 
-		r = recv(fd, p->in + p->in_len, room, 0);
+		r = link_recv(fd, p->ssl, p->in + p->in_len, room);
 		if (r > 0) {
+			/* the peer took this connection: a retry after it
+			 * ends starts from the shortest wait again */
+			p->rx = true;
+			p->backoff_ms = 0;
 			p->in_len += (size_t)r;
 			if (consume(n, p)) {
 				peer_disconnect(n, p, "malformed frame");
@@ -189,32 +349,48 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 			 * everything there was: stop without the recv() that
 			 * would say EAGAIN (the event is level-triggered). A
 			 * frame cut short is likely being written: try again,
-			 * so a burst of pages goes in as one batch. */
-			if ((size_t)r < room && !p->in_len)
+			 * so a burst of pages goes in as one batch. TLS reads
+			 * a record at a time: on until it wants the socket. */
+			if (!p->ssl && (size_t)r < room && !p->in_len)
 				break;
 			continue;
 		}
 		if (r == 0)
-			peer_disconnect(n, p, "closed by peer");
+			peer_disconnect(n, p,
+					p->ssl && !p->rx
+						? "closed by peer before "
+						  "sending anything (if this "
+						  "repeats, it refuses our "
+						  "certificate: its log says "
+						  "why)"
+						: "closed by peer");
 		else if (errno != EAGAIN && errno != EINTR)
-			peer_disconnect(n, p, strerror(errno));
+			peer_disconnect(
+				n, p,
+				link_why(p->ssl, errno, why, sizeof(why)));
 		break;
 	}
+	/* a write that waited for TLS to read goes on now */
+	if (p->ssl && p->out_len && p->connected)
+		n->dirty_peers |= (uint64_t)1 << p->id;
 	dsm__after_work(n);
 }
 
 static void flush_peer(struct dsm_node *n, struct dsm_peer *p)
 {
+	char why[300];
 	ssize_t w;
 
 	if (p->fd < 0 || !p->connected || !p->out_len)
 		return;
-	w = send(p->fd, p->out, p->out_len, MSG_NOSIGNAL);
+	w = link_send(p, p->out, p->out_len);
 	if (w < 0) {
 		if (errno == EAGAIN)
 			event_add(p->ev_write, NULL);
-		else
-			peer_disconnect(n, p, strerror(errno));
+		else if (errno != EINPROGRESS)
+			peer_disconnect(
+				n, p,
+				link_why(p->ssl, errno, why, sizeof(why)));
 		return;
 	}
 	memmove(p->out, p->out + w, p->out_len - (size_t)w);
@@ -236,6 +412,79 @@ static void put_hello(struct dsm_node *n, struct dsm_peer *p)
 	p->out_len += HELLO_LEN;
 }
 
+/* The dialer's connection is up (TCP, or TCP then TLS): hello first. */
+static void dialed(struct dsm_node *n, struct dsm_peer *p)
+{
+	p->connected = true;
+	put_hello(n, p);
+	if (p->ssl && SSL_session_reused(p->ssl))
+		n->stats.tls_resumed++;
+	if (!p->ssl)
+		CELL_INFO(MOD, "node %u: connected to node %u at %s", n->id,
+			  p->id, p->addr);
+	else
+		CELL_INFO(MOD,
+			  "node %u: connected to node %u at %s (TLS 1.3, "
+			  "certificate of '%s'%s)",
+			  n->id, p->id, p->addr, p->cert_name,
+			  SSL_session_reused(p->ssl) ? ", session resumed"
+						     : "");
+}
+
+/* Drives the dialer's TLS handshake one step; at its end checks the
+ * peer's certificate and sends the hello. */
+static void tls_step(struct dsm_node *n, struct dsm_peer *p)
+{
+	char why[400];
+	int r = SSL_do_handshake(p->ssl);
+
+	if (r != 1) {
+		int e = SSL_get_error(p->ssl, r);
+
+		if (e == SSL_ERROR_WANT_READ)
+			return; /* the read event is armed */
+		if (e == SSL_ERROR_WANT_WRITE) {
+			event_add(p->ev_write, NULL);
+			return;
+		}
+		peer_disconnect(
+			n, p,
+			tls_why(p->ssl, "TLS handshake", why, sizeof(why)));
+		return;
+	}
+	p->handshaking = false;
+	if (check_cert(n, p->ssl, p->name, p->cert_name, sizeof(p->cert_name),
+		       why, sizeof(why))) {
+		n->stats.peers_refused++;
+		CELL_LOG_RL(CELL_LOG_WARN, MOD,
+			    "node %u: refused node %u at %s: %s", n->id, p->id,
+			    p->addr, why);
+		peer_disconnect(n, p, "its certificate was refused");
+		return;
+	}
+	dialed(n, p);
+	flush_peer(n, p);
+}
+
+/* TCP is up to a peer that speaks TLS: the client's handshake begins,
+ * resuming the last session to that peer if the TLS files are the same
+ * (a reload may have revoked a certificate it showed). */
+static void tls_begin(struct dsm_node *n, struct dsm_peer *p)
+{
+	p->ssl = cell_tls_ssl(n->cfg.tls, false);
+	if (!p->ssl || !SSL_set_fd(p->ssl, p->fd)) {
+		peer_disconnect(n, p, "out of memory for TLS");
+		return;
+	}
+	SSL_set_mode(p->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+				     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_set_read_ahead(p->ssl, 1);
+	if (p->sess && p->sess_gen == cell_tls_generation(n->cfg.tls))
+		SSL_set_session(p->ssl, p->sess);
+	p->handshaking = true;
+	tls_step(n, p);
+}
+
 static void peer_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dsm_peer *p = arg;
@@ -244,17 +493,23 @@ static void peer_write_cb(evutil_socket_t fd, short what, void *arg)
 	socklen_t len = sizeof(err);
 
 	(void)what;
+	if (p->handshaking) {
+		tls_step(n, p);
+		dsm__after_work(n);
+		return;
+	}
 	if (!p->connected) {
 		getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
 		if (err) {
 			peer_disconnect(n, p, strerror(err));
 			return;
 		}
-		p->connected = true;
-		p->backoff_ms = 0;
-		put_hello(n, p);
-		CELL_INFO(MOD, "node %u: connected to node %u at %s", n->id,
-			  p->id, p->addr);
+		if (n->cfg.tls) {
+			tls_begin(n, p);
+			dsm__after_work(n);
+			return;
+		}
+		dialed(n, p);
 	}
 	flush_peer(n, p);
 	dsm__after_work(n);
@@ -376,6 +631,17 @@ static int dsm__net_add_peer(struct dsm_node *n, uint16_t id, const char *addr)
 	if (rc)
 		return rc;
 	snprintf(p->addr, sizeof(p->addr), "%s", addr ? addr : "");
+	/* A connection it dialed in before it was named here shows its
+	 * name now. */
+	if (p->ssl && p->connected && p->name[0] &&
+	    strcmp(p->cert_name, p->name)) {
+		n->stats.peers_refused++;
+		CELL_WARN(MOD,
+			  "node %u: node %u connected with the certificate of "
+			  "node '%s', not of node '%s'",
+			  n->id, id, p->cert_name, p->name);
+		peer_disconnect(n, p, "its certificate was refused");
+	}
 	if (n->id < id)
 		dial(n, p);
 	return 0;
@@ -391,63 +657,187 @@ static void dsm__net_remove_peer(struct dsm_node *n, uint16_t id)
 		evtimer_del(p->ev_retry);
 }
 
-/* An accepted connection: wait for its hello, then bind it to its peer. */
+/* Frees an accepted connection's slot, closing it unless it was bound. */
+static void pending_clear(struct dsm_pending *pd, bool close_fd)
+{
+	if (pd->ev)
+		event_free(pd->ev);
+	if (close_fd && pd->ssl) {
+		SSL_free(pd->ssl);
+		ERR_clear_error();
+	}
+	if (close_fd && pd->fd >= 0)
+		close(pd->fd);
+	*pd = (struct dsm_pending){.fd = -1};
+}
+
+static void pending_refuse(struct dsm_pending *pd, const char *why)
+{
+	struct dsm_node *n = pd->node;
+	char from[64];
+
+	n->stats.peers_refused++;
+	CELL_LOG_RL(CELL_LOG_WARN, MOD,
+		    "node %u: refused a peer connection from %s: %s", n->id,
+		    cell_fd_peer(pd->fd, from, sizeof(from)), why);
+	pending_clear(pd, true);
+}
+
+static void pending_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Waits for what the accepted connection needs next: to read, or (a
+ * TLS handshake's flight that did not fit) to write. */
+static int pending_arm(struct dsm_pending *pd, short what)
+{
+	if (pd->ev && pd->armed == what)
+		return 0;
+	if (pd->ev)
+		event_free(pd->ev);
+	pd->armed = what;
+	pd->ev = event_new(pd->node->base, pd->fd, what | EV_PERSIST,
+			   pending_cb, pd);
+	return pd->ev ? event_add(pd->ev, NULL) : -ENOMEM;
+}
+
+/* The accepting side's TLS handshake, one step: 1 done (the peer is a
+ * node of the cell), 0 more to come, -1 refused (the slot is freed). */
+static int pending_tls(struct dsm_pending *pd)
+{
+	char why[400];
+	int r, e;
+
+	if (SSL_is_init_finished(pd->ssl))
+		return 1;
+	/* A peer without TLS sends its hello first: say so, rather than
+	 * OpenSSL's "wrong version number" (a peek, before OpenSSL reads) */
+	if (!pd->peeked && recv(pd->fd, why, 8, MSG_PEEK) == 8 &&
+	    memcmp(why, HELLO_MAGIC, 8) == 0) {
+		pending_refuse(pd, "TLS handshake: a plain hello (the peer "
+				   "runs without TLS)");
+		return -1;
+	}
+	pd->peeked = true;
+	r = SSL_do_handshake(pd->ssl);
+	if (r != 1) {
+		e = SSL_get_error(pd->ssl, r);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			if (pending_arm(pd, e == SSL_ERROR_WANT_READ
+						    ? EV_READ
+						    : EV_WRITE)) {
+				pending_refuse(pd, "out of memory");
+				return -1;
+			}
+			return 0;
+		}
+		pending_refuse(pd, tls_why(pd->ssl, "TLS handshake", why,
+					   sizeof(why)));
+		return -1;
+	}
+	if (check_cert(pd->node, pd->ssl, NULL, pd->cert_name,
+		       sizeof(pd->cert_name), why, sizeof(why))) {
+		pending_refuse(pd, why);
+		return -1;
+	}
+	if (pending_arm(pd, EV_READ)) {
+		pending_refuse(pd, "out of memory");
+		return -1;
+	}
+	return 1;
+}
+
+/* An accepted connection: (its TLS handshake, then) its hello, which
+ * names the dialer; then it is bound to that peer. */
 static void pending_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct dsm_node *n = arg;
-	uint8_t hello[HELLO_LEN];
-	ssize_t r = recv(fd, hello, sizeof(hello), MSG_PEEK);
-	int slot = -1;
+	struct dsm_pending *pd = arg;
+	struct dsm_node *n = pd->node;
+	struct dsm_peer *p;
+	char why[300];
+	ssize_t r = 0;
 	uint16_t id;
 
 	(void)what;
-	for (int i = 0; i < PENDING_SLOTS; i++)
-		if (n->pending_fds[i] == fd)
-			slot = i;
-	if (r > 0 && r < HELLO_LEN)
-		return; /* the rest is on its way */
-	if (slot >= 0) {
-		event_free(n->pending_ev[slot]);
-		n->pending_fds[slot] = -1;
+	if (pd->ssl && pending_tls(pd) <= 0)
+		return;
+	while (pd->len < HELLO_LEN) {
+		r = link_recv(fd, pd->ssl, pd->hello + pd->len,
+			      HELLO_LEN - pd->len);
+		if (r <= 0)
+			break;
+		pd->len += (uint8_t)r;
 	}
-	if (r != HELLO_LEN || memcmp(hello, HELLO_MAGIC, 8) != 0 ||
-	    (id = (uint16_t)(hello[8] << 8 | hello[9])) >= DSM_MAX_NODES ||
-	    id >= n->id) {
-		CELL_LOG_RL(CELL_LOG_WARN, MOD,
-			    "node %u: refused a peer connection without a "
-			    "valid hello",
-			    n->id);
-		close(fd);
+	if (pd->len < HELLO_LEN) {
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			return; /* the rest is on its way */
+		pending_refuse(pd, r == 0 ? "closed before its hello"
+					  : link_why(pd->ssl, errno, why,
+						     sizeof(why)));
 		return;
 	}
-	recv(fd, hello, sizeof(hello), 0); /* consumed: a close is a FIN */
+	if (memcmp(pd->hello, HELLO_MAGIC, 8) != 0 ||
+	    (id = cell_get16(pd->hello + 8)) >= DSM_MAX_NODES || id >= n->id) {
+		/* a TLS handshake record: 22, version 3.x */
+		pending_refuse(pd, pd->hello[0] == 22 && pd->hello[1] == 3
+					   ? "no valid hello (a TLS "
+					     "handshake: the peer runs with "
+					     "TLS, this node without)"
+					   : "no valid hello");
+		return;
+	}
+	p = &n->peers[id];
+	if (pd->ssl && p->name[0] && strcmp(pd->cert_name, p->name)) {
+		snprintf(why, sizeof(why),
+			 "it says it is node %u ('%s') with the certificate of "
+			 "node '%s'",
+			 id, p->name, pd->cert_name);
+		pending_refuse(pd, why);
+		return;
+	}
 	/* An ended incarnation is not even connected (nor made a peer). */
-	if (cell_get32(hello + 12) < n->peers[id].fence_epoch) {
+	if (cell_get32(pd->hello + 12) < p->fence_epoch) {
 		n->stats.refused++;
 		CELL_LOG_RL(CELL_LOG_WARN, MOD,
 			    "node %u: refused a connection from node %u: "
 			    "epoch %u below fence %u",
-			    n->id, id, cell_get32(hello + 12),
-			    n->peers[id].fence_epoch);
-		close(fd);
+			    n->id, id, cell_get32(pd->hello + 12),
+			    p->fence_epoch);
+		pending_clear(pd, true);
 		return;
 	}
 	if (peer_init(n, id)) {
-		close(fd);
+		pending_clear(pd, true);
 		return;
 	}
-	if (n->peers[id].fd >= 0)
-		peer_disconnect(n, &n->peers[id], "replaced by a new one");
-	if (peer_attach_fd(n, &n->peers[id], fd)) {
-		close(fd);
-		n->peers[id].fd = -1;
+	if (p->fd >= 0)
+		peer_disconnect(n, p, "replaced by a new one");
+	if (peer_attach_fd(n, p, fd)) {
+		pending_clear(pd, true);
+		p->fd = -1;
 		return;
 	}
-	n->peers[id].connected = true;
+	p->ssl = pd->ssl;
+	snprintf(p->cert_name, sizeof(p->cert_name), "%s", pd->cert_name);
+	pending_clear(pd, false);
+	p->connected = true;
 	/* Anything queued before the peer dialed in goes out now. */
 	n->dirty_peers |= (uint64_t)1 << id;
-	CELL_INFO(MOD, "node %u: node %u connected", n->id, id);
-	dsm__after_work(n);
+	if (p->ssl && SSL_session_reused(p->ssl))
+		n->stats.tls_resumed++;
+	if (p->ssl)
+		CELL_INFO(MOD,
+			  "node %u: node %u connected (TLS 1.3, certificate "
+			  "of '%s'%s)",
+			  n->id, id, p->cert_name,
+			  SSL_session_reused(p->ssl) ? ", session resumed"
+						     : "");
+	else
+		CELL_INFO(MOD, "node %u: node %u connected", n->id, id);
+	/* TLS may hold frames it read with the hello: take them now (the
+	 * socket may never say it is readable for them). */
+	if (p->ssl)
+		peer_read_cb(fd, EV_READ, p);
+	else
+		dsm__after_work(n);
 }
 
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
@@ -460,14 +850,31 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 		return;
 	set_sock_opts(fd);
 	for (int i = 0; i < PENDING_SLOTS; i++) {
-		if (n->pending_fds[i] >= 0)
+		struct dsm_pending *pd = &n->pending[i];
+
+		if (pd->fd >= 0)
 			continue;
-		n->pending_fds[i] = fd;
-		n->pending_ev[i] = event_new(n->base, fd, EV_READ | EV_PERSIST,
-					     pending_cb, n);
-		event_add(n->pending_ev[i], NULL);
+		*pd = (struct dsm_pending){.node = n, .fd = fd};
+		if (n->cfg.tls) {
+			pd->ssl = cell_tls_ssl(n->cfg.tls, true);
+			if (!pd->ssl || !SSL_set_fd(pd->ssl, fd)) {
+				pending_refuse(pd, "out of memory for TLS");
+				return;
+			}
+			SSL_set_mode(
+				pd->ssl,
+				SSL_MODE_ENABLE_PARTIAL_WRITE |
+					SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+			SSL_set_read_ahead(pd->ssl, 1);
+		}
+		if (pending_arm(pd, EV_READ))
+			pending_refuse(pd, "out of memory");
 		return;
 	}
+	CELL_LOG_RL(CELL_LOG_WARN, MOD,
+		    "node %u: %d peer connections wait for their hello: one "
+		    "more closed",
+		    n->id, PENDING_SLOTS);
 	close(fd);
 }
 
@@ -512,9 +919,14 @@ static void dsm__net_close(struct dsm_node *n)
 		if (p->fd >= 0) {
 			event_free(p->ev_read);
 			event_free(p->ev_write);
+			if (p->ssl)
+				SSL_free(p->ssl);
+			p->ssl = NULL;
 			close(p->fd);
 			p->fd = -1;
 		}
+		SSL_SESSION_free(p->sess);
+		p->sess = NULL;
 		if (p->ev_retry)
 			event_free(p->ev_retry);
 		free(p->out);
@@ -523,13 +935,9 @@ static void dsm__net_close(struct dsm_node *n)
 		p->in = NULL;
 		p->ev_retry = NULL;
 	}
-	for (int i = 0; i < PENDING_SLOTS; i++) {
-		if (n->pending_fds[i] >= 0) {
-			event_free(n->pending_ev[i]);
-			close(n->pending_fds[i]);
-			n->pending_fds[i] = -1;
-		}
-	}
+	for (int i = 0; i < PENDING_SLOTS; i++)
+		if (n->pending[i].fd >= 0)
+			pending_clear(&n->pending[i], true);
 	if (n->ev_listen)
 		event_free(n->ev_listen);
 	n->ev_listen = NULL;

@@ -17,6 +17,7 @@
  * of work: the local ring, the transport's flush, the staged installs.
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +314,14 @@ static void *node_main(void *arg)
 	uint64_t since = 0, now;
 	uint32_t budget = 0;
 	bool spin = false;
+	sigset_t nopipe;
+
+	/* A write to a peer that went away fails with EPIPE here instead of
+	 * killing the process: TLS writes with write(2), which has no
+	 * MSG_NOSIGNAL, and SIGPIPE goes to the thread that wrote. */
+	sigemptyset(&nopipe);
+	sigaddset(&nopipe, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &nopipe, NULL);
 
 	/* One pass per turn: a blocking one returns after running what
 	 * woke it, so the next turn decides afresh (no extra non-blocking
@@ -402,7 +411,7 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 	for (int i = 0; i < DSM_MAX_NODES; i++)
 		n->peers[i].fd = -1;
 	for (int i = 0; i < 16; i++)
-		n->pending_fds[i] = -1;
+		n->pending[i].fd = -1;
 	n->tops = cfg->transport == DSM_TRANSPORT_LOOP ? &dsm__loop_ops
 						       : &dsm__tcp_ops;
 	rc = n->tops->listen(n, cfg->listen ? cfg->listen : "127.0.0.1:0");
@@ -546,19 +555,26 @@ struct peer_arg {
 	uint16_t id;
 	const char *addr;
 	uint32_t epoch;
+	const char *name;
 };
 
 static int add_peer_cmd(struct dsm_node *n, void *arg)
 {
 	struct peer_arg *a = arg;
+	struct dsm_peer *p = &n->peers[a->id];
 
-	n->peers[a->id].last_heard_ms = cell_now_ms(); /* a grace period */
+	p->last_heard_ms = cell_now_ms(); /* a grace period */
+	snprintf(p->name, sizeof(p->name), "%s", a->name ? a->name : "");
 	return n->tops->add_peer(n, a->id, a->addr);
 }
 
-int dsm_node_add_peer(struct dsm_node *n, uint16_t id, const char *hostport)
+int dsm_node_add_peer(struct dsm_node *n, uint16_t id, const char *hostport,
+		      const char *name)
 {
-	struct peer_arg a = {id, hostport, 0};
+	struct peer_arg a = {id, hostport, 0, name};
+
+	if (name && strlen(name) >= sizeof(n->peers[0].name))
+		return -ENAMETOOLONG;
 
 	if (id >= DSM_MAX_NODES || id == n->id)
 		return -EINVAL;

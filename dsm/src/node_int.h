@@ -142,6 +142,29 @@ struct dsm_peer {
 	bool heard;
 	uint64_t last_heard_ms;
 	unsigned backoff_ms;
+	/* TLS (cfg.tls; net.c): the connection's SSL, set while the
+	 * handshake runs and after; the session the dialer resumes on its
+	 * next connection (from TLS generation sess_gen); the name the
+	 * peer's certificate must have ("" any node's) and the one it had */
+	struct ssl_st *ssl;
+	bool handshaking;
+	bool rx; /* received something on this connection */
+	struct ssl_session_st *sess;
+	unsigned sess_gen;
+	char name[64], cert_name[64];
+};
+
+/* An accepted connection before its hello (and its TLS handshake). */
+struct dsm_pending {
+	struct dsm_node *node;
+	int fd;
+	struct event *ev;
+	short armed; /* EV_READ, or EV_WRITE while the handshake writes */
+	struct ssl_st *ssl;
+	bool peeked; /* for a plain hello, before the handshake */
+	uint8_t hello[16];
+	uint8_t len;
+	char cert_name[64];
 };
 
 struct dsm_local_msg {
@@ -197,8 +220,7 @@ struct dsm_node {
 	struct event *ev_listen;
 	struct dsm_peer peers[DSM_MAX_NODES];
 	uint64_t dirty_peers;
-	int pending_fds[16]; /* accepted, before their hello */
-	struct event *pending_ev[16];
+	struct dsm_pending pending[16];
 	/* self-messages */
 	struct dsm_local_msg *local;
 	uint32_t local_head, local_len;

@@ -106,7 +106,7 @@ static void join(int id, int n, size_t pages, enum dsm_home_policy pol,
 		if (j == id)
 			continue;
 		snprintf(addr, sizeof(addr), "127.0.0.1:%d", ports[j]);
-		dsm_node_add_peer(node, (uint16_t)j, addr);
+		dsm_node_add_peer(node, (uint16_t)j, addr, NULL);
 	}
 	must(dsm_region_create(node, &rc, r) == 0);
 	*m = dsm_region_map(*r);

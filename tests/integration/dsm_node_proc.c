@@ -144,7 +144,7 @@ static int join_cluster(void)
 		if (!port)
 			return -ETIMEDOUT;
 		snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-		dsm_node_add_peer(g.node, (uint16_t)i, addr);
+		dsm_node_add_peer(g.node, (uint16_t)i, addr, NULL);
 	}
 	if ((rc2 = dsm_region_create(g.node, &rc, &g.r)))
 		return rc2;

@@ -62,8 +62,9 @@ static int setup_with(void **state, enum dsm_transport transport,
 	for (int i = 0; i < 2; i++) {
 		snprintf(addr, sizeof(addr), "127.0.0.1:%d",
 			 dsm_node_port(p->n[1 - i]));
-		assert_int_equal(
-			dsm_node_add_peer(p->n[i], (uint16_t)(1 - i), addr), 0);
+		assert_int_equal(dsm_node_add_peer(p->n[i], (uint16_t)(1 - i),
+						   addr, NULL),
+				 0);
 	}
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(dsm_region_create(p->n[i], &rc, &p->r[i]), 0);
@@ -726,7 +727,8 @@ static void test_dsm_node_request_timeout_fails_region(void **state)
 		snprintf(addr, sizeof(addr), "127.0.0.1:%d",
 			 dsm_node_port(n[1 - i]));
 		assert_int_equal(
-			dsm_node_add_peer(n[i], (uint16_t)(1 - i), addr), 0);
+			dsm_node_add_peer(n[i], (uint16_t)(1 - i), addr, NULL),
+			0);
 		assert_int_equal(dsm_region_create(n[i], &rc, &r[i]), 0);
 	}
 	assert_int_equal(dsm_region_on_failure(r[0], on_failed, &f), 0);

@@ -1,9 +1,10 @@
 #!/bin/sh
-# A cell with mutual TLS on its RPC links (issue 21): the CA from
+# A cell with mutual TLS on its RPC and DSM links (issue 21): the CA from
 # cellctl ca, a disk server, a manager and three agents each with its
 # own certificate, on loopback. Checks:
 #  - an admin runs the cell (cells, disks through the manager to the
-#    disk server, a VM spanning the nodes) and is named in the event log;
+#    disk server, a VM spanning the nodes, its memory over TLS DSM
+#    links) and is named in the event log;
 #  - a viewer reads and is refused a write (exit 7, saying so);
 #  - refused at the handshake, each with its reason and exit 7: a node
 #    certificate used as cellctl's, another CA's admin, a revoked admin
@@ -158,6 +159,14 @@ done
 grep -q '"state": "stopped"' "$run/out" || fail "the VM failed: $(cat "$run/out")"
 ctl admin-alice vm console j
 grep -q "checksum=" "$run/out" || fail "no checksum from the VM: $(cat "$run/out")"
+# its memory crossed DSM links that were TLS too, each end named
+cat "$run"/agent[123].log >"$run/agents"
+grep -q "dsm: node [0-9]*: connected to node [0-9]* at .*(TLS 1.3, certificate of 'node[123]'" "$run/agents" ||
+	fail "no DSM link dialed with TLS"
+grep -q "dsm: node [0-9]*: node [0-9]* connected (TLS 1.3, certificate of 'node[123]'" "$run/agents" ||
+	fail "no DSM link accepted with TLS"
+grep -q "dsm: node [0-9]*: connected to node [0-9]* at [^ ]*\$" "$run/agents" &&
+	fail "a plain DSM link in a TLS cell"
 ctl admin-alice events
 grep -q "cell create c1 by admin alice" "$run/out" ||
 	fail "the event log does not name the admin: $(cat "$run/out")"

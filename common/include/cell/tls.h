@@ -30,6 +30,10 @@ struct cell_tls_config {
 	/* The roles a peer may have (bit 1 << role); 0: any role of the
 	 * cell's CA. */
 	unsigned peer_roles;
+	/* TLS 1.3 session tickets, so a link that reconnects (the DSM's)
+	 * resumes without the certificate exchange. A reload makes new
+	 * ticket keys: tickets from before it are not taken. */
+	bool resume;
 };
 
 #define CELL_ROLE_BIT(r) (1u << (r))
@@ -39,6 +43,9 @@ struct cell_tls_config {
 int cell_tls_new(const struct cell_tls_config *c, struct cell_tls **out,
 		 char *err, size_t errlen);
 int cell_tls_reload(struct cell_tls *t, char *err, size_t errlen);
+/* Counts the reloads: a client keeping sessions to resume drops those
+ * from before the last one (the CRL may have changed since). */
+unsigned cell_tls_generation(struct cell_tls *t);
 void cell_tls_free(struct cell_tls *t);
 
 /* A new SSL for one connection; NULL when out of memory. A blocking

@@ -48,6 +48,8 @@ enum dsm_transport {
 	DSM_TRANSPORT_LOOP,    /* nodes of this process only (tests) */
 };
 
+struct cell_tls;
+
 struct dsm_node_config {
 	uint16_t id;	       /* < DSM_MAX_NODES, unique among peers */
 	const char *listen;    /* "host:port" for peer traffic; port 0: any */
@@ -67,6 +69,11 @@ struct dsm_node_config {
 	enum dsm_wait_policy wait; /* adaptive unless set; poll_us and
 				    * wait_spin_us apply only to FIXED */
 	uint32_t spin_max_us;	   /* adaptive: the longest spin; 0: 200 */
+	/* Mutual TLS 1.3 on every peer connection (TCP transport): each
+	 * end shows a node certificate of the cell's CA, and one whose
+	 * name is not the peer's (dsm_node_add_peer) is refused. NULL:
+	 * plain TCP. Kept by the caller until dsm_node_destroy. */
+	struct cell_tls *tls;
 };
 
 /*
@@ -95,7 +102,10 @@ int dsm_node_port(const struct dsm_node *n);
 
 /* Peers may be added and removed at run time. Messages to a peer that is
  * not connected yet wait for the connection. */
-int dsm_node_add_peer(struct dsm_node *n, uint16_t id, const char *hostport);
+/* name: the peer's name in its certificate (the node's id), checked on
+ * a TLS connection either way; NULL or "": any node certificate. */
+int dsm_node_add_peer(struct dsm_node *n, uint16_t id, const char *hostport,
+		      const char *name);
 int dsm_node_remove_peer(struct dsm_node *n, uint16_t id);
 /* Messages from `peer` stamped with an epoch below `epoch` are refused. */
 int dsm_node_fence_peer(struct dsm_node *n, uint16_t peer, uint32_t epoch);
@@ -257,7 +267,9 @@ struct dsm_node_stats {
 	uint64_t faults; /* uffd faults handled */
 	uint64_t msgs_sent, msgs_recv;
 	uint64_t pages_sent, pages_recv;
-	uint64_t refused; /* bad or stale messages */
+	uint64_t refused;	/* bad or stale messages */
+	uint64_t peers_refused; /* connections refused: no hello, TLS */
+	uint64_t tls_resumed;	/* TLS connections that resumed a session */
 	/* adaptive waiting (0 under the fixed policy): the mode each wait
 	 * uses now (1 spin, 2 sleep), its spin bound and its switches */
 	uint8_t reply_wait_mode, work_wait_mode;
