@@ -166,6 +166,19 @@ static int check_cert(struct dsm_node *n, SSL *ssl, const char *expect,
 	return 0;
 }
 
+/* A DSM connection's SSL: writes taken a record at a time from a
+ * buffer that moves (flush_peer), and reads ahead into a buffer of a
+ * whole prefetch window, so that a burst of pages is read and
+ * installed in one go as over plain TCP (one record per read() would
+ * make it a batch of 4 pages). */
+static void tls_tune(SSL *ssl)
+{
+	SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+				  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_set_read_ahead(ssl, 1);
+	SSL_set_default_read_buffer_len(ssl, DSM_NET_IN_CAP);
+}
+
 /* The dialing side tries again, backing off from 50 ms to 2 s. */
 static void schedule_retry(struct dsm_node *n, struct dsm_peer *p)
 {
@@ -350,8 +363,10 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 			 * would say EAGAIN (the event is level-triggered). A
 			 * frame cut short is likely being written: try again,
 			 * so a burst of pages goes in as one batch. TLS reads
-			 * a record at a time: on until it wants the socket. */
-			if (!p->ssl && (size_t)r < room && !p->in_len)
+			 * a record at a time: on while OpenSSL holds bytes
+			 * (read ahead) or a frame is cut short. */
+			if (!p->in_len && (p->ssl ? !SSL_has_pending(p->ssl)
+						  : (size_t)r < room))
 				break;
 			continue;
 		}
@@ -376,26 +391,29 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 	dsm__after_work(n);
 }
 
+/* Writes what p has queued, as far as the socket takes it; the rest
+ * waits for it to be writable. TLS writes a record (16 KiB) per call:
+ * on until everything is written, then one move of what is left. */
 static void flush_peer(struct dsm_node *n, struct dsm_peer *p)
 {
 	char why[300];
-	ssize_t w;
+	size_t off = 0;
+	ssize_t w = 0;
 
 	if (p->fd < 0 || !p->connected || !p->out_len)
 		return;
-	w = link_send(p, p->out, p->out_len);
-	if (w < 0) {
-		if (errno == EAGAIN)
-			event_add(p->ev_write, NULL);
-		else if (errno != EINPROGRESS)
-			peer_disconnect(
-				n, p,
+	while (off < p->out_len &&
+	       (w = link_send(p, p->out + off, p->out_len - off)) > 0)
+		off += (size_t)w;
+	if (w < 0 && errno != EAGAIN && errno != EINPROGRESS) {
+		peer_disconnect(n, p,
 				link_why(p->ssl, errno, why, sizeof(why)));
 		return;
 	}
-	memmove(p->out, p->out + w, p->out_len - (size_t)w);
-	p->out_len -= (size_t)w;
-	if (p->out_len)
+	memmove(p->out, p->out + off, p->out_len - off);
+	p->out_len -= off;
+	/* EINPROGRESS: TLS must read first; the read event goes on */
+	if (p->out_len && !(w < 0 && errno == EINPROGRESS))
 		event_add(p->ev_write, NULL);
 }
 
@@ -476,9 +494,7 @@ static void tls_begin(struct dsm_node *n, struct dsm_peer *p)
 		peer_disconnect(n, p, "out of memory for TLS");
 		return;
 	}
-	SSL_set_mode(p->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-				     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	SSL_set_read_ahead(p->ssl, 1);
+	tls_tune(p->ssl);
 	if (p->sess && p->sess_gen == cell_tls_generation(n->cfg.tls))
 		SSL_set_session(p->ssl, p->sess);
 	p->handshaking = true;
@@ -861,11 +877,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 				pending_refuse(pd, "out of memory for TLS");
 				return;
 			}
-			SSL_set_mode(
-				pd->ssl,
-				SSL_MODE_ENABLE_PARTIAL_WRITE |
-					SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-			SSL_set_read_ahead(pd->ssl, 1);
+			tls_tune(pd->ssl);
 		}
 		if (pending_arm(pd, EV_READ))
 			pending_refuse(pd, "out of memory");

@@ -5,7 +5,8 @@
  *
  *   dsm-bench [--samples=N] [--sweep-pages=N] [--sweep-runs=N]
  *             [--wait=adaptive|fixed] [--poll-us=N] [--wait-spin-us=N]
- *             [--prefetch=N] [--window-ms=N] [--only=sweep|threads|metrics]
+ *             [--prefetch=N] [--window-ms=N]
+ *             [--only=sweep|threads|metrics|tls]
  *             [--no-pin] [--json]
  *
  * The DSM's headline lines run with the agent's defaults, read from the
@@ -32,6 +33,10 @@
  *   metrics     the steady read fault with a thread reading the region's
  *               and the node's counters 100 times a second (what the
  *               agent's /metrics reads) and without, interleaved
+ *   tls         the steady read fault and the sweep with every peer link
+ *               under mutual TLS 1.3 (node certificates of a CA made for
+ *               the run, as an agent with tls_cert has) and plain,
+ *               interleaved: what TLS costs the DSM
  *   threads     1, 2 and 4 threads of node 0 faulting at once (steady
  *               read faults, each thread its own pages): faults/s, p99
  *   sweep       sequential read of a region homed elsewhere, pages/s,
@@ -56,8 +61,11 @@
 #include <jansson.h>
 
 #include "agent.h"
+#include "cell/ca.h"
 #include "cell/config.h"
 #include "cell/log.h"
+#include "cell/tls.h"
+#include "cell/util.h"
 #include "dsm/dsm.h"
 #include "dsm_floors.h"
 
@@ -70,6 +78,12 @@ static int sweep_runs = 5;
  * configuration of the cluster being started: its copy or a baseline. */
 static struct dsm_node_config defaults, run_cfg;
 static const char *defaults_desc = "the agent's defaults";
+/* TLS for the clusters started while run_tls is set: a CA made for the
+ * run in tls_dir, node certificates b0..b2; each process loads its own
+ * node's (after the fork) once. */
+static bool run_tls;
+static char tls_dir[64];
+static struct cell_tls *tls_of[3];
 
 /* ---- DSM: node 0 here, the other nodes in forked processes ---- */
 
@@ -100,23 +114,79 @@ static void join(int id, int n, size_t pages, enum dsm_home_policy pol,
 	uint16_t members[3] = {0, 1, 2};
 	struct dsm_region_config rc = {1,    pages * DSM_PAGE, pol,
 				       home, members,	       (uint16_t)n};
-	char addr[64];
+	char addr[64], name[8];
 
 	for (int j = 0; j < n; j++) {
 		if (j == id)
 			continue;
 		snprintf(addr, sizeof(addr), "127.0.0.1:%d", ports[j]);
-		dsm_node_add_peer(node, (uint16_t)j, addr, NULL);
+		snprintf(name, sizeof(name), "b%d", j);
+		dsm_node_add_peer(node, (uint16_t)j, addr,
+				  run_tls ? name : NULL);
 	}
 	must(dsm_region_create(node, &rc, r) == 0);
 	*m = dsm_region_map(*r);
 	must(*m != NULL);
 }
 
+static void tls_fail(const char *what, const char *err)
+{
+	fprintf(stderr, "dsm-bench: %s: %s\n", what, err);
+	exit(1);
+}
+
+static void tls_setup(void)
+{
+	char err[600];
+
+	snprintf(tls_dir, sizeof(tls_dir), "/tmp/dsm-bench-ca.XXXXXX");
+	must(mkdtemp(tls_dir) != NULL);
+	strcat(tls_dir, "/ca");
+	if (cell_ca_init(tls_dir, "bench", 0, err, sizeof(err)))
+		tls_fail("cannot make a CA", err);
+	for (int i = 0; i < 3; i++) {
+		char name[8];
+		struct cell_ca_issue q = {.role = CELL_ROLE_NODE, .name = name};
+
+		snprintf(name, sizeof(name), "b%d", i);
+		if (cell_ca_issue(tls_dir, &q, NULL, NULL, NULL, err,
+				  sizeof(err)))
+			tls_fail("cannot issue a node certificate", err);
+	}
+}
+
+static void tls_cleanup(void)
+{
+	char *slash = strrchr(tls_dir, '/');
+
+	if (!slash)
+		return;
+	*slash = '\0';
+	cell_remove_tree(tls_dir);
+}
+
+static struct cell_tls *node_tls(int id)
+{
+	char ca[128], crt[128], key[128], err[600];
+	struct cell_tls_config tc = {
+		ca, crt, key, NULL, CELL_ROLE_BIT(CELL_ROLE_NODE), true};
+
+	if (tls_of[id])
+		return tls_of[id];
+	snprintf(ca, sizeof(ca), "%s/ca.crt", tls_dir);
+	snprintf(crt, sizeof(crt), "%s/certs/node-b%d.crt", tls_dir, id);
+	snprintf(key, sizeof(key), "%s/certs/node-b%d.key", tls_dir, id);
+	if (cell_tls_new(&tc, &tls_of[id], err, sizeof(err)))
+		tls_fail("cannot load a node certificate", err);
+	return tls_of[id];
+}
+
 /* Node id's configuration: run_cfg with its id, on loopback. */
 static struct dsm_node_config node_cfg(int id, uint32_t prefetch)
 {
 	struct dsm_node_config c = run_cfg;
+
+	c.tls = run_tls ? node_tls(id) : NULL;
 
 	c.id = (uint16_t)id;
 	c.listen = "127.0.0.1:0";
@@ -441,6 +511,44 @@ static void metrics_cost(struct pct *off, struct pct *on)
 	*on = percentiles(b, n);
 }
 
+/* The steady read fault and the sweep under TLS and plain, in ROUNDS
+ * interleaved rounds (the sweep: a run of each per round, medians). */
+struct tls_cost {
+	struct pct plain, tls;
+	double sweep_plain, sweep_tls;
+	struct pct floor_plain, floor_tls; /* the bare exchange */
+};
+
+static struct tls_cost tls_cost(void)
+{
+	int n = samples * ROUNDS;
+	uint64_t *a = ns_array(n), *b = ns_array(n);
+	double sa[ROUNDS], sb[ROUNDS];
+	struct tls_cost r;
+
+	if (!tls_dir[0])
+		tls_setup();
+	floor_tls(samples, node_tls(0), node_tls(1), &r.floor_plain,
+		  &r.floor_tls);
+	for (int i = 0; i < ROUNDS; i++) {
+		bool tls_first = i & 1;
+
+		for (int k = 0; k < 2; k++) {
+			run_tls = tls_first == (k == 0);
+			dsm_read_fault(true, samples,
+				       (run_tls ? b : a) + i * samples);
+			*(run_tls ? &sb[i] : &sa[i]) =
+				dsm_sweep(defaults.prefetch_max);
+		}
+	}
+	run_tls = false;
+	r.plain = percentiles(a, n);
+	r.tls = percentiles(b, n);
+	r.sweep_plain = median(sa, ROUNDS);
+	r.sweep_tls = median(sb, ROUNDS);
+	return r;
+}
+
 /* ---- several threads of node 0 faulting at once ---- */
 
 struct fault_thread {
@@ -626,6 +734,37 @@ static void fig_metrics(struct pct off, struct pct on)
 		on.p50 / off.p50);
 }
 
+static void fig_tls(const struct tls_cost *t)
+{
+	fig_pct("floor_tls_exchange", "floor  tls 48B req / 4KiB reply rtt",
+		t->floor_tls, "(polling, no DSM)");
+	fig_pct("floor_tls_plain_exchange",
+		"floor  tcp 48B req / 4KiB reply rtt", t->floor_plain,
+		"(the same, plain)");
+	fig_num("ratio_floor_tls_to_plain",
+		"ratio  floor TLS / plain exchange p50 = %.3f"
+		"   (what TLS costs a bare exchange here)\n",
+		t->floor_tls.p50 / t->floor_plain.p50);
+	fig_pct("tls_read_fault_steady", "tls    steady read fault, TLS links",
+		t->tls, "(mutual TLS 1.3, AES-GCM)");
+	fig_pct("tls_plain_read_fault_steady",
+		"tls    steady read fault, plain", t->plain,
+		"(same run, interleaved)");
+	fig_num("ratio_tls_to_plain_read_fault",
+		"ratio  TLS / plain steady read fault p50 = %.3f"
+		"   (target <= 1.15)\n",
+		t->tls.p50 / t->plain.p50);
+	fig_num("tls_sweep_pages_per_s",
+		"tls    sequential sweep, TLS links  %9.0f pages/s\n",
+		t->sweep_tls);
+	fig_num("tls_plain_sweep_pages_per_s",
+		"tls    sequential sweep, plain      %9.0f pages/s\n",
+		t->sweep_plain);
+	fig_num("ratio_tls_to_plain_sweep",
+		"ratio  TLS / plain sweep pages/s = %.3f\n",
+		t->sweep_tls / t->sweep_plain);
+}
+
 /* Prints the --json object, if there is one. */
 static int fig_end(void)
 {
@@ -650,7 +789,7 @@ static void usage(FILE *f)
 		"                 [--wait=adaptive|fixed] [--poll-us=N] "
 		"[--wait-spin-us=N]\n"
 		"                 [--prefetch=N] [--window-ms=N] "
-		"[--only=sweep|threads|metrics]\n"
+		"[--only=sweep|threads|metrics|tls]\n"
 		"                 [--no-pin] [--json]\n"
 		"Prints DSM latencies and sweep throughput on loopback next "
 		"to\n"
@@ -678,6 +817,7 @@ static void usage(FILE *f)
 		"  --only=sweep     just the sweep figures\n"
 		"  --only=threads   just the curve of faulting threads\n"
 		"  --only=metrics   just the cost of a /metrics scraper\n"
+		"  --only=tls       just the cost of TLS on the peer links\n"
 		"  --no-pin         let the scheduler place the nodes; by\n"
 		"                   default node 0 (and its application\n"
 		"                   threads) runs on the first CPU, the other\n"
@@ -730,7 +870,7 @@ int main(int argc, char **argv)
 	/* -1: the agent's */
 	int p = -1, ws = -1, pf = -1, win = -1, wait = -1;
 	bool only_sweep = false, only_threads = false, json = false;
-	bool only_metrics = false;
+	bool only_metrics = false, only_tls = false;
 	bool changed;
 
 	agent_defaults();
@@ -745,6 +885,8 @@ int main(int argc, char **argv)
 			only_threads = true;
 		else if (!strcmp(argv[i], "--only=metrics"))
 			only_metrics = true;
+		else if (!strcmp(argv[i], "--only=tls"))
+			only_tls = true;
 		else if (!strcmp(argv[i], "--no-pin"))
 			pin_hosts = false;
 		else if (!strcmp(argv[i], "--json"))
@@ -806,6 +948,14 @@ int main(int argc, char **argv)
 		fig_metrics(off, on);
 		return fig_end();
 	}
+	if (only_tls) {
+		struct tls_cost t = tls_cost();
+
+		tls_cleanup();
+		fig_config();
+		fig_tls(&t);
+		return fig_end();
+	}
 	if (only_threads) {
 		struct curve thr[3] = {dsm_threads(1), dsm_threads(2),
 				       dsm_threads(4)};
@@ -841,6 +991,10 @@ int main(int argc, char **argv)
 	struct pct m_off, m_on;
 
 	metrics_cost(&m_off, &m_on);
+
+	struct tls_cost tc = tls_cost();
+
+	tls_cleanup();
 
 	double sw_off = sweep_median(1);
 	double sw_on = sweep_median(defaults.prefetch_max);
@@ -892,6 +1046,7 @@ int main(int argc, char **argv)
 		NULL);
 	fig_threads(thr);
 	fig_metrics(m_off, m_on);
+	fig_tls(&tc);
 	fig_num("sweep_prefetch_off_pages_per_s",
 		"dsm    sequential sweep, prefetch off %9.0f pages/s\n",
 		sw_off);

@@ -28,6 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
+#include "cell/tls.h"
 #include "dsm/dsm.h"
 #include "dsm_floors.h"
 
@@ -256,6 +259,113 @@ struct pct floor_tcp(int samples)
 	close(a);
 	close(b);
 	return percentiles(ns, samples);
+}
+
+/* ---- floor: a read fault's two frames, plain and under TLS ---- */
+
+#define REQ_LEN	  48
+#define REPLY_LEN (48 + DSM_PAGE)
+
+/* Sends or receives len bytes through ssl (NULL: the socket), polling. */
+static void xfer_tls(SSL *ssl, int fd, void *buf, size_t len, bool send_it)
+{
+	size_t done = 0;
+
+	if (!ssl) {
+		xfer(fd, buf, len, send_it, SPIN);
+		return;
+	}
+	while (done < len) {
+		int r = send_it ? SSL_write(ssl, (char *)buf + done,
+					    (int)(len - done))
+				: SSL_read(ssl, (char *)buf + done,
+					   (int)(len - done));
+		int e = r > 0 ? 0 : SSL_get_error(ssl, r);
+
+		if (r > 0)
+			done += (size_t)r;
+		else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+			exit(1);
+	}
+}
+
+struct tls_echo {
+	int fd, rounds;
+	SSL *ssl;
+	struct cell_tls *srv;
+};
+
+static void *tls_echo(void *arg)
+{
+	struct tls_echo *e = arg;
+	static char buf[REPLY_LEN];
+
+	if (e->srv) {
+		e->ssl = cell_tls_ssl(e->srv, true);
+		must(e->ssl && SSL_set_fd(e->ssl, e->fd) &&
+		     SSL_do_handshake(e->ssl) == 1);
+		SSL_set_read_ahead(e->ssl, 1);
+		SSL_set_mode(e->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE);
+	}
+	fcntl(e->fd, F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < e->rounds; i++) {
+		xfer_tls(e->ssl, e->fd, buf, REQ_LEN, false);
+		xfer_tls(e->ssl, e->fd, buf, REPLY_LEN, true);
+	}
+	return NULL;
+}
+
+/* One connection of n exchanges timed into ns, TLS when cli is set. */
+static void tls_round(int n, struct cell_tls *cli, struct cell_tls *srv,
+		      uint64_t *ns)
+{
+	static char buf[REPLY_LEN];
+	struct tls_echo e;
+	SSL *ssl = NULL;
+	pthread_t t;
+	int a, b;
+
+	if (tcp_pair(&a, &b))
+		exit(1);
+	e = (struct tls_echo){b, n + 100, NULL, cli ? srv : NULL};
+	pthread_create(&t, NULL, tls_echo, &e);
+	if (cli) {
+		ssl = cell_tls_ssl(cli, false);
+		must(ssl && SSL_set_fd(ssl, a) && SSL_do_handshake(ssl) == 1);
+		SSL_set_read_ahead(ssl, 1);
+		SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE);
+	}
+	fcntl(a, F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < n + 100; i++) {
+		uint64_t t0 = now_ns();
+
+		xfer_tls(ssl, a, buf, REQ_LEN, true);
+		xfer_tls(ssl, a, buf, REPLY_LEN, false);
+		if (i >= 100)
+			ns[i - 100] = now_ns() - t0;
+	}
+	pthread_join(t, NULL);
+	SSL_free(ssl);
+	SSL_free(e.ssl);
+	close(a);
+	close(b);
+}
+
+void floor_tls(int samples, struct cell_tls *cli, struct cell_tls *srv,
+	       struct pct *plain, struct pct *tls)
+{
+	enum { ROUNDS = 5 };
+	int per = samples / ROUNDS > 0 ? samples / ROUNDS : 1;
+	uint64_t *a = calloc((size_t)(per * ROUNDS), sizeof(*a));
+	uint64_t *b = calloc((size_t)(per * ROUNDS), sizeof(*b));
+
+	must(a && b);
+	for (int i = 0; i < ROUNDS; i++) {
+		tls_round(per, NULL, NULL, a + i * per);
+		tls_round(per, cli, srv, b + i * per);
+	}
+	*plain = percentiles(a, per * ROUNDS);
+	*tls = percentiles(b, per * ROUNDS);
 }
 
 /* ---- floor: uffd fault resolved by a polling handler ---- */

@@ -39,6 +39,13 @@ const char *pin_desc(void);
 
 /* 4 KiB request / 4 KiB response over loopback TCP, both ends polling. */
 struct pct floor_tcp(int samples);
+/* A read fault's two frames (48-byte request, 4144-byte page reply)
+ * over loopback, both ends polling, plain and under mutual TLS 1.3
+ * (cli, srv: the ends' credentials; OpenSSL's record layer as the DSM
+ * uses it), in interleaved rounds: what TLS costs the bare exchange. */
+struct cell_tls;
+void floor_tls(int samples, struct cell_tls *cli, struct cell_tls *srv,
+	       struct pct *plain, struct pct *tls);
 /* A minor fault resolved by a polling handler with UFFDIO_CONTINUE; with
  * same_cpu, the handler runs on the faulting thread's CPU and yields
  * between polls, as a DSM node's thread does beside its vCPU on a host
