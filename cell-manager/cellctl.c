@@ -193,6 +193,36 @@ static int status_health(struct ctl *ctl, const ProtobufCMessage *status)
 	return EXIT_OK;
 }
 
+static const char *env_or(const char *v, const char *name)
+{
+	const char *e = getenv(name);
+
+	return v ? v : e && *e ? e : NULL;
+}
+
+/* TLS to the manager when a certificate is given (--cert, --key, --ca
+ * or CELLMON_CERT, CELLMON_KEY, CELLMON_CA): the manager must show a
+ * manager's certificate of the same CA. 0, or -1 after saying why. */
+static int setup_tls(struct ctl *ctl)
+{
+	struct cell_tls_config c = {env_or(ctl->ca, "CELLMON_CA"),
+				    env_or(ctl->cert, "CELLMON_CERT"),
+				    env_or(ctl->key, "CELLMON_KEY"), NULL,
+				    CELL_ROLE_BIT(CELL_ROLE_MANAGER)};
+	char err[1300];
+
+	if (!c.ca && !c.cert && !c.key)
+		return 0; /* plain TCP */
+	if (cell_tls_new(&c, &ctl->rpc.tls, err, sizeof(err))) {
+		fprintf(stderr,
+			"cellctl: %s (--ca, --cert and --key, or "
+			"CELLMON_CA, CELLMON_CERT and CELLMON_KEY)\n",
+			err);
+		return -1;
+	}
+	return 0;
+}
+
 /* One request; on failure prints the reason and returns the exit code. */
 static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
 		   int nargs)
@@ -230,6 +260,12 @@ static int run_cmd(struct ctl *ctl, const struct ctl_cmd *cmd, char **args,
 			: build_request(cmd, args, nargs, &req);
 	if (rc)
 		return rc == -EINVAL ? EXIT_USAGE : EXIT_ERR;
+	/* the certificate files once the command is known to be right: a
+	 * usage error is said first */
+	if (setup_tls(ctl)) {
+		free(req);
+		return EXIT_USAGE;
+	}
 again:
 	rc = cell_rpc_call_sync(ctl->manager, &ctl->rpc, type, req,
 				cmd->reply_type, ctl->timeout_ms, &reply, err,
@@ -612,36 +648,6 @@ static void usage(FILE *out)
 	      out);
 }
 
-static const char *env_or(const char *v, const char *name)
-{
-	const char *e = getenv(name);
-
-	return v ? v : e && *e ? e : NULL;
-}
-
-/* TLS to the manager when a certificate is given (--cert, --key, --ca
- * or CELLMON_CERT, CELLMON_KEY, CELLMON_CA): the manager must show a
- * manager's certificate of the same CA. 0, or -1 after saying why. */
-static int setup_tls(struct ctl *ctl)
-{
-	struct cell_tls_config c = {env_or(ctl->ca, "CELLMON_CA"),
-				    env_or(ctl->cert, "CELLMON_CERT"),
-				    env_or(ctl->key, "CELLMON_KEY"), NULL,
-				    CELL_ROLE_BIT(CELL_ROLE_MANAGER)};
-	char err[1300];
-
-	if (!c.ca && !c.cert && !c.key)
-		return 0; /* plain TCP */
-	if (cell_tls_new(&c, &ctl->rpc.tls, err, sizeof(err))) {
-		fprintf(stderr,
-			"cellctl: %s (--ca, --cert and --key, or "
-			"CELLMON_CA, CELLMON_CERT and CELLMON_KEY)\n",
-			err);
-		return -1;
-	}
-	return 0;
-}
-
 /* Pulls options out of argv; leaves positional words in args. */
 static int parse_opts(struct ctl *ctl, int argc, char **argv, char **args,
 		      int *nargs)
@@ -776,10 +782,6 @@ int main(int argc, char **argv)
 		rc = ctl_ca_main(&ctl.opts, ctl.json, args + 1, nargs - 1);
 		free(args);
 		return rc;
-	}
-	if (setup_tls(&ctl)) {
-		free(args);
-		return EXIT_USAGE;
 	}
 	for (const struct ctl_cmd *c = commands; nargs > 0 && c->noun; c++) {
 		int words = c->verb ? 2 : 1;

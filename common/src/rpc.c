@@ -477,13 +477,17 @@ static void connect_done(struct cell_rpc_conn *c, int status)
 
 /* The handshake failed: what OpenSSL said, logged on the accepting
  * side (a stranger at the door), kept for the connecting one. */
-static void tls_failed(struct cell_rpc_conn *c)
+static void tls_failed(struct cell_rpc_conn *c, int sock_err)
 {
 	unsigned long e;
 	size_t off = 0;
 
 	while ((e = bufferevent_get_openssl_error(c->bev)) &&
 	       off + 2 < sizeof(c->tls_error)) {
+		/* libevent files SSL_get_error's code itself (library 0):
+		 * not OpenSSL's word on anything */
+		if (!ERR_GET_LIB(e))
+			continue;
 		if (off)
 			c->tls_error[off++] = ';', c->tls_error[off++] = ' ';
 		ERR_error_string_n(e, c->tls_error + off,
@@ -493,6 +497,12 @@ static void tls_failed(struct cell_rpc_conn *c)
 	if (c->peer_role) {
 		/* after the handshake: an error of the link, not a refusal
 		 * (kept for the messages of what was pending) */
+		return;
+	}
+	if (!off && sock_err && SSL_get_verify_result(c->ssl) == X509_V_OK) {
+		/* the socket failed (a refused or lost TCP connection):
+		 * not a TLS matter */
+		c->tls_error[0] = '\0';
 		return;
 	}
 	if (!off) {
@@ -552,7 +562,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	/* during the handshake, or (TLS 1.3) the server's verdict on our
 	 * certificate, which comes after it */
 	if (c->ssl && (what & BEV_EVENT_ERROR) && !c->tls_error[0])
-		tls_failed(c);
+		tls_failed(c, err);
 	if (c->connect_cb) {
 		connect_done(c, (what & BEV_EVENT_TIMEOUT) ? -ETIMEDOUT
 				: c->tls_error[0]	   ? -EACCES

@@ -165,8 +165,14 @@ static void setup(void)
 {
 	char *dir = ts_tmpdir("cache-bench"), img[800], st[800], *out = NULL;
 	char *imp[] = {VDISKD_BIN, st, "base", "import", img, NULL};
-	char *srv[] = {VDISKD_BIN, st, "--listen=127.0.0.1:0",
-		       "--admin-listen=127.0.0.1:0", NULL};
+	/* plain NBD: the cache's figures, not TLS's (vdisk-bench has
+	 * those) */
+	char *srv[] = {VDISKD_BIN,
+		       st,
+		       "--listen=127.0.0.1:0",
+		       "--admin-listen=127.0.0.1:0",
+		       "--insecure=true",
+		       NULL};
 	size_t len = (size_t)size_mb << 20;
 	uint8_t *b = malloc(len);
 	char *addr;

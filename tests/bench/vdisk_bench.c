@@ -358,16 +358,11 @@ int main(int argc, char **argv)
 	make_tls(&ct, err, sizeof(err));
 	for (int i = 0; i < 2; i++) {
 		char addrf[400], ca[400], crt[400], key[400];
-		char *srv[] = {VDISKD_BIN,
-			       store,
-			       "--listen=127.0.0.1:0",
-			       "--admin-listen=127.0.0.1:0",
-			       "--log-level=warn",
-			       i ? ca : NULL, /* the plain one ends here */
-			       crt,
-			       key,
-			       "--nbd-tls=required",
-			       NULL};
+		char *srv[] = {VDISKD_BIN, store, "--listen=127.0.0.1:0",
+			       "--admin-listen=127.0.0.1:0", "--log-level=warn",
+			       /* the plain one: insecure, and ends here */
+			       i ? ca : "--insecure=true", i ? crt : NULL, key,
+			       "--nbd-tls=required", NULL};
 
 		snprintf(store, sizeof(store), "--store=%s/%s", dir,
 			 all[i]->store);

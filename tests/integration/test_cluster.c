@@ -30,6 +30,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "cluster.h"
 #include "testsupport.h"
 
 struct cluster {
@@ -44,26 +45,45 @@ static struct cluster cl;
 
 static pid_t start_manager(const char *agent_listen, const char *ctl_listen)
 {
-	char sd[600], al[100], ctl[100], log[600];
-	char *argv[] = {CELLMON_MANAGER_BIN, sd, al, ctl, NULL};
+	char sd[600], al[100], ctl[100], log[600], tls[4][800];
+	char *argv[] = {CELLMON_MANAGER_BIN,
+			sd,
+			al,
+			ctl,
+			tls[0],
+			tls[1],
+			tls[2],
+			tls[3],
+			NULL};
 
 	snprintf(sd, sizeof(sd), "--state-dir=%s/manager", cl.dir);
 	snprintf(al, sizeof(al), "--agent-listen=%s", agent_listen);
 	snprintf(ctl, sizeof(ctl), "--ctl-listen=%s", ctl_listen);
 	snprintf(log, sizeof(log), "%s/manager.log", cl.dir);
+	tsc_tls_opts(cl.dir, "manager-manager", tls);
 	return ts_spawn(argv, log);
 }
 
 static pid_t start_agent(int i)
 {
-	char id[64], mgr[100], sd[600], log[600];
-	char *argv[] = {CELLMON_AGENT_BIN,	 id,  mgr, sd,
-			"--reconnect-max=300ms", NULL};
+	char id[64], mgr[100], sd[600], log[600], tls[4][800], cert[32];
+	char *argv[] = {CELLMON_AGENT_BIN,
+			id,
+			mgr,
+			sd,
+			"--reconnect-max=300ms",
+			tls[0],
+			tls[1],
+			tls[2],
+			tls[3],
+			NULL};
 
 	snprintf(id, sizeof(id), "--node-id=node%d", i + 1);
 	snprintf(mgr, sizeof(mgr), "--manager=%s", cl.agent_addr);
 	snprintf(sd, sizeof(sd), "--state-dir=%s/agent%d", cl.dir, i + 1);
 	snprintf(log, sizeof(log), "%s/agent%d.log", cl.dir, i + 1);
+	snprintf(cert, sizeof(cert), "node-node%d", i + 1);
+	tsc_tls_opts(cl.dir, cert, tls);
 	return ts_spawn(argv, log);
 }
 
@@ -145,6 +165,7 @@ static int setup(void **state)
 {
 	(void)state;
 	cl.dir = ts_tmpdir("cellmon-it");
+	tsc_ca_make(cl.dir);
 	cl.manager = start_manager("127.0.0.1:0", "127.0.0.1:0");
 	assert_true(cl.manager > 0);
 	assert_true(addr_file_ready());
@@ -157,6 +178,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	ts_kill_all();
+	tsc_ca_forget();
 	if (getenv("CELLMON_KEEP_TEST_DIR"))
 		fprintf(stderr, "test dir kept: %s\n", cl.dir);
 	else

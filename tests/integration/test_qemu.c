@@ -406,9 +406,9 @@ static void test_qemu_agent_killed_leaves_no_qemu(void **state)
  * second VM given the disk read-only sees it. */
 static void test_qemu_disk_write_then_read_back(void **state)
 {
-	char uri[200], *out = NULL;
-	char *qio[] = {"qemu-io",	    "-f", "raw", "-c",
-		       "read -P 0x5a 0 1M", uri,  NULL};
+	char uri[300], creds[900], *out = NULL;
+	char *qio[] = {"qemu-io", "--object",	       creds, "--image-opts",
+		       "-c",	  "read -P 0x5a 0 1M", uri,   NULL};
 
 	(void)state;
 	NEED_QEMU();
@@ -424,7 +424,15 @@ static void test_qemu_disk_write_then_read_back(void **state)
 		    "wrote 0x5a over 1 MiB of /dev/vda, synced (status 0)"))
 		fail_msg("console:\n%s", out);
 	free(out);
-	snprintf(uri, sizeof(uri), "nbd://%s/d1", cl.nbd);
+	/* the disk server takes NBD over TLS only: the test's admin
+	 * certificate, as the cell's CA issued it */
+	snprintf(creds, sizeof(creds),
+		 "tls-creds-x509,id=t0,endpoint=client,dir=%s/ca/x509", cl.dir);
+	snprintf(uri, sizeof(uri),
+		 "driver=nbd,server.type=inet,server.host=%.*s,server.port=%s,"
+		 "export=d1,tls-creds=t0",
+		 (int)(strrchr(cl.nbd, ':') - cl.nbd), cl.nbd,
+		 strrchr(cl.nbd, ':') + 1);
 	if (ts_run(qio, 30000, &out, true) != 0 ||
 	    strstr(out, "verification failed"))
 		fail_msg("qemu-io on %s: %s", uri, out);

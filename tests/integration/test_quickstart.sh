@@ -119,7 +119,7 @@ echo "== 3. a port taken by a process that is not this cell's"
 "$qs" down >/dev/null
 # A manager of another run directory on this cell's control port.
 mkdir -p "$run/other"
-setsid "$build/cell-manager/cellmon-manager" --state-dir="$run/other" \
+setsid "$build/cell-manager/cellmon-manager" --state-dir="$run/other" --insecure=true \
 	--agent-listen=127.0.0.1:0 \
 	--ctl-listen=127.0.0.1:"$CELLMON_CTL_PORT" \
 	>"$run/other.log" 2>&1 </dev/null &

@@ -13,7 +13,8 @@
 #  - an agent whose certificate is another node's does not start, and
 #    one that skips that check (fault point agent.tls-impostor) is
 #    refused by the manager and never becomes a node;
-#  - daemons whose certificate is of the wrong role refuse to start.
+#  - daemons whose certificate is of the wrong role refuse to start, and
+#    one without TLS refuses too unless told insecure = true.
 # Everything it starts is stopped on exit, pass or fail.
 #
 #   tests/integration/test_tls_cell.sh BUILD-DIR
@@ -97,9 +98,9 @@ timeout 10 "$build/cell-manager/cellmon-manager" --state-dir="$run/y" \
 rc=0
 timeout 10 "$build/cell-manager/cellmon-manager" --state-dir="$run/z" \
 	--agent-listen=127.0.0.1:0 --ctl-listen=127.0.0.1:0 \
-	--insecure=false >"$run/z.log" 2>&1 || rc=$?
+	>"$run/z.log" 2>&1 || rc=$?
 [ "$rc" -ne 0 ] && grep -q "no TLS configured" "$run/z.log" ||
-	fail "the manager started without TLS under insecure=false (rc $rc)"
+	fail "the manager started without TLS and without insecure = true (rc $rc)"
 rm -f "$run"/x.log "$run"/y.log "$run"/z.log
 
 echo "== a TLS cell"

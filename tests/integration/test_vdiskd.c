@@ -6,6 +6,11 @@
  *
  * The server runs on an ephemeral loopback port (it writes the address to
  * <store>/vdiskd.addr) and is stopped by the test, also on failure.
+ *
+ * It runs plain (insecure = true, said explicitly): this is the NBD
+ * protocol itself, spoken by clients that are not TLS clients (ours
+ * writes raw frames); the same NBD under STARTTLS, with qemu-io,
+ * qemu-img and nbdinfo as clients, is test_tls_cell's.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -82,9 +87,13 @@ static bool addr_ready(void *arg)
 static void start_server(const char *listen)
 {
 	char st[700], li[160];
-	char *argv[] = {
-		VDISKD_BIN,	     st,  li, "--admin-listen=127.0.0.1:0",
-		"--log-level=debug", NULL};
+	char *argv[] = {VDISKD_BIN,
+			st,
+			li,
+			"--admin-listen=127.0.0.1:0",
+			"--log-level=debug",
+			"--insecure=true",
+			NULL};
 	char path[700];
 
 	snprintf(st, sizeof(st), "--store=%s", T.store);
@@ -567,6 +576,7 @@ static pid_t start_manager(const char *vdiskd_admin, char *ctl, size_t len)
 			"--agent-listen=127.0.0.1:0",
 			"--ctl-listen=127.0.0.1:0",
 			vd,
+			"--insecure=true",
 			NULL};
 	char logp[700];
 	pid_t pid;

@@ -10,11 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "cell/ca.h"
 #include "cluster.h"
 #include "ctlclient.h"
 #include "testsupport.h"
@@ -27,11 +29,87 @@ static void add_args(char **argv, int *n, int max, const char *const *extra)
 	argv[*n] = NULL;
 }
 
+/* Copies CA/from to CA/x509/to (the directory made when missing). */
+static void copy_as(const char *ca, const char *from, const char *to)
+{
+	char src[900], dst[900], *text;
+	FILE *f;
+
+	snprintf(dst, sizeof(dst), "%s/x509", ca);
+	mkdir(dst, 0700);
+	snprintf(src, sizeof(src), "%s/%s", ca, from);
+	snprintf(dst, sizeof(dst), "%s/x509/%s", ca, to);
+	text = ts_read_file(src);
+	f = fopen(dst, "w");
+	if (!text || !f || fputs(text, f) < 0 || fclose(f))
+		fail_msg("cannot copy %s to %s", src, dst);
+	free(text);
+}
+
+void tsc_ca_make(const char *dir)
+{
+	char ca[800], err[600], crt[900], key[900];
+	struct cell_ca_issue q = {.sans = "IP:127.0.0.1"};
+	char node[16];
+
+	snprintf(ca, sizeof(ca), "%s/ca", dir);
+	if (cell_ca_init(ca, "test", 0, err, sizeof(err)))
+		fail_msg("cannot make the test cell's CA: %s", err);
+	for (int i = -4; i < TSC_MAX_NODES + 5; i++) {
+		q.role = i == -4   ? CELL_ROLE_MANAGER
+			 : i == -3 ? CELL_ROLE_DISK
+			 : i == -2 ? CELL_ROLE_ADMIN
+			 : i == -1 ? CELL_ROLE_VIEWER
+				   : CELL_ROLE_NODE;
+		snprintf(node, sizeof(node), "node%d", i + 1);
+		q.name = i == -4   ? "manager"
+			 : i == -3 ? "vdiskd"
+			 : i < 0   ? "test"
+				   : node;
+		if (cell_ca_issue(ca, &q, NULL, NULL, NULL, err, sizeof(err)))
+			fail_msg("cannot issue %s: %s", q.name, err);
+	}
+	/* the admin's files as qemu's NBD client (GnuTLS) reads them */
+	copy_as(ca, "ca.crt", "ca-cert.pem");
+	copy_as(ca, "certs/admin-test.crt", "client-cert.pem");
+	copy_as(ca, "certs/admin-test.key", "client-key.pem");
+	snprintf(crt, sizeof(crt), "%s/ca.crt", ca);
+	setenv("CELLMON_CA", crt, 1);
+	snprintf(crt, sizeof(crt), "%s/certs/admin-test.crt", ca);
+	snprintf(key, sizeof(key), "%s/certs/admin-test.key", ca);
+	setenv("CELLMON_CERT", crt, 1);
+	setenv("CELLMON_KEY", key, 1);
+}
+
+void tsc_ca_forget(void)
+{
+	unsetenv("CELLMON_CA");
+	unsetenv("CELLMON_CERT");
+	unsetenv("CELLMON_KEY");
+}
+
+void tsc_tls_opts(const char *dir, const char *cert, char opts[4][800])
+{
+	snprintf(opts[0], 800, "--tls-ca=%s/ca/ca.crt", dir);
+	snprintf(opts[1], 800, "--tls-cert=%s/ca/certs/%s.crt", dir, cert);
+	snprintf(opts[2], 800, "--tls-key=%s/ca/certs/%s.key", dir, cert);
+	snprintf(opts[3], 800, "--tls-crl=%s/ca/crl.pem", dir);
+}
+
+/* Appends a daemon's TLS options (certs/CERT) to argv at *n. */
+static void add_tls(struct tsc_cluster *c, const char *cert, char **argv,
+		    int *n, char opts[4][800])
+{
+	tsc_tls_opts(c->dir, cert, opts);
+	for (int i = 0; i < 4; i++)
+		argv[(*n)++] = opts[i];
+}
+
 void tsc_cluster_manager(struct tsc_cluster *c, const char *extra)
 {
-	char sd[800], log[800], al[100], vd[100];
-	char *argv[8 + TSC_MAX_ARGS] = {MANAGER_BIN, sd, al,
-					"--ctl-listen=127.0.0.1:0"};
+	char sd[800], log[800], al[100], vd[100], tls[4][800];
+	char *argv[12 + TSC_MAX_ARGS] = {MANAGER_BIN, sd, al,
+					 "--ctl-listen=127.0.0.1:0"};
 	int n = 4;
 
 	snprintf(sd, sizeof(sd), "%s/manager/manager.addr", c->dir);
@@ -45,6 +123,7 @@ void tsc_cluster_manager(struct tsc_cluster *c, const char *extra)
 	}
 	if (extra)
 		argv[n++] = (char *)extra;
+	add_tls(c, "manager-manager", argv, &n, tls);
 	add_args(argv, &n, (int)(sizeof(argv) / sizeof(argv[0])),
 		 c->o.manager_args);
 	snprintf(log, sizeof(log), "%s/manager.log", c->dir);
@@ -57,8 +136,9 @@ void tsc_cluster_manager(struct tsc_cluster *c, const char *extra)
 
 pid_t tsc_cluster_agent(struct tsc_cluster *c, int i, const char *const *env)
 {
-	char id[40], mgr[100], sd[800], img[800], log[800];
-	char *argv[8 + TSC_MAX_ARGS] = {
+	char id[40], mgr[100], sd[800], img[800], log[800], tls[4][800];
+	char cert[32];
+	char *argv[12 + TSC_MAX_ARGS] = {
 		AGENT_BIN, id, mgr, sd, img, "--dsm-listen=127.0.0.1:0"};
 	int n = 6;
 	pid_t pid;
@@ -68,6 +148,8 @@ pid_t tsc_cluster_agent(struct tsc_cluster *c, int i, const char *const *env)
 	snprintf(sd, sizeof(sd), "--state-dir=%s/agent%d", c->dir, i + 1);
 	snprintf(img, sizeof(img), "--image-dir=%s", GUEST_IMAGES);
 	snprintf(log, sizeof(log), "%s/agent%d.log", c->dir, i + 1);
+	snprintf(cert, sizeof(cert), "node-node%d", i + 1);
+	add_tls(c, cert, argv, &n, tls);
 	add_args(argv, &n, (int)(sizeof(argv) / sizeof(argv[0])),
 		 c->o.agent_args);
 	/* The child inherits the environment at fork: set, spawn, unset. */
@@ -138,8 +220,9 @@ static bool vdiskd_listening(void *arg)
 
 pid_t tsc_cluster_vdiskd(struct tsc_cluster *c)
 {
-	char st[800], li[100], ad[100], log[800];
-	char *argv[] = {VDISKD_BIN, st, li, ad, NULL};
+	char st[800], li[100], ad[100], log[800], tls[4][800];
+	char *argv[10] = {VDISKD_BIN, st, li, ad};
+	int n = 4;
 
 	snprintf(st, sizeof(st), "%s/vdiskd.addr", c->store);
 	unlink(st);
@@ -149,6 +232,8 @@ pid_t tsc_cluster_vdiskd(struct tsc_cluster *c)
 	snprintf(ad, sizeof(ad), "--admin-listen=%s",
 		 c->admin[0] ? c->admin : "127.0.0.1:0");
 	snprintf(log, sizeof(log), "%s/vdiskd.log", c->dir);
+	add_tls(c, "disk-server-vdiskd", argv, &n, tls);
+	argv[n] = NULL;
 	c->vdiskd = ts_spawn(argv, log);
 	assert_true(c->vdiskd > 0);
 	assert_true(ts_wait_for(vdiskd_listening, c, 5000));
@@ -203,6 +288,7 @@ void tsc_cluster_start(struct tsc_cluster *c, const char *prefix,
 	c->o = *o;
 	assert_true(o->nodes >= 1 && o->nodes <= TSC_MAX_NODES);
 	c->dir = ts_tmpdir(prefix);
+	tsc_ca_make(c->dir);
 	snprintf(c->store, sizeof(c->store), "%s/store", c->dir);
 	if (o->before)
 		o->before(c);
@@ -232,6 +318,7 @@ void tsc_cluster_start(struct tsc_cluster *c, const char *prefix,
 void tsc_cluster_stop(struct tsc_cluster *c)
 {
 	ts_kill_all();
+	tsc_ca_forget();
 	tsc_dir_done(c->dir);
 	c->dir = NULL;
 }

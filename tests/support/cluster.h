@@ -6,6 +6,11 @@
  * when an assertion fails. The binaries are the build's (compile
  * definitions of this library).
  *
+ * Every link is mutual TLS, as a deployed cell's: the cluster makes its
+ * CA in <dir>/ca (tsc_ca_make) with a certificate for each daemon, and
+ * the test's cellctl calls use its admin certificate (CELLMON_CA, _CERT
+ * and _KEY in this process's environment).
+ *
  * Start-up waits until every node is up with a DSM address, then puts
  * them all in the named cell; with vdiskd, until the manager reaches it.
  * Restarts (a killed manager, agent or disk server) come back at the
@@ -42,6 +47,19 @@ struct tsc_cluster {
 	char nbd[64], admin[64];	   /* vdiskd's, once bound */
 	pid_t manager, vdiskd, agents[TSC_MAX_NODES];
 };
+
+/* A test cell's CA in DIR/ca (cellctl ca's layout) with the certificates
+ * certs/manager-manager, disk-server-vdiskd, node-node1..node4 (up to
+ * TSC_MAX_NODES + 5), admin-test and viewer-test; sets CELLMON_CA,
+ * CELLMON_CERT and CELLMON_KEY to the admin's, and puts the admin's
+ * files in DIR/ca/x509 as qemu's tls-creds-x509 wants them (ca-cert.pem,
+ * client-cert.pem, client-key.pem). Asserts. */
+void tsc_ca_make(const char *dir);
+/* Unsets what tsc_ca_make set, once its directory is gone. */
+void tsc_ca_forget(void);
+/* The four options (--tls-ca, --tls-cert, --tls-key, --tls-crl) that
+ * give a daemon certificate certs/CERT of DIR/ca, into opts. */
+void tsc_tls_opts(const char *dir, const char *cert, char opts[4][800]);
 
 /* Makes the directory and starts everything (asserts on failure). */
 void tsc_cluster_start(struct tsc_cluster *c, const char *prefix,

@@ -76,49 +76,48 @@ struct cell_tls_settings {
 	bool insecure;
 };
 
-#define CELL_TLS_CONFIG_KEYS(off)                                              \
-	{"tls_ca",                                                             \
-	 CELL_CFG_STRING,                                                      \
-	 (off) + offsetof(struct cell_tls_settings, ca),                       \
-	 512,                                                                  \
-	 0,                                                                    \
-	 0,                                                                    \
-	 "",                                                                   \
-	 "the cell's CA certificate (cellctl ca init: DIR/ca.crt); with "      \
-	 "tls_cert and tls_key: mutual TLS 1.3 on the RPC links"},             \
-		{"tls_cert",                                                   \
-		 CELL_CFG_STRING,                                              \
-		 (off) + offsetof(struct cell_tls_settings, cert),             \
-		 512,                                                          \
-		 0,                                                            \
-		 0,                                                            \
-		 "",                                                           \
-		 "this daemon's certificate (cellctl ca issue)"},              \
-		{"tls_key",                                                    \
-		 CELL_CFG_STRING,                                              \
-		 (off) + offsetof(struct cell_tls_settings, key),              \
-		 512,                                                          \
-		 0,                                                            \
-		 0,                                                            \
-		 "",                                                           \
-		 "its private key"},                                           \
-		{"tls_crl",                                                    \
-		 CELL_CFG_STRING,                                              \
-		 (off) + offsetof(struct cell_tls_settings, crl),              \
-		 512,                                                          \
-		 0,                                                            \
-		 0,                                                            \
-		 "",                                                           \
-		 "the CA's revocation list (DIR/crl.pem), re-read on "         \
-		 "SIGHUP; empty: none"},                                       \
-	{                                                                      \
-		"insecure", CELL_CFG_BOOL,                                     \
-			(off) + offsetof(struct cell_tls_settings, insecure),  \
-			0, 0, 0, "true",                                       \
-			"without tls_cert: plain TCP on the RPC links, "       \
-			"logged as a warning at start (false: refuse to "      \
-			"start without TLS). The DSM and NBD links are plain " \
-			"either way, for now"                                  \
+#define CELL_TLS_CONFIG_KEYS(off)                                             \
+	{"tls_ca",                                                            \
+	 CELL_CFG_STRING,                                                     \
+	 (off) + offsetof(struct cell_tls_settings, ca),                      \
+	 512,                                                                 \
+	 0,                                                                   \
+	 0,                                                                   \
+	 "",                                                                  \
+	 "the cell's CA certificate (cellctl ca init: DIR/ca.crt); with "     \
+	 "tls_cert and tls_key: mutual TLS 1.3 on every link"},               \
+		{"tls_cert",                                                  \
+		 CELL_CFG_STRING,                                             \
+		 (off) + offsetof(struct cell_tls_settings, cert),            \
+		 512,                                                         \
+		 0,                                                           \
+		 0,                                                           \
+		 "",                                                          \
+		 "this daemon's certificate (cellctl ca issue)"},             \
+		{"tls_key",                                                   \
+		 CELL_CFG_STRING,                                             \
+		 (off) + offsetof(struct cell_tls_settings, key),             \
+		 512,                                                         \
+		 0,                                                           \
+		 0,                                                           \
+		 "",                                                          \
+		 "its private key"},                                          \
+		{"tls_crl",                                                   \
+		 CELL_CFG_STRING,                                             \
+		 (off) + offsetof(struct cell_tls_settings, crl),             \
+		 512,                                                         \
+		 0,                                                           \
+		 0,                                                           \
+		 "",                                                          \
+		 "the CA's revocation list (DIR/crl.pem), re-read on "        \
+		 "SIGHUP; empty: none"},                                      \
+	{                                                                     \
+		"insecure", CELL_CFG_BOOL,                                    \
+			(off) + offsetof(struct cell_tls_settings, insecure), \
+			0, 0, 0, "false",                                     \
+			"true: without tls_cert, plain TCP on every link "    \
+			"(RPC, DSM, NBD), logged as a warning at start; "     \
+			"false: refuse to start without TLS"                  \
 	}
 
 /* The TLS of one kind of link from the settings (peer_roles: whom the
