@@ -121,6 +121,27 @@ static int tls_fail(struct conn *c, const char *what)
 		     why[0] ? why : "the client closed the connection");
 }
 
+/* A TLS call a signal interrupted (SIGHUP's reload; a socket with a
+ * timeout is not restarted): made again. */
+static bool tls_interrupted(SSL *ssl, int r)
+{
+	int e = SSL_get_error(ssl, r);
+
+	return errno == EINTR &&
+	       (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+		e == SSL_ERROR_SYSCALL);
+}
+
+/* SSL_write of all of buf (partial writes are off): 1, or <= 0. */
+static int tls_write(SSL *ssl, const void *buf, int len)
+{
+	int r;
+
+	while ((r = SSL_write(ssl, buf, len)) <= 0 && tls_interrupted(ssl, r))
+		;
+	return r;
+}
+
 static int recv_all(struct conn *c, void *buf, size_t len)
 {
 	uint8_t *p = buf;
@@ -129,6 +150,8 @@ static int recv_all(struct conn *c, void *buf, size_t len)
 		int r = SSL_read(c->ssl, p,
 				 len > 1u << 30 ? 1 << 30 : (int)len);
 
+		if (r <= 0 && tls_interrupted(c->ssl, r))
+			continue;
 		if (r <= 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN)
 			return cfail(c, -ECONNRESET,
 				     "client closed the connection");
@@ -186,14 +209,14 @@ static int send_iov(struct conn *c, struct iovec *iov, int n)
 				       iov[i].iov_len);
 				off += iov[i].iov_len;
 			}
-			return SSL_write(c->ssl, c->rec, (int)total) > 0
+			return tls_write(c->ssl, c->rec, (int)total) > 0
 				       ? 0
 				       : tls_fail(c, "send");
 		}
 	}
 	for (; c->ssl && n > 0; iov++, n--)
 		if (iov->iov_len &&
-		    SSL_write(c->ssl, iov->iov_base, (int)iov->iov_len) <= 0)
+		    tls_write(c->ssl, iov->iov_base, (int)iov->iov_len) <= 0)
 			return tls_fail(c, "send");
 	while (n > 0) {
 		ssize_t w = writev(c->fd, iov, n);
@@ -378,7 +401,9 @@ static int opt_starttls(struct conn *c, uint32_t len)
 	if (!c->ssl || !SSL_set_fd(c->ssl, c->fd))
 		return cfail(c, -ENOMEM, "TLS: out of memory");
 	SSL_set_read_ahead(c->ssl, 1); /* blocking: a record in one recv */
-	if (SSL_accept(c->ssl) != 1)
+	while ((rc = SSL_accept(c->ssl)) != 1 && tls_interrupted(c->ssl, rc))
+		;
+	if (rc != 1)
 		return tls_fail(c, "handshake");
 	/* on a refusal, tls_refused says why (it stays "" otherwise) */
 	cell_tls_check_peer(c->ex->tls, c->ssl, &role, name, sizeof(name),

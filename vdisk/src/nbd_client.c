@@ -35,6 +35,19 @@ static SSL *session(int fd)
 		       : NULL;
 }
 
+/* A TLS call on a blocking socket that a signal interrupted (the agent's
+ * threads see SIGCHLD): OpenSSL says WANT_READ or WANT_WRITE, or
+ * SYSCALL, with errno EINTR; the call is made again. A timeout
+ * (SO_RCVTIMEO's EAGAIN) is not retried. */
+static bool tls_interrupted(SSL *ssl, int r)
+{
+	int e = SSL_get_error(ssl, r);
+
+	return errno == EINTR &&
+	       (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+		e == SSL_ERROR_SYSCALL);
+}
+
 static int xfer(int fd, void *buf, size_t len, bool send_it)
 {
 	uint8_t *p = buf;
@@ -44,6 +57,8 @@ static int xfer(int fd, void *buf, size_t len, bool send_it)
 		int n = len > 1u << 30 ? 1 << 30 : (int)len;
 		int r = send_it ? SSL_write(ssl, p, n) : SSL_read(ssl, p, n);
 
+		if (r <= 0 && tls_interrupted(ssl, r))
+			continue;
 		if (r <= 0)
 			return -1;
 		p += r;
@@ -98,6 +113,7 @@ static int starttls(int fd, struct cell_tls *tls, char *err, size_t errlen)
 	enum cell_role role;
 	char name[64];
 	SSL *ssl;
+	int r;
 
 	memcpy(b, "IHAVEOPT", 8);
 	cell_put32(b + 8, 5); /* STARTTLS */
@@ -116,11 +132,20 @@ static int starttls(int fd, struct cell_tls *tls, char *err, size_t errlen)
 	ssl = cell_tls_ssl(tls, false);
 	if (ssl)
 		SSL_set_read_ahead(ssl, 1); /* blocking: a record in one recv */
-	if (!ssl || !SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1 ||
-	    cell_tls_check_peer(tls, ssl, &role, name, sizeof(name), err,
-				errlen)) {
-		if (ssl && !err[0])
+	if (!ssl || !SSL_set_fd(ssl, fd)) {
+		snprintf(err, errlen, "STARTTLS: out of memory");
+		SSL_free(ssl);
+		return -1;
+	}
+	while ((r = SSL_connect(ssl)) != 1 && tls_interrupted(ssl, r))
+		;
+	if (r != 1 || cell_tls_check_peer(tls, ssl, &role, name, sizeof(name),
+					  err, errlen)) {
+		if (!err[0])
 			cell_tls_last_error(ssl, err, errlen);
+		if (!err[0])
+			snprintf(err, errlen, "the TLS handshake failed: %s",
+				 errno ? strerror(errno) : "closed");
 		SSL_free(ssl);
 		return -1;
 	}
