@@ -151,6 +151,9 @@ int cg_init(void)
 		return rc;
 	if (env_u64("CELLMON_NDISKS", 10, &fd) == 0)
 		g.ndisks = (unsigned)fd;
+	/* a confined guest: the agent opened /dev/userfaultfd for it */
+	if (env_u64("CELLMON_UFFD_FD", 10, &fd) == 0)
+		dsm_attach_uffd_device((int)fd);
 	rc = dsm_attach(handoff, region, (void *)(uintptr_t)addr, &g.mem,
 			&g.size, &g.handoff);
 	if (rc) {

@@ -65,6 +65,8 @@ struct agent_config {
 	int64_t stop_grace_ms;
 	int64_t console_max;
 	int64_t cache_size;
+	bool guest_confine;
+	int64_t guest_uid_base;
 	char metrics_listen[128];
 	char log_level[16];
 	struct cell_tls_settings tls;
@@ -271,9 +273,19 @@ const char *agent_qemu_accel(struct agent *a);
  * (the agent has recorded its pid), stdin /dev/null, fds[i] as fd i+1
  * and no others, no core dumps, at most max_files open (0: unchanged),
  * dir as working directory, then execve. Never returns. */
+/* The VM id a region stands for (vm.proto, VmStart.region: the id above
+ * the run's 16 bits). */
+static inline uint64_t agent_region_vm_id(uint64_t region)
+{
+	return region >> 16;
+}
+
+struct agent_confine;
 void agent_child_exec(int go, pid_t parent, const int *fds, int nfds,
 		      long max_files, const char *dir, const char *path,
-		      char **argv, char **envp) __attribute__((noreturn));
+		      char **argv, char **envp,
+		      const struct agent_confine *conf)
+	__attribute__((noreturn));
 /* Fills cap with this node's cpus, memory and images (pointing into a). */
 void agent_capacity(struct agent *a, Cellmon__Capacity *cap);
 

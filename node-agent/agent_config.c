@@ -95,6 +95,15 @@ const struct cell_config_key agent_config_table[] = {
 	 "64M",
 	 "node-wide cache of disk blocks from base images and frozen "
 	 "disks (0: off)"},
+	{"guest_confine", CELL_CFG_BOOL, CFG(guest_confine), 0, 0, 0, "true",
+	 "native guests run confined: a uid of their VM's own, mount "
+	 "(only the libraries, the image and the VM directory), network "
+	 "(none), IPC and UTS namespaces, rlimits and a seccomp filter; "
+	 "needs root. false: as the agent's user, with its view of the host"},
+	{"guest_uid_base", CELL_CFG_INT, CFG(guest_uid_base), 0, 1000,
+	 4294901759ll, "1879048192",
+	 "the first of the 65536 uids guest_confine gives VMs (VM id mod "
+	 "65536 added): owned by nobody on the host"},
 	CELL_METRICS_LISTEN_KEY(STR(metrics_listen)),
 	CELL_TLS_CONFIG_KEYS(CFG(tls)),
 	{"log_level", CELL_CFG_ENUM, STR(log_level), 0, 0, "info",

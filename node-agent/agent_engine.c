@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "agent_confine.h"
 #include "cell/clock.h"
 
 static const struct agent_engine_ops *const engines[] = {
@@ -119,7 +120,8 @@ void agent_capacity(struct agent *a, Cellmon__Capacity *cap)
 
 void agent_child_exec(int go, pid_t parent, const int *fds, int nfds,
 		      long max_files, const char *dir, const char *path,
-		      char **argv, char **envp)
+		      char **argv, char **envp,
+		      const struct agent_confine *conf)
 {
 	struct rlimit core = {0, 0},
 		      nofile = {(rlim_t)max_files, (rlim_t)max_files};
@@ -144,8 +146,14 @@ void agent_child_exec(int go, pid_t parent, const int *fds, int nfds,
 	setrlimit(RLIMIT_CORE, &core);
 	if (max_files)
 		setrlimit(RLIMIT_NOFILE, &nofile);
-	if (chdir(dir))
+	if (conf && conf->on) {
+		/* in its own root, from /vm */
+		if (agent_confine_child(conf, parent))
+			_exit(126);
+		path = "/image";
+	} else if (chdir(dir)) {
 		_exit(126);
+	}
 	execve(path, argv, envp);
 	_exit(127);
 }

@@ -37,6 +37,7 @@
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
 #include "agent.h"
+#include "agent_confine.h"
 #include "agent_disk.h"
 
 #define MOD "agent"
@@ -682,6 +683,8 @@ static int run(struct agent *a)
 	if (!a->base)
 		return -ENOMEM;
 	rc = setup_tls(a);
+	if (!rc && agent_confine_probe(a))
+		rc = -EPERM;
 	if (rc)
 		return rc;
 	a->rpc = (struct cell_rpc_config){

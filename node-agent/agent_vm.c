@@ -106,12 +106,6 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- a VM's files: <state_dir>/vms/<vm id>/run<run>/ ---- */
 
-/* The VM id and run a region stands for (vm.proto, VmStart.region). */
-static uint64_t region_vm_id(uint64_t region)
-{
-	return region >> 16;
-}
-
 static void vm_id_dir(const struct agent *a, uint64_t vm_id, char *out,
 		      size_t len)
 {
@@ -123,7 +117,7 @@ static void run_dir(const struct agent *a, uint64_t region, char *out,
 		    size_t len)
 {
 	snprintf(out, len, "%s/vms/%llu/run%u", a->cfg.state_dir,
-		 (unsigned long long)region_vm_id(region),
+		 (unsigned long long)agent_region_vm_id(region),
 		 (unsigned)(region & 0xffff));
 }
 
@@ -140,7 +134,7 @@ static int make_run_dir(const struct agent *a, const struct agent_vm *vm)
 
 	if (rc)
 		return rc;
-	vm_id_dir(a, region_vm_id(vm->region_id), dir, sizeof(dir));
+	vm_id_dir(a, agent_region_vm_id(vm->region_id), dir, sizeof(dir));
 	snprintf(path, sizeof(path), "%s/name", dir);
 	cell_write_file_atomic(path, vm->name, strlen(vm->name));
 	d = opendir(dir);
@@ -168,7 +162,7 @@ static void forget_vm(struct agent *a, uint64_t vm_id, const char *why)
 	int rc;
 
 	for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
-		if (region_vm_id(vm->region_id) == vm_id)
+		if (agent_region_vm_id(vm->region_id) == vm_id)
 			return;
 	vm_id_dir(a, vm_id, dir, sizeof(dir));
 	rc = cell_remove_tree(dir);
@@ -702,7 +696,7 @@ static int vm_console(struct agent *a, const Cellmon__VmTarget *t,
 	unsigned idx;
 	int rc = 0;
 
-	if (!cell_name_valid(t->name) || !region_vm_id(t->region))
+	if (!cell_name_valid(t->name) || !agent_region_vm_id(t->region))
 		return -EINVAL;
 	run_dir(a, t->region, dir, sizeof(dir)); /* that run's, not a
 						  * namesake's */
@@ -787,8 +781,8 @@ static int target_command(struct agent *a, const Cellmon__Command *cmd,
 		goto out;
 	}
 	if (cmd->kind == CELLMON__COMMAND_KIND__CMD_VM_FORGET) {
-		if (region_vm_id(t->region))
-			forget_vm(a, region_vm_id(t->region),
+		if (agent_region_vm_id(t->region))
+			forget_vm(a, agent_region_vm_id(t->region),
 				  "the VM was deleted");
 		goto out;
 	}

@@ -10,7 +10,10 @@
  * the CELLMON_* environment of cellguest.h and nothing else, and its VM
  * directory as working directory. Memory is only what the guest maps
  * itself plus the VM's region, which the agent's hand-off check grants
- * to this VM's vCPU processes alone.
+ * to this VM's vCPU processes alone. With guest_confine (the default)
+ * the child is confined before exec (agent_confine.c: its VM's own uid,
+ * its own root holding its image at /image and its VM directory at /vm,
+ * no network, rlimits, seccomp), and gets /dev/userfaultfd as fd 5.
  *
  * The child waits on a pipe until the parent has recorded its pid, so
  * the hand-off check never sees an unknown pid. Between fork and exec it
@@ -29,6 +32,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "agent_confine.h"
 #include "cell/log.h"
 
 #define MOD "agent"
@@ -36,37 +40,54 @@
 /* Guest memory sits at the same address in every vCPU. */
 #define GUEST_MEM_ADDR 0x200000000000ull
 
-#define NENV 10
+#define NENV 12
 
 static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 			size_t len)
 {
 	const Cellmon__VmSpec *s = v->vm->spec;
 	char path[1200], cpath[1200], env[NENV][1200];
-	char *envp[NENV + 1], **argv;
+	char *envp[NENV + 1], **argv = NULL;
 	int go[2] = {-1, -1}, console = -1, rc = 0;
 	pid_t pid, parent = getpid();
+	static struct agent_confine conf; /* event-loop thread only */
 
 	snprintf(path, sizeof(path), "%s/%s", a->cfg.image_dir, s->image);
+	rc = agent_confine_prepare(a, v->vm, path, a->handoff_path, &conf, err,
+				   len);
+	if (rc)
+		goto out;
 	agent_console_path(v, cpath, sizeof(cpath));
 	snprintf(env[0], sizeof(env[0]), "CELLMON_VM=%s", s->name);
 	snprintf(env[1], sizeof(env[1]), "CELLMON_VCPU=%u", v->index);
 	snprintf(env[2], sizeof(env[2]), "CELLMON_NVCPUS=%u", s->vcpus);
 	snprintf(env[3], sizeof(env[3]), "CELLMON_REGION=%llu",
 		 (unsigned long long)v->vm->region_id);
-	snprintf(env[4], sizeof(env[4]), "CELLMON_HANDOFF=%s", a->handoff_path);
+	snprintf(env[4], sizeof(env[4]), "CELLMON_HANDOFF=%s",
+		 conf.on ? "/run/dsm.sock" : a->handoff_path);
 	snprintf(env[5], sizeof(env[5]), "CELLMON_MEM_ADDR=%llx",
 		 GUEST_MEM_ADDR);
 	snprintf(env[6], sizeof(env[6]), "CELLMON_CTL_FD=3");
 	snprintf(env[7], sizeof(env[7]), "PATH=/usr/bin:/bin");
 	snprintf(env[8], sizeof(env[8]), "CELLMON_NDISKS=%zu", v->vm->ndisks);
 	snprintf(env[9], sizeof(env[9]), "CELLMON_LEASE_FD=4");
+	/* confined: no userfaultfd but through the device, opened here */
+	snprintf(env[10], sizeof(env[10]), "CELLMON_UFFD_FD=5");
+	/* A sanitizer build's guests are instrumented too: LeakSanitizer
+	 * stops the world with ptrace, which a confined guest is refused */
+	snprintf(env[11], sizeof(env[11]), "ASAN_OPTIONS=detect_leaks=0");
 	for (int i = 0; i < NENV; i++)
 		envp[i] = env[i];
-	envp[NENV] = NULL;
+#ifdef __SANITIZE_ADDRESS__
+	envp[conf.on ? NENV : NENV - 2] = NULL;
+#else
+	envp[conf.on ? NENV - 1 : NENV - 2] = NULL;
+#endif
 	argv = calloc(s->n_args + 2, sizeof(*argv));
-	if (!argv)
-		return -ENOMEM;
+	if (!argv) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	argv[0] = s->image;
 	for (size_t i = 0; i < s->n_args; i++)
 		argv[i + 1] = s->args[i];
@@ -84,11 +105,13 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 		goto out;
 	}
 	if (pid == 0) {
-		/* stdout, stderr: the console; 3: service; 4: lease page */
-		int fds[4] = {console, console, v->guest_fd, a->lease_fd};
+		/* stdout, stderr: the console; 3: service; 4: lease page;
+		 * 5: /dev/userfaultfd when confined */
+		int fds[5] = {console, console, v->guest_fd, a->lease_fd,
+			      conf.uffd_dev};
 
-		agent_child_exec(go[0], parent, fds, 4, 64, v->vm->dir, path,
-				 argv, envp);
+		agent_child_exec(go[0], parent, fds, conf.on ? 5 : 4, 64,
+				 v->vm->dir, path, argv, envp, &conf);
 	}
 	setpgid(pid, pid); /* both sides set it: no race with kill(-pid) */
 	pthread_mutex_lock(&a->vm_mu);
@@ -100,6 +123,7 @@ static int native_start(struct agent *a, struct agent_vcpu *v, char *err,
 	CELL_INFO(MOD, "vcpu started vm=%s vcpu=%u pid=%d image=%s", s->name,
 		  v->index, (int)pid, s->image);
 out:
+	agent_confine_release(&conf);
 	free(argv);
 	if (console >= 0)
 		close(console);

@@ -356,7 +356,7 @@ static int start_qemu(struct agent *a, struct agent_vcpu *v,
 		int fds[3] = {log, log, ram};
 
 		agent_child_exec(go[0], parent, fds, 3, 0, vm->dir, bin,
-				 q->argv, envp);
+				 q->argv, envp, NULL);
 	}
 	setpgid(pid, pid);
 	pthread_mutex_lock(&a->vm_mu);

@@ -31,6 +31,13 @@
 	(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | \
 	 UFFD_FEATURE_WP_UNPOPULATED)
 
+static int uffd_device = -1; /* dsm_attach_uffd_device */
+
+void dsm_attach_uffd_device(int fd)
+{
+	uffd_device = fd;
+}
+
 int dsm__uffd_open(char *err, size_t errlen)
 {
 	struct uffdio_api api = {.api = UFFD_API, .features = NEED_FEATURES};
@@ -38,8 +45,10 @@ int dsm__uffd_open(char *err, size_t errlen)
 
 	/* Through the device (its permission decides), else the syscall,
 	 * never with UFFD_USER_MODE_ONLY: KVM faults in kernel mode. */
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
+	if (uffd_device >= 0) {
+		fd = ioctl(uffd_device, USERFAULTFD_IOC_NEW,
+			   O_CLOEXEC | O_NONBLOCK);
+	} else if ((dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC)) >= 0) {
 		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
 		close(dev);
 	} else {

@@ -13,9 +13,21 @@
  *   testguest attach R      tries to map DSM region R (another VM's)
  *                           through the agent's hand-off: exit 0 when
  *                           refused with EACCES, 1 when it was mapped
+ *   testguest escape FILE PORT PID
+ *                           vCPU 0 tries what a confined guest may not:
+ *                           read FILE (a host file) and /etc/passwd,
+ *                           write into its VM directory, reach TCP PORT
+ *                           on 127.0.0.1, read /proc/PID/environ and
+ *                           signal PID (another VM's vCPU) and its
+ *                           agent; prints its uid and a
+ *                           line per try; exit 0 when all were refused
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +90,56 @@ static int attach_other(uint64_t region)
 	return rc == -EACCES ? 0 : 1;
 }
 
+/* One try: rc < 0 (errno set) is refused, as it should be. */
+static int tried(const char *what, int rc)
+{
+	if (rc < 0) {
+		printf("testguest: escape: %s: refused (%s)\n", what,
+		       strerror(errno));
+		return 0;
+	}
+	printf("testguest: escape: %s: ALLOWED\n", what);
+	return 1;
+}
+
+static int try_connect(int port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
+
+	if (fd < 0)
+		return -1;
+	rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	return rc;
+}
+
+static int escape(int argc, char **argv)
+{
+	char what[600];
+	int bad = 0;
+
+	if (argc < 3)
+		return 2;
+	printf("testguest: escape: uid=%u gid=%u\n", (unsigned)getuid(),
+	       (unsigned)getgid());
+	snprintf(what, sizeof(what), "open %s", argv[0]);
+	bad += tried(what, open(argv[0], O_RDONLY));
+	bad += tried("open /etc/passwd", open("/etc/passwd", O_RDONLY));
+	bad += tried("create /vm/x",
+		     open("/vm/x", O_WRONLY | O_CREAT | O_EXCL, 0644));
+	snprintf(what, sizeof(what), "connect 127.0.0.1:%s", argv[1]);
+	bad += tried(what, try_connect(atoi(argv[1])));
+	snprintf(what, sizeof(what), "open /proc/%s/environ", argv[2]);
+	bad += tried(what, open(what + 5, O_RDONLY));
+	snprintf(what, sizeof(what), "signal pid %s", argv[2]);
+	bad += tried(what, kill((pid_t)atoi(argv[2]), SIGTERM));
+	bad += tried("signal the agent", kill(getppid(), SIGTERM));
+	return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	long arg = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
@@ -85,6 +147,8 @@ int main(int argc, char **argv)
 	if (cg_init())
 		return 2;
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && strcmp(argv[1], "escape") == 0)
+		return cg_vcpu() == 0 ? escape(argc - 2, argv + 2) : 0;
 	if (argc > 1 && strcmp(argv[1], "exit") == 0)
 		return cg_vcpu() == 0 ? (int)arg : 0;
 	if (argc > 1 && strcmp(argv[1], "crash") == 0) {

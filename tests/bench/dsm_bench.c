@@ -114,7 +114,7 @@ static void join(int id, int n, size_t pages, enum dsm_home_policy pol,
 	uint16_t members[3] = {0, 1, 2};
 	struct dsm_region_config rc = {1,    pages * DSM_PAGE, pol,
 				       home, members,	       (uint16_t)n};
-	char addr[64], name[8];
+	char addr[64], name[16];
 
 	for (int j = 0; j < n; j++) {
 		if (j == id)
@@ -145,7 +145,7 @@ static void tls_setup(void)
 	if (cell_ca_init(tls_dir, "bench", 0, err, sizeof(err)))
 		tls_fail("cannot make a CA", err);
 	for (int i = 0; i < 3; i++) {
-		char name[8];
+		char name[16];
 		struct cell_ca_issue q = {.role = CELL_ROLE_NODE, .name = name};
 
 		snprintf(name, sizeof(name), "b%d", i);

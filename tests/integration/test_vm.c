@@ -792,6 +792,62 @@ static void test_vm_guest_cannot_map_other_vm(void **state)
 	assert_int_equal(CTL(NULL, "vm", "kill", "victim"), 0);
 }
 
+/* A native guest is confined (guest_confine, the default): from its VM's
+ * own uid, in its own root and network, it cannot read a host file
+ * (the agent's state file; /etc/passwd), write into its VM directory,
+ * connect to a port on the host (the manager's), see another VM's vCPU
+ * in /proc or signal it or its agent; each try fails, and the other
+ * VM's vCPU is still running. */
+static void test_vm_guest_confined(void **state)
+{
+	struct tsc_cluster *c = &cl;
+	json_t *j, *vcpus;
+	char file[900], port[16], pid[16], uid[64], *out = NULL;
+	long long region;
+	bool stopped;
+
+	(void)state;
+	assert_int_equal(CTL(NULL, "vm", "create", "neighbour", "--cell=c1",
+			     "--image=testguest", "--node=node2", "--start",
+			     "--", "sleep", "300"),
+			 0);
+	j = vm_json("neighbour");
+	vcpus = json_object_get(j, "vcpus");
+	snprintf(pid, sizeof(pid), "%lld",
+		 (long long)json_integer_value(
+			 json_object_get(json_array_get(vcpus, 0), "pid")));
+	json_decref(j);
+	assert_true(atoi(pid) > 0);
+	snprintf(file, sizeof(file), "%s/agent2/agent.state", c->dir);
+	assert_int_equal(access(file, R_OK), 0);
+	snprintf(port, sizeof(port), "%s", strrchr(c->ctl_addr, ':') + 1);
+	assert_int_equal(CTL(NULL, "vm", "create", "escapee", "--cell=c1",
+			     "--image=testguest", "--node=node2", "--start",
+			     "--", "escape", file, port, pid),
+			 0);
+	stopped = wait_vm("escapee", "stopped", 10000);
+	j = vm_json("escapee");
+	region = (long long)json_integer_value(json_object_get(j, "region"));
+	json_decref(j);
+	assert_int_equal(CTL(&out, "vm", "console", "escapee"), 0);
+	if (!stopped)
+		fail_msg("the escapee did not stop with status 0:\n%s", out);
+	snprintf(uid, sizeof(uid), "uid=%lld gid=%lld",
+		 1879048192ll + (region >> 16) % 65536,
+		 1879048192ll + (region >> 16) % 65536);
+	if (!strstr(out, uid) || strstr(out, "ALLOWED") ||
+	    !strstr(out, "open /etc/passwd: refused") ||
+	    !strstr(out, "create /vm/x: refused") ||
+	    !strstr(out, "connect 127.0.0.1:") ||
+	    !strstr(out, "/environ: refused (No such file") ||
+	    !strstr(out, "signal the agent: refused (Operation not "
+			 "permitted)"))
+		fail_msg("want every escape refused as %s:\n%s", uid, out);
+	free(out);
+	assert_string_equal(tsc_cluster_vm_state(c, "neighbour"), "running");
+	assert_int_equal(CTL(NULL, "vm", "kill", "neighbour"), 0);
+}
+
 /* A vCPU dying of a signal (SIGABRT) fails the VM with the reason; the others
  * are ended too. */
 static void test_vm_guest_crash_marks_failed(void **state)
@@ -1073,6 +1129,7 @@ int main(void)
 		cmocka_unit_test(test_vm_kill_and_stop_end_every_vcpu),
 		cmocka_unit_test(test_vm_guest_crash_marks_failed),
 		cmocka_unit_test(test_vm_guest_cannot_map_other_vm),
+		cmocka_unit_test(test_vm_guest_confined),
 		cmocka_unit_test(test_vm_manager_restart_keeps_vm_running),
 		cmocka_unit_test(
 			test_vm_prepare_refused_fails_with_node_reason),

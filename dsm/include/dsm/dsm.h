@@ -304,6 +304,11 @@ void dsm_node_set_handoff_check(struct dsm_node *n, dsm_handoff_check_fn fn,
 /* In the other process: maps region `id` (at `addr` if not NULL, with
  * MAP_FIXED_NOREPLACE) and hands its uffd to the node. *sock is kept
  * open for the life of the mapping; closing it detaches. */
+/* An open /dev/userfaultfd for dsm_attach to make its userfaultfd with
+ * (USERFAULTFD_IOC_NEW: the permission was checked when it was opened),
+ * for a process that may not open it itself (a confined guest); -1:
+ * open the device, else the system call, as usual. */
+void dsm_attach_uffd_device(int fd);
 int dsm_attach(const char *unix_path, uint64_t id, void *addr, void **base,
 	       size_t *size, int *sock);
 /* As dsm_attach, for a mapping the process already made of its own fd of
