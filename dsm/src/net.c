@@ -70,19 +70,17 @@ static const char *tls_why(SSL *ssl, const char *what, char *why, size_t len)
 	return why;
 }
 
-/* recv, or SSL_read on a TLS connection: > 0 bytes, 0 closed, -1 with
- * errno (EAGAIN: nothing now; EPROTO: a TLS failure). */
-static ssize_t link_recv(int fd, SSL *ssl, void *buf, size_t len)
+/* SSL_read's or SSL_write's result r as recv's or send's: > 0 bytes, 0
+ * closed, or -1 with errno: EAGAIN (wait for the socket), want_read
+ * when OpenSSL must read first, EPROTO (a TLS failure). */
+static ssize_t tls_result(SSL *ssl, int r, int want_read)
 {
-	int r;
-
-	if (!ssl)
-		return recv(fd, buf, len, 0);
-	r = SSL_read(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
 	if (r > 0)
 		return r;
 	switch (SSL_get_error(ssl, r)) {
 	case SSL_ERROR_WANT_READ:
+		errno = want_read;
+		return -1;
 	case SSL_ERROR_WANT_WRITE:
 		errno = EAGAIN;
 		return -1;
@@ -100,35 +98,35 @@ static ssize_t link_recv(int fd, SSL *ssl, void *buf, size_t len)
 	}
 }
 
+/* recv, or SSL_read on a TLS connection: > 0 bytes, 0 closed, -1 with
+ * errno (EAGAIN: nothing now; EPROTO: a TLS failure). */
+static ssize_t link_recv(int fd, SSL *ssl, void *buf, size_t len)
+{
+	if (!ssl)
+		return recv(fd, buf, len, 0);
+	return tls_result(
+		ssl, SSL_read(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len),
+		EAGAIN);
+}
+
 /* send, or SSL_write: bytes taken, or -1 with errno (EAGAIN: wait until
  * writable; EINPROGRESS: TLS must read first, the read event comes;
- * EPROTO: a TLS failure). */
+ * EPIPE: closed; EPROTO: a TLS failure). */
 static ssize_t link_send(struct dsm_peer *p, const void *buf, size_t len)
 {
-	int r;
+	ssize_t w;
 
 	if (!p->ssl)
 		return send(p->fd, buf, len, MSG_NOSIGNAL);
-	r = SSL_write(p->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
-	if (r > 0)
-		return r;
-	switch (SSL_get_error(p->ssl, r)) {
-	case SSL_ERROR_WANT_WRITE:
-		errno = EAGAIN;
-		return -1;
-	case SSL_ERROR_WANT_READ:
-		errno = EINPROGRESS;
-		return -1;
-	case SSL_ERROR_SYSCALL:
-		if (errno && errno != EAGAIN) {
-			ERR_clear_error();
-			return -1;
-		}
-		/* fall through */
-	default:
-		errno = EPROTO;
+	w = tls_result(
+		p->ssl,
+		SSL_write(p->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len),
+		EINPROGRESS);
+	if (w == 0) {
+		errno = EPIPE;
 		return -1;
 	}
+	return w;
 }
 
 /* A connection's failure in words: errno's, or OpenSSL's for EPROTO. */
