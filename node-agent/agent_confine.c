@@ -139,7 +139,10 @@ int agent_confine_prepare(struct agent *a, const struct agent_vm *vm,
 			  true);
 	add_mount(c, image, "/image", false, true);
 	add_mount(c, vm->dir, "/vm", true, false);
-	add_mount(c, handoff, "/run/dsm.sock", false, false);
+	if (add_mount(c, handoff, "/run/dsm.sock", false, false)) {
+		snprintf(err, len, "guest_confine: too many mounts");
+		return -ENOSPC;
+	}
 	snprintf(c->old, sizeof(c->old), "%s/.old", c->root);
 	snprintf(c->usr, sizeof(c->usr), "%s/usr", c->root);
 	snprintf(c->etc, sizeof(c->etc), "%s/etc", c->root);

@@ -12,7 +12,7 @@
 struct agent;
 struct agent_vm;
 
-#define CONFINE_MOUNTS 8
+#define CONFINE_MOUNTS 12
 #define CONFINE_LINKS  4
 
 struct confine_mount {
