@@ -4,7 +4,8 @@
  * pass notes, and a dialer that reconnects resumes its session; every
  * stranger is refused before its first message is applied, with a log
  * line at the refusing node that names the reason: a certificate of
- * another CA, an admin's certificate, a revoked one, a node certificate
+ * another CA, an admin's certificate, a revoked one, an expired one, a
+ * node certificate
  * with a name that is not the peer's (either end), a plain dialer at a
  * TLS node and a TLS dialer at a plain one.
  *
@@ -30,6 +31,7 @@
 #include "cell/tls.h"
 #include "cell/util.h"
 #include "dsm/dsm.h"
+#include "testca.h"
 #include "testsupport.h"
 
 #define PAGES 4
@@ -86,6 +88,7 @@ static int setup(void **state)
 	issue(ca, CELL_ROLE_ADMIN, "alice", NULL);
 	issue(ca, CELL_ROLE_NODE, "nr", &serial);
 	issue(other, CELL_ROLE_NODE, "na", NULL);
+	tca_issue_expired(ca, "node", "nx", "node-nx");
 	if (cell_ca_revoke(ca, serial, err, sizeof(err)))
 		return -1;
 	/* the nodes' log lines, to find each refusal's */
@@ -321,6 +324,8 @@ static void test_dsm_tls_strangers_refused(void **state)
 		 1, "admin certificate ('alice') has no business"},
 		{"a revoked node", "ca", "node-nr", "ca", "node-nb", "nr", "nb",
 		 1, "certificate revoked"},
+		{"an expired node", "ca", "node-nx", "ca", "node-nb", "nx",
+		 "nb", 1, "'nx': certificate has expired"},
 		{"a node claiming another's id", "ca", "node-nc", "ca",
 		 "node-nb", "na", "nb", 1,
 		 "it says it is node 0 ('na') with the certificate of node "

@@ -22,9 +22,6 @@
 
 #include <cmocka.h>
 #include <event2/thread.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "cell/ca.h"
 #include "cell/log.h"
@@ -32,6 +29,7 @@
 #include "cell/tls.h"
 #include "cell/util.h"
 #include "cellproto/cellproto.h"
+#include "testca.h"
 
 #define T_ASK	CELLMON__MSG_TYPE__MSG_NODE_INFO
 #define T_REPLY CELLMON__MSG_TYPE__MSG_NODE_INFO_REPLY
@@ -93,50 +91,6 @@ static void issue(const char *dir, enum cell_role role, const char *name)
 		fail_msg("issue %s: %s", name, err);
 }
 
-/* A certificate of the CA that ended yesterday: signed with its key
- * directly, since cell_ca_issue makes only valid ones. */
-static void issue_expired(void)
-{
-	char p[400];
-	FILE *f;
-	EVP_PKEY *cak, *k = EVP_EC_gen("P-256");
-	X509 *cax, *x = X509_new();
-
-	snprintf(p, sizeof(p), "%s/ca.key", ca);
-	f = fopen(p, "r");
-	cak = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	fclose(f);
-	snprintf(p, sizeof(p), "%s/ca.crt", ca);
-	f = fopen(p, "r");
-	cax = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 900);
-	X509_gmtime_adj(X509_getm_notBefore(x), -3 * 86400);
-	X509_gmtime_adj(X509_getm_notAfter(x), -86400);
-	X509_set_pubkey(x, k);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "OU",
-				   MBSTRING_UTF8,
-				   (const unsigned char *)"admin", -1, -1, 0);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN",
-				   MBSTRING_UTF8, (const unsigned char *)"old",
-				   -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(cax));
-	assert_true(X509_sign(x, cak, EVP_sha256()) > 0);
-	path(p, ca, "admin-old.crt");
-	f = fopen(p, "w");
-	PEM_write_X509(f, x);
-	fclose(f);
-	path(p, ca, "admin-old.key");
-	f = fopen(p, "w");
-	PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-	fclose(f);
-	X509_free(x);
-	X509_free(cax);
-	EVP_PKEY_free(k);
-	EVP_PKEY_free(cak);
-}
-
 static int setup(void **state)
 {
 	char err[600], crt[400], key[400], crl[400], ca_crt[400];
@@ -162,7 +116,7 @@ static int setup(void **state)
 	issue(ca, CELL_ROLE_NODE, "node1");
 	issue(ca, CELL_ROLE_ADMIN, "bob");
 	issue(other, CELL_ROLE_ADMIN, "eve");
-	issue_expired();
+	tca_issue_expired(ca, "admin", "old", "admin-old");
 	cell_ca_list(ca, &v, &n, err, sizeof(err));
 	assert_string_equal(v[4].name, "bob");
 	if (cell_ca_revoke(ca, v[4].serial, err, sizeof(err)))
