@@ -330,8 +330,13 @@ int agent_confine_probe(struct agent *a)
 	pid_t parent = getpid(), pid;
 	int st = 0, fd;
 
-	if (!a->cfg.guest_confine)
+	if (!a->cfg.guest_confine) {
+		CELL_WARN("agent",
+			  "guest_confine = false: native guests run as the "
+			  "agent's user, with its view of the host and its "
+			  "network");
 		return 0;
+	}
 	if (geteuid() != 0) {
 		CELL_ERROR("agent",
 			   "guest_confine needs the agent to run as root (each "
