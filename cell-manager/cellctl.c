@@ -625,8 +625,8 @@ static void usage(FILE *out)
 	      "$CELLMON_KEY; none: plain TCP)\n"
 	      "  --timeout=DURATION    per-request timeout (default 5s; 60s "
 	      "for vm\n"
-	      "                        create/start/stop, which wait for the "
-	      "VM)\n"
+	      "                        create/start/stop/kill/migrate, which "
+	      "wait for the VM)\n"
 	      "  -h, --help            this text\n"
 	      "  --version             print the version\n"
 	      "\nExit status:\n"
@@ -810,7 +810,8 @@ int main(int argc, char **argv)
 		    (c->type == CELLMON__MSG_TYPE__MSG_VM_CREATE ||
 		     c->type == CELLMON__MSG_TYPE__MSG_VM_START ||
 		     c->type == CELLMON__MSG_TYPE__MSG_VM_STOP ||
-		     c->type == CELLMON__MSG_TYPE__MSG_VM_KILL))
+		     c->type == CELLMON__MSG_TYPE__MSG_VM_KILL ||
+		     c->type == CELLMON__MSG_TYPE__MSG_VM_MIGRATE))
 			ctl.timeout_ms = 60000;
 		rc = run_cmd(&ctl, c, args + words, nargs - words);
 		free(args);
