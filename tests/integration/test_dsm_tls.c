@@ -58,36 +58,19 @@ struct end {
 	atomic_int notes;
 };
 
-static void issue(const char *dir, enum cell_role role, const char *name,
-		  uint64_t *serial)
-{
-	struct cell_ca_issue q = {.role = role, .name = name};
-	char err[600];
-
-	if (cell_ca_issue(dir, &q, serial, NULL, NULL, err, sizeof(err)))
-		fail_msg("issue %s: %s", name, err);
-}
-
 static int setup(void **state)
 {
 	char err[600];
 	uint64_t serial;
 
 	(void)state;
-	snprintf(top, sizeof(top), "/tmp/cellmon-test-dsm-tls.XXXXXX");
-	if (!mkdtemp(top))
-		return -1;
-	snprintf(ca, sizeof(ca), "%s/ca", top);
-	snprintf(other, sizeof(other), "%s/other", top);
-	if (cell_ca_init(ca, "t", 0, err, sizeof(err)) ||
-	    cell_ca_init(other, "t", 0, err, sizeof(err)))
-		return -1;
-	issue(ca, CELL_ROLE_NODE, "na", NULL);
-	issue(ca, CELL_ROLE_NODE, "nb", NULL);
-	issue(ca, CELL_ROLE_NODE, "nc", NULL);
-	issue(ca, CELL_ROLE_ADMIN, "alice", NULL);
-	issue(ca, CELL_ROLE_NODE, "nr", &serial);
-	issue(other, CELL_ROLE_NODE, "na", NULL);
+	tca_two_cas("cellmon-test-dsm-tls", top, ca, other);
+	tca_issue(ca, CELL_ROLE_NODE, "na", NULL);
+	tca_issue(ca, CELL_ROLE_NODE, "nb", NULL);
+	tca_issue(ca, CELL_ROLE_NODE, "nc", NULL);
+	tca_issue(ca, CELL_ROLE_ADMIN, "alice", NULL);
+	tca_issue(ca, CELL_ROLE_NODE, "nr", &serial);
+	tca_issue(other, CELL_ROLE_NODE, "na", NULL);
 	tca_issue_expired(ca, "node", "nx", "node-nx");
 	if (cell_ca_revoke(ca, serial, err, sizeof(err)))
 		return -1;

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -12,6 +13,29 @@
 #include <openssl/x509.h>
 
 #include "testca.h"
+
+void tca_two_cas(const char *prefix, char *top, char *ca, char *other)
+{
+	char err[600];
+
+	snprintf(top, 256, "/tmp/%s.XXXXXX", prefix);
+	assert_non_null(mkdtemp(top));
+	snprintf(ca, 300, "%s/ca", top);
+	snprintf(other, 300, "%s/other", top);
+	if (cell_ca_init(ca, "t", 0, err, sizeof(err)) ||
+	    cell_ca_init(other, "t", 0, err, sizeof(err)))
+		fail_msg("cannot make the test CAs: %s", err);
+}
+
+void tca_issue(const char *dir, enum cell_role role, const char *name,
+	       uint64_t *serial)
+{
+	struct cell_ca_issue q = {.role = role, .name = name};
+	char err[600];
+
+	if (cell_ca_issue(dir, &q, serial, NULL, NULL, err, sizeof(err)))
+		fail_msg("issue %s: %s", name, err);
+}
 
 static FILE *open_in(const char *dir, const char *file, const char *mode)
 {

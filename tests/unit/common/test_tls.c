@@ -82,15 +82,6 @@ static void path(char *out, const char *dir, const char *file)
 	snprintf(out, 400, "%s/certs/%s", dir, file);
 }
 
-static void issue(const char *dir, enum cell_role role, const char *name)
-{
-	struct cell_ca_issue q = {.role = role, .name = name};
-	char err[600];
-
-	if (cell_ca_issue(dir, &q, NULL, NULL, NULL, err, sizeof(err)))
-		fail_msg("issue %s: %s", name, err);
-}
-
 static int setup(void **state)
 {
 	char err[600], crt[400], key[400], crl[400], ca_crt[400];
@@ -102,20 +93,13 @@ static int setup(void **state)
 	cell_log_set_level(CELL_LOG_ERROR);
 	signal(SIGPIPE, SIG_IGN); /* as the daemons and cellctl do */
 	evthread_use_pthreads();
-	snprintf(top, sizeof(top), "/tmp/cellmon-test-tls.XXXXXX");
-	if (!mkdtemp(top))
-		return -1;
-	snprintf(ca, sizeof(ca), "%s/ca", top);
-	snprintf(other, sizeof(other), "%s/other", top);
-	if (cell_ca_init(ca, "t", 0, err, sizeof(err)) ||
-	    cell_ca_init(other, "t", 0, err, sizeof(err)))
-		return -1;
-	issue(ca, CELL_ROLE_MANAGER, "mgr");
-	issue(ca, CELL_ROLE_ADMIN, "alice");
-	issue(ca, CELL_ROLE_VIEWER, "grafana");
-	issue(ca, CELL_ROLE_NODE, "node1");
-	issue(ca, CELL_ROLE_ADMIN, "bob");
-	issue(other, CELL_ROLE_ADMIN, "eve");
+	tca_two_cas("cellmon-test-tls", top, ca, other);
+	tca_issue(ca, CELL_ROLE_MANAGER, "mgr", NULL);
+	tca_issue(ca, CELL_ROLE_ADMIN, "alice", NULL);
+	tca_issue(ca, CELL_ROLE_VIEWER, "grafana", NULL);
+	tca_issue(ca, CELL_ROLE_NODE, "node1", NULL);
+	tca_issue(ca, CELL_ROLE_ADMIN, "bob", NULL);
+	tca_issue(other, CELL_ROLE_ADMIN, "eve", NULL);
 	tca_issue_expired(ca, "admin", "old", "admin-old");
 	cell_ca_list(ca, &v, &n, err, sizeof(err));
 	assert_string_equal(v[4].name, "bob");
