@@ -115,9 +115,10 @@ int agent_confine_prepare(struct agent *a, const struct agent_vm *vm,
 	c->gid = (gid_t)c->uid;
 	snprintf(c->root, sizeof(c->root), "%s/.root", vm->dir);
 	if (mkdir(c->root, 0700) && errno != EEXIST) {
-		snprintf(err, len, "cannot make %s: %s", c->root,
-			 strerror(errno));
-		return -errno;
+		int e = errno;
+
+		snprintf(err, len, "cannot make %s: %s", c->root, strerror(e));
+		return -e;
 	}
 	for (size_t i = 0; i < sizeof(lib_dirs) / sizeof(lib_dirs[0]); i++) {
 		if (lstat(lib_dirs[i], &st))
@@ -150,12 +151,14 @@ int agent_confine_prepare(struct agent *a, const struct agent_vm *vm,
 	snprintf(c->proc, sizeof(c->proc), "%s/proc", c->root);
 	c->uffd_dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (c->uffd_dev < 0) {
+		int e = errno;
+
 		snprintf(err, len,
 			 "guest_confine needs /dev/userfaultfd (a guest "
 			 "without privileges can make a userfaultfd only "
 			 "through it): %s",
-			 strerror(errno));
-		return -errno;
+			 strerror(e));
+		return -e;
 	}
 	return 0;
 }

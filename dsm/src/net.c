@@ -39,10 +39,9 @@
 #include "cell/tls.h"
 #include "node_int.h"
 
-#define MOD	      "dsm"
-#define HELLO_LEN     16
-#define HELLO_MAGIC   "CMDSM001"
-#define PENDING_SLOTS 16
+#define MOD	    "dsm"
+#define HELLO_LEN   16
+#define HELLO_MAGIC "CMDSM001"
 
 static void peer_read_cb(evutil_socket_t fd, short what, void *arg);
 static void peer_write_cb(evutil_socket_t fd, short what, void *arg);
@@ -239,6 +238,7 @@ static void peer_disconnect(struct dsm_node *n, struct dsm_peer *p,
 	p->connected = false;
 	p->handshaking = false;
 	p->rx = false;
+	p->write_wants_read = false;
 	p->in_len = 0;
 	/* A half-sent frame cannot be resumed on a new connection; a
 	 * connection that never came up sent nothing, so its queue waits
@@ -384,8 +384,10 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	}
 	/* a write that waited for TLS to read goes on now */
-	if (p->ssl && p->out_len && p->connected)
+	if (p->write_wants_read) {
+		p->write_wants_read = false;
 		n->dirty_peers |= (uint64_t)1 << p->id;
+	}
 	dsm__after_work(n);
 }
 
@@ -411,7 +413,8 @@ static void flush_peer(struct dsm_node *n, struct dsm_peer *p)
 	memmove(p->out, p->out + off, p->out_len - off);
 	p->out_len -= off;
 	/* EINPROGRESS: TLS must read first; the read event goes on */
-	if (p->out_len && !(w < 0 && errno == EINPROGRESS))
+	p->write_wants_read = p->out_len && w < 0 && errno == EINPROGRESS;
+	if (p->out_len && !p->write_wants_read)
 		event_add(p->ev_write, NULL);
 }
 
@@ -428,23 +431,31 @@ static void put_hello(struct dsm_node *n, struct dsm_peer *p)
 	p->out_len += HELLO_LEN;
 }
 
+/* p's connection is up, dialed or accepted: said (and a resumed TLS
+ * session counted). */
+static void link_up(struct dsm_node *n, struct dsm_peer *p)
+{
+	bool resumed = p->ssl && SSL_session_reused(p->ssl);
+	char tls[128] = "";
+
+	p->connected = true;
+	n->stats.tls_resumed += resumed;
+	if (p->ssl)
+		snprintf(tls, sizeof(tls), " (TLS 1.3, certificate of '%s'%s)",
+			 p->cert_name, resumed ? ", session resumed" : "");
+	if (n->id < p->id)
+		CELL_INFO(MOD, "node %u: connected to node %u at %s%s", n->id,
+			  p->id, p->addr, tls);
+	else
+		CELL_INFO(MOD, "node %u: node %u connected%s", n->id, p->id,
+			  tls);
+}
+
 /* The dialer's connection is up (TCP, or TCP then TLS): hello first. */
 static void dialed(struct dsm_node *n, struct dsm_peer *p)
 {
-	p->connected = true;
+	link_up(n, p);
 	put_hello(n, p);
-	if (p->ssl && SSL_session_reused(p->ssl))
-		n->stats.tls_resumed++;
-	if (!p->ssl)
-		CELL_INFO(MOD, "node %u: connected to node %u at %s", n->id,
-			  p->id, p->addr);
-	else
-		CELL_INFO(MOD,
-			  "node %u: connected to node %u at %s (TLS 1.3, "
-			  "certificate of '%s'%s)",
-			  n->id, p->id, p->addr, p->cert_name,
-			  SSL_session_reused(p->ssl) ? ", session resumed"
-						     : "");
 }
 
 /* Drives the dialer's TLS handshake one step; at its end checks the
@@ -832,20 +843,9 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 	p->ssl = pd->ssl;
 	snprintf(p->cert_name, sizeof(p->cert_name), "%s", pd->cert_name);
 	pending_clear(pd, false);
-	p->connected = true;
+	link_up(n, p);
 	/* Anything queued before the peer dialed in goes out now. */
 	n->dirty_peers |= (uint64_t)1 << id;
-	if (p->ssl && SSL_session_reused(p->ssl))
-		n->stats.tls_resumed++;
-	if (p->ssl)
-		CELL_INFO(MOD,
-			  "node %u: node %u connected (TLS 1.3, certificate "
-			  "of '%s'%s)",
-			  n->id, id, p->cert_name,
-			  SSL_session_reused(p->ssl) ? ", session resumed"
-						     : "");
-	else
-		CELL_INFO(MOD, "node %u: node %u connected", n->id, id);
 	/* TLS may hold frames it read with the hello: take them now (the
 	 * socket may never say it is readable for them). */
 	if (p->ssl)
@@ -863,7 +863,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 	if (fd < 0)
 		return;
 	set_sock_opts(fd);
-	for (int i = 0; i < PENDING_SLOTS; i++) {
+	for (int i = 0; i < DSM_PENDING_SLOTS; i++) {
 		struct dsm_pending *pd = &n->pending[i];
 
 		if (pd->fd >= 0)
@@ -884,7 +884,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 	CELL_LOG_RL(CELL_LOG_WARN, MOD,
 		    "node %u: %d peer connections wait for their hello: one "
 		    "more closed",
-		    n->id, PENDING_SLOTS);
+		    n->id, DSM_PENDING_SLOTS);
 	close(fd);
 }
 
@@ -945,7 +945,7 @@ static void dsm__net_close(struct dsm_node *n)
 		p->in = NULL;
 		p->ev_retry = NULL;
 	}
-	for (int i = 0; i < PENDING_SLOTS; i++)
+	for (int i = 0; i < DSM_PENDING_SLOTS; i++)
 		if (n->pending[i].fd >= 0)
 			pending_clear(&n->pending[i], true);
 	if (n->ev_listen)

@@ -410,7 +410,7 @@ int dsm_node_create(const struct dsm_node_config *cfg, struct dsm_node **out)
 	}
 	for (int i = 0; i < DSM_MAX_NODES; i++)
 		n->peers[i].fd = -1;
-	for (int i = 0; i < 16; i++)
+	for (int i = 0; i < DSM_PENDING_SLOTS; i++)
 		n->pending[i].fd = -1;
 	n->tops = cfg->transport == DSM_TRANSPORT_LOOP ? &dsm__loop_ops
 						       : &dsm__tcp_ops;

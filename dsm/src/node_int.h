@@ -28,16 +28,17 @@
 #include "proto.h"
 #include "wait.h"
 
-#define DSM_MAX_MAPS	 8
-#define DSM_MAX_REGIONS	 16
-#define DSM_LOCAL_RING	 256
-#define DSM_PREFETCH_MAX 64		  /* prefetch_max is capped here */
-#define DSM_STAGE_PAGES	 DSM_PREFETCH_MAX /* pages per batched install */
-#define DSM_MAX_DEFER	 1024
-#define DSM_MAX_WAITERS	 256
-#define DSM_MAX_LOCKS	 1024
-#define DSM_LOCK_QUEUE	 (DSM_MAX_NODES * 4)
-#define DSM_NET_OUT_CAP	 (4u << 20)
+#define DSM_MAX_MAPS	  8
+#define DSM_MAX_REGIONS	  16
+#define DSM_LOCAL_RING	  256
+#define DSM_PREFETCH_MAX  64		   /* prefetch_max is capped here */
+#define DSM_STAGE_PAGES	  DSM_PREFETCH_MAX /* pages per batched install */
+#define DSM_MAX_DEFER	  1024
+#define DSM_MAX_WAITERS	  256
+#define DSM_MAX_LOCKS	  1024
+#define DSM_LOCK_QUEUE	  (DSM_MAX_NODES * 4)
+#define DSM_PENDING_SLOTS 16 /* accepted connections before their hello */
+#define DSM_NET_OUT_CAP	  (4u << 20)
 /* Room for a prefetch window's worth of page frames per recv(). */
 #define DSM_NET_IN_CAP (DSM_PREFETCH_MAX * (DSM_MSG_WIRE_LEN + DSM_PAGE_SIZE))
 
@@ -148,7 +149,8 @@ struct dsm_peer {
 	 * peer's certificate must have ("" any node's) and the one it had */
 	struct ssl_st *ssl;
 	bool handshaking;
-	bool rx; /* received something on this connection */
+	bool rx;	       /* received something on this connection */
+	bool write_wants_read; /* SSL_write must wait for a read */
 	struct ssl_session_st *sess;
 	unsigned sess_gen;
 	char name[64], cert_name[64];
@@ -220,7 +222,7 @@ struct dsm_node {
 	struct event *ev_listen;
 	struct dsm_peer peers[DSM_MAX_NODES];
 	uint64_t dirty_peers;
-	struct dsm_pending pending[16];
+	struct dsm_pending pending[DSM_PENDING_SLOTS];
 	/* self-messages */
 	struct dsm_local_msg *local;
 	uint32_t local_head, local_len;

@@ -48,24 +48,26 @@ static void copy_as(const char *ca, const char *from, const char *to)
 
 void tsc_ca_make(const char *dir)
 {
-	char ca[800], err[600], crt[900], key[900];
+	static const struct {
+		enum cell_role role;
+		const char *name;
+	} daemons[] = {{CELL_ROLE_MANAGER, "manager"},
+		       {CELL_ROLE_DISK, "vdiskd"},
+		       {CELL_ROLE_ADMIN, "test"},
+		       {CELL_ROLE_VIEWER, "test"}};
+	char ca[800], err[600], crt[900], key[900], node[16];
 	struct cell_ca_issue q = {.sans = "IP:127.0.0.1"};
-	char node[16];
+	size_t nd = sizeof(daemons) / sizeof(daemons[0]);
 
 	snprintf(ca, sizeof(ca), "%s/ca", dir);
 	if (cell_ca_init(ca, "test", 0, err, sizeof(err)))
 		fail_msg("cannot make the test cell's CA: %s", err);
-	for (int i = -4; i < TSC_MAX_NODES + 5; i++) {
-		q.role = i == -4   ? CELL_ROLE_MANAGER
-			 : i == -3 ? CELL_ROLE_DISK
-			 : i == -2 ? CELL_ROLE_ADMIN
-			 : i == -1 ? CELL_ROLE_VIEWER
-				   : CELL_ROLE_NODE;
-		snprintf(node, sizeof(node), "node%d", i + 1);
-		q.name = i == -4   ? "manager"
-			 : i == -3 ? "vdiskd"
-			 : i < 0   ? "test"
-				   : node;
+	/* the daemons', then node1..node<TSC_MAX_NODES> */
+	for (size_t i = 0; i < nd + TSC_MAX_NODES; i++) {
+		if (i >= nd)
+			snprintf(node, sizeof(node), "node%zu", i - nd + 1);
+		q.role = i < nd ? daemons[i].role : CELL_ROLE_NODE;
+		q.name = i < nd ? daemons[i].name : node;
 		if (cell_ca_issue(ca, &q, NULL, NULL, NULL, err, sizeof(err)))
 			fail_msg("cannot issue %s: %s", q.name, err);
 	}

@@ -49,8 +49,8 @@ struct tsc_cluster {
 };
 
 /* A test cell's CA in DIR/ca (cellctl ca's layout) with the certificates
- * certs/manager-manager, disk-server-vdiskd, node-node1..node4 (up to
- * TSC_MAX_NODES + 5), admin-test and viewer-test; sets CELLMON_CA,
+ * certs/manager-manager, disk-server-vdiskd, admin-test, viewer-test
+ * and node-node1..node-node<TSC_MAX_NODES>; sets CELLMON_CA,
  * CELLMON_CERT and CELLMON_KEY to the admin's, and puts the admin's
  * files in DIR/ca/x509 as qemu's tls-creds-x509 wants them (ca-cert.pem,
  * client-cert.pem, client-key.pem). Asserts. */
